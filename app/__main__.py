@@ -1,0 +1,29 @@
+"""``python -m app``: serve Jobcast with uvicorn, configured from the environment."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from app.settings import Settings, SettingsError
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"jobcast: {exc}")
+    uvicorn.run(
+        "app.main:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The exceptions Jobcast raises, all rooted in :class:`JobsError`.
+
+    JobsError
+    ├── JobNotFound          no job has ever had this id (404)
+    ├── JobGone              the job ended and was cleaned up (410)
+    ├── InvalidTransition    the change breaks the lifecycle rules (409)
+    ├── InvalidJobData       a value is out of range or of the wrong kind (422)
+    │   └── MalformedJSON    the body is not JSON at all (400)
+    ├── IdempotencyConflict  an Idempotency-Key reused with another body (422)
+    └── BackendUnavailable   the store cannot be reached (503)
+
+``app.problems`` maps each one to an ``application/problem+json`` response,
+in one place. Foreign exceptions (a Redis connection error, say) are
+translated at the module boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One offending field of a request: where it is and what is wrong."""
+
+    field: str
+    message: str
+
+
+class JobsError(Exception):
+    """Base of every error Jobcast raises on purpose."""
+
+
+class JobNotFound(JobsError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class JobGone(JobsError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} ended and has been cleaned up")
+        self.job_id = job_id
+
+
+class InvalidTransition(JobsError):
+    """The job's status does not allow the change; the stored job is unchanged."""
+
+
+class InvalidJobData(JobsError):
+    def __init__(self, detail: str, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.errors = tuple(errors)
+
+
+class MalformedJSON(InvalidJobData):
+    """The request body could not be parsed as JSON."""
+
+
+class IdempotencyConflict(JobsError):
+    """The same Idempotency-Key came back with a different request body."""
+
+
+class BackendUnavailable(JobsError):
+    """The job store cannot be reached right now; retrying later may succeed."""

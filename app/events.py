@@ -1,0 +1,122 @@
+"""Changes: one accepted change to a job, encoded once for every transport.
+
+Every write the store accepts produces one :class:`Change` with the full job
+(or, for a clean-up, only the id) and its :class:`Position` in the change
+feed. The SSE and WebSocket encodings are computed on first use and then
+shared by every subscriber: serialize once, write many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sse_starlette import ServerSentEvent
+
+from app.models import Job, JobStatus, JobType, encode
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """Where a change sits in the feed of all changes: ordered, opaque on the wire.
+
+    ``epoch`` tells feeds apart (a restarted memory store starts a new one);
+    ``seq`` counts within it.
+    """
+
+    epoch: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position | None:
+        epoch, sep, seq = text.strip().partition("-")
+        if not sep or not epoch.isdigit() or not seq.isdigit() or len(text) > 64:
+            return None
+        return cls(int(epoch), int(seq))
+
+
+class Change:
+    """A job's new state (``job`` set) or its removal (``job`` is ``None``)."""
+
+    __slots__ = (
+        "_sse_all",
+        "_sse_job",
+        "_ws",
+        "data",
+        "job",
+        "job_id",
+        "job_type",
+        "position",
+        "previous_status",
+    )
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        job_type: JobType,
+        position: Position,
+        job: Job | None,
+        previous_status: JobStatus | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.job_type = job_type
+        self.position = position
+        self.job = job
+        self.previous_status = previous_status
+        self.data: bytes = encode(job) if job is not None else orjson.dumps({"jobId": job_id})
+        self._sse_job: bytes | None = None
+        self._sse_all: bytes | None = None
+        self._ws: str | None = None
+
+    @classmethod
+    def of(cls, job: Job, position: Position, previous_status: JobStatus | None = None) -> Change:
+        return cls(
+            job_id=job.job_id,
+            job_type=job.job_type,
+            position=position,
+            job=job,
+            previous_status=previous_status,
+        )
+
+    @property
+    def kind(self) -> str:
+        return "job" if self.job is not None else "removed"
+
+    @property
+    def version(self) -> int:
+        return self.job.version if self.job is not None else 0
+
+    @property
+    def is_final(self) -> bool:
+        """Nothing can follow this change for this job but its removal."""
+        return self.job is None or self.job.is_terminal
+
+    def sse_for_job_stream(self) -> bytes:
+        """SSE frame for ``/api/jobs/{jobId}/events``: ``id`` is the job's version."""
+        if self._sse_job is None:
+            self._sse_job = _sse(self.kind, self.data, str(self.version))
+        return self._sse_job
+
+    def sse_for_all_stream(self) -> bytes:
+        """SSE frame for ``/api/jobs/events``: ``id`` is the feed position."""
+        if self._sse_all is None:
+            self._sse_all = _sse(self.kind, self.data, str(self.position))
+        return self._sse_all
+
+    def ws_frame(self) -> str:
+        if self._ws is None:
+            key = "job" if self.job is not None else "jobId"
+            value: Any = orjson.Fragment(self.data) if self.job is not None else self.job_id
+            self._ws = orjson.dumps(
+                {"type": self.kind, "cursor": str(self.position), key: value}
+            ).decode()
+        return self._ws
+
+
+def _sse(event: str, data: bytes, event_id: str) -> bytes:
+    return ServerSentEvent(data.decode(), event=event, id=event_id, sep="\n").encode()

@@ -1,0 +1,193 @@
+"""Local fan-out: every change reaches every interested subscriber of this process.
+
+    store ──publish(change)──▶ Hub ──offer──▶ Subscription ──put──▶ Mailbox ──▶ writer
+                                  (per job, or all jobs + filter)   (one per connection)
+
+A :class:`Mailbox` is one connection's bounded, conflating buffer: it keeps
+only the newest change per job, in feed order, and wakes its writer only
+when the writer is waiting. A reader slower than the jobs change skips
+intermediate states, never the latest one; a mailbox that would hold more
+than ``capacity`` jobs is closed instead, and its client reconnects and
+resumes. Publishing never awaits, so one slow socket cannot hold up others.
+
+A :class:`Subscription` starts *unprimed*: it collects live changes while
+its stream reads the current state from the store, then ``prime`` merges
+the two so nothing is missed, nothing older than the snapshot follows it,
+and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Literal
+
+from app.events import Change, Position
+from app.store import JobFilter
+
+CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done"]
+
+
+class Mailbox:
+    __slots__ = ("_capacity", "_control", "_pending", "_waiter", "closed", "conflated", "ping_due")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._pending: dict[str, Change] = {}
+        self._control: list[str] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed: CloseReason | None = None
+        self.conflated = 0
+        self.ping_due = False
+
+    def put(self, change: Change) -> None:
+        if self.closed is not None:
+            return
+        # Moving a replaced job to the end keeps the buffer in feed order, so
+        # the last event a client saw is always the furthest it has read.
+        if self._pending.pop(change.job_id, None) is not None:
+            self.conflated += 1
+        elif len(self._pending) >= self._capacity:
+            self.close("overflow")
+            return
+        self._pending[change.job_id] = change
+        self._wake()
+
+    def say(self, frame: str) -> None:
+        """Queue a control frame (WebSocket replies); sent before pending changes."""
+        self._control.append(frame)
+        self._wake()
+
+    def ping(self) -> None:
+        self.ping_due = True
+        self._wake()
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._wake()
+
+    async def wait(self) -> None:
+        """Return once there is something to send, a ping is due, or the box is closed."""
+        while not (self._pending or self._control or self.ping_due or self.closed):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def take_control(self) -> list[str]:
+        frames, self._control = self._control, []
+        return frames
+
+    def take(self) -> list[Change]:
+        changes = list(self._pending.values())
+        self._pending.clear()
+        self.ping_due = False
+        return changes
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Subscription:
+    """Interest in one job (``job_id``) or in all jobs matching ``where``."""
+
+    __slots__ = ("_early", "_floor_position", "_floor_version", "job_id", "mailbox", "where")
+
+    def __init__(
+        self, mailbox: Mailbox, *, job_id: str | None = None, where: JobFilter | None = None
+    ) -> None:
+        self.mailbox = mailbox
+        self.job_id = job_id
+        self.where = where or JobFilter()
+        self._early: list[Change] | None = []
+        self._floor_version = 0
+        self._floor_position: Position | None = None
+
+    def offer(self, change: Change) -> None:
+        if self._early is not None:
+            if len(self._early) >= self.mailbox._capacity:
+                self.mailbox.close("overflow")
+            else:
+                self._early.append(change)
+        elif self._admits(change):
+            self.mailbox.put(change)
+
+    def prime(
+        self, snapshot: Iterable[Change], *, version: int = 0, head: Position | None = None
+    ) -> None:
+        """Deliver the snapshot, then whatever arrived meanwhile that is newer.
+
+        ``version`` (per-job) or ``head`` (all jobs) is what the client has
+        once the snapshot is sent: anything at or below it is not sent again.
+        """
+        early, self._early = self._early or [], None
+        self._floor_version = version
+        self._floor_position = head
+        for change in snapshot:
+            self.mailbox.put(change)
+        for change in early:
+            if self._admits(change):
+                self.mailbox.put(change)
+
+    def _admits(self, change: Change) -> bool:
+        if self.job_id is not None:
+            return change.job is None or change.version > self._floor_version
+        floor = self._floor_position
+        return self.where.admits(change) and (floor is None or change.position > floor)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
+        self._pinged: set[Mailbox] = set()
+        self._mailboxes: set[Mailbox] = set()
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._all) + sum(len(subs) for subs in self._by_job.values())
+
+    def publish(self, change: Change) -> None:
+        for subscription in self._by_job.get(change.job_id, ()):
+            subscription.offer(change)
+        for subscription in self._all:
+            subscription.offer(change)
+
+    def subscribe(self, subscription: Subscription) -> Subscription:
+        if subscription.job_id is None:
+            self._all.add(subscription)
+        else:
+            self._by_job.setdefault(subscription.job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription.job_id is None:
+            self._all.discard(subscription)
+            return
+        subscriptions = self._by_job.get(subscription.job_id)
+        if subscriptions is not None:
+            subscriptions.discard(subscription)
+            if not subscriptions:
+                del self._by_job[subscription.job_id]
+
+    def attach(self, mailbox: Mailbox, *, heartbeat: bool) -> None:
+        """Track a connection's mailbox, for shutdown and (SSE) heartbeats."""
+        self._mailboxes.add(mailbox)
+        if heartbeat:
+            self._pinged.add(mailbox)
+
+    def detach(self, mailbox: Mailbox) -> None:
+        self._mailboxes.discard(mailbox)
+        self._pinged.discard(mailbox)
+
+    def ping(self) -> None:
+        for mailbox in self._pinged:
+            mailbox.ping()
+
+    def close(self) -> None:
+        """End every stream cleanly (server shutdown): clients reconnect and resume."""
+        for mailbox in self._mailboxes:
+            mailbox.close("shutdown")

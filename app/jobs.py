@@ -1,0 +1,91 @@
+"""The job rules, in one place: ids, defaults, transitions, versions, merging.
+
+Every path that changes a job (HTTP routes, the in-process library, every
+store backend) goes through these pure functions, so the rules cannot
+differ between them. Each returns a new :class:`Job` with ``version`` bumped
+by one, or raises :class:`InvalidTransition` and leaves the job alone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from app.errors import InvalidTransition
+from app.models import Completion, Failure, Job, JobStatus, JobUpdate, NewJob
+
+DEFAULT_COMPLETED_MESSAGE = "Completed"
+DEFAULT_FAILED_MESSAGE = "Processing failed"
+
+_NEXT_STATUSES: dict[JobStatus, frozenset[JobStatus]] = {
+    "queued": frozenset({"queued", "processing", "completed", "error"}),
+    "processing": frozenset({"processing", "completed", "error"}),
+    "completed": frozenset(),
+    "error": frozenset(),
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """128 random bits, URL-safe: an id nobody can guess."""
+    return "job_" + secrets.token_urlsafe(16)
+
+
+def create(request: NewJob, at: datetime) -> Job:
+    return Job(
+        job_id=new_job_id(),
+        job_type=request.job_type,
+        status="queued",
+        message=request.message,
+        progress=0.0,
+        metadata=dict(request.metadata),
+        created_at=at,
+        updated_at=at,
+        version=1,
+    )
+
+
+def update(job: Job, change: JobUpdate, at: datetime) -> Job:
+    status = job.status if change.status is None else change.status
+    fields: dict[str, Any] = {"status": status}
+    if change.progress is not None:
+        fields["progress"] = change.progress
+    if change.message is not None:
+        fields["message"] = change.message
+    if change.metadata is not None:
+        fields["metadata"] = {**job.metadata, **change.metadata}
+    return _advance(job, fields, at)
+
+
+def complete(job: Job, completion: Completion, at: datetime) -> Job:
+    fields: dict[str, Any] = {
+        "status": "completed",
+        "message": completion.message or DEFAULT_COMPLETED_MESSAGE,
+    }
+    if completion.document_id is not None:
+        fields["document_id"] = completion.document_id
+    return _advance(job, fields, at)
+
+
+def fail(job: Job, failure: Failure, at: datetime) -> Job:
+    fields: dict[str, Any] = {
+        "status": "error",
+        "error": failure.error,
+        "message": failure.message or DEFAULT_FAILED_MESSAGE,
+    }
+    return _advance(job, fields, at)
+
+
+def _advance(job: Job, fields: dict[str, Any], at: datetime) -> Job:
+    target: JobStatus = fields["status"]
+    if target not in _NEXT_STATUSES[job.status]:
+        if job.is_terminal:
+            raise InvalidTransition(f"job {job.job_id} is {job.status} and can no longer change")
+        raise InvalidTransition(f"job {job.job_id} cannot go from {job.status} to {target}")
+    if target == "completed":
+        fields["progress"] = 100.0
+    return job.model_copy(update={**fields, "updated_at": at, "version": job.version + 1})

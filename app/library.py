@@ -1,0 +1,80 @@
+"""The seed's server-side functions, in Python naming, for code in the server's process.
+
+    job = await create_job(job_type="document_analysis", message="Starting analysis...")
+    await update_job_with_notification(job.job_id, status="processing", progress=50)
+    await complete_job(job.job_id, "doc_123", "Analysis completed")
+
+They act on the store of the running app (its lifespan installs it), so
+every change is stored and pushed to every subscriber before the call
+returns. With no app running they use a private in-memory store, which
+keeps scripts and tests that only need the rules working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob, parse
+from app.service import JobService
+from app.settings import Settings
+
+_service: JobService | None = None
+
+
+def install(service: JobService | None) -> JobService | None:
+    """Make ``service`` the one these functions use; returns the one it replaces."""
+    global _service
+    previous, _service = _service, service
+    return previous
+
+
+def current_service() -> JobService:
+    global _service
+    if _service is None:
+        from app.store.memory import MemoryStore
+
+        _service = JobService(MemoryStore(Settings(), lambda change: None))
+    return _service
+
+
+async def create_job(
+    *,
+    job_type: JobType = "generic",
+    message: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> Job:
+    request = parse(NewJob, _given(job_type=job_type, message=message, metadata=metadata))
+    job, _ = await current_service().create(request)
+    return job
+
+
+async def update_job_with_notification(
+    job_id: str,
+    *,
+    status: JobStatus | None = None,
+    progress: float | None = None,
+    message: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Job:
+    fields = _given(status=status, progress=progress, message=message, metadata=metadata)
+    return await current_service().update(job_id, parse(JobUpdate, fields))
+
+
+async def complete_job(
+    job_id: str, document_id: str | None = None, message: str | None = None
+) -> Job:
+    fields = _given(document_id=document_id, message=message)
+    return await current_service().complete(job_id, parse(Completion, fields))
+
+
+async def fail_job(job_id: str, error: str, message: str | None = None) -> Job:
+    fields = _given(error=error, message=message)
+    return await current_service().fail(job_id, parse(Failure, fields))
+
+
+async def get_job(job_id: str) -> Job:
+    return await current_service().get(job_id)
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}

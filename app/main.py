@@ -1,0 +1,174 @@
+"""The application: ``create_app(settings)``, its lifespan, and its routes.
+
+``app`` itself is built on first access from the environment, so
+``uvicorn app.main:app`` works and importing this module reads nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypedDict
+
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from app import api, library, sse
+from app.errors import BackendUnavailable
+from app.hub import Hub
+from app.metrics import CONTENT_TYPE, Metrics, RequestTimer
+from app.openapi import Operation, openapi_document
+from app.problems import EXCEPTION_HANDLERS
+from app.service import JobService
+from app.settings import Settings
+from app.store import open_store
+from app.ws import jobs_socket
+
+logger = logging.getLogger("jobcast")
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+VERSION = "0.1.0"
+
+
+class State(TypedDict):
+    settings: Settings
+    service: JobService
+    hub: Hub
+    metrics: Metrics
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    metrics = Metrics()
+    hub = Hub()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[State]:
+        store = open_store(settings, hub.publish)
+        service = JobService(store, metrics)
+        previous = library.install(service)
+        tasks = [
+            asyncio.create_task(_every(_sweep_interval(settings), store.sweep)),
+            asyncio.create_task(_every(settings.heartbeat, _async(hub.ping))),
+            asyncio.create_task(_close_streams_on_exit(hub)),
+        ]
+        try:
+            yield {"settings": settings, "service": service, "hub": hub, "metrics": metrics}
+        finally:
+            hub.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            library.install(previous)
+            await store.aclose()
+
+    operations: list[tuple[Operation, Any]] = [
+        *api.ROUTES,
+        (sse.ALL_EVENTS, sse.all_events),
+        (sse.JOB_EVENTS, sse.job_events),
+    ]
+    document = openapi_document([op for op, _ in operations], title="Jobcast", version=VERSION)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(document)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        counts = await request.state.service.store.count_by_status()
+        return Response(metrics.render(counts), media_type=CONTENT_TYPE)
+
+    # Static paths first: /api/jobs/events and /ws must not match /api/jobs/{jobId}.
+    ordered = sorted(operations, key=lambda pair: "{" in pair[0].path)
+    routes: list[BaseRoute] = [
+        Route(op.path, endpoint, methods=[op.method]) for op, endpoint in ordered
+    ]
+    routes[:0] = [WebSocketRoute("/api/jobs/ws", jobs_socket)]
+    routes += [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi),
+        Route("/", index),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestTimer, metrics=metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await request.state.service.store.ping()
+    except BackendUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def index(_: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+def _sweep_interval(settings: Settings) -> float:
+    return min(1.0, max(0.05, settings.terminal_ttl / 4))
+
+
+def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        function()
+
+    return call
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:
+            logger.exception("periodic task failed; trying again in %.1fs", seconds)
+
+
+async def _close_streams_on_exit(hub: Hub) -> None:
+    """End open streams as soon as the server starts shutting down.
+
+    uvicorn waits for open responses before it runs the lifespan shutdown, so
+    streams would otherwise hold shutdown until its graceful timeout.
+    """
+    # uvicorn offers no event to await: poll its flag, as sse-starlette does.
+    while not _server_exiting():  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+    hub.close()
+
+
+def _server_exiting() -> bool:
+    if AppStatus.should_exit:
+        return True
+    # uvicorn's signal handler is a bound method of its Server.
+    server = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+def create_app_from_env() -> Starlette:
+    return create_app(Settings.from_env())
+
+
+def __getattr__(name: str) -> Starlette:
+    if name == "app":
+        return create_app_from_env()
+    raise AttributeError(name)

@@ -1,0 +1,261 @@
+"""Wire models: what goes over HTTP, SSE and WebSocket, in camelCase.
+
+These models validate every request (HTTP bodies and the in-process
+library calls alike) and generate ``/openapi.json``, so the documentation
+cannot drift from what the server accepts. :class:`Job` is both the wire
+shape and the stored state: one model for one thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    computed_field,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from app.errors import FieldError, InvalidJobData, MalformedJSON
+
+JobType = Literal["file_processing", "document_analysis", "llm_agent", "generic"]
+JobStatus = Literal["queued", "processing", "completed", "error"]
+
+JOB_TYPES: tuple[JobType, ...] = ("file_processing", "document_analysis", "llm_agent", "generic")
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "processing", "completed", "error")
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"completed", "error"})
+
+MAX_TEXT_LENGTH = 10_000
+MAX_METADATA_DEPTH = 32
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, as the seed's JavaScript clients print them."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def _integral_as_int(value: float) -> float | int:
+    # 45 stays 45 on the wire, as the seed shows it, not 45.0.
+    return int(value) if float(value).is_integer() else value
+
+
+def _check_depth(value: dict[str, Any]) -> dict[str, Any]:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata may nest at most {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return value
+
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
+Progress = Annotated[
+    float,
+    Field(ge=0, le=100, allow_inf_nan=False, strict=True),
+    PlainSerializer(_integral_as_int),
+]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_check_depth)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        frozen=True,
+    )
+
+
+class RequestModel(WireModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class NewJob(RequestModel):
+    """Body of ``POST /api/jobs``; every field is optional."""
+
+    job_type: JobType = "generic"
+    message: Text = ""
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class JobUpdate(RequestModel):
+    """Body of ``PATCH /api/jobs/{jobId}``: any of these, at least one."""
+
+    status: JobStatus | None = None
+    progress: Progress | None = None
+    message: Text | None = None
+    metadata: Metadata | None = Field(
+        default=None, description="Shallow-merged into the job's metadata."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set - {name for name, v in self if v is None}:
+            raise ValueError("give at least one of status, progress, message, metadata")
+        return self
+
+
+class Completion(RequestModel):
+    """Body of ``POST /api/jobs/{jobId}/complete``; may be empty."""
+
+    document_id: Text | None = None
+    message: Text | None = None
+
+
+class Failure(RequestModel):
+    """Body of ``POST /api/jobs/{jobId}/fail``."""
+
+    error: Text
+    message: Text | None = None
+
+
+class Job(WireModel):
+    """A tracked job: the full state every response and every event carries."""
+
+    job_id: str
+    job_type: JobType
+    status: JobStatus
+    message: str
+    progress: Progress
+    document_id: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp
+    version: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timestamp(self) -> Timestamp:
+        """The seed's name for the last update time (same value as ``updatedAt``)."""
+        return self.updated_at
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobCreated(WireModel):
+    """Answer to ``POST /api/jobs``, the seed's shape."""
+
+    job_id: str
+    status: JobStatus
+    timestamp: Timestamp
+
+
+class JobList(WireModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; absent on the last one."
+    )
+
+
+class ProblemField(WireModel):
+    field: str
+    message: str
+
+
+class Problem(WireModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None
+
+
+def encode(model: BaseModel) -> bytes:
+    """JSON bytes with absent optional fields omitted, never ``null``."""
+    return model.__pydantic_serializer__.to_json(model, exclude_none=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: bytes | Mapping[str, Any]) -> M:
+    """Validate a JSON body or keyword arguments; raise InvalidJobData naming each bad field."""
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise MalformedJSON(f"the body is not valid JSON: {errors[0]['msg']}") from None
+        fields = [
+            FieldError(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
+            for error in errors
+        ]
+        names = ", ".join(dict.fromkeys(field.field for field in fields))
+        raise InvalidJobData(f"invalid value for {names}", fields) from None
+
+
+class QueryModel(WireModel):
+    """Query strings arrive as text: coerce ``"10"`` to 10, ignore unknown parameters."""
+
+    model_config = ConfigDict(strict=False, extra="ignore")
+
+
+class ListQuery(QueryModel):
+    status: JobStatus | None = None
+    job_type: JobType | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class StreamQuery(QueryModel):
+    status: JobStatus | None = None
+    job_type: JobType | None = None
+    last_event_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Resume after this event id, for clients that cannot set `Last-Event-ID`.",
+    )
+
+
+class JobQuery(QueryModel):
+    wait_for_version: int | None = Field(
+        default=None, ge=0, description="Long-poll: answer once the job's version exceeds this."
+    )
+    timeout: float = Field(default=30, gt=0, le=60, description="Long-poll wait, in seconds.")
+
+
+class SubscribeJob(RequestModel):
+    type: Literal["subscribe"]
+    job_id: str = Field(max_length=200)
+    since: int | None = Field(default=None, ge=0)
+
+
+class SubscribeAll(RequestModel):
+    type: Literal["subscribe"]
+    all: Literal[True]
+    job_type: JobType | None = None
+    status: JobStatus | None = None
+    since: str | None = Field(default=None, max_length=200)
+
+
+class Unsubscribe(RequestModel):
+    type: Literal["unsubscribe"]
+    job_id: str | None = Field(default=None, max_length=200)
+    all: bool = False
+
+
+class Ping(RequestModel):
+    type: Literal["ping"]

@@ -1,0 +1,113 @@
+"""Settings: read once from the environment into one frozen object.
+
+Nothing in the package reads ``os.environ`` anywhere else. An invalid value
+stops start-up with a :class:`SettingsError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+Backend = Literal["memory", "redis"]
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting in the environment is missing its meaning; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: Backend = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    terminal_ttl: float = 300.0
+    tombstone_ttl: float = 3600.0
+    max_tombstones: int = 100_000
+    heartbeat: float = 15.0
+    workers: int = 1
+    api_key: str | None = None
+    sse_retry_ms: int = 2000
+    subscriber_backlog: int = 10_000
+    send_timeout: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    shutdown_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.workers > 1 and self.backend == "memory":
+            raise SettingsError(
+                f"JOBS_WORKERS={self.workers} needs JOBS_BACKEND=redis: with the memory "
+                "backend every worker process would keep its own jobs. Use "
+                "JOBS_BACKEND=redis (and JOBS_REDIS_URL), or JOBS_WORKERS=1."
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        default = cls()
+        return cls(
+            host=reader.text("JOBS_HOST", default.host),
+            port=reader.number("JOBS_PORT", int, default.port, low=0, high=65535),
+            backend=reader.choice("JOBS_BACKEND", ("memory", "redis"), default.backend),
+            redis_url=reader.text("JOBS_REDIS_URL", default.redis_url),
+            terminal_ttl=reader.number("JOBS_TERMINAL_TTL", float, default.terminal_ttl, low=0),
+            tombstone_ttl=reader.number("JOBS_TOMBSTONE_TTL", float, default.tombstone_ttl, low=0),
+            max_tombstones=reader.number("JOBS_MAX_TOMBSTONES", int, default.max_tombstones, low=0),
+            heartbeat=reader.number("JOBS_HEARTBEAT", float, default.heartbeat, low=0.01),
+            workers=reader.number("JOBS_WORKERS", int, default.workers, low=1, high=256),
+            api_key=env.get("JOBS_API_KEY") or None,
+            sse_retry_ms=reader.number("JOBS_SSE_RETRY_MS", int, default.sse_retry_ms, low=0),
+            subscriber_backlog=reader.number(
+                "JOBS_SUBSCRIBER_BACKLOG", int, default.subscriber_backlog, low=1
+            ),
+            send_timeout=reader.number("JOBS_SEND_TIMEOUT", float, default.send_timeout, low=0.01),
+            max_body_bytes=reader.number("JOBS_MAX_BODY_BYTES", int, default.max_body_bytes, low=1),
+            shutdown_timeout=reader.number(
+                "JOBS_SHUTDOWN_TIMEOUT", float, default.shutdown_timeout, low=0
+            ),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str) -> str:
+        value = self._env.get(name, "").strip()
+        return value or default
+
+    def choice(self, name: str, allowed: tuple[Backend, ...], default: Backend) -> Backend:
+        value = self.text(name, default).lower()
+        for option in allowed:
+            if value == option:
+                return option
+        raise SettingsError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+
+    def number(
+        self,
+        name: str,
+        kind: Callable[[str], T],
+        default: T,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> T:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        number = float(value)  # type: ignore[arg-type]
+        if number != number or (low is not None and number < low):
+            raise SettingsError(f"{name}={raw!r} must be at least {low}")
+        if high is not None and number > high:
+            raise SettingsError(f"{name}={raw!r} must be at most {high}")
+        return value

@@ -1,0 +1,121 @@
+"""The job store seam: a Protocol, and ``open_store`` to pick a backend by setting.
+
+A store keeps jobs, applies changes atomically (the rules themselves live in
+``app.jobs``; the store only runs them against the current state), and calls
+``publish`` once for every accepted change, in feed order. That callback is
+the hook the live-push hub plugs into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.events import Change, Position
+from app.models import Job, JobStatus, JobType
+from app.settings import Settings
+
+Publish = Callable[[Change], None]
+Mutation = Callable[[Job], Job]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The ``jobType``/``status`` filters of the list and of the all-jobs streams."""
+
+    job_type: JobType | None = None
+    status: JobStatus | None = None
+
+    def matches(self, job_type: JobType, status: JobStatus | None) -> bool:
+        return (self.job_type is None or job_type == self.job_type) and (
+            self.status is None or status == self.status
+        )
+
+    def admits(self, change: Change) -> bool:
+        """Whether a live subscriber with this filter gets ``change``.
+
+        A job that leaves the filter (``status=processing`` and it completes)
+        still sends that one event, so a client can drop it.
+        """
+        if change.job is None:
+            return self.job_type is None or change.job_type == self.job_type
+        return self.matches(change.job_type, change.job.status) or (
+            change.previous_status is not None
+            and self.matches(change.job_type, change.previous_status)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a stream sends on connect: the changes, and the feed head they reach.
+
+    ``reset`` is true when the asked-for position could not be replayed (too
+    old, or from another feed), so ``changes`` is the full current state and
+    the client should forget what it had.
+    """
+
+    changes: list[Change]
+    head: Position
+    reset: bool
+
+
+class JobStore(Protocol):
+    async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
+        """Store a new job, or return the one an earlier request with this key made.
+
+        Returns the job and whether it was created now.
+        """
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """The current job; raises JobNotFound or JobGone."""
+        ...
+
+    async def get_change(self, job_id: str) -> Change:
+        """The current job as the change that made it (so with its feed position)."""
+        ...
+
+    async def update(self, job_id: str, mutation: Mutation) -> Job:
+        """Apply ``mutation`` to the current job atomically and store the result."""
+        ...
+
+    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
+        """Jobs newest first; raises InvalidJobData for a cursor it did not make."""
+        ...
+
+    async def replay(self, where: JobFilter, after: Position | None) -> Replay:
+        """The latest change of every matching job after ``after`` (all, if None)."""
+        ...
+
+    async def sweep(self) -> None:
+        """Remove terminal jobs whose time is up, and forget old tombstones."""
+        ...
+
+    async def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailable when the backend cannot be reached."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_store(settings: Settings, publish: Publish) -> JobStore:
+    if settings.backend == "memory":
+        from app.store.memory import MemoryStore
+
+        return MemoryStore(settings, publish)
+    raise NotImplementedError(f"JOBS_BACKEND={settings.backend} is not available yet")

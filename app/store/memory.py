@@ -1,0 +1,215 @@
+"""The embedded in-memory store: one process, no dependencies.
+
+Indexes, each kept so no operation walks every job:
+
+- ``_jobs``: id → job.
+- ``_created``: (creation number, id), sorted, for newest-first pages.
+- ``_changed``: id → feed position of the job's latest change, ordered by
+  that position, so a replay walks back only over what changed since.
+- ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
+- ``_tombstones``: id → removal, in removal order, bounded in count and age.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import time
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass
+
+from app.errors import FieldError, IdempotencyConflict, InvalidJobData, JobGone, JobNotFound
+from app.events import Change, Position
+from app.models import JOB_STATUSES, Job, JobStatus, JobType
+from app.settings import Settings
+from app.store import Idempotency, JobFilter, Mutation, Page, Publish, Replay
+
+
+@dataclass(frozen=True, slots=True)
+class _Tombstone:
+    job_type: JobType
+    removed_at: float
+    position: Position
+
+
+class MemoryStore:
+    def __init__(self, settings: Settings, publish: Publish) -> None:
+        self._settings = settings
+        self._publish = publish
+        self._epoch = time.time_ns() // 1_000_000
+        self._seq = 0
+        self._created_seq = 0
+        self._jobs: dict[str, Job] = {}
+        self._created: list[tuple[int, str]] = []
+        self._changed: dict[str, Position] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._tombstones: dict[str, _Tombstone] = {}
+        self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (fingerprint, job id)
+        self._key_of: dict[str, str] = {}  # job id → idempotency key
+        self._counts: Counter[JobStatus] = Counter()
+        # A replay from before this position may have missed a forgotten tombstone.
+        self._horizon = Position(self._epoch, 0)
+
+    async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
+        self._sweep(time.time())
+        if idempotency is not None and idempotency.key in self._keys:
+            fingerprint, job_id = self._keys[idempotency.key]
+            if fingerprint != idempotency.fingerprint:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body"
+                )
+            return self._jobs[job_id], False
+        self._jobs[job.job_id] = job
+        self._created_seq += 1
+        self._created.append((self._created_seq, job.job_id))
+        if idempotency is not None:
+            self._keys[idempotency.key] = (idempotency.fingerprint, job.job_id)
+            self._key_of[job.job_id] = idempotency.key
+        self._counts[job.status] += 1
+        self._record(Change.of(job, self._next_position()))
+        return job, True
+
+    async def get(self, job_id: str) -> Job:
+        return self._current(job_id)
+
+    async def get_change(self, job_id: str) -> Change:
+        return Change.of(self._current(job_id), self._changed[job_id])
+
+    async def update(self, job_id: str, mutation: Mutation) -> Job:
+        before = self._current(job_id)
+        after = mutation(before)
+        self._jobs[job_id] = after
+        self._counts[before.status] -= 1
+        self._counts[after.status] += 1
+        if after.is_terminal:
+            deadline = after.updated_at.timestamp() + self._settings.terminal_ttl
+            heapq.heappush(self._expiry, (deadline, job_id))
+        self._record(Change.of(after, self._next_position(), before.status))
+        return after
+
+    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
+        start = (
+            len(self._created)
+            if cursor is None
+            else bisect_left(self._created, (_decode_page_cursor(cursor), ""))
+        )
+        jobs: list[Job] = []
+        for index in range(start - 1, -1, -1):
+            job_id = self._created[index][1]
+            job = self._jobs.get(job_id)
+            if job is None or not where.matches(job.job_type, job.status):
+                continue
+            if len(jobs) == limit:
+                return Page(jobs, _encode_page_cursor(self._created[index + 1][0]))
+            jobs.append(job)
+        return Page(jobs, None)
+
+    async def replay(self, where: JobFilter, after: Position | None) -> Replay:
+        head = Position(self._epoch, self._seq)
+        reset = after is not None and not (self._horizon <= after <= head)
+        since = None if after is None or reset else after
+        changes: list[Change] = []
+        for job_id, position in reversed(self._changed.items()):
+            if since is not None and position <= since:
+                break
+            job = self._jobs[job_id]
+            if _replayable(where, job.job_type, job.status, resumed=since is not None):
+                changes.append(Change.of(job, position))
+        if since is not None:
+            for job_id, stone in reversed(self._tombstones.items()):
+                if stone.position <= since:
+                    break
+                if _replayable(where, stone.job_type, None, resumed=True):
+                    changes.append(_removal(job_id, stone))
+        changes.sort(key=lambda change: change.position)
+        return Replay(changes, head, reset)
+
+    async def sweep(self) -> None:
+        self._sweep(time.time())
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        return {status: self._counts[status] for status in JOB_STATUSES}
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def _current(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        if job_id in self._tombstones:
+            raise JobGone(job_id)
+        raise JobNotFound(job_id)
+
+    def _next_position(self) -> Position:
+        self._seq += 1
+        return Position(self._epoch, self._seq)
+
+    def _record(self, change: Change) -> None:
+        self._changed.pop(change.job_id, None)
+        if change.job is not None:
+            self._changed[change.job_id] = change.position
+        self._publish(change)
+
+    def _sweep(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, job_id = heapq.heappop(self._expiry)
+            job = self._jobs.pop(job_id, None)
+            if job is None:
+                continue
+            self._counts[job.status] -= 1
+            key = self._key_of.pop(job_id, None)
+            if key is not None:
+                del self._keys[key]
+            stone = _Tombstone(job.job_type, now, self._next_position())
+            self._tombstones[job_id] = stone
+            self._record(_removal(job_id, stone))
+        self._forget_tombstones(now - self._settings.tombstone_ttl)
+        if len(self._created) > 64 and len(self._jobs) < len(self._created) // 2:
+            self._created = [entry for entry in self._created if entry[1] in self._jobs]
+
+    def _forget_tombstones(self, older_than: float) -> None:
+        while self._tombstones:
+            job_id, stone = next(iter(self._tombstones.items()))
+            if (
+                stone.removed_at > older_than
+                and len(self._tombstones) <= self._settings.max_tombstones
+            ):
+                return
+            del self._tombstones[job_id]
+            self._horizon = stone.position
+
+
+def _replayable(
+    where: JobFilter, job_type: JobType, status: JobStatus | None, *, resumed: bool
+) -> bool:
+    # On resume a job may have left a status filter since the cursor: send it
+    # anyway, as the live stream would have, so the client can drop it.
+    if resumed:
+        return where.job_type is None or where.job_type == job_type
+    return where.matches(job_type, status)
+
+
+def _removal(job_id: str, stone: _Tombstone) -> Change:
+    return Change(job_id=job_id, job_type=stone.job_type, position=stone.position, job=None)
+
+
+def _encode_page_cursor(created: int) -> str:
+    return base64.urlsafe_b64encode(f"c{created}".encode()).decode().rstrip("=")
+
+
+def _decode_page_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("c") and text[1:].isdigit() and len(text) < 24:
+            return int(text[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidJobData(
+        "cursor is not one this server gave out", [FieldError("cursor", "unknown cursor")]
+    )
