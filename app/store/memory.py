@@ -18,6 +18,7 @@ import heapq
 import time
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.errors import FieldError, IdempotencyConflict, InvalidJobData, JobGone, JobNotFound
@@ -35,9 +36,12 @@ class _Tombstone:
 
 
 class MemoryStore:
-    def __init__(self, settings: Settings, publish: Publish) -> None:
+    def __init__(
+        self, settings: Settings, publish: Publish, clock: Callable[[], float] = time.time
+    ) -> None:
         self._settings = settings
         self._publish = publish
+        self._clock = clock
         self._epoch = time.time_ns() // 1_000_000
         self._seq = 0
         self._created_seq = 0
@@ -53,7 +57,7 @@ class MemoryStore:
         self._horizon = Position(self._epoch, 0)
 
     async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
-        self._sweep(time.time())
+        self._sweep(self._clock())
         if idempotency is not None and idempotency.key in self._keys:
             fingerprint, job_id = self._keys[idempotency.key]
             if fingerprint != idempotency.fingerprint:
@@ -127,7 +131,7 @@ class MemoryStore:
         return Replay(changes, head, reset)
 
     async def sweep(self) -> None:
-        self._sweep(time.time())
+        self._sweep(self._clock())
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         return {status: self._counts[status] for status in JOB_STATUSES}
