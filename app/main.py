@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from app import api, library, sse
+from app.demo import Demo
 from app.errors import BackendUnavailable
 from app.hub import Hub
 from app.metrics import CONTENT_TYPE, Metrics, RequestTimer
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     metrics = Metrics()
     hub = Hub()
+    demo = Demo() if settings.demo_enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if demo is not None:
+                await demo.aclose()
             library.install(previous)
             await store.aclose()
 
@@ -91,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(op.path, endpoint, methods=[op.method]) for op, endpoint in ordered
     ]
     routes[:0] = [WebSocketRoute("/api/jobs/ws", jobs_socket)]
+    if demo is not None:
+        routes += demo.routes
     routes += [
         Route("/healthz", healthz),
         Route("/readyz", readyz),

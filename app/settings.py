@@ -37,6 +37,11 @@ class Settings:
     send_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     shutdown_timeout: float = 3.0
+    demo: bool | None = None  # None: on with the memory backend, off with Redis
+
+    @property
+    def demo_enabled(self) -> bool:
+        return self.backend == "memory" if self.demo is None else self.demo
 
     def __post_init__(self) -> None:
         if self.workers > 1 and self.backend == "memory":
@@ -71,6 +76,7 @@ class Settings:
             shutdown_timeout=reader.number(
                 "JOBS_SHUTDOWN_TIMEOUT", float, default.shutdown_timeout, low=0
             ),
+            demo=reader.flag("JOBS_DEMO"),
         )
 
 
@@ -81,6 +87,16 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
         return value or default
+
+    def flag(self, name: str) -> bool | None:
+        value = self._env.get(name, "").strip().lower()
+        if not value:
+            return None
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={value!r} is not a yes/no value (use 1 or 0)")
 
     def choice(self, name: str, allowed: tuple[Backend, ...], default: Backend) -> Backend:
         value = self.text(name, default).lower()
