@@ -13,4 +13,4 @@ class Demo:
 
     async def aclose(self) -> None:
         """Cancel every simulated worker still running."""
-        return None
+        return
