@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
-        store = open_store(settings, hub.publish)
+        store = open_store(settings, hub)
+        await store.start()
         service = JobService(store, metrics)
         previous = library.install(service)
         tasks = [

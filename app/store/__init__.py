@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from app.events import Change, Position
 from app.models import Job, JobStatus, JobType
@@ -72,7 +72,23 @@ class Replay:
     reset: bool
 
 
+class FeedSink(Protocol):
+    """Where a store delivers its change feed: the hub."""
+
+    def publish(self, change: Change) -> None:
+        """Deliver one change, in feed order."""
+        ...
+
+    def close(self) -> None:
+        """The feed was interrupted: end every stream so clients reconnect and resume."""
+        ...
+
+
 class JobStore(Protocol):
+    async def start(self) -> None:
+        """Connect and start delivering the change feed (the lifespan calls it once)."""
+        ...
+
     async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
         """Store a new job, or return the one an earlier request with this key made.
 
@@ -113,9 +129,12 @@ class JobStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_store(settings: Settings, publish: Publish) -> JobStore:
-    if settings.backend == "memory":
-        from app.store.memory import MemoryStore
+def open_store(settings: Settings, sink: FeedSink) -> JobStore:
+    """The backend ``settings`` names; its optional dependencies are imported only then."""
+    if settings.backend == "redis":
+        from app.store.redis import RedisStore
 
-        return MemoryStore(settings, publish)
-    raise NotImplementedError(f"JOBS_BACKEND={settings.backend} is not available yet")
+        return cast(JobStore, RedisStore(settings, sink))
+    from app.store.memory import MemoryStore
+
+    return MemoryStore(settings, sink.publish)

@@ -56,6 +56,9 @@ class MemoryStore:
         # A replay from before this position may have missed a forgotten tombstone.
         self._horizon = Position(self._epoch, 0)
 
+    async def start(self) -> None:
+        return None
+
     async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
         self._sweep(self._clock())
         if idempotency is not None and idempotency.key in self._keys:
