@@ -6,6 +6,7 @@ stops start-up with a :class:`SettingsError` that names the variable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -122,7 +123,9 @@ class _Reader:
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         number = float(value)  # type: ignore[arg-type]
-        if number != number or (low is not None and number < low):
+        if not math.isfinite(number):
+            raise SettingsError(f"{name}={raw!r} must be a finite number")
+        if low is not None and number < low:
             raise SettingsError(f"{name}={raw!r} must be at least {low}")
         if high is not None and number > high:
             raise SettingsError(f"{name}={raw!r} must be at most {high}")

@@ -28,6 +28,8 @@ from app.store import JobFilter, JobStore
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 ALL = "*"
+# 1012: the server is restarting, reconnect; 1008: dropped for not reading (policy).
+_CLOSE_CODES = {"shutdown": 1012, "slow": 1008, "overflow": 1008}
 
 
 class Connection:
@@ -65,8 +67,12 @@ class Connection:
             self.metrics.events_conflated.labels(transport="ws").inc(self.mailbox.conflated)
             if self.mailbox.closed in ("slow", "overflow"):
                 self.metrics.slow_disconnects.labels(transport="ws").inc()
+            code = _CLOSE_CODES.get(self.mailbox.closed or "gone")
+            if code is not None:
+                # A socket that accepts nothing would hold the close frame forever.
                 with contextlib.suppress(Exception):
-                    await self.websocket.close(1008, "subscriber too slow")
+                    async with asyncio.timeout(1):
+                        await self.websocket.close(code)
 
     async def _read(self) -> None:
         while True:
