@@ -1,7 +1,7 @@
 """Wire models: what goes over HTTP, SSE and WebSocket, in camelCase.
 
 These models validate every request (HTTP bodies and the in-process
-library calls alike) and generate ``/openapi.json``, so the documentation
+library calls alike) and generate `/openapi.json`, so the documentation
 cannot drift from what the server accepts. :class:`Job` is both the wire
 shape and the stored state: one model for one thing.
 """
@@ -38,7 +38,7 @@ MAX_METADATA_DEPTH = 32
 
 
 def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z``, as the seed's JavaScript clients print them."""
+    """ISO 8601 UTC with milliseconds and `Z`, as the seed's JavaScript clients print them."""
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
@@ -87,7 +87,7 @@ class RequestModel(WireModel):
 
 
 class NewJob(RequestModel):
-    """Body of ``POST /api/jobs``; every field is optional."""
+    """Body of `POST /api/jobs`; every field is optional."""
 
     job_type: JobType = "generic"
     message: Text = ""
@@ -95,7 +95,7 @@ class NewJob(RequestModel):
 
 
 class JobUpdate(RequestModel):
-    """Body of ``PATCH /api/jobs/{jobId}``: any of these, at least one."""
+    """Body of `PATCH /api/jobs/{jobId}`: any of these, at least one."""
 
     status: JobStatus | None = None
     progress: Progress | None = None
@@ -112,14 +112,14 @@ class JobUpdate(RequestModel):
 
 
 class Completion(RequestModel):
-    """Body of ``POST /api/jobs/{jobId}/complete``; may be empty."""
+    """Body of `POST /api/jobs/{jobId}/complete`; may be empty."""
 
     document_id: Text | None = None
     message: Text | None = None
 
 
 class Failure(RequestModel):
-    """Body of ``POST /api/jobs/{jobId}/fail``."""
+    """Body of `POST /api/jobs/{jobId}/fail`."""
 
     error: Text
     message: Text | None = None
@@ -143,7 +143,7 @@ class Job(WireModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def timestamp(self) -> Timestamp:
-        """The seed's name for the last update time (same value as ``updatedAt``)."""
+        """The seed's name for the last update time (same value as `updatedAt`)."""
         return self.updated_at
 
     @property
@@ -152,7 +152,7 @@ class Job(WireModel):
 
 
 class JobCreated(WireModel):
-    """Answer to ``POST /api/jobs``, the seed's shape."""
+    """Answer to `POST /api/jobs`, the seed's shape."""
 
     job_id: str
     status: JobStatus
@@ -160,6 +160,8 @@ class JobCreated(WireModel):
 
 
 class JobList(WireModel):
+    """A page of jobs, newest first."""
+
     jobs: list[Job]
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next page; absent on the last one."
@@ -167,6 +169,8 @@ class JobList(WireModel):
 
 
 class ProblemField(WireModel):
+    """One offending field of a request and what is wrong with it."""
+
     field: str
     message: str
 
@@ -182,7 +186,7 @@ class Problem(WireModel):
 
 
 def encode(model: BaseModel) -> bytes:
-    """JSON bytes with absent optional fields omitted, never ``null``."""
+    """JSON bytes with absent optional fields omitted, never `null`."""
     return model.__pydantic_serializer__.to_json(model, exclude_none=True)
 
 
@@ -208,7 +212,7 @@ def parse(model: type[M], data: bytes | Mapping[str, Any]) -> M:
 
 
 class QueryModel(WireModel):
-    """Query strings arrive as text: coerce ``"10"`` to 10, ignore unknown parameters."""
+    """Query strings arrive as text: coerce `"10"` to 10, ignore unknown parameters."""
 
     model_config = ConfigDict(strict=False, extra="ignore")
 
