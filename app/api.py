@@ -107,7 +107,10 @@ def json_response(
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw JSON body (``{}`` when empty); 415 for forms, 413 past the size limit."""
+    """The raw JSON body (`{}` when empty); 415 for forms, 413 past the size limit.
+
+    The limit is checked while reading, so an oversized body is never held whole.
+    """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in _ACCEPTED_MEDIA and not media.endswith("+json"):
         raise HTTPException(
@@ -115,8 +118,16 @@ async def read_body(request: Request) -> bytes:
             f"{media} is not accepted: send the body as JSON with "
             "Content-Type: application/json (jobs only track work; files are not uploaded here)",
         )
-    body = await request.body()
-    return body if body.strip() else b"{}"
+    limit: int = request.state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413)
+    return bytes(body) if body.strip() else b"{}"
 
 
 async def create_job(request: Request) -> Response:

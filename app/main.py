@@ -27,6 +27,7 @@ from app.demo import Demo
 from app.errors import BackendUnavailable
 from app.hub import Hub
 from app.metrics import CONTENT_TYPE, Metrics, RequestTimer
+from app.models import Health, encode
 from app.openapi import Operation, openapi_document
 from app.problems import EXCEPTION_HANDLERS
 from app.service import JobService
@@ -76,13 +77,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             library.install(previous)
             await store.aclose()
 
-    operations: list[tuple[Operation, Any]] = [
-        *api.ROUTES,
-        (sse.ALL_EVENTS, sse.all_events),
-        (sse.JOB_EVENTS, sse.job_events),
-    ]
-    document = openapi_document([op for op, _ in operations], title="Jobcast", version=VERSION)
-
     async def openapi(_: Request) -> Response:
         return JSONResponse(document)
 
@@ -90,20 +84,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         counts = await request.state.service.store.count_by_status()
         return Response(metrics.render(counts), media_type=CONTENT_TYPE)
 
-    # Static paths first: /api/jobs/events and /ws must not match /api/jobs/{jobId}.
+    operations: list[tuple[Operation, Any]] = [
+        *api.ROUTES,
+        (sse.ALL_EVENTS, sse.all_events),
+        (sse.JOB_EVENTS, sse.job_events),
+        (HEALTH, healthz),
+        (READY, readyz),
+        (METRICS, metrics_endpoint),
+        (OPENAPI, openapi),
+        (PAGE, index),
+    ]
+    document = openapi_document([op for op, _ in operations], title="Jobcast", version=VERSION)
+
+    # Static paths first: /api/jobs/events must not match /api/jobs/{jobId}.
     ordered = sorted(operations, key=lambda pair: "{" in pair[0].path)
     routes: list[BaseRoute] = [
-        Route(op.path, endpoint, methods=[op.method]) for op, endpoint in ordered
-    ]
-    routes[:0] = [WebSocketRoute("/api/jobs/ws", jobs_socket)]
-    if demo is not None:
-        routes += demo.routes
-    routes += [
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
-        Route("/openapi.json", openapi),
-        Route("/", index),
+        WebSocketRoute("/api/jobs/ws", jobs_socket),
+        *(Route(op.path, endpoint, methods=[op.method]) for op, endpoint in ordered),
+        *(demo.routes if demo is not None else ()),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
@@ -111,20 +109,45 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[Middleware(RequestTimer, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
 
 
+HEALTH = Operation("GET", "/healthz", "Liveness: the process serves", responses={200: Health})
+READY = Operation(
+    "GET",
+    "/readyz",
+    "Readiness: the backend answers",
+    responses={200: Health, 503: Health},
+)
+METRICS = Operation(
+    "GET",
+    "/metrics",
+    "Prometheus metrics",
+    media_type="text/plain",
+    responses={200: "Prometheus text exposition format"},
+)
+OPENAPI = Operation(
+    "GET", "/openapi.json", "This OpenAPI document", responses={200: "OpenAPI 3.1 document"}
+)
+PAGE = Operation(
+    "GET",
+    "/",
+    "The live status-indicator page",
+    media_type="text/html",
+    responses={200: "The page (static HTML; its scripts and styles live under /static/)"},
+)
+
+
 async def healthz(_: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return api.json_response(encode(Health(status="ok")))
 
 
 async def readyz(request: Request) -> Response:
     try:
         await request.state.service.store.ping()
     except BackendUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ok"})
+        return api.json_response(encode(Health(status="unavailable", detail=str(exc))), 503)
+    return api.json_response(encode(Health(status="ok")))
 
 
 async def index(_: Request) -> Response:

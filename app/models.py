@@ -8,6 +8,7 @@ shape and the stored state: one model for one thing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -49,12 +50,15 @@ def _integral_as_int(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _check_depth(value: dict[str, Any]) -> dict[str, Any]:
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_METADATA_DEPTH:
             raise ValueError(f"metadata may nest at most {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(item, float) and not math.isfinite(item):
+            # JSON has no NaN or Infinity: it would be stored as one thing and sent as null.
+            raise ValueError("metadata numbers must be finite")
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
@@ -69,7 +73,7 @@ Progress = Annotated[
     PlainSerializer(_integral_as_int),
 ]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_check_depth)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
 
 
 class WireModel(BaseModel):
@@ -263,3 +267,10 @@ class Unsubscribe(RequestModel):
 
 class Ping(RequestModel):
     type: Literal["ping"]
+
+
+class Health(WireModel):
+    """Liveness or readiness: `ok`, or `unavailable` with the reason."""
+
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None

@@ -95,7 +95,7 @@ def _is_request(model: type[BaseModel], operations: list[Operation]) -> bool:
 
 def _operation_id(op: Operation) -> str:
     words = [part.strip("{}") for part in op.path.split("/") if part and part != "api"]
-    return op.method.lower() + "_" + "_".join(words)
+    return op.method.lower() + "_" + ("_".join(words) or "index")
 
 
 def _response(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
+import secrets
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -42,7 +43,8 @@ class MemoryStore:
         self._settings = settings
         self._publish = publish
         self._clock = clock
-        self._epoch = time.time_ns() // 1_000_000
+        # Random, so a cursor from an earlier run (or another store) never resumes here.
+        self._epoch = secrets.randbits(48)
         self._seq = 0
         self._created_seq = 0
         self._jobs: dict[str, Job] = {}
@@ -91,7 +93,7 @@ class MemoryStore:
         self._counts[before.status] -= 1
         self._counts[after.status] += 1
         if after.is_terminal:
-            deadline = after.updated_at.timestamp() + self._settings.terminal_ttl
+            deadline = self._clock() + self._settings.terminal_ttl
             heapq.heappush(self._expiry, (deadline, job_id))
         self._record(Change.of(after, self._next_position(), before.status))
         return after
