@@ -1,0 +1,286 @@
+"""The in-process library (``from app import create_job, ...``): the seed's server-side
+functions, acting on the running app's store, or on a private one without an app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+from starlette.testclient import TestClient
+
+from app import (
+    InvalidJobData,
+    InvalidTransition,
+    Job,
+    JobNotFound,
+    complete_job,
+    create_app,
+    create_job,
+    fail_job,
+    get_job,
+    library,
+    update_job_with_notification,
+)
+
+T = TypeVar("T")
+
+
+def in_app(client: TestClient) -> Callable[..., Any]:
+    """Call a library function on the event loop of the app ``client`` runs."""
+
+    def call(function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        return client.portal.call(partial(function, *args, **kwargs))
+
+    return call
+
+
+def standalone(function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+    """Call a library function with no app running."""
+    return anyio.run(partial(function, *args, **kwargs))
+
+
+@pytest.fixture
+def call(client: TestClient) -> Callable[..., Any]:
+    return in_app(client)
+
+
+@pytest.fixture
+def no_app() -> Iterator[None]:
+    """No app installed: the library falls back to its own private store."""
+    previous = library.install(None)
+    yield
+    library.install(previous)
+
+
+def http_job(client: TestClient, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_seed_example_completes(client: TestClient, call: Callable[..., Any]) -> None:
+    """The seed's createJob / updateJobWithNotification / completeJob example, in Python."""
+    job = call(
+        create_job,
+        job_type="document_analysis",
+        message="Starting analysis...",
+        metadata={"documentId": "doc_123"},
+    )
+    assert isinstance(job, Job)
+    assert (job.status, job.version) == ("queued", 1)
+    call(
+        update_job_with_notification,
+        job.job_id,
+        status="processing",
+        progress=50,
+        message="Analyzing document structure...",
+    )
+    seen = http_job(client, job.job_id)
+    assert (seen["status"], seen["progress"], seen["message"]) == (
+        "processing",
+        50,
+        "Analyzing document structure...",
+    )
+    done = call(complete_job, job.job_id, "doc_123", "Analysis completed")
+    assert (done.status, done.progress, done.document_id) == ("completed", 100, "doc_123")
+    seen = http_job(client, job.job_id)
+    assert {k: seen[k] for k in ("status", "progress", "documentId", "message", "version")} == {
+        "status": "completed",
+        "progress": 100,
+        "documentId": "doc_123",
+        "message": "Analysis completed",
+        "version": 3,
+    }
+    assert seen["metadata"] == {"documentId": "doc_123"}
+    assert seen["jobType"] == "document_analysis"
+
+
+def test_seed_example_fails(client: TestClient, call: Callable[..., Any]) -> None:
+    """The seed's failJob branch and its try/except pattern mark the job as failed."""
+    job = call(create_job, job_type="file_processing")
+    try:
+        raise ValueError("Failed to parse document")
+    except ValueError as error:
+        call(fail_job, job.job_id, str(error))
+    seen = http_job(client, job.job_id)
+    assert (seen["status"], seen["error"], seen["message"]) == (
+        "error",
+        "Failed to parse document",
+        "Processing failed",
+    )
+
+
+def test_library_returns_what_http_shows(client: TestClient, call: Callable[..., Any]) -> None:
+    """The Job a library call returns is the state GET then serves, version included."""
+    job = call(create_job, message="m")
+    updated = call(update_job_with_notification, job.job_id, progress=12.5)
+    seen = http_job(client, job.job_id)
+    assert seen["version"] == updated.version == 2
+    assert seen["progress"] == 12.5
+    assert seen["jobId"] == job.job_id
+
+
+def test_get_job_sees_http_changes(client: TestClient, call: Callable[..., Any]) -> None:
+    """get_job reads the same store the HTTP routes write."""
+    job_id = client.post("/api/jobs", json={"message": "from http"}).json()["jobId"]
+    client.patch(f"/api/jobs/{job_id}", json={"status": "processing", "progress": 30})
+    job = call(get_job, job_id)
+    assert (job.message, job.status, job.progress, job.version) == (
+        "from http",
+        "processing",
+        30,
+        2,
+    )
+
+
+def test_library_change_is_listed(client: TestClient, call: Callable[..., Any]) -> None:
+    """A job created through the library shows up in GET /api/jobs."""
+    job = call(create_job, job_type="llm_agent")
+    listed = client.get("/api/jobs?jobType=llm_agent").json()["jobs"]
+    assert [item["jobId"] for item in listed] == [job.job_id]
+
+
+def test_library_change_is_pushed_to_subscribers(
+    client: TestClient, call: Callable[..., Any]
+) -> None:
+    """A library update reaches a live WebSocket subscriber, with the full job."""
+    job = call(create_job)
+    with client.websocket_connect("/api/jobs/ws") as socket:
+        socket.send_json({"type": "subscribe", "jobId": job.job_id})
+        assert socket.receive_json()["type"] == "subscribed"
+        assert socket.receive_json()["job"]["version"] == 1
+        call(update_job_with_notification, job.job_id, progress=50, message="half")
+        frame = socket.receive_json()
+    assert frame["type"] == "job"
+    assert (frame["job"]["version"], frame["job"]["progress"], frame["job"]["message"]) == (
+        2,
+        50,
+        "half",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"progress": 150}, "progress"),
+        ({"progress": -1}, "progress"),
+        ({"progress": float("nan")}, "progress"),
+        ({"status": "done"}, "status"),
+        ({"metadata": ["not", "an", "object"]}, "metadata"),
+        ({"message": 5}, "message"),
+    ],
+)
+def test_invalid_update_raises_invalid_job_data(
+    client: TestClient, call: Callable[..., Any], fields: dict[str, Any], field: str
+) -> None:
+    """Bad values raise InvalidJobData naming the field, and the job stays as it was."""
+    job = call(create_job)
+    with pytest.raises(InvalidJobData) as caught:
+        call(update_job_with_notification, job.job_id, **fields)
+    assert field in [error.field for error in caught.value.errors]
+    assert http_job(client, job.job_id)["version"] == 1
+
+
+def test_update_without_fields_raises_invalid_job_data(call: Callable[..., Any]) -> None:
+    """An update that changes nothing is refused with InvalidJobData."""
+    job = call(create_job)
+    with pytest.raises(InvalidJobData):
+        call(update_job_with_notification, job.job_id)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"job_type": "video"}, {"metadata": "text"}, {"message": 3}],
+    ids=["job-type", "metadata", "message"],
+)
+def test_invalid_create_raises_invalid_job_data(
+    client: TestClient, call: Callable[..., Any], kwargs: dict[str, Any]
+) -> None:
+    """create_job with an unknown type or wrong kinds raises InvalidJobData and stores nothing."""
+    with pytest.raises(InvalidJobData):
+        call(create_job, **kwargs)
+    assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_fail_job_needs_text(call: Callable[..., Any]) -> None:
+    """fail_job with a non-string error raises InvalidJobData naming `error`."""
+    job = call(create_job)
+    with pytest.raises(InvalidJobData) as caught:
+        call(fail_job, job.job_id, 404)
+    assert [error.field for error in caught.value.errors] == ["error"]
+
+
+@pytest.mark.parametrize(
+    ("finish", "change"),
+    [
+        (complete_job, partial(update_job_with_notification, progress=10)),
+        (complete_job, partial(fail_job, error="late")),
+        (partial(fail_job, error="x"), partial(complete_job, document_id="doc")),
+        (partial(fail_job, error="x"), partial(update_job_with_notification, message="m")),
+    ],
+    ids=["completed-update", "completed-fail", "failed-complete", "failed-update"],
+)
+def test_terminal_job_raises_invalid_transition(
+    client: TestClient, call: Callable[..., Any], finish: Any, change: Any
+) -> None:
+    """Changing a completed or failed job raises InvalidTransition; the job is unchanged."""
+    job = call(create_job)
+    call(finish, job.job_id)
+    before = http_job(client, job.job_id)
+    with pytest.raises(InvalidTransition):
+        call(change, job.job_id)
+    assert http_job(client, job.job_id) == before
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        get_job,
+        partial(update_job_with_notification, progress=1),
+        complete_job,
+        partial(fail_job, error="e"),
+    ],
+    ids=["get", "update", "complete", "fail"],
+)
+def test_unknown_job_raises_not_found(call: Callable[..., Any], operation: Any) -> None:
+    """Every function given an unknown id raises JobNotFound."""
+    with pytest.raises(JobNotFound):
+        call(operation, "job_unknown")
+
+
+@pytest.mark.usefixtures("no_app")
+def test_without_app_uses_a_private_store() -> None:
+    """With no app running the functions work on their own in-memory store."""
+    job = standalone(create_job, message="offline")
+    standalone(update_job_with_notification, job.job_id, status="processing", progress=20)
+    done = standalone(complete_job, job.job_id, "doc_9")
+    assert (done.status, done.version, done.document_id) == ("completed", 3, "doc_9")
+    assert standalone(get_job, job.job_id) == done
+    with TestClient(create_app()) as client:
+        assert client.get(f"/api/jobs/{job.job_id}").status_code == 404
+    assert standalone(get_job, job.job_id) == done
+
+
+@pytest.mark.usefixtures("no_app")
+def test_stopped_app_store_is_released() -> None:
+    """Once an app stops, the library no longer reaches the store it had."""
+    with TestClient(create_app()) as client:
+        job = in_app(client)(create_job)
+        assert http_job(client, job.job_id)["version"] == 1
+    with pytest.raises(JobNotFound):
+        standalone(get_job, job.job_id)
+
+
+@pytest.mark.usefixtures("no_app")
+def test_without_app_rules_still_apply() -> None:
+    """The private store enforces the same rules: bad data and terminal changes are refused."""
+    job = standalone(create_job)
+    with pytest.raises(InvalidJobData):
+        standalone(update_job_with_notification, job.job_id, progress=101)
+    standalone(fail_job, job.job_id, "boom")
+    with pytest.raises(InvalidTransition):
+        standalone(complete_job, job.job_id)

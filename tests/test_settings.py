@@ -1,0 +1,203 @@
+"""Settings.from_env: the defaults of SPEC section 6, parsing, and refusing bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+import app.__main__ as cli
+from app.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_spec() -> None:
+    """With no variables set, every setting has the default SPEC section 6 gives it."""
+    settings = Settings.from_env({})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.backend == "memory"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.terminal_ttl == 300
+    assert settings.heartbeat == 15
+    assert settings.workers == 1
+    assert settings.api_key is None
+
+
+def test_default_retention_and_limits() -> None:
+    """Tombstones last at least an hour, and bodies are capped at 1 MiB by default."""
+    settings = Settings.from_env({})
+    assert settings.tombstone_ttl >= 3600
+    assert settings.max_body_bytes == 1024 * 1024
+
+
+def test_from_env_reads_every_spec_variable() -> None:
+    """Each variable of SPEC section 6 sets its field, parsed to the right type."""
+    settings = Settings.from_env(
+        {
+            "JOBS_HOST": "0.0.0.0",
+            "JOBS_PORT": "9000",
+            "JOBS_BACKEND": "redis",
+            "JOBS_REDIS_URL": "redis://cache:6379/1",
+            "JOBS_TERMINAL_TTL": "2.5",
+            "JOBS_HEARTBEAT": "1",
+            "JOBS_WORKERS": "4",
+            "JOBS_API_KEY": "s3cret",
+        }
+    )
+    assert settings == dataclasses.replace(
+        Settings(backend="redis"),
+        host="0.0.0.0",
+        port=9000,
+        redis_url="redis://cache:6379/1",
+        terminal_ttl=2.5,
+        heartbeat=1.0,
+        workers=4,
+        api_key="s3cret",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value", "expected"),
+    [
+        ("JOBS_TOMBSTONE_TTL", "tombstone_ttl", "60", 60.0),
+        ("JOBS_MAX_TOMBSTONES", "max_tombstones", "10", 10),
+        ("JOBS_SSE_RETRY_MS", "sse_retry_ms", "500", 500),
+        ("JOBS_SUBSCRIBER_BACKLOG", "subscriber_backlog", "7", 7),
+        ("JOBS_SEND_TIMEOUT", "send_timeout", "2", 2.0),
+        ("JOBS_MAX_BODY_BYTES", "max_body_bytes", "2048", 2048),
+        ("JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout", "0", 0.0),
+        ("JOBS_PORT", "port", " 9001 ", 9001),
+        ("JOBS_TERMINAL_TTL", "terminal_ttl", "0", 0.0),
+    ],
+)
+def test_extra_variables_are_parsed(name: str, field: str, value: str, expected: object) -> None:
+    """The additional tuning variables are read too (surrounding spaces ignored)."""
+    assert getattr(Settings.from_env({name: value}), field) == expected
+
+
+@pytest.mark.parametrize("name", ["JOBS_PORT", "JOBS_TERMINAL_TTL", "JOBS_API_KEY", "JOBS_HOST"])
+def test_empty_variable_counts_as_unset(name: str) -> None:
+    """A variable set to the empty string leaves the default in place."""
+    assert Settings.from_env({name: ""}) == Settings()
+
+
+def test_from_env_without_mapping_reads_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings.from_env() with no argument reads os.environ; a given mapping replaces it."""
+    monkeypatch.setenv("JOBS_PORT", "9123")
+    assert Settings.from_env().port == 9123
+    assert Settings.from_env({}).port == 8000
+
+
+def test_settings_are_frozen() -> None:
+    """A Settings object cannot be changed after it is built."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("JOBS_PORT", "http"),
+        ("JOBS_PORT", "-1"),
+        ("JOBS_PORT", "65536"),
+        ("JOBS_PORT", "80.5"),
+        ("JOBS_BACKEND", "postgres"),
+        ("JOBS_BACKEND", "memory,redis"),
+        ("JOBS_TERMINAL_TTL", "five"),
+        ("JOBS_TERMINAL_TTL", "-1"),
+        ("JOBS_TERMINAL_TTL", "nan"),
+        ("JOBS_TERMINAL_TTL", "inf"),
+        ("JOBS_HEARTBEAT", "inf"),
+        ("JOBS_SEND_TIMEOUT", "-inf"),
+        ("JOBS_DEMO", "maybe"),
+        ("JOBS_TOMBSTONE_TTL", "-1"),
+        ("JOBS_TOMBSTONE_TTL", "soon"),
+        ("JOBS_MAX_TOMBSTONES", "-1"),
+        ("JOBS_MAX_TOMBSTONES", "1.5"),
+        ("JOBS_HEARTBEAT", "0"),
+        ("JOBS_HEARTBEAT", "-3"),
+        ("JOBS_HEARTBEAT", "often"),
+        ("JOBS_WORKERS", "0"),
+        ("JOBS_WORKERS", "two"),
+        ("JOBS_WORKERS", "1.5"),
+        ("JOBS_SSE_RETRY_MS", "-1"),
+        ("JOBS_SUBSCRIBER_BACKLOG", "0"),
+        ("JOBS_SEND_TIMEOUT", "0"),
+        ("JOBS_MAX_BODY_BYTES", "0"),
+        ("JOBS_SHUTDOWN_TIMEOUT", "-1"),
+    ],
+)
+def test_invalid_value_names_the_variable(name: str, value: str) -> None:
+    """Each invalid value raises SettingsError whose message names the variable."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("yes", True), ("ON", True), ("0", False), ("false", False), ("", None)],
+)
+def test_demo_flag_is_parsed(value: str, expected: bool | None) -> None:
+    """JOBS_DEMO accepts the usual yes/no words; empty leaves the choice to the backend."""
+    assert Settings.from_env({"JOBS_DEMO": value}).demo is expected
+
+
+def test_demo_defaults_follow_the_backend() -> None:
+    """The demo panel is on by default with memory, off with Redis, and JOBS_DEMO overrides."""
+    assert Settings().demo_enabled is True
+    assert Settings(backend="redis").demo_enabled is False
+    assert Settings(demo=False).demo_enabled is False
+    assert Settings(backend="redis", demo=True).demo_enabled is True
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379/0", "not a url"])
+def test_invalid_redis_url_names_the_variable(url: str) -> None:
+    """With the Redis backend, a JOBS_REDIS_URL that is not a redis URL is refused by name."""
+    with pytest.raises(SettingsError, match="JOBS_REDIS_URL"):
+        Settings.from_env({"JOBS_BACKEND": "redis", "JOBS_REDIS_URL": url})
+
+
+def test_settings_error_is_a_value_error() -> None:
+    """SettingsError is a ValueError, so generic config handling catches it."""
+    assert issubclass(SettingsError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Settings.from_env({"JOBS_WORKERS": "2"}),
+        lambda: Settings.from_env({"JOBS_WORKERS": "8", "JOBS_BACKEND": "memory"}),
+        lambda: Settings(workers=2),
+    ],
+    ids=["env", "env-explicit-memory", "constructor"],
+)
+def test_several_workers_with_memory_backend_refused(build: Callable[[], Settings]) -> None:
+    """More than one worker on the memory backend is refused with a message pointing to Redis."""
+    with pytest.raises(SettingsError) as caught:
+        build()
+    message = str(caught.value)
+    assert "JOBS_WORKERS" in message
+    assert "JOBS_BACKEND=redis" in message
+
+
+def test_several_workers_with_redis_backend_allowed() -> None:
+    """More than one worker is fine once the backend is Redis."""
+    settings = Settings.from_env({"JOBS_WORKERS": "4", "JOBS_BACKEND": "redis"})
+    assert (settings.workers, settings.backend) == (4, "redis")
+
+
+def test_cli_refuses_several_memory_workers_before_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`python -m app` with JOBS_WORKERS=2 on memory exits with the message and never serves."""
+    served: list[object] = []
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: served.append(args))
+    monkeypatch.setenv("JOBS_WORKERS", "2")
+    monkeypatch.delenv("JOBS_BACKEND", raising=False)
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert "JOBS_BACKEND=redis" in str(caught.value.code)
+    assert served == []
