@@ -1,4 +1,4 @@
-"""Start-up through `python -m app` (what `make run` runs): bad settings stop it with a clear message."""
+"""Start-up through `python -m app` (what `make run` runs): bad settings stop it, clearly."""
 
 from __future__ import annotations
 
