@@ -43,10 +43,10 @@ class Change:
     """A job's new state (``job`` set) or its removal (``job`` is ``None``)."""
 
     __slots__ = (
+        "_data",
         "_sse_all",
         "_sse_job",
         "_ws",
-        "data",
         "job",
         "job_id",
         "job_type",
@@ -68,7 +68,7 @@ class Change:
         self.position = position
         self.job = job
         self.previous_status = previous_status
-        self.data: bytes = encode(job) if job is not None else orjson.dumps({"jobId": job_id})
+        self._data: bytes | None = None
         self._sse_job: bytes | None = None
         self._sse_all: bytes | None = None
         self._ws: str | None = None
@@ -82,6 +82,14 @@ class Change:
             job=job,
             previous_status=previous_status,
         )
+
+    @property
+    def data(self) -> bytes:
+        """The JSON the events carry: the full job, or `{"jobId": ...}` for a removal."""
+        if self._data is None:
+            job = self.job
+            self._data = encode(job) if job is not None else orjson.dumps({"jobId": self.job_id})
+        return self._data
 
     @property
     def kind(self) -> str:

@@ -69,9 +69,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield {"settings": settings, "service": service, "hub": hub, "metrics": metrics}
         finally:
             hub.close()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Python 3.11's wait_for (inside redis-py) can swallow one cancellation:
+            # cancel until every task is really done.
+            while pending := [task for task in tasks if not task.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=0.1)
             if demo is not None:
                 await demo.aclose()
             library.install(previous)

@@ -27,6 +27,9 @@ class Settings:
     port: int = 8000
     backend: Backend = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "jobcast:"
+    redis_feed_length: int = 10_000
+    redis_timeout: float = 2.0
     terminal_ttl: float = 300.0
     tombstone_ttl: float = 3600.0
     max_tombstones: int = 100_000
@@ -61,7 +64,14 @@ class Settings:
             host=reader.text("JOBS_HOST", default.host),
             port=reader.number("JOBS_PORT", int, default.port, low=0, high=65535),
             backend=reader.choice("JOBS_BACKEND", ("memory", "redis"), default.backend),
-            redis_url=reader.text("JOBS_REDIS_URL", default.redis_url),
+            redis_url=reader.redis_url("JOBS_REDIS_URL", default.redis_url),
+            redis_prefix=reader.text("JOBS_REDIS_PREFIX", default.redis_prefix),
+            redis_feed_length=reader.number(
+                "JOBS_REDIS_FEED_LENGTH", int, default.redis_feed_length, low=100
+            ),
+            redis_timeout=reader.number(
+                "JOBS_REDIS_TIMEOUT", float, default.redis_timeout, low=0.05, high=60
+            ),
             terminal_ttl=reader.number("JOBS_TERMINAL_TTL", float, default.terminal_ttl, low=0),
             tombstone_ttl=reader.number("JOBS_TOMBSTONE_TTL", float, default.tombstone_ttl, low=0),
             max_tombstones=reader.number("JOBS_MAX_TOMBSTONES", int, default.max_tombstones, low=0),
@@ -88,6 +98,16 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
         return value or default
+
+    def redis_url(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
+            raise SettingsError(
+                f"{name}={value!r} is not a Redis URL: use redis://host:port/db, "
+                "rediss://... or unix://..."
+            )
+        return value
 
     def flag(self, name: str) -> bool | None:
         value = self._env.get(name, "").strip().lower()

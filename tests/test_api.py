@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import pytest
-from conftest import seconds
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from app.models import Completion, Failure, JobUpdate, NewJob
+from tests.conftest import seconds
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 JOB_FIELDS = {

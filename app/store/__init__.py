@@ -8,10 +8,13 @@ the hook the live-push hub plugs into.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
+from app.errors import FieldError, InvalidJobData
 from app.events import Change, Position
 from app.models import Job, JobStatus, JobType
 from app.settings import Settings
@@ -32,6 +35,16 @@ class JobFilter:
             self.status is None or status == self.status
         )
 
+    def replays(self, change: Change, *, resumed: bool) -> bool:
+        """Whether a stream connecting with this filter is sent ``change``'s job.
+
+        On resume a job may have left a status filter since the cursor: it is
+        sent anyway, as the live stream would have, so the client can drop it.
+        """
+        if resumed or change.job is None:
+            return self.job_type is None or change.job_type == self.job_type
+        return self.matches(change.job_type, change.job.status)
+
     def admits(self, change: Change) -> bool:
         """Whether a live subscriber with this filter gets ``change``.
 
@@ -44,6 +57,23 @@ class JobFilter:
             change.previous_status is not None
             and self.matches(change.job_type, change.previous_status)
         )
+
+
+def encode_page_cursor(below: int) -> str:
+    """The opaque `cursor` of a list page: the next page holds jobs numbered below this."""
+    return base64.urlsafe_b64encode(f"c{below}".encode()).decode().rstrip("=")
+
+
+def decode_page_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("c") and text[1:].isdigit() and len(text) < 24:
+            return int(text[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidJobData(
+        "cursor is not one this server gave out", [FieldError("cursor", "unknown cursor")]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +164,7 @@ def open_store(settings: Settings, sink: FeedSink) -> JobStore:
     if settings.backend == "redis":
         from app.store.redis import RedisStore
 
-        return cast(JobStore, RedisStore(settings, sink))
+        return RedisStore(settings, sink)
     from app.store.memory import MemoryStore
 
     return MemoryStore(settings, sink.publish)

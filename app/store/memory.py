@@ -12,8 +12,6 @@ Indexes, each kept so no operation walks every job:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import heapq
 import secrets
 import time
@@ -22,11 +20,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.errors import FieldError, IdempotencyConflict, InvalidJobData, JobGone, JobNotFound
+from app.errors import IdempotencyConflict, JobGone, JobNotFound
 from app.events import Change, Position
 from app.models import JOB_STATUSES, Job, JobStatus, JobType
 from app.settings import Settings
-from app.store import Idempotency, JobFilter, Mutation, Page, Publish, Replay
+from app.store import (
+    Idempotency,
+    JobFilter,
+    Mutation,
+    Page,
+    Publish,
+    Replay,
+    decode_page_cursor,
+    encode_page_cursor,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +109,7 @@ class MemoryStore:
         start = (
             len(self._created)
             if cursor is None
-            else bisect_left(self._created, (_decode_page_cursor(cursor), ""))
+            else bisect_left(self._created, (decode_page_cursor(cursor), ""))
         )
         jobs: list[Job] = []
         for index in range(start - 1, -1, -1):
@@ -111,7 +118,7 @@ class MemoryStore:
             if job is None or not where.matches(job.job_type, job.status):
                 continue
             if len(jobs) == limit:
-                return Page(jobs, _encode_page_cursor(self._created[index + 1][0]))
+                return Page(jobs, encode_page_cursor(self._created[index + 1][0]))
             jobs.append(job)
         return Page(jobs, None)
 
@@ -123,15 +130,16 @@ class MemoryStore:
         for job_id, position in reversed(self._changed.items()):
             if since is not None and position <= since:
                 break
-            job = self._jobs[job_id]
-            if _replayable(where, job.job_type, job.status, resumed=since is not None):
-                changes.append(Change.of(job, position))
+            change = Change.of(self._jobs[job_id], position)
+            if where.replays(change, resumed=since is not None):
+                changes.append(change)
         if since is not None:
             for job_id, stone in reversed(self._tombstones.items()):
                 if stone.position <= since:
                     break
-                if _replayable(where, stone.job_type, None, resumed=True):
-                    changes.append(_removal(job_id, stone))
+                removal = _removal(job_id, stone)
+                if where.replays(removal, resumed=True):
+                    changes.append(removal)
         changes.sort(key=lambda change: change.position)
         return Replay(changes, head, reset)
 
@@ -194,31 +202,5 @@ class MemoryStore:
             self._horizon = stone.position
 
 
-def _replayable(
-    where: JobFilter, job_type: JobType, status: JobStatus | None, *, resumed: bool
-) -> bool:
-    # On resume a job may have left a status filter since the cursor: send it
-    # anyway, as the live stream would have, so the client can drop it.
-    if resumed:
-        return where.job_type is None or where.job_type == job_type
-    return where.matches(job_type, status)
-
-
 def _removal(job_id: str, stone: _Tombstone) -> Change:
     return Change(job_id=job_id, job_type=stone.job_type, position=stone.position, job=None)
-
-
-def _encode_page_cursor(created: int) -> str:
-    return base64.urlsafe_b64encode(f"c{created}".encode()).decode().rstrip("=")
-
-
-def _decode_page_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith("c") and text[1:].isdigit() and len(text) < 24:
-            return int(text[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidJobData(
-        "cursor is not one this server gave out", [FieldError("cursor", "unknown cursor")]
-    )

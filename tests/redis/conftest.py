@@ -1,0 +1,54 @@
+"""Fixtures of the Redis tests: real redis-server processes, a unique key prefix per test.
+
+This folder has no ``__init__.py`` on purpose: as a package it would be
+importable as ``redis`` (pytest puts ``tests/`` on ``sys.path``) and hide
+the Redis client.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_server import RedisServer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the tests that never stop it (each uses its own prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(shared_redis: RedisServer) -> str:
+    """The URL of a running redis-server."""
+    return shared_redis.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop and start again."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """Keys of this test only, so tests sharing a server cannot see each other."""
+    return f"test-{uuid.uuid4().hex[:12]}:"

@@ -1,0 +1,117 @@
+"""Test helpers shared by the store tests: a recording sink, a movable clock, a store harness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from app import jobs
+from app.events import Change
+from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
+from app.settings import Settings
+from app.store import Idempotency, JobStore
+from app.store.redis import RedisStore
+
+TTL = 300.0
+TOMBSTONE_TTL = 3600.0
+WAIT = 5.0  # seconds any awaited event may take
+
+
+class Recorder:
+    """A FeedSink that keeps what it was given, and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.closed = 0
+        self._arrived = asyncio.Event()
+
+    def publish(self, change: Change) -> None:
+        self.changes.append(change)
+        self._arrived.set()
+
+    def close(self) -> None:
+        self.closed += 1
+        self._arrived.set()
+
+    async def wait_for(self, condition: Callable[[Recorder], bool]) -> None:
+        with anyio.fail_after(WAIT):
+            while not condition(self):
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def of(self, job_id: str) -> list[Change]:
+        return [change for change in self.changes if change.job_id == job_id]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    store: JobStore
+    sink: Recorder
+    clock: Clock
+
+    async def create(
+        self,
+        job_type: JobType = "generic",
+        message: str = "",
+        idempotency: Idempotency | None = None,
+    ) -> Job:
+        request = NewJob(job_type=job_type, message=message)
+        job, _ = await self.store.create(jobs.create(request, jobs.now()), idempotency)
+        return job
+
+    async def update(self, job_id: str, **fields: object) -> Job:
+        change = JobUpdate.model_validate(fields)
+        return await self.store.update(job_id, lambda job: jobs.update(job, change, jobs.now()))
+
+    async def complete(self, job_id: str) -> Job:
+        done = Completion(document_id="doc_1")
+        return await self.store.update(job_id, lambda job: jobs.complete(job, done, jobs.now()))
+
+    async def fail(self, job_id: str) -> Job:
+        failure = Failure(error="boom")
+        return await self.store.update(job_id, lambda job: jobs.fail(job, failure, jobs.now()))
+
+    async def expire_terminal_jobs(self) -> None:
+        self.clock.advance(TTL + 1)
+        await self.store.sweep()
+
+
+def contract_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "terminal_ttl": TTL,
+        "tombstone_ttl": TOMBSTONE_TTL,
+        "redis_timeout": 1.0,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def open_redis_store(
+    url: str,
+    prefix: str,
+    sink: Recorder,
+    clock: Callable[[], float] = time.time,
+    **settings: object,
+) -> RedisStore:
+    store = RedisStore(
+        contract_settings(backend="redis", redis_url=url, redis_prefix=prefix, **settings),
+        sink,
+        clock=clock,
+    )
+    await store.start()
+    return store
