@@ -1,16 +1,223 @@
-"""The demo panel's simulated workers (placeholder: filled in by the status-page work)."""
+"""The demo panel's server side: sample jobs driven by simulated workers.
+
+    GET  /api/demo        {"enabled": true, "jobTypes": [...]}: the page shows its panel
+    POST /api/demo/jobs   {"jobType": "file_processing"} → 201 {jobId, status, timestamp}
+
+Each sample job is created and advanced through the in-process library
+(:mod:`app.library`), exactly as a worker living in the server's process
+would: realistic, type-specific steps with the seed's messages over roughly
+5 to 15 seconds, and about one run in five fails with a realistic error.
+The workers are asyncio tasks kept in a set; at most :data:`MAX_RUNNING`
+run at once (more answers 429) and :meth:`Demo.aclose` cancels them all.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from app import library
+from app.api import json_response, read_body
+from app.errors import JobsError
+from app.models import JOB_TYPES, JobCreated, JobType, RequestModel, encode, parse
+
+logger = logging.getLogger("jobcast")
+
+MAX_RUNNING = 100
+"""Simulated workers allowed at once; a request past it answers 429."""
+
+FAILURE_RATE = 0.2
+
+
+class DemoJob(RequestModel):
+    """Body of ``POST /api/demo/jobs``."""
+
+    job_type: JobType = "generic"
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """How a simulated worker of one job type goes about its work."""
+
+    queued: str
+    steps: tuple[tuple[float, str], ...]  # (progress at the start of the step, message)
+    done: str
+    errors: tuple[str, ...]
+    document_prefix: str | None  # completes with a documentId when set
+    metadata: Callable[[random.Random], dict[str, Any]]
+
+
+def _file_metadata(rng: random.Random) -> dict[str, Any]:
+    name = rng.choice(
+        ["contract.pdf", "invoice-2024-113.pdf", "lease-agreement.docx", "scan-0042.png"]
+    )
+    return {"fileName": name, "fileSize": rng.randrange(40_000, 8_000_000), "demo": True}
+
+
+def _analysis_metadata(rng: random.Random) -> dict[str, Any]:
+    return {"documentId": f"doc_{secrets.token_hex(4)}", "demo": True}
+
+
+def _agent_metadata(rng: random.Random) -> dict[str, Any]:
+    task = rng.choice(
+        ["Summarize the Q3 vendor contracts", "Draft a renewal reminder", "Compare two NDAs"]
+    )
+    return {"task": task, "demo": True}
+
+
+def _generic_metadata(rng: random.Random) -> dict[str, Any]:
+    return {"items": rng.choice([250, 500, 1000]), "demo": True}
+
+
+SCRIPTS: dict[JobType, Script] = {
+    "file_processing": Script(
+        queued="Upload queued",
+        steps=(
+            (5, "Uploading file to storage..."),
+            (30, "Extracting document data..."),
+            (60, "Analyzing document structure..."),
+            (85, "Generating preview..."),
+        ),
+        done="Document processed successfully",
+        errors=("Invalid file format", "File is password-protected", "File exceeds 50 MB limit"),
+        document_prefix="doc_",
+        metadata=_file_metadata,
+    ),
+    "document_analysis": Script(
+        queued="Starting analysis...",
+        steps=(
+            (5, "Loading document..."),
+            (25, "Analyzing document structure..."),
+            (55, "Extracting key terms..."),
+            (80, "Generating insights..."),
+        ),
+        done="Analysis completed",
+        errors=("Failed to parse document", "Document language not supported"),
+        document_prefix="doc_",
+        metadata=_analysis_metadata,
+    ),
+    "llm_agent": Script(
+        queued="Agent queued",
+        steps=(
+            (5, "Planning next steps..."),
+            (25, "Searching knowledge base..."),
+            (55, "Calling tools..."),
+            (80, "Drafting response..."),
+        ),
+        done="Agent run completed",
+        errors=("Model rate limit exceeded", "Tool call timed out after 30s"),
+        document_prefix=None,
+        metadata=_agent_metadata,
+    ),
+    "generic": Script(
+        queued="Queued",
+        steps=(
+            (5, "Preparing batch..."),
+            (20, "Processing items..."),
+            (75, "Writing results..."),
+            (90, "Finalizing..."),
+        ),
+        done="Batch completed",
+        errors=("Connection to data source lost",),
+        document_prefix=None,
+        metadata=_generic_metadata,
+    ),
+}
 
 
 class Demo:
     """Demo routes and the simulated worker tasks they start."""
 
-    def __init__(self) -> None:
-        self.routes: list[BaseRoute] = []
+    def __init__(self, *, rng: random.Random | None = None, speed: float = 1.0) -> None:
+        self._rng = rng or random.Random()
+        self._speed = speed
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.routes: list[BaseRoute] = [
+            Route("/api/demo", self.describe, methods=["GET"]),
+            Route("/api/demo/jobs", self.start, methods=["POST"]),
+        ]
+
+    async def describe(self, _: Request) -> Response:
+        """What the page's demo panel offers; its presence is the panel's cue to show."""
+        return json_response(orjson.dumps({"enabled": True, "jobTypes": JOB_TYPES}))
+
+    async def start(self, request: Request) -> Response:
+        """Create a sample job and start its simulated worker."""
+        job_type = parse(DemoJob, await read_body(request)).job_type
+        if len(self._tasks) >= MAX_RUNNING:
+            raise HTTPException(
+                429, f"{MAX_RUNNING} demo jobs are already running", {"Retry-After": "5"}
+            )
+        script = SCRIPTS[job_type]
+        job = await library.create_job(
+            job_type=job_type, message=script.queued, metadata=script.metadata(self._rng)
+        )
+        task = asyncio.create_task(self._work(job.job_id, script), name=f"demo {job.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at)
+        return json_response(encode(answer), 201, {"Location": f"/api/jobs/{job.job_id}"})
 
     async def aclose(self) -> None:
         """Cancel every simulated worker still running."""
-        return
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _work(self, job_id: str, script: Script) -> None:
+        try:
+            await self._run(job_id, script)
+        except JobsError as exc:
+            # Someone else finished or removed the job (a PATCH from outside,
+            # a clean-up): the worker has nothing left to do.
+            logger.info("demo worker for %s stopped: %s", job_id, exc)
+
+    async def _run(self, job_id: str, script: Script) -> None:
+        rng = self._rng
+        plan = _plan(script, rng)
+        failing_at = (
+            rng.randrange(1, len(plan)) if rng.random() < FAILURE_RATE and len(plan) > 1 else None
+        )
+        pause = rng.uniform(5, 15) / (len(plan) + 2)  # the queue wait, the plan, the finish
+        await self._sleep(pause * rng.uniform(0.5, 1.5))
+        for index, (progress, message) in enumerate(plan):
+            if index == failing_at:
+                await library.fail_job(job_id, rng.choice(script.errors))
+                return
+            await library.update_job_with_notification(
+                job_id, status="processing", progress=progress, message=message
+            )
+            await self._sleep(pause * rng.uniform(0.6, 1.4))
+        document_id = (
+            None
+            if script.document_prefix is None
+            else script.document_prefix + secrets.token_hex(6)
+        )
+        await library.complete_job(job_id, document_id, script.done)
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self._speed)
+
+
+def _plan(script: Script, rng: random.Random) -> list[tuple[float, str]]:
+    """Every update the worker sends: each step, then a tick or two within it."""
+    plan: list[tuple[float, str]] = []
+    bounds = [progress for progress, _ in script.steps[1:]] + [100.0]
+    for (start, message), end in zip(script.steps, bounds, strict=True):
+        plan.append((start, message))
+        ticks = rng.randint(1, 2)
+        for tick in range(1, ticks + 1):
+            plan.append((round(start + (end - start) * tick / (ticks + 1)), message))
+    return plan

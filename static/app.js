@@ -1,0 +1,434 @@
+// The status-indicator page: every job as a live row, built on jobcast.js.
+//
+// Rows are keyed by jobId and updated in place; every change lands in `pending`
+// and the DOM is written once per animation frame, so hundreds of jobs changing
+// at once cost one layout per frame and nothing flickers.
+
+import { isTerminal, watchJobs } from './jobcast.js';
+
+const LINGER_MS = 20_000; // finished rows stay this long, then fade out
+const LEAVE_MS = 400; // the fade-out (matches app.css)
+const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
+const SVG = 'http://www.w3.org/2000/svg';
+
+const TYPES = {
+  file_processing: {
+    label: 'File processing',
+    icon: ['M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8z', 'M14 3v5h5', 'M12 18v-6', 'M9.5 14.5 12 12l2.5 2.5'],
+  },
+  document_analysis: {
+    label: 'Document analysis',
+    icon: ['M10.5 17a6.5 6.5 0 1 0 0-13 6.5 6.5 0 0 0 0 13z', 'M15.5 15.5 20 20', 'M8 12.5v-1.5', 'M10.5 12.5V8.5', 'M13 12.5v-3'],
+  },
+  llm_agent: {
+    label: 'LLM agent',
+    icon: ['M10 3.5l1.6 4.4L16 9.5l-4.4 1.6L10 15.5l-1.6-4.4L4 9.5l4.4-1.6z', 'M17.5 13.5l.8 2.2 2.2.8-2.2.8-.8 2.2-.8-2.2-2.2-.8 2.2-.8z'],
+  },
+  generic: {
+    label: 'Generic',
+    icon: ['M12 3.5 3.5 8 12 12.5 20.5 8z', 'M3.5 12 12 16.5 20.5 12', 'M3.5 16 12 20.5 20.5 16'],
+  },
+};
+const STATUS_TEXT = { queued: 'Queued', processing: 'Processing', completed: 'Completed', error: 'Error' };
+const STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+const TRANSPORT_TEXT = { sse: 'SSE', ws: 'WebSocket', poll: 'Polling' };
+
+const $ = (id) => document.getElementById(id);
+const list = $('job-list');
+
+/** jobId → row: {id, job, created, leaveAt, leaving, el: {...}} */
+const rows = new Map();
+/** Rows in display order: newest createdAt first. */
+const ordered = [];
+/** jobId → latest job, or null for a removal, waiting for the next frame. */
+const pending = new Map();
+/** Finished jobs whose rows already faded out: a later snapshot must not revive them. */
+const dismissed = new Set();
+let frame = 0;
+
+// The server's clock, for elapsed times: offset = client time - server time. Every
+// estimate (the Date header, "this event was sent at updatedAt") can only be late,
+// so the smallest one seen is the best.
+let clockOffset = Infinity;
+const serverNow = () => Date.now() - (Number.isFinite(clockOffset) ? clockOffset : 0);
+function observeClock(serverTime) {
+  if (Number.isFinite(serverTime)) clockOffset = Math.min(clockOffset, Date.now() - serverTime);
+}
+
+// Connection ----------------------------------------------------------------------
+
+const params = new URLSearchParams(location.search);
+const transport = ['sse', 'ws', 'poll'].includes(params.get('transport')) ? params.get('transport') : 'sse';
+
+for (const link of document.querySelectorAll('.transports a')) {
+  if (link.dataset.transport === transport) link.setAttribute('aria-current', 'page');
+}
+
+let connectedAt = 0; // server time of the first live connection
+let announceTimer = 0;
+
+function showState({ state, transport: used }) {
+  const box = $('connection');
+  box.dataset.state = state;
+  box.dataset.transport = used;
+  $('connection-label').textContent = STATE_TEXT[state] ?? state;
+  $('connection-transport').textContent = TRANSPORT_TEXT[used] ?? used;
+  // Jobs created from now on are announced as new; those already running are not.
+  if (state === 'live' && !connectedAt) connectedAt = serverNow();
+}
+
+watchJobs({
+  transport,
+  onJob: (job) => schedule(job.jobId, job),
+  onRemoved: (jobId) => {
+    dismissed.delete(jobId);
+    schedule(jobId, null);
+  },
+  onReset: () => dismissed.clear(),
+  onState: showState,
+});
+
+function schedule(jobId, job) {
+  if (job) observeClock(Date.parse(job.updatedAt));
+  pending.set(jobId, job);
+  if (!frame) frame = requestAnimationFrame(flush);
+}
+
+// Rendering -----------------------------------------------------------------------
+
+function flush() {
+  frame = 0;
+  const entering = [];
+  for (const [jobId, job] of pending) {
+    if (job === null) leave(rows.get(jobId));
+    else {
+      const row = upsert(job);
+      if (row?.entering) entering.push(row);
+    }
+  }
+  pending.clear();
+  if (entering.length) {
+    void list.offsetHeight; // commit the collapsed state, so the reveal transitions
+    for (const row of entering) {
+      row.entering = false;
+      row.el.root.classList.remove('is-entering');
+    }
+  }
+  renderSummary();
+}
+
+function upsert(job) {
+  let row = rows.get(job.jobId);
+  if (!row) {
+    if (isTerminal(job)) {
+      // A finished job we have not shown: show it only for what is left of its linger.
+      const age = serverNow() - Date.parse(job.updatedAt);
+      if (dismissed.has(job.jobId) || !(age < LINGER_MS)) {
+        remember(job.jobId);
+        return null;
+      }
+    }
+    row = createRow(job);
+    if (connectedAt && Date.parse(job.createdAt) >= connectedAt) queueAnnouncement(job, null);
+  } else if (row.leaving) {
+    return row; // removed or faded out already; a late update does not revive it
+  } else if (row.job.status !== job.status) {
+    queueAnnouncement(job, row.job.status);
+  }
+  render(row, job);
+  return row;
+}
+
+function createRow(job) {
+  const type = TYPES[job.jobType] ?? TYPES.generic;
+  const el = {};
+  el.root = h('li', 'job is-entering');
+  el.root.dataset.jobId = job.jobId;
+  const clip = h('div', 'job-clip');
+  const body = h('div', 'job-body');
+
+  el.icon = h('span', 'job-icon');
+  el.icon.append(icon(type.icon));
+
+  const title = h('p', 'job-title');
+  el.type = h('span', 'job-type', type.label);
+  el.subject = h('span', 'job-subject');
+  title.append(el.type, el.subject);
+
+  el.badge = h('span', 'badge');
+  el.status = h('span', 'badge-text');
+  el.badge.append(h('span', 'badge-dot'), el.status);
+
+  const line = h('p', 'job-line');
+  el.message = h('span', 'job-message');
+  el.detail = h('span', 'job-detail');
+  line.append(el.message, el.detail);
+
+  el.elapsed = h('span', 'job-elapsed');
+
+  const progress = h('div', 'job-progress');
+  el.bar = h('div', 'bar');
+  el.bar.setAttribute('role', 'progressbar');
+  el.bar.setAttribute('aria-valuemin', '0');
+  el.bar.setAttribute('aria-valuemax', '100');
+  el.bar.setAttribute('aria-label', `${type.label} progress`);
+  el.fill = h('div', 'bar-fill');
+  el.bar.append(el.fill);
+  el.percent = h('span', 'job-percent');
+  el.percent.setAttribute('aria-hidden', 'true');
+  progress.append(el.bar, el.percent);
+
+  body.append(el.icon, title, el.badge, line, el.elapsed, progress);
+  clip.append(body);
+  el.root.append(clip);
+
+  const row = { id: job.jobId, job: null, detail: '', created: Date.parse(job.createdAt) || 0, el, entering: true, leaveAt: 0, leaving: false };
+  rows.set(row.id, row);
+  insertOrdered(row);
+  return row;
+}
+
+function render(row, job) {
+  const old = row.job ?? {};
+  const { el } = row;
+  row.job = job;
+  if (job.status !== old.status) {
+    el.root.dataset.status = job.status;
+    el.status.textContent = STATUS_TEXT[job.status] ?? job.status;
+  }
+  const subject = subjectOf(job);
+  if (subject !== subjectOf(old)) {
+    el.subject.textContent = subject;
+    el.subject.hidden = !subject;
+  }
+  if (job.message !== old.message) {
+    el.message.textContent = job.message || STATUS_TEXT[job.status] || '';
+    el.message.title = job.message ?? '';
+  }
+  const detail = job.status === 'error' ? job.error ?? '' : job.documentId ?? '';
+  if (detail !== row.detail) {
+    row.detail = detail;
+    if (job.status === 'error') {
+      el.detail.className = 'job-detail is-error';
+      el.detail.textContent = detail;
+      el.detail.title = detail;
+    } else {
+      el.detail.className = 'job-detail is-document';
+      el.detail.replaceChildren(...(detail ? [h('span', 'detail-label', 'Document '), h('code', 'detail-id', detail)] : []));
+      el.detail.title = detail ? `Document ${detail}` : '';
+    }
+  }
+  const progress = clamp(Number(job.progress) || 0);
+  if (old.progress === undefined || progress !== clamp(Number(old.progress) || 0)) {
+    el.fill.style.transform = `scaleX(${progress / 100})`;
+    el.bar.setAttribute('aria-valuenow', String(Math.round(progress)));
+    el.percent.textContent = `${Math.round(progress)}%`;
+  }
+  if (isTerminal(job) && !row.leaveAt) {
+    const age = old.status ? 0 : Math.max(0, serverNow() - Date.parse(job.updatedAt));
+    row.leaveAt = Date.now() + LINGER_MS - age;
+  }
+  renderElapsed(row);
+}
+
+function renderElapsed(row) {
+  const { job } = row;
+  const end = isTerminal(job) ? Date.parse(job.updatedAt) : serverNow();
+  const text = duration(end - row.created);
+  if (text !== row.elapsedText) {
+    row.elapsedText = text;
+    row.el.elapsed.textContent = text;
+    row.el.elapsed.title = isTerminal(job) ? `Took ${text}` : `Running for ${text}`;
+  }
+}
+
+function leave(row) {
+  if (!row || row.leaving) return;
+  row.leaving = true;
+  remember(row.id);
+  row.el.root.classList.add('is-leaving');
+  setTimeout(() => {
+    row.el.root.remove();
+    rows.delete(row.id);
+    ordered.splice(ordered.indexOf(row), 1);
+    renderSummary();
+  }, LEAVE_MS);
+}
+
+function remember(jobId) {
+  dismissed.add(jobId);
+  if (dismissed.size > 10_000) dismissed.delete(dismissed.values().next().value);
+}
+
+function insertOrdered(row) {
+  // Newest first; a new job is almost always the newest, so look from the top.
+  let index = 0;
+  while (index < ordered.length && ordered[index].created > row.created) index += 1;
+  list.insertBefore(row.el.root, ordered[index]?.el.root ?? null);
+  ordered.splice(index, 0, row);
+}
+
+function renderSummary() {
+  const counts = { processing: 0, queued: 0, completed: 0, error: 0 };
+  let visible = 0;
+  for (const row of rows.values()) {
+    if (row.leaving) continue;
+    visible += 1;
+    counts[row.job.status] = (counts[row.job.status] ?? 0) + 1;
+  }
+  const summary = $('summary');
+  const text = Object.entries(counts)
+    .filter(([, count]) => count)
+    .map(([status, count]) => `${status}:${count}`)
+    .join(' ');
+  if (summary.dataset.text !== text) {
+    summary.dataset.text = text;
+    summary.replaceChildren(
+      ...Object.entries(counts)
+        .filter(([, count]) => count)
+        .map(([status, count]) => {
+          const item = h('li', `summary-item is-${status}`);
+          item.append(h('span', 'summary-dot'), h('span', 'summary-count', String(count)), ` ${STATUS_TEXT[status].toLowerCase()}`);
+          return item;
+        }),
+    );
+  }
+  $('empty').hidden = visible > 0;
+}
+
+// Every second: elapsed times, and finished rows whose time is up fade out.
+setInterval(() => {
+  const now = Date.now();
+  for (const row of rows.values()) {
+    if (row.leaving) continue;
+    if (row.leaveAt && now >= row.leaveAt) leave(row);
+    else if (!isTerminal(row.job)) renderElapsed(row);
+  }
+}, 1_000);
+
+// Announcements: status changes, gathered and spoken politely, never progress ticks.
+
+const announcements = [];
+
+function queueAnnouncement(job, previous) {
+  const label = (TYPES[job.jobType] ?? TYPES.generic).label;
+  let text;
+  if (job.status === 'completed') text = `${label} job completed${job.documentId ? `, document ${job.documentId}` : ''}.`;
+  else if (job.status === 'error') text = `${label} job failed: ${job.error ?? job.message}.`;
+  else if (job.status === 'processing' && previous === 'queued') text = `${label} job started.`;
+  else if (previous === null) text = `New ${label.toLowerCase()} job ${STATUS_TEXT[job.status].toLowerCase()}.`;
+  if (!text) return;
+  announcements.push({ status: job.status, text });
+  if (!announceTimer) announceTimer = setTimeout(announce, ANNOUNCE_MS);
+}
+
+function announce() {
+  announceTimer = 0;
+  const items = announcements.splice(0);
+  let text = items.map((item) => item.text).join(' ');
+  if (items.length > 3) {
+    const count = (status) => items.filter((item) => item.status === status).length;
+    text = [
+      [count('completed'), 'completed'],
+      [count('error'), 'failed'],
+      [count('processing'), 'started'],
+      [count('queued'), 'queued'],
+    ]
+      .filter(([n]) => n)
+      .map(([n, what]) => `${n} ${n === 1 ? 'job' : 'jobs'} ${what}`)
+      .join(', ') + '.';
+  }
+  const region = $('announcer');
+  // The same words twice in a row would not be spoken again: vary the whitespace.
+  region.textContent = region.textContent === text ? `${text}\u00a0` : text;
+}
+
+// Demo panel ------------------------------------------------------------------------
+
+async function setUpDemo() {
+  let info = null;
+  try {
+    const response = await fetch('/api/demo', { cache: 'no-store' });
+    observeClock(Date.parse(response.headers.get('date')));
+    if (response.ok) info = await response.json();
+  } catch {
+    // No server right now: no demo panel.
+  }
+  if (!info?.enabled) return;
+  const actions = $('demo-actions');
+  for (const jobType of info.jobTypes ?? Object.keys(TYPES)) {
+    const type = TYPES[jobType];
+    if (!type) continue;
+    const button = h('button', 'demo-button');
+    button.type = 'button';
+    button.dataset.jobType = jobType;
+    button.append(icon(type.icon), h('span', '', type.label));
+    button.addEventListener('click', () => startDemo(button, jobType));
+    actions.append(button);
+  }
+  $('demo').hidden = false;
+}
+
+async function startDemo(button, jobType) {
+  const message = $('demo-message');
+  button.setAttribute('aria-busy', 'true');
+  try {
+    const response = await fetch('/api/demo/jobs', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ jobType }),
+    });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({}));
+      throw new Error(problem.detail ?? `the server answered ${response.status}`);
+    }
+    message.textContent = '';
+  } catch (error) {
+    message.textContent = `Could not start the job: ${error.message}`;
+  } finally {
+    button.removeAttribute('aria-busy');
+  }
+}
+
+setUpDemo();
+
+// Helpers ---------------------------------------------------------------------------
+
+function h(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function icon(paths) {
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  svg.setAttribute('class', 'icon');
+  for (const d of paths) {
+    const path = document.createElementNS(SVG, 'path');
+    path.setAttribute('d', d);
+    svg.append(path);
+  }
+  return svg;
+}
+
+function subjectOf(job) {
+  const meta = job.metadata ?? {};
+  const subject = meta.fileName ?? meta.title ?? meta.name ?? meta.task ?? '';
+  return typeof subject === 'string' ? subject : '';
+}
+
+function clamp(value) {
+  return Math.min(100, Math.max(0, value));
+}
+
+function duration(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m ${String(seconds % 60).padStart(2, '0')}s`;
+  return `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, '0')}m`;
+}

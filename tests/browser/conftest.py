@@ -1,0 +1,247 @@
+"""Browser fixtures: the real server (``python -m app``) and Debian's Chromium via Playwright.
+
+``server`` is a factory: ``server(JOBS_DEMO="0")`` starts one process on a
+free loopback port and waits for ``/healthz``; ``restart()`` stops it and
+starts it again on the same port. ``page`` is a fresh Chromium page that
+fails the test if the page logs a console error (a Content-Security-Policy
+violation among them: the page declares ``default-src 'self'`` itself) or
+throws, unless the test allowed that message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
+
+from tests.conftest import seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+# Every expect() waits at most this long unless a test says otherwise.
+expect.set_options(timeout=seconds(10) * 1000)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """One ``python -m app`` process on a fixed port; restartable."""
+
+    port: int
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    api: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api = httpx.Client(base_url=self.url, timeout=seconds(10))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, "JOBS_HOST": "127.0.0.1", "JOBS_PORT": str(self.port)}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + seconds(20)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited at start-up:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"the server did not answer /healthz in time:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=seconds(15))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def crash(self) -> None:
+        """Kill the process outright (SIGKILL): no goodbye to open streams."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, *, crash: bool = False) -> None:
+        if crash:
+            self.crash()
+        else:
+            self.stop()
+        self.start()
+
+    # The job calls the tests repeat.
+
+    def create(self, **body: Any) -> str:
+        response = self.api.post("/api/jobs", json=body)
+        assert response.status_code == 201, response.text
+        job_id: str = response.json()["jobId"]
+        return job_id
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        response = self.api.patch(f"/api/jobs/{job_id}", json=fields)
+        assert response.status_code == 200, response.text
+
+    def complete(self, job_id: str, **body: Any) -> None:
+        response = self.api.post(f"/api/jobs/{job_id}/complete", json=body)
+        assert response.status_code == 200, response.text
+
+    def fail(self, job_id: str, error: str) -> None:
+        response = self.api.post(f"/api/jobs/{job_id}/fail", json={"error": error})
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        running = Server(free_port(), env, tmp_path / f"server-{len(started)}.log")
+        started.append(running)
+        running.start()
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+        running.api.close()
+        text = running.log.read_text()
+        assert "Traceback" not in text, text
+
+
+@pytest.fixture
+def jobcast(server: Callable[..., Server]) -> Server:
+    """A server with the default settings (memory backend, demo on)."""
+    return server()
+
+
+# Module scope, not session: Playwright's sync API keeps an event loop running
+# in this thread while it is open, which would break the anyio tests after us.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium")
+        pytest.skip("install Debian's chromium: apt-get install chromium")
+    launched = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+    yield launched
+    launched.close()
+
+
+@dataclass
+class Console:
+    """Console errors and page errors, minus the ones a test expects."""
+
+    errors: list[str] = field(default_factory=list)
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
+
+    def allow(self, pattern: str) -> None:
+        """Tolerate console errors matching ``pattern`` (e.g. refused connections)."""
+        self.allowed.append(re.compile(pattern))
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            where = message.location.get("url", "")
+            self.errors.append(f"{message.text} ({where})")
+
+    def on_page_error(self, error: Error) -> None:
+        self.errors.append(f"page error: {error.message}\n{error.stack}")
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def page_for(browser: Browser, console: Console) -> Iterator[Callable[..., Page]]:
+    """Factory: a new page (own context) watched for console errors."""
+    contexts = []
+
+    def open_page(**context_options: Any) -> Page:
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(seconds(10) * 1000)
+        page.on("console", console.on_console)
+        page.on("pageerror", console.on_page_error)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert console.unexpected() == []
+
+
+@pytest.fixture
+def page(page_for: Callable[..., Page]) -> Page:
+    return page_for(viewport={"width": 1000, "height": 760})
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a screenshot to artifacts/screenshots/ (git-ignored) for a human to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Let rows finish sliding in (the endless pulse of the live dot does not count).
+    page.wait_for_function(
+        """() => document.getAnimations().every(
+            (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)"""
+    )
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
