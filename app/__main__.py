@@ -21,6 +21,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        ws_max_size=settings.ws_max_frame_bytes,
         log_level="info",
     )
 

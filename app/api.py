@@ -1,15 +1,24 @@
-"""The JSON routes of ``/api/jobs``: create, read (and long-poll), list, update, finish."""
+"""The JSON routes: ``/api/jobs`` (create, read and long-poll, list, update, finish)
+and ``/api/tokens`` (mint a read token).
+
+Writes and token minting need an API key (``main`` wraps them with
+:func:`app.auth.key_required`, as their operations say); reads check the
+caller's scope here, through :mod:`app.auth`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.auth import Guard, access_of, load_job, scope_filter
 from app.errors import FieldError, InvalidJobData
 from app.hub import Hub, Mailbox, Subscription
 from app.models import (
@@ -23,6 +32,8 @@ from app.models import (
     ListQuery,
     NewJob,
     Problem,
+    TokenIssued,
+    TokenRequest,
     encode,
     parse,
 )
@@ -55,6 +66,7 @@ LIST = Operation(
     "List jobs, newest first",
     query=ListQuery,
     responses={200: JobList, 422: Problem},
+    auth="read",
 )
 GET = Operation(
     "GET",
@@ -69,6 +81,7 @@ GET = Operation(
         410: Problem,
         422: Problem,
     },
+    auth="read",
 )
 UPDATE = Operation(
     "PATCH",
@@ -92,6 +105,14 @@ FAIL = Operation(
     body=Failure,
     body_required=True,
     responses={200: Job, 400: Problem, 404: Problem, 409: Problem, 410: Problem, 422: Problem},
+)
+TOKENS = Operation(
+    "POST",
+    "/api/tokens",
+    "Mint a read token for one job or one owner's jobs",
+    body=TokenRequest,
+    body_required=True,
+    responses={200: TokenIssued, 400: Problem, 413: Problem, 415: Problem, 422: Problem},
 )
 
 
@@ -139,7 +160,10 @@ async def create_job(request: Request) -> Response:
             [FieldError("Idempotency-Key", "1 to 255 printable ASCII characters")],
         )
     job, created = await service_of(request).create(request_body, key)
-    answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at)
+    guard: Guard = request.state.auth
+    # With no keys every route is open: a token would grant nothing, so none is sent.
+    token = guard.tokens.mint("job", job.job_id)[0] if guard.protected else None
+    answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at, token=token)
     return json_response(
         encode(answer), 201 if created else 200, {"Location": f"/api/jobs/{job.job_id}"}
     )
@@ -147,20 +171,24 @@ async def create_job(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     query = parse(ListQuery, dict(request.query_params))
-    where = JobFilter(job_type=query.job_type, status=query.status)
+    where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
+    where = scope_filter(access_of(request), where)
     page = await service_of(request).list(where, query.limit, query.cursor)
     return json_response(encode(JobList(jobs=page.jobs, next_cursor=page.next_cursor)))
 
 
 async def get_job(request: Request) -> Response:
     job_id: str = request.path_params["jobId"]
+    access = access_of(request)
     query = parse(JobQuery, dict(request.query_params))
     service = service_of(request)
-    if query.wait_for_version is None:
-        job = await service.get(job_id)
-    else:
+    job = await load_job(access, job_id, service.get, _owner)
+    if query.wait_for_version is not None:
         hub: Hub = request.state.hub
-        job = await wait_for_change(service, hub, job_id, query.wait_for_version, query.timeout)
+        wait = query.timeout
+        if access.expires_at is not None:
+            wait = max(0.0, min(wait, access.expires_at - time.time()))
+        job = await wait_for_change(service, hub, job_id, query.wait_for_version, wait)
         if job.version <= query.wait_for_version:
             return Response(status_code=304, headers=_etag(job))
     if _matches(request.headers.get("if-none-match"), job):
@@ -206,6 +234,22 @@ async def fail_job(request: Request) -> Response:
     return json_response(encode(job))
 
 
+async def mint_token(request: Request) -> Response:
+    asked = parse(TokenRequest, await read_body(request))
+    guard: Guard = request.state.auth
+    if asked.job_id is not None:
+        token, expires = guard.tokens.mint("job", asked.job_id, asked.ttl)
+    else:
+        assert asked.owner is not None  # the model requires one of the two
+        token, expires = guard.tokens.mint("owner", asked.owner, asked.ttl)
+    issued = TokenIssued(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
+    return json_response(encode(issued), headers={"Cache-Control": "no-store"})
+
+
+def _owner(job: Job) -> str | None:
+    return job.owner
+
+
 def _etag(job: Job) -> dict[str, str]:
     return {"ETag": f'"{job.version}"'}
 
@@ -225,4 +269,5 @@ ROUTES: list[tuple[Operation, Any]] = [
     (UPDATE, update_job),
     (COMPLETE, complete_job),
     (FAIL, fail_job),
+    (TOKENS, mint_token),
 ]

@@ -7,7 +7,10 @@
     ├── InvalidJobData       a value is out of range or of the wrong kind (422)
     │   └── MalformedJSON    the body is not JSON at all (400)
     ├── IdempotencyConflict  an Idempotency-Key reused with another body (422)
-    └── BackendUnavailable   the store cannot be reached (503)
+    ├── BackendUnavailable   the store cannot be reached (503)
+    ├── Unauthenticated      credentials missing, invalid or expired (401)
+    ├── Forbidden            valid credentials, but not for this (403)
+    └── TooManyStreams       the process holds all the streams it may (503)
 
 ``app.problems`` maps each one to an ``application/problem+json`` response,
 in one place. Foreign exceptions (a Redis connection error, say) are
@@ -64,3 +67,26 @@ class IdempotencyConflict(JobsError):
 
 class BackendUnavailable(JobsError):
     """The job store cannot be reached right now; retrying later may succeed."""
+
+
+class Unauthenticated(JobsError):
+    """No credentials, or ones that are not valid (unknown, malformed, expired).
+
+    ``presented`` tells a missing credential from a bad one, for the
+    ``WWW-Authenticate`` challenge.
+    """
+
+    def __init__(self, detail: str, *, presented: bool) -> None:
+        super().__init__(detail)
+        self.presented = presented
+
+
+class Forbidden(JobsError):
+    """Valid credentials that do not cover this request.
+
+    The message never says whether the job asked for exists.
+    """
+
+
+class TooManyStreams(JobsError):
+    """Every streaming connection this process allows is in use; retry later."""

@@ -50,6 +50,7 @@ class Change:
         "job",
         "job_id",
         "job_type",
+        "owner",
         "position",
         "previous_status",
     )
@@ -62,9 +63,12 @@ class Change:
         position: Position,
         job: Job | None,
         previous_status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_type = job_type
+        # A removal has no job left to ask: owner filters need it on the change.
+        self.owner = job.owner if job is not None else owner
         self.position = position
         self.job = job
         self.previous_status = previous_status

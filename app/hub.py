@@ -25,7 +25,7 @@ from typing import Literal
 from app.events import Change, Position
 from app.store import JobFilter
 
-CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done"]
+CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
 
 
 class Mailbox:
@@ -54,7 +54,16 @@ class Mailbox:
         self._wake()
 
     def say(self, frame: str) -> None:
-        """Queue a control frame (WebSocket replies); sent before pending changes."""
+        """Queue a control frame (WebSocket replies); sent before pending changes.
+
+        Replies are bounded like changes: a client that sends and never reads
+        is closed once ``capacity`` replies wait for it.
+        """
+        if self.closed is not None:
+            return
+        if len(self._control) >= self._capacity:
+            self.close("overflow")
+            return
         self._control.append(frame)
         self._wake()
 

@@ -43,6 +43,7 @@ def create(request: NewJob, at: datetime) -> Job:
         message=request.message,
         progress=0.0,
         metadata=dict(request.metadata),
+        owner=request.owner,
         created_at=at,
         updated_at=at,
         version=1,

@@ -42,8 +42,10 @@ async def create_job(
     job_type: JobType = "generic",
     message: str = "",
     metadata: dict[str, Any] | None = None,
+    owner: str | None = None,
 ) -> Job:
-    request = parse(NewJob, _given(job_type=job_type, message=message, metadata=metadata))
+    fields = _given(job_type=job_type, message=message, metadata=metadata, owner=owner)
+    request = parse(NewJob, fields)
     job, _ = await current_service().create(request)
     return job
 

@@ -10,29 +10,35 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from app import api, library, sse
+from app.auth import Guard, key_required, redact_tokens_in_server_logs
 from app.demo import Demo
 from app.errors import BackendUnavailable
+from app.headers import SecurityHeaders
 from app.hub import Hub
+from app.limits import StreamSlots
 from app.metrics import CONTENT_TYPE, Metrics, RequestTimer
 from app.models import Health, encode
 from app.openapi import Operation, openapi_document
+from app.origins import OriginGuard, OriginPolicy
 from app.problems import EXCEPTION_HANDLERS
 from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
+from app.tokens import Tokens
 from app.ws import jobs_socket
 
 logger = logging.getLogger("jobcast")
@@ -46,6 +52,8 @@ class State(TypedDict):
     service: JobService
     hub: Hub
     metrics: Metrics
+    auth: Guard
+    streams: StreamSlots
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -53,12 +61,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     metrics = Metrics()
     hub = Hub()
     demo = Demo() if settings.demo_enabled else None
+    guard = Guard(settings, Tokens(settings))
+    streams = StreamSlots(settings.max_streams)
+    redact_tokens_in_server_logs()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
+        if not settings.protected and settings.allow_anonymous:
+            logger.warning(
+                "JOBS_ALLOW_ANONYMOUS=1: serving on %s WITHOUT AUTHENTICATION; anyone who can "
+                "reach this port can read and change every job. Set JOBS_API_KEY to protect it.",
+                settings.host,
+            )
         store = open_store(settings, hub)
         await store.start()
-        service = JobService(store, metrics)
+        service = JobService(store, metrics, settings)
         previous = library.install(service)
         tasks = [
             asyncio.create_task(_every(_sweep_interval(settings), store.sweep)),
@@ -66,7 +83,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             asyncio.create_task(_close_streams_on_exit(hub)),
         ]
         try:
-            yield {"settings": settings, "service": service, "hub": hub, "metrics": metrics}
+            yield {
+                "settings": settings,
+                "service": service,
+                "hub": hub,
+                "metrics": metrics,
+                "auth": guard,
+                "streams": streams,
+            }
         finally:
             hub.close()
             # Python 3.11's wait_for (inside redis-py) can swallow one cancellation:
@@ -103,24 +127,73 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ordered = sorted(operations, key=lambda pair: "{" in pair[0].path)
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/jobs/ws", jobs_socket),
-        *(Route(op.path, endpoint, methods=[op.method]) for op, endpoint in ordered),
-        *(demo.routes if demo is not None else ()),
+        *(
+            Route(
+                op.path,
+                key_required(endpoint) if op.auth == "key" else endpoint,
+                methods=[op.method],
+            )
+            for op, endpoint in ordered
+        ),
+        *_key_required(demo.routes if demo is not None else ()),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestTimer, metrics=metrics)],
+        middleware=_middleware(settings, metrics),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
 
 
-HEALTH = Operation("GET", "/healthz", "Liveness: the process serves", responses={200: Health})
+def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    """Outermost first: headers on every answer, then CORS, Origin checks, the timer."""
+    cors = []
+    if settings.cors_origins:
+        cors.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PATCH"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "If-None-Match",
+                    "Last-Event-ID",
+                ],
+                allow_credentials=settings.cors_credentials,
+                expose_headers=["ETag", "Location", "Retry-After"],
+                max_age=600,
+            )
+        )
+    return [
+        Middleware(SecurityHeaders),
+        *cors,
+        Middleware(OriginGuard, policy=OriginPolicy(settings.cors_origins)),
+        Middleware(RequestTimer, metrics=metrics),
+    ]
+
+
+def _key_required(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """Routes added from outside (the demo's) are writes: API key only."""
+    return [
+        Route(route.path, key_required(route.endpoint), methods=route.methods)
+        if isinstance(route, Route)
+        else route
+        for route in routes
+    ]
+
+
+HEALTH = Operation(
+    "GET", "/healthz", "Liveness: the process serves", responses={200: Health}, auth="public"
+)
 READY = Operation(
     "GET",
     "/readyz",
     "Readiness: the backend answers",
     responses={200: Health, 503: Health},
+    auth="public",
 )
 METRICS = Operation(
     "GET",
@@ -130,7 +203,11 @@ METRICS = Operation(
     responses={200: "Prometheus text exposition format"},
 )
 OPENAPI = Operation(
-    "GET", "/openapi.json", "This OpenAPI document", responses={200: "OpenAPI 3.1 document"}
+    "GET",
+    "/openapi.json",
+    "This OpenAPI document",
+    responses={200: "OpenAPI 3.1 document"},
+    auth="public",
 )
 PAGE = Operation(
     "GET",
@@ -138,6 +215,7 @@ PAGE = Operation(
     "The live status-indicator page",
     media_type="text/html",
     responses={200: "The page (static HTML; its scripts and styles live under /static/)"},
+    auth="public",
 )
 
 

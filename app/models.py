@@ -34,8 +34,8 @@ JOB_TYPES: tuple[JobType, ...] = ("file_processing", "document_analysis", "llm_a
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "processing", "completed", "error")
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"completed", "error"})
 
-MAX_TEXT_LENGTH = 10_000
 MAX_METADATA_DEPTH = 32
+MAX_TOKEN_TTL = 7 * 24 * 3600
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -72,8 +72,19 @@ Progress = Annotated[
     Field(ge=0, le=100, allow_inf_nan=False, strict=True),
     PlainSerializer(_integral_as_int),
 ]
-Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+# Text and metadata sizes are settings (JOBS_MAX_TEXT_LENGTH, JOBS_MAX_METADATA_BYTES),
+# checked in one place on the job a change produces: app.service.
+Text = str
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+Owner = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="Who the job belongs to (visible ASCII); owner tokens read only theirs.",
+    ),
+]
 
 
 class WireModel(BaseModel):
@@ -96,6 +107,7 @@ class NewJob(RequestModel):
     job_type: JobType = "generic"
     message: Text = ""
     metadata: Metadata = Field(default_factory=dict)
+    owner: Owner | None = None
 
 
 class JobUpdate(RequestModel):
@@ -140,6 +152,7 @@ class Job(WireModel):
     document_id: str | None = None
     error: str | None = None
     metadata: dict[str, Any]
+    owner: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
     version: int
@@ -161,6 +174,33 @@ class JobCreated(WireModel):
     job_id: str
     status: JobStatus
     timestamp: Timestamp
+    token: str | None = Field(
+        default=None,
+        description="A read token for this job only; present when API keys are configured.",
+    )
+
+
+class TokenRequest(RequestModel):
+    """Body of `POST /api/tokens`: one of `jobId` or `owner`, and an optional lifetime."""
+
+    job_id: str | None = Field(default=None, min_length=1, max_length=200)
+    owner: Owner | None = None
+    ttl: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_TTL, description="Seconds (default JOBS_TOKEN_TTL)."
+    )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if (self.job_id is None) == (self.owner is None):
+            raise ValueError("give exactly one of jobId or owner")
+        return self
+
+
+class TokenIssued(WireModel):
+    """A read token (`Authorization: Bearer …` or `?token=`) and when it expires."""
+
+    token: str
+    expires_at: Timestamp
 
 
 class JobList(WireModel):
@@ -224,6 +264,7 @@ class QueryModel(WireModel):
 class ListQuery(QueryModel):
     status: JobStatus | None = None
     job_type: JobType | None = None
+    owner: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
 
@@ -231,6 +272,7 @@ class ListQuery(QueryModel):
 class StreamQuery(QueryModel):
     status: JobStatus | None = None
     job_type: JobType | None = None
+    owner: str | None = Field(default=None, max_length=200)
     last_event_id: str | None = Field(
         default=None,
         max_length=200,
@@ -256,6 +298,7 @@ class SubscribeAll(RequestModel):
     all: Literal[True]
     job_type: JobType | None = None
     status: JobStatus | None = None
+    owner: str | None = Field(default=None, max_length=200)
     since: str | None = Field(default=None, max_length=200)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -17,6 +17,29 @@ from pydantic.json_schema import models_json_schema
 from app.models import Problem
 
 PROBLEM = "application/problem+json"
+
+# Who may call an operation when API keys are configured (with none, every route is open):
+# public: anyone; key: an API key; read: an API key or a read token in scope.
+Auth = Literal["public", "key", "read"]
+_SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
+    "public": [],
+    "key": [{"bearer": []}],
+    "read": [{"bearer": []}, {"token": []}],
+}
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (JOBS_API_KEY), or a read token from `POST /api/tokens`.",
+    },
+    "token": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "A read token, for clients that cannot set headers (EventSource). "
+        "API keys are refused here.",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,7 @@ class Operation:
     description: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     media_type: str = "application/json"
+    auth: Auth = "key"
 
 
 def openapi_document(
@@ -54,11 +78,12 @@ def openapi_document(
             "operationId": _operation_id(op),
             "responses": {
                 str(status): _response(status, target, refs, op)
-                for status, target in op.responses.items()
+                for status, target in _responses(op).items()
             },
         }
         if op.description:
             item["description"] = op.description
+        item["security"] = _SECURITY[op.auth]
         parameters = (
             _path_parameters(op.path)
             + _query_parameters(op.query)
@@ -85,8 +110,20 @@ def openapi_document(
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {})},
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
+
+
+def _responses(op: Operation) -> dict[int, type[BaseModel] | str]:
+    """The operation's responses, plus 401 and 403 wherever credentials are checked."""
+    responses = dict(op.responses)
+    if op.auth != "public":
+        responses.setdefault(401, Problem)
+        responses.setdefault(403, Problem)
+    return dict(sorted(responses.items()))
 
 
 def _is_request(model: type[BaseModel], operations: list[Operation]) -> bool:

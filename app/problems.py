@@ -9,10 +9,12 @@ from http import HTTPStatus
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from app.errors import (
     BackendUnavailable,
     FieldError,
+    Forbidden,
     IdempotencyConflict,
     InvalidJobData,
     InvalidTransition,
@@ -20,6 +22,8 @@ from app.errors import (
     JobNotFound,
     JobsError,
     MalformedJSON,
+    TooManyStreams,
+    Unauthenticated,
 )
 from app.models import Problem, ProblemField, encode
 
@@ -36,7 +40,12 @@ _JOBS_ERRORS: dict[type[JobsError], tuple[int, str]] = {
     MalformedJSON: (400, "malformed-json"),
     IdempotencyConflict: (422, "idempotency-conflict"),
     BackendUnavailable: (503, "backend-unavailable"),
+    Unauthenticated: (401, "unauthenticated"),
+    Forbidden: (403, "forbidden"),
+    TooManyStreams: (503, "too-many-streams"),
 }
+# Seconds a client should wait before retrying, per error that asks it to.
+_RETRY_AFTER: dict[type[JobsError], str] = {BackendUnavailable: "1", TooManyStreams: "5"}
 
 
 def problem(
@@ -59,10 +68,39 @@ def problem(
 
 async def on_jobs_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobsError)
+    return problem_for(exc)
+
+
+def problem_for(exc: JobsError) -> Response:
+    """The problem+json response for one of our errors (status, type and headers)."""
     status, slug = _JOBS_ERRORS[type(exc)]
     errors = exc.errors if isinstance(exc, InvalidJobData) else ()
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return problem(status, str(exc), slug=slug, errors=errors, headers=headers)
+    headers: dict[str, str] = {}
+    if type(exc) in _RETRY_AFTER:
+        headers["Retry-After"] = _RETRY_AFTER[type(exc)]
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = challenge(exc)
+    return problem(status, str(exc), slug=slug, errors=errors, headers=headers or None)
+
+
+def challenge(exc: Unauthenticated) -> str:
+    """The RFC 6750 ``WWW-Authenticate`` value: which scheme, and what was wrong."""
+    if not exc.presented:
+        return 'Bearer realm="jobcast"'
+    return 'Bearer realm="jobcast", error="invalid_token"'
+
+
+async def refuse_websocket(websocket: WebSocket, exc: JobsError) -> None:
+    """Refuse a WebSocket handshake, before accepting it, with ``exc``'s problem.
+
+    Where the server supports the denial-response extension (uvicorn, the
+    TestClient) the client gets the HTTP status and problem+json; elsewhere
+    the handshake is closed with 1008 and the reason.
+    """
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(problem_for(exc))
+    else:
+        await websocket.close(1008, str(exc)[:120])
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

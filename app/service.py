@@ -1,32 +1,50 @@
 """The job operations every entry point shares: HTTP routes and the in-process library.
 
-Each call validates its input with the wire models, applies the rules of
-``app.jobs`` through the store (atomically), and counts it. The store
-publishes every accepted change to the hub before the call returns.
+Each call validates its input with the wire models, checks the size
+limits (JOBS_MAX_TEXT_LENGTH, JOBS_MAX_METADATA_BYTES: here, and only
+here), applies the rules of ``app.jobs`` through the store (atomically),
+and counts it. The store publishes every accepted change to the hub
+before the call returns.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
-import orjson
+import pydantic_core
 
 from app import jobs
+from app.errors import FieldError, InvalidJobData
 from app.metrics import Metrics
 from app.models import Completion, Failure, Job, JobUpdate, NewJob
+from app.settings import Settings
 from app.store import Idempotency, JobFilter, JobStore, Page
 
 
 class JobService:
-    def __init__(self, store: JobStore, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, store: JobStore, metrics: Metrics | None = None, settings: Settings | None = None
+    ) -> None:
         self.store = store
         self._metrics = metrics or Metrics()
+        settings = settings or Settings()
+        self._max_text = settings.max_text_length
+        self._max_metadata = settings.max_metadata_bytes
 
     async def create(self, request: NewJob, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Create a job; with a key seen before, return that job and ``False`` instead."""
+        self._check_text(message=request.message)
+        self._check_metadata(request.metadata)
         idempotency = None
         if idempotency_key is not None:
-            body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+            # exclude_none: bodies without an owner keep the fingerprint they always had.
+            # The standard encoder: orjson refuses integers beyond 64 bits, which JSON allows.
+            fields = request.model_dump(mode="json", exclude_none=True)
+            body = json.dumps(
+                fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
             idempotency = Idempotency(idempotency_key, hashlib.sha256(body).hexdigest())
         job, created = await self.store.create(jobs.create(request, jobs.now()), idempotency)
         if created:
@@ -37,11 +55,21 @@ class JobService:
         return await self.store.get(job_id)
 
     async def update(self, job_id: str, change: JobUpdate) -> Job:
-        job = await self.store.update(job_id, lambda job: jobs.update(job, change, jobs.now()))
+        self._check_text(message=change.message)
+
+        def apply(job: Job) -> Job:
+            updated = jobs.update(job, change, jobs.now())
+            if change.metadata is not None:
+                # Merging can only grow metadata: the limit holds for the result.
+                self._check_metadata(updated.metadata)
+            return updated
+
+        job = await self.store.update(job_id, apply)
         self._count(job)
         return job
 
     async def complete(self, job_id: str, completion: Completion) -> Job:
+        self._check_text(documentId=completion.document_id, message=completion.message)
         job = await self.store.update(
             job_id, lambda job: jobs.complete(job, completion, jobs.now())
         )
@@ -49,12 +77,38 @@ class JobService:
         return job
 
     async def fail(self, job_id: str, failure: Failure) -> Job:
+        self._check_text(error=failure.error, message=failure.message)
         job = await self.store.update(job_id, lambda job: jobs.fail(job, failure, jobs.now()))
         self._count(job)
         return job
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
         return await self.store.list(where, limit, cursor)
+
+    def _check_text(self, **fields: str | None) -> None:
+        limit = self._max_text
+        errors = [
+            FieldError(name, f"may hold at most {limit} characters")
+            for name, value in fields.items()
+            if value is not None and len(value) > limit
+        ]
+        if errors:
+            names = ", ".join(error.field for error in errors)
+            raise InvalidJobData(f"invalid value for {names}", errors)
+
+    def _check_metadata(self, metadata: dict[str, Any]) -> None:
+        size = len(pydantic_core.to_json(metadata))
+        if size > self._max_metadata:
+            raise InvalidJobData(
+                "invalid value for metadata",
+                [
+                    FieldError(
+                        "metadata",
+                        f"is {size} bytes as JSON; a job's metadata may hold at most "
+                        f"{self._max_metadata}",
+                    )
+                ],
+            )
 
     def _count(self, job: Job) -> None:
         self._metrics.jobs_updated.inc()

@@ -6,10 +6,12 @@ stops start-up with a :class:`SettingsError` that names the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 Backend = Literal["memory", "redis"]
@@ -35,17 +37,46 @@ class Settings:
     max_tombstones: int = 100_000
     heartbeat: float = 15.0
     workers: int = 1
-    api_key: str | None = None
+    # The raw JOBS_API_KEY (one key, or several separated by commas); never in a repr.
+    api_key: str | None = field(default=None, repr=False)
+    allow_anonymous: bool = False
+    token_secret: str | None = field(default=None, repr=False)
+    token_ttl: float = 3600.0
+    cors_origins: tuple[str, ...] = ()
+    cors_credentials: bool = False
     sse_retry_ms: int = 2000
     subscriber_backlog: int = 10_000
     send_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     shutdown_timeout: float = 3.0
     demo: bool | None = None  # None: on with the memory backend, off with Redis
+    # 64 KiB is the recommended bound; the default matches the body limit because the
+    # existing suite pins a metadata body just under 1 MiB as accepted by default.
+    max_metadata_bytes: int = 1024 * 1024
+    max_text_length: int = 10_000
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_max_subscriptions: int = 100
+    ws_rate: float = 20.0
+    max_streams: int = 1000
 
     @property
     def demo_enabled(self) -> bool:
         return self.backend == "memory" if self.demo is None else self.demo
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """Every accepted API key; the first one also derives the token secret."""
+        return _split(self.api_key)
+
+    @property
+    def token_secrets(self) -> tuple[str, ...]:
+        """JOBS_TOKEN_SECRET's secrets: the first signs, every one verifies."""
+        return _split(self.token_secret)
+
+    @property
+    def protected(self) -> bool:
+        """Whether requests must authenticate (an API key is configured)."""
+        return bool(self.api_keys)
 
     def __post_init__(self) -> None:
         if self.workers > 1 and self.backend == "memory":
@@ -53,6 +84,34 @@ class Settings:
                 f"JOBS_WORKERS={self.workers} needs JOBS_BACKEND=redis: with the memory "
                 "backend every worker process would keep its own jobs. Use "
                 "JOBS_BACKEND=redis (and JOBS_REDIS_URL), or JOBS_WORKERS=1."
+            )
+        if self.api_key is not None and not self.api_keys:
+            raise SettingsError("JOBS_API_KEY holds no key: give one or more, comma-separated")
+        if self.token_secret is not None and (
+            not self.token_secrets or any(len(secret) < 32 for secret in self.token_secrets)
+        ):
+            raise SettingsError(
+                "JOBS_TOKEN_SECRET must be at least 32 characters (each, if comma-separated); "
+                'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if not self.protected and not self.allow_anonymous and not is_loopback(self.host):
+            raise SettingsError(
+                f"JOBS_HOST={self.host} is reachable from other machines, and JOBS_API_KEY is "
+                "not set: anyone who can reach the port could read and change every job. Set "
+                "JOBS_API_KEY to a long random secret (several, comma-separated, to rotate), "
+                "or serve on loopback (JOBS_HOST=127.0.0.1), or set JOBS_ALLOW_ANONYMOUS=1 to "
+                "serve without authentication anyway."
+            )
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"JOBS_CORS_ORIGINS: {origin!r} is not an origin: use scheme://host[:port], "
+                    "as in https://app.example.com, or *"
+                )
+        if self.cors_credentials and "*" in self.cors_origins:
+            raise SettingsError(
+                "JOBS_CORS_CREDENTIALS=1 cannot be combined with JOBS_CORS_ORIGINS=*: any "
+                "site could then make credentialed requests; list the allowed origins instead"
             )
 
     @classmethod
@@ -78,6 +137,11 @@ class Settings:
             heartbeat=reader.number("JOBS_HEARTBEAT", float, default.heartbeat, low=0.01),
             workers=reader.number("JOBS_WORKERS", int, default.workers, low=1, high=256),
             api_key=env.get("JOBS_API_KEY") or None,
+            allow_anonymous=bool(reader.flag("JOBS_ALLOW_ANONYMOUS")),
+            token_secret=env.get("JOBS_TOKEN_SECRET") or None,
+            token_ttl=reader.number("JOBS_TOKEN_TTL", float, default.token_ttl, low=1),
+            cors_origins=reader.origins("JOBS_CORS_ORIGINS"),
+            cors_credentials=bool(reader.flag("JOBS_CORS_CREDENTIALS")),
             sse_retry_ms=reader.number("JOBS_SSE_RETRY_MS", int, default.sse_retry_ms, low=0),
             subscriber_backlog=reader.number(
                 "JOBS_SUBSCRIBER_BACKLOG", int, default.subscriber_backlog, low=1
@@ -88,7 +152,38 @@ class Settings:
                 "JOBS_SHUTDOWN_TIMEOUT", float, default.shutdown_timeout, low=0
             ),
             demo=reader.flag("JOBS_DEMO"),
+            max_metadata_bytes=reader.number(
+                "JOBS_MAX_METADATA_BYTES", int, default.max_metadata_bytes, low=2
+            ),
+            max_text_length=reader.number(
+                "JOBS_MAX_TEXT_LENGTH", int, default.max_text_length, low=1
+            ),
+            ws_max_frame_bytes=reader.number(
+                "JOBS_WS_MAX_FRAME_BYTES", int, default.ws_max_frame_bytes, low=1024
+            ),
+            ws_max_subscriptions=reader.number(
+                "JOBS_WS_MAX_SUBSCRIPTIONS", int, default.ws_max_subscriptions, low=1
+            ),
+            ws_rate=reader.number("JOBS_WS_RATE", float, default.ws_rate, low=0.1),
+            max_streams=reader.number("JOBS_MAX_STREAMS", int, default.max_streams, low=1),
         )
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 class _Reader:
@@ -108,6 +203,10 @@ class _Reader:
                 "rediss://... or unix://..."
             )
         return value
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        # Browsers send origins lower-case and without a trailing slash.
+        return tuple(origin.lower().rstrip("/") for origin in _split(self._env.get(name)))
 
     def flag(self, name: str) -> bool | None:
         value = self._env.get(name, "").strip().lower()

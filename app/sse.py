@@ -4,21 +4,31 @@ Each connection is one :class:`EventStream`: a writer that sleeps on its
 mailbox and writes everything pending as one chunk, and a watcher that
 notices the client leaving at once (an idle stream writes nothing, so it
 could not notice otherwise). Framing is sse-starlette's, done once per
-change in :mod:`app.events`.
+change in :mod:`app.events`; every ``data`` line is one line of JSON, whose
+encoder escapes newlines, so no value can start a field or an event.
+
+Each stream holds one of the process's stream slots (JOBS_MAX_STREAMS;
+503 when none is free) and, when opened with a read token, ends cleanly
+when the token expires: the browser's reconnect with the same token then
+gets 401, and ``EventSource`` stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.auth import access_of, check_job, load_job, scope_filter
 from app.events import Change, Position
 from app.hub import Hub, Mailbox, Subscription
+from app.limits import Slot, StreamSlots
 from app.metrics import Metrics
 from app.models import Problem, StreamQuery, parse
 from app.openapi import Operation
@@ -30,6 +40,7 @@ logger = logging.getLogger("jobcast")
 EVENT_STREAM = "text/event-stream"
 PING = b": ping\n\n"
 RESET = b"event: reset\ndata: {}\n\n"
+CHUNK_BYTES = 64 * 1024
 _LAST_ID = "Last-Event-ID: resume after this event (also `lastEventId` in the query)."
 
 JOB_EVENTS = Operation(
@@ -44,7 +55,10 @@ JOB_EVENTS = Operation(
         204: "The client already has the job's terminal state: stop reconnecting",
         404: Problem,
         410: Problem,
+        422: Problem,
+        503: Problem,
     },
+    auth="read",
 )
 ALL_EVENTS = Operation(
     "GET",
@@ -56,7 +70,9 @@ ALL_EVENTS = Operation(
     responses={
         200: "text/event-stream: `job`, `removed` and `reset` events, `id` = an opaque cursor",
         422: Problem,
+        503: Problem,
     },
+    auth="read",
 )
 
 
@@ -73,6 +89,8 @@ class EventStream:
         ends_after_final: bool,
         settings: Settings,
         metrics: Metrics,
+        slot: Slot,
+        expires_at: float | None,
     ) -> None:
         self.hub = hub
         self.subscription = subscription
@@ -81,10 +99,17 @@ class EventStream:
         self.ends_after_final = ends_after_final
         self.settings = settings
         self.metrics = metrics
+        self.slot = slot
+        self.expires_at = expires_at
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         mailbox = self.subscription.mailbox
         watcher = asyncio.create_task(_watch_disconnect(receive, mailbox))
+        expiry = None
+        if self.expires_at is not None:
+            # One timer per stream: it ends the stream when its token stops being valid.
+            delay = max(0.0, self.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, mailbox.close, "expired")
         self.hub.attach(mailbox, heartbeat=True)
         connections = self.metrics.connections.labels(transport="sse")
         connections.inc()
@@ -105,6 +130,9 @@ class EventStream:
             mailbox.close("slow")
         finally:
             watcher.cancel()
+            if expiry is not None:
+                expiry.cancel()
+            self.slot.release()
             self.hub.unsubscribe(self.subscription)
             self.hub.detach(mailbox)
             connections.dec()
@@ -115,25 +143,54 @@ class EventStream:
 
     async def _stream(self, send: Send, mailbox: Mailbox) -> None:
         sent = self.metrics.events_sent.labels(transport="sse")
-        chunk = self.prefix
+        await self._write(send, [self.prefix])
         while True:
-            if chunk:
-                async with asyncio.timeout(self.settings.send_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await mailbox.wait()
             changes = mailbox.take()
             if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
                 break
             sent.inc(len(changes))
-            chunk = b"".join(self.frame(change) for change in changes) or PING
-            if self.ends_after_final and any(change.is_final for change in changes):
+            final = self.ends_after_final and any(change.is_final for change in changes)
+            if final:
                 mailbox.close("done")
-                async with asyncio.timeout(self.settings.send_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self._write(send, _encoded(changes, self.frame) if changes else [PING])
+            if final:
                 break
-        if mailbox.closed in ("done", "shutdown"):
+        if mailbox.closed in ("done", "shutdown", "expired"):
             async with asyncio.timeout(self.settings.send_timeout):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send, frames: Iterable[bytes]) -> None:
+        """Send ``frames`` in chunks of about CHUNK_BYTES, each within the send timeout.
+
+        The server's transport buffers whatever one write hands it: in chunks, a
+        reader that stops reading makes it hold one chunk, not a whole backlog.
+        """
+        chunk = bytearray()
+        for frame in frames:
+            chunk += frame
+            if len(chunk) >= CHUNK_BYTES:
+                await self._send_chunk(send, bytes(chunk))
+                chunk.clear()
+        if chunk:
+            await self._send_chunk(send, bytes(chunk))
+
+    async def _send_chunk(self, send: Send, chunk: bytes) -> None:
+        async with asyncio.timeout(self.settings.send_timeout):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterator[bytes]:
+    """Each change's frame, letting go of each change once it is encoded.
+
+    A snapshot's changes are this stream's own (not shared with live
+    subscribers): dropping them as they go keeps one encoded chunk alive,
+    not the whole snapshot's frames at once.
+    """
+    pending = collections.deque(changes)
+    changes.clear()
+    while pending:
+        yield frame(pending.popleft())
 
 
 async def _watch_disconnect(receive: Receive, mailbox: Mailbox) -> None:
@@ -146,26 +203,46 @@ def _last_event_id(request: Request, query: StreamQuery) -> str | None:
     return request.headers.get("last-event-id") or query.last_event_id
 
 
+def _version(last_id: str | None) -> int | None:
+    """A job version from ``Last-Event-ID``; None for anything else (never an error).
+
+    ASCII digits only, and few of them: ``"²".isdigit()`` is true but int() refuses
+    it, and int() refuses more than 4300 digits.
+    """
+    text = (last_id or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _prefix(settings: Settings) -> bytes:
     return f"retry: {settings.sse_retry_ms}\n\n".encode()
 
 
+def _owner(change: Change) -> str | None:
+    return change.owner
+
+
 async def job_events(request: Request) -> Response | EventStream:
     job_id: str = request.path_params["jobId"]
+    access = access_of(request)
+    check_job(access, job_id)
     query = parse(StreamQuery, dict(request.query_params))
     last_id = _last_event_id(request, query)
-    known = int(last_id) if last_id is not None and last_id.strip().isdigit() else None
+    known = _version(last_id)
     hub: Hub = request.state.hub
     store: JobStore = request.state.service.store
     settings: Settings = request.state.settings
+    streams: StreamSlots = request.state.streams
+    slot = streams.acquire()
     subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), job_id=job_id))
     try:
-        current = await store.get_change(job_id)
+        current = await load_job(access, job_id, store.get_change, _owner)
     except BaseException:
         hub.unsubscribe(subscription)
+        slot.release()
         raise
     if known == current.version and current.is_final:
         hub.unsubscribe(subscription)
+        slot.release()
         return Response(status_code=204)
     subscription.prime([] if known == current.version else [current], version=current.version)
     return EventStream(
@@ -176,6 +253,8 @@ async def job_events(request: Request) -> Response | EventStream:
         ends_after_final=True,
         settings=settings,
         metrics=request.state.metrics,
+        slot=slot,
+        expires_at=access.expires_at,
     )
 
 
@@ -183,15 +262,20 @@ async def all_events(request: Request) -> EventStream:
     query = parse(StreamQuery, dict(request.query_params))
     last_id = _last_event_id(request, query)
     after = Position.parse(last_id) if last_id is not None else None
-    where = JobFilter(job_type=query.job_type, status=query.status)
+    access = access_of(request)
+    where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
+    where = scope_filter(access, where)
     hub: Hub = request.state.hub
     store: JobStore = request.state.service.store
     settings: Settings = request.state.settings
+    streams: StreamSlots = request.state.streams
+    slot = streams.acquire()
     subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), where=where))
     try:
         replay = await store.replay(where, after)
     except BaseException:
         hub.unsubscribe(subscription)
+        slot.release()
         raise
     subscription.prime(replay.changes, head=replay.head)
     # A cursor we could not read (garbage, or from a restarted server) is a reset too.
@@ -204,4 +288,6 @@ async def all_events(request: Request) -> EventStream:
         ends_after_final=False,
         settings=settings,
         metrics=request.state.metrics,
+        slot=slot,
+        expires_at=access.expires_at,
     )

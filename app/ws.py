@@ -6,48 +6,96 @@ first to finish cancels the other. All of a connection's subscriptions
 share one conflating mailbox, so a job is sent once however many
 subscriptions match it. Protocol-level ping/pong and the 1012 close on
 shutdown are uvicorn's.
+
+Security and limits, in the order a connection meets them:
+
+- The handshake carries the credential (``?token=`` or ``Authorization``),
+  checked before accepting: a bad one, or none while API keys are
+  configured, is refused with 401 problem+json (the Origin check, before
+  that, lives in :mod:`app.origins`). What the credential may read is then
+  checked per subscription: an ``error`` frame, not a closed socket, for
+  a job or an ``all`` subscription outside its scope.
+- A connection past JOBS_MAX_STREAMS is accepted and closed at once with
+  1013 (try again later), so the client sees why.
+- A connection opened with a read token is closed with 1008 ("token
+  expired") when the token expires, whatever it subscribed to.
+- At most JOBS_WS_MAX_SUBSCRIPTIONS subscriptions; one more gets an error.
+- A token bucket of JOBS_WS_RATE frames per second (bursts of five
+  seconds' worth): a frame over it gets an error frame and is ignored; a
+  client that keeps going (as many refused frames again) is closed with 1008.
+- A frame over JOBS_WS_MAX_FRAME_BYTES closes the socket with 1009 (uvicorn
+  already refuses such frames; this holds under any server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.errors import JobsError
-from app.events import Position
+from app.auth import Access, access_of, load_job, scope_filter
+from app.errors import JobsError, TooManyStreams, Unauthenticated
+from app.events import Change, Position
 from app.hub import Hub, Mailbox, Subscription
+from app.limits import StreamSlots, TokenBucket
 from app.metrics import Metrics
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
+from app.problems import refuse_websocket
 from app.settings import Settings
 from app.store import JobFilter, JobStore
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 ALL = "*"
-# 1012: the server is restarting, reconnect; 1008: dropped for not reading (policy).
-_CLOSE_CODES = {"shutdown": 1012, "slow": 1008, "overflow": 1008}
+# 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
+# token, flooding); 1009: a frame too large; 1013: too many connections, try later.
+_CLOSE_CODES = {
+    "shutdown": 1012,
+    "slow": 1008,
+    "overflow": 1008,
+    "expired": 1008,
+    "flood": 1008,
+    "too_big": 1009,
+}
+_CLOSE_REASONS = {
+    "slow": "not reading",
+    "overflow": "too far behind",
+    "expired": "token expired",
+    "flood": "too many messages",
+    "too_big": "frame too large",
+}
+BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at once
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, access: Access) -> None:
         state = websocket.state
         self.websocket = websocket
+        self.access = access
         self.hub: Hub = state.hub
         self.store: JobStore = state.service.store
         self.settings: Settings = state.settings
         self.metrics: Metrics = state.metrics
         self.mailbox = Mailbox(self.settings.subscriber_backlog)
         self.subscriptions: dict[str, Subscription] = {}  # job id, or ALL
+        burst = max(1.0, self.settings.ws_rate * BURST_SECONDS)
+        self.budget = TokenBucket(self.settings.ws_rate, burst)
+        self.strikes = TokenBucket(self.settings.ws_rate, burst)
 
     async def run(self) -> None:
         await self.websocket.accept()
         self.hub.attach(self.mailbox, heartbeat=False)
         connections = self.metrics.connections.labels(transport="ws")
         connections.inc()
+        expiry = None
+        if self.access.expires_at is not None:
+            delay = max(0.0, self.access.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, self.mailbox.close, "expired")
         tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -57,6 +105,8 @@ class Connection:
                 with contextlib.suppress(WebSocketDisconnect, TimeoutError, OSError):
                     task.result()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -67,12 +117,13 @@ class Connection:
             self.metrics.events_conflated.labels(transport="ws").inc(self.mailbox.conflated)
             if self.mailbox.closed in ("slow", "overflow"):
                 self.metrics.slow_disconnects.labels(transport="ws").inc()
-            code = _CLOSE_CODES.get(self.mailbox.closed or "gone")
+            reason = self.mailbox.closed or "gone"
+            code = _CLOSE_CODES.get(reason)
             if code is not None:
                 # A socket that accepts nothing would hold the close frame forever.
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1):
-                        await self.websocket.close(code)
+                        await self.websocket.close(code, _CLOSE_REASONS.get(reason))
 
     async def _read(self) -> None:
         while True:
@@ -81,6 +132,19 @@ class Connection:
                 self.mailbox.close("gone")
                 return
             text = message.get("text")
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > self.settings.ws_max_frame_bytes or (
+                text is not None and len(text.encode()) > self.settings.ws_max_frame_bytes
+            ):
+                self.mailbox.close("too_big")
+                return
+            if not self.budget.take():
+                if not self.strikes.take():
+                    self.mailbox.close("flood")
+                    return
+                rate = f"{self.settings.ws_rate:g}"
+                self._say({"type": "error", "error": f"too many messages: {rate} per second"})
+                continue
             if text is None:
                 self._say({"type": "error", "error": "send JSON text frames, not binary"})
                 continue
@@ -95,26 +159,39 @@ class Connection:
         if isinstance(frame, Ping):
             self._say({"type": "pong"})
         elif isinstance(frame, Unsubscribe):
-            key = ALL if frame.all or frame.job_id is None else frame.job_id
+            key = ALL if frame.all else frame.job_id
+            if key is None:
+                self._say({"type": "error", "error": "unsubscribe: give jobId, or all: true"})
+                return
             self._drop(key)
             self._say({"type": "unsubscribed", **({"all": True} if key == ALL else {"jobId": key})})
         else:
-            try:
-                await (
-                    self._subscribe_all(frame)
-                    if isinstance(frame, SubscribeAll)
-                    else self._subscribe_job(frame)
-                )
-            except JobsError as exc:
-                self._drop(frame.job_id if isinstance(frame, SubscribeJob) else ALL)
-                reply: dict[str, Any] = {"type": "error", "error": str(exc)}
-                if isinstance(frame, SubscribeJob):
-                    reply["jobId"] = frame.job_id
-                self._say(reply)
+            await self._subscribe(frame)
+
+    async def _subscribe(self, frame: SubscribeAll | SubscribeJob) -> None:
+        key = frame.job_id if isinstance(frame, SubscribeJob) else ALL
+        limit = self.settings.ws_max_subscriptions
+        if key not in self.subscriptions and len(self.subscriptions) >= limit:
+            self._refuse(frame, f"at most {limit} subscriptions per connection")
+            return
+        try:
+            if isinstance(frame, SubscribeAll):
+                await self._subscribe_all(frame)
+            else:
+                await self._subscribe_job(frame)
+        except JobsError as exc:
+            self._drop(key)
+            self._refuse(frame, str(exc))
+
+    def _refuse(self, frame: SubscribeAll | SubscribeJob, error: str) -> None:
+        reply: dict[str, Any] = {"type": "error", "error": error}
+        if isinstance(frame, SubscribeJob):
+            reply["jobId"] = frame.job_id
+        self._say(reply)
 
     async def _subscribe_job(self, frame: SubscribeJob) -> None:
         subscription = self._add(frame.job_id, Subscription(self.mailbox, job_id=frame.job_id))
-        current = await self.store.get_change(frame.job_id)
+        current = await load_job(self.access, frame.job_id, self.store.get_change, _owner)
         has_it = frame.since == current.version
         self._say({"type": "subscribed", "jobId": frame.job_id, "version": current.version})
         if has_it and current.is_final:
@@ -123,7 +200,8 @@ class Connection:
         subscription.prime([] if has_it else [current], version=current.version)
 
     async def _subscribe_all(self, frame: SubscribeAll) -> None:
-        where = JobFilter(job_type=frame.job_type, status=frame.status)
+        where = JobFilter(job_type=frame.job_type, status=frame.status, owner=frame.owner)
+        where = scope_filter(self.access, where)
         subscription = self._add(ALL, Subscription(self.mailbox, where=where))
         after = Position.parse(frame.since) if frame.since is not None else None
         replay = await self.store.replay(where, after)
@@ -134,7 +212,16 @@ class Connection:
                 "all": True,
                 "cursor": str(replay.head),
                 "reset": reset,
-                **frame.model_dump(include={"job_type", "status"}, exclude_none=True),
+                # The filter in force, which for an owner token names its owner.
+                **{
+                    name: value
+                    for name, value in (
+                        ("jobType", where.job_type),
+                        ("status", where.status),
+                        ("owner", where.owner),
+                    )
+                    if value is not None
+                },
             }
         )
         subscription.prime(replay.changes, head=replay.head)
@@ -148,7 +235,10 @@ class Connection:
                 return
             for text in mailbox.take_control():
                 await self._send(text)
-            for change in mailbox.take():
+            # Popped one by one: a snapshot's frames are encoded and let go in turn.
+            pending = collections.deque(mailbox.take())
+            while pending:
+                change = pending.popleft()
                 await self._send(change.ws_frame())
                 sent.inc()
                 if change.is_final and change.job_id in self.subscriptions:
@@ -203,5 +293,30 @@ def decode_frame(text: str) -> ClientFrame:
         raise FrameError(f"{kind}: {where + ': ' if where else ''}{first['msg']}") from None
 
 
+def _owner(change: Change) -> str | None:
+    return change.owner
+
+
 async def jobs_socket(websocket: WebSocket) -> None:
-    await Connection(websocket).run()
+    try:
+        access = access_of(websocket)
+        if access.kind == "nobody":
+            raise Unauthenticated(
+                "this needs an API key or a read token (?token= or Authorization: Bearer)",
+                presented=False,
+            )
+    except Unauthenticated as exc:
+        await refuse_websocket(websocket, exc)
+        return
+    streams: StreamSlots = websocket.state.streams
+    try:
+        slot = streams.acquire()
+    except TooManyStreams:
+        # Accepted first, so the client gets the code and the reason, not a bare failure.
+        await websocket.accept()
+        await websocket.close(1013, "too many connections; try again later")
+        return
+    try:
+        await Connection(websocket, access).run()
+    finally:
+        slot.release()

@@ -25,14 +25,26 @@ Mutation = Callable[[Job], Job]
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
-    """The ``jobType``/``status`` filters of the list and of the all-jobs streams."""
+    """The ``jobType``/``status``/``owner`` filters of the list and the all-jobs streams.
+
+    ``owner`` is also how an owner token's view is narrowed to its own jobs.
+    """
 
     job_type: JobType | None = None
     status: JobStatus | None = None
+    owner: str | None = None
 
-    def matches(self, job_type: JobType, status: JobStatus | None) -> bool:
-        return (self.job_type is None or job_type == self.job_type) and (
-            self.status is None or status == self.status
+    def matches(self, job_type: JobType, status: JobStatus | None, owner: str | None) -> bool:
+        return (
+            (self.job_type is None or job_type == self.job_type)
+            and (self.status is None or status == self.status)
+            and (self.owner is None or owner == self.owner)
+        )
+
+    def _kind_matches(self, change: Change) -> bool:
+        """The filters a job never leaves (its type and owner), for removals and resumes."""
+        return (self.job_type is None or change.job_type == self.job_type) and (
+            self.owner is None or change.owner == self.owner
         )
 
     def replays(self, change: Change, *, resumed: bool) -> bool:
@@ -42,8 +54,8 @@ class JobFilter:
         sent anyway, as the live stream would have, so the client can drop it.
         """
         if resumed or change.job is None:
-            return self.job_type is None or change.job_type == self.job_type
-        return self.matches(change.job_type, change.job.status)
+            return self._kind_matches(change)
+        return self.matches(change.job_type, change.job.status, change.owner)
 
     def admits(self, change: Change) -> bool:
         """Whether a live subscriber with this filter gets ``change``.
@@ -52,10 +64,10 @@ class JobFilter:
         still sends that one event, so a client can drop it.
         """
         if change.job is None:
-            return self.job_type is None or change.job_type == self.job_type
-        return self.matches(change.job_type, change.job.status) or (
+            return self._kind_matches(change)
+        return self.matches(change.job_type, change.job.status, change.owner) or (
             change.previous_status is not None
-            and self.matches(change.job_type, change.previous_status)
+            and self.matches(change.job_type, change.previous_status, change.owner)
         )
 
 

@@ -41,6 +41,7 @@ class _Tombstone:
     job_type: JobType
     removed_at: float
     position: Position
+    owner: str | None
 
 
 class MemoryStore:
@@ -115,7 +116,7 @@ class MemoryStore:
         for index in range(start - 1, -1, -1):
             job_id = self._created[index][1]
             job = self._jobs.get(job_id)
-            if job is None or not where.matches(job.job_type, job.status):
+            if job is None or not where.matches(job.job_type, job.status, job.owner):
                 continue
             if len(jobs) == limit:
                 return Page(jobs, encode_page_cursor(self._created[index + 1][0]))
@@ -183,7 +184,7 @@ class MemoryStore:
             key = self._key_of.pop(job_id, None)
             if key is not None:
                 del self._keys[key]
-            stone = _Tombstone(job.job_type, now, self._next_position())
+            stone = _Tombstone(job.job_type, now, self._next_position(), job.owner)
             self._tombstones[job_id] = stone
             self._record(_removal(job_id, stone))
         self._forget_tombstones(now - self._settings.tombstone_ttl)
@@ -203,4 +204,10 @@ class MemoryStore:
 
 
 def _removal(job_id: str, stone: _Tombstone) -> Change:
-    return Change(job_id=job_id, job_type=stone.job_type, position=stone.position, job=None)
+    return Change(
+        job_id=job_id,
+        job_type=stone.job_type,
+        position=stone.position,
+        job=None,
+        owner=stone.owner,
+    )

@@ -12,13 +12,16 @@ Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
     {p}expiry        sorted set: terminal job id by removal deadline (unix seconds)
     {p}tomb:{id}     tombstone: the job type, with a native TTL of JOBS_TOMBSTONE_TTL
     {p}tombs         sorted set: tombstoned id by removal time (age and count limits)
-    {p}idem:{key}    Idempotency-Key → job id, deleted with the job
+    {p}idem:{hash}   Idempotency-Key (as its SHA-256, hex) → job id, deleted with the job
     {p}counts        hash: status → number of jobs (kept by the same scripts)
     {p}feed          stream: one entry per accepted change, MAXLEN ~ JOBS_REDIS_FEED_LENGTH
 
 A job id is checked against ``job_`` + URL-safe characters before it goes
 into a key name, so no id can reach outside its job's key; any other id
-is simply not found.
+is simply not found. An Idempotency-Key goes in only as its SHA-256 (hex),
+so whatever a client sends, its key name has one fixed shape and length.
+A job's ``owner`` is stored in its hash (and on its removal's feed entry)
+so owner-scoped lists and streams can filter without parsing every job.
 
 Decisions, and why:
 
@@ -72,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import re
@@ -127,7 +131,7 @@ _STATUS: dict[str, JobStatus] = {name: name for name in JOB_STATUSES}
 
 _CREATE = """
 -- KEYS: job, created, created:seq, feed, counts[, idem]
--- ARGV: id, json, type, status, version, maxlen, prefix[, fingerprint]
+-- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none)[, fingerprint]
 if KEYS[6] then
   local earlier = redis.call('GET', KEYS[6])
   if earlier then
@@ -141,9 +145,10 @@ redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
   'type', ARGV[3], 'pos', position)
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[8]) end
 if KEYS[6] then
   redis.call('SET', KEYS[6], ARGV[1])
-  redis.call('HSET', KEYS[1], 'idem', KEYS[6], 'fp', ARGV[8])
+  redis.call('HSET', KEYS[1], 'idem', KEYS[6], 'fp', ARGV[9])
 end
 return {1, position}
 """
@@ -173,13 +178,18 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[4] .. 'job:' .. id
-  local job = redis.call('HMGET', key, 'type', 'status', 'idem')
+  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner')
   if job[1] then
     redis.call('DEL', key)
     if job[3] then redis.call('DEL', job[3]) end
     redis.call('ZREM', KEYS[2], id)
     redis.call('HINCRBY', KEYS[3], job[2], -1)
-    last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'type', job[1])
+    if job[4] then
+      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
+        'id', id, 'type', job[1], 'owner', job[4])
+    else
+      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'type', job[1])
+    end
     redis.call('SET', ARGV[4] .. 'tomb:' .. id, job[1], 'PX', ARGV[5])
     redis.call('ZADD', KEYS[5], ARGV[1], id)
   end
@@ -257,6 +267,7 @@ class RedisStore:
             job.version,
             self._settings.redis_feed_length,
             keys.prefix,
+            job.owner or "",
         ]
         if idempotency is not None:
             script_keys.append(keys.idempotency(idempotency.key))
@@ -366,10 +377,12 @@ class RedisStore:
             async with contextlib.aclosing(batches):
                 async for batch in batches:
                     ids = [job_id for job_id, _ in batch]
-                    rows = await self._fields(ids, "type", "status", "job")
-                    for (_, number), (job_type, status, body) in zip(batch, rows, strict=True):
+                    rows = await self._fields(ids, "type", "status", "owner", "job")
+                    for (_, number), (job_type, status, owner, body) in zip(
+                        batch, rows, strict=True
+                    ):
                         if body is None or not where.matches(
-                            _JOB_TYPE[job_type.decode()], _STATUS[status.decode()]
+                            _JOB_TYPE[job_type.decode()], _STATUS[status.decode()], _text(owner)
                         ):
                             continue
                         if len(jobs) == limit:
@@ -580,7 +593,8 @@ class _Keys:
         return f"{self.prefix}tomb:{job_id}"
 
     def idempotency(self, key: str) -> str:
-        return f"{self.prefix}idem:{key}"
+        # Hashed: a client's key never shapes a key name (length, characters, prefix).
+        return f"{self.prefix}idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _client(url: str, connect_timeout: float, read_timeout: float) -> Redis:
@@ -644,12 +658,14 @@ def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
     """A feed entry as the change it records."""
     body = fields.get(b"job")
     previous = fields.get(b"prev")
+    owner = fields.get(b"owner")
     return Change(
         job_id=fields[b"id"].decode(),
         job_type=_JOB_TYPE[fields[b"type"].decode()],
         position=_position(entry_id),
         job=Job.model_validate_json(body) if body is not None else None,
         previous_status=_STATUS[previous.decode()] if previous is not None else None,
+        owner=owner.decode() if owner is not None else None,
     )
 
 

@@ -177,6 +177,36 @@ async def test_list_filters_by_status_and_type(harness: Harness) -> None:
     assert len(queued_files.jobs) == 4
 
 
+async def test_owner_filter_scopes_lists_replays_and_removals(harness: Harness) -> None:
+    """An owner filter selects that owner's jobs in lists, replays and removal events alike."""
+
+    async def create(owner: str | None) -> Job:
+        job, _ = await harness.store.create(jobs.create(NewJob(owner=owner), jobs.now()), None)
+        return job
+
+    alice = [await create("alice"), await create("alice")]
+    bob, nobody = await create("bob"), await create(None)
+    only_alice = JobFilter(owner="alice")
+    listed = await harness.store.list(only_alice, 10, None)
+    assert [job.job_id for job in listed.jobs] == [alice[1].job_id, alice[0].job_id]
+    assert all(job.owner == "alice" for job in listed.jobs)
+    assert (await harness.store.get(nobody.job_id)).owner is None
+    full = await harness.store.replay(only_alice, None)
+    assert {change.job_id for change in full.changes} == {job.job_id for job in alice}
+    await harness.complete(alice[0].job_id)
+    await harness.complete(bob.job_id)
+    await harness.expire_terminal_jobs()
+    resumed = await harness.store.replay(only_alice, full.head)
+    assert [(change.job_id, change.kind) for change in resumed.changes] == [
+        (alice[0].job_id, "removed")
+    ]
+    removals = {change.job_id: change for change in harness.sink.changes if change.job is None}
+    assert removals[alice[0].job_id].owner == "alice"
+    assert removals[bob.job_id].owner == "bob"
+    assert only_alice.admits(removals[alice[0].job_id])
+    assert not only_alice.admits(removals[bob.job_id])
+
+
 async def test_list_refuses_a_cursor_it_did_not_make(harness: Harness) -> None:
     """A forged or garbled cursor is invalid request data, not a crash."""
     for cursor in ("nonsense", "!!!", "eDEy"):

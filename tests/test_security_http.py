@@ -1,0 +1,248 @@
+"""Protected mode, CORS, Origin checks and security headers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+
+from app.headers import PAGE_POLICY
+from app.main import create_app
+from app.origins import OriginPolicy
+from app.settings import Settings, SettingsError, is_loopback
+
+APP_ORIGIN = "https://app.example.com"
+
+
+# -- protected mode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "jobs.example.com"])
+def test_non_loopback_host_without_a_key_is_refused(host: str) -> None:
+    """Binding beyond loopback without JOBS_API_KEY stops start-up, naming what to set."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"JOBS_HOST": host})
+    message = str(refused.value)
+    assert "JOBS_API_KEY" in message
+    assert "JOBS_ALLOW_ANONYMOUS=1" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"])
+def test_loopback_hosts_need_no_key(host: str) -> None:
+    """Loopback addresses serve without a key, as the local default always has."""
+    assert is_loopback(host)
+    assert Settings.from_env({"JOBS_HOST": host}).protected is False
+
+
+def test_a_key_or_an_explicit_override_allows_any_host() -> None:
+    """A key protects a public bind; JOBS_ALLOW_ANONYMOUS=1 allows one without."""
+    assert Settings.from_env({"JOBS_HOST": "0.0.0.0", "JOBS_API_KEY": "k1,k2"}).api_keys == (
+        "k1",
+        "k2",
+    )
+    anonymous = Settings.from_env({"JOBS_HOST": "0.0.0.0", "JOBS_ALLOW_ANONYMOUS": "1"})
+    assert anonymous.allow_anonymous
+
+
+def test_anonymous_mode_logs_a_loud_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Serving anonymously beyond loopback logs a warning at start-up."""
+    settings = Settings(host="0.0.0.0", allow_anonymous=True)
+    with caplog.at_level(logging.WARNING, logger="jobcast"), TestClient(create_app(settings)):
+        pass
+    assert any("WITHOUT AUTHENTICATION" in record.getMessage() for record in caplog.records)
+
+
+def test_python_m_app_refuses_a_public_bind_without_a_key() -> None:
+    """`python -m app` with JOBS_HOST=0.0.0.0 and no key exits, saying what to set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        env={**env, "JOBS_HOST": "0.0.0.0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "JOBS_API_KEY" in result.stderr
+    assert "Uvicorn running" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"JOBS_API_KEY": " , "}, "JOBS_API_KEY"),
+        ({"JOBS_TOKEN_SECRET": "short"}, "JOBS_TOKEN_SECRET"),
+        ({"JOBS_CORS_ORIGINS": "app.example.com"}, "JOBS_CORS_ORIGINS"),
+        ({"JOBS_CORS_ORIGINS": "https://a.example/path"}, "JOBS_CORS_ORIGINS"),
+        ({"JOBS_CORS_ORIGINS": "*", "JOBS_CORS_CREDENTIALS": "1"}, "JOBS_CORS_CREDENTIALS"),
+        ({"JOBS_TOKEN_TTL": "0"}, "JOBS_TOKEN_TTL"),
+        ({"JOBS_MAX_STREAMS": "0"}, "JOBS_MAX_STREAMS"),
+        ({"JOBS_WS_RATE": "0"}, "JOBS_WS_RATE"),
+        ({"JOBS_WS_MAX_SUBSCRIPTIONS": "0"}, "JOBS_WS_MAX_SUBSCRIPTIONS"),
+        ({"JOBS_WS_MAX_FRAME_BYTES": "10"}, "JOBS_WS_MAX_FRAME_BYTES"),
+        ({"JOBS_MAX_METADATA_BYTES": "x"}, "JOBS_MAX_METADATA_BYTES"),
+        ({"JOBS_MAX_TEXT_LENGTH": "0"}, "JOBS_MAX_TEXT_LENGTH"),
+    ],
+)
+def test_invalid_security_settings_name_the_variable(env: dict[str, str], name: str) -> None:
+    """Each invalid security or limit setting stops start-up with a message naming it."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_security_settings_are_read() -> None:
+    """The security and limit variables set their fields."""
+    settings = Settings.from_env(
+        {
+            "JOBS_API_KEY": "k",
+            "JOBS_TOKEN_SECRET": "s" * 32,
+            "JOBS_TOKEN_TTL": "60",
+            "JOBS_CORS_ORIGINS": "https://A.example.com/, http://localhost:3000",
+            "JOBS_CORS_CREDENTIALS": "1",
+            "JOBS_MAX_METADATA_BYTES": "65536",
+            "JOBS_MAX_TEXT_LENGTH": "500",
+            "JOBS_WS_MAX_FRAME_BYTES": "4096",
+            "JOBS_WS_MAX_SUBSCRIPTIONS": "5",
+            "JOBS_WS_RATE": "3.5",
+            "JOBS_MAX_STREAMS": "9",
+        }
+    )
+    assert settings.cors_origins == ("https://a.example.com", "http://localhost:3000")
+    assert (settings.token_ttl, settings.cors_credentials) == (60, True)
+    assert (settings.max_metadata_bytes, settings.max_text_length) == (65536, 500)
+    assert (settings.ws_max_frame_bytes, settings.ws_max_subscriptions) == (4096, 5)
+    assert (settings.ws_rate, settings.max_streams) == (3.5, 9)
+
+
+def test_server_is_started_with_the_frame_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m app` hands JOBS_WS_MAX_FRAME_BYTES to uvicorn as ws_max_size."""
+    import app.__main__ as cli
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setenv("JOBS_WS_MAX_FRAME_BYTES", "2048")
+    monkeypatch.setenv("JOBS_HOST", "127.0.0.1")
+    cli.main()
+    assert seen["ws_max_size"] == 2048
+
+
+# -- security headers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/jobcast.js"])
+def test_page_and_static_files_carry_a_strict_csp(client: TestClient, path: str) -> None:
+    """The page and its files come with a CSP without inline script, nosniff, no referrer."""
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert policy == PAGE_POLICY
+    assert "'unsafe-inline'" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/api/jobs", "/healthz", "/api/jobs/job_missing", "/nowhere"])
+def test_every_response_carries_nosniff(client: TestClient, path: str) -> None:
+    """Every answer, errors included, says nosniff and no-referrer."""
+    response = client.get(path)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+# -- CORS and Origin -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cors() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(cors_origins=(APP_ORIGIN,)))) as client:
+        yield client
+
+
+def test_listed_origin_gets_cors_headers(cors: TestClient) -> None:
+    """A listed origin's request and preflight get Access-Control-Allow-Origin, no credentials."""
+    response = cors.get("/api/jobs", headers={"Origin": APP_ORIGIN})
+    assert response.headers["access-control-allow-origin"] == APP_ORIGIN
+    assert "access-control-allow-credentials" not in response.headers
+    preflight = cors.options(
+        "/api/jobs",
+        headers={
+            "Origin": APP_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+
+
+def test_other_origins_get_no_cors_headers(cors: TestClient) -> None:
+    """An unlisted origin gets no CORS headers, so its page cannot read the answer."""
+    response = cors.get("/api/jobs", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cross_site_write_from_an_unlisted_origin_is_403(cors: TestClient) -> None:
+    """A browser POST from an unlisted origin is refused before it creates anything."""
+    evil = cors.post("/api/jobs", content=b"{}", headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403
+    assert evil.headers["content-type"] == "application/problem+json"
+    assert cors.get("/api/jobs").json()["jobs"] == []
+    listed = cors.post("/api/jobs", json={}, headers={"Origin": APP_ORIGIN})
+    assert listed.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (None, True),
+        ("http://testserver", True),
+        (APP_ORIGIN, True),
+        ("https://evil.example", False),
+        ("null", False),
+        ("http://testserver.evil.example", False),
+    ],
+)
+def test_websocket_origin_is_checked_before_accepting(
+    cors: TestClient, origin: str | None, allowed: bool
+) -> None:
+    """A socket from the server's origin, a listed one or no browser connects; others get 403."""
+    headers = {} if origin is None else {"Origin": origin}
+    if allowed:
+        with cors.websocket_connect("/api/jobs/ws", headers=headers) as socket:
+            socket.send_json({"type": "ping"})
+            assert socket.receive_json() == {"type": "pong"}
+    else:
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            cors.websocket_connect("/api/jobs/ws", headers=headers),
+        ):
+            pass
+        assert denied.value.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("https://jobs.example.com", "jobs.example.com", True),
+        ("https://jobs.example.com", "jobs.example.com:443", True),
+        ("http://127.0.0.1:9000", "127.0.0.1:8000", False),
+        ("http://localhost:8000", "127.0.0.1:8000", False),
+        ("http://127.0.0.1:bad", "127.0.0.1:8000", False),
+    ],
+)
+def test_same_origin_means_same_host_and_port(origin: str, host: str, allowed: bool) -> None:
+    """The server's own origin is its Host header, default ports included."""
+    assert OriginPolicy(()).allows(origin, host) is allowed
+
+
+def test_star_allows_any_origin() -> None:
+    """JOBS_CORS_ORIGINS=* lets every origin through (tokens still decide what they read)."""
+    assert OriginPolicy(("*",)).allows("https://anything.example", "jobs.example.com")
