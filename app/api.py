@@ -202,6 +202,7 @@ async def wait_for_change(
     """The job once its version exceeds ``version``, or as it is after ``wait`` seconds."""
     mailbox = Mailbox(capacity=1)
     subscription = hub.subscribe(Subscription(mailbox, job_id=job_id))
+    hub.attach(mailbox, heartbeat=False)  # so shutdown answers it at once
     try:
         # Subscribed before reading, so a change between the two is not missed.
         job = await service.get(job_id)
@@ -214,6 +215,7 @@ async def wait_for_change(
         return await service.get(job_id)
     finally:
         hub.unsubscribe(subscription)
+        hub.detach(mailbox)
 
 
 async def update_job(request: Request) -> Response:

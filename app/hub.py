@@ -19,7 +19,7 @@ and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from app.events import Change, Position
@@ -29,10 +29,10 @@ CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired",
 
 
 class Mailbox:
-    __slots__ = ("_capacity", "_control", "_pending", "_waiter", "closed", "conflated", "ping_due")
+    __slots__ = ("_control", "_pending", "_waiter", "capacity", "closed", "conflated", "ping_due")
 
     def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+        self.capacity = capacity
         self._pending: dict[str, Change] = {}
         self._control: list[str] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -47,7 +47,7 @@ class Mailbox:
         # the last event a client saw is always the furthest it has read.
         if self._pending.pop(change.job_id, None) is not None:
             self.conflated += 1
-        elif len(self._pending) >= self._capacity:
+        elif len(self._pending) >= self.capacity:
             self.close("overflow")
             return
         self._pending[change.job_id] = change
@@ -61,7 +61,7 @@ class Mailbox:
         """
         if self.closed is not None:
             return
-        if len(self._control) >= self._capacity:
+        if len(self._control) >= self.capacity:
             self.close("overflow")
             return
         self._control.append(frame)
@@ -95,6 +95,11 @@ class Mailbox:
         self.ping_due = False
         return changes
 
+    def retain(self, wanted: Callable[[Change], bool]) -> None:
+        """Drop pending changes nobody wants any more (an unsubscribed job, say)."""
+        for job_id in [job_id for job_id, change in self._pending.items() if not wanted(change)]:
+            del self._pending[job_id]
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -117,7 +122,7 @@ class Subscription:
 
     def offer(self, change: Change) -> None:
         if self._early is not None:
-            if len(self._early) >= self.mailbox._capacity:
+            if len(self._early) >= self.mailbox.capacity:
                 self.mailbox.close("overflow")
             else:
                 self._early.append(change)
@@ -135,11 +140,21 @@ class Subscription:
         early, self._early = self._early or [], None
         self._floor_version = version
         self._floor_position = head
+        snapshot = list(snapshot)
+        # The backlog bounds how far a reader falls behind live changes: the
+        # state it asked for on connect does not count against it.
+        self.mailbox.capacity += len(snapshot)
         for change in snapshot:
             self.mailbox.put(change)
         for change in early:
             if self._admits(change):
                 self.mailbox.put(change)
+
+    def covers(self, change: Change) -> bool:
+        """Whether this subscription would deliver ``change`` (ignoring what was sent)."""
+        if self.job_id is not None:
+            return change.job_id == self.job_id
+        return self.where.admits(change)
 
     def _admits(self, change: Change) -> bool:
         if self.job_id is not None:

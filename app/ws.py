@@ -231,7 +231,8 @@ class Connection:
         mailbox = self.mailbox
         while True:
             await mailbox.wait()
-            if mailbox.closed is not None:
+            # On shutdown what is pending still goes out; any other close ends at once.
+            if mailbox.closed is not None and mailbox.closed != "shutdown":
                 return
             for text in mailbox.take_control():
                 await self._send(text)
@@ -243,6 +244,8 @@ class Connection:
                 sent.inc()
                 if change.is_final and change.job_id in self.subscriptions:
                     self._drop(change.job_id)
+            if mailbox.closed is not None:
+                return
 
     async def _send(self, text: str) -> None:
         try:
@@ -261,6 +264,9 @@ class Connection:
         subscription = self.subscriptions.pop(key, None)
         if subscription is not None:
             self.hub.unsubscribe(subscription)
+            # Nothing arrives after `unsubscribed` that only this subscription wanted.
+            remaining = self.subscriptions.values()
+            self.mailbox.retain(lambda change: any(sub.covers(change) for sub in remaining))
 
     def _say(self, frame: dict[str, Any]) -> None:
         self.mailbox.say(orjson.dumps(frame).decode())

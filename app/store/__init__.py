@@ -47,13 +47,15 @@ class JobFilter:
             self.owner is None or change.owner == self.owner
         )
 
-    def replays(self, change: Change, *, resumed: bool) -> bool:
+    def replays(self, change: Change, *, known: bool) -> bool:
         """Whether a stream connecting with this filter is sent ``change``'s job.
 
-        On resume a job may have left a status filter since the cursor: it is
-        sent anyway, as the live stream would have, so the client can drop it.
+        ``known``: the job existed at the client's cursor, so the client may
+        hold it. Such a job may have left a status filter since: it is sent
+        anyway, as the live stream would have, so the client can drop it. A
+        job born after the cursor is sent only if it matches now.
         """
-        if resumed or change.job is None:
+        if known or change.job is None:
             return self._kind_matches(change)
         return self.matches(change.job_type, change.job.status, change.owner)
 

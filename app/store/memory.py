@@ -6,6 +6,7 @@ Indexes, each kept so no operation walks every job:
 - ``_created``: (creation number, id), sorted, for newest-first pages.
 - ``_changed``: id → feed position of the job's latest change, ordered by
   that position, so a replay walks back only over what changed since.
+- ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
 """
@@ -58,6 +59,7 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._created: list[tuple[int, str]] = []
         self._changed: dict[str, Position] = {}
+        self._born: dict[str, Position] = {}  # id → position of its creation
         self._expiry: list[tuple[float, str]] = []
         self._tombstones: dict[str, _Tombstone] = {}
         self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (fingerprint, job id)
@@ -85,7 +87,9 @@ class MemoryStore:
             self._keys[idempotency.key] = (idempotency.fingerprint, job.job_id)
             self._key_of[job.job_id] = idempotency.key
         self._counts[job.status] += 1
-        self._record(Change.of(job, self._next_position()))
+        born = self._next_position()
+        self._born[job.job_id] = born
+        self._record(Change.of(job, born))
         return job, True
 
     async def get(self, job_id: str) -> Job:
@@ -132,14 +136,15 @@ class MemoryStore:
             if since is not None and position <= since:
                 break
             change = Change.of(self._jobs[job_id], position)
-            if where.replays(change, resumed=since is not None):
+            known = since is not None and self._born[job_id] <= since
+            if where.replays(change, known=known):
                 changes.append(change)
         if since is not None:
             for job_id, stone in reversed(self._tombstones.items()):
                 if stone.position <= since:
                     break
                 removal = _removal(job_id, stone)
-                if where.replays(removal, resumed=True):
+                if where.replays(removal, known=True):
                     changes.append(removal)
         changes.sort(key=lambda change: change.position)
         return Replay(changes, head, reset)
@@ -181,6 +186,7 @@ class MemoryStore:
             if job is None:
                 continue
             self._counts[job.status] -= 1
+            del self._born[job_id]
             key = self._key_of.pop(job_id, None)
             if key is not None:
                 del self._keys[key]

@@ -416,9 +416,10 @@ class RedisStore:
         if changes is None:
             return None
         head = changes[-1].position if changes else after
+        born_since = {c.job_id for c in changes if c.job is not None and c.job.version == 1}
         latest = _newest_per_job(changes)
         return Replay(
-            [change for change in latest if where.replays(change, resumed=True)],
+            [c for c in latest if where.replays(c, known=c.job_id not in born_since)],
             head,
             reset=False,
         )
@@ -435,7 +436,7 @@ class RedisStore:
             for change in changes:
                 _apply(state, change)
             head = changes[-1].position if changes else since
-            matching = [change for change in state.values() if where.replays(change, resumed=False)]
+            matching = [change for change in state.values() if where.replays(change, known=False)]
             matching.sort(key=lambda change: change.position)
             return Replay(matching, head, reset)
         raise BackendUnavailable("the change feed moved faster than a snapshot could be read")
