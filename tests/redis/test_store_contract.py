@@ -336,7 +336,7 @@ async def test_resumed_replay_sends_what_changed_since(harness: Harness) -> None
 
 
 async def test_resumed_replay_sends_jobs_that_left_the_filter(harness: Harness) -> None:
-    """A resumed status-filtered replay sends a job that left the filter, none that never matched."""
+    """A resumed filtered replay sends a job that left the filter, none that never matched."""
     job = await harness.create("llm_agent")
     await harness.update(job.job_id, status="processing")
     where = JobFilter(status="processing")
