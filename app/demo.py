@@ -139,18 +139,30 @@ SCRIPTS: dict[JobType, Script] = {
 class Demo:
     """Demo routes and the simulated worker tasks they start."""
 
-    def __init__(self, *, rng: random.Random | None = None, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        offered: bool = True,
+        rng: random.Random | None = None,
+        speed: float = 1.0,
+    ) -> None:
+        """``enabled``: the routes that start jobs exist. ``offered``: the page shows the panel
+        (not on a protected server, where starting a job needs the API key)."""
+        self._offered = enabled and offered
         self._rng = rng or random.Random()
         self._speed = speed
         self._tasks: set[asyncio.Task[None]] = set()
-        self.routes: list[BaseRoute] = [
-            Route("/api/demo", self.describe, methods=["GET"]),
-            Route("/api/demo/jobs", self.start, methods=["POST"]),
-        ]
+        # GET /api/demo answers even when the demo is off, so the page's probe
+        # never meets a 404 (a console error in every browser).
+        self.routes: list[BaseRoute] = [Route("/api/demo", self.describe, methods=["GET"])]
+        if enabled:
+            self.routes.append(Route("/api/demo/jobs", self.start, methods=["POST"]))
 
     async def describe(self, _: Request) -> Response:
         """What the page's demo panel offers; its presence is the panel's cue to show."""
-        return json_response(orjson.dumps({"enabled": True, "jobTypes": JOB_TYPES}))
+        job_types = JOB_TYPES if self._offered else ()
+        return json_response(orjson.dumps({"enabled": self._offered, "jobTypes": job_types}))
 
     async def start(self, request: Request) -> Response:
         """Create a sample job and start its simulated worker."""

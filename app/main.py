@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     metrics = Metrics()
     hub = Hub()
-    demo = Demo() if settings.demo_enabled else None
+    demo = Demo(enabled=settings.demo_enabled, offered=not settings.api_keys)
     guard = Guard(settings, Tokens(settings))
     streams = StreamSlots(settings.max_streams)
     redact_tokens_in_server_logs()
@@ -99,8 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 for task in pending:
                     task.cancel()
                 await asyncio.wait(pending, timeout=0.1)
-            if demo is not None:
-                await demo.aclose()
+            await demo.aclose()
             library.install(previous)
             await store.aclose()
 
@@ -135,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
             for op, endpoint in ordered
         ),
-        *_key_required(demo.routes if demo is not None else ()),
+        *_key_required(demo.routes),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
@@ -176,10 +175,10 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
 
 
 def _key_required(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
-    """Routes added from outside (the demo's) are writes: API key only."""
+    """Routes added from outside (the demo's): their writes need the API key."""
     return [
         Route(route.path, key_required(route.endpoint), methods=route.methods)
-        if isinstance(route, Route)
+        if isinstance(route, Route) and (route.methods or set()) - {"GET", "HEAD"}
         else route
         for route in routes
     ]

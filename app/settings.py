@@ -52,7 +52,7 @@ class Settings:
     demo: bool | None = None  # None: on with the memory backend, off with Redis
     # 64 KiB is the recommended bound; the default matches the body limit because the
     # existing suite pins a metadata body just under 1 MiB as accepted by default.
-    max_metadata_bytes: int = 1024 * 1024
+    max_metadata_bytes: int = 64 * 1024
     max_text_length: int = 10_000
     ws_max_frame_bytes: int = 64 * 1024
     ws_max_subscriptions: int = 100

@@ -79,6 +79,7 @@ function showState({ state, transport: used }) {
 
 watchJobs({
   transport,
+  token: params.get('token') ?? undefined, // a read token, for servers with JOBS_API_KEY
   onJob: (job) => schedule(job.jobId, job),
   onRemoved: (jobId) => {
     dismissed.delete(jobId);

@@ -196,11 +196,12 @@ def test_streamed_body_over_one_mib_is_413(client: TestClient, guard: Guard, rou
     assert "large" in problem["detail"].lower()
 
 
-def test_body_just_under_one_mib_is_accepted(client: TestClient) -> None:
-    """A body just under 1 MiB is within the limit and accepted."""
+def test_body_just_under_one_mib_is_accepted() -> None:
+    """A body just under 1 MiB is within the body limit and accepted (metadata limit raised)."""
     body = json.dumps({"metadata": {"blob": "x" * (MiB - 100)}})
     assert len(body) < MiB
-    response = client.post("/api/jobs", content=body, headers=JSON)
+    with TestClient(create_app(Settings(max_metadata_bytes=2 * MiB))) as client:
+        response = client.post("/api/jobs", content=body, headers=JSON)
     assert response.status_code == 201
 
 
