@@ -145,7 +145,6 @@ ROUTES: list[tuple[str, Call, dict[str, int], int]] = [
     ("fail", _route("POST", "/api/jobs/{a}/fail", {"error": "x"}), KEY_ONLY, 200),
     ("tokens", _route("POST", "/api/tokens", {"owner": "carol"}), KEY_ONLY, 200),
     ("metrics", _route("GET", "/metrics"), KEY_ONLY, 200),
-    ("demo-info", _route("GET", "/api/demo"), KEY_ONLY, 200),
     ("demo-start", _route("POST", "/api/demo/jobs", {}), KEY_ONLY, 201),
     ("job-events", _route("GET", "/api/jobs/{done}/events"), {}, 200),
     ("all-events", _route("GET", "/api/jobs/events"), {}, 200),
@@ -181,10 +180,12 @@ def test_route_answers_each_credential_as_its_scope_says(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/", "/static/app.css"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/openapi.json", "/", "/static/app.css", "/api/demo"]
+)
 @pytest.mark.parametrize("cred", ["none", "garbage", "expired"])
 def test_public_routes_answer_anyone(world: World, path: str, cred: str) -> None:
-    """Health, readiness, the OpenAPI document, the page and static files need no credential."""
+    """Health, readiness, the OpenAPI document, the page, its files and demo probe are public."""
     assert world.client.get(path, headers=world.headers(cred)).status_code == 200
 
 

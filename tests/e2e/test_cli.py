@@ -358,7 +358,8 @@ def test_serve_starts_the_server_with_the_given_flags(
         job_id = http.post("/api/jobs").json()["jobId"]
         with http.stream("GET", f"/api/jobs/{job_id}/events") as stream:
             assert next(stream.iter_lines()) == "retry: 1234"
-        assert http.get("/api/demo").status_code == 404, "--no-demo took effect"
+        assert http.get("/api/demo").json()["enabled"] is False, "--no-demo took effect"
+        assert http.post("/api/demo/jobs", json={}).status_code in (404, 405)
     process.terminate()
     _, log = process.communicate(timeout=seconds(10))
     # uvicorn shuts down cleanly, then re-raises the signal (as `python -m app` does).
