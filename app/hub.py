@@ -89,6 +89,11 @@ class Mailbox:
         frames, self._control = self._control, []
         return frames
 
+    def take_conflated(self) -> int:
+        """How many states were skipped since the last call (for the live metric)."""
+        count, self.conflated = self.conflated, 0
+        return count
+
     def take(self) -> list[Change]:
         changes = list(self._pending.values())
         self._pending.clear()

@@ -136,17 +136,19 @@ class EventStream:
             self.hub.unsubscribe(self.subscription)
             self.hub.detach(mailbox)
             connections.dec()
-            self.metrics.events_conflated.labels(transport="sse").inc(mailbox.conflated)
+            self.metrics.events_conflated.labels(transport="sse").inc(mailbox.take_conflated())
             if mailbox.closed in ("slow", "overflow"):
                 self.metrics.slow_disconnects.labels(transport="sse").inc()
                 logger.warning("disconnected an SSE subscriber that stopped reading")
 
     async def _stream(self, send: Send, mailbox: Mailbox) -> None:
         sent = self.metrics.events_sent.labels(transport="sse")
+        conflated = self.metrics.events_conflated.labels(transport="sse")
         await self._write(send, [self.prefix])
         while True:
             await mailbox.wait()
             changes = mailbox.take()
+            conflated.inc(mailbox.take_conflated())
             if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
                 break
             sent.inc(len(changes))

@@ -114,7 +114,7 @@ class Connection:
                 self.hub.unsubscribe(subscription)
             self.hub.detach(self.mailbox)
             connections.dec()
-            self.metrics.events_conflated.labels(transport="ws").inc(self.mailbox.conflated)
+            self.metrics.events_conflated.labels(transport="ws").inc(self.mailbox.take_conflated())
             if self.mailbox.closed in ("slow", "overflow"):
                 self.metrics.slow_disconnects.labels(transport="ws").inc()
             reason = self.mailbox.closed or "gone"
@@ -228,6 +228,7 @@ class Connection:
 
     async def _write(self) -> None:
         sent = self.metrics.events_sent.labels(transport="ws")
+        conflated = self.metrics.events_conflated.labels(transport="ws")
         mailbox = self.mailbox
         while True:
             await mailbox.wait()
@@ -238,6 +239,7 @@ class Connection:
                 await self._send(text)
             # Popped one by one: a snapshot's frames are encoded and let go in turn.
             pending = collections.deque(mailbox.take())
+            conflated.inc(mailbox.take_conflated())
             while pending:
                 change = pending.popleft()
                 await self._send(change.ws_frame())

@@ -81,6 +81,16 @@ def test_mailbox_keeps_only_the_newest_change_per_job_in_feed_order(feed: Feed) 
     assert mailbox.take() == []
 
 
+def test_mailbox_hands_out_each_skipped_state_count_once(feed: Feed) -> None:
+    """take_conflated reports the states skipped since the last call, then starts over."""
+    mailbox = Mailbox(capacity=10)
+    a1 = feed.new()
+    mailbox.put(a1)
+    mailbox.put(feed.next(a1))
+    assert mailbox.take_conflated() == 1
+    assert mailbox.take_conflated() == 0
+
+
 def test_mailbox_over_capacity_closes_with_overflow(feed: Feed) -> None:
     """A mailbox asked to hold more distinct jobs than its capacity closes with "overflow"."""
     mailbox = Mailbox(capacity=2)
