@@ -193,7 +193,12 @@ class Connection:
         subscription = self._add(frame.job_id, Subscription(self.mailbox, job_id=frame.job_id))
         current = await load_job(self.access, frame.job_id, self.store.get_change, _owner)
         has_it = frame.since == current.version
-        self._say({"type": "subscribed", "jobId": frame.job_id, "version": current.version})
+        reply: dict[str, Any] = {"type": "subscribed", "jobId": frame.job_id}
+        reply["version"] = current.version
+        if has_it and current.is_final:
+            # The client has the terminal state: nothing will follow (SSE answers 204).
+            reply["final"] = True
+        self._say(reply)
         if has_it and current.is_final:
             self._drop(frame.job_id)
             return
