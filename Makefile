@@ -27,6 +27,9 @@ check: $(STAMP) ## Lint, format check and type check
 	$(BIN)/ruff format --check app tests
 	$(BIN)/mypy app
 
+bench: $(STAMP) ## Benchmark fan-out, latency, polling and memory against references (BENCH_ARGS=--quick)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 fmt: $(STAMP) ## Format the code and fix what the linter can
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests

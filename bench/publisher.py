@@ -1,0 +1,86 @@
+"""The publisher: PATCH requests over raw keep-alive HTTP/1.1, each stamped with time_ns.
+
+Raw asyncio streams rather than httpx: the publisher shares the client core with
+the receiver, and must not be what limits the rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> bytes:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        response_head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in response_head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        data = await self.reader.readexactly(length)
+        if not response_head.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")):
+            raise RuntimeError(f"{method} {path}: {response_head[:40]!r} {data[:200]!r}")
+        return data
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def change(progress: int) -> bytes:
+    """A job change carrying the send time for the receiver's latency sample."""
+    return orjson.dumps({"progress": progress % 100, "metadata": {"bench_t": time.time_ns()}})
+
+
+async def create_job(port: int) -> str:
+    conn = await Connection.open(port)
+    try:
+        body = await conn.request("POST", "/api/jobs", b'{"jobType":"generic","message":"bench"}')
+    finally:
+        conn.close()
+    return str(orjson.loads(body)["jobId"])
+
+
+async def flood(port: int, job_id: str, stop: asyncio.Event, *, limit: int) -> int:
+    """PATCH as fast as the server answers, one at a time, until ``stop`` (or ``limit``)."""
+    conn = await Connection.open(port)
+    sent = 0
+    try:
+        while not stop.is_set() and sent < limit:
+            await conn.request("PATCH", f"/api/jobs/{job_id}", change(sent))
+            sent += 1
+    finally:
+        conn.close()
+    return sent
+
+
+async def paced(port: int, job_id: str, rate: float, stop: asyncio.Event, *, limit: int) -> int:
+    """PATCH ``rate`` times a second on a fixed schedule (no drift), until ``stop``."""
+    conn = await Connection.open(port)
+    start = time.monotonic()
+    sent = 0
+    try:
+        while not stop.is_set() and sent < limit:
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await conn.request("PATCH", f"/api/jobs/{job_id}", change(sent))
+            sent += 1
+    finally:
+        conn.close()
+    return sent
