@@ -26,14 +26,14 @@ from starlette.staticfiles import StaticFiles
 from app import api, library, sse
 from app.auth import Guard, key_required, redact_tokens_in_server_logs
 from app.demo import Demo
+from app.edge import Edge
 from app.errors import BackendUnavailable
-from app.headers import SecurityHeaders
 from app.hub import Hub
 from app.limits import StreamSlots
-from app.metrics import CONTENT_TYPE, Metrics, RequestTimer
+from app.metrics import CONTENT_TYPE, Metrics
 from app.models import Health, encode
 from app.openapi import Operation, openapi_document
-from app.origins import OriginGuard, OriginPolicy
+from app.origins import OriginPolicy
 from app.problems import EXCEPTION_HANDLERS
 from app.service import JobService
 from app.settings import Settings
@@ -122,8 +122,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     document = openapi_document([op for op, _ in operations], title="Jobcast", version=VERSION)
 
-    # Static paths first: /api/jobs/events must not match /api/jobs/{jobId}.
-    ordered = sorted(operations, key=lambda pair: "{" in pair[0].path)
+    ordered = sorted(operations, key=lambda pair: _route_rank(pair[0]))
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/jobs/ws", jobs_socket),
         *(
@@ -146,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: headers on every answer, then CORS, Origin checks, the timer."""
+    """Outermost first: the edge (Origin, headers, timing), then CORS."""
     cors = []
     if settings.cors_origins:
         cors.append(
@@ -166,12 +165,16 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
                 max_age=600,
             )
         )
-    return [
-        Middleware(SecurityHeaders),
-        *cors,
-        Middleware(OriginGuard, policy=OriginPolicy(settings.cors_origins)),
-        Middleware(RequestTimer, metrics=metrics),
-    ]
+    edge = Middleware(Edge, origins=OriginPolicy(settings.cors_origins), metrics=metrics)
+    return [edge, *cors]
+
+
+def _route_rank(op: Operation) -> int:
+    """Routes are tried in order: /api/jobs/events before /api/jobs/{jobId}, which
+    would match it, then the routes every poll and update takes, then the rest."""
+    if op.path.startswith("/api/jobs/") and "{" not in op.path:
+        return 0
+    return 1 if op in (api.GET, api.UPDATE) else 2
 
 
 def _key_required(routes: Iterable[BaseRoute]) -> list[BaseRoute]:

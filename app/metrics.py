@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.models import JobStatus
 
@@ -30,6 +26,8 @@ class Metrics:
             ["method", "route", "status"],
             registry=r,
         )
+        # labels() costs more than an observation: each child is looked up once.
+        self._request_timers: dict[tuple[str, str, int], Histogram] = {}
         self.connections = Gauge(
             "jobcast_connections", "Open streaming connections.", ["transport"], registry=r
         )
@@ -49,33 +47,15 @@ class Metrics:
             registry=r,
         )
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        timer = self._request_timers.get(key)
+        if timer is None:
+            timer = self.request_seconds.labels(method=method, route=route, status=str(status))
+            self._request_timers[key] = timer
+        timer.observe(seconds)
+
     def render(self, counts: dict[JobStatus, int]) -> bytes:
         for status, count in counts.items():
             self.jobs_by_status.labels(status=status).set(count)
         return generate_latest(self.registry)
-
-
-class RequestTimer:
-    """ASGI middleware timing each HTTP request by its route template, not its raw path."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                route: BaseRoute | None = scope.get("route")
-                self.metrics.request_seconds.labels(
-                    method=scope["method"],
-                    route=getattr(route, "path", "unmatched"),
-                    status=str(message["status"]),
-                ).observe(time.perf_counter() - started)
-            await send(message)
-
-        await self.app(scope, receive, timed_send)

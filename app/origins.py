@@ -2,12 +2,12 @@
 
 Browsers enforce CORS on ``fetch`` and ``EventSource`` reads, but not on
 WebSocket handshakes, and a "simple" cross-site ``POST`` reaches the server
-before CORS can stop its answer being read. :class:`OriginGuard` closes
-both gaps: a WebSocket handshake or a write (any method but GET, HEAD and
-OPTIONS) whose ``Origin`` is neither the server's own nor listed in
-``JOBS_CORS_ORIGINS`` is refused with 403 before the route runs. Requests
-without ``Origin`` (curl, the Python client, other servers) are not
-browsers' and pass.
+before CORS can stop its answer being read. :meth:`OriginPolicy.admits`
+(checked by :mod:`app.edge`) closes both gaps: a WebSocket handshake or a
+write (any method but GET, HEAD and OPTIONS) whose ``Origin`` is neither the
+server's own nor listed in ``JOBS_CORS_ORIGINS`` is refused with 403 before
+the route runs. Requests without ``Origin`` (curl, the Python client, other
+servers) are not browsers' and pass.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app.errors import Forbidden
@@ -40,6 +40,22 @@ class OriginPolicy:
             return True
         return host is not None and _same_host(origin, host.strip().lower())
 
+    def admits(self, scope: Scope) -> bool:
+        """Whether an HTTP request or WebSocket handshake may reach the routes."""
+        if scope["type"] == "http" and scope["method"] in _SAFE_METHODS:
+            return True
+        headers = Headers(scope=scope)
+        return self.allows(headers.get("origin"), headers.get("host"))
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request :meth:`OriginPolicy.admits` refused: 403 problem+json."""
+    refusal = Forbidden("requests from this origin are not allowed (JOBS_CORS_ORIGINS)")
+    if scope["type"] == "websocket":
+        await refuse_websocket(WebSocket(scope, receive, send), refusal)
+    else:
+        await problem_for(refusal)(scope, receive, send)
+
 
 def _same_host(origin: str, host: str) -> bool:
     parts = urlsplit(origin)
@@ -50,26 +66,3 @@ def _same_host(origin: str, host: str) -> bool:
         return wanted == (served.hostname, served.port or default) and parts.hostname is not None
     except ValueError:
         return False  # a malformed port
-
-
-class OriginGuard:
-    def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
-        self.app = app
-        self.policy = policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket") or (
-            kind == "http" and scope["method"] in _SAFE_METHODS
-        ):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        if self.policy.allows(headers.get("origin"), headers.get("host")):
-            await self.app(scope, receive, send)
-            return
-        refusal = Forbidden("requests from this origin are not allowed (JOBS_CORS_ORIGINS)")
-        if kind == "websocket":
-            await refuse_websocket(WebSocket(scope, receive, send), refusal)
-        else:
-            await problem_for(refusal)(scope, receive, send)

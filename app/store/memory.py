@@ -4,8 +4,10 @@ Indexes, each kept so no operation walks every job:
 
 - ``_jobs``: id → job.
 - ``_created``: (creation number, id), sorted, for newest-first pages.
-- ``_changed``: id → feed position of the job's latest change, ordered by
-  that position, so a replay walks back only over what changed since.
+- ``_latest``: id → the job's latest change, ordered by its feed position,
+  so a replay walks back only over what changed since. Keeping the change
+  (not just its position) keeps its encodings: a job's JSON is encoded once
+  per version, whether a poll, a snapshot or a live push asks first.
 - ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
@@ -58,7 +60,7 @@ class MemoryStore:
         self._created_seq = 0
         self._jobs: dict[str, Job] = {}
         self._created: list[tuple[int, str]] = []
-        self._changed: dict[str, Position] = {}
+        self._latest: dict[str, Change] = {}
         self._born: dict[str, Position] = {}  # id → position of its creation
         self._expiry: list[tuple[float, str]] = []
         self._tombstones: dict[str, _Tombstone] = {}
@@ -96,7 +98,8 @@ class MemoryStore:
         return self._current(job_id)
 
     async def get_change(self, job_id: str) -> Change:
-        return Change.of(self._current(job_id), self._changed[job_id])
+        self._current(job_id)  # raises for a missing or removed job
+        return self._latest[job_id]
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         before = self._current(job_id)
@@ -132,10 +135,9 @@ class MemoryStore:
         reset = after is not None and not (self._horizon <= after <= head)
         since = None if after is None or reset else after
         changes: list[Change] = []
-        for job_id, position in reversed(self._changed.items()):
-            if since is not None and position <= since:
+        for job_id, change in reversed(self._latest.items()):
+            if since is not None and change.position <= since:
                 break
-            change = Change.of(self._jobs[job_id], position)
             known = since is not None and self._born[job_id] <= since
             if where.replays(change, known=known):
                 changes.append(change)
@@ -174,9 +176,9 @@ class MemoryStore:
         return Position(self._epoch, self._seq)
 
     def _record(self, change: Change) -> None:
-        self._changed.pop(change.job_id, None)
+        self._latest.pop(change.job_id, None)
         if change.job is not None:
-            self._changed[change.job_id] = change.position
+            self._latest[change.job_id] = change
         self._publish(change)
 
     def _sweep(self, now: float) -> None:

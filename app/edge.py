@@ -1,0 +1,60 @@
+"""The one middleware every request passes: Origin check, security headers, timing.
+
+One ASGI layer rather than three: every layer costs each request a coroutine
+and each message a send wrapper, and a poll is cheap enough to feel that.
+The rules live with their subjects (:mod:`app.origins`, :mod:`app.headers`,
+:mod:`app.metrics`); this only applies them.
+
+Streams write their body chunks and frames with the send stored in the scope
+under :data:`DIRECT_SEND`: the one below the routing and exception layers,
+which only ever look at a response's start. A stream's start still passes
+every layer, so it gets the same headers and timing as any response.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.headers import security_headers
+from app.metrics import Metrics
+from app.origins import OriginPolicy, refuse
+
+DIRECT_SEND = "jobcast.send"
+_STARTS = ("http.response.start", "websocket.http.response.start")
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, origins: OriginPolicy, metrics: Metrics) -> None:
+        self.app = app
+        self.origins = origins
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        extra = security_headers(scope)
+
+        async def edge_send(message: Message) -> None:
+            if message["type"] in _STARTS:
+                message["headers"] = [*message.get("headers", ()), *extra]
+                if kind == "http":
+                    route: BaseRoute | None = scope.get("route")
+                    self.metrics.observe_request(
+                        scope["method"],
+                        getattr(route, "path", "unmatched"),
+                        message["status"],
+                        time.perf_counter() - started,
+                    )
+            await send(message)
+
+        if not self.origins.admits(scope):
+            await refuse(scope, receive, edge_send)
+            return
+        scope[DIRECT_SEND] = send
+        await self.app(scope, receive, edge_send)
