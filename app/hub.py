@@ -10,6 +10,13 @@ intermediate states, never the latest one; a mailbox that would hold more
 than ``capacity`` jobs is closed instead, and its client reconnects and
 resumes. Publishing never awaits, so one slow socket cannot hold up others.
 
+Writers send through :meth:`Mailbox.deliver`: a send blocked on a client
+that stopped reading is cut short the moment its mailbox closes, for
+whatever reason but shutdown (overflow, the client leaving), and the hub's
+one periodic :meth:`Hub.cut_stalled` closes mailboxes whose send has been
+blocked longer than the send timeout. No timer per send: most sends never
+block at all.
+
 A :class:`Subscription` starts *unprimed*: it collects live changes while
 its stream reads the current state from the store, then ``prime`` merges
 the two so nothing is missed, nothing older than the snapshot follows it,
@@ -19,17 +26,28 @@ and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Literal, TypeVar
 
 from app.events import Change, Position
 from app.store import JobFilter
 
+M = TypeVar("M")
 CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
 
 
 class Mailbox:
-    __slots__ = ("_control", "_pending", "_waiter", "capacity", "closed", "conflated", "ping_due")
+    __slots__ = (
+        "_control",
+        "_pending",
+        "_sender",
+        "_waiter",
+        "capacity",
+        "closed",
+        "conflated",
+        "ping_due",
+        "sending_since",
+    )
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -39,6 +57,8 @@ class Mailbox:
         self.closed: CloseReason | None = None
         self.conflated = 0
         self.ping_due = False
+        self._sender: asyncio.Task[object] | None = None
+        self.sending_since: float | None = None  # loop time a send started, while it runs
 
     def put(self, change: Change) -> None:
         if self.closed is not None:
@@ -75,6 +95,28 @@ class Mailbox:
         if self.closed is None:
             self.closed = reason
             self._wake()
+            # Seen from here, a sender is one suspended in a send: its client is not
+            # reading. On shutdown it gets to finish (uvicorn bounds that).
+            if self._sender is not None and reason != "shutdown":
+                self._sender.cancel()
+
+    async def deliver(self, send: Callable[[M], Awaitable[None]], message: M) -> bool:
+        """``send(message)``; False if the mailbox closed while the send was blocked."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._sender = task
+        self.sending_since = task.get_loop().time()
+        try:
+            await send(message)
+        except asyncio.CancelledError:
+            # Cancelled by close() and by nothing else: the send is over, not the task.
+            if self.closed is not None and task.uncancel() == 0:
+                return False
+            raise
+        finally:
+            self._sender = None
+            self.sending_since = None
+        return True
 
     async def wait(self) -> None:
         """Return once there is something to send, a ping is due, or the box is closed."""
@@ -215,6 +257,13 @@ class Hub:
     def ping(self) -> None:
         for mailbox in self._pinged:
             mailbox.ping()
+
+    def cut_stalled(self, now: float, timeout: float) -> None:
+        """Close every mailbox whose send has been blocked for ``timeout`` seconds."""
+        for mailbox in self._mailboxes:
+            since = mailbox.sending_since
+            if since is not None and now - since >= timeout:
+                mailbox.close("slow")
 
     def close(self) -> None:
         """End every stream cleanly (server shutdown): clients reconnect and resume."""

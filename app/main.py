@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     streams = StreamSlots(settings.max_streams)
     redact_tokens_in_server_logs()
 
+    def cut_stalled() -> None:
+        hub.cut_stalled(asyncio.get_running_loop().time(), settings.send_timeout)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
         if not settings.protected and settings.allow_anonymous:
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks = [
             asyncio.create_task(_every(_sweep_interval(settings), store.sweep)),
             asyncio.create_task(_every(settings.heartbeat, _async(hub.ping))),
+            asyncio.create_task(_every(_stall_interval(settings), _async(cut_stalled))),
             asyncio.create_task(_close_streams_on_exit(hub)),
         ]
         try:
@@ -239,6 +243,11 @@ async def index(_: Request) -> Response:
 
 def _sweep_interval(settings: Settings) -> float:
     return min(1.0, max(0.05, settings.terminal_ttl / 4))
+
+
+def _stall_interval(settings: Settings) -> float:
+    """How often blocked sends are checked: each is cut at most this long past the timeout."""
+    return min(1.0, max(0.01, settings.send_timeout / 4))
 
 
 def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:

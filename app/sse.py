@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.auth import access_of, check_job, load_job, scope_filter
+from app.edge import DIRECT_SEND
 from app.events import Change, Position
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import Slot, StreamSlots
@@ -125,9 +126,8 @@ class EventStream:
                     ],
                 }
             )
-            await self._stream(send, mailbox)
-        except TimeoutError:
-            mailbox.close("slow")
+            # The body skips the middleware, which only ever looks at the start.
+            await self._stream(scope.get(DIRECT_SEND, send), mailbox)
         finally:
             watcher.cancel()
             if expiry is not None:
@@ -144,50 +144,60 @@ class EventStream:
     async def _stream(self, send: Send, mailbox: Mailbox) -> None:
         sent = self.metrics.events_sent.labels(transport="sse")
         conflated = self.metrics.events_conflated.labels(transport="sse")
-        await self._write(send, [self.prefix])
+        if not await self._write(send, mailbox, [self.prefix]):
+            return
         while True:
             await mailbox.wait()
             changes = mailbox.take()
-            conflated.inc(mailbox.take_conflated())
+            if skipped := mailbox.take_conflated():
+                conflated.inc(skipped)
             if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
                 break
             sent.inc(len(changes))
             final = self.ends_after_final and any(change.is_final for change in changes)
             if final:
                 mailbox.close("done")
-            await self._write(send, _encoded(changes, self.frame) if changes else [PING])
-            if final:
+            frames = _encoded(changes, self.frame) if changes else [PING]
+            if not await self._write(send, mailbox, frames) or final:
                 break
         if mailbox.closed in ("done", "shutdown", "expired"):
-            async with asyncio.timeout(self.settings.send_timeout):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            end = {"type": "http.response.body", "body": b"", "more_body": False}
+            await mailbox.deliver(send, end)
 
-    async def _write(self, send: Send, frames: Iterable[bytes]) -> None:
-        """Send ``frames`` in chunks of about CHUNK_BYTES, each within the send timeout.
+    @staticmethod
+    async def _write(send: Send, mailbox: Mailbox, frames: Iterable[bytes]) -> bool:
+        """Send ``frames`` in chunks of about CHUNK_BYTES; False once the mailbox closed.
 
-        The server's transport buffers whatever one write hands it: in chunks, a
+        The server's transport buffers whatever one send hands it: in chunks, a
         reader that stops reading makes it hold one chunk, not a whole backlog.
         """
-        chunk = bytearray()
-        for frame in frames:
-            chunk += frame
-            if len(chunk) >= CHUNK_BYTES:
-                await self._send_chunk(send, bytes(chunk))
-                chunk.clear()
-        if chunk:
-            await self._send_chunk(send, bytes(chunk))
+        for chunk in _chunks(frames):
+            message = {"type": "http.response.body", "body": chunk, "more_body": True}
+            if not await mailbox.deliver(send, message):
+                return False
+        return True
 
-    async def _send_chunk(self, send: Send, chunk: bytes) -> None:
-        async with asyncio.timeout(self.settings.send_timeout):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+def _chunks(frames: Iterable[bytes]) -> Iterator[bytes]:
+    """``frames`` joined into chunks of about CHUNK_BYTES (one frame is sent as it is)."""
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        batch.append(frame)
+        size += len(frame)
+        if size >= CHUNK_BYTES:
+            yield b"".join(batch)
+            batch.clear()
+            size = 0
+    if batch:
+        yield b"".join(batch)
 
 
 def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterator[bytes]:
     """Each change's frame, letting go of each change once it is encoded.
 
-    A snapshot's changes are this stream's own (not shared with live
-    subscribers): dropping them as they go keeps one encoded chunk alive,
-    not the whole snapshot's frames at once.
+    A snapshot read from Redis is this stream's own: dropping its changes as
+    they go keeps one encoded chunk alive, not the whole snapshot's frames.
     """
     pending = collections.deque(changes)
     changes.clear()

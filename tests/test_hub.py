@@ -7,7 +7,7 @@ import pytest
 
 from app import jobs
 from app.events import Change, Position
-from app.hub import Hub, Mailbox, Subscription
+from app.hub import CloseReason, Hub, Mailbox, Subscription
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
 from app.store import JobFilter
 from tests.conftest import seconds
@@ -364,3 +364,91 @@ def test_ping_reaches_only_heartbeat_mailboxes() -> None:
     assert (sse.ping_due, ws.ping_due) == (True, False)
     assert sse.take() == []
     assert not sse.ping_due
+
+
+class BlockedSend:
+    """A send that blocks like a socket whose client stopped reading."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    async def __call__(self, message: str) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reason", ["overflow", "gone", "slow", "expired"])
+async def test_closing_a_mailbox_cuts_a_blocked_send_short(reason: CloseReason) -> None:
+    """A writer blocked in `deliver` returns False the moment its mailbox closes."""
+    mailbox, send = Mailbox(4), BlockedSend()
+    results: list[bool] = []
+
+    async def writer() -> None:
+        results.append(await mailbox.deliver(send, "frame"))
+
+    with anyio.fail_after(seconds(1)):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer)
+            await send.entered.wait()
+            mailbox.close(reason)
+    assert results == [False]
+
+
+@pytest.mark.anyio
+async def test_shutdown_lets_a_blocked_send_finish() -> None:
+    """On shutdown a send in progress is not cut: what is pending still goes out."""
+    mailbox, send = Mailbox(4), BlockedSend()
+    results: list[bool] = []
+
+    async def writer() -> None:
+        results.append(await mailbox.deliver(send, "frame"))
+
+    with anyio.fail_after(seconds(1)):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer)
+            await send.entered.wait()
+            mailbox.close("shutdown")
+            await anyio.wait_all_tasks_blocked()
+            assert results == []
+            send.release.set()
+    assert results == [True]
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_writer_is_not_swallowed_by_deliver() -> None:
+    """Only a cancellation from `close` ends a send quietly; any other still cancels."""
+    mailbox, send = Mailbox(4), BlockedSend()
+    results: list[bool] = []
+
+    async def writer() -> None:
+        results.append(await mailbox.deliver(send, "frame"))
+
+    with anyio.fail_after(seconds(1)):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer)
+            await send.entered.wait()
+            tasks.cancel_scope.cancel()
+    assert results == []
+    assert mailbox.closed is None
+    assert mailbox.sending_since is None
+
+
+@pytest.mark.anyio
+async def test_cut_stalled_closes_only_mailboxes_blocked_past_the_timeout() -> None:
+    """The hub's periodic check closes, as "slow", a mailbox whose send outlasted the timeout."""
+    hub, send = Hub(), BlockedSend()
+    stuck, idle = Mailbox(4), Mailbox(4)
+    hub.attach(stuck, heartbeat=True)
+    hub.attach(idle, heartbeat=True)
+    with anyio.fail_after(seconds(1)):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(stuck.deliver, send, "frame")
+            await send.entered.wait()
+            assert stuck.sending_since is not None
+            hub.cut_stalled(stuck.sending_since + 29, timeout=30)
+            assert stuck.closed is None
+            hub.cut_stalled(stuck.sending_since + 30, timeout=30)
+    assert (stuck.closed, idle.closed) == ("slow", None)
+    assert stuck.sending_since is None

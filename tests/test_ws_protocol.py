@@ -36,3 +36,42 @@ def test_subscribing_behind_a_finished_job_sends_its_terminal_state(client: Test
         assert frame["type"] == "job"
         assert frame["job"]["status"] == "error"
         assert frame["job"]["version"] == done["version"]
+
+
+def _messages(frames: list[dict[str, object]]) -> list[dict[str, object]]:
+    flat: list[dict[str, object]] = []
+    for frame in frames:
+        inner = frame.get("messages")
+        flat.extend(inner if frame["type"] == "batch" and isinstance(inner, list) else [frame])
+    return flat
+
+
+def _snapshot_frames(client: TestClient, path: str, count: int) -> list[dict[str, object]]:
+    """The frames that carry `subscribed` and a snapshot of `count` jobs."""
+    with client.websocket_connect(path) as socket:
+        socket.send_json({"type": "subscribe", "all": True})
+        frames: list[dict[str, object]] = []
+        while len(_messages(frames)) < count + 1:
+            frames.append(socket.receive_json())
+    return frames
+
+
+def test_batch_mode_sends_what_is_pending_as_one_frame(client: TestClient) -> None:
+    """With ?batch=1 the reply and the snapshot pending together arrive as one batch frame,
+    the same messages in the same order as one frame each without it."""
+    ids = [client.post("/api/jobs", json={}).json()["jobId"] for _ in range(3)]
+    single = _snapshot_frames(client, "/api/jobs/ws", len(ids))
+    batched = _snapshot_frames(client, "/api/jobs/ws?batch=1", len(ids))
+    assert all(frame["type"] != "batch" for frame in single)
+    assert len(single) == len(ids) + 1
+    assert len(batched) == 1
+    assert batched[0]["type"] == "batch"
+    assert _messages(batched) == single
+    assert [m["job"]["jobId"] for m in single[1:]] == ids  # type: ignore[index]
+
+
+def test_batch_mode_sends_a_lone_message_as_itself(client: TestClient) -> None:
+    """A single pending message is never wrapped: clients see plain frames most of the time."""
+    with client.websocket_connect("/api/jobs/ws?batch=1") as socket:
+        socket.send_json({"type": "ping"})
+        assert socket.receive_json() == {"type": "pong"}

@@ -83,7 +83,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -118,6 +118,7 @@ _SWEEP_BATCH = 200  # jobs removed per script call, so one call never holds Redi
 _MAX_ATTEMPTS = 1000  # version conflicts one update may lose before giving up
 _FEED_BLOCK_MS = 2000
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
+POOL_SIZE = 64  # connections to Redis per process
 _SNAPSHOT_ATTEMPTS = 3
 
 # Named here because inside RedisStore ``list`` is the method of that name.
@@ -600,8 +601,12 @@ class _Keys:
 
 def _client(url: str, connect_timeout: float, read_timeout: float) -> Redis:
     try:
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
+            # Requests beyond the pool wait their turn (as long as a reply may take)
+            # rather than fail: a thousand browsers reconnecting at once is normal.
+            max_connections=POOL_SIZE,
+            timeout=read_timeout,
             # RESP2: the same reply shapes from every redis-py >= 5 and every server.
             protocol=2,
             socket_connect_timeout=connect_timeout,
@@ -611,6 +616,7 @@ def _client(url: str, connect_timeout: float, read_timeout: float) -> Redis:
         )
     except ValueError as exc:
         raise SettingsError(f"JOBS_REDIS_URL={url!r} is not a Redis URL: {exc}") from None
+    return Redis.from_pool(pool)
 
 
 def _backoff(failures: int) -> float:

@@ -25,6 +25,8 @@ import pytest
 from redis_server import RedisServer, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.store.redis import POOL_SIZE
+
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,3 +328,34 @@ def test_memory_backend_refuses_several_workers() -> None:
     )
     assert result.returncode != 0
     assert "JOBS_BACKEND=redis" in result.stderr
+
+
+async def test_a_crowd_connecting_at_once_gets_every_stream(
+    redis_server: str, start_servers: Callable[..., Any]
+) -> None:
+    """More subscribers at once than the process has Redis connections: each waits its
+    turn for one, none is refused (browsers all reconnect together after a restart)."""
+    (server,) = await start_servers(redis_server)
+    job_id = await create_job(server)
+    request = f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    connections: list[anyio.abc.SocketStream] = []
+    status_lines: list[bytes] = []
+
+    async def subscribe() -> None:
+        connection = await anyio.connect_tcp("127.0.0.1", server.port)
+        connections.append(connection)
+        await connection.send(request)
+        head = b""
+        while b"\r\n" not in head:
+            head += await connection.receive()
+        status_lines.append(head.split(b"\r\n", 1)[0])
+
+    try:
+        with anyio.fail_after(WAIT * 4):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(3 * POOL_SIZE):
+                    tasks.start_soon(subscribe)
+    finally:
+        for connection in connections:
+            await connection.aclose()
+    assert status_lines == [b"HTTP/1.1 200 OK"] * (3 * POOL_SIZE)
