@@ -26,6 +26,7 @@ and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
@@ -40,8 +41,8 @@ class Mailbox:
     __slots__ = (
         "_control",
         "_pending",
-        "_sender",
         "_waiter",
+        "_writer",
         "capacity",
         "closed",
         "conflated",
@@ -57,8 +58,8 @@ class Mailbox:
         self.closed: CloseReason | None = None
         self.conflated = 0
         self.ping_due = False
-        self._sender: asyncio.Task[object] | None = None
-        self.sending_since: float | None = None  # loop time a send started, while it runs
+        self._writer: asyncio.Task[object] | None = None  # the task that delivers
+        self.sending_since: float | None = None  # time.monotonic() of the send in progress
 
     def put(self, change: Change) -> None:
         if self.closed is not None:
@@ -95,26 +96,26 @@ class Mailbox:
         if self.closed is None:
             self.closed = reason
             self._wake()
-            # Seen from here, a sender is one suspended in a send: its client is not
-            # reading. On shutdown it gets to finish (uvicorn bounds that).
-            if self._sender is not None and reason != "shutdown":
-                self._sender.cancel()
+            # Seen from here, a send in progress is a suspended one: its client is
+            # not reading. On shutdown it gets to finish (uvicorn bounds that).
+            if self.sending_since is not None and reason != "shutdown":
+                assert self._writer is not None
+                self._writer.cancel()
 
     async def deliver(self, send: Callable[[M], Awaitable[None]], message: M) -> bool:
         """``send(message)``; False if the mailbox closed while the send was blocked."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._sender = task
-        self.sending_since = task.get_loop().time()
+        if self._writer is None:
+            self._writer = asyncio.current_task()
+        writer = self._writer
+        self.sending_since = time.monotonic()
         try:
             await send(message)
         except asyncio.CancelledError:
             # Cancelled by close() and by nothing else: the send is over, not the task.
-            if self.closed is not None and task.uncancel() == 0:
+            if self.closed is not None and writer is not None and writer.uncancel() == 0:
                 return False
             raise
         finally:
-            self._sender = None
             self.sending_since = None
         return True
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypedDict
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redact_tokens_in_server_logs()
 
     def cut_stalled() -> None:
-        hub.cut_stalled(asyncio.get_running_loop().time(), settings.send_timeout)
+        hub.cut_stalled(time.monotonic(), settings.send_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
@@ -116,8 +117,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     operations: list[tuple[Operation, Any]] = [
         *api.ROUTES,
-        (sse.ALL_EVENTS, sse.all_events),
-        (sse.JOB_EVENTS, sse.job_events),
+        (sse.ALL_EVENTS, sse.StreamRoute(sse.all_events)),
+        (sse.JOB_EVENTS, sse.StreamRoute(sse.job_events)),
         (HEALTH, healthz),
         (READY, readyz),
         (METRICS, metrics_endpoint),

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -80,6 +80,19 @@ ALL_EVENTS = Operation(
 class EventStream:
     """An ASGI response that streams a mailbox until it closes (or, per-job, ends)."""
 
+    # One per open stream, for the stream's whole life: no instance dict.
+    __slots__ = (
+        "ends_after_final",
+        "expires_at",
+        "frame",
+        "hub",
+        "metrics",
+        "prefix",
+        "settings",
+        "slot",
+        "subscription",
+    )
+
     def __init__(
         self,
         *,
@@ -105,7 +118,12 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         mailbox = self.subscription.mailbox
-        watcher = asyncio.create_task(_watch_disconnect(receive, mailbox))
+        # Once the request (a GET: no body) is read, receive() returns only when
+        # the client leaves: one task waits for that, an idle stream writes nothing.
+        while (await receive()).get("more_body"):
+            pass
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(lambda _: mailbox.close("gone"))
         expiry = None
         if self.expires_at is not None:
             # One timer per stream: it ends the stream when its token stops being valid.
@@ -157,8 +175,11 @@ class EventStream:
             final = self.ends_after_final and any(change.is_final for change in changes)
             if final:
                 mailbox.close("done")
-            frames = _encoded(changes, self.frame) if changes else [PING]
-            if not await self._write(send, mailbox, frames) or final:
+            # No local holds the frames: an idle stream keeps none of its last write.
+            written = await self._write(
+                send, mailbox, _encoded(changes, self.frame) if changes else [PING]
+            )
+            if not written or final:
                 break
         if mailbox.closed in ("done", "shutdown", "expired"):
             end = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -193,6 +214,23 @@ def _chunks(frames: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
+class StreamRoute:
+    """An SSE endpoint as a plain ASGI app, for Starlette's router.
+
+    A stream lives as long as its client. Starlette wraps a function endpoint
+    in a request/response layer of its own, whose frames and second Request
+    would be held all that time, for every open stream. Errors raised before
+    the stream starts still reach the app's exception handlers.
+    """
+
+    def __init__(self, open_stream: Callable[[Request], Awaitable[Response | EventStream]]):
+        self.open_stream = open_stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.open_stream(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterator[bytes]:
     """Each change's frame, letting go of each change once it is encoded.
 
@@ -203,12 +241,6 @@ def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterato
     changes.clear()
     while pending:
         yield frame(pending.popleft())
-
-
-async def _watch_disconnect(receive: Receive, mailbox: Mailbox) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    mailbox.close("gone")
 
 
 def _last_event_id(request: Request, query: StreamQuery) -> str | None:
