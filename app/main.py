@@ -40,7 +40,7 @@ from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
 from app.tokens import Tokens
-from app.ws import jobs_socket
+from app.ws import SocketRoute
 
 logger = logging.getLogger("jobcast")
 
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     ordered = sorted(operations, key=lambda pair: _route_rank(pair[0]))
     routes: list[BaseRoute] = [
-        WebSocketRoute("/api/jobs/ws", jobs_socket),
+        WebSocketRoute("/api/jobs/ws", SocketRoute()),
         *(
             Route(
                 op.path,

@@ -1,8 +1,9 @@
 """The WebSocket protocol of ``/api/jobs/ws``: JSON text frames, many subscriptions per socket.
 
-A connection runs a reader (client frames: subscribe, unsubscribe, ping)
-and a writer (its mailbox: control replies first, then job changes); the
-first to finish cancels the other. All of a connection's subscriptions
+A connection's own task writes (its mailbox: control replies first, then
+job changes) while one more task reads client frames (subscribe,
+unsubscribe, ping). A reader that ends closes the mailbox, which ends the
+writer; a writer that ends cancels the reader. All of a connection's subscriptions
 share one conflating mailbox, so a job is sent once however many
 subscriptions match it. Protocol-level ping/pong and the 1012 close on
 shutdown are uvicorn's.
@@ -39,6 +40,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.auth import Access, access_of, load_job, scope_filter
@@ -101,20 +103,21 @@ class Connection:
         if self.access.expires_at is not None:
             delay = max(0.0, self.access.expires_at - time.time())
             expiry = asyncio.get_running_loop().call_later(delay, self.mailbox.close, "expired")
-        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
+        reader = asyncio.ensure_future(self._read())
+        # However the reader ends (the client left, or broke a limit), the writer stops.
+        reader.add_done_callback(lambda _: self.mailbox.close("gone"))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                # A reader that saw the client leave, or a writer that gave up on it,
-                # ends the connection; anything else is a bug worth its traceback.
-                with contextlib.suppress(WebSocketDisconnect, OSError):
-                    task.result()
+            # A writer that loses the client ends the connection too.
+            with contextlib.suppress(WebSocketDisconnect, OSError):
+                await self._write()
         finally:
             if expiry is not None:
                 expiry.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            reader.cancel()
+            await asyncio.wait([reader])
+            failure = None if reader.cancelled() else reader.exception()
+            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
+                raise failure  # a bug, worth its traceback
             for subscription in self.subscriptions.values():
                 self.hub.unsubscribe(subscription)
             self.hub.detach(self.mailbox)
@@ -342,6 +345,17 @@ def _batch(messages: list[str]) -> str:
 
 def _owner(change: Change) -> str | None:
     return change.owner
+
+
+class SocketRoute:
+    """``/api/jobs/ws`` as a plain ASGI app, for Starlette's router.
+
+    A socket lives as long as its client: Starlette's session wrapper around a
+    function endpoint would be held, with its frames, for every open socket.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await jobs_socket(WebSocket(scope, receive, send))
 
 
 async def jobs_socket(websocket: WebSocket) -> None:
