@@ -23,6 +23,7 @@ def main() -> None:
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         ws_max_size=settings.ws_max_frame_bytes,
         log_level="info",
+        access_log=settings.access_log,
     )
 
 

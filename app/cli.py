@@ -69,6 +69,7 @@ _SETTING_HELP = {
     "ws_max_subscriptions": "Subscriptions one WebSocket may hold.",
     "ws_rate": "WebSocket frames a client may send per second.",
     "max_streams": "Open SSE and WebSocket streams one process allows.",
+    "access_log": "One log line per request (uvicorn's access log).",
 }
 
 

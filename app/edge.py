@@ -6,14 +6,16 @@ The rules live with their subjects (:mod:`app.origins`, :mod:`app.headers`,
 :mod:`app.metrics`); this only applies them.
 
 Streams write their body chunks and frames with the send stored in the scope
-under :data:`DIRECT_SEND`: the one below the routing and exception layers,
-which only ever look at a response's start. A stream's start still passes
+under :data:`DIRECT_SEND`: the server's own, below every layer (each only
+ever looks at a response's start). A stream's start still passes
 every layer, so it gets the same headers and timing as any response.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +33,11 @@ class Edge:
         self.app = app
         self.origins = origins
         self.metrics = metrics
+
+    @classmethod
+    def around(cls, origins: OriginPolicy, metrics: Metrics) -> Callable[[ASGIApp], Edge]:
+        """What wraps an app in an edge with these rules."""
+        return functools.partial(cls, origins=origins, metrics=metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -8,8 +8,7 @@ shared by every subscriber: serialize once, write many.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sse_starlette import ServerSentEvent
@@ -17,12 +16,12 @@ from sse_starlette import ServerSentEvent
 from app.models import Job, JobStatus, JobType, encode
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where a change sits in the feed of all changes: ordered, opaque on the wire.
 
     ``epoch`` tells feeds apart (a restarted memory store starts a new one);
-    ``seq`` counts within it.
+    ``seq`` counts within it. A tuple, because every live change is compared
+    with every subscriber's floor: tuple comparison runs in C.
     """
 
     epoch: int

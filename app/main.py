@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
-from app import api, library, sse
+from app import api, collector, library, sse
 from app.auth import Guard, key_required, redact_tokens_in_server_logs
 from app.demo import Demo
 from app.edge import Edge
@@ -57,7 +58,7 @@ class State(TypedDict):
     streams: StreamSlots
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> Jobcast:
     settings = settings or Settings()
     metrics = Metrics()
     hub = Hub()
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         store = open_store(settings, hub)
         await store.start()
+        collector.settle()
         service = JobService(store, metrics, settings)
         previous = library.install(service)
         tasks = [
@@ -141,16 +143,28 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *_key_required(demo.routes),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(
+    return Jobcast(
+        Edge.around(OriginPolicy(settings.cors_origins), metrics),
         routes=routes,
-        middleware=_middleware(settings, metrics),
+        middleware=_cors(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
 
 
-def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: the edge (Origin, headers, timing), then CORS."""
+class Jobcast(Starlette):
+    """Starlette with the edge (:mod:`app.edge`) outermost, around Starlette's own
+    error middleware too: a 500 gets the same headers and timing as any answer."""
+
+    def __init__(self, edge: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
+        self._edge = edge
+        super().__init__(**options)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._edge(super().build_middleware_stack())
+
+
+def _cors(settings: Settings) -> list[Middleware]:
     cors = []
     if settings.cors_origins:
         cors.append(
@@ -170,8 +184,7 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
                 max_age=600,
             )
         )
-    edge = Middleware(Edge, origins=OriginPolicy(settings.cors_origins), metrics=metrics)
-    return [edge, *cors]
+    return cors
 
 
 def _route_rank(op: Operation) -> int:

@@ -176,31 +176,36 @@ class EventStream:
             if final:
                 mailbox.close("done")
             # No local holds the frames: an idle stream keeps none of its last write.
-            written = await self._write(
-                send, mailbox, _encoded(changes, self.frame) if changes else [PING]
-            )
+            written = await self._write(send, mailbox, self._chunks(changes))
             if not written or final:
                 break
         if mailbox.closed in ("done", "shutdown", "expired"):
             end = {"type": "http.response.body", "body": b"", "more_body": False}
             await mailbox.deliver(send, end)
 
-    @staticmethod
-    async def _write(send: Send, mailbox: Mailbox, frames: Iterable[bytes]) -> bool:
-        """Send ``frames`` in chunks of about CHUNK_BYTES; False once the mailbox closed.
+    def _chunks(self, changes: list[Change]) -> Iterable[bytes]:
+        """What to write for ``changes``: their frames in chunks, or a ping for none.
 
-        The server's transport buffers whatever one send hands it: in chunks, a
-        reader that stops reading makes it hold one chunk, not a whole backlog.
+        The server's transport buffers whatever one send hands it: in chunks of
+        about CHUNK_BYTES, a reader that stops reading makes it hold one chunk,
+        not a whole backlog.
         """
-        for chunk in _chunks(frames):
+        if len(changes) == 1:  # the usual live write: no generator, no copy
+            return [self.frame(changes.pop())]
+        return _joined(_encoded(changes, self.frame)) if changes else [PING]
+
+    @staticmethod
+    async def _write(send: Send, mailbox: Mailbox, chunks: Iterable[bytes]) -> bool:
+        """Send ``chunks``, one body message each; False once the mailbox closed."""
+        for chunk in chunks:
             message = {"type": "http.response.body", "body": chunk, "more_body": True}
             if not await mailbox.deliver(send, message):
                 return False
         return True
 
 
-def _chunks(frames: Iterable[bytes]) -> Iterator[bytes]:
-    """``frames`` joined into chunks of about CHUNK_BYTES (one frame is sent as it is)."""
+def _joined(frames: Iterable[bytes]) -> Iterator[bytes]:
+    """``frames`` joined into chunks of about CHUNK_BYTES."""
     batch: list[bytes] = []
     size = 0
     for frame in frames:

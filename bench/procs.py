@@ -1,6 +1,6 @@
-"""Processes of the benchmark: the servers under test and the C receiver.
+"""Processes of the benchmark: the servers under test, Redis and the C receivers.
 
-Every process is started here, pinned to its core, and stopped by ``ProcessSet``
+Every process is started here, pinned to its core(s), and stopped by ``ProcessSet``
 on the way out, also after Ctrl-C or an error.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SERVER_CORE = {0}
 CLIENT_CORE = {1}
+# Every core this process may use, read before the benchmark pins itself to CLIENT_CORE.
+ANY_CORE = frozenset(os.sched_getaffinity(0))
 TICK = os.sysconf("SC_CLK_TCK")
 UVICORN = ["-m", "uvicorn", "--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
 # Receivers' pids still running, for ProcessSet.close to stop after an interruption.
@@ -58,18 +61,43 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
-    args: tuple[str, ...]  # after "python"; "{port}" is replaced
-    env: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...]  # after the program; "{port}" is replaced
+    env: tuple[tuple[str, str], ...] = ()  # "{port}" is replaced in values too
+    program: str = sys.executable
+    cores: frozenset[int] = frozenset(SERVER_CORE)
+    # Jobcast answers 404 to a PATCH of a job it has not created; the references take any id.
+    needs_created_job: bool = False
 
 
 JOBCAST = ServerSpec(
     "jobcast",
-    (*UVICORN, *QUIET, "--port", "{port}", "--factory", "app.main:create_app_from_env"),
-    # The stream limit guards a real server; the benchmark opens up to 5 000 streams.
-    (("JOBS_MAX_STREAMS", "20000"), ("JOBS_DEMO", "0")),
+    ("-m", "app"),  # as `make run` serves it: uvicorn with uvloop and httptools
+    (
+        ("JOBS_HOST", "127.0.0.1"),
+        ("JOBS_PORT", "{port}"),
+        # The references run without access logs too; they would cost every server alike.
+        ("JOBS_ACCESS_LOG", "0"),
+        # The stream limit guards a real server; the benchmark opens up to 5 000 streams.
+        ("JOBS_MAX_STREAMS", "20000"),
+        ("JOBS_DEMO", "0"),
+    ),
+    needs_created_job=True,
 )
 NAIVE = ServerSpec("naive", (*UVICORN, *QUIET, "--port", "{port}", "bench.naive_app:app"))
 RAW = ServerSpec("raw", ("-m", "bench.raw_server", "{port}"))
+
+
+def redis_server(directory: Path) -> ServerSpec:
+    """A throwaway Redis: nothing saved, its log in ``directory``."""
+    args = ("--bind", "127.0.0.1", "--port", "{port}", "--save", "", "--appendonly", "no")
+    log = ("--dir", str(directory), "--logfile", str(directory / "redis.log"))
+    return ServerSpec("redis", (*args, *log), program="redis-server", cores=ANY_CORE)
+
+
+def jobcast_on_redis(url: str) -> ServerSpec:
+    """A Jobcast worker of a scale-out: the Redis backend, and any core the kernel picks."""
+    env = (*JOBCAST.env, ("JOBS_BACKEND", "redis"), ("JOBS_REDIS_URL", url))
+    return dataclasses.replace(JOBCAST, name="jobcast-redis", env=env, cores=ANY_CORE)
 
 
 class Server:
@@ -93,14 +121,14 @@ class ProcessSet:
         port = free_port()
         args = [arg.replace("{port}", str(port)) for arg in spec.args]
         proc = subprocess.Popen(
-            [sys.executable, *args],
+            [spec.program, *args],
             cwd=ROOT,
-            env={**os.environ, **dict(spec.env)},
+            env={**os.environ, **{k: v.replace("{port}", str(port)) for k, v in spec.env}},
             # Own session: a Ctrl-C reaches the benchmark only, which then stops this cleanly.
             start_new_session=True,
         )
         self.procs.append(proc)
-        pin(proc.pid, SERVER_CORE)
+        pin(proc.pid, set(spec.cores))
         _wait_listening(port, proc)
         return Server(spec, proc, port)
 
@@ -180,6 +208,20 @@ async def start_client(binary: Path, run: ClientRun) -> asyncio.subprocess.Proce
         await stop_client(proc)
         raise
     return proc
+
+
+async def start_clients(binary: Path, runs: list[ClientRun]) -> list[asyncio.subprocess.Process]:
+    """Start receivers side by side (their windows then coincide); all or none run."""
+    started = await asyncio.gather(
+        *(start_client(binary, run) for run in runs), return_exceptions=True
+    )
+    receivers = [proc for proc in started if isinstance(proc, asyncio.subprocess.Process)]
+    failure = next((error for error in started if isinstance(error, BaseException)), None)
+    if failure is not None:
+        for proc in receivers:
+            await stop_client(proc)
+        raise failure
+    return receivers
 
 
 async def stop_client(proc: asyncio.subprocess.Process) -> None:

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from app.headers import PAGE_POLICY
@@ -246,3 +249,20 @@ def test_same_origin_means_same_host_and_port(origin: str, host: str, allowed: b
 def test_star_allows_any_origin() -> None:
     """JOBS_CORS_ORIGINS=* lets every origin through (tokens still decide what they read)."""
     assert OriginPolicy(("*",)).allows("https://anything.example", "jobs.example.com")
+
+
+def test_an_internal_error_gets_the_headers_and_is_timed() -> None:
+    """A 500 from a bug passes the edge like any answer: security headers, and a timing."""
+    app = create_app(Settings())
+
+    async def broken(_: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app.router.routes.insert(0, Route("/broken", broken))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/broken")
+        metrics = client.get("/metrics").text
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert 'route="/broken",status="500"' in metrics

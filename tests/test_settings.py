@@ -29,6 +29,7 @@ def test_default_retention_and_limits() -> None:
     settings = Settings.from_env({})
     assert settings.tombstone_ttl >= 3600
     assert settings.max_body_bytes == 1024 * 1024
+    assert settings.access_log  # uvicorn's default: one line per request
 
 
 def test_from_env_reads_every_spec_variable() -> None:
@@ -69,6 +70,8 @@ def test_from_env_reads_every_spec_variable() -> None:
         ("JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout", "0", 0.0),
         ("JOBS_PORT", "port", " 9001 ", 9001),
         ("JOBS_TERMINAL_TTL", "terminal_ttl", "0", 0.0),
+        ("JOBS_ACCESS_LOG", "access_log", "0", False),
+        ("JOBS_ACCESS_LOG", "access_log", "1", True),
     ],
 )
 def test_extra_variables_are_parsed(name: str, field: str, value: str, expected: object) -> None:
@@ -113,6 +116,7 @@ def test_settings_are_frozen() -> None:
         ("JOBS_HEARTBEAT", "inf"),
         ("JOBS_SEND_TIMEOUT", "-inf"),
         ("JOBS_DEMO", "maybe"),
+        ("JOBS_ACCESS_LOG", "quiet"),
         ("JOBS_TOMBSTONE_TTL", "-1"),
         ("JOBS_TOMBSTONE_TTL", "soon"),
         ("JOBS_MAX_TOMBSTONES", "-1"),
