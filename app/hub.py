@@ -104,15 +104,13 @@ class Mailbox:
 
     async def deliver(self, send: Callable[[M], Awaitable[None]], message: M) -> bool:
         """``send(message)``; False if the mailbox closed while the send was blocked."""
-        if self._writer is None:
-            self._writer = asyncio.current_task()
-        writer = self._writer
+        writer = self._writer_task()
         self.sending_since = time.monotonic()
         try:
             await send(message)
         except asyncio.CancelledError:
             # Cancelled by close() and by nothing else: the send is over, not the task.
-            if self.closed is not None and writer is not None and writer.uncancel() == 0:
+            if self.closed is not None and writer.uncancel() == 0:
                 return False
             raise
         finally:
@@ -121,12 +119,22 @@ class Mailbox:
 
     async def wait(self) -> None:
         """Return once there is something to send, a ping is due, or the box is closed."""
+        loop = self._writer_task().get_loop()
         while not (self._pending or self._control or self.ping_due or self.closed):
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _writer_task(self) -> asyncio.Task[object]:
+        """The task that waits and delivers, found once: asyncio's current-task and
+        running-loop lookups each cost a getpid() system call."""
+        if self._writer is None:
+            task = asyncio.current_task()
+            assert task is not None, "a mailbox is waited on from a task"
+            self._writer = task
+        return self._writer
 
     def take_control(self) -> list[str]:
         frames, self._control = self._control, []
