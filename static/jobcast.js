@@ -332,7 +332,7 @@ class Watch {
   ws(conn) {
     const one = this.jobId !== null;
     const since = one ? this.versions.get(this.jobId) : this.cursor;
-    const url = new URL(this.url('/api/jobs/ws'));
+    const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url.href);
     let heard = Date.now();
@@ -353,10 +353,7 @@ class Watch {
       if (since != null) frame.since = since;
       socket.send(JSON.stringify(frame));
     });
-    socket.addEventListener('message', (event) => {
-      heard = Date.now();
-      const frame = parse(event.data);
-      if (conn.closed || !frame) return;
+    const handle = (frame) => {
       if (frame.type === 'subscribed') {
         if (frame.reset) this.reset();
         else if (since == null) this.beginSnapshot();
@@ -371,6 +368,16 @@ class Watch {
         // Our subscription was refused (an unknown job, the backend down): the
         // probe before the next attempt tells which.
         this.failed(conn);
+      }
+    };
+    socket.addEventListener('message', (event) => {
+      heard = Date.now();
+      const frame = parse(event.data);
+      if (!frame) return;
+      // With ?batch=1 what was pending on the server arrives as one frame.
+      for (const message of frame.type === 'batch' ? frame.messages : [frame]) {
+        if (conn.closed) return;
+        handle(message);
       }
     });
     socket.addEventListener('close', () => this.failed(conn));
