@@ -23,16 +23,16 @@ test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP) ## Lint, format check and type check
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy app
 
 bench: $(STAMP) ## Benchmark fan-out, latency, polling and memory against references (BENCH_ARGS=--quick)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(STAMP) ## Format the code and fix what the linter can
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix app tests bench
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,9 +1,18 @@
-"""``python -m bench [--quick]``: Jobcast against its references, one table, one JSON file.
+"""``python -m bench [--quick] [--only SECTION[,SECTION]]``: Jobcast against its references.
 
-Everything runs on loopback, on free ports, started and stopped here. The servers
-are pinned to core 0, the receiver, the publisher and wrk to core 1. Each figure
-is taken in the same repetition as its reference, back to back, so ratios hold
-on a noisy machine; every figure is the median of REPS repetitions.
+One table, one JSON file. Everything runs on loopback, on free ports, started and
+stopped here. The servers are pinned to core 0, the receiver, the publisher and
+wrk to core 1 (the Redis scale-out alone lets its workers use any core). Each
+figure is taken in the same repetition as its reference, back to back, so ratios
+hold on a noisy machine; every figure is the median of REPS repetitions.
+
+sections (all by default):
+  memory  server RSS per idle SSE / WebSocket connection: Jobcast vs the naive app
+  sse     SSE fan-out, saturated: Jobcast vs naive (sse-starlette) vs raw (uvloop)
+  ws      WebSocket fan-out, saturated: Jobcast (default, ?batch=1) vs naive vs raw
+  paced   latency of a few changes a second: Jobcast vs raw
+  poll    GET /api/jobs/{jobId} with wrk: Jobcast vs bare Starlette (needs wrk)
+  scale   SSE fan-out on Redis: two Jobcast workers vs one (needs redis-server)
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,9 +50,11 @@ from bench.procs import (
     ServerSpec,
     build_client,
     cpu_seconds,
+    jobcast_on_redis,
     pin,
+    redis_server,
     rss_kib,
-    start_client,
+    start_clients,
     stop_client,
 )
 from bench.report import Row, Series, machine, ratios, table
@@ -51,14 +63,21 @@ REPS = 3
 PUBLISHERS = 4  # concurrent PATCH connections: keeps the server busy while one waits
 PACED_RATE = 10.0
 POLL_CONNECTIONS = 50
+SCALE_SIZE = 1000
+SECTIONS = ("memory", "sse", "ws", "paced", "poll", "scale")
 SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events"}
+WS_PATH = "/api/jobs/ws"
+# Jobcast's WebSocket modes, by result key: the query that selects it, its label.
+WS_MODES = {"jobcast": ("", "default"), "jobcast_batch": ("?batch=1", "?batch=1")}
 MAX_PUBLISHES = 1_000_000  # a count bound on every publishing loop, beside the time bound
 Publish = Callable[[asyncio.Event], Coroutine[Any, Any, int]]  # runs until the event is set
+Section = tuple[list[Row], dict[str, Any]]  # its table rows, its raw figures for the JSON
 
 
 @dataclass(frozen=True)
 class Plan:
     fanout_sizes: tuple[int, ...]
+    ws_sizes: tuple[int, ...]
     memory_size: int
     warmup_ms: int
     window_ms: int
@@ -66,8 +85,8 @@ class Plan:
     poll_seconds: int
 
 
-QUICK = Plan((100, 1000), 1000, 500, 1500, 3000, 2)
-FULL = Plan((100, 1000, 5000), 5000, 1000, 3000, 10_000, 5)
+QUICK = Plan((100, 1000), (1000,), 1000, 500, 1500, 3000, 2)
+FULL = Plan((100, 1000, 5000), (100, 1000), 5000, 1000, 3000, 10_000, 5)
 
 
 @dataclass
@@ -85,68 +104,78 @@ class Fanout:
         return cls(*(Series() for _ in range(7)))
 
 
+@dataclass(frozen=True)
+class Target:
+    """What one figure measures: its subscribers are split evenly over ``servers``
+    (one receiver each), its publishers take the servers in turn."""
+
+    servers: tuple[Server, ...]
+    path: str
+
+
 class Bench:
     def __init__(self, plan: Plan, client: Path, procs: ProcessSet) -> None:
         self.plan = plan
         self.client = client
         self.procs = procs
 
-    async def job_for(self, server: Server) -> str:
-        if server.spec is JOBCAST:
-            return await publisher.create_job(server.port)
-        return "job_bench"  # the references take any id
-
     async def measure(
-        self, server: Server, run: ClientRun, publishers: list[Publish], into: Fanout
+        self, target: Target, runs: list[ClientRun], publishers: list[Publish], into: Fanout
     ) -> None:
-        """One measurement: S receivers connected, publishers started, CPU over the window."""
-        receiver = await start_client(self.client, run)
+        """One measurement: receivers connected, publishers started, CPU over the window."""
+        receivers = await start_clients(self.client, runs)
+        window = runs[0].duration_ms / 1000
         stop = asyncio.Event()
         tasks = [asyncio.create_task(publish(stop)) for publish in publishers]
         try:
-            await asyncio.sleep(run.warmup_ms / 1000)
-            before = _cpu(server.pid)
-            await asyncio.sleep(run.duration_ms / 1000)
-            after = _cpu(server.pid)
-            assert receiver.stdout is not None
-            report = json.loads(await asyncio.wait_for(receiver.stdout.readline(), 30))
+            await asyncio.sleep(runs[0].warmup_ms / 1000)
+            before = _cpu(target.servers)
+            await asyncio.sleep(window)
+            after = _cpu(target.servers)
+            reports = [await _report(receiver) for receiver in receivers]
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-            await stop_client(receiver)
-        _record(into, report, before, after, run.duration_ms / 1000)
+            for receiver in receivers:
+                await stop_client(receiver)
+        _record(into, reports, before, after, window)
 
-    async def fanout(self, specs: dict[str, Server], mode: str, size: int) -> dict[str, Fanout]:
-        """Saturated: PUBLISHERS connections PATCH (one job each) as fast as answered."""
-        out = {name: Fanout.empty() for name in specs}
+    async def saturate(self, target: Target, mode: str, size: int, into: Fanout) -> None:
+        """PUBLISHERS connections PATCH (one job each) as fast as answered."""
+        servers = target.servers
+        floods: list[Publish] = []
+        for index in range(PUBLISHERS):
+            server = servers[index % len(servers)]
+            job = await job_for(server)
+            floods.append(functools.partial(publisher.flood, server.port, job, limit=MAX_PUBLISHES))
+        runs = [
+            ClientRun(
+                mode, server.port, target.path, size // len(servers), self.plan.warmup_ms,
+                self.plan.window_ms, max(1, size // 50),
+            )
+            for server in servers
+        ]  # fmt: skip
+        await self.measure(target, runs, floods, into)
+
+    async def fanout(self, targets: dict[str, Target], mode: str, size: int) -> dict[str, Fanout]:
+        out = {name: Fanout.empty() for name in targets}
         for _ in range(REPS):
-            for name, server in specs.items():  # interleaved: figure and references per rep
-                jobs = [await self.job_for(server) for _ in range(PUBLISHERS)]
-                floods: list[Publish] = [
-                    functools.partial(publisher.flood, server.port, job, limit=MAX_PUBLISHES)
-                    for job in jobs
-                ]
-                path = "/api/jobs/ws" if mode == "ws" else SSE_PATH[name]
-                run = ClientRun(
-                    mode, server.port, path, size, self.plan.warmup_ms, self.plan.window_ms,
-                    max(1, size // 50),
-                )  # fmt: skip
-                await self.measure(server, run, floods, out[name])
+            for name, target in targets.items():  # interleaved: figure and references per rep
+                await self.saturate(target, mode, size, out[name])
         return out
 
-    async def paced(self, specs: dict[str, Server], size: int) -> dict[str, Fanout]:
+    async def paced(self, targets: dict[str, Target], size: int) -> dict[str, Fanout]:
         """Unsaturated: one connection PATCHes one job PACED_RATE times a second."""
-        out = {name: Fanout.empty() for name in specs}
+        out = {name: Fanout.empty() for name in targets}
         for _ in range(REPS):
-            for name, server in specs.items():
-                job = await self.job_for(server)
+            for name, target in targets.items():
+                server = target.servers[0]
+                job = await job_for(server)
                 pace: Publish = functools.partial(
                     publisher.paced, server.port, job, PACED_RATE, limit=MAX_PUBLISHES
                 )
-                run = ClientRun(
-                    "sse", server.port, SSE_PATH[name], size, 500, self.plan.paced_ms, 1
-                )
-                await self.measure(server, run, [pace], out[name])
+                run = ClientRun("sse", server.port, target.path, size, 500, self.plan.paced_ms, 1)
+                await self.measure(target, [run], [pace], out[name])
         return out
 
     async def memory(self, spec: ServerSpec, mode: str, size: int) -> float:
@@ -155,9 +184,9 @@ class Bench:
         try:
             await _warm(server)
             base = rss_kib(server.pid)
-            path = "/api/jobs/ws" if mode == "ws" else SSE_PATH[spec.name]
+            path = WS_PATH if mode == "ws" else SSE_PATH[spec.name]
             run = ClientRun(mode, server.port, path, size, 0, 2000, 0)
-            receiver = await start_client(self.client, run)
+            [receiver] = await start_clients(self.client, [run])
             try:
                 await asyncio.sleep(1.0)  # the WS subscribe frames and first writes land
                 held = rss_kib(server.pid)
@@ -168,9 +197,15 @@ class Bench:
         return (held - base) / size
 
 
+async def job_for(server: Server) -> str:
+    if server.spec.needs_created_job:
+        return await publisher.create_job(server.port)
+    return "job_bench"  # the references take any id
+
+
 async def _warm(server: Server) -> None:
-    """One publish and one poll first, so lazy imports are not counted as connections."""
-    job = await publisher.create_job(server.port) if server.spec is JOBCAST else "job_bench"
+    """One publish first, so lazy imports are not counted as connections."""
+    job = await job_for(server)
     conn = await publisher.Connection.open(server.port)
     try:
         await conn.request("PATCH", f"/api/jobs/{job}", publisher.change(0))
@@ -178,27 +213,34 @@ async def _warm(server: Server) -> None:
         conn.close()
 
 
-def _cpu(server_pid: int) -> tuple[float, float]:
-    """Server CPU and this process's (the publisher's); the receiver reports its own."""
-    return cpu_seconds(server_pid), cpu_seconds(os.getpid())
+async def _report(receiver: asyncio.subprocess.Process) -> dict[str, float]:
+    assert receiver.stdout is not None
+    report: dict[str, float] = json.loads(await asyncio.wait_for(receiver.stdout.readline(), 30))
+    return report
+
+
+def _cpu(servers: tuple[Server, ...]) -> tuple[float, float]:
+    """The servers' CPU and this process's (the publisher's); receivers report their own."""
+    return sum(cpu_seconds(server.pid) for server in servers), cpu_seconds(os.getpid())
 
 
 def _record(
     into: Fanout,
-    report: dict[str, float],
+    reports: list[dict[str, float]],
     before: tuple[float, float],
     after: tuple[float, float],
     window: float,
 ) -> None:
-    rate = report["events"] / report["seconds"]
+    """Rates and CPU add up over the receivers; latency is the worst receiver's."""
+    rate = sum(report["events"] / report["seconds"] for report in reports)
     server_cpu = after[0] - before[0]
     into.events_per_s.add(rate)
     into.server_us_per_event.add(server_cpu * 1e6 / max(rate * window, 1))
     into.server_cpu_pct.add(100 * server_cpu / window)
-    into.receiver_cpu_pct.add(100 * report["cpu_s"] / report["seconds"])
+    into.receiver_cpu_pct.add(sum(100 * r["cpu_s"] / r["seconds"] for r in reports))
     into.publisher_cpu_pct.add(100 * (after[1] - before[1]) / window)
-    into.p50_ms.add(report["p50_ms"])
-    into.p99_ms.add(report["p99_ms"])
+    into.p50_ms.add(max(report["p50_ms"] for report in reports))
+    into.p99_ms.add(max(report["p99_ms"] for report in reports))
 
 
 def wrk(port: int, path: str, seconds: int) -> tuple[float, float]:
@@ -251,62 +293,48 @@ def detail(r: Fanout) -> str:
     return f"{r.server_us_per_event.show(1)} · {cpu} · {r.p50_ms.show(1)}/{r.p99_ms.show(1)}"
 
 
-def fanout_rows(label: str, size: int, res: dict[str, Fanout]) -> list[Row]:
-    job = res["jobcast"]
-    rows = [
-        Row(
-            f"{label} S={size} events/s vs naive",
-            job.events_per_s.show(0),
-            "naive " + res["naive"].events_per_s.show(0),
-            ratios(job.events_per_s, res["naive"].events_per_s).show(2),
-            "≥ 2x" if size == 1000 else "",
-            verdict(ratios(job.events_per_s, res["naive"].events_per_s).median >= 2)
-            if size == 1000 else "",
-        ),
-        Row(
-            f"{label} S={size} events/s vs raw",
-            "",
-            "raw " + res["raw"].events_per_s.show(0),
-            ratios(job.events_per_s, res["raw"].events_per_s).show(2),
-            "≥ 0.6x" if size == 1000 else "",
-            verdict(ratios(job.events_per_s, res["raw"].events_per_s).median >= 0.6)
-            if size == 1000 else "",
-        ),
-    ]  # fmt: skip
-    for name in ("jobcast", "naive", "raw"):
-        r = res[name]
-        rows.append(
-            Row(
-                f"  {name}: server µs/event · CPU% server/receiver/publisher · p50/p99 ms",
-                "",
-                detail(r),
-                "",
-                "",
-                "",
+def fanout_rows(label: str, size: int, res: dict[str, Fanout], modes: dict[str, str]) -> list[Row]:
+    """Each Jobcast mode (result key: label) against naive and raw, then one detail row each."""
+    rows: list[Row] = []
+    targeted = size == 1000
+    for key, mode in modes.items():
+        which = f" (Jobcast {mode})" if mode else ""
+        for reference, goal in (("naive", 2.0), ("raw", 0.6)):
+            ratio = ratios(res[key].events_per_s, res[reference].events_per_s)
+            rows.append(
+                Row(
+                    f"{label} S={size} events/s vs {reference}{which}",
+                    res[key].events_per_s.show(0) if reference == "naive" else "",
+                    f"{reference} " + res[reference].events_per_s.show(0),
+                    ratio.show(2),
+                    f"≥ {goal:g}x" if targeted else "",
+                    verdict(ratio.median >= goal) if targeted else "",
+                )
             )
-        )
+    for name, r in res.items():
+        shown = f"jobcast {modes[name]}" if modes.get(name) else name
+        rows.append(_detail_row(shown, r))
     return rows
 
 
-def ws_rows(size: int, res: dict[str, Fanout]) -> list[Row]:
-    job = res["jobcast"]
+def _detail_row(name: str, r: Fanout) -> Row:
+    label = f"  {name}: server µs/event · CPU% server/receiver/publisher · p50/p99 ms"
+    return Row(label, "", detail(r), "", "", "")
+
+
+def scale_rows(size: int, res: dict[str, Fanout]) -> list[Row]:
+    ratio = ratios(res["two"].events_per_s, res["one"].events_per_s)
     return [
         Row(
-            f"WS fan-out S={size} events/s (no WS reference)",
-            job.events_per_s.show(0),
-            "",
-            "",
-            "≥ 2x naive, ≥ 0.6x raw",
-            "not measured",
+            f"Redis scale-out S={size}: 2 workers vs 1 worker events/s",
+            res["two"].events_per_s.show(0),
+            "1 worker " + res["one"].events_per_s.show(0),
+            ratio.show(2),
+            "≥ 1.7x",
+            verdict(ratio.median >= 1.7),
         ),
-        Row(
-            "  jobcast WS: server µs/event · CPU% server/receiver/publisher · p50/p99 ms",
-            "",
-            detail(job),
-            "",
-            "",
-            "",
-        ),
+        _detail_row("1 worker", res["one"]),
+        _detail_row("2 workers (sum; worst p50/p99)", res["two"]),
     ]
 
 
@@ -355,65 +383,180 @@ def polling_rows(res: dict[str, Series]) -> list[Row]:
 
 
 def memory_rows(size: int, res: dict[str, Series]) -> list[Row]:
-    sse = ratios(res["jobcast_sse"], res["naive_sse"])
-    return [
-        Row(
-            f"RSS KiB per idle SSE conn S={size}",
-            res["jobcast_sse"].show(1),
-            "naive " + res["naive_sse"].show(1),
-            sse.show(2),
-            "≤ 16 KiB",
-            verdict(res["jobcast_sse"].median <= 16),
-        ),
-        Row(
-            f"RSS KiB per idle WS conn S={size}",
-            res["jobcast_ws"].show(1),
-            "",
-            "",
-            "≤ 16 KiB",
-            verdict(res["jobcast_ws"].median <= 16),
-        ),
-    ]
+    rows = []
+    for mode, kind in (("sse", "SSE"), ("ws", "WS")):
+        jobcast, naive = res[f"jobcast_{mode}"], res[f"naive_{mode}"]
+        rows.append(
+            Row(
+                f"RSS KiB per idle {kind} conn S={size}",
+                jobcast.show(1),
+                "naive " + naive.show(1),
+                ratios(jobcast, naive).show(2),
+                "≤ 16 KiB",
+                verdict(jobcast.median <= 16),
+            )
+        )
+    return rows
 
 
-async def run(plan: Plan, client: Path, procs: ProcessSet) -> tuple[list[Row], dict[str, Any]]:
+def not_measured(figure: str, why: str) -> Section:
+    return [Row(figure, "", why, "", "", "not measured")], {}
+
+
+async def memory_section(bench: Bench) -> Section:
+    size = bench.plan.memory_size
+    kinds = {
+        f"{spec.name}_{mode}": (spec, mode) for mode in ("sse", "ws") for spec in (JOBCAST, NAIVE)
+    }
+    mem = {key: Series() for key in kinds}
+    for _ in range(REPS):
+        for key, (spec, mode) in kinds.items():
+            mem[key].add(await bench.memory(spec, mode, size))
+    return memory_rows(size, mem), {"memory": {k: v.values for k, v in mem.items()}}
+
+
+async def sse_section(bench: Bench, servers: dict[str, Server]) -> Section:
+    targets = {name: Target((server,), SSE_PATH[name]) for name, server in servers.items()}
+    rows: list[Row] = []
+    data: dict[str, Any] = {}
+    for size in bench.plan.fanout_sizes:
+        res = await bench.fanout(targets, "sse", size)
+        rows += fanout_rows("SSE fan-out", size, res, {"jobcast": ""})
+        data[f"sse_fanout_{size}"] = _values(res)
+    return rows, data
+
+
+async def ws_section(bench: Bench, servers: dict[str, Server]) -> Section:
+    jobcast = servers["jobcast"]
+    targets = {key: Target((jobcast,), WS_PATH + query) for key, (query, _) in WS_MODES.items()}
+    targets |= {name: Target((servers[name],), WS_PATH) for name in ("naive", "raw")}
+    modes = {key: label for key, (_, label) in WS_MODES.items()}
+    rows: list[Row] = []
+    data: dict[str, Any] = {}
+    for size in bench.plan.ws_sizes:
+        res = await bench.fanout(targets, "ws", size)
+        rows += fanout_rows("WS fan-out", size, res, modes)
+        data[f"ws_fanout_{size}"] = _values(res)
+    return rows, data
+
+
+async def paced_section(bench: Bench, servers: dict[str, Server]) -> Section:
+    targets = {name: Target((servers[name],), SSE_PATH[name]) for name in ("jobcast", "raw")}
+    res = await bench.paced(targets, 1000)
+    return paced_rows(1000, res), {"paced_1000": _values(res)}
+
+
+async def poll_section(bench: Bench, servers: dict[str, Server]) -> Section:
+    if not shutil.which("wrk"):
+        return not_measured("poll GET req/s", "wrk not on PATH")
+    res = await polling(bench, servers["jobcast"], servers["naive"])
+    return polling_rows(res), {"polling": {k: v.values for k, v in res.items()}}
+
+
+async def scale_section(bench: Bench) -> Section:
+    figure = f"Redis scale-out S={SCALE_SIZE}: 2 workers vs 1 worker events/s"
+    if not shutil.which("redis-server"):
+        return not_measured(figure, "redis-server not on PATH")
+    with tempfile.TemporaryDirectory(prefix="jobcast-bench-redis-") as directory:
+        redis = bench.procs.start_server(redis_server(Path(directory)))
+        try:
+            res = await scale_out(bench, f"redis://127.0.0.1:{redis.port}/0")
+        finally:
+            bench.procs.stop(redis.proc)
+    return scale_rows(SCALE_SIZE, res), {f"redis_scale_{SCALE_SIZE}": _values(res)}
+
+
+async def scale_out(bench: Bench, redis_url: str) -> dict[str, Fanout]:
+    """SSE fan-out through one Jobcast worker, then two on the same Redis, per repetition."""
+    res = {"one": Fanout.empty(), "two": Fanout.empty()}
+    path = SSE_PATH["jobcast"]
+    worker = jobcast_on_redis(redis_url)
+    first = bench.procs.start_server(worker)
+    try:
+        await _warm(first)
+        for _ in range(REPS):
+            await bench.saturate(Target((first,), path), "sse", SCALE_SIZE, res["one"])
+            # Started for its figure only: an idle second worker would still follow the feed.
+            second = bench.procs.start_server(worker)
+            try:
+                await _warm(second)
+                pair = Target((first, second), path)
+                await bench.saturate(pair, "sse", SCALE_SIZE, res["two"])
+            finally:
+                bench.procs.stop(second.proc)
+    finally:
+        bench.procs.stop(first.proc)
+    return res
+
+
+SectionOnServers = Callable[[Bench, dict[str, Server]], Coroutine[Any, Any, Section]]
+# The sections measured on the one set of Jobcast, naive and raw servers, in table order.
+ON_SHARED_SERVERS: dict[str, SectionOnServers] = {
+    "sse": sse_section,
+    "ws": ws_section,
+    "paced": paced_section,
+    "poll": poll_section,
+}
+
+
+def _values(res: dict[str, Fanout]) -> dict[str, Any]:
+    return {name: vars(fanout) for name, fanout in res.items()}
+
+
+async def run(plan: Plan, sections: frozenset[str], client: Path, procs: ProcessSet) -> Section:
     bench = Bench(plan, client, procs)
     rows: list[Row] = []
     data: dict[str, Any] = {}
     # Memory first, on fresh servers: later runs would leave freed memory to reuse.
-    mem = {key: Series() for key in ("jobcast_sse", "naive_sse", "jobcast_ws")}
-    for _ in range(REPS):
-        mem["jobcast_sse"].add(await bench.memory(JOBCAST, "sse", plan.memory_size))
-        mem["naive_sse"].add(await bench.memory(NAIVE, "sse", plan.memory_size))
-        mem["jobcast_ws"].add(await bench.memory(JOBCAST, "ws", plan.memory_size))
-    data["memory"] = {k: v.values for k, v in mem.items()}
-
-    servers = {spec.name: procs.start_server(spec) for spec in (JOBCAST, NAIVE, RAW)}
-    for server in servers.values():
-        await _warm(server)
-    for size in plan.fanout_sizes:
-        res = await bench.fanout(servers, "sse", size)
-        rows += fanout_rows("SSE fan-out", size, res)
-        data[f"sse_fanout_{size}"] = {k: vars(v) for k, v in res.items()}
-    ws = await bench.fanout({"jobcast": servers["jobcast"]}, "ws", 1000)
-    rows += ws_rows(1000, ws)
-    data["ws_fanout_1000"] = {k: vars(v) for k, v in ws.items()}
-    paced = await bench.paced({"jobcast": servers["jobcast"], "raw": servers["raw"]}, 1000)
-    rows += paced_rows(1000, paced)
-    data["paced_1000"] = {k: vars(v) for k, v in paced.items()}
-    if shutil.which("wrk"):
-        poll = await polling(bench, servers["jobcast"], servers["naive"])
-        rows += polling_rows(poll)
-        data["polling"] = {k: v.values for k, v in poll.items()}
-    rows += memory_rows(plan.memory_size, mem)
+    memory = await memory_section(bench) if "memory" in sections else ([], {})
+    data |= memory[1]
+    shared = [name for name in ON_SHARED_SERVERS if name in sections]
+    if shared:
+        servers = {spec.name: procs.start_server(spec) for spec in (JOBCAST, NAIVE, RAW)}
+        for server in servers.values():
+            await _warm(server)
+        for name in shared:
+            section_rows, section_data = await ON_SHARED_SERVERS[name](bench, servers)
+            rows += section_rows
+            data |= section_data
+        for server in servers.values():  # idle now; the scale-out may use core 0 too
+            procs.stop(server.proc)
+    if "scale" in sections:
+        section_rows, section_data = await scale_section(bench)
+        rows += section_rows
+        data |= section_data
+    rows += memory[0]
     return rows, data
 
 
+def parse_sections(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(names - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or '(none given)'}; sections: "
+            + ", ".join(SECTIONS)
+        )
+    return names
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short run (about 2 minutes)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run (about 3 minutes)")
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        default=frozenset(SECTIONS),
+        metavar="SECTION[,SECTION]",
+        help="run these sections only (default: all): " + ", ".join(SECTIONS),
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    sections: frozenset[str] = args.only
     nofile = raise_nofile()
     pin(0, CLIENT_CORE)  # this process publishes: it belongs on the client core
     client = build_client()
@@ -424,38 +567,53 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
     try:
-        rows, data = uvloop.run(run(plan, client, procs))
+        rows, data = uvloop.run(run(plan, sections, client, procs))
     except KeyboardInterrupt:
         raise SystemExit("bench: interrupted (every process it started is stopped)") from None
     finally:
         procs.close()
     info = machine()
-    title = _title(info, nofile, time.monotonic() - started)
+    title = _title(info, nofile, time.monotonic() - started, sections)
     print(table(title, rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": info,
         "plan": vars(plan),
+        "sections": [name for name in SECTIONS if name in sections],
         "results": data,
         "table": [vars(r) for r in rows],
     }
-    (RESULTS / "latest.json").write_text(json.dumps(payload, indent=2, default=str))
+    # A partial run keeps its own file, so it never overwrites a full run's results.
+    chosen = [name for name in SECTIONS if name in sections]
+    name = "latest.json" if len(chosen) == len(SECTIONS) else f"latest-{'-'.join(chosen)}.json"
+    (RESULTS / name).write_text(json.dumps(payload, indent=2, default=str))
 
 
-def _title(info: dict[str, str], nofile: int, seconds: float) -> list[str]:
+def _title(
+    info: dict[str, str], nofile: int, seconds: float, sections: frozenset[str]
+) -> list[str]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     libs = ", ".join(f"{name} {info[name]}" for name in ("starlette", "uvicorn", "uvloop"))
     libs += ", " + ", ".join(
         f"{name} {info[name]}" for name in ("httptools", "sse-starlette", "websockets", "orjson")
     )
-    return [
+    lines = [
         f"Jobcast benchmark — {now}, `{info['command']}` ({seconds:.0f} s)",
         f"Machine: {info['nproc']} cores, {info['cpu']}, Linux {info['kernel']}, "
         f"Python {info['python']}; {libs}; RLIMIT_NOFILE {nofile}",
         "Server pinned to core 0; C epoll receiver + publisher (4 keep-alive PATCH "
-        "connections) + wrk on core 1. SSE: the all-jobs stream. Each cell: median "
+        "connections) + wrk on core 1. SSE: the all-jobs stream. WS: one subscribe-all per "
+        "connection; events = job messages, a batch frame counting each. Each cell: median "
         f"[min..max] of {REPS} interleaved repetitions; ratio = median of per-repetition ratios.",
     ]
+    if "scale" in sections:
+        lines.append(
+            "Redis scale-out: Jobcast workers NOT pinned (any core, sharing core 1 with the "
+            "receivers and publisher, which stay there); one receiver per worker (S/2 each), "
+            "publishers spread over the workers; server CPU = the workers' (redis-server not "
+            "counted); latency = the worse receiver's."
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The obvious design a user would write: sse-starlette, one asyncio.Queue per subscriber.
 
-Each subscriber encodes the job dict itself. ``GET /api/jobs/{jobId}`` is the bare
-Starlette reference for polling: it returns pre-encoded bytes, no store, no model.
+Each subscriber encodes the job dict itself. ``/api/jobs/ws`` is the same design over
+a Starlette WebSocket: read the subscribe frame, then one queue and one
+``send_text(json.dumps(...))`` per event, a receive loop noticing the client leave.
+``GET /api/jobs/{jobId}`` is the bare Starlette reference for polling: it returns
+pre-encoded bytes, no store, no model.
 Serve with: uvicorn bench.naive_app:app
 """
 
@@ -16,7 +19,8 @@ from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 queues: set[asyncio.Queue[dict[str, Any]]] = set()
 jobs: dict[str, dict[str, Any]] = {}
@@ -37,6 +41,29 @@ async def events(_: Request) -> EventSourceResponse:
             queues.discard(queue)
 
     return EventSourceResponse(stream())
+
+
+async def ws_events(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.receive_text()  # the subscribe frame: everything, whatever it asks
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queues.add(queue)
+
+    async def send_events() -> None:
+        while True:
+            job = await queue.get()
+            await websocket.send_text(json.dumps({"type": "job", "job": job}))
+
+    sender = asyncio.create_task(send_events())
+    try:
+        while True:  # until the client leaves
+            await websocket.receive_text()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        queues.discard(queue)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)  # it may have failed first
 
 
 def new_job(job_id: str) -> dict[str, Any]:
@@ -80,5 +107,6 @@ app = Starlette(
         Route("/api/jobs/{jobId}", update, methods=["PATCH"]),
         Route("/api/jobs/{jobId}", read, methods=["GET"]),
         Route("/poll-body", set_poll_body, methods=["POST"]),
+        WebSocketRoute("/api/jobs/ws", ws_events),
     ]
 )

@@ -3,11 +3,14 @@
  * usage: sse_client MODE HOST PORT PATH S WARMUP_MS DURATION_MS SAMPLE_EVERY
  *   MODE sse: GET PATH, count "\n\n" event boundaries (ignoring \r).
  *   MODE ws:  WebSocket handshake on PATH, send {"type":"subscribe","all":true},
- *             count server frames.
+ *             walk the server frames and count the job messages in their payloads
+ *             ("type":"job"), so a batch frame counts every message it carries.
  * Prints "READY" once every connection has its response head, then counts for
  * WARMUP_MS (discarded) + DURATION_MS and prints one JSON line. Connections
  * whose index is a multiple of SAMPLE_EVERY also parse the publisher's stamp
- * ("bench_t":<ns since epoch>) for publish->receive latency.
+ * ("bench_t":<ns since epoch>) of every message for publish->receive latency.
+ * Both patterns are matched byte by byte with their state kept per connection,
+ * so one cut by a read() boundary still counts.
  * Written in C so the receiving side is never the bottleneck.
  */
 #define _GNU_SOURCE
@@ -27,7 +30,13 @@
 
 #define BUF 65536
 #define MAX_LAT 2000000
+/* Handshakes in flight at once; the next connection opens as one gets its head.
+ * A fleet connects over time: a storm of S at once measures something else, and
+ * a server may refuse it (Jobcast on Redis answered 503 past redis-py's pool of 100). */
+#define MAX_PENDING 64
+/* In a pattern, a space stands for any run of spaces: json.dumps writes ": ". */
 #define STAMP "\"bench_t\":"
+#define JOB_MESSAGE "\"type\": \"job\""
 
 typedef struct {
     int fd;
@@ -38,6 +47,10 @@ typedef struct {
     int hdr_have;
     uint64_t payload_left;
     int sampled;
+    int job_matched;   /* bytes of JOB_MESSAGE matched so far */
+    int stamp_matched; /* bytes of STAMP matched so far */
+    int stamp_digits;  /* digits of the stamp's value read so far */
+    int64_t stamp;
 } conn_t;
 
 static int64_t now_ns(void) {
@@ -70,17 +83,47 @@ static long n_lat;
 static long events;
 static int counting;
 
-static void sample_stamps(const char *p, size_t n, int64_t t) {
-    const char *end = p + n;
-    while (p < end && n_lat < MAX_LAT) {
-        const char *hit = memmem(p, (size_t)(end - p), STAMP, sizeof(STAMP) - 1);
-        if (!hit) return;
-        hit += sizeof(STAMP) - 1;
-        while (hit < end && *hit == ' ') hit++; /* json.dumps writes ": " */
-        int64_t v = 0;
-        while (hit < end && *hit >= '0' && *hit <= '9') v = v * 10 + (*hit++ - '0');
-        if (hit < end && v > 0) lat[n_lat++] = t - v; /* skip stamps cut by the read */
-        p = hit;
+/* One byte more of a pattern match: the new number of pattern bytes matched.
+ * On a mismatch the match restarts at this byte. Both patterns start with '"'
+ * and repeat no longer prefix, so in valid JSON (where a quote closing a partial
+ * match cannot also open "type" or "bench_t") no occurrence is missed. */
+static int match_step(const char *pattern, int matched, char byte) {
+    if (pattern[matched] == ' ') {
+        if (byte == ' ') return matched;
+        matched++;
+    }
+    if (byte == pattern[matched]) return matched + 1;
+    return byte == pattern[0] ? 1 : 0;
+}
+
+static long count_messages(conn_t *c, const char *p, size_t n) {
+    long k = 0;
+    for (size_t i = 0; i < n; i++) {
+        c->job_matched = match_step(JOB_MESSAGE, c->job_matched, p[i]);
+        if (JOB_MESSAGE[c->job_matched] == '\0') {
+            k++;
+            c->job_matched = 0;
+        }
+    }
+    return k;
+}
+
+/* Latency samples for every stamp in p; a stamp finished in a later read is
+ * timed at that read (t), microseconds after its first bytes came. */
+static void sample_stamps(conn_t *c, const char *p, size_t n, int64_t t) {
+    for (size_t i = 0; i < n; i++) {
+        char byte = p[i];
+        if (STAMP[c->stamp_matched] != '\0') {
+            c->stamp_matched = match_step(STAMP, c->stamp_matched, byte);
+        } else if (byte >= '0' && byte <= '9') {
+            c->stamp = c->stamp * 10 + (byte - '0');
+            c->stamp_digits++;
+        } else if (byte != ' ' || c->stamp_digits > 0) {
+            if (c->stamp_digits > 0 && counting && n_lat < MAX_LAT) lat[n_lat++] = t - c->stamp;
+            c->stamp_matched = match_step(STAMP, 0, byte);
+            c->stamp_digits = 0;
+            c->stamp = 0;
+        }
     }
 }
 
@@ -96,12 +139,16 @@ static void count_sse(conn_t *c, const char *p, size_t n) {
     if (counting) events += k;
 }
 
-/* Walks server frames (unmasked): 2-byte head, extended length, payload. */
-static void count_ws(conn_t *c, const unsigned char *p, size_t n) {
+/* Walks server frames (unmasked): 2-byte head, extended length, payload; only
+ * payload bytes are searched for messages and stamps. */
+static void count_ws(conn_t *c, const unsigned char *p, size_t n, int64_t t) {
     size_t i = 0;
     while (i < n) {
         if (c->payload_left > 0) {
             size_t take = n - i < c->payload_left ? n - i : (size_t)c->payload_left;
+            long k = count_messages(c, (const char *)p + i, take);
+            if (counting) events += k;
+            if (c->sampled) sample_stamps(c, (const char *)p + i, take, t);
             c->payload_left -= take;
             i += take;
             continue;
@@ -122,7 +169,6 @@ static void count_ws(conn_t *c, const unsigned char *p, size_t n) {
             c->payload_left = len;
             c->hdr_have = 0;
             c->hdr_need = 0;
-            if (counting) events++;
         }
     }
 }
@@ -139,6 +185,17 @@ static int open_conn(const char *host, int port) {
         return -1;
     }
     return fd;
+}
+
+/* Opens connection i and waits for it to take its request. */
+static int open_at(conn_t *conns, int i, int ep, const char *host, int port) {
+    conns[i].fd = open_conn(host, port);
+    if (conns[i].fd < 0) {
+        fprintf(stderr, "connect %d failed: %s\n", i, strerror(errno));
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)i};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
 }
 
 static int build_request(char *out, size_t cap, const char *mode, const char *host, int port,
@@ -183,16 +240,10 @@ int main(int argc, char **argv) {
     unsigned char sub[64];
     int sub_len = ws_subscribe_frame(sub);
 
-    for (int i = 0; i < s; i++) {
-        conns[i].fd = open_conn(host, port);
-        conns[i].sampled = sample_every > 0 && i % sample_every == 0;
-        if (conns[i].fd < 0) {
-            fprintf(stderr, "connect %d failed: %s\n", i, strerror(errno));
-            return 1;
-        }
-        struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)i};
-        epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
-    }
+    for (int i = 0; i < s; i++) conns[i].sampled = sample_every > 0 && i % sample_every == 0;
+    int opened = 0;
+    while (opened < s && opened < MAX_PENDING)
+        if (open_at(conns, opened++, ep, host, port) < 0) return 1;
 
     static char buf[BUF];
     struct epoll_event evs[512];
@@ -234,7 +285,15 @@ int main(int argc, char **argv) {
             if (!c->ready) {
                 char *head_end = memmem(buf, len, "\r\n\r\n", 4);
                 if (!head_end) continue; /* heads are small: they arrive in one read */
+                /* A refused stream (a 503, say) must not pass for a silent subscriber. */
+                const char *want = ws ? "HTTP/1.1 101" : "HTTP/1.1 200";
+                if (memcmp(buf, want, strlen(want)) != 0) {
+                    int line = (int)strcspn(buf, "\r");
+                    fprintf(stderr, "connection %u: %.*s\n", evs[k].data.u32, line, buf);
+                    return 1;
+                }
                 c->ready = 1;
+                if (opened < s && open_at(conns, opened++, ep, host, port) < 0) return 1;
                 if (++n_ready == s) {
                     printf("READY\n");
                     fflush(stdout);
@@ -245,11 +304,13 @@ int main(int argc, char **argv) {
                 p = head_end + 4;
                 len -= (size_t)(p - buf);
             }
-            if (ws)
-                count_ws(c, (unsigned char *)p, len);
-            else
+            int64_t t = c->sampled ? now_ns() : 0;
+            if (ws) {
+                count_ws(c, (unsigned char *)p, len, t);
+            } else {
                 count_sse(c, p, len);
-            if (counting && c->sampled) sample_stamps(p, len, now_ns());
+                if (c->sampled) sample_stamps(c, p, len, t);
+            }
         }
     }
     double secs = (double)(t_end - t_count) / 1000.0, cpu = cpu_now() - cpu_start;
