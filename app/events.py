@@ -8,7 +8,8 @@ shared by every subscriber: serialize once, write many.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from sse_starlette import ServerSentEvent
@@ -127,6 +128,24 @@ class Change:
                 {"type": self.kind, "cursor": str(self.position), key: value}
             ).decode()
         return self._ws
+
+
+S = TypeVar("S", bound=Sized)
+
+
+def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:
+    """``frames`` in consecutive groups of about ``limit`` in total length (one write each)."""
+    group: list[S] = []
+    size = 0
+    for frame in frames:
+        group.append(frame)
+        size += len(frame)
+        if size >= limit:
+            yield group
+            group = []
+            size = 0
+    if group:
+        yield group
 
 
 def _sse(event: str, data: bytes, event_id: str) -> bytes:

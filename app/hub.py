@@ -102,6 +102,10 @@ class Mailbox:
                 assert self._writer is not None
                 self._writer.cancel()
 
+    def client_left(self, _: object = None) -> None:
+        """Close with "gone" (a callback for whatever notices the client leaving)."""
+        self.close("gone")
+
     async def deliver(self, send: Callable[[M], Awaitable[None]], message: M) -> bool:
         """``send(message)``; False if the mailbox closed while the send was blocked."""
         writer = self._writer_task()

@@ -37,6 +37,7 @@ from app.models import Health, encode
 from app.openapi import Operation, openapi_document
 from app.origins import OriginPolicy
 from app.problems import EXCEPTION_HANDLERS
+from app.server_log import quiet_websocket_connections
 from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
@@ -50,10 +51,12 @@ VERSION = "0.1.0"
 
 
 class State(TypedDict):
+    """What every request finds in ``request.state``. At most five entries: uvicorn
+    copies this dict into every request, and a sixth doubles the copy's table."""
+
     settings: Settings
     service: JobService
     hub: Hub
-    metrics: Metrics
     auth: Guard
     streams: StreamSlots
 
@@ -66,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Jobcast:
     guard = Guard(settings, Tokens(settings))
     streams = StreamSlots(settings.max_streams)
     redact_tokens_in_server_logs()
+    if not settings.access_log:
+        quiet_websocket_connections()
 
     def cut_stalled() -> None:
         hub.cut_stalled(time.monotonic(), settings.send_timeout)
@@ -94,7 +99,6 @@ def create_app(settings: Settings | None = None) -> Jobcast:
                 "settings": settings,
                 "service": service,
                 "hub": hub,
-                "metrics": metrics,
                 "auth": guard,
                 "streams": streams,
             }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from app.models import JobStatus
@@ -10,6 +12,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
+    """Every metric; ``sse`` and ``ws`` hold each transport's own, looked up once."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -47,6 +51,9 @@ class Metrics:
             registry=r,
         )
 
+        self.sse = TransportMetrics.of(self, "sse")
+        self.ws = TransportMetrics.of(self, "ws")
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
         timer = self._request_timers.get(key)
@@ -59,3 +66,22 @@ class Metrics:
         for status, count in counts.items():
             self.jobs_by_status.labels(status=status).set(count)
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportMetrics:
+    """One transport's series: ``labels()`` takes a lock and a lookup, per event."""
+
+    connections: Gauge
+    sent: Counter
+    conflated: Counter
+    slow_disconnects: Counter
+
+    @classmethod
+    def of(cls, metrics: Metrics, transport: str) -> TransportMetrics:
+        return cls(
+            metrics.connections.labels(transport=transport),
+            metrics.events_sent.labels(transport=transport),
+            metrics.events_conflated.labels(transport=transport),
+            metrics.slow_disconnects.labels(transport=transport),
+        )

@@ -28,7 +28,7 @@ class JobService:
         self, store: JobStore, metrics: Metrics | None = None, settings: Settings | None = None
     ) -> None:
         self.store = store
-        self._metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics()
         settings = settings or Settings()
         self._max_text = settings.max_text_length
         self._max_metadata = settings.max_metadata_bytes
@@ -48,7 +48,7 @@ class JobService:
             idempotency = Idempotency(idempotency_key, hashlib.sha256(body).hexdigest())
         job, created = await self.store.create(jobs.create(request, jobs.now()), idempotency)
         if created:
-            self._metrics.jobs_created.inc()
+            self.metrics.jobs_created.inc()
         return job, created
 
     async def get(self, job_id: str) -> Job:
@@ -111,8 +111,8 @@ class JobService:
             )
 
     def _count(self, job: Job) -> None:
-        self._metrics.jobs_updated.inc()
+        self.metrics.jobs_updated.inc()
         if job.status == "completed":
-            self._metrics.jobs_completed.inc()
+            self.metrics.jobs_completed.inc()
         elif job.status == "error":
-            self._metrics.jobs_failed.inc()
+            self.metrics.jobs_failed.inc()

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import access_of, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
-from app.events import Change, Position
+from app.events import Change, Position, grouped
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import Slot, StreamSlots
 from app.metrics import Metrics
@@ -78,7 +78,8 @@ ALL_EVENTS = Operation(
 
 
 class EventStream:
-    """An ASGI response that streams a mailbox until it closes (or, per-job, ends)."""
+    """An opened stream: what :class:`StreamRoute` writes, from its mailbox, until
+    the mailbox closes (or, per job, the job ends)."""
 
     # One per open stream, for the stream's whole life: no instance dict.
     __slots__ = (
@@ -116,72 +117,19 @@ class EventStream:
         self.slot = slot
         self.expires_at = expires_at
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        mailbox = self.subscription.mailbox
-        # Once the request (a GET: no body) is read, receive() returns only when
-        # the client leaves: one task waits for that, an idle stream writes nothing.
-        while (await receive()).get("more_body"):
-            pass
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(lambda _: mailbox.close("gone"))
-        expiry = None
-        if self.expires_at is not None:
-            # One timer per stream: it ends the stream when its token stops being valid.
-            delay = max(0.0, self.expires_at - time.time())
-            expiry = asyncio.get_running_loop().call_later(delay, mailbox.close, "expired")
-        self.hub.attach(mailbox, heartbeat=True)
-        connections = self.metrics.connections.labels(transport="sse")
-        connections.inc()
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
-            # The body skips the middleware, which only ever looks at the start.
-            await self._stream(scope.get(DIRECT_SEND, send), mailbox)
-        finally:
-            watcher.cancel()
-            if expiry is not None:
-                expiry.cancel()
-            self.slot.release()
-            self.hub.unsubscribe(self.subscription)
-            self.hub.detach(mailbox)
-            connections.dec()
-            self.metrics.events_conflated.labels(transport="sse").inc(mailbox.take_conflated())
-            if mailbox.closed in ("slow", "overflow"):
-                self.metrics.slow_disconnects.labels(transport="sse").inc()
-                logger.warning("disconnected an SSE subscriber that stopped reading")
-
-    async def _stream(self, send: Send, mailbox: Mailbox) -> None:
-        sent = self.metrics.events_sent.labels(transport="sse")
-        conflated = self.metrics.events_conflated.labels(transport="sse")
-        if not await self._write(send, mailbox, [self.prefix]):
-            return
-        while True:
-            await mailbox.wait()
-            changes = mailbox.take()
-            if skipped := mailbox.take_conflated():
-                conflated.inc(skipped)
-            if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
-                break
-            sent.inc(len(changes))
-            final = self.ends_after_final and any(change.is_final for change in changes)
-            if final:
-                mailbox.close("done")
-            # No local holds the frames: an idle stream keeps none of its last write.
-            written = await self._write(send, mailbox, self._chunks(changes))
-            if not written or final:
-                break
-        if mailbox.closed in ("done", "shutdown", "expired"):
-            end = {"type": "http.response.body", "body": b"", "more_body": False}
-            await mailbox.deliver(send, end)
+    async def write_pending(self, send: Send, mailbox: Mailbox) -> bool:
+        """Write what is pending (a ping if nothing); False once the stream is over."""
+        changes = mailbox.take()
+        if skipped := mailbox.take_conflated():
+            self.metrics.sse.conflated.inc(skipped)
+        if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
+            return False
+        self.metrics.sse.sent.inc(len(changes))
+        final = self.ends_after_final and any(change.is_final for change in changes)
+        if final:
+            mailbox.close("done")
+        written = await self.write(send, mailbox, self._chunks(changes))
+        return written and not final
 
     def _chunks(self, changes: list[Change]) -> Iterable[bytes]:
         """What to write for ``changes``: their frames in chunks, or a ping for none.
@@ -195,7 +143,7 @@ class EventStream:
         return _joined(_encoded(changes, self.frame)) if changes else [PING]
 
     @staticmethod
-    async def _write(send: Send, mailbox: Mailbox, chunks: Iterable[bytes]) -> bool:
+    async def write(send: Send, mailbox: Mailbox, chunks: Iterable[bytes]) -> bool:
         """Send ``chunks``, one body message each; False once the mailbox closed."""
         for chunk in chunks:
             message = {"type": "http.response.body", "body": chunk, "more_body": True}
@@ -206,21 +154,12 @@ class EventStream:
 
 def _joined(frames: Iterable[bytes]) -> Iterator[bytes]:
     """``frames`` joined into chunks of about CHUNK_BYTES."""
-    batch: list[bytes] = []
-    size = 0
-    for frame in frames:
-        batch.append(frame)
-        size += len(frame)
-        if size >= CHUNK_BYTES:
-            yield b"".join(batch)
-            batch.clear()
-            size = 0
-    if batch:
-        yield b"".join(batch)
+    return (b"".join(group) for group in grouped(frames, CHUNK_BYTES))
 
 
 class StreamRoute:
-    """An SSE endpoint as a plain ASGI app, for Starlette's router.
+    """An SSE endpoint as a plain ASGI app, for Starlette's router: it opens the
+    stream (``open_stream``: a Response, or an :class:`EventStream`) and runs it.
 
     A stream lives as long as its client. Starlette wraps a function endpoint
     in a request/response layer of its own, whose frames and second Request
@@ -232,8 +171,61 @@ class StreamRoute:
         self.open_stream = open_stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.open_stream(Request(scope, receive))
-        await response(scope, receive, send)
+        opened = await self.open_stream(Request(scope, receive))
+        if isinstance(opened, Response):
+            await opened(scope, receive, send)
+            return
+        # The stream runs right here, not in a coroutine of its own: an idle
+        # stream holds every frame it waits in, and frames are memory per connection.
+        stream = opened
+        mailbox = stream.subscription.mailbox
+        # Once the request (a GET: no body) is read, receive() returns only when
+        # the client leaves: one task waits for that, an idle stream writes nothing.
+        while (await receive()).get("more_body"):
+            pass
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(mailbox.client_left)
+        expiry = None
+        if stream.expires_at is not None:
+            # One timer per stream: it ends the stream when its token stops being valid.
+            delay = max(0.0, stream.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, mailbox.close, "expired")
+        stream.hub.attach(mailbox, heartbeat=True)
+        metrics = stream.metrics.sse
+        metrics.connections.inc()
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+            # The body skips the middleware, which only ever looks at the start.
+            send = scope.get(DIRECT_SEND, send)
+            going = await stream.write(send, mailbox, [stream.prefix])
+            while going:
+                await mailbox.wait()
+                going = await stream.write_pending(send, mailbox)
+            if mailbox.closed in ("done", "shutdown", "expired"):
+                end = {"type": "http.response.body", "body": b"", "more_body": False}
+                await mailbox.deliver(send, end)
+        finally:
+            watcher.cancel()
+            if expiry is not None:
+                expiry.cancel()
+            stream.slot.release()
+            stream.hub.unsubscribe(stream.subscription)
+            stream.hub.detach(mailbox)
+            metrics.connections.dec()
+            metrics.conflated.inc(mailbox.take_conflated())
+            if mailbox.closed in ("slow", "overflow"):
+                metrics.slow_disconnects.inc()
+                logger.warning("disconnected an SSE subscriber that stopped reading")
 
 
 def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterator[bytes]:
@@ -301,7 +293,7 @@ async def job_events(request: Request) -> Response | EventStream:
         prefix=_prefix(settings),
         ends_after_final=True,
         settings=settings,
-        metrics=request.state.metrics,
+        metrics=request.state.service.metrics,
         slot=slot,
         expires_at=access.expires_at,
     )
@@ -336,7 +328,7 @@ async def all_events(request: Request) -> EventStream:
         prefix=_prefix(settings) + (RESET if reset else b""),
         ends_after_final=False,
         settings=settings,
-        metrics=request.state.metrics,
+        metrics=request.state.service.metrics,
         slot=slot,
         expires_at=access.expires_at,
     )

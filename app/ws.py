@@ -46,7 +46,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.auth import Access, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.errors import JobsError, TooManyStreams, Unauthenticated
-from app.events import Change, Position
+from app.events import Change, Position, grouped
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import StreamSlots, TokenBucket
 from app.metrics import Metrics
@@ -86,7 +86,7 @@ class Connection:
         self.hub: Hub = state.hub
         self.store: JobStore = state.service.store
         self.settings: Settings = state.settings
-        self.metrics: Metrics = state.metrics
+        self.metrics: Metrics = state.service.metrics
         self.mailbox = Mailbox(self.settings.subscriber_backlog)
         self.subscriptions: dict[str, Subscription] = {}  # job id, or ALL
         burst = max(1.0, self.settings.ws_rate * BURST_SECONDS)
@@ -97,7 +97,8 @@ class Connection:
     async def run(self) -> None:
         await self.websocket.accept()
         self.hub.attach(self.mailbox, heartbeat=False)
-        connections = self.metrics.connections.labels(transport="ws")
+        metrics = self.metrics.ws
+        connections = metrics.connections
         connections.inc()
         expiry = None
         if self.access.expires_at is not None:
@@ -122,9 +123,9 @@ class Connection:
                 self.hub.unsubscribe(subscription)
             self.hub.detach(self.mailbox)
             connections.dec()
-            self.metrics.events_conflated.labels(transport="ws").inc(self.mailbox.take_conflated())
+            metrics.conflated.inc(self.mailbox.take_conflated())
             if self.mailbox.closed in ("slow", "overflow"):
-                self.metrics.slow_disconnects.labels(transport="ws").inc()
+                metrics.slow_disconnects.inc()
             reason = self.mailbox.closed or "gone"
             code = _CLOSE_CODES.get(reason)
             if code is not None:
@@ -240,8 +241,8 @@ class Connection:
         subscription.prime(replay.changes, head=replay.head)
 
     async def _write(self) -> None:
-        sent = self.metrics.events_sent.labels(transport="ws")
-        conflated = self.metrics.events_conflated.labels(transport="ws")
+        sent = self.metrics.ws.sent
+        conflated = self.metrics.ws.conflated
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
         send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
@@ -324,17 +325,7 @@ def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> Iterat
     if not batch:
         yield from messages
         return
-    group: list[str] = []
-    size = 0
-    for message in messages:
-        group.append(message)
-        size += len(message)
-        if size >= BATCH_CHARS:
-            yield _batch(group)
-            group = []
-            size = 0
-    if group:
-        yield _batch(group)
+    yield from (_batch(group) for group in grouped(messages, BATCH_CHARS))
 
 
 def _batch(messages: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import pytest
 
 from app import jobs
@@ -378,59 +379,61 @@ class BlockedSend:
         await self.release.wait()
 
 
+class Writer:
+    """A mailbox's writer task: one `deliver` blocked in `send`; `results` is its return."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+        self.send = BlockedSend()
+        self.results: list[bool] = []
+
+    async def start(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Start delivering one frame and return once the send blocks."""
+        tasks.start_soon(self._deliver)
+        await self.send.entered.wait()
+
+    async def _deliver(self) -> None:
+        self.results.append(await self.mailbox.deliver(self.send, "frame"))
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("reason", ["overflow", "gone", "slow", "expired"])
 async def test_closing_a_mailbox_cuts_a_blocked_send_short(reason: CloseReason) -> None:
     """A writer blocked in `deliver` returns False the moment its mailbox closes."""
-    mailbox, send = Mailbox(4), BlockedSend()
-    results: list[bool] = []
-
-    async def writer() -> None:
-        results.append(await mailbox.deliver(send, "frame"))
-
+    mailbox = Mailbox(4)
+    writer = Writer(mailbox)
     with anyio.fail_after(seconds(1)):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(writer)
-            await send.entered.wait()
+            await writer.start(tasks)
             mailbox.close(reason)
-    assert results == [False]
+    assert writer.results == [False]
 
 
 @pytest.mark.anyio
 async def test_shutdown_lets_a_blocked_send_finish() -> None:
     """On shutdown a send in progress is not cut: what is pending still goes out."""
-    mailbox, send = Mailbox(4), BlockedSend()
-    results: list[bool] = []
-
-    async def writer() -> None:
-        results.append(await mailbox.deliver(send, "frame"))
-
+    mailbox = Mailbox(4)
+    writer = Writer(mailbox)
     with anyio.fail_after(seconds(1)):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(writer)
-            await send.entered.wait()
+            await writer.start(tasks)
             mailbox.close("shutdown")
             await anyio.wait_all_tasks_blocked()
-            assert results == []
-            send.release.set()
-    assert results == [True]
+            assert writer.results == []
+            writer.send.release.set()
+    assert writer.results == [True]
 
 
 @pytest.mark.anyio
 async def test_cancelling_the_writer_is_not_swallowed_by_deliver() -> None:
     """Only a cancellation from `close` ends a send quietly; any other still cancels."""
-    mailbox, send = Mailbox(4), BlockedSend()
-    results: list[bool] = []
-
-    async def writer() -> None:
-        results.append(await mailbox.deliver(send, "frame"))
-
+    mailbox = Mailbox(4)
+    writer = Writer(mailbox)
     with anyio.fail_after(seconds(1)):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(writer)
-            await send.entered.wait()
+            await writer.start(tasks)
             tasks.cancel_scope.cancel()
-    assert results == []
+    assert writer.results == []
     assert mailbox.closed is None
     assert mailbox.sending_since is None
 
@@ -438,14 +441,13 @@ async def test_cancelling_the_writer_is_not_swallowed_by_deliver() -> None:
 @pytest.mark.anyio
 async def test_cut_stalled_closes_only_mailboxes_blocked_past_the_timeout() -> None:
     """The hub's periodic check closes, as "slow", a mailbox whose send outlasted the timeout."""
-    hub, send = Hub(), BlockedSend()
+    hub = Hub()
     stuck, idle = Mailbox(4), Mailbox(4)
     hub.attach(stuck, heartbeat=True)
     hub.attach(idle, heartbeat=True)
     with anyio.fail_after(seconds(1)):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(stuck.deliver, send, "frame")
-            await send.entered.wait()
+            await Writer(stuck).start(tasks)
             assert stuck.sending_since is not None
             hub.cut_stalled(stuck.sending_since + 29, timeout=30)
             assert stuck.closed is None
