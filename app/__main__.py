@@ -22,6 +22,9 @@ def main() -> None:
         workers=settings.workers,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         ws_max_size=settings.ws_max_frame_bytes,
+        # Deflate keeps a compressor per connection (about 40 KiB) and compresses
+        # every frame once per subscriber: off unless asked for.
+        ws_per_message_deflate=settings.ws_compression,
         log_level="info",
         access_log=settings.access_log,
     )

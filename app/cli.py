@@ -70,6 +70,7 @@ _SETTING_HELP = {
     "ws_rate": "WebSocket frames a client may send per second.",
     "max_streams": "Open SSE and WebSocket streams one process allows.",
     "access_log": "One log line per request (uvicorn's access log).",
+    "ws_compression": "Offer permessage-deflate to WebSocket clients (memory and CPU per socket).",
 }
 
 

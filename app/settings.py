@@ -59,6 +59,7 @@ class Settings:
     ws_rate: float = 20.0
     max_streams: int = 1000
     access_log: bool = True
+    ws_compression: bool = False
 
     @property
     def demo_enabled(self) -> bool:
@@ -168,6 +169,7 @@ class Settings:
             ws_rate=reader.number("JOBS_WS_RATE", float, default.ws_rate, low=0.1),
             max_streams=reader.number("JOBS_MAX_STREAMS", int, default.max_streams, low=1),
             access_log=reader.flag("JOBS_ACCESS_LOG") is not False,
+            ws_compression=bool(reader.flag("JOBS_WS_COMPRESSION")),
         )
 
 

@@ -30,6 +30,7 @@ def test_default_retention_and_limits() -> None:
     assert settings.tombstone_ttl >= 3600
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.access_log  # uvicorn's default: one line per request
+    assert not settings.ws_compression  # a deflate context per socket costs ~40 KiB
 
 
 def test_from_env_reads_every_spec_variable() -> None:
@@ -72,6 +73,7 @@ def test_from_env_reads_every_spec_variable() -> None:
         ("JOBS_TERMINAL_TTL", "terminal_ttl", "0", 0.0),
         ("JOBS_ACCESS_LOG", "access_log", "0", False),
         ("JOBS_ACCESS_LOG", "access_log", "1", True),
+        ("JOBS_WS_COMPRESSION", "ws_compression", "1", True),
     ],
 )
 def test_extra_variables_are_parsed(name: str, field: str, value: str, expected: object) -> None:

@@ -330,3 +330,15 @@ async def test_subscribe_all_sends_every_job_even_past_the_subscriber_backlog(
         ids = {await api.create_job() for _ in range(12)}
         await subscribe_all(ws)
         assert {(await next_job(ws))["jobId"] for _ in ids} == ids
+
+
+async def test_compression_is_offered_only_when_asked_for(server: Start) -> None:
+    """A client offering permessage-deflate (browsers do) gets none by default: a deflate
+    context per socket costs more than the rest of the socket. JOBS_WS_COMPRESSION=1 agrees."""
+    for setting, expected in (({}, None), ({"JOBS_WS_COMPRESSION": "1"}, "permessage-deflate")):
+        srv = server(**setting)
+        async with connect(srv.ws_url, open_timeout=seconds(5), compression="deflate") as ws:
+            offered = ws.response.headers.get("Sec-WebSocket-Extensions")
+            assert (offered or "").split(";")[0] == (expected or "")
+            await ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await ws.recv()) == {"type": "pong"}
