@@ -17,6 +17,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.auth import Guard, access_of, load_job, scope_filter
 from app.errors import FieldError, InvalidJobData
@@ -179,7 +180,35 @@ async def list_jobs(request: Request) -> Response:
     return json_response(encode(JobList(jobs=page.jobs, next_cursor=page.next_cursor)))
 
 
-async def get_job(request: Request) -> Response:
+class JobRoute:
+    """``GET /api/jobs/{jobId}`` as a plain ASGI app, for Starlette's router.
+
+    Every poll takes this route, so it answers with the job's stored JSON and
+    its headers as they go on the wire, without the request/response layer
+    (and Response object) Starlette puts around a function endpoint. Errors
+    still reach the app's exception handlers.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        change, modified = await _poll(Request(scope, receive))
+        etag = b'"%d"' % change.version
+        if not modified:
+            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = change.data
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"etag", etag),
+            (b"cache-control", b"no-cache"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _poll(request: Request) -> tuple[Change, bool]:
+    """The job as the client should see it, and whether it differs from what it has."""
     job_id: str = request.path_params["jobId"]
     access = access_of(request)
     query = NO_QUERY
@@ -194,10 +223,8 @@ async def get_job(request: Request) -> Response:
             wait = max(0.0, min(wait, access.expires_at - time.time()))
         change = await wait_for_change(store, hub, job_id, query.wait_for_version, wait)
         if change.version <= query.wait_for_version:
-            return Response(status_code=304, headers=_etag(change))
-    if _matches(request.headers.get("if-none-match"), change):
-        return Response(status_code=304, headers=_etag(change))
-    return json_response(change.data, headers={**_etag(change), "Cache-Control": "no-cache"})
+            return change, False
+    return change, not _matches(request.headers.get("if-none-match"), change)
 
 
 async def wait_for_change(
@@ -256,10 +283,6 @@ def _owner(change: Change) -> str | None:
     return change.owner
 
 
-def _etag(change: Change) -> dict[str, str]:
-    return {"ETag": f'"{change.version}"'}
-
-
 def _matches(if_none_match: str | None, change: Change) -> bool:
     if if_none_match is None:
         return False
@@ -271,7 +294,7 @@ def _matches(if_none_match: str | None, change: Change) -> bool:
 ROUTES: list[tuple[Operation, Any]] = [
     (CREATE, create_job),
     (LIST, list_jobs),
-    (GET, get_job),
+    (GET, JobRoute()),
     (UPDATE, update_job),
     (COMPLETE, complete_job),
     (FAIL, fail_job),
