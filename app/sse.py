@@ -1,9 +1,10 @@
 """Server-Sent Events: ``/api/jobs/{jobId}/events`` and ``/api/jobs/events``.
 
-Each connection is one :class:`EventStream`: a writer that sleeps on its
-mailbox and writes everything pending as one chunk, and a watcher that
-notices the client leaving at once (an idle stream writes nothing, so it
-could not notice otherwise). Framing is sse-starlette's, done once per
+Each connection is one :class:`EventStream`, run by its :class:`StreamRoute`:
+the request's task sleeps on the stream's mailbox and writes everything
+pending as one chunk, and a watcher (``receive()``) notices the client
+leaving at once (an idle stream writes nothing, so it could not notice
+otherwise). Framing is sse-starlette's, done once per
 change in :mod:`app.events`; every ``data`` line is one line of JSON, whose
 encoder escapes newlines, so no value can start a field or an event.
 
