@@ -75,6 +75,7 @@ _CLOSE_REASONS = {
     "too_big": "frame too large",
 }
 BATCH_CHARS = 64 * 1024
+FEW = 32  # pending changes encoded at once; a snapshot's are encoded one by one
 BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at once
 
 
@@ -258,7 +259,7 @@ class Connection:
             if changes:
                 sent.inc(len(changes))
             for change in changes:
-                if change.is_final and change.job_id in self.subscriptions:
+                if change.job_id in self.subscriptions and change.is_final:
                     self._drop(change.job_id)
             for text in _frames(replies, changes, batch=self.batch):
                 if not await mailbox.deliver(send, {"type": "websocket.send", "text": text}):
@@ -310,15 +311,22 @@ def decode_frame(text: str) -> ClientFrame:
         raise FrameError(f"{kind}: {where + ': ' if where else ''}{first['msg']}") from None
 
 
-def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> Iterator[str]:
+def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> list[str] | Iterator[str]:
     """The text frames for what is pending: replies first, then changes.
 
     Batching joins what is pending into ``{"type":"batch","messages":[…]}``
     frames of about BATCH_CHARS: one write per frame is what a fan-out pays
     for, so a client that reads batches is fed several times faster. A lone
-    message is always sent as itself. Changes are encoded (and a snapshot's
-    let go) one at a time.
+    message is always sent as itself.
     """
+    if len(changes) <= FEW and not replies:  # live changes: encoded all at once
+        messages = [change.ws_frame() for change in changes]
+        return [_batch(group) for group in grouped(messages, BATCH_CHARS)] if batch else messages
+    return _many_frames(replies, changes, batch=batch)
+
+
+def _many_frames(replies: list[str], changes: list[Change], *, batch: bool) -> Iterator[str]:
+    """:func:`_frames` for a snapshot: changes are encoded, and let go, one at a time."""
     pending = collections.deque(changes)
     changes.clear()
     messages = itertools.chain(replies, (pending.popleft().ws_frame() for _ in range(len(pending))))

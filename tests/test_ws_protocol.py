@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.testclient import TestClient
+
+from app import jobs
+from app.events import Change, Position
+from app.models import NewJob
+from app.ws import BATCH_CHARS, _frames
 
 
 def test_subscribing_at_the_terminal_version_says_final_and_sends_nothing(
@@ -75,3 +82,27 @@ def test_batch_mode_sends_a_lone_message_as_itself(client: TestClient) -> None:
     with client.websocket_connect("/api/jobs/ws?batch=1") as socket:
         socket.send_json({"type": "ping"})
         assert socket.receive_json() == {"type": "pong"}
+
+
+def _changes(count: int, metadata_chars: int = 0) -> list[Change]:
+    new = NewJob(metadata={"blob": "x" * metadata_chars} if metadata_chars else {})
+    return [Change.of(jobs.create(new, jobs.now()), Position(1, n)) for n in range(count)]
+
+
+def test_live_changes_pending_together_share_one_batch_frame() -> None:
+    """Changes pending at one wake (no replies) go out as one batch, or one frame each."""
+    changes = _changes(3)
+    expected = [json.loads(change.ws_frame()) for change in changes]
+    [batch] = _frames([], list(changes), batch=True)
+    assert json.loads(batch) == {"type": "batch", "messages": expected}
+    assert [json.loads(text) for text in _frames([], list(changes), batch=False)] == expected
+
+
+def test_batches_are_split_at_about_batch_chars() -> None:
+    """A batch frame holds about BATCH_CHARS: big jobs are spread over several frames."""
+    changes = _changes(4, metadata_chars=BATCH_CHARS // 3)
+    frames = list(_frames([], list(changes), batch=True))
+    assert len(frames) == 2
+    assert all(len(frame) < 2 * BATCH_CHARS for frame in frames)
+    sent = _messages([json.loads(frame) for frame in frames])  # a lone last one is plain
+    assert sent == [json.loads(change.ws_frame()) for change in changes]

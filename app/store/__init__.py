@@ -65,6 +65,8 @@ class JobFilter:
         A job that leaves the filter (``status=processing`` and it completes)
         still sends that one event, so a client can drop it.
         """
+        if self.job_type is None and self.status is None and self.owner is None:
+            return True  # no filter: asked for every change of every job
         if change.job is None:
             return self._kind_matches(change)
         return self.matches(change.job_type, change.job.status, change.owner) or (
