@@ -5,10 +5,13 @@ open streams that is a pause of tens of milliseconds in which no event goes
 out, and every subscriber feels it as latency. So, once the server has
 started: ``gc.freeze()`` takes everything created until then (modules,
 classes, schemas, the app: tens of thousands of objects that live as long as
-the process) out of every later collection, and full collections are made
-ten times rarer. Young collections keep their default pace: a refused
-request can leave a reference cycle holding its body (up to
-JOBS_MAX_BODY_BYTES), and those cycles die young.
+the process) out of every later collection; full collections are ten times
+rarer; and young ones run every 10 000 allocations instead of 700, since a
+fan-out to a thousand subscribers allocates a few objects per delivery and
+each young collection walks whatever is in flight (and promotes it towards
+the expensive generations). Cyclic garbage waits a little longer: a refused
+request, the usual source, leaves about 25 small objects (measured under
+uvicorn; its body is freed by reference counting).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import functools
 import gc
 
+YOUNG_EVERY = 10_000  # allocations per young collection (default 700)
 FULL_EVERY = 100  # middle-generation collections per full one (default 10)
 
 
 @functools.cache
 def settle() -> None:
-    """Freeze the start-up objects and space out full collections (once per process)."""
+    """Freeze the start-up objects and space out collections (once per process)."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_EVERY)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_EVERY, middle, FULL_EVERY)
