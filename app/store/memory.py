@@ -2,12 +2,12 @@
 
 Indexes, each kept so no operation walks every job:
 
-- ``_jobs``: id → job.
+- ``_latest``: id → the job's latest change (so its current state), ordered
+  by feed position, so a replay walks back only over what changed since.
+  Keeping the change (not just the job) keeps its encodings: a job's JSON
+  is encoded once per version, whether a poll, a snapshot or a live push
+  asks first.
 - ``_created``: (creation number, id), sorted, for newest-first pages.
-- ``_latest``: id → the job's latest change, ordered by its feed position,
-  so a replay walks back only over what changed since. Keeping the change
-  (not just its position) keeps its encodings: a job's JSON is encoded once
-  per version, whether a poll, a snapshot or a live push asks first.
 - ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
@@ -58,7 +58,6 @@ class MemoryStore:
         self._epoch = secrets.randbits(48)
         self._seq = 0
         self._created_seq = 0
-        self._jobs: dict[str, Job] = {}
         self._created: list[tuple[int, str]] = []
         self._latest: dict[str, Change] = {}
         self._born: dict[str, Position] = {}  # id → position of its creation
@@ -81,8 +80,7 @@ class MemoryStore:
                 raise IdempotencyConflict(
                     "this Idempotency-Key was used with a different request body"
                 )
-            return self._jobs[job_id], False
-        self._jobs[job.job_id] = job
+            return self._current(job_id), False
         self._created_seq += 1
         self._created.append((self._created_seq, job.job_id))
         if idempotency is not None:
@@ -98,13 +96,14 @@ class MemoryStore:
         return self._current(job_id)
 
     async def get_change(self, job_id: str) -> Change:
-        self._current(job_id)  # raises for a missing or removed job
-        return self._latest[job_id]
+        change = self._latest.get(job_id)
+        if change is None:
+            raise self._missing(job_id)
+        return change
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         before = self._current(job_id)
         after = mutation(before)
-        self._jobs[job_id] = after
         self._counts[before.status] -= 1
         self._counts[after.status] += 1
         if after.is_terminal:
@@ -122,7 +121,7 @@ class MemoryStore:
         jobs: list[Job] = []
         for index in range(start - 1, -1, -1):
             job_id = self._created[index][1]
-            job = self._jobs.get(job_id)
+            job = self._live(job_id)
             if job is None or not where.matches(job.job_type, job.status, job.owner):
                 continue
             if len(jobs) == limit:
@@ -163,13 +162,18 @@ class MemoryStore:
     async def aclose(self) -> None:
         return None
 
+    def _live(self, job_id: str) -> Job | None:
+        change = self._latest.get(job_id)
+        return None if change is None else change.job
+
     def _current(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
-        if job is not None:
-            return job
-        if job_id in self._tombstones:
-            raise JobGone(job_id)
-        raise JobNotFound(job_id)
+        job = self._live(job_id)
+        if job is None:
+            raise self._missing(job_id)
+        return job
+
+    def _missing(self, job_id: str) -> JobGone | JobNotFound:
+        return JobGone(job_id) if job_id in self._tombstones else JobNotFound(job_id)
 
     def _next_position(self) -> Position:
         self._seq += 1
@@ -184,7 +188,7 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             _, job_id = heapq.heappop(self._expiry)
-            job = self._jobs.pop(job_id, None)
+            job = self._live(job_id)
             if job is None:
                 continue
             self._counts[job.status] -= 1
@@ -196,8 +200,8 @@ class MemoryStore:
             self._tombstones[job_id] = stone
             self._record(_removal(job_id, stone))
         self._forget_tombstones(now - self._settings.tombstone_ttl)
-        if len(self._created) > 64 and len(self._jobs) < len(self._created) // 2:
-            self._created = [entry for entry in self._created if entry[1] in self._jobs]
+        if len(self._created) > 64 and len(self._latest) < len(self._created) // 2:
+            self._created = [entry for entry in self._created if entry[1] in self._latest]
 
     def _forget_tombstones(self, older_than: float) -> None:
         while self._tombstones:
