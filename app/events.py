@@ -8,7 +8,8 @@ shared by every subscriber: serialize once, write many.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+import collections
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
@@ -131,6 +132,17 @@ class Change:
 
 
 S = TypeVar("S", bound=Sized)
+F = TypeVar("F")
+
+
+def encoded(changes: list[Change], frame: Callable[[Change], F]) -> Iterator[F]:
+    """Each change's frame, letting go of each change (``changes`` is emptied) once
+    it is encoded: a snapshot read from Redis is one connection's own, and this
+    keeps one frame of it alive at a time, not the whole snapshot's."""
+    pending = collections.deque(changes)
+    changes.clear()
+    while pending:
+        yield frame(pending.popleft())
 
 
 def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:

@@ -17,7 +17,6 @@ gets 401, and ``EventSource`` stops.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -28,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import access_of, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
-from app.events import Change, Position, grouped
+from app.events import Change, Position, encoded, grouped
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import Slot, StreamSlots
 from app.metrics import Metrics
@@ -141,7 +140,7 @@ class EventStream:
         """
         if len(changes) == 1:  # the usual live write: no generator, no copy
             return [self.frame(changes.pop())]
-        return _joined(_encoded(changes, self.frame)) if changes else [PING]
+        return _joined(encoded(changes, self.frame)) if changes else [PING]
 
     @staticmethod
     async def write(send: Send, mailbox: Mailbox, chunks: Iterable[bytes]) -> bool:
@@ -227,18 +226,6 @@ class StreamRoute:
             if mailbox.closed in ("slow", "overflow"):
                 metrics.slow_disconnects.inc()
                 logger.warning("disconnected an SSE subscriber that stopped reading")
-
-
-def _encoded(changes: list[Change], frame: Callable[[Change], bytes]) -> Iterator[bytes]:
-    """Each change's frame, letting go of each change once it is encoded.
-
-    A snapshot read from Redis is this stream's own: dropping its changes as
-    they go keeps one encoded chunk alive, not the whole snapshot's frames.
-    """
-    pending = collections.deque(changes)
-    changes.clear()
-    while pending:
-        yield frame(pending.popleft())
 
 
 def _last_event_id(request: Request, query: StreamQuery) -> str | None:

@@ -31,7 +31,6 @@ Security and limits, in the order a connection meets them:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import time
@@ -46,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.auth import Access, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.errors import JobsError, TooManyStreams, Unauthenticated
-from app.events import Change, Position, grouped
+from app.events import Change, Position, encoded, grouped
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import StreamSlots, TokenBucket
 from app.metrics import Metrics
@@ -107,7 +106,7 @@ class Connection:
             expiry = asyncio.get_running_loop().call_later(delay, self.mailbox.close, "expired")
         reader = asyncio.ensure_future(self._read())
         # However the reader ends (the client left, or broke a limit), the writer stops.
-        reader.add_done_callback(lambda _: self.mailbox.close("gone"))
+        reader.add_done_callback(self.mailbox.client_left)
         try:
             # A writer that loses the client ends the connection too.
             with contextlib.suppress(WebSocketDisconnect, OSError):
@@ -327,9 +326,7 @@ def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> list[s
 
 def _many_frames(replies: list[str], changes: list[Change], *, batch: bool) -> Iterator[str]:
     """:func:`_frames` for a snapshot: changes are encoded, and let go, one at a time."""
-    pending = collections.deque(changes)
-    changes.clear()
-    messages = itertools.chain(replies, (pending.popleft().ws_frame() for _ in range(len(pending))))
+    messages = itertools.chain(replies, encoded(changes, Change.ws_frame))
     if not batch:
         yield from messages
         return
