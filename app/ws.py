@@ -44,7 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.auth import Access, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
-from app.errors import JobsError, TooManyStreams, Unauthenticated
+from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
 from app.events import Change, Position, encoded, grouped
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import StreamSlots, TokenBucket
@@ -79,7 +79,7 @@ BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at onc
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, access: Access) -> None:
+    def __init__(self, websocket: WebSocket, access: Access, *, batch: bool) -> None:
         state = websocket.state
         self.websocket = websocket
         self.access = access
@@ -92,7 +92,7 @@ class Connection:
         burst = max(1.0, self.settings.ws_rate * BURST_SECONDS)
         self.budget = TokenBucket(self.settings.ws_rate, burst)
         self.strikes = TokenBucket(self.settings.ws_rate, burst)
-        self.batch = websocket.query_params.get("batch") in ("1", "true")
+        self.batch = batch
 
     async def run(self) -> None:
         await self.websocket.accept()
@@ -343,6 +343,15 @@ def _owner(change: Change) -> str | None:
     return change.owner
 
 
+def _batch_mode(value: str | None) -> bool:
+    """``?batch=``: 1/true or 0/false (or absent); anything else is refused with 422."""
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise InvalidJobData("batch must be 1 or 0", [FieldError("batch", "1 or 0")])
+
+
 class SocketRoute:
     """``/api/jobs/ws`` as a plain ASGI app, for Starlette's router.
 
@@ -362,7 +371,8 @@ async def jobs_socket(websocket: WebSocket) -> None:
                 "this needs an API key or a read token (?token= or Authorization: Bearer)",
                 presented=False,
             )
-    except Unauthenticated as exc:
+        batch = _batch_mode(websocket.query_params.get("batch"))
+    except (Unauthenticated, InvalidJobData) as exc:
         await refuse_websocket(websocket, exc)
         return
     streams: StreamSlots = websocket.state.streams
@@ -374,6 +384,6 @@ async def jobs_socket(websocket: WebSocket) -> None:
         await websocket.close(1013, "too many connections; try again later")
         return
     try:
-        await Connection(websocket, access).run()
+        await Connection(websocket, access, batch=batch).run()
     finally:
         slot.release()

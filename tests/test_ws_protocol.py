@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from starlette.testclient import TestClient
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from app import jobs
 from app.events import Change, Position
@@ -106,3 +107,25 @@ def test_batches_are_split_at_about_batch_chars() -> None:
     assert all(len(frame) < 2 * BATCH_CHARS for frame in frames)
     sent = _messages([json.loads(frame) for frame in frames])  # a lone last one is plain
     assert sent == [json.loads(change.ws_frame()) for change in changes]
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "", "TRUE "])
+def test_a_batch_value_that_is_not_1_or_0_is_refused(client: TestClient, value: str) -> None:
+    """`?batch=` takes 1/true or 0/false; anything else is a 422 problem at the handshake."""
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        client.websocket_connect(f"/api/jobs/ws?batch={value}"),
+    ):
+        pass
+    assert denied.value.status_code == 422
+    assert denied.value.headers["content-type"] == "application/problem+json"
+    problem = denied.value.json()
+    assert problem["errors"] == [{"field": "batch", "message": "1 or 0"}]
+
+
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_batch_off_sends_one_message_per_frame(client: TestClient, value: str) -> None:
+    client.post("/api/jobs", json={})
+    client.post("/api/jobs", json={})
+    frames = _snapshot_frames(client, f"/api/jobs/ws?batch={value}", 2)
+    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job"]
