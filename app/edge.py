@@ -48,7 +48,13 @@ class Edge:
             await refuse(scope, receive, edge_send)
             return
         scope[DIRECT_SEND] = send
-        await self.app(scope, receive, edge_send)
+        # The server's send is bound to its request cycle, which holds the scope:
+        # left in place, that cycle makes every request's objects wait for the
+        # cyclic collector instead of being freed when the request ends.
+        try:
+            await self.app(scope, receive, edge_send)
+        finally:
+            del scope[DIRECT_SEND]
 
 
 class EdgeSend:
