@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.auth import Guard, access_of, load_job, scope_filter
+from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData
 from app.events import Change
 from app.hub import Hub, Mailbox, Subscription
@@ -204,7 +205,8 @@ class JobRoute:
             (b"cache-control", b"no-cache"),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        # Every layer is done with the response once it has started.
+        await scope.get(DIRECT_SEND, send)({"type": "http.response.body", "body": body})
 
 
 async def _poll(request: Request) -> tuple[Change, bool]:
