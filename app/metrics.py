@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from app.models import JobStatus
 
@@ -35,9 +38,6 @@ class Metrics:
         self.connections = Gauge(
             "jobcast_connections", "Open streaming connections.", ["transport"], registry=r
         )
-        self.events_sent = Counter(
-            "jobcast_events_sent", "Events written to subscribers.", ["transport"], registry=r
-        )
         self.events_conflated = Counter(
             "jobcast_events_conflated",
             "Intermediate states skipped for subscribers that read slower than jobs change.",
@@ -53,6 +53,7 @@ class Metrics:
 
         self.sse = TransportMetrics.of(self, "sse")
         self.ws = TransportMetrics.of(self, "ws")
+        r.register(EventsSent(self.sse, self.ws))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -68,20 +69,41 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransportMetrics:
-    """One transport's series: ``labels()`` takes a lock and a lookup, per event."""
+    """One transport's series, looked up once: ``labels()`` takes a lock and a lookup.
 
+    ``sent`` is a plain count, added to on every write to every subscriber: a
+    library Counter would take a lock each time, and the event loop that does
+    all the writing is a single thread. :class:`EventsSent` exports it.
+    """
+
+    transport: str
     connections: Gauge
-    sent: Counter
     conflated: Counter
     slow_disconnects: Counter
+    sent: int = 0
 
     @classmethod
     def of(cls, metrics: Metrics, transport: str) -> TransportMetrics:
         return cls(
+            transport,
             metrics.connections.labels(transport=transport),
-            metrics.events_sent.labels(transport=transport),
             metrics.events_conflated.labels(transport=transport),
             metrics.slow_disconnects.labels(transport=transport),
         )
+
+
+class EventsSent(Collector):
+    """``jobcast_events_sent_total``, read from each transport's count when scraped."""
+
+    def __init__(self, *transports: TransportMetrics) -> None:
+        self.transports = transports
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "jobcast_events_sent", "Events written to subscribers.", labels=["transport"]
+        )
+        for transport in self.transports:
+            family.add_metric([transport.transport], transport.sent)
+        yield family

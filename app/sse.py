@@ -124,7 +124,7 @@ class EventStream:
             self.metrics.sse.conflated.inc(skipped)
         if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
             return False
-        self.metrics.sse.sent.inc(len(changes))
+        self.metrics.sse.sent += len(changes)
         final = self.ends_after_final and any(change.is_final for change in changes)
         if final:
             mailbox.close("done")

@@ -241,8 +241,8 @@ class Connection:
         subscription.prime(replay.changes, head=replay.head)
 
     async def _write(self) -> None:
-        sent = self.metrics.ws.sent
-        conflated = self.metrics.ws.conflated
+        metrics = self.metrics.ws
+        conflated = metrics.conflated
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
         send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
@@ -255,8 +255,7 @@ class Connection:
             changes = mailbox.take()
             if skipped := mailbox.take_conflated():
                 conflated.inc(skipped)
-            if changes:
-                sent.inc(len(changes))
+            metrics.sent += len(changes)
             for change in changes:
                 if change.job_id in self.subscriptions and change.is_final:
                     self._drop(change.job_id)

@@ -468,6 +468,22 @@ def test_metrics_request_latency_histogram(client: TestClient) -> None:
     assert job_id not in response.text
 
 
+def test_metrics_count_events_sent_per_transport(client: TestClient) -> None:
+    """jobcast_events_sent_total counts what SSE and WebSocket subscribers were written."""
+    job_id = create(client)
+    client.post(f"/api/jobs/{job_id}/complete", json={})
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("event:")]
+    assert events == ["event: job"]  # the terminal state, then the stream ends
+    create(client)
+    with client.websocket_connect("/api/jobs/ws") as socket:
+        socket.send_json({"type": "subscribe", "all": True})
+        frames = [socket.receive_json() for _ in range(3)]  # subscribed + 2 jobs
+    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job"]
+    assert metric(client, "jobcast_events_sent_total", transport="sse") == 1
+    assert metric(client, "jobcast_events_sent_total", transport="ws") == 2
+
+
 # -- OpenAPI ---------------------------------------------------------------------------------
 
 SPEC_PATHS = {
