@@ -1,7 +1,10 @@
 /* Fan-out receiver for the benchmark: S connections on one epoll loop.
  *
  * usage: sse_client MODE HOST PORT PATH S WARMUP_MS DURATION_MS SAMPLE_EVERY
- *   MODE sse: GET PATH, count "\n\n" event boundaries (ignoring \r).
+ *   MODE sse: GET PATH, count "\n\n" event boundaries (ignoring \r) in the body,
+ *             de-chunked first when the response is chunked (uvicorn's streams
+ *             are: each chunk's trailing CRLF would otherwise read as one more
+ *             boundary, counting a stream that writes one event per chunk twice).
  *   MODE ws:  WebSocket handshake on PATH, send {"type":"subscribe","all":true},
  *             walk the server frames and count the job messages in their payloads
  *             ("type":"job"), so a batch frame counts every message it carries.
@@ -51,7 +54,13 @@ typedef struct {
     int stamp_matched; /* bytes of STAMP matched so far */
     int stamp_digits;  /* digits of the stamp's value read so far */
     int64_t stamp;
+    int chunked;          /* sse: Transfer-Encoding: chunked */
+    int chunk_state;      /* sse, chunked: CHUNK_SIZE, CHUNK_DATA or CHUNK_END */
+    int chunk_size_done;  /* the size line's hex digits have ended (extension, \r) */
+    uint64_t chunk_left;  /* data bytes left in this chunk (or its size, being read) */
 } conn_t;
+
+enum { CHUNK_SIZE, CHUNK_DATA, CHUNK_END };
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -137,6 +146,39 @@ static void count_sse(conn_t *c, const char *p, size_t n) {
     }
     c->last = prev;
     if (counting) events += k;
+}
+
+/* The body bytes in p: counted and sampled as they are, or first de-chunked
+ * (size line, data, CRLF) with the state kept per connection across reads. */
+static void take_sse(conn_t *c, const char *p, size_t n, int64_t t) {
+    size_t i = 0;
+    while (i < n) {
+        if (!c->chunked || c->chunk_state == CHUNK_DATA) {
+            size_t take = n - i;
+            if (c->chunked && take > c->chunk_left) take = (size_t)c->chunk_left;
+            count_sse(c, p + i, take);
+            if (c->sampled) sample_stamps(c, p + i, take, t);
+            i += take;
+            if (c->chunked && (c->chunk_left -= take) == 0) c->chunk_state = CHUNK_END;
+            continue;
+        }
+        char b = p[i++];
+        if (c->chunk_state == CHUNK_END) {
+            if (b == '\n') c->chunk_state = CHUNK_SIZE;
+        } else if (b == '\n') {
+            c->chunk_state = c->chunk_left > 0 ? CHUNK_DATA : CHUNK_SIZE; /* 0: the last */
+            c->chunk_size_done = 0;
+        } else if (!c->chunk_size_done) {
+            int digit = b >= '0' && b <= '9'   ? b - '0'
+                        : b >= 'a' && b <= 'f' ? b - 'a' + 10
+                        : b >= 'A' && b <= 'F' ? b - 'A' + 10
+                                               : -1;
+            if (digit < 0)
+                c->chunk_size_done = 1;
+            else
+                c->chunk_left = c->chunk_left * 16 + (uint64_t)digit;
+        }
+    }
 }
 
 /* Walks server frames (unmasked): 2-byte head, extended length, payload; only
@@ -293,6 +335,12 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 c->ready = 1;
+                char head[4096];
+                size_t head_len = (size_t)(head_end - buf);
+                if (head_len >= sizeof head) head_len = sizeof head - 1;
+                memcpy(head, buf, head_len);
+                head[head_len] = '\0';
+                c->chunked = strcasestr(head, "\r\ntransfer-encoding: chunked") != NULL;
                 if (opened < s && open_at(conns, opened++, ep, host, port) < 0) return 1;
                 if (++n_ready == s) {
                     printf("READY\n");
@@ -308,8 +356,7 @@ int main(int argc, char **argv) {
             if (ws) {
                 count_ws(c, (unsigned char *)p, len, t);
             } else {
-                count_sse(c, p, len);
-                if (c->sampled) sample_stamps(c, p, len, t);
+                take_sse(c, p, len, t);
             }
         }
     }
