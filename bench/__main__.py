@@ -7,7 +7,8 @@ figure is taken in the same repetition as its reference, back to back, so ratios
 hold on a noisy machine; every figure is the median of REPS repetitions.
 
 sections (all by default):
-  memory  server RSS per idle SSE / WebSocket connection: Jobcast vs the naive app
+  memory  server RSS per idle SSE / WebSocket connection: Jobcast vs the naive app,
+          and uvicorn's floor (a bare ASGI app that only keeps the connection open)
   sse     SSE fan-out, saturated: Jobcast vs naive (sse-starlette) vs raw (uvloop)
   ws      WebSocket fan-out, saturated: Jobcast (default, ?batch=1) vs naive vs raw
   paced   latency of a few changes a second: Jobcast vs raw
@@ -40,6 +41,7 @@ import uvloop
 from bench import publisher
 from bench.procs import (
     CLIENT_CORE,
+    FLOOR,
     JOBCAST,
     NAIVE,
     RAW,
@@ -65,7 +67,7 @@ PACED_RATE = 10.0
 POLL_CONNECTIONS = 50
 SCALE_SIZE = 1000
 SECTIONS = ("memory", "sse", "ws", "paced", "poll", "scale")
-SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events"}
+SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events", "floor": "/events"}
 WS_PATH = "/api/jobs/ws"
 # Jobcast's WebSocket modes, by result key: the query that selects it, its label.
 WS_MODES = {"jobcast": ("", "default"), "jobcast_batch": ("?batch=1", "?batch=1")}
@@ -385,12 +387,12 @@ def polling_rows(res: dict[str, Series]) -> list[Row]:
 def memory_rows(size: int, res: dict[str, Series]) -> list[Row]:
     rows = []
     for mode, kind in (("sse", "SSE"), ("ws", "WS")):
-        jobcast, naive = res[f"jobcast_{mode}"], res[f"naive_{mode}"]
+        jobcast, naive, floor = (res[f"{name}_{mode}"] for name in ("jobcast", "naive", "floor"))
         rows.append(
             Row(
                 f"RSS KiB per idle {kind} conn S={size}",
                 jobcast.show(1),
-                "naive " + naive.show(1),
+                f"naive {naive.show(1)} · uvicorn floor {floor.show(1)}",
                 ratios(jobcast, naive).show(2),
                 "≤ 16 KiB",
                 verdict(jobcast.median <= 16),
@@ -406,7 +408,9 @@ def not_measured(figure: str, why: str) -> Section:
 async def memory_section(bench: Bench) -> Section:
     size = bench.plan.memory_size
     kinds = {
-        f"{spec.name}_{mode}": (spec, mode) for mode in ("sse", "ws") for spec in (JOBCAST, NAIVE)
+        f"{spec.name}_{mode}": (spec, mode)
+        for mode in ("sse", "ws")
+        for spec in (JOBCAST, NAIVE, FLOOR)
     }
     mem = {key: Series() for key in kinds}
     for _ in range(REPS):

@@ -85,6 +85,7 @@ JOBCAST = ServerSpec(
 )
 NAIVE = ServerSpec("naive", (*UVICORN, *QUIET, "--port", "{port}", "bench.naive_app:app"))
 RAW = ServerSpec("raw", ("-m", "bench.raw_server", "{port}"))
+FLOOR = ServerSpec("floor", (*UVICORN, *QUIET, "--port", "{port}", "bench.floor_app:app"))
 
 
 def redis_server(directory: Path) -> ServerSpec:
