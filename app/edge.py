@@ -1,9 +1,12 @@
-"""The one middleware every request passes: Origin check, security headers, timing.
+"""The one middleware every request passes: Origin check, security headers,
+timing, and errors answered as problem+json.
 
-One ASGI layer rather than three: every layer costs each request a coroutine
-and each message a send wrapper, and a poll is cheap enough to feel that.
-The rules live with their subjects (:mod:`app.origins`, :mod:`app.headers`,
-:mod:`app.metrics`); this only applies them.
+One ASGI layer rather than five (Starlette's error and exception middlewares
+among them): every layer costs each request a coroutine and each message a
+send wrapper, which a poll is cheap enough to feel, and every open stream
+holds each layer's frames and closures for its whole life. The rules live
+with their subjects (:mod:`app.origins`, :mod:`app.headers`,
+:mod:`app.metrics`, :mod:`app.problems`); this only applies them.
 
 Streams write their body chunks and frames with the send stored in the scope
 under :data:`DIRECT_SEND`: the server's own, below every layer (each only
@@ -17,12 +20,16 @@ import functools
 import time
 from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import JobsError
 from app.headers import security_headers
 from app.metrics import Metrics
 from app.origins import OriginPolicy, refuse
+from app.problems import problem_answer
 
 DIRECT_SEND = "jobcast.send"
 _STARTS = ("http.response.start", "websocket.http.response.start")
@@ -48,12 +55,18 @@ class Edge:
             await refuse(scope, receive, edge_send)
             return
         scope[DIRECT_SEND] = send
-        # The server's send is bound to its request cycle, which holds the scope:
-        # left in place, that cycle makes every request's objects wait for the
-        # cyclic collector instead of being freed when the request ends.
         try:
             await self.app(scope, receive, edge_send)
+        except Exception as exc:
+            if scope["type"] != "http" or edge_send.responded:
+                raise  # too late to answer: the server ends the response or socket
+            await problem_answer(Request(scope, receive), exc)(scope, receive, edge_send)
+            if not isinstance(exc, JobsError | HTTPException):
+                raise  # a bug: the server logs it too
         finally:
+            # The server's send is bound to its request cycle, which holds the scope:
+            # left in place, that cycle would make every request's objects wait for
+            # the cyclic collector instead of being freed when the request ends.
             del scope[DIRECT_SEND]
 
 
@@ -64,7 +77,7 @@ class EdgeSend:
     life, and a closure's cells would cost every open connection more memory.
     """
 
-    __slots__ = ("extra", "metrics", "scope", "send", "started")
+    __slots__ = ("extra", "metrics", "responded", "scope", "send", "started")
 
     def __init__(self, metrics: Metrics, scope: Scope, send: Send) -> None:
         self.metrics = metrics
@@ -72,9 +85,11 @@ class EdgeSend:
         self.send = send
         self.started = time.perf_counter()
         self.extra = security_headers(scope)
+        self.responded = False  # a response (or a WebSocket denial) has started
 
     async def __call__(self, message: Message) -> None:
         if message["type"] in _STARTS:
+            self.responded = True
             message["headers"] = [*message.get("headers", ()), *self.extra]
             scope = self.scope
             if scope["type"] == "http":

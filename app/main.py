@@ -36,7 +36,6 @@ from app.metrics import CONTENT_TYPE, Metrics
 from app.models import Health, encode
 from app.openapi import Operation, openapi_document
 from app.origins import OriginPolicy
-from app.problems import EXCEPTION_HANDLERS
 from app.server_log import quiet_websocket_connections
 from app.service import JobService
 from app.settings import Settings
@@ -151,21 +150,25 @@ def create_app(settings: Settings | None = None) -> Jobcast:
         Edge.around(OriginPolicy(settings.cors_origins), metrics),
         routes=routes,
         middleware=_cors(settings),
-        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
 
 
 class Jobcast(Starlette):
-    """Starlette with the edge (:mod:`app.edge`) outermost, around Starlette's own
-    error middleware too: a 500 gets the same headers and timing as any answer."""
+    """Starlette whose layers are the edge (:mod:`app.edge`), which also answers
+    errors, and outside it CORS when configured, so error answers get CORS
+    headers too. Starlette's own error and exception middlewares are left out:
+    the edge does their work in the frame it already costs every request."""
 
     def __init__(self, edge: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
         self._edge = edge
         super().__init__(**options)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return self._edge(super().build_middleware_stack())
+        app = self._edge(self.router)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def _cors(settings: Settings) -> list[Middleware]:

@@ -66,11 +66,6 @@ def problem(
     return Response(encode(body), status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
-async def on_jobs_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, JobsError)
-    return problem_for(exc)
-
-
 def problem_for(exc: JobsError) -> Response:
     """The problem+json response for one of our errors (status, type and headers)."""
     status, slug = _JOBS_ERRORS[type(exc)]
@@ -103,8 +98,21 @@ async def refuse_websocket(websocket: WebSocket, exc: JobsError) -> None:
         await websocket.close(1008, str(exc)[:120])
 
 
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+def problem_answer(request: Request, exc: Exception) -> Response:
+    """The answer to ``exc``, raised while serving ``request`` before it was answered.
+
+    Our errors and Starlette's (an unknown path, a method not allowed, a body
+    too large) are problems of their own; anything else is a bug: a 500, logged.
+    """
+    if isinstance(exc, JobsError):
+        return problem_for(exc)
+    if isinstance(exc, HTTPException):
+        return _http_problem(request, exc)
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "the server hit an unexpected error; it has been logged")
+
+
+def _http_problem(request: Request, exc: HTTPException) -> Response:
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
     detail = exc.detail
@@ -115,15 +123,3 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 413:
         detail = "the request body is larger than the server accepts"
     return problem(exc.status_code, detail, headers=exc.headers)
-
-
-async def on_unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem(500, "the server hit an unexpected error; it has been logged")
-
-
-EXCEPTION_HANDLERS = {
-    JobsError: on_jobs_error,
-    HTTPException: on_http_error,
-    Exception: on_unexpected_error,
-}

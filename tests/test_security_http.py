@@ -185,6 +185,22 @@ def test_listed_origin_gets_cors_headers(cors: TestClient) -> None:
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/api/jobs/job_missing", 404), ("PATCH", "/api/jobs/job_missing", 404),
+     ("GET", "/api/jobs?limit=0", 422), ("DELETE", "/api/jobs", 405)],
+)  # fmt: skip
+def test_a_listed_origin_can_read_error_answers(
+    cors: TestClient, method: str, path: str, status: int
+) -> None:
+    """Problems carry CORS headers too, so the page can show what went wrong."""
+    response = cors.request(method, path, json={"progress": 5}, headers={"Origin": APP_ORIGIN})
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["access-control-allow-origin"] == APP_ORIGIN
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
 def test_other_origins_get_no_cors_headers(cors: TestClient) -> None:
     """An unlisted origin gets no CORS headers, so its page cannot read the answer."""
     response = cors.get("/api/jobs", headers={"Origin": "https://evil.example"})
