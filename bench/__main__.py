@@ -10,7 +10,8 @@ sections (all by default):
   memory  server RSS per idle SSE / WebSocket connection: Jobcast vs the naive app,
           and uvicorn's floor (a bare ASGI app that only keeps the connection open)
   sse     SSE fan-out, saturated: Jobcast vs naive (sse-starlette) vs raw (uvloop)
-  ws      WebSocket fan-out, saturated: Jobcast (default, ?batch=1) vs naive vs raw
+  ws      WebSocket fan-out, saturated: Jobcast (default, ?batch=1) vs naive vs raw,
+          and uvicorn's floor (frames sent in a loop, no application around them)
   paced   latency of a few changes a second: Jobcast vs raw
   poll    GET /api/jobs/{jobId} with wrk: Jobcast vs bare Starlette (needs wrk)
   scale   SSE fan-out on Redis: two Jobcast workers vs one (needs redis-server)
@@ -433,15 +434,29 @@ async def sse_section(bench: Bench, servers: dict[str, Server]) -> Section:
 async def ws_section(bench: Bench, servers: dict[str, Server]) -> Section:
     jobcast = servers["jobcast"]
     targets = {key: Target((jobcast,), WS_PATH + query) for key, (query, _) in WS_MODES.items()}
-    targets |= {name: Target((servers[name],), WS_PATH) for name in ("naive", "raw")}
+    targets |= {name: Target((servers[name],), WS_PATH) for name in ("naive", "raw", "floor")}
     modes = {key: label for key, (_, label) in WS_MODES.items()}
     rows: list[Row] = []
     data: dict[str, Any] = {}
     for size in bench.plan.ws_sizes:
         res = await bench.fanout(targets, "ws", size)
         rows += fanout_rows("WS fan-out", size, res, modes)
+        rows.append(floor_row(size, res))
         data[f"ws_fanout_{size}"] = _values(res)
     return rows, data
+
+
+def floor_row(size: int, res: dict[str, Fanout]) -> Row:
+    """uvicorn's own ceiling for one frame per message: every send made in a loop."""
+    floor, naive = res["floor"].events_per_s, res["naive"].events_per_s
+    return Row(
+        f"WS fan-out S={size} events/s, uvicorn floor (one send per frame, no app) vs naive",
+        "",
+        f"floor {floor.show(0)} · naive {naive.show(0)}",
+        ratios(floor, naive).show(2),
+        "",
+        "",
+    )
 
 
 async def paced_section(bench: Bench, servers: dict[str, Server]) -> Section:
@@ -516,7 +531,7 @@ async def run(plan: Plan, sections: frozenset[str], client: Path, procs: Process
     data |= memory[1]
     shared = [name for name in ON_SHARED_SERVERS if name in sections]
     if shared:
-        servers = {spec.name: procs.start_server(spec) for spec in (JOBCAST, NAIVE, RAW)}
+        servers = {spec.name: procs.start_server(spec) for spec in (JOBCAST, NAIVE, RAW, FLOOR)}
         for server in servers.values():
             await _warm(server)
         for name in shared:
