@@ -9,6 +9,7 @@ from http import HTTPStatus
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 from starlette.websockets import WebSocket
 
 from app.errors import (
@@ -120,6 +121,19 @@ def _http_problem(request: Request, exc: HTTPException) -> Response:
         detail = f"nothing at {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem(405, detail, headers={"Allow": ", ".join(_served_methods(request))})
     elif exc.status_code == 413:
         detail = "the request body is larger than the server accepts"
     return problem(exc.status_code, detail, headers=exc.headers)
+
+
+def _served_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's own 405 names only
+    the first route's, and a path served by several routes would look narrower."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**request.scope, "method": ""})
+            if match is Match.PARTIAL:
+                methods |= route.methods
+    return sorted(methods)
