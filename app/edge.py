@@ -20,12 +20,10 @@ import functools
 import time
 from collections.abc import Callable
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import JobsError
 from app.headers import security_headers
 from app.metrics import Metrics
 from app.origins import OriginPolicy, refuse
@@ -60,9 +58,8 @@ class Edge:
         except Exception as exc:
             if scope["type"] != "http" or edge_send.responded:
                 raise  # too late to answer: the server ends the response or socket
+            # A bug is logged there, once, with its request; the client gets a 500.
             await problem_answer(Request(scope, receive), exc)(scope, receive, edge_send)
-            if not isinstance(exc, JobsError | HTTPException):
-                raise  # a bug: the server logs it too
         finally:
             # The server's send is bound to its request cycle, which holds the scope:
             # left in place, that cycle would make every request's objects wait for

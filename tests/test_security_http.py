@@ -267,18 +267,24 @@ def test_star_allows_any_origin() -> None:
     assert OriginPolicy(("*",)).allows("https://anything.example", "jobs.example.com")
 
 
-def test_an_internal_error_gets_the_headers_and_is_timed() -> None:
-    """A 500 from a bug passes the edge like any answer: security headers, and a timing."""
+def test_an_internal_error_gets_the_headers_and_is_timed(caplog: pytest.LogCaptureFixture) -> None:
+    """A 500 from a bug passes the edge like any answer: security headers, a timing,
+    and one log record with the traceback and the request."""
     app = create_app(Settings())
 
     async def broken(_: Request) -> Response:
         raise RuntimeError("a bug")
 
     app.router.routes.insert(0, Route("/broken", broken))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app) as client:  # nothing reaches the server: the edge answered
         response = client.get("/broken")
         metrics = client.get("/metrics").text
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == "unexpected error on GET /broken"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "a bug"
     assert response.status_code == 500
+    assert response.json()["status"] == 500
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert 'route="/broken",status="500"' in metrics
