@@ -187,7 +187,7 @@ class JobRoute:
     Every poll takes this route, so it answers with the job's stored JSON and
     its headers as they go on the wire, without the request/response layer
     (and Response object) Starlette puts around a function endpoint. Errors
-    still reach the app's exception handlers.
+    reach the edge, which answers them as problem+json.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

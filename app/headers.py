@@ -3,9 +3,9 @@
 Every response the edge sees gets ``X-Content-Type-Options: nosniff`` and
 ``Referrer-Policy: no-referrer`` (read tokens ride in URLs: a link followed
 from the page must not carry them to another site); only CORS preflights,
-answered by the CORS layer outside the edge with a bare ``OK``, go without. The page and its
-static files also get a Content-Security-Policy that allows no inline
-script, no foreign origin and no framing.
+answered by the CORS layer outside the edge with a bare ``OK``, go without.
+The page and its static files also get a Content-Security-Policy that allows
+no inline script, no foreign origin and no framing.
 """
 
 from __future__ import annotations

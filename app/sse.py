@@ -89,7 +89,6 @@ class EventStream:
         "hub",
         "metrics",
         "prefix",
-        "settings",
         "slot",
         "subscription",
     )
@@ -102,7 +101,6 @@ class EventStream:
         frame: Callable[[Change], bytes],
         prefix: bytes,
         ends_after_final: bool,
-        settings: Settings,
         metrics: Metrics,
         slot: Slot,
         expires_at: float | None,
@@ -112,7 +110,6 @@ class EventStream:
         self.frame = frame
         self.prefix = prefix
         self.ends_after_final = ends_after_final
-        self.settings = settings
         self.metrics = metrics
         self.slot = slot
         self.expires_at = expires_at
@@ -164,7 +161,7 @@ class StreamRoute:
     A stream lives as long as its client. Starlette wraps a function endpoint
     in a request/response layer of its own, whose frames and second Request
     would be held all that time, for every open stream. Errors raised before
-    the stream starts still reach the app's exception handlers.
+    the stream starts reach the edge, which answers them as problem+json.
     """
 
     def __init__(self, open_stream: Callable[[Request], Awaitable[Response | EventStream]]):
@@ -280,7 +277,6 @@ async def job_events(request: Request) -> Response | EventStream:
         frame=Change.sse_for_job_stream,
         prefix=_prefix(settings),
         ends_after_final=True,
-        settings=settings,
         metrics=request.state.service.metrics,
         slot=slot,
         expires_at=access.expires_at,
@@ -315,7 +311,6 @@ async def all_events(request: Request) -> EventStream:
         frame=Change.sse_for_all_stream,
         prefix=_prefix(settings) + (RESET if reset else b""),
         ends_after_final=False,
-        settings=settings,
         metrics=request.state.service.metrics,
         slot=slot,
         expires_at=access.expires_at,
