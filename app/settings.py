@@ -60,6 +60,16 @@ class Settings:
     max_streams: int = 1000
     access_log: bool = True
     ws_compression: bool = False
+    # The connection edge (app.protocol): what a client may hold before it is a request.
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    # Host names served besides loopback's (open mode), or only these (when set).
+    allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: str = "127.0.0.1"
+    snapshot_rate: float = 2.0
 
     @property
     def demo_enabled(self) -> bool:
@@ -89,12 +99,19 @@ class Settings:
             )
         if self.api_key is not None and not self.api_keys:
             raise SettingsError("JOBS_API_KEY holds no key: give one or more, comma-separated")
+        if any(len(key) < MIN_SECRET_LENGTH for key in self.api_keys):
+            raise SettingsError(
+                f"JOBS_API_KEY: every key must be at least {MIN_SECRET_LENGTH} characters (a "
+                "short key can be guessed, and read tokens signed with it let anyone try "
+                f"guesses offline); make one with: {KEYGEN}"
+            )
         if self.token_secret is not None and (
-            not self.token_secrets or any(len(secret) < 32 for secret in self.token_secrets)
+            not self.token_secrets
+            or any(len(secret) < MIN_SECRET_LENGTH for secret in self.token_secrets)
         ):
             raise SettingsError(
-                "JOBS_TOKEN_SECRET must be at least 32 characters (each, if comma-separated); "
-                'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                f"JOBS_TOKEN_SECRET must be at least {MIN_SECRET_LENGTH} characters (each, if "
+                f"comma-separated); make one with: {KEYGEN}"
             )
         if not self.protected and not self.allow_anonymous and not is_loopback(self.host):
             raise SettingsError(
@@ -109,6 +126,12 @@ class Settings:
                 raise SettingsError(
                     f"JOBS_CORS_ORIGINS: {origin!r} is not an origin: use scheme://host[:port], "
                     "as in https://app.example.com, or *"
+                )
+        for pattern in self.allowed_hosts:
+            if not _HOST_PATTERN.fullmatch(pattern):
+                raise SettingsError(
+                    f"JOBS_ALLOWED_HOSTS: {pattern!r} is not a host name: give names as in "
+                    "jobs.example.com or *.example.com (no scheme, no port), or *"
                 )
         if self.cors_credentials and "*" in self.cors_origins:
             raise SettingsError(
@@ -170,10 +193,34 @@ class Settings:
             max_streams=reader.number("JOBS_MAX_STREAMS", int, default.max_streams, low=1),
             access_log=reader.flag("JOBS_ACCESS_LOG") is not False,
             ws_compression=bool(reader.flag("JOBS_WS_COMPRESSION")),
+            max_header_bytes=reader.number(
+                "JOBS_MAX_HEADER_BYTES", int, default.max_header_bytes, low=1024
+            ),
+            max_headers=reader.number("JOBS_MAX_HEADERS", int, default.max_headers, low=8),
+            header_timeout=reader.number(
+                "JOBS_HEADER_TIMEOUT", float, default.header_timeout, low=0.1
+            ),
+            body_timeout=reader.number("JOBS_BODY_TIMEOUT", float, default.body_timeout, low=0.1),
+            max_connections=reader.number(
+                "JOBS_MAX_CONNECTIONS", int, default.max_connections, low=1
+            ),
+            allowed_hosts=tuple(
+                host.lower() for host in _split(env.get("JOBS_ALLOWED_HOSTS"))
+            ),
+            forwarded_allow_ips=reader.text(
+                "JOBS_FORWARDED_ALLOW_IPS", default.forwarded_allow_ips
+            ),
+            snapshot_rate=reader.number(
+                "JOBS_SNAPSHOT_RATE", float, default.snapshot_rate, low=0.01
+            ),
         )
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+# Starlette's TrustedHostMiddleware patterns: a name, "*.<domain>", or "*" for any.
+_HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+MIN_SECRET_LENGTH = 32
+KEYGEN = 'jobcast keygen (or: python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
 
 
 def is_loopback(host: str) -> bool:

@@ -24,8 +24,8 @@ from app.main import create_app
 from app.settings import Settings
 from app.tokens import Tokens
 
-KEY_ONE = "first-key-0123456789abcdef"
-KEY_TWO = "second-key-0123456789abcdef"
+KEY_ONE = "first-key-0123456789abcdef0123456789"
+KEY_TWO = "second-key-0123456789abcdef0123456789"
 KEYS = f"{KEY_ONE}, {KEY_TWO}"
 PROBLEM = "application/problem+json"
 

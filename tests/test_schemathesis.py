@@ -50,7 +50,7 @@ def test_every_operation_answers_as_documented(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=CHECKS)
 
 
-KEY = "schemathesis-key-0123456789abcdef"
+KEY = "schemathesis-key-0123456789abcdef0123"
 keyed = schemathesis.openapi.from_asgi(
     "/openapi.json", create_app(Settings(heartbeat=0.05, api_key=KEY))
 ).exclude(path="/api/jobs/events")

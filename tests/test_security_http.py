@@ -20,6 +20,8 @@ from app.origins import OriginPolicy
 from app.settings import Settings, SettingsError, is_loopback
 
 APP_ORIGIN = "https://app.example.com"
+KEY_A = "key-a-" + "a" * 32
+KEY_B = "key-b-" + "b" * 32
 
 
 # -- protected mode ------------------------------------------------------------------------
@@ -44,10 +46,8 @@ def test_loopback_hosts_need_no_key(host: str) -> None:
 
 def test_a_key_or_an_explicit_override_allows_any_host() -> None:
     """A key protects a public bind; JOBS_ALLOW_ANONYMOUS=1 allows one without."""
-    assert Settings.from_env({"JOBS_HOST": "0.0.0.0", "JOBS_API_KEY": "k1,k2"}).api_keys == (
-        "k1",
-        "k2",
-    )
+    keys = Settings.from_env({"JOBS_HOST": "0.0.0.0", "JOBS_API_KEY": f"{KEY_A},{KEY_B}"})
+    assert keys.api_keys == (KEY_A, KEY_B)
     anonymous = Settings.from_env({"JOBS_HOST": "0.0.0.0", "JOBS_ALLOW_ANONYMOUS": "1"})
     assert anonymous.allow_anonymous
 
@@ -103,7 +103,7 @@ def test_security_settings_are_read() -> None:
     """The security and limit variables set their fields."""
     settings = Settings.from_env(
         {
-            "JOBS_API_KEY": "k",
+            "JOBS_API_KEY": KEY_A,
             "JOBS_TOKEN_SECRET": "s" * 32,
             "JOBS_TOKEN_TTL": "60",
             "JOBS_CORS_ORIGINS": "https://A.example.com/, http://localhost:3000",

@@ -10,6 +10,8 @@ import pytest
 import app.__main__ as cli
 from app.settings import Settings, SettingsError
 
+SECRET = "s3cret-" + "x" * 32
+
 
 def test_defaults_match_the_spec() -> None:
     """With no variables set, every setting has the default SPEC section 6 gives it."""
@@ -44,7 +46,7 @@ def test_from_env_reads_every_spec_variable() -> None:
             "JOBS_TERMINAL_TTL": "2.5",
             "JOBS_HEARTBEAT": "1",
             "JOBS_WORKERS": "4",
-            "JOBS_API_KEY": "s3cret",
+            "JOBS_API_KEY": SECRET,
         }
     )
     assert settings == dataclasses.replace(
@@ -55,7 +57,7 @@ def test_from_env_reads_every_spec_variable() -> None:
         terminal_ttl=2.5,
         heartbeat=1.0,
         workers=4,
-        api_key="s3cret",
+        api_key=SECRET,
     )
 
 
@@ -74,6 +76,19 @@ def test_from_env_reads_every_spec_variable() -> None:
         ("JOBS_ACCESS_LOG", "access_log", "0", False),
         ("JOBS_ACCESS_LOG", "access_log", "1", True),
         ("JOBS_WS_COMPRESSION", "ws_compression", "1", True),
+        ("JOBS_MAX_HEADER_BYTES", "max_header_bytes", "4096", 4096),
+        ("JOBS_MAX_HEADERS", "max_headers", "20", 20),
+        ("JOBS_HEADER_TIMEOUT", "header_timeout", "2.5", 2.5),
+        ("JOBS_BODY_TIMEOUT", "body_timeout", "5", 5.0),
+        ("JOBS_MAX_CONNECTIONS", "max_connections", "50", 50),
+        (
+            "JOBS_ALLOWED_HOSTS",
+            "allowed_hosts",
+            "Jobs.Example.com, *.b.org",
+            ("jobs.example.com", "*.b.org"),
+        ),
+        ("JOBS_FORWARDED_ALLOW_IPS", "forwarded_allow_ips", "10.0.0.0/8", "10.0.0.0/8"),
+        ("JOBS_SNAPSHOT_RATE", "snapshot_rate", "0.5", 0.5),
     ],
 )
 def test_extra_variables_are_parsed(name: str, field: str, value: str, expected: object) -> None:
@@ -134,6 +149,17 @@ def test_settings_are_frozen() -> None:
         ("JOBS_SEND_TIMEOUT", "0"),
         ("JOBS_MAX_BODY_BYTES", "0"),
         ("JOBS_SHUTDOWN_TIMEOUT", "-1"),
+        ("JOBS_MAX_HEADER_BYTES", "100"),
+        ("JOBS_MAX_HEADERS", "0"),
+        ("JOBS_HEADER_TIMEOUT", "0"),
+        ("JOBS_BODY_TIMEOUT", "never"),
+        ("JOBS_MAX_CONNECTIONS", "0"),
+        ("JOBS_ALLOWED_HOSTS", "https://jobs.example.com"),
+        ("JOBS_ALLOWED_HOSTS", "jobs.example.com:8000"),
+        ("JOBS_ALLOWED_HOSTS", "jobs.*.com"),
+        ("JOBS_SNAPSHOT_RATE", "0"),
+        ("JOBS_API_KEY", "hunter2"),
+        ("JOBS_API_KEY", "x" * 31),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:
@@ -207,3 +233,10 @@ def test_cli_refuses_several_memory_workers_before_serving(
         cli.main()
     assert "JOBS_BACKEND=redis" in str(caught.value.code)
     assert served == []
+
+
+def test_a_short_api_key_says_how_to_make_a_good_one() -> None:
+    """A key under 32 characters stops start-up with the command that prints a good one."""
+    with pytest.raises(SettingsError, match="at least 32 characters") as refused:
+        Settings.from_env({"JOBS_API_KEY": f"{SECRET},hunter2"})
+    assert "jobcast keygen" in str(refused.value)

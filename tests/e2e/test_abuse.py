@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 Start = Callable[..., "RunningServer"]
-KEY = "abuse-key-0123456789abcdefghij"
+KEY = "abuse-key-0123456789abcdefghij0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 STALLED_SSE = 150  # streams that never read

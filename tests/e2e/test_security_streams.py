@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 Start = Callable[..., "RunningServer"]
-KEY = "e2e-key-0123456789abcdefghij"
+KEY = "e2e-key-0123456789abcdefghij0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
