@@ -1,12 +1,17 @@
-"""The one middleware every request passes: Origin check, security headers,
-timing, and errors answered as problem+json.
+"""The one middleware every request passes: who may reach the routes (peer,
+Host, Origin), security headers, timing, and errors answered as problem+json.
 
 One ASGI layer rather than five (Starlette's error and exception middlewares
 among them): every layer costs each request a coroutine and each message a
 send wrapper, which a poll is cheap enough to feel, and every open stream
 holds each layer's frames and closures for its whole life. The rules live
-with their subjects (:mod:`app.origins`, :mod:`app.headers`,
-:mod:`app.metrics`, :mod:`app.problems`); this only applies them.
+with their subjects (:mod:`app.reach`, :mod:`app.origins`,
+:mod:`app.headers`, :mod:`app.metrics`, :mod:`app.problems`); this only
+applies them.
+
+A client that leaves while its request body is still arriving is no error
+of the server's: nothing is logged and nothing can be answered; the
+latency histogram counts it as status 499 (nginx's "client closed request").
 
 Streams write their body chunks and frames with the send stored in the scope
 under :data:`DIRECT_SEND`: the server's own, below every layer (each only
@@ -20,41 +25,50 @@ import functools
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.headers import security_headers
 from app.metrics import Metrics
-from app.origins import OriginPolicy, refuse
-from app.problems import problem_answer
+from app.origins import OriginPolicy
+from app.problems import problem_answer, refuse
+from app.reach import Reach
 
 DIRECT_SEND = "jobcast.send"
 _STARTS = ("http.response.start", "websocket.http.response.start")
+CLIENT_CLOSED = 499
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, origins: OriginPolicy, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, reach: Reach, origins: OriginPolicy, metrics: Metrics) -> None:
         self.app = app
+        self.reach = reach
         self.origins = origins
         self.metrics = metrics
 
     @classmethod
-    def around(cls, origins: OriginPolicy, metrics: Metrics) -> Callable[[ASGIApp], Edge]:
+    def around(
+        cls, reach: Reach, origins: OriginPolicy, metrics: Metrics
+    ) -> Callable[[ASGIApp], Edge]:
         """What wraps an app in an edge with these rules."""
-        return functools.partial(cls, origins=origins, metrics=metrics)
+        return functools.partial(cls, reach=reach, origins=origins, metrics=metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         edge_send = EdgeSend(self.metrics, scope, send)
-        if not self.origins.admits(scope):
-            await refuse(scope, receive, edge_send)
+        refusal = self.reach.refusal(scope) or self.origins.refusal(scope)
+        if refusal is not None:
+            await refuse(scope, receive, edge_send, refusal)
             return
         scope[DIRECT_SEND] = send
         try:
             await self.app(scope, receive, edge_send)
+        except ClientDisconnect:
+            if not edge_send.responded:
+                edge_send.observe(CLIENT_CLOSED)
         except Exception as exc:
             if scope["type"] != "http" or edge_send.responded:
                 raise  # too late to answer: the server ends the response or socket
@@ -88,13 +102,17 @@ class EdgeSend:
         if message["type"] in _STARTS:
             self.responded = True
             message["headers"] = [*message.get("headers", ()), *self.extra]
-            scope = self.scope
-            if scope["type"] == "http":
-                route: BaseRoute | None = scope.get("route")
-                self.metrics.observe_request(
-                    scope["method"],
-                    getattr(route, "path", "unmatched"),
-                    message["status"],
-                    time.perf_counter() - self.started,
-                )
+            self.observe(message["status"])
         await self.send(message)
+
+    def observe(self, status: int) -> None:
+        """Count an HTTP request's answer (or its absence) in the latency histogram."""
+        scope = self.scope
+        if scope["type"] == "http":
+            route: BaseRoute | None = scope.get("route")
+            self.metrics.observe_request(
+                scope["method"],
+                getattr(route, "path", "unmatched"),
+                status,
+                time.perf_counter() - self.started,
+            )

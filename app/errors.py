@@ -10,6 +10,8 @@
     ├── BackendUnavailable   the store cannot be reached (503)
     ├── Unauthenticated      credentials missing, invalid or expired (401)
     ├── Forbidden            valid credentials, but not for this (403)
+    ├── MisdirectedRequest   the Host names a server this is not (421)
+    ├── RateLimited          this client asked too often; retry later (429)
     └── TooManyStreams       the process holds all the streams it may (503)
 
 ``app.problems`` maps each one to an ``application/problem+json`` response,
@@ -86,6 +88,18 @@ class Forbidden(JobsError):
 
     The message never says whether the job asked for exists.
     """
+
+
+class MisdirectedRequest(JobsError):
+    """The request names a host this server does not answer to (DNS rebinding, say)."""
+
+
+class RateLimited(JobsError):
+    """This client asked for something costly too often; ``retry_after`` seconds help."""
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class TooManyStreams(JobsError):

@@ -36,6 +36,7 @@ from app.metrics import CONTENT_TYPE, Metrics
 from app.models import Health, encode
 from app.openapi import Operation, openapi_document
 from app.origins import OriginPolicy
+from app.reach import Reach
 from app.server_log import quiet_websocket_connections
 from app.service import JobService
 from app.settings import Settings
@@ -147,7 +148,7 @@ def create_app(settings: Settings | None = None) -> Jobcast:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Jobcast(
-        Edge.around(OriginPolicy(settings.cors_origins), metrics),
+        Edge.around(Reach(settings), OriginPolicy(settings.cors_origins), metrics),
         routes=routes,
         middleware=_cors(settings),
         lifespan=lifespan,

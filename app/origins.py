@@ -5,9 +5,13 @@ WebSocket handshakes, and a "simple" cross-site ``POST`` reaches the server
 before CORS can stop its answer being read. :meth:`OriginPolicy.admits`
 (checked by :mod:`app.edge`) closes both gaps: a WebSocket handshake or a
 write (any method but GET, HEAD and OPTIONS) whose ``Origin`` is neither the
-server's own nor listed in ``JOBS_CORS_ORIGINS`` is refused with 403 before
-the route runs. Requests without ``Origin`` (curl, the Python client, other
-servers) are not browsers' and pass.
+server's own (the one ``Host`` names) nor listed in ``JOBS_CORS_ORIGINS`` is
+refused with 403 before the route runs. Requests without ``Origin`` (curl,
+the Python client, other servers) are not browsers' and pass.
+
+Behind a reverse proxy, ``Host`` must reach the server as the browser sent
+it (nginx: ``proxy_set_header Host $http_host``; ``$host`` drops the port);
+where it cannot, the public origin goes in ``JOBS_CORS_ORIGINS``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,9 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.types import Scope
 
 from app.errors import Forbidden
-from app.problems import problem_for, refuse_websocket
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -40,21 +42,20 @@ class OriginPolicy:
             return True
         return host is not None and _same_host(origin, host.strip().lower())
 
-    def admits(self, scope: Scope) -> bool:
-        """Whether an HTTP request or WebSocket handshake may reach the routes."""
+    def refusal(self, scope: Scope) -> Forbidden | None:
+        """Why an HTTP request or WebSocket handshake may not reach the routes; None if it may."""
         if scope["type"] == "http" and scope["method"] in _SAFE_METHODS:
-            return True
+            return None
         headers = Headers(scope=scope)
-        return self.allows(headers.get("origin"), headers.get("host"))
-
-
-async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer a request :meth:`OriginPolicy.admits` refused: 403 problem+json."""
-    refusal = Forbidden("requests from this origin are not allowed (JOBS_CORS_ORIGINS)")
-    if scope["type"] == "websocket":
-        await refuse_websocket(WebSocket(scope, receive, send), refusal)
-    else:
-        await problem_for(refusal)(scope, receive, send)
+        origin, host = headers.get("origin"), headers.get("host")
+        if self.allows(origin, host):
+            return None
+        return Forbidden(
+            f"requests from the origin {origin!r} are not allowed here: it is not this server's "
+            f"(Host: {host!r}) nor listed in JOBS_CORS_ORIGINS. Behind a proxy, pass the Host "
+            "header through as the browser sent it (nginx: proxy_set_header Host $http_host), "
+            "or list the origin in JOBS_CORS_ORIGINS"
+        )
 
 
 def _same_host(origin: str, host: str) -> bool:

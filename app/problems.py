@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 
@@ -10,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app.errors import (
@@ -23,6 +25,8 @@ from app.errors import (
     JobNotFound,
     JobsError,
     MalformedJSON,
+    MisdirectedRequest,
+    RateLimited,
     TooManyStreams,
     Unauthenticated,
 )
@@ -43,6 +47,8 @@ _JOBS_ERRORS: dict[type[JobsError], tuple[int, str]] = {
     BackendUnavailable: (503, "backend-unavailable"),
     Unauthenticated: (401, "unauthenticated"),
     Forbidden: (403, "forbidden"),
+    MisdirectedRequest: (421, "host-not-served"),
+    RateLimited: (429, "rate-limited"),
     TooManyStreams: (503, "too-many-streams"),
 }
 # Seconds a client should wait before retrying, per error that asks it to.
@@ -74,6 +80,8 @@ def problem_for(exc: JobsError) -> Response:
     headers: dict[str, str] = {}
     if type(exc) in _RETRY_AFTER:
         headers["Retry-After"] = _RETRY_AFTER[type(exc)]
+    elif isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = challenge(exc)
     return problem(status, str(exc), slug=slug, errors=errors, headers=headers or None)
@@ -84,6 +92,14 @@ def challenge(exc: Unauthenticated) -> str:
     if not exc.presented:
         return 'Bearer realm="jobcast"'
     return 'Bearer realm="jobcast", error="invalid_token"'
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, exc: JobsError) -> None:
+    """Answer a request or WebSocket handshake with ``exc``'s problem, before any route."""
+    if scope["type"] == "websocket":
+        await refuse_websocket(WebSocket(scope, receive, send), exc)
+    else:
+        await problem_for(exc)(scope, receive, send)
 
 
 async def refuse_websocket(websocket: WebSocket, exc: JobsError) -> None:

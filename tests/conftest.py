@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urljoin
 
 import pytest
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketTestSession
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from app.settings import Settings
 
 # Slow machines (CI) can stretch every wait in the suite with one variable.
 TIME_SCALE = float(os.environ.get("JOBCAST_TEST_TIME_SCALE", "1"))
+LOCAL_URL = "http://127.0.0.1:8000"
 
 
 def seconds(value: float) -> float:
@@ -25,7 +29,25 @@ def settings() -> Settings:
     return Settings()
 
 
+class LocalClient(TestClient):
+    """A TestClient that reaches its app as a client on this machine does: from a
+    loopback address, naming a loopback host (an open server serves nobody else)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app, base_url=LOCAL_URL, client=("127.0.0.1", 50000))
+
+    def websocket_connect(self, url: str, *args: Any, **kwargs: Any) -> WebSocketTestSession:
+        # TestClient names the host "testserver" for sockets, whatever its base URL.
+        return super().websocket_connect(
+            urljoin(LOCAL_URL.replace("http", "ws"), url), *args, **kwargs
+        )
+
+
+def local_client(app: ASGIApp) -> TestClient:
+    return LocalClient(app)
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with local_client(create_app(settings)) as test_client:
         yield test_client

@@ -23,6 +23,7 @@ from app.auth import RedactTokens
 from app.main import create_app
 from app.settings import Settings
 from app.tokens import Tokens
+from tests.conftest import local_client
 
 KEY_ONE = "first-key-0123456789abcdef0123456789"
 KEY_TWO = "second-key-0123456789abcdef0123456789"
@@ -388,7 +389,7 @@ def _receive_until_closed(socket: Any, frames: int = 100) -> WebSocketDisconnect
 
 def test_without_keys_everything_is_open_and_no_token_is_sent() -> None:
     """With no API key, credentials are ignored and POST /api/jobs answers no token."""
-    with TestClient(create_app(Settings())) as client:
+    with local_client(create_app(Settings())) as client:
         created = client.post("/api/jobs", json={}, headers={"Authorization": "Bearer junk"})
         assert created.status_code == 201
         assert "token" not in created.json()

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from app import library
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import local_client
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}
@@ -200,7 +201,7 @@ def test_body_just_under_one_mib_is_accepted() -> None:
     """A body just under 1 MiB is within the body limit and accepted (metadata limit raised)."""
     body = json.dumps({"metadata": {"blob": "x" * (MiB - 100)}})
     assert len(body) < MiB
-    with TestClient(create_app(Settings(max_metadata_bytes=2 * MiB))) as client:
+    with local_client(create_app(Settings(max_metadata_bytes=2 * MiB))) as client:
         response = client.post("/api/jobs", content=body, headers=JSON)
     assert response.status_code == 201
 
@@ -548,7 +549,7 @@ def test_processing_back_to_queued_is_409(client: TestClient, guard: Guard) -> N
 @pytest.fixture
 def sweeping_client() -> Iterator[TestClient]:
     """An app whose terminal jobs are cleaned up as soon as the store sweeps."""
-    with TestClient(create_app(Settings(terminal_ttl=0))) as test_client:
+    with local_client(create_app(Settings(terminal_ttl=0))) as test_client:
         yield test_client
 
 

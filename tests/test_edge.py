@@ -12,6 +12,8 @@ from starlette.types import Message, Receive, Scope, Send
 from app.edge import DIRECT_SEND, Edge
 from app.metrics import Metrics
 from app.origins import OriginPolicy
+from app.reach import Reach
+from app.settings import Settings
 
 
 class ServerCycle:
@@ -51,7 +53,7 @@ def collector_off() -> Iterator[None]:
 
 
 def test_a_request_through_the_edge_leaves_no_reference_cycle(collector_off: None) -> None:
-    edge = Edge(answer, OriginPolicy(()), Metrics())
+    edge = Edge(answer, Reach(Settings()), OriginPolicy(()), Metrics())
 
     async def serve() -> ServerCycle:
         cycle = ServerCycle()

@@ -24,6 +24,7 @@ from app import (
     library,
     update_job_with_notification,
 )
+from tests.conftest import local_client
 
 T = TypeVar("T")
 
@@ -260,7 +261,7 @@ def test_without_app_uses_a_private_store() -> None:
     done = standalone(complete_job, job.job_id, "doc_9")
     assert (done.status, done.version, done.document_id) == ("completed", 3, "doc_9")
     assert standalone(get_job, job.job_id) == done
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         assert client.get(f"/api/jobs/{job.job_id}").status_code == 404
     assert standalone(get_job, job.job_id) == done
 
@@ -268,7 +269,7 @@ def test_without_app_uses_a_private_store() -> None:
 @pytest.mark.usefixtures("no_app")
 def test_stopped_app_store_is_released() -> None:
     """Once an app stops, the library no longer reaches the store it had."""
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         job = in_app(client)(create_job)
         assert http_job(client, job.job_id)["version"] == 1
     with pytest.raises(JobNotFound):

@@ -14,10 +14,11 @@ from app.hub import Mailbox
 from app.limits import StreamSlots, TokenBucket
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import local_client
 
 
 def app_client(**settings: Any) -> TestClient:
-    return TestClient(create_app(Settings(**settings)))
+    return local_client(create_app(Settings(**settings)))
 
 
 @pytest.fixture

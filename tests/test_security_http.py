@@ -18,6 +18,7 @@ from app.headers import PAGE_POLICY
 from app.main import create_app
 from app.origins import OriginPolicy
 from app.settings import Settings, SettingsError, is_loopback
+from tests.conftest import LOCAL_URL, local_client
 
 APP_ORIGIN = "https://app.example.com"
 KEY_A = "key-a-" + "a" * 32
@@ -55,7 +56,7 @@ def test_a_key_or_an_explicit_override_allows_any_host() -> None:
 def test_anonymous_mode_logs_a_loud_warning(caplog: pytest.LogCaptureFixture) -> None:
     """Serving anonymously beyond loopback logs a warning at start-up."""
     settings = Settings(host="0.0.0.0", allow_anonymous=True)
-    with caplog.at_level(logging.WARNING, logger="jobcast"), TestClient(create_app(settings)):
+    with caplog.at_level(logging.WARNING, logger="jobcast"), local_client(create_app(settings)):
         pass
     assert any("WITHOUT AUTHENTICATION" in record.getMessage() for record in caplog.records)
 
@@ -164,7 +165,7 @@ def test_every_response_carries_nosniff(client: TestClient, path: str) -> None:
 
 @pytest.fixture
 def cors() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(cors_origins=(APP_ORIGIN,)))) as client:
+    with local_client(create_app(Settings(cors_origins=(APP_ORIGIN,)))) as client:
         yield client
 
 
@@ -221,11 +222,11 @@ def test_cross_site_write_from_an_unlisted_origin_is_403(cors: TestClient) -> No
     ("origin", "allowed"),
     [
         (None, True),
-        ("http://testserver", True),
+        (LOCAL_URL, True),
         (APP_ORIGIN, True),
         ("https://evil.example", False),
         ("null", False),
-        ("http://testserver.evil.example", False),
+        ("http://127.0.0.1.evil.example", False),
     ],
 )
 def test_websocket_origin_is_checked_before_accepting(
@@ -276,7 +277,7 @@ def test_an_internal_error_gets_the_headers_and_is_timed(caplog: pytest.LogCaptu
         raise RuntimeError("a bug")
 
     app.router.routes.insert(0, Route("/broken", broken))
-    with TestClient(app) as client:  # nothing reaches the server: the edge answered
+    with local_client(app) as client:  # nothing reaches the server: the edge answered
         response = client.get("/broken")
         metrics = client.get("/metrics").text
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
