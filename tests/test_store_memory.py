@@ -1,9 +1,12 @@
-"""MemoryStore on its own: storage, publishing, listing, retention, idempotency and replay."""
+"""MemoryStore on its own: storage, publishing, listing, retention, idempotency, replay,
+and the owner index that keeps an owner's reads to that owner's jobs."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -587,3 +590,87 @@ async def test_replay_resumed_with_filter_keeps_jobs_leaving_it(
     assert [(c.job_id, c.job.status if c.job else None) for c in replay.changes] == [
         (job.job_id, "processing")
     ]
+
+
+# -- owner-scoped reads ----------------------------------------------------------------------
+
+
+class CountingTable(dict[str, Change]):
+    """The store's job table, counting the entries a read looks at (a walk counts them all)."""
+
+    looked_at = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.looked_at += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Change:
+        self.looked_at += 1
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.looked_at += 1
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.looked_at += len(self)
+        return super().__iter__()
+
+    def keys(self) -> KeysView[str]:
+        self.looked_at += len(self)
+        return super().keys()
+
+    def values(self) -> ValuesView[Change]:
+        self.looked_at += len(self)
+        return super().values()
+
+    def items(self) -> ItemsView[str, Change]:
+        self.looked_at += len(self)
+        return super().items()
+
+
+async def test_owner_reads_look_only_at_that_owners_jobs(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """An owner's list and full replay look at that owner's jobs, not at every job stored."""
+
+    async def owned(owner: str | None) -> Job:
+        job, _ = await store.create(jobs.create(NewJob(owner=owner), clock.moment()), None)
+        return job
+
+    alice = [await owned("alice") for _ in range(3)]
+    for n in range(2000):
+        await owned(f"owner-{n % 50}" if n % 3 else None)
+    await finish(store, clock, alice[0].job_id)
+    table = CountingTable(store._latest)
+    store._latest = table
+
+    replay = await store.replay(JobFilter(owner="alice"), None)
+    listed = await store.list(JobFilter(owner="alice"), 10, None)
+    nobody = await store.replay(JobFilter(owner="nobody"), None)
+    assert [c.job_id for c in replay.changes] == [alice[1].job_id, alice[2].job_id, alice[0].job_id]
+    assert [job.job_id for job in listed.jobs] == [job.job_id for job in alice[::-1]]
+    assert nobody.changes == []
+    assert table.looked_at <= 2 * len(alice)
+
+    await store.replay(JobFilter(), None)
+    assert table.looked_at > 2000  # the unscoped snapshot does read every job
+
+
+async def test_owner_index_lets_go_of_removed_jobs(store: MemoryStore, clock: FakeClock) -> None:
+    """Swept jobs leave their owner's index: its reads stay small as jobs come and go."""
+    made = []
+    for _ in range(2000):
+        job, _ = await store.create(jobs.create(NewJob(owner="bulk"), clock.moment()), None)
+        made.append(job)
+    for job in made[:-1]:
+        await finish(store, clock, job.job_id)
+    await expire(store, clock)
+    table = CountingTable(store._latest)
+    store._latest = table
+    listed = await store.list(JobFilter(owner="bulk"), 10, None)
+    assert [job.job_id for job in listed.jobs] == [made[-1].job_id]
+    replay = await store.replay(JobFilter(owner="bulk"), None)
+    assert [c.job_id for c in replay.changes] == [made[-1].job_id]
+    # Removed entries go in batches (once they are most of an index): a few may linger.
+    assert table.looked_at <= 2 * 65

@@ -155,11 +155,19 @@ class JobStore(Protocol):
         ...
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
-        """Jobs newest first; raises InvalidJobData for a cursor it did not make."""
+        """Jobs newest first; raises InvalidJobData for a cursor it did not make.
+
+        With ``where.owner``, reads that owner's jobs only (an index per owner),
+        however many other jobs there are.
+        """
         ...
 
     async def replay(self, where: JobFilter, after: Position | None) -> Replay:
-        """The latest change of every matching job after ``after`` (all, if None)."""
+        """The latest change of every matching job after ``after`` (all, if None).
+
+        With ``where.owner`` and no ``after`` (or one that resets), reads that
+        owner's jobs only, like ``list``.
+        """
         ...
 
     async def sweep(self) -> None:

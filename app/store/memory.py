@@ -7,7 +7,10 @@ Indexes, each kept so no operation walks every job:
   Keeping the change (not just the job) keeps its encodings: a job's JSON
   is encoded once per version, whether a poll, a snapshot or a live push
   asks first.
-- ``_created``: (creation number, id), sorted, for newest-first pages.
+- ``_created``: every job id in creation order, for newest-first pages.
+- ``_owned``: owner → that owner's job ids in creation order, so an owner's
+  list and full replay walk only that owner's jobs (a job without an owner
+  is in none; an owner whose last job is removed leaves the index).
 - ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
@@ -20,7 +23,7 @@ import secrets
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.errors import IdempotencyConflict, JobGone, JobNotFound
@@ -47,6 +50,31 @@ class _Tombstone:
     owner: str | None
 
 
+class _CreationOrder:
+    """Job ids by creation number, oldest first: (number, id), sorted, for newest-first pages.
+
+    A removed job's entry stays until removed ones are most of the list; then
+    they all go in one pass. Removal stays cheap, and a walk visits at most
+    about twice as many entries as there are jobs.
+    """
+
+    __slots__ = ("entries", "live")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, str]] = []
+        self.live = 0
+
+    def add(self, number: int, job_id: str) -> None:
+        self.entries.append((number, job_id))
+        self.live += 1
+
+    def removed(self, is_live: Callable[[str], bool]) -> None:
+        """One of these jobs is gone (``is_live`` no longer holds for it)."""
+        self.live -= 1
+        if len(self.entries) > 64 and self.live < len(self.entries) // 2:
+            self.entries = [entry for entry in self.entries if is_live(entry[1])]
+
+
 class MemoryStore:
     def __init__(
         self, settings: Settings, publish: Publish, clock: Callable[[], float] = time.time
@@ -58,7 +86,8 @@ class MemoryStore:
         self._epoch = secrets.randbits(48)
         self._seq = 0
         self._created_seq = 0
-        self._created: list[tuple[int, str]] = []
+        self._created = _CreationOrder()
+        self._owned: dict[str, _CreationOrder] = {}
         self._latest: dict[str, Change] = {}
         self._born: dict[str, Position] = {}  # id → position of its creation
         self._expiry: list[tuple[float, str]] = []
@@ -82,7 +111,9 @@ class MemoryStore:
                 )
             return self._current(job_id), False
         self._created_seq += 1
-        self._created.append((self._created_seq, job.job_id))
+        self._created.add(self._created_seq, job.job_id)
+        if job.owner is not None:
+            self._owned.setdefault(job.owner, _CreationOrder()).add(self._created_seq, job.job_id)
         if idempotency is not None:
             self._keys[idempotency.key] = (idempotency.fingerprint, job.job_id)
             self._key_of[job.job_id] = idempotency.key
@@ -113,19 +144,17 @@ class MemoryStore:
         return after
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
-        start = (
-            len(self._created)
-            if cursor is None
-            else bisect_left(self._created, (decode_page_cursor(cursor), ""))
-        )
+        below = None if cursor is None else decode_page_cursor(cursor)
+        entries = self._order_of(where.owner).entries
+        start = len(entries) if below is None else bisect_left(entries, (below, ""))
         jobs: list[Job] = []
         for index in range(start - 1, -1, -1):
-            job_id = self._created[index][1]
+            job_id = entries[index][1]
             job = self._live(job_id)
             if job is None or not where.matches(job.job_type, job.status, job.owner):
                 continue
             if len(jobs) == limit:
-                return Page(jobs, encode_page_cursor(self._created[index + 1][0]))
+                return Page(jobs, encode_page_cursor(entries[index + 1][0]))
             jobs.append(job)
         return Page(jobs, None)
 
@@ -133,14 +162,16 @@ class MemoryStore:
         head = Position(self._epoch, self._seq)
         reset = after is not None and not (self._horizon <= after <= head)
         since = None if after is None or reset else after
-        changes: list[Change] = []
-        for job_id, change in reversed(self._latest.items()):
-            if since is not None and change.position <= since:
-                break
-            known = since is not None and self._born[job_id] <= since
-            if where.replays(change, known=known):
-                changes.append(change)
-        if since is not None:
+        if since is None:
+            changes = [c for c in self._jobs_of(where.owner) if where.replays(c, known=False)]
+        else:
+            changes = []
+            # Newest change first, back to the cursor: only what changed since.
+            for job_id, change in reversed(self._latest.items()):
+                if change.position <= since:
+                    break
+                if where.replays(change, known=self._born[job_id] <= since):
+                    changes.append(change)
             for job_id, stone in reversed(self._tombstones.items()):
                 if stone.position <= since:
                     break
@@ -161,6 +192,19 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+    def _order_of(self, owner: str | None) -> _CreationOrder:
+        """The creation order a walk needs: every job's, or only ``owner``'s."""
+        if owner is None:
+            return self._created
+        return self._owned.get(owner) or _CreationOrder()
+
+    def _jobs_of(self, owner: str | None) -> Iterable[Change]:
+        """The latest change of every job, or of ``owner``'s jobs only, in no set order."""
+        if owner is None:
+            return self._latest.values()
+        changes = (self._latest.get(job_id) for _, job_id in self._order_of(owner).entries)
+        return [change for change in changes if change is not None]
 
     def _live(self, job_id: str) -> Job | None:
         change = self._latest.get(job_id)
@@ -199,9 +243,13 @@ class MemoryStore:
             stone = _Tombstone(job.job_type, now, self._next_position(), job.owner)
             self._tombstones[job_id] = stone
             self._record(_removal(job_id, stone))
+            self._created.removed(self._latest.__contains__)
+            if job.owner is not None:
+                owned = self._owned[job.owner]
+                owned.removed(self._latest.__contains__)
+                if owned.live == 0:
+                    del self._owned[job.owner]
         self._forget_tombstones(now - self._settings.tombstone_ttl)
-        if len(self._created) > 64 and len(self._latest) < len(self._created) // 2:
-            self._created = [entry for entry in self._created if entry[1] in self._latest]
 
     def _forget_tombstones(self, older_than: float) -> None:
         while self._tombstones:

@@ -6,22 +6,29 @@ in one process's memory except the delivery cursor of its feed listener.
 Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
 
     {p}job:{id}      hash: job (JSON), v (version), status, type, pos (feed position),
+                     owner and owned (its owner, and the key of that owner's index),
                      idem and fp (its Idempotency-Key and request fingerprint)
     {p}created       sorted set: id by creation number, for newest-first pages
     {p}created:seq   the creation counter
+    {p}owner:{hash}  sorted set: one owner's job ids by creation number (the owner as
+                     its SHA-256, hex), for that owner's lists and snapshots
+    {p}owners:indexed  present once every job with an owner is in its owner's index
+    {p}owners:walked   the creation number up to which older jobs have been indexed
     {p}expiry        sorted set: terminal job id by removal deadline (unix seconds)
     {p}tomb:{id}     tombstone: the job type, with a native TTL of JOBS_TOMBSTONE_TTL
     {p}tombs         sorted set: tombstoned id by removal time (age and count limits)
     {p}idem:{hash}   Idempotency-Key (as its SHA-256, hex) → job id, deleted with the job
     {p}counts        hash: status → number of jobs (kept by the same scripts)
-    {p}feed          stream: one entry per accepted change, MAXLEN ~ JOBS_REDIS_FEED_LENGTH
+    {p}feed          stream: one entry per accepted change (id, type, job, prev, owner),
+                     MAXLEN ~ JOBS_REDIS_FEED_LENGTH
 
 A job id is checked against ``job_`` + URL-safe characters before it goes
 into a key name, so no id can reach outside its job's key; any other id
 is simply not found. An Idempotency-Key goes in only as its SHA-256 (hex),
 so whatever a client sends, its key name has one fixed shape and length.
-A job's ``owner`` is stored in its hash (and on its removal's feed entry)
-so owner-scoped lists and streams can filter without parsing every job.
+An owner goes in only as its SHA-256 too. A job's ``owner`` is stored in
+its hash and on each of its feed entries, so owner-scoped reads can filter
+without decoding the job.
 
 Decisions, and why:
 
@@ -42,8 +49,9 @@ Decisions, and why:
   and resume by cursor), waits with exponential backoff and jitter, and
   resumes from the last entry it delivered, so it never skips one.
 - **Read your writes.** A write returns once this process's listener has
-  published it (bounded by JOBS_REDIS_TIMEOUT), so "stored and pushed to
-  every subscriber before the call returns" holds for local subscribers.
+  published it (within the write's deadline, below), so "stored and
+  pushed to every subscriber before the call returns" holds for local
+  subscribers.
 - **Snapshots without blocking Redis.** ``replay(after=None)`` notes the
   feed's last id H, reads every job in pages, then reads the feed after H
   and applies it: the result is every job exactly as of the last entry
@@ -54,14 +62,56 @@ Decisions, and why:
   first retained entry (trimmed, or from before a Redis restart that lost
   data) or newer than the last (another deployment) gets ``reset`` and
   the full state.
+- **An owner's reads read only that owner's jobs.** The create script
+  adds a job that has an owner to that owner's index, and the sweep
+  script takes it out, in the same atomic steps as the rest. A list or a
+  snapshot filtered by owner pages through that index instead of
+  ``created``; the snapshot is taken as above (a job created or removed
+  while it is read is in the feed after H). A resume reads the feed after
+  its cursor whatever the filter (removals are recorded only there; what
+  it reads is bounded by the feed's length, not by the job table), but
+  each entry names its job's owner, so other owners' entries are skipped
+  without decoding their jobs.
+- **Jobs older than the owner indexes** (created by an earlier version)
+  are in none at first. Until ``owners:indexed`` exists, owner-scoped
+  reads page through ``created`` as they used to (complete, not bounded),
+  while every sweep indexes the next batch of them from ``owners:walked``
+  on; the last batch sets ``owners:indexed``, and from then on each
+  process uses the indexes. A deployment whose first job is created by
+  this version is marked at that first create. During a rolling upgrade,
+  jobs that a process of the earlier version creates after the walk has
+  finished are in no index: owner-scoped lists and snapshots miss them
+  (owner streams still get their changes live) until they are removed.
+  Deleting ``owners:indexed`` runs the walk again.
 - **Clean-up once.** The sweep script removes due terminal jobs, writes
   their tombstones and appends their ``removed`` changes atomically, so
   with any number of processes sweeping each removal happens once.
-- **Fail fast.** Socket timeouts of JOBS_REDIS_TIMEOUT, no client-side
-  retries (a retried write could apply twice); every Redis error becomes
-  ``BackendUnavailable`` (503) at this module's boundary. Pooled
-  connections that Redis closed are replaced on their next use, so a
-  restarted Redis is used again without restarting the server.
+- **Fail fast, within one deadline.** Each operation, all included (the
+  wait for a pooled connection, connecting, every round trip, the retries
+  of a version conflict, the wait for local delivery), runs under one
+  deadline of JOBS_REDIS_TIMEOUT; one that reads in pages (a snapshot, a
+  long resume, a sweep of many jobs) gets it afresh after each page, so
+  the bound is on waiting for Redis, not on how much there is to read.
+  The deadline is the only read timeout of the connections operations
+  use: with a socket timeout, redis-py sends through ``asyncio.wait_for``,
+  which on Python 3.11 can swallow the deadline's cancellation and let
+  the call run a whole socket timeout longer. (The feed listener runs
+  under no deadline; its connections keep their socket timeouts.) A
+  command cut short never leaves its reply to the next user of the
+  connection: redis-py closes a connection whose command is cancelled
+  mid-way (since redis/redis-py#2624), and the pool reconnects it on its
+  next use. No client-side retries: a retried write could apply twice,
+  and a write cut short may have been applied all the same (as with any
+  lost reply; an Idempotency-Key makes the client's retry safe).
+- **Say little outside, enough in the log.** Every Redis error becomes
+  ``BackendUnavailable`` (503) at this module's boundary, with a message
+  that does not say where Redis is (``/readyz`` is public). Where it is
+  and redis-py's detail go to the log: a warning when an outage starts,
+  at most one a minute while it lasts, and one line when Redis answers
+  again; the feed listener logs its own outage the same way (without the
+  reminders).
+  Pooled connections that Redis closed are replaced on their next use, so
+  a restarted Redis is used again without restarting the server.
 
 Needs Redis 6.2 or later (exclusive XRANGE bounds; tested with 7.0), with
 ``maxmemory-policy noeviction``: an evicted key would be a lost job, while
@@ -80,7 +130,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -93,6 +144,7 @@ from app.errors import (
     IdempotencyConflict,
     JobGone,
     JobNotFound,
+    JobsError,
 )
 from app.events import Change, Position
 from app.models import JOB_STATUSES, JOB_TYPES, Job, JobStatus, JobType, encode
@@ -120,6 +172,16 @@ _FEED_BLOCK_MS = 2000
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
 POOL_SIZE = 64  # connections to Redis per process
 _SNAPSHOT_ATTEMPTS = 3
+_WALK_BATCH = 500  # older jobs put into their owner's index per sweep
+_REMIND_EVERY = 60.0  # seconds between warnings while requests keep failing
+
+# What a client is told; where Redis is and what went wrong go to the log.
+UNAVAILABLE = "the job store is unavailable; retry shortly"
+
+# The deadline of the operation under way in this task, and its length.
+_DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
+    "jobcast_redis_deadline", default=None
+)
 
 # Named here because inside RedisStore ``list`` is the method of that name.
 Changes = list[Change]
@@ -131,37 +193,47 @@ _JOB_TYPE: dict[str, JobType] = {name: name for name in JOB_TYPES}
 _STATUS: dict[str, JobStatus] = {name: name for name in JOB_STATUSES}
 
 _CREATE = """
--- KEYS: job, created, created:seq, feed, counts[, idem]
+-- KEYS: job, created, created:seq, feed, counts, owners:indexed[, owner index][, idem]
 -- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none)[, fingerprint]
-if KEYS[6] then
-  local earlier = redis.call('GET', KEYS[6])
+-- (the owner index comes with an owner, the idempotency key with its fingerprint)
+local owned = ARGV[8] ~= '' and KEYS[7]
+local idem = ARGV[9] and KEYS[#KEYS]
+if idem then
+  local earlier = redis.call('GET', idem)
   if earlier then
     local found = redis.call('HMGET', ARGV[7] .. 'job:' .. earlier, 'job', 'fp')
     if found[1] then return {0, found[1], found[2]} end
   end
 end
 local position = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',
-  'id', ARGV[1], 'type', ARGV[3], 'job', ARGV[2])
-redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+  'id', ARGV[1], 'type', ARGV[3], 'job', ARGV[2], 'owner', ARGV[8])
+local number = redis.call('INCR', KEYS[3])
+-- A deployment's first job: no job is older than the owner indexes.
+if number == 1 then redis.call('SET', KEYS[6], '1') end
+redis.call('ZADD', KEYS[2], number, ARGV[1])
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
   'type', ARGV[3], 'pos', position)
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[8]) end
-if KEYS[6] then
-  redis.call('SET', KEYS[6], ARGV[1])
-  redis.call('HSET', KEYS[1], 'idem', KEYS[6], 'fp', ARGV[9])
+if owned then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[8], 'owned', owned)
+  redis.call('ZADD', owned, number, ARGV[1])
+end
+if idem then
+  redis.call('SET', idem, ARGV[1])
+  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[9])
 end
 return {1, position}
 """
 
 _UPDATE = """
 -- KEYS: job, feed, counts, expiry
--- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline
+-- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline,
+--       owner ('' for none)
 local stored = redis.call('HGET', KEYS[1], 'v')
 if not stored then return {0} end
 if stored ~= ARGV[2] then return {-1} end
 local position = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
-  'id', ARGV[1], 'type', ARGV[7], 'job', ARGV[3], 'prev', ARGV[5])
+  'id', ARGV[1], 'type', ARGV[7], 'job', ARGV[3], 'prev', ARGV[5], 'owner', ARGV[10])
 redis.call('HSET', KEYS[1], 'job', ARGV[3], 'v', ARGV[4], 'status', ARGV[6], 'pos', position)
 if ARGV[5] ~= ARGV[6] then
   redis.call('HINCRBY', KEYS[3], ARGV[5], -1)
@@ -179,10 +251,11 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[4] .. 'job:' .. id
-  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner')
+  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner', 'owned')
   if job[1] then
     redis.call('DEL', key)
     if job[3] then redis.call('DEL', job[3]) end
+    if job[5] then redis.call('ZREM', job[5], id) end
     redis.call('ZREM', KEYS[2], id)
     redis.call('HINCRBY', KEYS[3], job[2], -1)
     if job[4] then
@@ -208,6 +281,27 @@ end
 return {#due, #old, last}
 """
 
+_INDEX_OLDER = """
+-- KEYS: owners:walked, owners:indexed
+-- ARGV: prefix, creation number walked to, last ('1': the walk is done),
+--       then id, owner, owner index, creation number of each job to put in its index
+for i = 4, #ARGV, 4 do
+  local key = ARGV[1] .. 'job:' .. ARGV[i]
+  local job = redis.call('HMGET', key, 'owner', 'owned')
+  if job[1] == ARGV[i + 1] and not job[2] then
+    redis.call('ZADD', ARGV[i + 2], ARGV[i + 3], ARGV[i])
+    redis.call('HSET', key, 'owned', ARGV[i + 2])
+  end
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], '1')
+  redis.call('DEL', KEYS[1])
+elseif tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
 
 class RedisStore:
     def __init__(
@@ -218,26 +312,39 @@ class RedisStore:
         self._clock = clock
         self._keys = _Keys(settings.redis_prefix)
         timeout = settings.redis_timeout
-        self._redis = _client(settings.redis_url, timeout, timeout)
-        # The listener blocks in XREAD, so its reads may take the block time too.
+        # Operations run under a deadline (_call), which bounds their reads.
+        self._redis = _client(settings.redis_url, timeout, None)
+        # The listener runs under none, and blocks in XREAD: its reads may take that long too.
         self._feed_redis = _client(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
         self._create = self._redis.register_script(_CREATE)
         self._update = self._redis.register_script(_UPDATE)
         self._sweep = self._redis.register_script(_SWEEP)
+        self._index_older = self._redis.register_script(_INDEX_OLDER)
         self._listener: asyncio.Task[None] | None = None
         # The listener delivers every entry after this; None until first learned.
         self._feed_cursor: Position | None = None
         self._delivered = _START
         self._progress = asyncio.Event()
+        # Whether every job with an owner is in its owner's index (then reads use them).
+        self._owners_indexed = False
+        where = _where(self._redis)
+        self._outage = _Outage(
+            f"Redis at {where} is unavailable, requests get 503", f"Redis at {where} answers again"
+        )
+        self._feed_outage = _Outage(
+            f"Redis change feed at {where} lost, live streams end until it is back",
+            f"Redis change feed at {where} back",
+            remind_every=None,
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        try:
-            await self._pin_feed_start()
-        except BackendUnavailable as exc:
-            # Serve anyway (/readyz says 503); the feed starts once Redis answers.
-            logger.warning("Redis is not reachable at start-up: %s", exc)
+        # Redis may be down: serve anyway (/readyz says 503, and the outage is
+        # logged); the listener pins the feed's start once Redis answers.
+        with contextlib.suppress(BackendUnavailable):
+            async with self._call():
+                await self._pin_feed_start()
         self._listener = asyncio.create_task(self._follow_feed(), name="jobcast-redis-feed")
 
     async def aclose(self) -> None:
@@ -252,14 +359,46 @@ class RedisStore:
         await self._redis.aclose()
 
     async def ping(self) -> None:
-        with _unavailable_on_redis_error():
+        async with self._call():
             await self._redis.ping()
+
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[asyncio.Timeout]:
+        """One operation against Redis: under one deadline, its errors translated.
+
+        Yields the deadline, for a wait that follows the operation (delivery).
+        """
+        seconds = self._settings.redis_timeout
+        deadline = asyncio.timeout(seconds)
+        token = _DEADLINE.set((deadline, seconds))
+        try:
+            async with deadline:
+                yield deadline
+        except (RedisError, OSError) as exc:  # the deadline's TimeoutError is an OSError
+            self._outage.failed(
+                f"no reply within {seconds:g}s" if deadline.expired() else str(exc) or repr(exc)
+            )
+            raise BackendUnavailable(UNAVAILABLE) from exc
+        except JobsError:
+            self._outage.over()  # Redis answered; what it said is refused
+            raise
+        else:
+            self._outage.over()
+        finally:
+            _DEADLINE.reset(token)
 
     # -- writes ------------------------------------------------------------
 
     async def create(self, job: Job, idempotency: Idempotency | None) -> tuple[Job, bool]:
         keys = self._keys
-        script_keys = [keys.job(job.job_id), keys.created, keys.created_seq, keys.feed, keys.counts]
+        script_keys = [
+            keys.job(job.job_id),
+            keys.created,
+            keys.created_seq,
+            keys.feed,
+            keys.counts,
+            keys.owners_indexed,
+        ]
         args: list[Any] = [
             job.job_id,
             encode(job),
@@ -270,10 +409,12 @@ class RedisStore:
             keys.prefix,
             job.owner or "",
         ]
+        if job.owner:
+            script_keys.append(keys.owner(job.owner))
         if idempotency is not None:
             script_keys.append(keys.idempotency(idempotency.key))
             args.append(idempotency.fingerprint)
-        with _unavailable_on_redis_error():
+        async with self._call() as deadline:
             await self._pin_feed_start()
             reply = await self._create(keys=script_keys, args=args)
         if int(reply[0]) == 0:
@@ -282,17 +423,22 @@ class RedisStore:
                     "this Idempotency-Key was used with a different request body"
                 )
             return Job.model_validate_json(reply[1]), False
-        await self._until_delivered(_position(reply[1]))
+        await self._until_delivered(_position(reply[1]), deadline)
         return job, True
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
+        async with self._call() as deadline:
+            after, position = await self._mutate(job_id, mutation)
+        await self._until_delivered(position, deadline)
+        return after
+
+    async def _mutate(self, job_id: str, mutation: Mutation) -> tuple[Job, Position]:
         for attempt in range(_MAX_ATTEMPTS):
             before, _ = await self._current(job_id)
             after = mutation(before)
             position = await self._write_if_unchanged(before, after)
             if position is not None:
-                await self._until_delivered(position)
-                return after
+                return after, position
             if attempt >= 2:
                 # Several writers keep colliding: spread them out a little.
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
@@ -303,21 +449,21 @@ class RedisStore:
         keys = self._keys
         # Retention runs on the store clock, as in the memory store.
         deadline = repr(self._clock() + self._settings.terminal_ttl) if after.is_terminal else ""
-        with _unavailable_on_redis_error():
-            reply = await self._update(
-                keys=[keys.job(before.job_id), keys.feed, keys.counts, keys.expiry],
-                args=[
-                    before.job_id,
-                    before.version,
-                    encode(after),
-                    after.version,
-                    before.status,
-                    after.status,
-                    after.job_type,
-                    self._settings.redis_feed_length,
-                    deadline,
-                ],
-            )
+        reply = await self._update(
+            keys=[keys.job(before.job_id), keys.feed, keys.counts, keys.expiry],
+            args=[
+                before.job_id,
+                before.version,
+                encode(after),
+                after.version,
+                before.status,
+                after.status,
+                after.job_type,
+                self._settings.redis_feed_length,
+                deadline,
+                before.owner or "",
+            ],
+        )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
         return _position(reply[1]) if int(reply[0]) == 1 else None
 
@@ -325,7 +471,7 @@ class RedisStore:
         now = self._clock()
         settings, keys = self._settings, self._keys
         last: Position | None = None
-        with _unavailable_on_redis_error():
+        async with self._call() as deadline:
             await self._pin_feed_start()
             while True:
                 due, forgotten, position = await self._sweep(
@@ -340,32 +486,55 @@ class RedisStore:
                         settings.max_tombstones,
                     ],
                 )
+                _progressed()
                 if position is not None:
                     last = _position(position)
                 if int(due) < _SWEEP_BATCH and int(forgotten) < _SWEEP_BATCH:
                     break
+            await self._index_older_jobs()
         if last is not None:
-            await self._until_delivered(last)
+            await self._until_delivered(last, deadline)
+
+    async def _index_older_jobs(self) -> None:
+        """One step of the walk that puts jobs older than the owner indexes into them."""
+        keys = self._keys
+        indexed, walked = await self._redis.mget(keys.owners_indexed, keys.owners_walked)
+        self._owners_indexed = indexed is not None
+        if self._owners_indexed:
+            return
+        reply: Any = await self._redis.zrangebyscore(
+            keys.created, f"({int(walked or 0)}", "+inf", start=0, num=_WALK_BATCH, withscores=True
+        )
+        batch = [(job_id.decode(), int(number)) for job_id, number in reply]
+        rows = await self._fields([job_id for job_id, _ in batch], "owner", "owned")
+        done = len(batch) < _WALK_BATCH
+        args: list[Any] = [keys.prefix, batch[-1][1] if batch else 0, "1" if done else "0"]
+        for (job_id, number), (owner, owned) in zip(batch, rows, strict=True):
+            if owner is not None and owned is None:
+                args += [job_id, owner, keys.owner(owner.decode()), number]
+        await self._index_older(keys=[keys.owners_walked, keys.owners_indexed], args=args)
+        self._owners_indexed = done
 
     # -- reads -------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
-        job, _ = await self._current(job_id)
+        async with self._call():
+            job, _ = await self._current(job_id)
         return job
 
     async def get_change(self, job_id: str) -> Change:
-        job, position = await self._current(job_id)
+        async with self._call():
+            job, position = await self._current(job_id)
         return Change.of(job, position)
 
     async def _current(self, job_id: str) -> tuple[Job, Position]:
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
-        with _unavailable_on_redis_error():
-            await self._pin_feed_start()
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(self._keys.job(job_id), "job", "pos")
-                pipe.exists(self._keys.tombstone(job_id))
-                (body, position), gone = await pipe.execute()
+        await self._pin_feed_start()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._keys.job(job_id), "job", "pos")
+            pipe.exists(self._keys.tombstone(job_id))
+            (body, position), gone = await pipe.execute()
         if body is None:
             raise JobGone(job_id) if gone else JobNotFound(job_id)
         return Job.model_validate_json(body), _position(position)
@@ -373,8 +542,9 @@ class RedisStore:
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
         below = None if cursor is None else decode_page_cursor(cursor)
         jobs: list[Job] = []
-        batches = self._newest_first(below, min(max(limit + 1, 64), 1000))
-        with _unavailable_on_redis_error():
+        async with self._call():
+            index = await self._index_of(where.owner)
+            batches = self._newest_first(index, below, min(max(limit + 1, 64), 1000))
             async with contextlib.aclosing(batches):
                 async for batch in batches:
                     ids = [job_id for job_id, _ in batch]
@@ -393,12 +563,12 @@ class RedisStore:
         return Page(jobs, None)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
-        with _unavailable_on_redis_error():
+        async with self._call():
             counts = await self._redis.hgetall(self._keys.counts)
         return {status: int(counts.get(status.encode(), 0)) for status in JOB_STATUSES}
 
     async def replay(self, where: JobFilter, after: Position | None) -> Replay:
-        with _unavailable_on_redis_error():
+        async with self._call():
             await self._pin_feed_start()
             if after is not None:
                 resumed = await self._resume(where, after)
@@ -413,7 +583,7 @@ class RedisStore:
             return None  # not one of ours, and Redis would refuse it as an XRANGE bound
         if after > (last or _START) or (first is not None and after < first):
             return None
-        changes = await self._feed_after(after)
+        changes = await self._feed_after(after, where.owner)
         if changes is None:
             return None
         head = changes[-1].position if changes else after
@@ -427,11 +597,12 @@ class RedisStore:
 
     async def _full_state(self, where: JobFilter, *, reset: bool) -> Replay:
         """Every matching job as of one feed position, read without blocking Redis."""
+        index = await self._index_of(where.owner)
         for _ in range(_SNAPSHOT_ATTEMPTS):
             _, since = await self._feed_bounds()
             since = since or _START
-            state = await self._snapshot()
-            changes = await self._feed_after(since)
+            state = await self._snapshot(index)
+            changes = await self._feed_after(since, where.owner)
             if changes is None:
                 continue  # trimmed past ``since`` while we read: start again
             for change in changes:
@@ -442,10 +613,11 @@ class RedisStore:
             return Replay(matching, head, reset)
         raise BackendUnavailable("the change feed moved faster than a snapshot could be read")
 
-    async def _snapshot(self) -> dict[str, Change]:
-        """Every job with the position of its latest change (each read at its own moment)."""
+    async def _snapshot(self, index: str) -> dict[str, Change]:
+        """Every job in ``index`` with the position of its latest change (each read at its
+        own moment)."""
         state: dict[str, Change] = {}
-        async for batch in self._newest_first(None, _PAGE):
+        async for batch in self._newest_first(index, None, _PAGE):
             rows = await self._fields([job_id for job_id, _ in batch], "job", "pos")
             for body, position in rows:
                 if body is not None:
@@ -453,17 +625,29 @@ class RedisStore:
                     state[job.job_id] = Change.of(job, _position(position))
         return state
 
-    async def _newest_first(self, below: int | None, size: int) -> AsyncGenerator[Batch, None]:
-        """Batches of (id, creation number) from the creation index, newest first."""
+    async def _index_of(self, owner: str | None) -> str:
+        """The sorted set that holds every job of ``owner`` (None: of everyone)."""
+        if owner is None:
+            return self._keys.created
+        if not self._owners_indexed:
+            self._owners_indexed = bool(await self._redis.exists(self._keys.owners_indexed))
+        # Until older jobs are indexed, an owner's are found among everyone's.
+        return self._keys.owner(owner) if self._owners_indexed else self._keys.created
+
+    async def _newest_first(
+        self, index: str, below: int | None, size: int
+    ) -> AsyncGenerator[Batch, None]:
+        """Batches of (id, creation number) from a creation index, newest first."""
         while True:
             reply: Any = await self._redis.zrevrangebyscore(
-                self._keys.created,
+                index,
                 "+inf" if below is None else f"({below}",
                 "-inf",
                 start=0,
                 num=size,
                 withscores=True,
             )
+            _progressed()
             if not reply:
                 return
             batch = [(job_id.decode(), int(number)) for job_id, number in reply]
@@ -480,9 +664,11 @@ class RedisStore:
 
     # -- the feed ----------------------------------------------------------
 
-    async def _feed_bounds(self) -> tuple[Position | None, Position | None]:
+    async def _feed_bounds(
+        self, redis: Redis | None = None
+    ) -> tuple[Position | None, Position | None]:
         """The first and last positions still in the feed (None when it is empty)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with (redis or self._redis).pipeline(transaction=True) as pipe:
             pipe.xrange(self._keys.feed, count=1)
             pipe.xrevrange(self._keys.feed, count=1)
             first, last = await pipe.execute()
@@ -491,13 +677,15 @@ class RedisStore:
             _position(last[0][0]) if last else None,
         )
 
-    async def _feed_after(self, after: Position) -> Changes | None:
-        """Every change after ``after``, oldest first; None if some were trimmed away."""
+    async def _feed_after(self, after: Position, owner: str | None = None) -> Changes | None:
+        """Every change after ``after`` (of ``owner``'s jobs only, if given), oldest first;
+        None if some were trimmed away."""
         changes: Changes = []
         cursor = after
         while True:
             entries: Any = await self._redis.xrange(self._keys.feed, f"({cursor}", "+", count=_PAGE)
-            changes += _readable_changes(entries)
+            _progressed()
+            changes += _readable_changes(entries, owner)
             if len(entries) < _PAGE:
                 break
             cursor = _position(entries[-1][0])
@@ -510,7 +698,7 @@ class RedisStore:
             return None
         return changes
 
-    async def _pin_feed_start(self) -> None:
+    async def _pin_feed_start(self, redis: Redis | None = None) -> None:
         """Make sure the listener has a start: every change from now on reaches the sink.
 
         Called before any read or write, so no stream can be primed with a head the
@@ -518,8 +706,7 @@ class RedisStore:
         """
         if self._feed_cursor is not None:
             return
-        with _unavailable_on_redis_error():
-            _, last = await self._feed_bounds()
+        _, last = await self._feed_bounds(redis)
         if self._feed_cursor is None:  # another caller may have pinned it meanwhile
             self._feed_cursor = self._delivered = last or _START
 
@@ -529,25 +716,24 @@ class RedisStore:
         while True:
             try:
                 entries = await self._read_feed()
-            except (RedisError, OSError, BackendUnavailable) as exc:
+            except (RedisError, OSError) as exc:
                 failures += 1
-                delay = _backoff(failures)
-                logger.warning("Redis change feed lost (%s); retry in %.2fs", exc, delay)
+                self._feed_outage.failed(str(exc) or repr(exc))
             except Exception:
                 # A bug must not silently stop every live stream of this process.
                 failures += 1
-                delay = _backoff(failures)
-                logger.exception("Redis change feed listener failed; retry in %.2fs", delay)
+                logger.exception("Redis change feed listener failed; retrying")
             else:
                 failures = 0
+                self._feed_outage.over()
                 self._deliver(entries)
                 continue
             # Streams end cleanly; their clients reconnect and resume by cursor.
             self._sink.close()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_backoff(failures))
 
     async def _read_feed(self) -> Rows:
-        await self._pin_feed_start()
+        await self._pin_feed_start(self._feed_redis)
         assert self._feed_cursor is not None
         reply: Any = await self._feed_redis.xread(
             {self._keys.feed: str(self._feed_cursor)}, count=_PAGE, block=_FEED_BLOCK_MS
@@ -563,8 +749,9 @@ class RedisStore:
         self._progress.set()
         self._progress = asyncio.Event()
 
-    async def _until_delivered(self, position: Position) -> None:
-        """Wait (briefly) until this process's listener has published ``position``.
+    async def _until_delivered(self, position: Position, deadline: asyncio.Timeout) -> None:
+        """Wait, until the operation's deadline at most, for this process's listener to
+        publish ``position``.
 
         So a write returns only once local subscribers have it, as with the
         memory store. If the listener is down the change is stored all the same
@@ -573,9 +760,59 @@ class RedisStore:
         if self._listener is None:
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settings.redis_timeout):
+            async with asyncio.timeout_at(deadline.when()):
                 while self._delivered < position:
                     await self._progress.wait()
+
+
+class _Outage:
+    """Logs an outage when it starts and when it ends, not once per failure.
+
+    ``remind_every``: while it lasts, warn again at most this often (None: never).
+    """
+
+    def __init__(
+        self,
+        started: str,
+        ended: str,
+        remind_every: float | None = _REMIND_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._started = started
+        self._ended = ended
+        self._remind_every = remind_every
+        self._clock = clock
+        self._since: float | None = None
+        self._warned = 0.0
+        self._failures = 0
+
+    def failed(self, detail: str) -> None:
+        now = self._clock()
+        if self._since is None:
+            self._since = self._warned = now
+            self._failures = 1
+            logger.warning("%s: %s", self._started, detail)
+            return
+        self._failures += 1
+        if self._remind_every is not None and now - self._warned >= self._remind_every:
+            self._warned = now
+            logger.warning(
+                "%s; for %.0fs now, %d failures: %s",
+                self._started,
+                now - self._since,
+                self._failures,
+                detail,
+            )
+
+    def over(self) -> None:
+        if self._since is not None:
+            logger.info(
+                "%s after %.1fs, %d failures",
+                self._ended,
+                self._clock() - self._since,
+                self._failures,
+            )
+            self._since = None
 
 
 class _Keys:
@@ -587,6 +824,8 @@ class _Keys:
         self.tombstones = prefix + "tombs"
         self.counts = prefix + "counts"
         self.feed = prefix + "feed"
+        self.owners_indexed = prefix + "owners:indexed"
+        self.owners_walked = prefix + "owners:walked"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -598,15 +837,20 @@ class _Keys:
         # Hashed: a client's key never shapes a key name (length, characters, prefix).
         return f"{self.prefix}idem:{hashlib.sha256(key.encode()).hexdigest()}"
 
+    def owner(self, owner: str) -> str:
+        # Hashed for the same reason: an owner is any visible ASCII, up to 200 characters.
+        return f"{self.prefix}owner:{hashlib.sha256(owner.encode()).hexdigest()}"
 
-def _client(url: str, connect_timeout: float, read_timeout: float) -> Redis:
+
+def _client(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:
+    """A client with its own pool; ``read_timeout`` None: no socket timeout (see above)."""
     try:
         pool = BlockingConnectionPool.from_url(
             url,
-            # Requests beyond the pool wait their turn (as long as a reply may take)
+            # Requests beyond the pool wait their turn (as long as connecting may take)
             # rather than fail: a thousand browsers reconnecting at once is normal.
             max_connections=POOL_SIZE,
-            timeout=read_timeout,
+            timeout=connect_timeout,
             # RESP2: the same reply shapes from every redis-py >= 5 and every server.
             protocol=2,
             socket_connect_timeout=connect_timeout,
@@ -619,19 +863,25 @@ def _client(url: str, connect_timeout: float, read_timeout: float) -> Redis:
     return Redis.from_pool(pool)
 
 
+def _where(client: Redis) -> str:
+    """Where ``client`` finds Redis, for the log: host and port (or socket), and database."""
+    options = client.connection_pool.connection_kwargs
+    place = options.get("path") or f"{options.get('host')}:{options.get('port')}"
+    return f"{place}/{options.get('db', 0)}"
+
+
 def _backoff(failures: int) -> float:
     """Exponential, capped, with jitter so many processes do not reconnect in step."""
     delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2.0 ** (failures - 1))
     return delay * random.uniform(0.5, 1.0)
 
 
-@contextlib.contextmanager
-def _unavailable_on_redis_error() -> Iterator[None]:
-    """Translate the client's exceptions into ours, at the module boundary."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise BackendUnavailable(f"Redis cannot be reached: {exc}") from exc
+def _progressed() -> None:
+    """A page arrived: the operation under way gets its whole timeout again for the next."""
+    current = _DEADLINE.get()
+    if current is not None and not current[0].expired():
+        deadline, seconds = current
+        deadline.reschedule(asyncio.get_running_loop().time() + seconds)
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -650,10 +900,18 @@ def _is_stream_id(position: Position) -> bool:
     return position.epoch < _ID_PART_LIMIT and position.seq < _ID_PART_LIMIT
 
 
-def _readable_changes(entries: Rows) -> Changes:
-    """Feed entries as changes, skipping (and logging) any this version cannot read."""
+def _readable_changes(entries: Rows, owner: str | None = None) -> Changes:
+    """Feed entries as changes, skipping (and logging) any this version cannot read.
+
+    ``owner``: only that owner's. An entry that names another owner (or none:
+    ``''``) is skipped without decoding its job; one that names no owner at
+    all (written by an earlier version) is decoded and left to the filter.
+    """
+    wanted = None if owner is None else owner.encode()
     changes: Changes = []
     for entry_id, fields in entries:
+        if wanted is not None and fields.get(b"owner", wanted) != wanted:
+            continue
         try:
             changes.append(_change(entry_id, fields))
         except (KeyError, ValueError):
@@ -672,7 +930,7 @@ def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
         position=_position(entry_id),
         job=Job.model_validate_json(body) if body is not None else None,
         previous_status=_STATUS[previous.decode()] if previous is not None else None,
-        owner=owner.decode() if owner is not None else None,
+        owner=(owner.decode() or None) if owner is not None else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""No client input reaches outside the Redis key namespace: ids and Idempotency-Keys."""
+"""No client input reaches outside the Redis key namespace: ids, Idempotency-Keys, owners."""
 
 from __future__ import annotations
 
@@ -25,18 +25,22 @@ HOSTILE = [
     "ünïcode",
 ]
 KNOWN = re.compile(
-    r"(job:job_[A-Za-z0-9_-]+|idem:[0-9a-f]{64}|created|created:seq|expiry|tombs|counts|feed)"
+    r"(job:job_[A-Za-z0-9_-]+|idem:[0-9a-f]{64}|owner:[0-9a-f]{64}|created|created:seq"
+    r"|expiry|tombs|counts|feed|owners:indexed|owners:walked)"
 )
 
 
 async def test_hostile_inputs_only_make_keys_of_the_documented_shapes(
     redis_server: str, redis_prefix: str
 ) -> None:
-    """Idempotency-Keys and job ids shaped like key names create only documented keys."""
+    """Idempotency-Keys, owners and job ids shaped like key names make only documented keys."""
     store = await open_redis_store(redis_server, redis_prefix, Recorder())
     try:
         for number, key in enumerate(HOSTILE):
-            fresh = jobs.create(NewJob(message=f"{number}"), jobs.now())
+            # The store takes any owner; the API admits visible ASCII only.
+            fresh = jobs.create(NewJob(message=f"{number}"), jobs.now()).model_copy(
+                update={"owner": key}
+            )
             job, created = await store.create(fresh, Idempotency(key, "fp"))
             assert created
             again, created_again = await store.create(fresh, Idempotency(key, "fp"))
@@ -53,5 +57,6 @@ async def test_hostile_inputs_only_make_keys_of_the_documented_shapes(
         await store.aclose()
     ours = [name for name in names if name.startswith(redis_prefix)]
     assert len([name for name in ours if ":idem:" in name]) == len(HOSTILE)
+    assert len([name for name in ours if ":owner:" in name]) == len(HOSTILE)
     for name in ours:
         assert KNOWN.fullmatch(name.removeprefix(redis_prefix)), name

@@ -37,7 +37,7 @@ from app.errors import (
     JobNotFound,
 )
 from app.events import Change, Position
-from app.models import Job, JobStatus, NewJob, encode
+from app.models import Job, JobStatus, JobType, NewJob, encode
 from app.store import Idempotency, JobFilter, JobStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -205,6 +205,96 @@ async def test_owner_filter_scopes_lists_replays_and_removals(harness: Harness) 
     assert removals[bob.job_id].owner == "bob"
     assert only_alice.admits(removals[alice[0].job_id])
     assert not only_alice.admits(removals[bob.job_id])
+
+
+async def owned_by(harness: Harness, owner: str | None, job_type: JobType = "generic") -> Job:
+    job, _ = await harness.store.create(
+        jobs.create(NewJob(owner=owner, job_type=job_type), jobs.now()), None
+    )
+    return job
+
+
+async def pages(store: JobStore, where: JobFilter, limit: int) -> list[str]:
+    """Every job a list with ``where`` returns, following its cursors (newest first)."""
+    listed: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list(where, limit, cursor)
+        assert len(page.jobs) <= limit
+        listed += [job.job_id for job in page.jobs]
+        cursor = page.next_cursor
+        if cursor is None:
+            return listed
+
+
+async def assert_owner_reads_are_everyone_filtered(harness: Harness, owners: list[str]) -> None:
+    """Each owner's lists and snapshots are exactly the unscoped ones narrowed to that owner."""
+    everyone = await harness.store.replay(JobFilter(), None)
+    listed = (await harness.store.list(JobFilter(), 1000, None)).jobs
+    for owner in owners:
+        for where in (
+            JobFilter(owner=owner),
+            JobFilter(owner=owner, job_type="llm_agent"),
+            JobFilter(owner=owner, status="processing"),
+        ):
+            snapshot = await harness.store.replay(where, None)
+            assert snapshot.head == everyone.head
+            assert [(c.job_id, c.version, c.position) for c in snapshot.changes] == [
+                (c.job_id, c.version, c.position)
+                for c in everyone.changes
+                if c.job is not None and where.matches(c.job_type, c.job.status, c.owner)
+            ]
+            expected = [j.job_id for j in listed if where.matches(j.job_type, j.status, j.owner)]
+            assert await pages(harness.store, where, 2) == expected
+            assert await pages(harness.store, where, 1000) == expected
+
+
+async def test_owner_scoped_reads_follow_creates_updates_and_sweeps(harness: Harness) -> None:
+    """Owner-scoped lists and snapshots equal the unscoped ones filtered, through sweeps too."""
+    made: dict[str | None, list[Job]] = {"alice": [], "bob": [], "carol": [], None: []}
+    for n in range(18):
+        owner = [None, "alice", "bob", "alice", "carol", "alice"][n % 6]
+        made[owner].append(await owned_by(harness, owner, "llm_agent" if n % 4 else "generic"))
+    owners = ["alice", "bob", "carol", "nobody-at-all"]
+    await harness.update(made["alice"][1].job_id, status="processing", progress=20)
+    await harness.update(made["bob"][0].job_id, status="processing")
+    await harness.update(made["alice"][0].job_id, progress=5)
+    await assert_owner_reads_are_everyone_filtered(harness, owners)
+    snapshot = await harness.store.replay(JobFilter(owner="alice"), None)
+    assert {change.job_id for change in snapshot.changes} == {job.job_id for job in made["alice"]}
+
+    for job in [*made["alice"][::2], made["bob"][0], *made["carol"]]:
+        await harness.complete(job.job_id)
+    await assert_owner_reads_are_everyone_filtered(harness, owners)
+    await harness.expire_terminal_jobs()
+    await assert_owner_reads_are_everyone_filtered(harness, owners)
+    alice_left = {job.job_id for job in made["alice"][1::2]}
+    snapshot = await harness.store.replay(JobFilter(owner="alice"), None)
+    assert {change.job_id for change in snapshot.changes} == alice_left
+    assert set(await pages(harness.store, JobFilter(owner="alice"), 2)) == alice_left
+    assert (await harness.store.replay(JobFilter(owner="carol"), None)).changes == []
+    assert (await harness.store.list(JobFilter(owner="carol"), 10, None)).jobs == []
+
+    later = await owned_by(harness, "carol")
+    await assert_owner_reads_are_everyone_filtered(harness, owners)
+    assert await pages(harness.store, JobFilter(owner="carol"), 2) == [later.job_id]
+
+
+async def test_owner_snapshot_brings_in_changes_made_after_its_head(harness: Harness) -> None:
+    """Resuming an owner's snapshot sends that owner's creations, changes and removals only."""
+    kept, ends = await owned_by(harness, "alice"), await owned_by(harness, "alice")
+    await harness.complete(ends.job_id)
+    head = (await harness.store.replay(JobFilter(owner="alice"), None)).head
+    await owned_by(harness, "bob")
+    fresh = await owned_by(harness, "alice")
+    await harness.update(kept.job_id, progress=50)
+    await harness.expire_terminal_jobs()
+    resumed = await harness.store.replay(JobFilter(owner="alice"), head)
+    assert [(c.job_id, c.kind) for c in resumed.changes] == [
+        (fresh.job_id, "job"),
+        (kept.job_id, "job"),
+        (ends.job_id, "removed"),
+    ]
 
 
 async def test_list_refuses_a_cursor_it_did_not_make(harness: Harness) -> None:

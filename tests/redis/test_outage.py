@@ -1,0 +1,222 @@
+"""Redis going away: clients are told little, the log enough (once), and calls end in time."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import anyio
+import pytest
+from redis.exceptions import RedisError
+from redis_harness import WAIT, Clock, Harness, Recorder, contract_settings, open_redis_store
+from redis_server import RedisServer
+
+from app import jobs
+from app.errors import BackendUnavailable
+from app.events import Position
+from app.models import NewJob
+from app.store import Idempotency, JobFilter
+from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore, _Outage
+from tests.conftest import seconds
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 1.0  # JOBS_REDIS_TIMEOUT of these tests
+LIMIT = TIMEOUT + seconds(TIMEOUT / 2)  # the deadline, and a margin for a busy machine
+
+Call = Callable[[], Awaitable[object]]
+
+
+def every_call(harness: Harness, job_id: str, cursor: Position) -> dict[str, Call]:
+    """One of each store operation, on a job that exists and a cursor the feed still has."""
+    store = harness.store
+    return {
+        "ping": store.ping,
+        "get": lambda: store.get(job_id),
+        "get_change": lambda: store.get_change(job_id),
+        "create": harness.create,
+        "create with a key": lambda: harness.create(idempotency=Idempotency("k", "f")),
+        "update": lambda: harness.update(job_id, progress=5),
+        "list": lambda: store.list(JobFilter(), 10, None),
+        "list an owner's": lambda: store.list(JobFilter(owner="alice"), 10, None),
+        "snapshot": lambda: store.replay(JobFilter(), None),
+        "an owner's snapshot": lambda: store.replay(JobFilter(owner="alice"), None),
+        "resume": lambda: store.replay(JobFilter(), cursor),
+        "count": store.count_by_status,
+        "sweep": store.sweep,
+    }
+
+
+async def fails_in_time(call: Call) -> BackendUnavailable:
+    """Await ``call``: it must raise BackendUnavailable, within LIMIT."""
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        await call()
+    took = time.monotonic() - started
+    assert took <= LIMIT, f"took {took:.2f}s"
+    return caught.value
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if text in record.getMessage()]
+
+
+@pytest.fixture
+async def outage(private_redis: RedisServer, redis_prefix: str) -> AsyncIterator[Harness]:
+    """A started store on a Redis of the test's own, with one job of ``alice``'s in it."""
+    sink = Recorder()
+    store = await open_redis_store(private_redis.url, redis_prefix, sink, redis_timeout=TIMEOUT)
+    try:
+        harness = Harness(store, sink, Clock())
+        await harness.store.create(jobs.create(NewJob(owner="alice"), jobs.now()), None)
+        yield harness
+    finally:
+        if private_redis.process is not None:
+            private_redis.resume()
+        await store.aclose()
+
+
+async def until_answering(store: RedisStore) -> None:
+    with anyio.fail_after(WAIT):
+        while True:
+            try:
+                await store.ping()
+                return
+            except BackendUnavailable:
+                await anyio.sleep(0.05)
+
+
+async def test_clients_are_told_nothing_of_where_redis_is(
+    outage: Harness, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped: each call's 503 is generic; the log has the detail once, then "back"."""
+    caplog.set_level(logging.INFO, logger="jobcast")
+    job = outage.sink.changes[-1]
+    private_redis.stop()
+    for name, call in every_call(outage, job.job_id, job.position).items():
+        error = await fails_in_time(call)
+        assert str(error) == UNAVAILABLE, name
+        assert "127.0.0.1" not in str(error)
+        assert str(private_redis.port) not in str(error)
+        assert isinstance(error.__cause__, RedisError | OSError), name
+    [warning] = logged(caplog, "requests get 503")
+    assert warning.levelno == logging.WARNING
+    assert f"127.0.0.1:{private_redis.port}" in warning.getMessage()
+
+    private_redis.start()
+    await until_answering(outage.store)
+    [back] = logged(caplog, "answers again")
+    assert back.levelno == logging.INFO
+    assert len(logged(caplog, "requests get 503")) == 1
+
+
+def test_an_outage_is_logged_at_its_start_now_and_then_and_at_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Failures warn once, then at most once a reminder period, and recovery says how long."""
+    caplog.set_level(logging.INFO, logger="jobcast")
+    now = [100.0]
+    outage = _Outage("Redis is down", "Redis is back", remind_every=60, clock=lambda: now[0])
+    outage.over()  # nothing was wrong: nothing to say
+    for _ in range(50):
+        outage.failed("Error 111 connecting to 10.0.0.7:6379")
+        now[0] += 1.5  # 75 seconds of failures in all
+    outage.over()
+    outage.over()
+    messages = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert messages == [
+        ("WARNING", "Redis is down: Error 111 connecting to 10.0.0.7:6379"),
+        (
+            "WARNING",
+            "Redis is down; for 60s now, 41 failures: Error 111 connecting to 10.0.0.7:6379",
+        ),
+        ("INFO", "Redis is back after 75.0s, 50 failures"),
+    ]
+
+
+async def test_every_call_ends_within_the_timeout_when_redis_hangs(
+    outage: Harness, private_redis: RedisServer
+) -> None:
+    """A paused Redis turns every call, and a crowd larger than the pool, into 503s in time."""
+    job = outage.sink.changes[-1]
+    calls = list(every_call(outage, job.job_id, job.position).values())
+    # More callers than pooled connections: some wait for one, inside the same deadline.
+    calls += [lambda: outage.store.get(job.job_id)] * (2 * POOL_SIZE)
+    private_redis.pause()
+    async with anyio.create_task_group() as group:
+        for call in calls:
+            group.start_soon(fails_in_time, call)
+
+
+async def test_a_call_cut_short_leaves_no_reply_behind(
+    outage: Harness, private_redis: RedisServer
+) -> None:
+    """Commands cut short by the deadline never hand their late replies to later calls."""
+    job = outage.sink.changes[-1]
+    store = outage.store
+    private_redis.pause()
+    async with anyio.create_task_group() as group:
+        for call in every_call(outage, job.job_id, job.position).values():
+            group.start_soon(fails_in_time, call)
+    private_redis.resume()
+    await until_answering(store)
+    for _ in range(2 * POOL_SIZE):
+        assert (await store.get(job.job_id)).job_id == job.job_id
+        counts = await store.count_by_status()
+        assert sum(counts.values()) == len((await store.list(JobFilter(), 100, None)).jobs)
+        await store.ping()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """The URL of a port that accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4 * POOL_SIZE)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+async def test_a_server_that_never_answers_fails_in_time(
+    black_hole: str, redis_prefix: str
+) -> None:
+    """Against a port that accepts and never answers, start-up and calls end in time."""
+    settings = contract_settings(
+        backend="redis", redis_url=black_hole, redis_prefix=redis_prefix, redis_timeout=TIMEOUT
+    )
+    store = RedisStore(settings, Recorder())
+    try:
+        started = time.monotonic()
+        await store.start()
+        assert time.monotonic() - started <= LIMIT
+        harness = Harness(store, Recorder(), Clock())
+        async with anyio.create_task_group() as group:
+            for call in every_call(harness, "job_x", Position(1, 1)).values():
+                group.start_soon(fails_in_time, call)
+    finally:
+        await store.aclose()
+
+
+async def test_the_feed_listener_logs_an_outage_once(
+    outage: Harness, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through a multi-second outage the listener retries often, warns once, and logs its return."""
+    caplog.set_level(logging.INFO, logger="jobcast")
+    private_redis.stop()
+    started = time.monotonic()
+    with anyio.fail_after(WAIT):
+        # Every failed attempt ends the live streams: wait for a good many of them.
+        await outage.sink.wait_for(lambda sink: sink.closed >= 6)
+    await anyio.sleep(max(0.0, seconds(2.0) - (time.monotonic() - started)))
+    private_redis.start()
+    again = await outage.create()
+    await outage.sink.wait_for(lambda sink: sink.changes[-1].job_id == again.job_id)
+
+    [lost] = logged(caplog, "live streams end until it is back")
+    assert lost.levelno == logging.WARNING
+    assert str(private_redis.port) in lost.getMessage()
+    [back] = logged(caplog, "back after")
+    assert back.levelno == logging.INFO
+    took = float(back.getMessage().split(" after ")[1].split("s,")[0])
+    assert took >= 2.0
