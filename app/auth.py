@@ -33,6 +33,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
+from urllib.parse import unquote_plus
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -179,19 +180,51 @@ def scope_filter(access: Access, where: JobFilter) -> JobFilter:
 
 
 class RedactTokens(logging.Filter):
-    """Blanks ``token=…`` in log lines: uvicorn's access log prints every URL it serves."""
+    """Blanks read tokens in log lines: uvicorn prints every URL it serves, query and all.
 
-    _TOKEN = re.compile(r"(?<=[?&]token=)[^&\s\"]+")
+    uvicorn's access lines (``'%s - "%s %s HTTP/%s" %d'``) and its WebSocket
+    lines (``'%s - "WebSocket %s" [accepted]'``, ``... %d`` for a denial) carry
+    the path with its raw query as one argument. A parameter is blanked when
+    the server would read it as ``token``: its name decoded the way Starlette's
+    ``query_params`` decode it, so ``?%74oken=`` and ``?t%6Fken=`` are caught
+    as well as ``?token=``. Its value becomes ``REDACTED``; everything else in
+    the line is kept as it was.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub("REDACTED", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+        args = record.args
+        # A line without "?" holds no query: most lines cost one scan per argument.
+        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
+            record.args = tuple(redact_tokens(arg) if isinstance(arg, str) else arg for arg in args)
         if isinstance(record.msg, str):
-            record.msg = self._TOKEN.sub("REDACTED", record.msg)
+            record.msg = redact_tokens(record.msg)
         return True
+
+
+# A query in a log line: from "?" to the end of the URL, "#" included (uvicorn's WebSocket
+# protocol gives the app everything after "?"). uvicorn escapes '"' in the paths it
+# logs, and its parsers refuse whitespace in a request target.
+_QUERY = re.compile(r"\?[^\s\"]+")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with the value of every ``token`` query parameter replaced by REDACTED."""
+    if "?" not in text:
+        return text
+    return _QUERY.sub(_redact_query, text)
+
+
+def _redact_query(query: re.Match[str]) -> str:
+    # urllib.parse.parse_qsl's reading, which Starlette's query_params use: pairs split
+    # on "&" only (not ";"), a name ends at the first "=" and is decoded by unquote_plus.
+    # Rewritten pair by pair, so every other parameter is logged byte for byte. An
+    # empty value is left empty: there is nothing to hide.
+    pairs = query[0][1:].split("&")
+    for index, pair in enumerate(pairs):
+        name, _, value = pair.partition("=")
+        if value and unquote_plus(name) == "token":
+            pairs[index] = name + "=REDACTED"
+    return "?" + "&".join(pairs)
 
 
 def redact_tokens_in_server_logs() -> None:
