@@ -1,0 +1,280 @@
+"""Jobcast behind a real nginx, configured by the block that docs/deployment.md documents.
+
+The configuration under test is read from the doc's "Behind a reverse proxy"
+section and changed in two places only, its listen port and its upstream's
+port, so the doc cannot drift from what works. nginx runs in the foreground
+as a child process with a prefix, pid file, logs and temp folders of its own,
+on a free loopback port; Jobcast runs protected (``JOBS_API_KEY``), as the
+doc says it must behind a proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from tests.conftest import seconds
+
+from .conftest import ROOT, JobsClient, _die_with_parent, free_port
+from .sse_reader import SSEStream
+
+if TYPE_CHECKING:
+    from .conftest import RunningServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+DEPLOYMENT = ROOT / "docs" / "deployment.md"
+KEY = "proxy-key-0123456789abcdefghij0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+FOREIGN = "http://evil.example"
+HOST_AS_SENT = "proxy_set_header Host $http_host;"
+HOST_WITHOUT_PORT = "proxy_set_header Host $host;"
+
+# What Debian's nginx.conf wraps around a conf.d file, pointed at this test's folder.
+MAIN_CONFIG = """\
+{user}worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{
+    worker_connections 128;
+}}
+http {{
+    access_log {folder}/access.log;
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+
+{site}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """The nginx executable; fails the test under CI, skips it elsewhere."""
+    path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx is missing: .ci/run installs it (apt-get install nginx-light)")
+        pytest.skip("install nginx to run the reverse-proxy tests: apt-get install nginx-light")
+    return path
+
+
+def documented_site() -> str:
+    """The one nginx block of the "Behind a reverse proxy" section of docs/deployment.md."""
+    text = DEPLOYMENT.read_text()
+    section = text.partition("\n## Behind a reverse proxy\n")[2].partition("\n## ")[0]
+    blocks = re.findall(r"^```nginx\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "the proxy section of docs/deployment.md holds one nginx block"
+    site: str = blocks[0]
+    return site
+
+
+def with_ports(site: str, listen: int, upstream: int) -> str:
+    """The documented block, listening on loopback ``listen`` and proxying to ``upstream``."""
+    site, listens = re.subn(r"\blisten 80;", f"listen 127.0.0.1:{listen};", site)
+    site, servers = re.subn(r"\bserver 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream};", site)
+    assert (listens, servers) == (1, 1), "the block has one `listen 80;` and one upstream server"
+    return site
+
+
+@dataclass
+class Nginx:
+    """One nginx master process in the foreground, in its own folder."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    folder: Path
+
+    @property
+    def origin(self) -> str:
+        """The origin a browser that loaded a page through this proxy sends."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: Any) -> JobsClient:
+        """An HTTP client that reaches Jobcast through this proxy, with the API key."""
+        return JobsClient(base_url=self.origin, headers=AUTH, timeout=seconds(10), **kwargs)
+
+    def log(self) -> str:
+        """nginx's error log so far."""
+        path = self.folder / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_until_listening(self, deadline: float) -> None:
+        """Poll-connect to the port until nginx accepts; fail if it exits or never does."""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"nginx exited at start-up:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=seconds(1)):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"nginx did not listen on {self.port} in time:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGTERM), then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=seconds(5))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=seconds(5))
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
+    """Start nginx in front of a server with a site config (the documented one by default)."""
+    binary = nginx_binary()
+    started: list[Nginx] = []
+
+    def start(upstream: RunningServer, site: str | None = None) -> Nginx:
+        folder = tmp_path / f"nginx-{len(started)}"
+        folder.mkdir()
+        port = free_port()
+        config = folder / "nginx.conf"
+        config.write_text(
+            MAIN_CONFIG.format(
+                # Without `user`, a root master runs its workers as nobody, who cannot
+                # enter pytest's private temp folder; a non-root one runs them as itself.
+                user="user root;\n" if os.geteuid() == 0 else "",
+                folder=folder,
+                site=with_ports(site or documented_site(), port, upstream.port),
+            )
+        )
+        with (folder / "output.log").open("wb") as output:
+            process = subprocess.Popen(
+                [binary, "-p", f"{folder}/", "-c", str(config), "-e", str(folder / "error.log")],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        proxy = Nginx(port, process, folder)
+        started.append(proxy)
+        proxy.wait_until_listening(time.monotonic() + seconds(10))
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+        print(f"--- nginx error log ({proxy.origin}) ---\n{proxy.log()}")
+
+
+@pytest.fixture
+def proxy(nginx: Callable[..., Nginx], server: Callable[..., RunningServer]) -> Nginx:
+    """The documented nginx in front of a protected Jobcast."""
+    return nginx(server(JOBS_API_KEY=KEY))
+
+
+async def next_job_event(stream: SSEStream, within: float) -> dict[str, Any]:
+    """The next `job` event's job, skipping other kinds of event."""
+    with anyio.fail_after(within):
+        while (event := await stream.next_event(within)).event != "job":
+            pass
+    job: dict[str, Any] = event.json()
+    return job
+
+
+async def next_job_frame(ws: ClientConnection, within: float) -> dict[str, Any]:
+    """The next `job` frame's job, skipping other kinds of frame."""
+    with anyio.fail_after(within):
+        while (frame := json.loads(await ws.recv()))["type"] != "job":
+            pass
+    job: dict[str, Any] = frame["job"]
+    return job
+
+
+async def test_sse_events_pass_through_as_they_happen(proxy: Nginx) -> None:
+    """A change reaches an open SSE stream through the proxy at once, and the stream stays open."""
+    async with proxy.client() as api:
+        job_id = await api.create_job(message="queued")
+        url = f"{proxy.origin}/api/jobs/{job_id}/events"
+        headers = {**AUTH, "Accept-Encoding": "gzip"}  # as browsers send: a gzipped stream stalls
+        async with await SSEStream.open(url, headers=headers, within=seconds(5)) as stream:
+            assert stream.status == 200
+            assert (await next_job_event(stream, seconds(5)))["message"] == "queued"
+            await api.update(job_id, status="processing", progress=40)
+            job = await next_job_event(stream, seconds(2))
+            assert (job["version"], job["progress"]) == (2, 40)
+            assert (stream.ended, stream.eof) == (False, False), "the stream stays open"
+
+
+async def test_browser_on_the_proxys_origin_writes_and_opens_websockets(proxy: Nginx) -> None:
+    """A page served by the proxy may PATCH a job and subscribe to it over a WebSocket."""
+    async with proxy.client() as api:
+        job_id = await api.create_job()
+        response = await api.patch(
+            f"/api/jobs/{job_id}", json={"progress": 10}, headers={"Origin": proxy.origin}
+        )
+        assert response.status_code == 200, response.text
+        url = f"ws://127.0.0.1:{proxy.port}/api/jobs/ws"
+        async with connect(
+            url, origin=Origin(proxy.origin), additional_headers=AUTH, open_timeout=seconds(5)
+        ) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "jobId": job_id}))
+            job = await next_job_frame(ws, seconds(5))
+            assert (job["jobId"], job["progress"]) == (job_id, 10)
+
+
+async def test_reconnect_after_the_final_event_gets_204(proxy: Nginx) -> None:
+    """An SSE reconnect whose Last-Event-ID is a finished job's last version gets 204."""
+    async with proxy.client() as api:
+        job_id = await api.create_job()
+        final = (await api.complete(job_id))["version"]
+        url = f"{proxy.origin}/api/jobs/{job_id}/events"
+        headers = {**AUTH, "Last-Event-ID": str(final)}
+        async with await SSEStream.open(url, headers=headers, within=seconds(5)) as stream:
+            assert stream.status == 204
+
+
+async def test_foreign_origin_is_still_refused(proxy: Nginx) -> None:
+    """Through the proxy, a page on another origin can neither write nor open a WebSocket."""
+    async with proxy.client() as api:
+        job_id = await api.create_job()
+        response = await api.patch(
+            f"/api/jobs/{job_id}", json={"progress": 10}, headers={"Origin": FOREIGN}
+        )
+        assert response.status_code == 403, response.text
+        url = f"ws://127.0.0.1:{proxy.port}/api/jobs/ws"
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(
+                url, origin=Origin(FOREIGN), additional_headers=AUTH, open_timeout=seconds(5)
+            )
+        assert refused.value.response.status_code == 403
+        assert (await api.job(job_id))["version"] == 1
+
+
+async def test_proxy_that_drops_the_port_from_host_gets_browser_writes_refused(
+    nginx: Callable[..., Nginx], server: Callable[..., RunningServer]
+) -> None:
+    """Proxied with `Host $host` on a non-default port, the page's own PATCH is refused: 403."""
+    site = documented_site()
+    assert site.count(HOST_AS_SENT) == 1
+    dropping = nginx(server(JOBS_API_KEY=KEY), site.replace(HOST_AS_SENT, HOST_WITHOUT_PORT))
+    async with dropping.client() as api:
+        job_id = await api.create_job()
+        await api.update(job_id, progress=5)  # proxied fine: only the browser's Origin fails
+        response = await api.patch(
+            f"/api/jobs/{job_id}", json={"progress": 10}, headers={"Origin": dropping.origin}
+        )
+        assert response.status_code == 403, response.text
