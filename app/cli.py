@@ -5,10 +5,12 @@
     jobcast update $JOB --status processing --progress 45 --message "Extracting..."
     jobcast watch $JOB            # a live progress bar; exit 0 on completed, 1 on error
     jobcast complete $JOB --document-id doc_123abc
+    export JOBS_API_KEY=$(jobcast keygen)   # a new random secret; no server needed
 
-Every command but ``serve`` takes ``--json`` (one JSON object per line) for
-scripts. Errors print one line to stderr: exit status 2 for a usage error,
-1 for anything else.
+The job commands take ``--json`` (one JSON object per line) for scripts.
+Errors print one line to stderr (the server's reason), then one indented
+line per offending field when several were refused: exit status 2 for a
+usage error, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -29,7 +32,7 @@ from rich.table import Table
 
 from app.__main__ import main as serve_main
 from app.client import DEFAULT_URL, JobsClient, RetryPolicy
-from app.errors import JobsError
+from app.errors import InvalidJobData, JobsError
 from app.models import JOB_STATUSES, JOB_TYPES, Job, encode
 from app.settings import Settings
 
@@ -326,6 +329,21 @@ def watch(ctx: click.Context, job_id: str, as_json: bool) -> None:
     ctx.exit(0 if last is not None and last.status == "completed" else 1)
 
 
+@cli.command()
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many secrets to print.",
+)
+def keygen(count: int) -> None:
+    """Print a new random secret for JOBS_API_KEY or JOBS_TOKEN_SECRET, one per line."""
+    for _ in range(count):
+        click.echo(secrets.token_urlsafe(32))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``jobcast`` console script."""
     try:
@@ -341,8 +359,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.Abort:
         _fail("jobcast: interrupted", 130)
     except JobsError as exc:
-        _fail(f"jobcast: error: {exc}", 1)
+        _fail(_error_lines(exc), 1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_lines(exc: JobsError) -> str:
+    """The server's reason; then each refused field, when there are several."""
+    lines = [f"jobcast: error: {exc}"]
+    if isinstance(exc, InvalidJobData) and len(exc.errors) > 1:
+        lines += [f"  {error.field}: {error.message}" for error in exc.errors]
+    return "\n".join(lines)
 
 
 def _fail(message: str, code: int) -> NoReturn:

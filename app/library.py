@@ -8,6 +8,10 @@ They act on the store of the running app (its lifespan installs it), so
 every change is stored and pushed to every subscriber before the call
 returns. With no app running they use a private in-memory store, which
 keeps scripts and tests that only need the rules working.
+
+Arguments are checked as request bodies are, by the same models, but by
+their Python names: a bad one raises InvalidJobData naming it
+(``progress: must be at most 100``).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ async def create_job(
     owner: str | None = None,
 ) -> Job:
     fields = _given(job_type=job_type, message=message, metadata=metadata, owner=owner)
-    request = parse(NewJob, fields)
+    request = parse(NewJob, fields, by_name=True)
     job, _ = await current_service().create(request)
     return job
 
@@ -59,19 +63,19 @@ async def update_job_with_notification(
     metadata: dict[str, Any] | None = None,
 ) -> Job:
     fields = _given(status=status, progress=progress, message=message, metadata=metadata)
-    return await current_service().update(job_id, parse(JobUpdate, fields))
+    return await current_service().update(job_id, parse(JobUpdate, fields, by_name=True))
 
 
 async def complete_job(
     job_id: str, document_id: str | None = None, message: str | None = None
 ) -> Job:
     fields = _given(document_id=document_id, message=message)
-    return await current_service().complete(job_id, parse(Completion, fields))
+    return await current_service().complete(job_id, parse(Completion, fields, by_name=True))
 
 
 async def fail_job(job_id: str, error: str, message: str | None = None) -> Job:
     fields = _given(error=error, message=message)
-    return await current_service().fail(job_id, parse(Failure, fields))
+    return await current_service().fail(job_id, parse(Failure, fields, by_name=True))
 
 
 async def get_job(job_id: str) -> Job:

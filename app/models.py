@@ -4,12 +4,19 @@ These models validate every request (HTTP bodies and the in-process
 library calls alike) and generate `/openapi.json`, so the documentation
 cannot drift from what the server accepts. :class:`Job` is both the wire
 shape and the stored state: one model for one thing.
+
+A request body or WebSocket frame knows its fields by their wire names only
+(`jobType`, never `job_type`): a Python name there is an unknown field, refused
+with a hint. Python code (the library, the server's own calls) keeps using
+Python names. :func:`parse` turns pydantic's errors into :class:`FieldError`
+lines a person can act on (`progress: must be at most 100`).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -24,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 from app.errors import FieldError, InvalidJobData, MalformedJSON
 
@@ -55,10 +63,10 @@ def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     while stack:
         item, depth = stack.pop()
         if depth > MAX_METADATA_DEPTH:
-            raise ValueError(f"metadata may nest at most {MAX_METADATA_DEPTH} levels deep")
+            raise ValueError(f"may nest at most {MAX_METADATA_DEPTH} levels deep")
         if isinstance(item, float) and not math.isfinite(item):
             # JSON has no NaN or Infinity: it would be stored as one thing and sent as null.
-            raise ValueError("metadata numbers must be finite")
+            raise ValueError("may hold finite numbers only")
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
@@ -76,12 +84,13 @@ Progress = Annotated[
 # checked in one place on the job a change produces: app.service.
 Text = str
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+OWNER_PATTERN = r"^[!-~]+$"
 Owner = Annotated[
     str,
     Field(
         min_length=1,
         max_length=200,
-        pattern=r"^[!-~]+$",
+        pattern=OWNER_PATTERN,
         description="Who the job belongs to (visible ASCII); owner tokens read only theirs.",
     ),
 ]
@@ -98,7 +107,16 @@ class WireModel(BaseModel):
 
 
 class RequestModel(WireModel):
+    """A request body: exact JSON types, no unknown fields; :func:`parse` reads the wire
+    names only (Python code may still build one by its Python names)."""
+
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class FrameModel(RequestModel):
+    """A WebSocket client frame: only ever read off the wire, so wire names only, always."""
+
+    model_config = ConfigDict(validate_by_name=False)
 
 
 class NewJob(RequestModel):
@@ -237,22 +255,133 @@ def encode(model: BaseModel) -> bytes:
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], data: bytes | Mapping[str, Any]) -> M:
-    """Validate a JSON body or keyword arguments; raise InvalidJobData naming each bad field."""
+def parse(model: type[M], data: bytes | Mapping[str, Any], *, by_name: bool = False) -> M:
+    """Validate a JSON body (bytes) or a mapping; raise InvalidJobData naming each bad field.
+
+    A request body knows its fields by their wire names only; ``by_name=True``
+    also takes the Python names, for Python callers (:mod:`app.library`). Query
+    strings ignore what they do not know, so they keep understanding both rather
+    than silently dropping a ``job_type`` filter.
+    """
+    names = by_name or not issubclass(model, RequestModel)
     try:
         if isinstance(data, bytes):
-            return model.model_validate_json(data)
-        return model.model_validate(data)
+            return model.model_validate_json(data, by_alias=True, by_name=names)
+        return model.model_validate(data, by_alias=True, by_name=names)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            raise MalformedJSON(f"the body is not valid JSON: {errors[0]['msg']}") from None
-        fields = [
-            FieldError(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
-            for error in errors
-        ]
-        names = ", ".join(dict.fromkeys(field.field for field in fields))
-        raise InvalidJobData(f"invalid value for {names}", fields) from None
+        for error in exc.errors(include_url=False, include_input=False):
+            if error["type"] == "json_invalid":
+                raise MalformedJSON(f"the body is not valid JSON: {error['msg']}") from None
+        errors = field_errors(model, exc)
+        raise InvalidJobData(describe(errors), errors) from None
+
+
+def describe(errors: Sequence[FieldError]) -> str:
+    """The one-line detail of a refused request: its first field error, as ``field: why``."""
+    if not errors:
+        return "the request is not valid"
+    first, more = errors[0], len(errors) - 1
+    return f"{first.field}: {first.message}" + (f" (and {more} more)" if more else "")
+
+
+def field_errors(model: type[BaseModel], exc: ValidationError) -> list[FieldError]:
+    """One :class:`FieldError` per offending field of ``model``, worded for people.
+
+    Paths are the names as sent (camelCase on the wire), dotted when nested;
+    ``body`` is the request as a whole.
+    """
+    details = exc.errors(include_url=False, include_input=False)
+    fields = _wire_names(model)
+    # A snake_case name already says "did you mean jobType?"; "jobId is required" is noise.
+    hinted = {
+        _suggestion(str(error["loc"][0]), fields)
+        for error in details
+        if error["type"] == "extra_forbidden" and len(error["loc"]) == 1
+    }
+    found: dict[str, FieldError] = {}
+    for error in details:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        if error["type"] == "missing" and where in hinted:
+            continue
+        if where not in found:
+            found[where] = FieldError(where, _message(error, fields))
+    return list(found.values())
+
+
+def _wire_names(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _suggestion(name: str, fields: Sequence[str]) -> str | None:
+    """The wire name someone who sent ``name`` most likely meant, if any."""
+    camel = to_camel(name)
+    if camel != name and camel in fields:
+        return camel
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+_TYPE_WORDS = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be an object",
+    "model_type": "must be a JSON object",
+    "list_type": "must be an array",
+}
+# (ctx key, words) for the errors that carry a bound or a size in their context.
+_BOUND_WORDS = {
+    "less_than_equal": ("le", "must be at most {}"),
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "greater_than": ("gt", "must be greater than {}"),
+    "string_too_long": ("max_length", "may hold at most {} characters"),
+    "string_too_short": ("min_length", "must hold at least {} characters"),
+    "too_long": ("max_length", "may hold at most {} items"),
+    "too_short": ("min_length", "must hold at least {} items"),
+}
+_PATTERN_WORDS = {OWNER_PATTERN: "must be visible ASCII characters, without spaces"}
+
+
+def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
+    """What is wrong, in a few words; pydantic's own message for anything unusual."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind in _TYPE_WORDS:
+        return _TYPE_WORDS[kind]
+    if kind in _BOUND_WORDS and _BOUND_WORDS[kind][0] in ctx:
+        key, words = _BOUND_WORDS[kind]
+        if kind == "string_too_short" and ctx[key] == 1:
+            return "must not be empty"
+        return words.format(_number(ctx[key]))
+    if kind == "literal_error" and "expected" in ctx:
+        expected = str(ctx["expected"])
+        if expected in ("True", "False"):
+            return f"must be {expected.lower()}"
+        if " or " not in expected:
+            return f"must be {expected}"
+        return "must be one of: " + ", ".join(expected.rsplit(" or ", 1))
+    if kind == "string_pattern_mismatch" and "pattern" in ctx:
+        return _PATTERN_WORDS.get(ctx["pattern"], f"must match the pattern {ctx['pattern']}")
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind == "extra_forbidden":
+        hint = _suggestion(str(error["loc"][-1]), fields) if len(error["loc"]) == 1 else None
+        if hint is not None:
+            return f"is not a field of this request; did you mean {hint}?"
+        return "is not a field of this request; it takes " + ", ".join(fields)
+    return error["msg"]
+
+
+def _number(value: Any) -> Any:
+    """``100`` rather than ``100.0`` in a message."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class QueryModel(WireModel):
@@ -287,13 +416,13 @@ class JobQuery(QueryModel):
     timeout: float = Field(default=30, gt=0, le=60, description="Long-poll wait, in seconds.")
 
 
-class SubscribeJob(RequestModel):
+class SubscribeJob(FrameModel):
     type: Literal["subscribe"]
     job_id: str = Field(max_length=200)
     since: int | None = Field(default=None, ge=0)
 
 
-class SubscribeAll(RequestModel):
+class SubscribeAll(FrameModel):
     type: Literal["subscribe"]
     all: Literal[True]
     job_type: JobType | None = None
@@ -302,13 +431,13 @@ class SubscribeAll(RequestModel):
     since: str | None = Field(default=None, max_length=200)
 
 
-class Unsubscribe(RequestModel):
+class Unsubscribe(FrameModel):
     type: Literal["unsubscribe"]
     job_id: str | None = Field(default=None, max_length=200)
     all: bool = False
 
 
-class Ping(RequestModel):
+class Ping(FrameModel):
     type: Literal["ping"]
 
 

@@ -18,7 +18,7 @@ import pydantic_core
 from app import jobs
 from app.errors import FieldError, InvalidJobData
 from app.metrics import Metrics
-from app.models import Completion, Failure, Job, JobUpdate, NewJob
+from app.models import Completion, Failure, Job, JobUpdate, NewJob, describe
 from app.settings import Settings
 from app.store import Idempotency, JobFilter, JobStore, Page
 
@@ -93,22 +93,16 @@ class JobService:
             if value is not None and len(value) > limit
         ]
         if errors:
-            names = ", ".join(error.field for error in errors)
-            raise InvalidJobData(f"invalid value for {names}", errors)
+            raise InvalidJobData(describe(errors), errors)
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
         size = len(pydantic_core.to_json(metadata))
         if size > self._max_metadata:
-            raise InvalidJobData(
-                "invalid value for metadata",
-                [
-                    FieldError(
-                        "metadata",
-                        f"is {size} bytes as JSON; a job's metadata may hold at most "
-                        f"{self._max_metadata}",
-                    )
-                ],
+            reason = (
+                f"is {size} bytes as JSON; a job's metadata may hold at most {self._max_metadata}"
             )
+            errors = [FieldError("metadata", reason)]
+            raise InvalidJobData(describe(errors), errors)
 
     def _count(self, job: Job) -> None:
         self.metrics.jobs_updated.inc()

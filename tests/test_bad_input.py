@@ -181,20 +181,20 @@ def test_unknown_field_is_422(client: TestClient, guard: Guard, route: Route) ->
 
 @pytest.mark.parametrize("route", BODY_ROUTES, ids=lambda r: r.name)
 def test_body_over_one_mib_is_413(client: TestClient, guard: Guard, route: Route) -> None:
-    """A 2 MiB body answers 413 as problem+json."""
+    """A 2 MiB body answers 413 as problem+json naming the limit and its setting."""
     body = json.dumps({"message": "x" * (2 * MiB)})
     response = send(client, route, guard.job_id, content=body, headers=JSON)
     problem = guard.refused(response, 413)
-    assert "large" in problem["detail"].lower()
+    assert "JOBS_MAX_BODY_BYTES = 1048576" in problem["detail"]
 
 
 @pytest.mark.parametrize("route", BODY_ROUTES, ids=lambda r: r.name)
 def test_streamed_body_over_one_mib_is_413(client: TestClient, guard: Guard, route: Route) -> None:
-    """A 2 MiB body sent in chunks without Content-Length answers 413 as problem+json."""
+    """A 2 MiB body sent in chunks without Content-Length answers 413 naming the limit."""
     chunks = (b"x" * 65536 for _ in range(32))
     response = send(client, route, guard.job_id, content=chunks, headers=JSON)
     problem = guard.refused(response, 413)
-    assert "large" in problem["detail"].lower()
+    assert "JOBS_MAX_BODY_BYTES = 1048576" in problem["detail"]
 
 
 def test_body_just_under_one_mib_is_accepted() -> None:
@@ -317,6 +317,113 @@ def test_invalid_field_is_422_naming_it(
     """A wrong type, out-of-range value or unknown word answers 422 naming the field."""
     response = send(client, route, guard.job_id, json=body)
     guard.refused(response, 422, "invalid-request", field=field)
+
+
+# app.service checks text lengths against a setting and still words its own detail.
+PYDANTIC_WORDING = (
+    "Value error",
+    "Input should",
+    "Field required",
+    "Extra inputs",
+    "invalid value",
+)
+
+
+@pytest.mark.parametrize(("route", "body", "field"), FIELD_CASES)
+def test_invalid_field_detail_is_its_first_field_error(
+    client: TestClient, guard: Guard, route: Route, body: dict[str, Any], field: str
+) -> None:
+    """The detail is the first field error as `field: why`, one error per field, in our words."""
+    response = send(client, route, guard.job_id, json=body)
+    problem = guard.refused(response, 422, "invalid-request", field=field)
+    errors = problem["errors"]
+    first = f"{errors[0]['field']}: {errors[0]['message']}"
+    more = len(errors) - 1
+    assert problem["detail"] == (f"{first} (and {more} more)" if more else first)
+    assert len({error["field"] for error in errors}) == len(errors)
+    for text in [problem["detail"], *(error["message"] for error in errors)]:
+        assert not any(words in text for words in PYDANTIC_WORDING), text
+
+
+JOB_TYPES_WORDS = "'file_processing', 'document_analysis', 'llm_agent', 'generic'"
+STATUSES_WORDS = "'queued', 'processing', 'completed', 'error'"
+DETAILS = {
+    "at-most": (PATCH, {"progress": 150}, "progress: must be at most 100"),
+    "at-least": (PATCH, {"progress": -1}, "progress: must be at least 0"),
+    "number": (PATCH, {"progress": "50"}, "progress: must be a number"),
+    "one-of": (PATCH, {"status": "done"}, f"status: must be one of: {STATUSES_WORDS}"),
+    "validator": (
+        PATCH,
+        {},
+        "body: give at least one of status, progress, message, metadata",
+    ),
+    "nesting": (
+        PATCH,
+        {"metadata": nested_metadata(40)},
+        "metadata: may nest at most 32 levels deep",
+    ),
+    "typo": (
+        PATCH,
+        {"progres": 5},
+        "progres: is not a field of this request; did you mean progress?",
+    ),
+    "unknown": (
+        PATCH,
+        {"bogus": 1},
+        "bogus: is not a field of this request; it takes status, progress, message, metadata",
+    ),
+    "several": (
+        PATCH,
+        {"progress": 500, "status": "done", "message": 5},
+        f"status: must be one of: {STATUSES_WORDS} (and 2 more)",
+    ),
+    "job-type": (CREATE, {"jobType": "video"}, f"jobType: must be one of: {JOB_TYPES_WORDS}"),
+    "string": (CREATE, {"message": 5}, "message: must be a string"),
+    "object": (CREATE, {"metadata": [1]}, "metadata: must be an object"),
+    "pattern": (
+        CREATE,
+        {"owner": "a b"},
+        "owner: must be visible ASCII characters, without spaces",
+    ),
+    "too-long": (CREATE, {"owner": "x" * 201}, "owner: may hold at most 200 characters"),
+    "empty": (CREATE, {"owner": ""}, "owner: must not be empty"),
+    "not-object": (CREATE, [], "body: must be a JSON object"),
+    "required": (FAIL, {}, "error: is required"),
+}
+
+
+@pytest.mark.parametrize(("route", "body", "detail"), DETAILS.values(), ids=DETAILS.keys())
+def test_invalid_field_detail_says_what_to_change(
+    client: TestClient, guard: Guard, route: Route, body: Any, detail: str
+) -> None:
+    """Each kind of refusal reads as an instruction: `progress: must be at most 100`."""
+    response = send(client, route, guard.job_id, json=body)
+    assert guard.refused(response, 422, "invalid-request")["detail"] == detail
+
+
+SNAKE_CASES = {
+    "create-jobType": (CREATE, {"job_type": "llm_agent"}, "job_type", "jobType"),
+    "complete-documentId": (COMPLETE, {"document_id": "doc_1"}, "document_id", "documentId"),
+    "both-spellings": (
+        CREATE,
+        {"jobType": "generic", "job_type": "llm_agent"},
+        "job_type",
+        "jobType",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "snake", "camel"), SNAKE_CASES.values(), ids=SNAKE_CASES.keys()
+)
+def test_snake_case_field_is_422_suggesting_the_wire_name(
+    client: TestClient, guard: Guard, route: Route, body: dict[str, Any], snake: str, camel: str
+) -> None:
+    """A Python (snake_case) name in a body is refused, naming it and the camelCase to send."""
+    response = send(client, route, guard.job_id, json=body)
+    problem = guard.refused(response, 422, "invalid-request", field=snake)
+    assert problem["detail"] == f"{snake}: is not a field of this request; did you mean {camel}?"
+    assert [error["field"] for error in problem["errors"]] == [snake]
 
 
 NON_FINITE = ["NaN", "Infinity", "-Infinity"]

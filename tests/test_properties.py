@@ -10,6 +10,7 @@ and publishes nothing, and a terminal job never changes again.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -21,7 +22,18 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from app import jobs
 from app.errors import InvalidJobData, InvalidTransition, JobGone
 from app.events import Change
-from app.models import Completion, Failure, Job, JobStatus, JobUpdate, NewJob
+from app.models import (
+    Completion,
+    Failure,
+    Job,
+    JobStatus,
+    JobUpdate,
+    NewJob,
+    RequestModel,
+    TokenRequest,
+    describe,
+    parse,
+)
 from app.service import JobService
 from app.settings import Settings
 from app.store.memory import MemoryStore
@@ -107,6 +119,54 @@ def test_one_update_is_refused_or_moves_one_version_along_an_allowed_edge(
     assert after.updated_at == later
     assert after.job_id == before.job_id
     assert after.created_at == before.created_at
+
+
+BODY_MODELS: list[type[RequestModel]] = [NewJob, JobUpdate, Completion, Failure, TokenRequest]
+WIRE_NAMES = ["jobType", "message", "metadata", "owner", "status", "progress", "documentId"]
+WIRE_NAMES += ["error", "jobId", "ttl"]
+SNAKE_NAMES = ["job_type", "document_id", "job_id"]
+field_names = st.sampled_from(WIRE_NAMES + SNAKE_NAMES) | st.text(max_size=8)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+PYDANTIC_WORDING = ("Value error", "Input should", "Field required", "Extra inputs")
+
+
+@settings(PROPERTY_SETTINGS, max_examples=400)
+@given(
+    model=st.sampled_from(BODY_MODELS),
+    body=st.dictionaries(field_names, json_values, max_size=5) | json_values,
+)
+def test_any_json_body_parses_or_is_refused_field_by_field_in_our_words(
+    model: type[RequestModel], body: Any
+) -> None:
+    """Any JSON body parses or raises InvalidJobData: one worded error per field, snake_case too."""
+    refused: InvalidJobData | None = None
+    try:
+        parse(model, json.dumps(body).encode())
+    except InvalidJobData as exc:
+        refused = exc
+    snake = {name for name in SNAKE_NAMES if isinstance(body, dict) and name in body}
+    if refused is None:
+        assert isinstance(body, dict)
+        assert not snake
+        return
+    fields = [error.field for error in refused.errors]
+    assert fields
+    assert len(set(fields)) == len(fields)
+    assert snake <= set(fields)
+    assert str(refused) == describe(refused.errors)
+    for error in refused.errors:
+        assert error.message
+        assert not any(words in error.message for words in PYDANTIC_WORDING), error
 
 
 def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:

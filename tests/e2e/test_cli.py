@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from app.cli import cli, setting_variable
-from app.settings import Settings
+from app.settings import MIN_SECRET_LENGTH, Settings
 from tests.conftest import seconds
 
 from .conftest import ROOT, free_port
@@ -215,11 +216,30 @@ def test_a_failed_call_prints_one_line_and_exits_1(server: Start) -> None:
     job_id = jobcast("--url", srv.base_url, "create").stdout.strip()
     refused = jobcast("--url", srv.base_url, "update", job_id, "--progress", "150")
     assert refused.returncode == 1
-    assert one_error_line(refused) == "jobcast: error: invalid value for progress"
+    assert one_error_line(refused) == "jobcast: error: progress: must be at most 100"
     jobcast("--url", srv.base_url, "complete", job_id)
     conflict = jobcast("--url", srv.base_url, "fail", job_id, "late")
     assert conflict.returncode == 1
     assert "can no longer change" in one_error_line(conflict)
+
+
+def test_several_refused_fields_print_the_detail_then_one_line_each(server: Start) -> None:
+    """A change refused for several fields prints the server's detail, then each field's reason."""
+    srv = server()
+    job_id = jobcast("--url", srv.base_url, "create").stdout.strip()
+    deep = '{"a": ' * 40 + "1" + "}" * 40
+    refused = jobcast(
+        "--url", srv.base_url, "update", job_id, "--progress", "150", "--metadata", deep
+    )
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "jobcast: error: progress: must be at most 100 (and 1 more)",
+        "  progress: must be at most 100",
+        "  metadata: may nest at most 32 levels deep",
+    ]
+    unchanged = jobcast("--url", srv.base_url, "get", job_id, "--json")
+    assert json.loads(unchanged.stdout)["version"] == 1
 
 
 def test_no_server_is_one_line_and_exit_1() -> None:
@@ -247,6 +267,36 @@ def test_a_usage_error_prints_one_line_and_exits_2(args: list[str]) -> None:
     result = jobcast(*args)
     assert result.returncode == 2
     assert "--help" in one_error_line(result)
+
+
+# --- keygen ---------------------------------------------------------------------------
+
+
+def test_keygen_prints_a_secret_the_server_accepts_as_its_api_key(server: Start) -> None:
+    """`keygen` needs no server, prints one URL-safe secret long enough for JOBS_API_KEY."""
+    result = jobcast("--url", f"http://127.0.0.1:{free_port()}", "keygen")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    [key] = result.stdout.splitlines()
+    assert len(key) >= MIN_SECRET_LENGTH
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", key)
+    [secret] = jobcast("keygen").stdout.splitlines()
+    srv = server(JOBS_API_KEY=key, JOBS_TOKEN_SECRET=secret)
+    created = jobcast("--url", srv.base_url, "create", JOBS_API_KEY=key)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("job_")
+
+
+def test_keygen_count_prints_that_many_different_secrets() -> None:
+    """`keygen --count 3` prints three different secrets, one per line; 0 is a usage error."""
+    result = jobcast("keygen", "--count", "3")
+    assert result.returncode == 0, result.stderr
+    keys = result.stdout.splitlines()
+    assert len(keys) == len(set(keys)) == 3
+    assert all(len(key) >= MIN_SECRET_LENGTH for key in keys)
+    refused = jobcast("keygen", "--count", "0")
+    assert refused.returncode == 2
+    assert "--help" in one_error_line(refused)
 
 
 # --- watch ----------------------------------------------------------------------------

@@ -653,8 +653,10 @@ async def test_server_errors_raise_the_servers_exceptions(server: Start, flavor:
         job_id = (await jobs.create_job()).job_id
         with pytest.raises(InvalidJobData) as invalid:
             await jobs.update_job_with_notification(job_id, progress=150)
-        assert str(invalid.value) == "invalid value for progress"
-        assert [error.field for error in invalid.value.errors] == ["progress"]
+        assert str(invalid.value) == "progress: must be at most 100"
+        assert [(error.field, error.message) for error in invalid.value.errors] == [
+            ("progress", "must be at most 100")
+        ]
         await jobs.complete_job(job_id)
         with pytest.raises(InvalidTransition, match="completed and can no longer change"):
             await jobs.fail_job(job_id, "too late")
@@ -666,6 +668,49 @@ async def test_server_errors_raise_the_servers_exceptions(server: Start, flavor:
         with pytest.raises(JobGone) as gone:
             await jobs.update_job_with_notification(job_id, progress=1)
         assert gone.value.job_id == job_id
+
+
+async def test_each_exception_says_what_the_server_said(server: Start, flavor: str) -> None:
+    """str() of every problem-mapped exception is the server's detail, field errors included."""
+    key = "k" * 40
+    srv = server(JOBS_API_KEY=key)
+    deep: dict[str, Any] = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    refused_change = {"progress": 150, "metadata": deep}
+    async with srv.client(headers={"Authorization": f"Bearer {key}"}) as http, srv.client() as bare:
+        job_id = await http.create_job()
+        said = {
+            JobNotFound: await http.get("/api/jobs/job_nope"),
+            InvalidJobData: await http.patch(f"/api/jobs/{job_id}", json=refused_change),
+            Unauthenticated: await bare.get(f"/api/jobs/{job_id}"),
+        }
+        await http.complete(job_id)
+        said[InvalidTransition] = await http.post(f"/api/jobs/{job_id}/fail", json={"error": "x"})
+    raised: dict[type[JobsError], JobsError] = {}
+    async with (
+        connect(flavor, srv.base_url, api_key=key) as jobs,
+        connect(flavor, srv.base_url) as anonymous,
+    ):
+        calls = {
+            JobNotFound: lambda: jobs.get_job("job_nope"),
+            InvalidJobData: lambda: jobs.update_job_with_notification(job_id, **refused_change),
+            Unauthenticated: lambda: anonymous.get_job(job_id),
+            InvalidTransition: lambda: jobs.fail_job(job_id, "x"),
+        }
+        for kind, call in calls.items():
+            with pytest.raises(kind) as caught:
+                await call()
+            raised[kind] = caught.value
+    assert {kind: str(exc) for kind, exc in raised.items()} == {
+        kind: response.json()["detail"] for kind, response in said.items()
+    }
+    invalid = raised[InvalidJobData]
+    assert isinstance(invalid, InvalidJobData)
+    assert str(invalid) == "progress: must be at most 100 (and 1 more)"
+    fields = [{"field": error.field, "message": error.message} for error in invalid.errors]
+    assert fields == said[InvalidJobData].json()["errors"]
+    assert [error.field for error in invalid.errors] == ["progress", "metadata"]
 
 
 async def test_other_answers_raise_client_exceptions_with_the_problem(
