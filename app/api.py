@@ -144,14 +144,17 @@ async def read_body(request: Request) -> bytes:
             "Content-Type: application/json (jobs only track work; files are not uploaded here)",
         )
     limit: int = request.state.settings.max_body_bytes
+    too_large = HTTPException(
+        413, f"the request body is larger than this server accepts (JOBS_MAX_BODY_BYTES = {limit})"
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413)
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413)
+            raise too_large
     return bytes(body) if body.strip() else b"{}"
 
 
@@ -239,7 +242,7 @@ async def wait_for_change(
     try:
         # Subscribed before reading, so a change between the two is not missed.
         change = await store.get_change(job_id)
-        subscription.prime((), version=version)
+        subscription.prime((), version=version, synced=False)
         if change.version > version:
             return change
         with contextlib.suppress(TimeoutError):

@@ -1,9 +1,15 @@
-"""Changes: one accepted change to a job, encoded once for every transport.
+"""Events: one accepted change to a job, encoded once for every transport,
+and the marker that ends a snapshot.
 
 Every write the store accepts produces one :class:`Change` with the full job
 (or, for a clean-up, only the id) and its :class:`Position` in the change
 feed. The SSE and WebSocket encodings are computed on first use and then
 shared by every subscriber: serialize once, write many.
+
+A subscription's stream starts with a snapshot (the state as of
+connecting, or what changed since the client's cursor) and goes on live;
+:class:`Synced` sits between the two, so clients never guess when the
+snapshot is over.
 """
 
 from __future__ import annotations
@@ -131,12 +137,67 @@ class Change:
         return self._ws
 
 
+class Synced:
+    """The end of one subscription's snapshot: what came before was the state as of
+    connecting (or of the resumed range), what follows is live.
+
+    Its cursor is what the client holds once it has the snapshot: the job's
+    ``version`` on a per-job stream, the feed ``head`` on the all-jobs stream.
+    """
+
+    __slots__ = ("head", "job_id", "version")
+    is_final = False
+
+    def __init__(self, *, job_id: str | None, version: int, head: Position | None) -> None:
+        self.job_id = job_id  # None: the all-jobs subscription's
+        self.version = version
+        self.head = head
+
+    def passed(self, change: Change) -> None:
+        """``change`` now comes before this marker: the cursor it gives covers it too."""
+        if self.job_id is None:
+            if self.head is None or change.position > self.head:
+                self.head = change.position
+        elif change.job_id == self.job_id:
+            self.version = max(self.version, change.version)
+
+    def sse_for_job_stream(self) -> bytes:
+        return _sse("synced", b"{}", str(self.version))
+
+    def sse_for_all_stream(self) -> bytes:
+        return _sse("synced", b"{}", str(self.head))
+
+    def ws_frame(self) -> str:
+        if self.job_id is not None:
+            frame = {"type": "synced", "jobId": self.job_id, "version": self.version}
+        else:
+            frame = {"type": "synced", "all": True, "cursor": str(self.head)}
+        return orjson.dumps(frame).decode()
+
+
+Event = Change | Synced
+
+
+def job_stream_frame(event: Event) -> bytes:
+    """SSE frame of ``/api/jobs/{jobId}/events``."""
+    return event.sse_for_job_stream()
+
+
+def all_stream_frame(event: Event) -> bytes:
+    """SSE frame of ``/api/jobs/events``."""
+    return event.sse_for_all_stream()
+
+
+def ws_frame(event: Event) -> str:
+    return event.ws_frame()
+
+
 S = TypeVar("S", bound=Sized)
 F = TypeVar("F")
 
 
-def encoded(changes: list[Change], frame: Callable[[Change], F]) -> Iterator[F]:
-    """Each change's frame, letting go of each change (``changes`` is emptied) once
+def encoded(changes: list[Event], frame: Callable[[Event], F]) -> Iterator[F]:
+    """Each event's frame, letting go of each event (``changes`` is emptied) once
     it is encoded: a snapshot read from Redis is one connection's own, and this
     keeps one frame of it alive at a time, not the whole snapshot's."""
     pending = collections.deque(changes)

@@ -20,7 +20,8 @@ block at all.
 A :class:`Subscription` starts *unprimed*: it collects live changes while
 its stream reads the current state from the store, then ``prime`` merges
 the two so nothing is missed, nothing older than the snapshot follows it,
-and nothing is sent twice.
+and nothing is sent twice; a :class:`~app.events.Synced` marker between
+them tells the client where the snapshot ends.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
-from app.events import Change, Position
+from app.events import Change, Event, Position, Synced
 from app.store import JobFilter
 
 M = TypeVar("M")
@@ -40,6 +41,7 @@ CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired",
 class Mailbox:
     __slots__ = (
         "_control",
+        "_markers",
         "_pending",
         "_waiter",
         "_writer",
@@ -52,7 +54,9 @@ class Mailbox:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._pending: dict[str, Change] = {}
+        # A change is keyed by its job (a newer one replaces it), a marker by itself.
+        self._pending: dict[str | Synced, Event] = {}
+        self._markers: list[Synced] | None = None  # the markers among what is pending
         self._control: list[str] = []
         self._waiter: asyncio.Future[None] | None = None
         self.closed: CloseReason | None = None
@@ -66,13 +70,28 @@ class Mailbox:
             return
         # Moving a replaced job to the end keeps the buffer in feed order, so
         # the last event a client saw is always the furthest it has read.
-        if self._pending.pop(change.job_id, None) is not None:
+        replaced = self._pending.pop(change.job_id, None) is not None
+        if replaced:
             self.conflated += 1
         elif len(self._pending) >= self.capacity:
             self.close("overflow")
             return
         self._pending[change.job_id] = change
+        if replaced and self._markers:
+            # The job may have been part of a snapshot whose end is still pending:
+            # that end moves behind it, so no snapshot's job comes after its end.
+            for marker in self._markers:
+                del self._pending[marker]
+                marker.passed(change)
+                self._pending[marker] = marker
         self._wake()
+
+    def mark(self, marker: Synced) -> None:
+        """Queue a snapshot's end after what is pending."""
+        if self.closed is None:
+            self._pending[marker] = marker
+            self._markers = [*(self._markers or ()), marker]
+            self._wake()
 
     def say(self, frame: str) -> None:
         """Queue a control frame (WebSocket replies); sent before pending changes.
@@ -96,11 +115,15 @@ class Mailbox:
         if self.closed is None:
             self.closed = reason
             self._wake()
-            # Seen from here, a send in progress is a suspended one: its client is
-            # not reading. On shutdown it gets to finish (uvicorn bounds that).
-            if self.sending_since is not None and reason != "shutdown":
-                assert self._writer is not None
-                self._writer.cancel()
+        elif reason != "slow":
+            return
+        # Seen from here, a send in progress is a suspended one: its client is not
+        # reading. On shutdown it gets to finish (uvicorn bounds that); a stream that
+        # was already ending (its last event, an expired token) is cut like any other
+        # once its send has stalled for the send timeout.
+        if self.sending_since is not None and reason != "shutdown":
+            assert self._writer is not None
+            self._writer.cancel()
 
     def client_left(self, _: object = None) -> None:
         """Close with "gone" (a callback for whatever notices the client leaving)."""
@@ -149,16 +172,19 @@ class Mailbox:
         count, self.conflated = self.conflated, 0
         return count
 
-    def take(self) -> list[Change]:
+    def take(self) -> list[Event]:
         changes = list(self._pending.values())
         self._pending.clear()
+        self._markers = None
         self.ping_due = False
         return changes
 
-    def retain(self, wanted: Callable[[Change], bool]) -> None:
-        """Drop pending changes nobody wants any more (an unsubscribed job, say)."""
-        for job_id in [job_id for job_id, change in self._pending.items() if not wanted(change)]:
-            del self._pending[job_id]
+    def retain(self, wanted: Callable[[Event], bool]) -> None:
+        """Drop pending events nobody wants any more (an unsubscribed job's, say)."""
+        for key in [key for key, event in self._pending.items() if not wanted(event)]:
+            del self._pending[key]
+        if self._markers:
+            self._markers = [marker for marker in self._markers if marker in self._pending]
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -190,9 +216,15 @@ class Subscription:
             self.mailbox.put(change)
 
     def prime(
-        self, snapshot: Iterable[Change], *, version: int = 0, head: Position | None = None
+        self,
+        snapshot: Iterable[Change],
+        *,
+        version: int = 0,
+        head: Position | None = None,
+        synced: bool = True,
     ) -> None:
-        """Deliver the snapshot, then whatever arrived meanwhile that is newer.
+        """Deliver the snapshot, its end (unless ``synced`` is false), then whatever
+        arrived meanwhile that is newer.
 
         ``version`` (per-job) or ``head`` (all jobs) is what the client has
         once the snapshot is sent: anything at or below it is not sent again.
@@ -203,18 +235,20 @@ class Subscription:
         snapshot = list(snapshot)
         # The backlog bounds how far a reader falls behind live changes: the
         # state it asked for on connect does not count against it.
-        self.mailbox.capacity += len(snapshot)
+        self.mailbox.capacity += len(snapshot) + 1
         for change in snapshot:
             self.mailbox.put(change)
+        if synced:
+            self.mailbox.mark(Synced(job_id=self.job_id, version=version, head=head))
         for change in early:
             if self._admits(change):
                 self.mailbox.put(change)
 
-    def covers(self, change: Change) -> bool:
-        """Whether this subscription would deliver ``change`` (ignoring what was sent)."""
-        if self.job_id is not None:
-            return change.job_id == self.job_id
-        return self.where.admits(change)
+    def covers(self, event: Event) -> bool:
+        """Whether this subscription would deliver ``event`` (ignoring what was sent)."""
+        if isinstance(event, Synced) or self.job_id is not None:
+            return event.job_id == self.job_id  # a marker names its subscription's job
+        return self.where.admits(event)
 
     def _admits(self, change: Change) -> bool:
         if self.job_id is not None:

@@ -8,6 +8,7 @@ by one, or raises :class:`InvalidTransition` and leaves the job alone.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# What an id this server made looks like (room to spare: ids once made stay valid).
+JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
+
+
 def new_job_id() -> str:
     """128 random bits, URL-safe: an id nobody can guess."""
     return "job_" + secrets.token_urlsafe(16)
+
+
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` can be a job's id (no lookup: it may not exist)."""
+    return JOB_ID.fullmatch(text) is not None
 
 
 def create(request: NewJob, at: datetime) -> Job:

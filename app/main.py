@@ -37,7 +37,7 @@ from app.models import Health, encode
 from app.openapi import Operation, openapi_document
 from app.origins import OriginPolicy
 from app.reach import Reach
-from app.server_log import quiet_websocket_connections
+from app.server_log import quiet_websocket_connections, relevel_client_faults
 from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
@@ -67,8 +67,9 @@ def create_app(settings: Settings | None = None) -> Jobcast:
     hub = Hub()
     demo = Demo(enabled=settings.demo_enabled, offered=not settings.api_keys)
     guard = Guard(settings, Tokens(settings))
-    streams = StreamSlots(settings.max_streams)
+    streams = StreamSlots(settings.max_streams, settings.snapshot_rate)
     redact_tokens_in_server_logs()
+    relevel_client_faults()
     if not settings.access_log:
         quiet_websocket_connections()
 
@@ -89,9 +90,11 @@ def create_app(settings: Settings | None = None) -> Jobcast:
         service = JobService(store, metrics, settings)
         previous = library.install(service)
         tasks = [
-            asyncio.create_task(_every(_sweep_interval(settings), store.sweep)),
-            asyncio.create_task(_every(settings.heartbeat, _async(hub.ping))),
-            asyncio.create_task(_every(_stall_interval(settings), _async(cut_stalled))),
+            asyncio.create_task(_every("clean-up", _sweep_interval(settings), store.sweep)),
+            asyncio.create_task(_every("heartbeat", settings.heartbeat, _async(hub.ping))),
+            asyncio.create_task(
+                _every("slow-reader check", _stall_interval(settings), _async(cut_stalled))
+            ),
             asyncio.create_task(_close_streams_on_exit(hub)),
         ]
         try:
@@ -247,6 +250,9 @@ PAGE = Operation(
 )
 
 
+UNREADY = Health(status="unavailable", detail="the job store cannot be reached")
+
+
 async def healthz(_: Request) -> Response:
     return api.json_response(encode(Health(status="ok")))
 
@@ -254,8 +260,10 @@ async def healthz(_: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         await request.state.service.store.ping()
-    except BackendUnavailable as exc:
-        return api.json_response(encode(Health(status="unavailable", detail=str(exc))), 503)
+    except BackendUnavailable:
+        # The reason (the backend's address among it) is in the log, not in this
+        # answer: anyone may ask /readyz.
+        return api.json_response(encode(UNREADY), 503)
     return api.json_response(encode(Health(status="ok")))
 
 
@@ -279,13 +287,28 @@ def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     return call
 
 
-async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+async def _every(name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` every ``seconds``. A failure is logged once, when a run of failures
+    begins (an outage of the backend says so in one line; anything else is a bug and
+    gets its traceback), and once more when the job succeeds again."""
+    failing_since: float | None = None
     while True:
         await asyncio.sleep(seconds)
         try:
             await job()
+        except BackendUnavailable as exc:
+            if failing_since is None:
+                failing_since = time.monotonic()
+                logger.warning("%s paused: %s; retrying every %.1fs", name, exc, seconds)
         except Exception:
-            logger.exception("periodic task failed; trying again in %.1fs", seconds)
+            if failing_since is None:
+                failing_since = time.monotonic()
+                logger.exception("%s failed; retrying every %.1fs", name, seconds)
+        else:
+            if failing_since is not None:
+                down = time.monotonic() - failing_since
+                logger.info("%s works again after %.1fs", name, down)
+                failing_since = None
 
 
 async def _close_streams_on_exit(hub: Hub) -> None:

@@ -87,6 +87,26 @@ def problem_for(exc: JobsError) -> Response:
     return problem(status, str(exc), slug=slug, errors=errors, headers=headers or None)
 
 
+# WebSocket error frames carry a code instead of a status: "fix your request"
+# and "try again later" must be told apart without parsing the message.
+_FRAME_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    410: "gone",
+    413: "bad_request",
+    422: "bad_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def frame_code(exc: JobsError) -> str:
+    """The ``code`` of the WebSocket ``error`` frame that reports ``exc``."""
+    return _FRAME_CODES.get(_JOBS_ERRORS[type(exc)][0], "bad_request")
+
+
 def challenge(exc: Unauthenticated) -> str:
     """The RFC 6750 ``WWW-Authenticate`` value: which scheme, and what was wrong."""
     if not exc.presented:
@@ -138,8 +158,6 @@ def _http_problem(request: Request, exc: HTTPException) -> Response:
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
         return problem(405, detail, headers={"Allow": ", ".join(_served_methods(request))})
-    elif exc.status_code == 413:
-        detail = "the request body is larger than the server accepts"
     return problem(exc.status_code, detail, headers=exc.headers)
 
 

@@ -68,7 +68,7 @@ class Settings:
     max_connections: int = 1000
     # Host names served besides loopback's (open mode), or only these (when set).
     allowed_hosts: tuple[str, ...] = ()
-    forwarded_allow_ips: str = "127.0.0.1"
+    forwarded_allow_ips: str = "127.0.0.1,::1"  # uvicorn's own default
     snapshot_rate: float = 2.0
 
     @property
@@ -204,9 +204,7 @@ class Settings:
             max_connections=reader.number(
                 "JOBS_MAX_CONNECTIONS", int, default.max_connections, low=1
             ),
-            allowed_hosts=tuple(
-                host.lower() for host in _split(env.get("JOBS_ALLOWED_HOSTS"))
-            ),
+            allowed_hosts=tuple(host.lower() for host in _split(env.get("JOBS_ALLOWED_HOSTS"))),
             forwarded_allow_ips=reader.text(
                 "JOBS_FORWARDED_ALLOW_IPS", default.forwarded_allow_ips
             ),

@@ -11,7 +11,15 @@ encoder escapes newlines, so no value can start a field or an event.
 Each stream holds one of the process's stream slots (JOBS_MAX_STREAMS;
 503 when none is free) and, when opened with a read token, ends cleanly
 when the token expires: the browser's reconnect with the same token then
-gets 401, and ``EventSource`` stops.
+gets 401, and ``EventSource`` stops. An all-jobs stream also spends one of
+its client's snapshots (JOBS_SNAPSHOT_RATE; 429 past it).
+
+What a stream sends: ``retry:``, the snapshot, ``event: synced`` (its ``id``
+the cursor the client then holds), then every change live. A cursor that
+cannot be resumed gets ``event: reset`` first, with an empty ``id:``: that
+clears the client's cursor, so a reconnect before the snapshot is complete
+starts afresh instead of resetting again. ``HEAD`` answers what ``GET``
+would, without opening the stream.
 """
 
 from __future__ import annotations
@@ -27,20 +35,28 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import access_of, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
-from app.events import Change, Position, encoded, grouped
+from app.events import Change, Event, Position, all_stream_frame, encoded, grouped, job_stream_frame
 from app.hub import Hub, Mailbox, Subscription
 from app.limits import Slot, StreamSlots
 from app.metrics import Metrics
 from app.models import Problem, StreamQuery, parse
 from app.openapi import Operation
+from app.server_log import cut_short
 from app.settings import Settings
 from app.store import JobFilter, JobStore
 
 logger = logging.getLogger("jobcast")
 
 EVENT_STREAM = "text/event-stream"
+# Exactly the media type, no charset: strict clients compare it for equality
+# (an event stream is always UTF-8).
+HEADERS = [
+    (b"content-type", EVENT_STREAM.encode()),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 PING = b": ping\n\n"
-RESET = b"event: reset\ndata: {}\n\n"
+RESET = b"id: \nevent: reset\ndata: {}\n\n"
 CHUNK_BYTES = 64 * 1024
 _LAST_ID = "Last-Event-ID: resume after this event (also `lastEventId` in the query)."
 
@@ -98,7 +114,7 @@ class EventStream:
         *,
         hub: Hub,
         subscription: Subscription,
-        frame: Callable[[Change], bytes],
+        frame: Callable[[Event], bytes],
         prefix: bytes,
         ends_after_final: bool,
         metrics: Metrics,
@@ -128,7 +144,7 @@ class EventStream:
         written = await self.write(send, mailbox, self._chunks(changes))
         return written and not final
 
-    def _chunks(self, changes: list[Change]) -> Iterable[bytes]:
+    def _chunks(self, changes: list[Event]) -> Iterable[bytes]:
         """What to write for ``changes``: their frames in chunks, or a ping for none.
 
         The server's transport buffers whatever one send hands it: in chunks of
@@ -147,6 +163,17 @@ class EventStream:
             if not await mailbox.deliver(send, message):
                 return False
         return True
+
+
+class StreamHead(Response):
+    """The answer to ``HEAD`` on a stream: the stream's headers, and no stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _joined(frames: Iterable[bytes]) -> Iterator[bytes]:
@@ -191,17 +218,7 @@ class StreamRoute:
         metrics = stream.metrics.sse
         metrics.connections.inc()
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             # The body skips the middleware, which only ever looks at the start.
             send = scope.get(DIRECT_SEND, send)
             going = await stream.write(send, mailbox, [stream.prefix])
@@ -223,6 +240,7 @@ class StreamRoute:
             if mailbox.closed in ("slow", "overflow"):
                 metrics.slow_disconnects.inc()
                 logger.warning("disconnected an SSE subscriber that stopped reading")
+                cut_short()  # uvicorn's "returned without completing response": INFO
 
 
 def _last_event_id(request: Request, query: StreamQuery) -> str | None:
@@ -258,6 +276,9 @@ async def job_events(request: Request) -> Response | EventStream:
     store: JobStore = request.state.service.store
     settings: Settings = request.state.settings
     streams: StreamSlots = request.state.streams
+    if request.method == "HEAD":
+        current = await load_job(access, job_id, store.get_change, _owner)
+        return _NOTHING_MORE if _has_the_end(known, current) else StreamHead()
     slot = streams.acquire()
     subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), job_id=job_id))
     try:
@@ -266,15 +287,15 @@ async def job_events(request: Request) -> Response | EventStream:
         hub.unsubscribe(subscription)
         slot.release()
         raise
-    if known == current.version and current.is_final:
+    if _has_the_end(known, current):
         hub.unsubscribe(subscription)
         slot.release()
-        return Response(status_code=204)
+        return _NOTHING_MORE
     subscription.prime([] if known == current.version else [current], version=current.version)
     return EventStream(
         hub=hub,
         subscription=subscription,
-        frame=Change.sse_for_job_stream,
+        frame=job_stream_frame,
         prefix=_prefix(settings),
         ends_after_final=True,
         metrics=request.state.service.metrics,
@@ -283,7 +304,15 @@ async def job_events(request: Request) -> Response | EventStream:
     )
 
 
-async def all_events(request: Request) -> EventStream:
+def _has_the_end(known: int | None, current: Change) -> bool:
+    """Whether the client already holds the job's terminal state (204: stop reconnecting)."""
+    return known == current.version and current.is_final
+
+
+_NOTHING_MORE = Response(status_code=204)
+
+
+async def all_events(request: Request) -> Response | EventStream:
     query = parse(StreamQuery, dict(request.query_params))
     last_id = _last_event_id(request, query)
     after = Position.parse(last_id) if last_id is not None else None
@@ -294,6 +323,9 @@ async def all_events(request: Request) -> EventStream:
     store: JobStore = request.state.service.store
     settings: Settings = request.state.settings
     streams: StreamSlots = request.state.streams
+    if request.method == "HEAD":
+        return StreamHead()
+    streams.admit_snapshot(request.client.host if request.client else None)
     slot = streams.acquire()
     subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), where=where))
     try:
@@ -308,7 +340,7 @@ async def all_events(request: Request) -> EventStream:
     return EventStream(
         hub=hub,
         subscription=subscription,
-        frame=Change.sse_for_all_stream,
+        frame=all_stream_frame,
         prefix=_prefix(settings) + (RESET if reset else b""),
         ends_after_final=False,
         metrics=request.state.service.metrics,

@@ -8,6 +8,13 @@ share one conflating mailbox, so a job is sent once however many
 subscriptions match it. Protocol-level ping/pong and the 1012 close on
 shutdown are uvicorn's.
 
+Each subscription answers ``subscribed``, then its snapshot, then
+``synced`` (with the cursor the client then holds), then live changes.
+Every ``error`` frame has a ``code`` (:func:`app.problems.frame_code`) and,
+when it concerns one subscription, its ``jobId`` (or ``all``); a
+subscription that fails is not kept, so ``unavailable`` means "subscribe
+again later" and nothing is left silently dead.
+
 Security and limits, in the order a connection meets them:
 
 - The handshake carries the credential (``?token=`` or ``Authorization``),
@@ -24,6 +31,8 @@ Security and limits, in the order a connection meets them:
 - A token bucket of JOBS_WS_RATE frames per second (bursts of five
   seconds' worth): a frame over it gets an error frame and is ignored; a
   client that keeps going (as many refused frames again) is closed with 1008.
+- An ``all`` subscription spends one of the client's snapshots
+  (JOBS_SNAPSHOT_RATE, as the all-jobs SSE stream does).
 - A frame over JOBS_WS_MAX_FRAME_BYTES closes the socket with 1009 (uvicorn
   already refuses such frames; this holds under any server).
 """
@@ -45,17 +54,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.auth import Access, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
-from app.events import Change, Position, encoded, grouped
+from app.events import Change, Event, Position, encoded, grouped, ws_frame
 from app.hub import Hub, Mailbox, Subscription
+from app.jobs import is_job_id
 from app.limits import StreamSlots, TokenBucket
 from app.metrics import Metrics
-from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
-from app.problems import refuse_websocket
+from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe, describe, field_errors
+from app.problems import frame_code, refuse_websocket
 from app.settings import Settings
 from app.store import JobFilter, JobStore
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
-ALL = "*"
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
 # token, flooding); 1009: a frame too large; 1013: too many connections, try later.
 _CLOSE_CODES = {
@@ -87,8 +96,10 @@ class Connection:
         self.store: JobStore = state.service.store
         self.settings: Settings = state.settings
         self.metrics: Metrics = state.service.metrics
+        self.streams: StreamSlots = state.streams
         self.mailbox = Mailbox(self.settings.subscriber_backlog)
-        self.subscriptions: dict[str, Subscription] = {}  # job id, or ALL
+        self.jobs: dict[str, Subscription] = {}  # by job id
+        self.everything: Subscription | None = None  # the all-jobs subscription
         burst = max(1.0, self.settings.ws_rate * BURST_SECONDS)
         self.budget = TokenBucket(self.settings.ws_rate, burst)
         self.strikes = TokenBucket(self.settings.ws_rate, burst)
@@ -119,7 +130,7 @@ class Connection:
             failure = None if reader.cancelled() else reader.exception()
             if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
                 raise failure  # a bug, worth its traceback
-            for subscription in self.subscriptions.values():
+            for subscription in self._subscriptions():
                 self.hub.unsubscribe(subscription)
             self.hub.detach(self.mailbox)
             connections.dec()
@@ -152,10 +163,10 @@ class Connection:
                     self.mailbox.close("flood")
                     return
                 rate = f"{self.settings.ws_rate:g}"
-                self._say({"type": "error", "error": f"too many messages: {rate} per second"})
+                self._error("rate_limited", f"too many messages: {rate} per second")
                 continue
             if text is None:
-                self._say({"type": "error", "error": "send JSON text frames, not binary"})
+                self._error("bad_request", "send JSON text frames, not binary")
                 continue
             await self._handle(text)
 
@@ -163,25 +174,35 @@ class Connection:
         try:
             frame = decode_frame(text)
         except FrameError as exc:
-            self._say({"type": "error", "error": str(exc)})
+            self._error("bad_request", str(exc))
             return
         if isinstance(frame, Ping):
             self._say({"type": "pong"})
         elif isinstance(frame, Unsubscribe):
-            key = ALL if frame.all else frame.job_id
-            if key is None:
-                self._say({"type": "error", "error": "unsubscribe: give jobId, or all: true"})
-                return
-            self._drop(key)
-            self._say({"type": "unsubscribed", **({"all": True} if key == ALL else {"jobId": key})})
+            if frame.all:
+                self._drop_all()
+                self._say({"type": "unsubscribed", "all": True})
+            elif frame.job_id is not None:
+                self._drop_job(frame.job_id)
+                self._say({"type": "unsubscribed", "jobId": frame.job_id})
+            else:
+                self._error("bad_request", "unsubscribe: give jobId, or all: true")
         else:
             await self._subscribe(frame)
 
     async def _subscribe(self, frame: SubscribeAll | SubscribeJob) -> None:
-        key = frame.job_id if isinstance(frame, SubscribeJob) else ALL
+        about = _about(frame)
+        if isinstance(frame, SubscribeJob) and not is_job_id(frame.job_id):
+            self._error("bad_request", "subscribe: jobId: not a job id (job_…)", about)
+            return
         limit = self.settings.ws_max_subscriptions
-        if key not in self.subscriptions and len(self.subscriptions) >= limit:
-            self._refuse(frame, f"at most {limit} subscriptions per connection")
+        known = (
+            self.everything is not None
+            if isinstance(frame, SubscribeAll)
+            else (frame.job_id in self.jobs)
+        )
+        if not known and len(self.jobs) + (self.everything is not None) >= limit:
+            self._error("too_many", f"at most {limit} subscriptions per connection", about)
             return
         try:
             if isinstance(frame, SubscribeAll):
@@ -189,17 +210,17 @@ class Connection:
             else:
                 await self._subscribe_job(frame)
         except JobsError as exc:
-            self._drop(key)
-            self._refuse(frame, str(exc))
+            if isinstance(frame, SubscribeAll):
+                self._drop_all()
+            else:
+                self._drop_job(frame.job_id)
+            self._error(frame_code(exc), str(exc), about)
 
-    def _refuse(self, frame: SubscribeAll | SubscribeJob, error: str) -> None:
-        reply: dict[str, Any] = {"type": "error", "error": error}
-        if isinstance(frame, SubscribeJob):
-            reply["jobId"] = frame.job_id
-        self._say(reply)
+    def _error(self, code: str, error: str, about: dict[str, Any] | None = None) -> None:
+        self._say({"type": "error", "code": code, "error": error, **(about or {})})
 
     async def _subscribe_job(self, frame: SubscribeJob) -> None:
-        subscription = self._add(frame.job_id, Subscription(self.mailbox, job_id=frame.job_id))
+        subscription = self._add_job(frame.job_id)
         current = await load_job(self.access, frame.job_id, self.store.get_change, _owner)
         has_it = frame.since == current.version
         reply: dict[str, Any] = {"type": "subscribed", "jobId": frame.job_id}
@@ -209,14 +230,16 @@ class Connection:
             reply["final"] = True
         self._say(reply)
         if has_it and current.is_final:
-            self._drop(frame.job_id)
+            self._drop_job(frame.job_id)
             return
         subscription.prime([] if has_it else [current], version=current.version)
 
     async def _subscribe_all(self, frame: SubscribeAll) -> None:
         where = JobFilter(job_type=frame.job_type, status=frame.status, owner=frame.owner)
         where = scope_filter(self.access, where)
-        subscription = self._add(ALL, Subscription(self.mailbox, where=where))
+        client = self.websocket.client
+        self.streams.admit_snapshot(client.host if client else None)
+        subscription = self._add_all(where)
         after = Position.parse(frame.since) if frame.since is not None else None
         replay = await self.store.replay(where, after)
         reset = replay.reset or (frame.since is not None and after is None)
@@ -257,26 +280,43 @@ class Connection:
                 conflated.inc(skipped)
             metrics.sent += len(changes)
             for change in changes:
-                if change.job_id in self.subscriptions and change.is_final:
-                    self._drop(change.job_id)
+                if change.is_final and change.job_id in self.jobs:
+                    self._drop_job(change.job_id)
             for text in _frames(replies, changes, batch=self.batch):
                 if not await mailbox.deliver(send, {"type": "websocket.send", "text": text}):
                     return
             if mailbox.closed is not None:
                 return
 
-    def _add(self, key: str, subscription: Subscription) -> Subscription:
-        self._drop(key)
-        self.subscriptions[key] = self.hub.subscribe(subscription)
+    def _subscriptions(self) -> list[Subscription]:
+        everything = [] if self.everything is None else [self.everything]
+        return [*self.jobs.values(), *everything]
+
+    def _add_job(self, job_id: str) -> Subscription:
+        self._drop_job(job_id)
+        subscription = self.jobs[job_id] = self.hub.subscribe(
+            Subscription(self.mailbox, job_id=job_id)
+        )
         return subscription
 
-    def _drop(self, key: str) -> None:
-        subscription = self.subscriptions.pop(key, None)
+    def _add_all(self, where: JobFilter) -> Subscription:
+        self._drop_all()
+        subscription = self.everything = self.hub.subscribe(Subscription(self.mailbox, where=where))
+        return subscription
+
+    def _drop_job(self, job_id: str) -> None:
+        self._drop(self.jobs.pop(job_id, None))
+
+    def _drop_all(self) -> None:
+        subscription, self.everything = self.everything, None
+        self._drop(subscription)
+
+    def _drop(self, subscription: Subscription | None) -> None:
         if subscription is not None:
             self.hub.unsubscribe(subscription)
             # Nothing arrives after `unsubscribed` that only this subscription wanted.
-            remaining = self.subscriptions.values()
-            self.mailbox.retain(lambda change: any(sub.covers(change) for sub in remaining))
+            remaining = self._subscriptions()
+            self.mailbox.retain(lambda event: any(sub.covers(event) for sub in remaining))
 
     def _say(self, frame: dict[str, Any]) -> None:
         self.mailbox.say(orjson.dumps(frame).decode())
@@ -304,12 +344,10 @@ def decode_frame(text: str) -> ClientFrame:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise FrameError(f"{kind}: {where + ': ' if where else ''}{first['msg']}") from None
+        raise FrameError(f"{kind}: {describe(field_errors(model, exc))}") from None
 
 
-def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> list[str] | Iterator[str]:
+def _frames(replies: list[str], changes: list[Event], *, batch: bool) -> list[str] | Iterator[str]:
     """The text frames for what is pending: replies first, then changes.
 
     Batching joins what is pending into ``{"type":"batch","messages":[…]}``
@@ -323,9 +361,9 @@ def _frames(replies: list[str], changes: list[Change], *, batch: bool) -> list[s
     return _many_frames(replies, changes, batch=batch)
 
 
-def _many_frames(replies: list[str], changes: list[Change], *, batch: bool) -> Iterator[str]:
+def _many_frames(replies: list[str], changes: list[Event], *, batch: bool) -> Iterator[str]:
     """:func:`_frames` for a snapshot: changes are encoded, and let go, one at a time."""
-    messages = itertools.chain(replies, encoded(changes, Change.ws_frame))
+    messages = itertools.chain(replies, encoded(changes, ws_frame))
     if not batch:
         yield from messages
         return
@@ -342,13 +380,19 @@ def _owner(change: Change) -> str | None:
     return change.owner
 
 
+def _about(frame: SubscribeAll | SubscribeJob) -> dict[str, Any]:
+    """What an error frame says it concerns: the subscription's job, or all jobs."""
+    return {"jobId": frame.job_id} if isinstance(frame, SubscribeJob) else {"all": True}
+
+
 def _batch_mode(value: str | None) -> bool:
     """``?batch=``: 1/true or 0/false (or absent); anything else is refused with 422."""
     if value is None or value in ("0", "false"):
         return False
     if value in ("1", "true"):
         return True
-    raise InvalidJobData("batch must be 1 or 0", [FieldError("batch", "1 or 0")])
+    reason = "must be 1, true, 0 or false"
+    raise InvalidJobData(f"batch: {reason}", [FieldError("batch", reason)])
 
 
 class SocketRoute:

@@ -29,7 +29,8 @@
  *   sent as `?lastEventId=`; the WebSocket `since`), so nothing is missed or repeated.
  * - Ends up exactly at the server's state. When the server cannot resume (`reset`,
  *   e.g. after a restart) it sends a full snapshot; jobs you were given that are not
- *   in it are reported through `onRemoved` once the snapshot has arrived.
+ *   in it are reported through `onRemoved` once the server marks the snapshot's end
+ *   (`synced`).
  * - Falls back to polling (`GET /api/jobs`, long-poll for one job) when a stream keeps
  *   failing while the server itself answers: a proxy that breaks streaming, say.
  *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it.
@@ -43,8 +44,6 @@ const BACKOFF_CAP_MS = 30_000;
 const FALLBACK_AFTER = 3; // stream failures in a row, the server answering, before polling
 const STABLE_MS = 5_000; // a stream that lived this long was not a failure of streaming
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
-const SNAPSHOT_QUIET_MS = 300; // a snapshot is over once no event came for this long…
-const SNAPSHOT_MAX_MS = 3_000; // …or this long after it began
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
 
@@ -84,7 +83,7 @@ class Watch {
     this.attempts = 0; // failed attempts since the last live connection
     this.streamFailures = 0;
     this.unreachable = 0;
-    this.snapshot = null; // while a full snapshot arrives: {unconfirmed, deadline, timer}
+    this.snapshot = null; // while a full snapshot arrives: the held job ids it has not sent
     this.state = null;
     this.closed = false;
     this.aborter = new AbortController();
@@ -117,7 +116,6 @@ class Watch {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.timer);
-    clearTimeout(this.snapshot?.timer);
     this.aborter.abort();
     this.drop();
     globalThis.removeEventListener?.('online', this.onOnline);
@@ -161,7 +159,6 @@ class Watch {
     this.drop();
     if (this.snapshot) {
       // Interrupted mid-snapshot: ask for a whole one next time.
-      clearTimeout(this.snapshot.timer);
       this.snapshot = null;
       this.cursor = null;
     }
@@ -238,10 +235,7 @@ class Watch {
   deliver(job) {
     if (this.closed || !job || typeof job.jobId !== 'string') return;
     if (this.jobId !== null && job.jobId !== this.jobId) return;
-    if (this.snapshot) {
-      this.snapshot.unconfirmed.delete(job.jobId);
-      this.snapshotTick();
-    }
+    this.snapshot?.delete(job.jobId);
     const known = this.versions.get(job.jobId);
     if (known === undefined || !(job.version <= known)) {
       this.versions.set(job.jobId, job.version);
@@ -252,13 +246,14 @@ class Watch {
 
   removed(jobId) {
     if (this.closed || typeof jobId !== 'string') return;
-    this.snapshot?.unconfirmed.delete(jobId);
+    this.snapshot?.delete(jobId);
     this.versions.delete(jobId);
     this.call('onRemoved', jobId);
   }
 
   /** The server could not resume: a full snapshot follows. */
   reset() {
+    this.cursor = null; // the server's cursor is void: a reconnect starts afresh
     this.call('onReset');
     this.beginSnapshot();
   }
@@ -266,26 +261,15 @@ class Watch {
   /** A full snapshot follows: whatever we hold that it does not re-send is gone. */
   beginSnapshot() {
     if (this.jobId !== null || !this.versions.size) return;
-    clearTimeout(this.snapshot?.timer);
-    this.snapshot = {
-      unconfirmed: new Set(this.versions.keys()),
-      deadline: Date.now() + SNAPSHOT_MAX_MS,
-      timer: 0,
-    };
-    this.snapshotTick();
+    this.snapshot = new Set(this.versions.keys());
   }
 
-  snapshotTick() {
-    const snapshot = this.snapshot;
-    clearTimeout(snapshot.timer);
-    const wait = Math.max(0, Math.min(SNAPSHOT_QUIET_MS, snapshot.deadline - Date.now()));
-    snapshot.timer = setTimeout(() => this.endSnapshot(), wait);
-  }
-
-  endSnapshot() {
-    const snapshot = this.snapshot;
+  /** The server marked the snapshot's end (`synced`): what follows is live. */
+  synced(cursor) {
+    if (this.jobId === null && cursor) this.cursor = cursor;
+    const unconfirmed = this.snapshot;
     this.snapshot = null;
-    for (const jobId of snapshot?.unconfirmed ?? []) this.removed(jobId);
+    for (const jobId of unconfirmed ?? []) this.removed(jobId);
   }
 
   call(name, ...args) {
@@ -325,6 +309,7 @@ class Watch {
       this.removed(parse(event.data)?.jobId);
     });
     on('reset', () => this.reset());
+    on('synced', (event) => this.synced(event.lastEventId));
     // EventSource would retry by itself at a fixed pace; we close it and back off instead.
     on('error', () => this.failed(conn));
   }
@@ -364,9 +349,11 @@ class Watch {
       } else if (frame.type === 'removed') {
         if (frame.cursor) this.cursor = frame.cursor;
         this.removed(frame.jobId);
-      } else if (frame.type === 'error') {
-        // Our subscription was refused (an unknown job, the backend down): the
-        // probe before the next attempt tells which.
+      } else if (frame.type === 'synced') {
+        this.synced(frame.cursor);
+      } else if (frame.type === 'error' && (frame.jobId !== undefined || frame.all)) {
+        // Our subscription was refused (an unknown job, the backend down, too many
+        // snapshots): the probe before the next attempt tells which; `code` says it.
         this.failed(conn);
       }
     };

@@ -474,14 +474,14 @@ def test_metrics_count_events_sent_per_transport(client: TestClient) -> None:
     client.post(f"/api/jobs/{job_id}/complete", json={})
     with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
         events = [line for line in stream.iter_lines() if line.startswith("event:")]
-    assert events == ["event: job"]  # the terminal state, then the stream ends
+    assert events == ["event: job", "event: synced"]  # the terminal state, then the end
     create(client)
     with client.websocket_connect("/api/jobs/ws") as socket:
         socket.send_json({"type": "subscribe", "all": True})
-        frames = [socket.receive_json() for _ in range(3)]  # subscribed + 2 jobs
-    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job"]
-    assert metric(client, "jobcast_events_sent_total", transport="sse") == 1
-    assert metric(client, "jobcast_events_sent_total", transport="ws") == 2
+        frames = [socket.receive_json() for _ in range(4)]  # subscribed + 2 jobs + synced
+    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job", "synced"]
+    assert metric(client, "jobcast_events_sent_total", transport="sse") == 2
+    assert metric(client, "jobcast_events_sent_total", transport="ws") == 3
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------

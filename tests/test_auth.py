@@ -345,6 +345,7 @@ def test_socket_all_needs_a_key_or_an_owner_token(world: World) -> None:
         assert subscribed["owner"] == "alice"
         seen = {socket.receive_json()["job"]["jobId"] for _ in range(2)}
         assert seen == {world.job_a, world.done_a}
+        assert socket.receive_json()["type"] == "synced"
         # A change to Bob's job must not reach Alice; a change to hers must, and only it.
         world.client.patch(
             f"/api/jobs/{world.job_b}", json={"progress": 9}, headers=world.headers("key")

@@ -7,7 +7,7 @@ import anyio.abc
 import pytest
 
 from app import jobs
-from app.events import Change, Position
+from app.events import Change, Event, Position, Synced
 from app.hub import CloseReason, Hub, Mailbox, Subscription
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
 from app.store import JobFilter
@@ -61,9 +61,19 @@ def feed() -> Feed:
 def primed(
     mailbox: Mailbox, *, job_id: str | None = None, where: JobFilter | None = None
 ) -> Subscription:
+    """A subscription that is live already (its snapshot's end left out: these tests
+    are about what it delivers live)."""
     subscription = Subscription(mailbox, job_id=job_id, where=where)
-    subscription.prime([])
+    subscription.prime([], synced=False)
     return subscription
+
+
+def described(events: list[Event]) -> list[Change | tuple[str, int, Position | None]]:
+    """Changes as themselves, a snapshot's end as ("synced", its version, its head)."""
+    return [
+        ("synced", event.version, event.head) if isinstance(event, Synced) else event
+        for event in events
+    ]
 
 
 # --- Mailbox ------------------------------------------------------------------------
@@ -174,7 +184,7 @@ def test_prime_sends_the_snapshot_first_then_only_newer_early_changes(feed: Feed
     for early in (a1, c, a2):
         subscription.offer(early)
     subscription.prime([b, a2], head=a2.position)
-    assert mailbox.take() == [b, a2, c]
+    assert described(mailbox.take()) == [b, a2, ("synced", 0, a2.position), c]
     assert mailbox.conflated == 0
 
 
@@ -187,7 +197,7 @@ def test_prime_of_a_job_stream_drops_versions_the_snapshot_covers(feed: Feed) ->
     subscription.offer(v1)
     subscription.offer(v2)
     subscription.prime([v2], version=2)
-    assert mailbox.take() == [v2]
+    assert described(mailbox.take()) == [v2, ("synced", 2, None)]
     assert mailbox.conflated == 0
 
 
@@ -200,7 +210,7 @@ def test_prime_of_a_job_stream_keeps_a_newer_early_change(feed: Feed) -> None:
     subscription = Subscription(mailbox, job_id=v1.job_id)
     subscription.offer(v3)
     subscription.prime([v2], version=2)
-    assert mailbox.take() == [v3]
+    assert described(mailbox.take()) == [v3, ("synced", 3, None)]
 
 
 def test_prime_with_nothing_known_sends_nothing_older_than_the_client_has(feed: Feed) -> None:
@@ -212,7 +222,7 @@ def test_prime_with_nothing_known_sends_nothing_older_than_the_client_has(feed: 
     subscription = Subscription(mailbox, job_id=v1.job_id)
     subscription.prime([], version=2)
     subscription.offer(v2)
-    assert mailbox.take() == []
+    assert described(mailbox.take()) == [("synced", 2, None)]
     subscription.offer(v3)
     assert mailbox.take() == [v3]
 
@@ -224,7 +234,7 @@ def test_job_subscription_floor_is_by_version_and_removals_pass(feed: Feed) -> N
     v2 = feed.next(v1)
     v3 = feed.next(v2, status="completed")
     subscription = Subscription(mailbox, job_id=v1.job_id)
-    subscription.prime([], version=2)
+    subscription.prime([], version=2, synced=False)
     for change in (v1, v2):
         subscription.offer(change)
     assert mailbox.take() == []
@@ -271,7 +281,7 @@ def test_all_jobs_subscription_drops_changes_at_or_before_its_head(feed: Feed) -
     subscription.prime([], head=old.position)
     subscription.offer(old)
     subscription.offer(new)
-    assert mailbox.take() == [new]
+    assert described(mailbox.take()) == [("synced", 0, old.position), new]
 
 
 def test_unprimed_subscription_closes_its_mailbox_past_capacity(feed: Feed) -> None:
@@ -299,8 +309,9 @@ def test_publish_reaches_two_concurrent_first_subscribers(feed: Feed) -> None:
     after = feed.next(during)
     hub.publish(after)
     for box in boxes:
-        assert box.take() == [after]
-        assert box.conflated == 2  # first → during → after, newest kept
+        # first → during → after, the newest kept, and the snapshot's end behind it
+        assert described(box.take()) == [after, ("synced", 3, None)]
+        assert box.conflated == 2
 
 
 def test_publish_reaches_job_and_all_jobs_subscribers_only_for_their_job(feed: Feed) -> None:
@@ -454,3 +465,67 @@ async def test_cut_stalled_closes_only_mailboxes_blocked_past_the_timeout() -> N
             hub.cut_stalled(stuck.sending_since + 30, timeout=30)
     assert (stuck.closed, idle.closed) == ("slow", None)
     assert stuck.sending_since is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ending", ["done", "expired"])
+async def test_cut_stalled_cuts_the_last_send_of_an_ending_stream(ending: CloseReason) -> None:
+    """A stream already ending (its terminal event sent, its token expired) whose last
+    send blocks on a reader that stopped reading is cut like any other stalled send."""
+    hub = Hub()
+    mailbox = Mailbox(4)
+    hub.attach(mailbox, heartbeat=True)
+    writer = Writer(mailbox)
+    with anyio.fail_after(seconds(1)):
+        async with anyio.create_task_group() as tasks:
+            mailbox.close(ending)
+            await writer.start(tasks)
+            assert mailbox.sending_since is not None
+            hub.cut_stalled(mailbox.sending_since + 30, timeout=30)
+    assert writer.results == [False]
+    assert mailbox.closed == ending  # why it ended stays what it was
+
+
+def test_a_snapshot_end_belongs_to_its_own_subscription(feed: Feed) -> None:
+    """On a shared mailbox, a subscription covers its own `synced` marker and no other's,
+    so dropping one subscription's pending events keeps the others' markers."""
+    mailbox = Mailbox(capacity=10)
+    job = feed.new()
+    mine = Subscription(mailbox, job_id=job.job_id)
+    everything = Subscription(mailbox)
+    mine.prime([job], version=1)
+    everything.prime([job], head=job.position)
+    mailbox.retain(everything.covers)  # what unsubscribing `mine` does
+    assert described(mailbox.take()) == [job, ("synced", 0, job.position)]
+
+
+def test_a_long_poll_subscription_gets_no_snapshot_end(feed: Feed) -> None:
+    """Primed without `synced`, a subscription's mailbox stays empty until a change comes."""
+    mailbox = Mailbox(capacity=1)
+    job = feed.new()
+    Subscription(mailbox, job_id=job.job_id).prime([], version=1, synced=False)
+    assert mailbox.take() == []
+
+
+def test_a_snapshot_job_never_comes_after_its_end(feed: Feed) -> None:
+    """A live change replacing a snapshot's job before it is sent takes that job's place in
+    the snapshot: the end (`synced`) moves behind it, its cursor advanced to cover it."""
+    mailbox = Mailbox(capacity=10)
+    a1, b1 = feed.new(), feed.new()
+    one = Subscription(mailbox, job_id=a1.job_id)
+    everything = Subscription(mailbox)
+    one.prime([a1], version=1)
+    everything.prime([b1], head=b1.position)
+    a2 = feed.next(a1)
+    one.offer(a2)
+    everything.offer(a2)
+    assert described(mailbox.take()) == [
+        b1,
+        a2,
+        ("synced", 2, None),
+        ("synced", 0, a2.position),
+    ]
+    c1 = feed.new()
+    everything.offer(c1)
+    everything.offer(feed.next(c1))  # live, after the snapshot's end was sent: no marker moves
+    assert [type(event) for event in mailbox.take()] == [Change]

@@ -154,6 +154,7 @@ def test_library_change_is_pushed_to_subscribers(
         socket.send_json({"type": "subscribe", "jobId": job.job_id})
         assert socket.receive_json()["type"] == "subscribed"
         assert socket.receive_json()["job"]["version"] == 1
+        assert socket.receive_json()["type"] == "synced"
         call(update_job_with_notification, job.job_id, progress=50, message="half")
         frame = socket.receive_json()
     assert frame["type"] == "job"
@@ -184,6 +185,22 @@ def test_invalid_update_raises_invalid_job_data(
         call(update_job_with_notification, job.job_id, **fields)
     assert field in [error.field for error in caught.value.errors]
     assert http_job(client, job.job_id)["version"] == 1
+
+
+def test_invalid_arguments_are_named_by_their_python_names_with_the_reason(
+    call: Callable[..., Any],
+) -> None:
+    """The library's InvalidJobData names the Python argument and says what to change."""
+    job = call(create_job, job_type="llm_agent")
+    with pytest.raises(InvalidJobData) as too_far:
+        call(update_job_with_notification, job.job_id, progress=150)
+    assert str(too_far.value) == "progress: must be at most 100"
+    with pytest.raises(InvalidJobData) as not_text:
+        call(complete_job, job.job_id, document_id=5)
+    assert str(not_text.value) == "document_id: must be a string"
+    assert [(e.field, e.message) for e in not_text.value.errors] == [
+        ("document_id", "must be a string")
+    ]
 
 
 def test_update_without_fields_raises_invalid_job_data(call: Callable[..., Any]) -> None:

@@ -106,9 +106,10 @@ def test_subscriptions_beyond_the_limit_get_an_error(small: TestClient) -> None:
             socket.send_json({"type": "subscribe", "jobId": job_id})
             assert socket.receive_json()["type"] == "subscribed"
             assert socket.receive_json()["type"] == "job"
+            assert socket.receive_json()["type"] == "synced"
         socket.send_json({"type": "subscribe", "jobId": ids[3]})
         refused = socket.receive_json()
-        assert refused["type"] == "error"
+        assert (refused["type"], refused["code"], refused["jobId"]) == ("error", "too_many", ids[3])
         assert "at most 3 subscriptions" in refused["error"]
         # Re-subscribing to one it holds is not a new subscription.
         socket.send_json({"type": "subscribe", "jobId": ids[0], "since": 1})

@@ -8,8 +8,20 @@ import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from app import jobs
+from app.errors import (
+    BackendUnavailable,
+    Forbidden,
+    InvalidJobData,
+    JobGone,
+    JobNotFound,
+    JobsError,
+    RateLimited,
+    TooManyStreams,
+    Unauthenticated,
+)
 from app.events import Change, Position
 from app.models import NewJob
+from app.problems import frame_code
 from app.ws import BATCH_CHARS, _frames
 
 
@@ -55,11 +67,11 @@ def _messages(frames: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def _snapshot_frames(client: TestClient, path: str, count: int) -> list[dict[str, object]]:
-    """The frames that carry `subscribed` and a snapshot of `count` jobs."""
+    """The frames that carry `subscribed`, a snapshot of `count` jobs and `synced`."""
     with client.websocket_connect(path) as socket:
         socket.send_json({"type": "subscribe", "all": True})
         frames: list[dict[str, object]] = []
-        while len(_messages(frames)) < count + 1:
+        while len(_messages(frames)) < count + 2:
             frames.append(socket.receive_json())
     return frames
 
@@ -71,11 +83,12 @@ def test_batch_mode_sends_what_is_pending_as_one_frame(client: TestClient) -> No
     single = _snapshot_frames(client, "/api/jobs/ws", len(ids))
     batched = _snapshot_frames(client, "/api/jobs/ws?batch=1", len(ids))
     assert all(frame["type"] != "batch" for frame in single)
-    assert len(single) == len(ids) + 1
+    assert len(single) == len(ids) + 2
     assert len(batched) == 1
     assert batched[0]["type"] == "batch"
     assert _messages(batched) == single
-    assert [m["job"]["jobId"] for m in single[1:]] == ids  # type: ignore[index]
+    assert [m["job"]["jobId"] for m in single[1:-1]] == ids  # type: ignore[index]
+    assert single[-1]["type"] == "synced"
 
 
 def test_batch_mode_sends_a_lone_message_as_itself(client: TestClient) -> None:
@@ -120,12 +133,57 @@ def test_a_batch_value_that_is_not_1_or_0_is_refused(client: TestClient, value: 
     assert denied.value.status_code == 422
     assert denied.value.headers["content-type"] == "application/problem+json"
     problem = denied.value.json()
-    assert problem["errors"] == [{"field": "batch", "message": "1 or 0"}]
+    assert problem["errors"] == [{"field": "batch", "message": "must be 1, true, 0 or false"}]
+    assert problem["detail"] == "batch: must be 1, true, 0 or false"
 
 
 @pytest.mark.parametrize("value", ["0", "false"])
 def test_batch_off_sends_one_message_per_frame(client: TestClient, value: str) -> None:
+    """?batch=0 or false is the default: one message per frame."""
     client.post("/api/jobs", json={})
     client.post("/api/jobs", json={})
     frames = _snapshot_frames(client, f"/api/jobs/ws?batch={value}", 2)
-    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job"]
+    assert [frame["type"] for frame in frames] == ["subscribed", "job", "job", "synced"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (JobNotFound("job_x"), "not_found"),
+        (JobGone("job_x"), "gone"),
+        (Forbidden("no"), "forbidden"),
+        (Unauthenticated("no", presented=False), "unauthorized"),
+        (BackendUnavailable("down"), "unavailable"),
+        (TooManyStreams("full"), "unavailable"),
+        (RateLimited("slow down", retry_after=1), "rate_limited"),
+        (InvalidJobData("bad"), "bad_request"),
+    ],
+)
+def test_every_error_has_a_frame_code(error: JobsError, code: str) -> None:
+    """Each error a subscription can meet maps to the code SPEC section 4 lists for it."""
+    assert frame_code(error) == code
+
+
+def test_a_job_subscription_ends_its_snapshot_with_its_version(client: TestClient) -> None:
+    """`subscribed`, the job, then `synced` naming the job and the version the client holds."""
+    job_id = client.post("/api/jobs", json={}).json()["jobId"]
+    client.patch(f"/api/jobs/{job_id}", json={"progress": 5})
+    with client.websocket_connect("/api/jobs/ws") as socket:
+        socket.send_json({"type": "subscribe", "jobId": job_id})
+        frames = [socket.receive_json() for _ in range(3)]
+    assert [frame["type"] for frame in frames] == ["subscribed", "job", "synced"]
+    assert frames[2] == {"type": "synced", "jobId": job_id, "version": 2}
+
+
+def test_a_star_job_id_is_refused_and_leaves_the_all_subscription_alone(
+    client: TestClient,
+) -> None:
+    """`jobId: "*"` is no job id: an error frame, and the all-jobs subscription keeps going."""
+    with client.websocket_connect("/api/jobs/ws") as socket:
+        socket.send_json({"type": "subscribe", "all": True})
+        assert [socket.receive_json()["type"] for _ in range(2)] == ["subscribed", "synced"]
+        socket.send_json({"type": "subscribe", "jobId": "*"})
+        refused = socket.receive_json()
+        assert (refused["type"], refused["code"], refused["jobId"]) == ("error", "bad_request", "*")
+        job_id = client.post("/api/jobs", json={}).json()["jobId"]
+        assert socket.receive_json()["job"]["jobId"] == job_id

@@ -12,6 +12,10 @@ stops calling it stalls the connection for real (the kernel buffers fill
 and the server's writes block); calling it again resumes. A small
 ``rcvbuf`` makes the stall bite sooner. :meth:`SSEStream.abort` drops the
 connection with a TCP reset, like a vanished browser tab.
+
+A stream's snapshot ends with ``event: synced`` (SPEC 3):
+:meth:`SSEStream.until_synced` reads a snapshot through it, and
+:meth:`SSEStream.expect_synced` checks that the next event is it.
 """
 
 from __future__ import annotations
@@ -190,8 +194,16 @@ class SSEStream:
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
         within: float = 10,
+        last_event_id: str = "",
     ) -> SSEStream:
-        """Connect, send the request and read the response head."""
+        """Connect, send the request and read the response head.
+
+        ``last_event_id`` is the id the client holds, as a browser's
+        ``EventSource`` reconnects: sent as ``Last-Event-ID`` unless empty, and
+        kept until an ``id:`` field replaces it (an empty one clears it).
+        """
+        if last_event_id:
+            headers = {"Last-Event-ID": last_event_id, **(headers or {})}
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -201,6 +213,7 @@ class SSEStream:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         stream = cls(sock)
+        stream.parser.last_event_id = last_event_id
         try:
             async with asyncio.timeout(within):
                 await stream._loop.sock_connect(sock, (host, port))
@@ -243,6 +256,28 @@ class SSEStream:
             while not self.parser.events:
                 await self._pull()
         return self.parser.events.popleft()
+
+    async def until_synced(self, within: float = 5) -> tuple[list[Event], Event]:
+        """The events up to the next ``synced``, and that ``synced`` event.
+
+        ``synced`` ends a snapshot: the events before it are the state as of
+        connecting (or what changed since the cursor resumed from), the
+        events after it are live. It must carry ``data: {}`` and an ``id:``.
+        """
+        events: list[Event] = []
+        async with asyncio.timeout(within):
+            while (event := await self.next_event(within)).event != "synced":
+                events.append(event)
+        assert (event.data, event.has_id) == ("{}", True), event
+        return events, event
+
+    async def expect_synced(self, event_id: str | None = None, within: float = 5) -> Event:
+        """The next event, which must be ``synced`` (with ``id`` = ``event_id`` if given)."""
+        event = await self.next_event(within)
+        assert (event.event, event.data, event.has_id) == ("synced", "{}", True), event
+        if event_id is not None:
+            assert event.id == event_id, event
+        return event
 
     async def next_comment(self, within: float = 5) -> str:
         """The next comment line's text (events meanwhile stay queued for next_event)."""

@@ -149,6 +149,9 @@ async def test_misbehaving_clients_leave_the_server_responsive_and_lean(server: 
         JOBS_SEND_TIMEOUT="1",
         JOBS_HEARTBEAT="0.5",
         JOBS_MAX_STREAMS="1000",
+        # Every client here is 127.0.0.1: its all-jobs snapshots (hundreds a wave, each
+        # stalled stream and socket takes one) must not run into the per-client budget.
+        JOBS_SNAPSHOT_RATE="100",
     )
     async with srv.client(headers=AUTH) as api:
         job_ids = [await api.create_job(message=f"job {n}") for n in range(20)]

@@ -85,6 +85,7 @@ async def test_job_token_from_create_streams_that_job_over_sse(server: Start) ->
             assert stream.status == 200
             first = await stream.next_event(seconds(5))
             assert first.json()["message"] == "first"
+            await stream.expect_synced("1")
             await api.complete(job_id, message="done")
             events = await stream.events_until_end(seconds(5))
             assert events[-1].json()["status"] == "completed"
@@ -109,7 +110,8 @@ async def test_owner_token_streams_exactly_its_owners_jobs(server: Start) -> Non
         url = f"{srv.base_url}/api/jobs/events?token={token}"
         async with await SSEStream.open(url) as stream:
             assert stream.status == 200
-            assert (await stream.next_event(seconds(5))).json()["jobId"] == mine
+            snapshot, _ = await stream.until_synced(seconds(5))
+            assert [event.json()["jobId"] for event in snapshot] == [mine]
             await api.update(theirs, progress=50)
             await api.update(mine, progress=60)
             event = await stream.next_event(seconds(5))
@@ -125,7 +127,8 @@ async def test_expiring_token_ends_the_stream_and_cannot_reopen_it(server: Start
         url = f"{srv.base_url}/api/jobs/events?token={token}"
         async with await SSEStream.open(url) as stream:
             assert stream.status == 200
-            await stream.events_until_end(seconds(5))
+            events = await stream.events_until_end(seconds(5))
+            assert [event.event for event in events] == ["job", "synced"]
             assert stream.ended, "the stream ended with a complete response"
         async with await SSEStream.open(url) as again:
             assert again.status == 401
@@ -143,10 +146,22 @@ async def test_websocket_reads_with_a_token_in_the_url(server: Start) -> None:
             await ws.send(json.dumps({"type": "subscribe", "jobId": created["jobId"]}))
             assert (await receive(ws))["type"] == "subscribed"
             assert (await receive(ws))["job"]["jobId"] == created["jobId"]
+            synced = await receive(ws)
+            assert synced == {"type": "synced", "jobId": created["jobId"], "version": 1}
             await ws.send(json.dumps({"type": "subscribe", "jobId": other["jobId"]}))
-            assert (await receive(ws))["type"] == "error"
+            refused = await receive(ws)
+            assert (refused["type"], refused["code"], refused["jobId"]) == (
+                "error",
+                "forbidden",
+                other["jobId"],
+            )
             await ws.send(json.dumps({"type": "subscribe", "all": True}))
-            assert (await receive(ws))["type"] == "error"
+            refused = await receive(ws)
+            assert (refused["type"], refused["code"], refused["all"]) == (
+                "error",
+                "forbidden",
+                True,
+            )
 
 
 async def test_websocket_without_credentials_is_refused_with_401(server: Start) -> None:
@@ -205,6 +220,7 @@ async def test_websocket_flood_gets_errors_then_1008(server: Start) -> None:
         replies = [await receive(ws) for _ in range(30)]
         assert [reply["type"] for reply in replies[:25]] == ["pong"] * 25
         assert "too many messages" in replies[-1]["error"]
+        assert replies[-1]["code"] == "rate_limited"
         for _ in range(200):
             await ws.send('{"type":"ping"}')
         _, code = await read_until_closed(ws)
@@ -232,11 +248,12 @@ async def test_newlines_cannot_inject_sse_fields_or_events(server: Start) -> Non
         url = f"{srv.base_url}/api/jobs/{job_id}/events?token={token}"
         async with await SSEStream.open(url) as stream:
             events = await stream.events_until_end(seconds(5))
-    assert [event.event for event in events] == ["job"]
+    assert [event.event for event in events] == ["job", "synced"]
     job = events[0].json()
     assert job["message"] == forged
     assert job["metadata"] == {"note\nevent: x": "a\rb\n\nc"}
     assert events[0].id == str(job["version"])
+    assert (events[1].id, events[1].data) == (str(job["version"]), "{}")
     assert stream.retry == 2000
 
 

@@ -45,8 +45,11 @@ async def test_sigint_ends_open_streams_and_exits_promptly(server: Start) -> Non
         with anyio.fail_after(seconds(5)):
             assert json.loads(await ws.recv())["type"] == "subscribed"
             assert json.loads(await ws.recv())["type"] == "job"
+            synced = json.loads(await ws.recv())
+            assert synced == {"type": "synced", "jobId": job_id, "version": 2}
         for stream in (one, every):
-            assert (await stream.next_event(seconds(5))).json()["version"] == 2
+            snapshot, _ = await stream.until_synced(seconds(5))
+            assert [event.json()["version"] for event in snapshot] == [2]
 
         srv.interrupt()
         interrupted = time.monotonic()

@@ -86,6 +86,7 @@ async def test_stalled_job_stream_keeps_server_memory_bounded_then_gets_the_fina
         await publish(api, [job_id], 100)  # warm the server up before measuring
         async with await stalled_stream(f"{srv.base_url}/api/jobs/{job_id}/events") as stream:
             assert (await stream.next_event(seconds(5))).json()["version"] == 101
+            await stream.expect_synced("101")
             before = srv.rss_bytes()
             published = await publish(api, [job_id], 3000)
             growth = srv.rss_bytes() - before
@@ -110,8 +111,8 @@ async def test_stalled_all_jobs_stream_keeps_server_memory_bounded_then_gets_eve
         await publish(api, job_ids, 100)
         stream = await stalled_stream(f"{srv.base_url}/api/jobs/events")
         async with stream:
-            for _ in job_ids:
-                await stream.next_event(seconds(5))
+            snapshot, _ = await stream.until_synced(seconds(5))
+            assert sorted(event.json()["jobId"] for event in snapshot) == sorted(job_ids)
             before = srv.rss_bytes()
             published = await publish(api, job_ids, 3000)
             growth = srv.rss_bytes() - before
@@ -140,8 +141,10 @@ async def test_reader_that_never_resumes_is_disconnected_while_others_keep_recei
         job_id = await api.create_job()
         stalled = await stalled_stream(f"{srv.base_url}/api/jobs/{job_id}/events")
         await stalled.next_event(seconds(5))
+        await stalled.expect_synced("1")
         healthy = await SSEStream.open(f"{srv.base_url}/api/jobs/{job_id}/events")
         await healthy.next_event(seconds(5))
+        await healthy.expect_synced("1")
         await api.wait_for_metric("jobcast_connections", lambda v: v == 2, transport="sse")
         healthy_versions: list[int] = []
 
@@ -218,6 +221,8 @@ async def test_stalled_websocket_is_conflated_then_gets_the_final_state(server: 
             with anyio.fail_after(seconds(5)):
                 assert json.loads(await ws.recv())["type"] == "subscribed"
                 assert json.loads(await ws.recv())["job"]["version"] == 101
+                synced = json.loads(await ws.recv())
+                assert synced == {"type": "synced", "jobId": job_id, "version": 101}
             before = srv.rss_bytes()
             published = await publish(api, [job_id], 3000)
             growth = srv.rss_bytes() - before
@@ -245,6 +250,7 @@ async def test_stalled_reader_that_vanishes_is_cleaned_up_at_once(server: Start)
         job_id = await api.create_job()
         stream = await stalled_stream(f"{srv.base_url}/api/jobs/{job_id}/events")
         await stream.next_event(seconds(5))
+        await stream.expect_synced("1")
         await publish(api, [job_id], 500)  # enough to fill every buffer on the way
         await api.wait_for_metric("jobcast_connections", lambda v: v == 1, transport="sse")
         stream.abort()
@@ -260,6 +266,7 @@ async def test_reader_that_overflows_its_backlog_is_dropped_and_can_resume(serve
     srv = server(JOBS_SUBSCRIBER_BACKLOG="10", JOBS_SEND_TIMEOUT="1")
     async with srv.client() as api:
         stream = await stalled_stream(f"{srv.base_url}/api/jobs/events")
+        assert (await stream.until_synced(seconds(5)))[0] == []  # no jobs yet
         job_ids = [await api.create_job() for _ in range(30)]
         with anyio.fail_after(seconds(30)):
             while await api.metric("jobcast_slow_disconnects_total", transport="sse") == 0:
@@ -269,14 +276,15 @@ async def test_reader_that_overflows_its_backlog_is_dropped_and_can_resume(serve
         seen = check_job_order(await stream.events_until_end(seconds(20)))
         assert not stream.ended, "the overflowing stream was cut off"
         stream.close()
-        headers = {"Last-Event-ID": stream.last_event_id} if stream.last_event_id else {}
         async with await SSEStream.open(
-            f"{srv.base_url}/api/jobs/events", headers=headers
+            f"{srv.base_url}/api/jobs/events", last_event_id=stream.last_event_id
         ) as again:
-            while any(seen.get(job_id) != final for job_id, final in finals.items()):
-                event = await again.next_event(seconds(5))
+            # What changed since its last event, then `synced`: every final state by then.
+            events, _ = await again.until_synced(seconds(5))
+            for event in events:
                 assert event.event == "job", event
                 seen[event.json()["jobId"]] = event.json()
+            assert {job_id: seen.get(job_id) for job_id in finals} == finals
 
 
 async def test_unsubscribe_drops_changes_already_waiting_to_be_sent(server: Start) -> None:
@@ -290,6 +298,7 @@ async def test_unsubscribe_drops_changes_already_waiting_to_be_sent(server: Star
                 await ws.send(json.dumps({"type": "subscribe", "jobId": job_id}))
                 assert (await recv_json(ws))["type"] == "subscribed"
                 assert (await recv_json(ws))["type"] == "job"
+                assert await recv_json(ws) == {"type": "synced", "jobId": job_id, "version": 1}
             await publish(api, [dropped], 500)  # the writer is now stuck behind `dropped`
             await ws.send(json.dumps({"type": "unsubscribe", "jobId": dropped}))
             while (frame := await recv_json(ws))["type"] != "unsubscribed":
@@ -314,6 +323,7 @@ async def test_websocket_that_never_resumes_is_disconnected_while_others_keep_re
                 await ws.send(json.dumps({"type": "subscribe", "jobId": job_id}))
                 assert (await recv_json(ws))["type"] == "subscribed"
                 assert (await recv_json(ws))["type"] == "job"
+                assert await recv_json(ws) == {"type": "synced", "jobId": job_id, "version": 1}
             healthy_jobs: list[dict[str, Any]] = []
 
             async def read_healthy() -> None:

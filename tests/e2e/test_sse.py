@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
 import pytest
 
 from tests.conftest import seconds
@@ -37,8 +38,11 @@ async def next_job(stream: SSEStream) -> dict[str, Any]:
     return job
 
 
-async def read_jobs(stream: SSEStream, count: int) -> list[Event]:
-    return [await stream.next_event(seconds(5)) for _ in range(count)]
+async def snapshot(stream: SSEStream) -> tuple[list[dict[str, Any]], Event]:
+    """The snapshot's jobs (every event before `synced` must be a `job`), and `synced`."""
+    events, synced = await stream.until_synced(seconds(5))
+    assert [event.event for event in events] == ["job"] * len(events), events
+    return [event.json() for event in events], synced
 
 
 async def read_until(stream: SSEStream, job_id: str, status: str) -> None:
@@ -96,6 +100,8 @@ async def test_job_stream_opens_with_retry_then_the_current_state(server: Start)
             assert stream.retry == 1234
             assert stream.order[:2] == ["retry", "event"]
             assert (event.event, event.id) == ("job", "2")
+            await stream.expect_synced("2")
+            assert stream.order[:3] == ["retry", "event", "event"]
             job = event.json()
             assert job == await api.job(job_id)
             assert (job["status"], job["progress"], job["message"]) == (
@@ -113,14 +119,17 @@ async def test_all_jobs_stream_opens_with_every_current_job(server: Start) -> No
         second = await api.create_job(jobType="file_processing")
         await api.update(first, message="moved on")
         async with await all_stream(srv) as stream:
-            events = await read_jobs(stream, 2)
+            jobs, synced = await snapshot(stream)
             assert stream.order[0] == "retry"
-            assert {event.event for event in events} == {"job"}
-            states = {event.json()["jobId"]: event.json() for event in events}
+            assert len(jobs) == 2
+            states = {job["jobId"]: job for job in jobs}
             assert states == {first: await api.job(first), second: await api.job(second)}
             await api.update(second, progress=10)
-            change = await next_job(stream)
-            assert (change["jobId"], change["version"], change["progress"]) == (second, 2, 10)
+            change = await stream.next_event(seconds(5))
+            assert change.event == "job"
+            assert change.id not in ("", synced.id)
+            assert (change.json()["jobId"], change.json()["version"]) == (second, 2)
+            assert change.json()["progress"] == 10
 
 
 async def test_every_change_arrives_with_its_version_as_id(server: Start) -> None:
@@ -130,6 +139,7 @@ async def test_every_change_arrives_with_its_version_as_id(server: Start) -> Non
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as stream:
             assert (await next_job(stream))["version"] == 1
+            await stream.expect_synced("1")
             for progress in range(1, 11):
                 updated = await api.update(job_id, status="processing", progress=progress)
                 event = await stream.next_event(seconds(5))
@@ -152,6 +162,10 @@ async def test_a_burst_of_changes_arrives_in_version_order_none_twice(server: St
 
                 tasks.start_soon(burst)
                 events = await stream.events_until_end(seconds(20))
+            # The snapshot (version 1) and `synced`, then only live `job` events.
+            assert [event.event for event in events[:2]] == ["job", "synced"]
+            assert events.pop(1).id == "1"
+            assert {event.event for event in events} == {"job"}
             versions = [event.json()["version"] for event in events]
             assert versions == sorted(set(versions))
             assert [event.id for event in events] == [str(version) for version in versions]
@@ -166,7 +180,8 @@ async def test_all_jobs_stream_keeps_each_jobs_versions_in_order(server: Start) 
     async with srv.client() as api:
         ids = [await api.create_job() for _ in range(3)]
         async with await all_stream(srv) as stream:
-            await read_jobs(stream, 3)
+            jobs, _ = await snapshot(stream)
+            assert sorted(job["jobId"] for job in jobs) == sorted(ids)
             for round_ in range(10):
                 for job_id in ids:
                     await api.update(job_id, progress=round_)
@@ -206,11 +221,10 @@ async def test_two_concurrent_first_subscribers_each_get_every_change(server: St
             per_job, all_jobs = streams[:2], streams[2:]
             for stream in per_job:
                 assert (await next_job(stream))["version"] == 1
+                await stream.expect_synced("1")
             for stream in all_jobs:
-                assert {job["jobId"] for job in [await next_job(stream) for _ in range(2)]} == {
-                    job_id,
-                    other,
-                }
+                jobs, _ = await snapshot(stream)
+                assert sorted(job["jobId"] for job in jobs) == sorted([job_id, other])
             for step in range(2, 7):
                 await api.update(job_id, progress=step)
                 for stream in streams:
@@ -238,6 +252,7 @@ async def test_job_stream_resumes_after_last_event_id(server: Start, via: str) -
         async with await SSEStream.open(url, headers=headers) as stream:
             event = await stream.next_event(seconds(5))
             assert (event.id, event.json()) == ("4", latest)
+            await stream.expect_synced("4")
             await api.update(job_id, progress=40)
             assert (await next_job(stream))["version"] == 5
 
@@ -245,12 +260,13 @@ async def test_job_stream_resumes_after_last_event_id(server: Start, via: str) -
 async def test_job_stream_resumed_at_the_current_version_sends_only_new_changes(
     server: Start,
 ) -> None:
-    """A client that already has the current version is not sent it again."""
+    """A client that already has the current version is sent just `synced`, then new changes."""
     srv = server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, progress=10)
         async with await job_stream(srv, job_id, headers={"Last-Event-ID": "2"}) as stream:
+            await stream.expect_synced("2")  # the first event: version 2 is not sent again
             await api.update(job_id, progress=20)
             event = await stream.next_event(seconds(5))
             assert (event.id, event.json()["progress"]) == ("3", 20)
@@ -278,8 +294,10 @@ async def test_job_stream_ignores_a_last_event_id_it_cannot_use(server: Start) -
                 if stream.status != 200:
                     answers[via, value[:12]] = stream.status
                     continue
-                event = await stream.next_event(seconds(5))
-                answers[via, value[:12]] = event.json() == current or event.json()
+                first = await stream.next_event(seconds(5))
+                then = await stream.next_event(seconds(5))
+                got = (first.event, first.id, first.json(), then.event, then.id)
+                answers[via, value[:12]] = got == ("job", "2", current, "synced", "2") or got
         assert answers == dict.fromkeys(answers, True)
 
 
@@ -291,8 +309,9 @@ async def test_all_jobs_stream_resumes_after_its_opaque_cursor(server: Start, vi
         quiet = await api.create_job()
         busy = await api.create_job()
         async with await all_stream(srv) as stream:
-            await read_jobs(stream, 2)
-            cursor = stream.last_event_id
+            jobs, synced = await snapshot(stream)
+            assert sorted(job["jobId"] for job in jobs) == sorted([quiet, busy])
+            cursor = synced.id  # what the client holds once it has the snapshot
         assert cursor not in ("", "1", "2")  # an opaque cursor, not a job version
         await api.update(busy, progress=50)
         await api.update(busy, progress=60)
@@ -302,15 +321,13 @@ async def test_all_jobs_stream_resumes_after_its_opaque_cursor(server: Start, vi
         else:
             resumed = await all_stream(srv, f"?lastEventId={cursor}")
         async with resumed:
-            first, second = await read_jobs(resumed, 2)
-            assert [first.event, second.event] == ["job", "job"]
-            assert (first.json()["jobId"], first.json()["version"]) == (busy, 3)
-            assert second.json()["jobId"] == fresh
-            # The quiet job is not sent again: the next event is the next change.
+            # Only what changed since, in feed order; the quiet job is not sent again.
+            jobs, synced = await snapshot(resumed)
+            assert [(job["jobId"], job["version"]) for job in jobs] == [(busy, 3), (fresh, 1)]
+            assert synced.id not in ("", cursor)  # the feed moved on
             await api.update(fresh, progress=1)
             event = await resumed.next_event(seconds(5))
             assert (event.json()["jobId"], event.json()["version"]) == (fresh, 2)
-            assert quiet not in {event.json()["jobId"] for event in (first, second)}
 
 
 async def test_unreadable_or_stale_cursor_resets_then_sends_everything(server: Start) -> None:
@@ -322,10 +339,11 @@ async def test_unreadable_or_stale_cursor_resets_then_sends_everything(server: S
         for cursor in ["not-a-cursor", "1-1", "281474976710656-0", "-", "1-", "a-b"]:
             async with await all_stream(srv, headers={"Last-Event-ID": cursor}) as stream:
                 reset = await stream.next_event(seconds(5))
-                assert reset.event == "reset", cursor
-                events = await read_jobs(stream, 2)
-                assert {event.event for event in events} == {"job"}
-                assert {event.json()["jobId"] for event in events} == ids
+                assert (reset.event, reset.id, reset.has_id) == ("reset", "", True), cursor
+                assert stream.order[:2] == ["retry", "event"]
+                jobs, synced = await snapshot(stream)
+                assert sorted(job["jobId"] for job in jobs) == sorted(ids)
+                assert synced.id not in ("", cursor)
 
 
 async def test_resuming_after_a_removal_replays_the_removed_event(server: Start) -> None:
@@ -334,17 +352,20 @@ async def test_resuming_after_a_removal_replays_the_removed_event(server: Start)
     async with srv.client() as api:
         job_id = await api.create_job()
         async with await all_stream(srv) as stream:
-            await read_jobs(stream, 1)
-            cursor = stream.last_event_id
+            _, synced = await snapshot(stream)
+            cursor = synced.id
         async with await all_stream(srv) as watcher:
-            await read_jobs(watcher, 1)
+            await snapshot(watcher)
             await api.complete(job_id)
             await read_until(watcher, job_id, "completed")
             removed = await watcher.next_event(seconds(10))
             assert removed.event == "removed"
         async with await all_stream(srv, headers={"Last-Event-ID": cursor}) as resumed:
-            event = await resumed.next_event(seconds(5))
-            assert (event.event, event.json()) == ("removed", {"jobId": job_id})
+            events, synced = await resumed.until_synced(seconds(5))
+            assert [(event.event, event.json()) for event in events] == [
+                ("removed", {"jobId": job_id})
+            ]
+            assert synced.id not in ("", cursor)
 
 
 # --- the end of a job --------------------------------------------------------------------
@@ -357,6 +378,7 @@ async def test_job_stream_ends_after_the_terminal_event(server: Start) -> None:
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as stream:
             await next_job(stream)
+            await stream.expect_synced("1")
             failed = await api.fail(job_id, "disk full")
             events = await stream.events_until_end(seconds(5))
             assert [event.json() for event in events] == [failed]
@@ -365,14 +387,18 @@ async def test_job_stream_ends_after_the_terminal_event(server: Start) -> None:
 
 
 async def test_job_stream_of_a_finished_job_sends_it_and_ends(server: Start) -> None:
-    """Connecting to an already finished job sends its final state once and ends."""
+    """Connecting to an already finished job sends its final state once, `synced`, and ends."""
     srv = server()
     async with srv.client() as api:
         job_id = await api.create_job()
         done = await api.complete(job_id, documentId="doc-1")
         async with await job_stream(srv, job_id) as stream:
             events = await stream.events_until_end(seconds(5))
-            assert [(event.id, event.json()) for event in events] == [("2", done)]
+            assert [(event.event, event.id, event.json()) for event in events] == [
+                ("job", "2", done),
+                ("synced", "2", {}),
+            ]
+            assert stream.ended
 
 
 async def test_reconnect_with_the_terminal_version_gets_204(server: Start) -> None:
@@ -403,7 +429,7 @@ async def test_cleaned_up_job_stream_is_410(server: Start) -> None:
     async with srv.client() as api:
         job_id = await api.create_job()
         async with await all_stream(srv) as watcher:
-            await read_jobs(watcher, 1)
+            await snapshot(watcher)
             await api.complete(job_id)
             await read_until(watcher, job_id, "completed")
             assert (await watcher.next_event(seconds(10))).event == "removed"
@@ -420,7 +446,7 @@ async def test_clean_up_sends_removed_on_the_all_jobs_stream(server: Start) -> N
         job_id = await api.create_job()
         keep = await api.create_job()
         async with await all_stream(srv) as stream:
-            await read_jobs(stream, 2)
+            await snapshot(stream)
             await api.complete(job_id)
             await read_until(stream, job_id, "completed")
             removed = await stream.next_event(seconds(10))
@@ -441,7 +467,7 @@ async def test_idle_streams_get_ping_comments(server: Start) -> None:
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as one, await all_stream(srv) as every:
             for stream in (one, every):
-                await stream.next_event(seconds(5))
+                await snapshot(stream)
                 assert await stream.next_comment(seconds(5)) == "ping"
                 assert await stream.next_comment(seconds(5)) == "ping"
 
@@ -453,7 +479,8 @@ async def test_job_type_filter_sends_only_that_type(server: Start) -> None:
         agent = await api.create_job(jobType="llm_agent")
         plain = await api.create_job()
         async with await all_stream(srv, "?jobType=llm_agent") as stream:
-            assert (await next_job(stream))["jobId"] == agent
+            jobs, _ = await snapshot(stream)
+            assert [job["jobId"] for job in jobs] == [agent]
             await api.update(plain, progress=5)
             second_agent = await api.create_job(jobType="llm_agent")
             await api.update(agent, progress=7)
@@ -470,6 +497,8 @@ async def test_status_filter_sends_the_event_of_a_job_leaving_it(server: Start) 
         waiting = await api.create_job()
         marker = await api.create_job()
         async with await all_stream(srv, "?status=processing") as stream:
+            jobs, _ = await snapshot(stream)
+            assert jobs == []  # no job is processing yet: `synced` alone
             await api.update(moving, status="processing", progress=10)
             entered = await next_job(stream)
             assert (entered["jobId"], entered["status"]) == (moving, "processing")
@@ -489,6 +518,7 @@ async def test_newlines_in_job_text_stay_inside_one_data_line(server: Start) -> 
         job_id = await api.create_job(message=hostile, metadata={"note\nkey": hostile})
         async with await job_stream(srv, job_id) as stream:
             first = await stream.next_event(seconds(5))
+            await stream.expect_synced("1")
             updated = await api.update(job_id, message="x\r\n\r\ny", metadata={"more": "a\rb"})
             second = await stream.next_event(seconds(5))
             for event in (first, second):
@@ -515,7 +545,7 @@ async def test_vanished_client_is_cleaned_up(server: Start, kind: str) -> None:
             await (job_stream(srv, job_id) if kind == "job" else all_stream(srv)) for _ in range(3)
         ]
         for stream in streams:
-            await stream.next_event(seconds(5))
+            await snapshot(stream)
         await wait_for_sse_connections(api, 3)
         for stream in streams:
             stream.abort()
@@ -533,8 +563,8 @@ async def test_all_jobs_stream_sends_every_job_even_past_the_subscriber_backlog(
     async with srv.client() as api:
         ids = {await api.create_job() for _ in range(12)}
         async with await all_stream(srv) as stream:
-            events = await read_jobs(stream, 12)
-            assert {event.json()["jobId"] for event in events} == ids
+            jobs, _ = await snapshot(stream)
+            assert sorted(job["jobId"] for job in jobs) == sorted(ids)
 
 
 async def test_all_jobs_stream_refuses_an_unknown_filter_value(server: Start) -> None:
@@ -553,13 +583,14 @@ async def test_resuming_a_filtered_stream_sends_no_job_that_never_matched(server
         busy = await api.create_job()
         await api.update(busy, status="processing")
         async with await all_stream(srv, "?status=processing") as stream:
-            await read_jobs(stream, 1)
-            cursor = stream.last_event_id
+            jobs, synced = await snapshot(stream)
+            assert [job["jobId"] for job in jobs] == [busy]
+            cursor = synced.id
         await api.create_job(message="queued, never processing")
         await api.update(busy, progress=80)
         async with await all_stream(srv, f"?status=processing&lastEventId={cursor}") as resumed:
-            event = await resumed.next_event(seconds(5))
-            assert (event.json()["jobId"], event.json()["progress"]) == (busy, 80)
+            jobs, _ = await snapshot(resumed)
+            assert [(job["jobId"], job["progress"]) for job in jobs] == [(busy, 80)]
             marker = await api.create_job()
             await api.update(marker, status="processing")
             following = await resumed.next_event(seconds(5))
@@ -573,12 +604,119 @@ async def test_a_cursor_from_before_a_forgotten_removal_resets(server: Start) ->
         doomed = await api.create_job()
         kept = await api.create_job()
         async with await all_stream(srv) as stream:
-            await read_jobs(stream, 2)
-            cursor = stream.last_event_id
+            _, synced = await snapshot(stream)
+            cursor = synced.id
             await api.complete(doomed)
             await read_until(stream, doomed, "completed")
             assert (await stream.next_event(seconds(10))).event == "removed"
         async with await all_stream(srv, headers={"Last-Event-ID": cursor}) as resumed:
-            assert (await resumed.next_event(seconds(5))).event == "reset"
-            event = await resumed.next_event(seconds(5))
-            assert event.json()["jobId"] == kept
+            reset = await resumed.next_event(seconds(5))
+            assert (reset.event, reset.id, reset.has_id) == ("reset", "", True)
+            jobs, _ = await snapshot(resumed)
+            assert [job["jobId"] for job in jobs] == [kept]
+
+
+# --- the protocol's edges: media type, HEAD, reset and synced, the snapshot budget -----------
+
+
+async def test_both_streams_are_exactly_text_event_stream(server: Start) -> None:
+    """Both SSE routes answer with a Content-Type of exactly `text/event-stream`, no charset."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        async with await job_stream(srv, job_id) as one, await all_stream(srv) as every:
+            assert (one.status, every.status) == (200, 200)
+            assert one.headers["content-type"] == "text/event-stream"
+            assert every.headers["content-type"] == "text/event-stream"
+
+
+async def test_head_answers_the_stream_headers_and_holds_no_stream(server: Start) -> None:
+    """HEAD on a stream is 200, its headers and a complete empty answer; 204 when done; 404."""
+    srv = server()
+    # One connection: a request is read only once the answer before it is complete, so a
+    # HEAD that held its stream open would leave every request after it hanging.
+    async with srv.client(limits=httpx.Limits(max_connections=1)) as api:
+        job_id = await api.create_job()
+        done = await api.create_job()
+        await api.complete(done)
+        for path in (f"/api/jobs/{job_id}/events", "/api/jobs/events"):
+            response = await api.head(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"] == "text/event-stream"
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.content == b""
+            assert await api.metric("jobcast_connections", transport="sse") == 0
+        finished = await api.head(f"/api/jobs/{done}/events", headers={"Last-Event-ID": "2"})
+        assert (finished.status_code, finished.content) == (204, b"")
+        assert (await api.head("/api/jobs/job_doesnotexist/events")).status_code == 404
+        assert await api.metric("jobcast_connections", transport="sse") == 0
+
+
+async def reset_then_resume(srv: RunningServer, cursor: str) -> list[dict[str, Any]]:
+    """Connect with a `cursor` that must be reset; the snapshot's jobs, once `synced`'s id has
+    been checked to resume with no reset and, nothing having changed, nothing but `synced`."""
+    async with await all_stream(srv, last_event_id=cursor) as stream:
+        reset = await stream.next_event(seconds(5))
+        assert (reset.event, reset.id, reset.has_id) == ("reset", "", True), cursor
+        assert stream.order[:2] == ["retry", "event"]  # first, before the snapshot
+        jobs, synced = await snapshot(stream)
+    assert synced.id not in ("", cursor)
+    async with await all_stream(srv, last_event_id=synced.id) as resumed:
+        assert resumed.status == 200
+        await resumed.expect_synced(synced.id)  # the first event: no reset, no job
+    return jobs
+
+
+async def test_a_reset_ends_with_a_synced_cursor_that_never_resets_again(server: Start) -> None:
+    """After `reset` (empty id) and the snapshot, `synced`'s id resumes without another reset."""
+    srv = server()
+    async with srv.client() as api:
+        for cursor in ("1-1", "garbage"):  # no jobs at all: reset, then synced alone
+            assert await reset_then_resume(srv, cursor) == [], cursor
+        ids = [await api.create_job(), await api.create_job()]
+        for cursor in ("1-1", "garbage"):
+            jobs = await reset_then_resume(srv, cursor)
+            assert sorted(job["jobId"] for job in jobs) == sorted(ids), cursor
+
+
+async def test_a_client_that_leaves_after_reset_gets_the_whole_snapshot_again(
+    server: Start,
+) -> None:
+    """An EventSource that reconnects between `reset` and `synced` gets every job and no reset."""
+    srv = server()
+    async with srv.client() as api:
+        ids = [await api.create_job(), await api.create_job()]
+        async with await all_stream(srv, last_event_id="1-1") as stream:
+            reset = await stream.next_event(seconds(5))
+            assert reset.event == "reset"
+        # A browser that loses the connection right after `reset` holds the id it had when
+        # `reset` was dispatched (more of the stream may have reached this reader since):
+        # reset's empty id cleared "1-1", so the reconnect sends no Last-Event-ID.
+        held = reset.id
+        assert held == ""
+        async with await all_stream(srv, last_event_id=held) as again:
+            jobs, synced = await snapshot(again)  # job events only: no reset
+            assert sorted(job["jobId"] for job in jobs) == sorted(ids)
+            assert synced.id != ""
+
+
+async def test_all_jobs_snapshots_past_the_clients_budget_get_429(server: Start) -> None:
+    """Past JOBS_SNAPSHOT_RATE's burst an all-jobs stream gets 429 and Retry-After; per-job not."""
+    srv = server(JOBS_SNAPSHOT_RATE="0.1")  # bursts are 10 s worth: one snapshot
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        async with await all_stream(srv) as first:
+            assert first.status == 200
+            async with await all_stream(srv) as second:
+                assert second.status == 429
+                assert second.headers["content-type"] == "application/problem+json"
+                assert second.headers["retry-after"].isdigit()
+                assert int(second.headers["retry-after"]) >= 1
+                problem = json.loads(await second.body(seconds(5)))
+            assert problem["status"] == 429
+            assert "JOBS_SNAPSHOT_RATE" in problem["detail"]
+            for _ in range(3):
+                async with await job_stream(srv, job_id) as one:
+                    assert one.status == 200
+                    assert (await next_job(one))["jobId"] == job_id
+                    await one.expect_synced("1")

@@ -61,6 +61,33 @@ async def next_job(ws: ClientConnection) -> dict[str, Any]:
     return job
 
 
+async def expect_synced(ws: ClientConnection, job_id: str, version: int) -> None:
+    """The next frame ends `job_id`'s snapshot: the client then holds `version`."""
+    assert await receive(ws) == {"type": "synced", "jobId": job_id, "version": version}
+
+
+async def all_snapshot(ws: ClientConnection, subscribed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The jobs of an all-jobs snapshot, up to its `synced`, whose cursor is `subscribed`'s."""
+    jobs = []
+    while (frame := await receive(ws))["type"] == "job":
+        jobs.append(frame["job"])
+    assert frame == {"type": "synced", "all": True, "cursor": subscribed["cursor"]}, frame
+    return jobs
+
+
+async def error_frame(ws: ClientConnection, code: str, **about: Any) -> dict[str, Any]:
+    """The next frame, an `error` with `code` and, for a subscription, what it concerns."""
+    error = await receive(ws)
+    concerns = {key: error.get(key) for key in ("jobId", "all")}
+    assert (error["type"], error.get("code"), bool(error.get("error")), concerns) == (
+        "error",
+        code,
+        True,
+        {"jobId": about.get("jobId"), "all": about.get("all")},
+    ), error
+    return error
+
+
 PONG = {"type": "pong"}
 
 
@@ -77,6 +104,7 @@ async def test_subscribe_sends_subscribed_then_snapshot_then_changes(server: Sta
         subscribed = await subscribe(ws, job_id)
         assert (subscribed["jobId"], subscribed["version"]) == (job_id, 2)
         assert await next_job(ws) == await api.job(job_id)
+        await expect_synced(ws, job_id, 2)
         for progress in (10, 20, 30):
             updated = await api.update(job_id, status="processing", progress=progress)
             assert await next_job(ws) == updated
@@ -91,8 +119,10 @@ async def test_job_frames_come_in_version_order_under_a_burst(server: Start) -> 
         for progress in range(40):
             await api.update(job_id, progress=progress)
         await api.complete(job_id)
-        versions = []
-        while not versions or versions[-1] < 42:
+        # The snapshot and `synced` went out with `subscribed`, before the burst began.
+        versions = [(await next_job(ws))["version"]]
+        await expect_synced(ws, job_id, 1)
+        while versions[-1] < 42:
             versions.append((await next_job(ws))["version"])
         assert versions == sorted(set(versions))
         assert versions[0] == 1
@@ -109,6 +139,7 @@ async def test_subscribe_since_resumes(server: Start, since: int, expected: int 
         assert (await subscribe(ws, job_id, since=since))["version"] == 4
         if expected is not None:
             assert (await next_job(ws))["version"] == expected
+        await expect_synced(ws, job_id, 4)
         await api.update(job_id, progress=50)
         job = await next_job(ws)
         assert (job["version"], job["progress"]) == (5, 50)
@@ -122,11 +153,11 @@ async def test_subscription_ends_after_the_terminal_state(server: Start) -> None
         marker = await api.create_job()
         await subscribe(ws, job_id)
         await next_job(ws)
+        await expect_synced(ws, job_id, 1)
         await subscribe(ws, marker)
         await next_job(ws)
-        await subscribe_all(watcher)
-        await next_job(watcher)
-        await next_job(watcher)
+        await expect_synced(ws, marker, 1)
+        assert len(await all_snapshot(watcher, await subscribe_all(watcher))) == 2
         completed = await api.complete(job_id)
         assert await next_job(ws) == completed
         assert await next_job(watcher) == completed
@@ -146,9 +177,12 @@ async def test_subscribe_to_a_finished_job_already_known_sends_nothing_more(
         job_id = await api.create_job()
         await api.complete(job_id)
         marker = await api.create_job()
-        assert (await subscribe(ws, job_id, since=2))["version"] == 2
+        known = await subscribe(ws, job_id, since=2)
+        assert (known["version"], known.get("final")) == (2, True)
+        # Neither a snapshot nor `synced`: the next frame answers the next subscription.
         await subscribe(ws, marker)
         assert (await next_job(ws))["jobId"] == marker
+        await expect_synced(ws, marker, 1)
 
 
 async def test_subscribe_all_with_filters(server: Start) -> None:
@@ -166,7 +200,7 @@ async def test_subscribe_all_with_filters(server: Start) -> None:
             "processing",
             False,
         )
-        assert (await next_job(ws))["jobId"] == busy_agent
+        assert [job["jobId"] for job in await all_snapshot(ws, subscribed)] == [busy_agent]
         await api.update(other, progress=3)  # wrong type
         await api.update(agent, message="still queued")  # wrong status
         await api.update(agent, status="processing")
@@ -184,17 +218,18 @@ async def test_subscribe_all_since_a_cursor_sends_only_what_changed(server: Star
         quiet = await api.create_job()
         busy = await api.create_job()
         async with socket_to(srv) as ws:
-            await subscribe_all(ws)
-            frames = [await receive(ws), await receive(ws)]
-            assert {frame["job"]["jobId"] for frame in frames} == {quiet, busy}
-            cursor = frames[-1]["cursor"]
+            subscribed = await subscribe_all(ws)
+            jobs = await all_snapshot(ws, subscribed)
+            assert sorted(job["jobId"] for job in jobs) == sorted([quiet, busy])
+            cursor = subscribed["cursor"]  # what `synced` said the client holds
         await api.update(busy, progress=70)
         fresh = await api.create_job()
         async with socket_to(srv) as ws:
             subscribed = await subscribe_all(ws, since=cursor)
             assert subscribed["reset"] is False
-            first, second = await next_job(ws), await next_job(ws)
-            assert (first["jobId"], first["version"], second["jobId"]) == (busy, 2, fresh)
+            assert subscribed["cursor"] != cursor  # the feed moved on
+            jobs = await all_snapshot(ws, subscribed)
+            assert [(job["jobId"], job["version"]) for job in jobs] == [(busy, 2), (fresh, 1)]
             await api.update(quiet, progress=1)
             assert (await next_job(ws))["jobId"] == quiet  # it was not re-sent before
 
@@ -206,7 +241,12 @@ async def test_subscribe_all_with_an_unusable_cursor_resets(server: Start) -> No
         ids = {await api.create_job(), await api.create_job()}
         subscribed = await subscribe_all(ws, since="1-1")
         assert subscribed["reset"] is True
-        assert {(await next_job(ws))["jobId"] for _ in ids} == ids
+        jobs = await all_snapshot(ws, subscribed)
+        assert sorted(job["jobId"] for job in jobs) == sorted(ids)
+        # The cursor `synced` gave resumes: no second reset, and nothing changed since.
+        again = await subscribe_all(ws, since=subscribed["cursor"])
+        assert (again["reset"], again["cursor"]) == (False, subscribed["cursor"])
+        assert await all_snapshot(ws, again) == []
 
 
 async def test_unsubscribe_stops_the_events(server: Start) -> None:
@@ -217,8 +257,10 @@ async def test_unsubscribe_stops_the_events(server: Start) -> None:
         kept = await api.create_job()
         await subscribe(ws, dropped)
         await next_job(ws)
+        await expect_synced(ws, dropped, 1)
         await subscribe(ws, kept)
         await next_job(ws)
+        await expect_synced(ws, kept, 1)
         await send(ws, {"type": "unsubscribe", "jobId": dropped})
         assert await receive(ws) == {"type": "unsubscribed", "jobId": dropped}
         await api.update(dropped, progress=99)
@@ -236,9 +278,9 @@ async def test_one_socket_gets_a_change_once_however_many_subscriptions_match(
         marker = await api.create_job()
         await subscribe(ws, job_id)
         assert (await next_job(ws))["jobId"] == job_id
-        await subscribe_all(ws)
-        snapshot = {(await next_job(ws))["jobId"], (await next_job(ws))["jobId"]}
-        assert snapshot == {job_id, marker}
+        await expect_synced(ws, job_id, 1)
+        snapshot = await all_snapshot(ws, await subscribe_all(ws))
+        assert sorted(job["jobId"] for job in snapshot) == sorted([job_id, marker])
         await api.update(job_id, progress=5)
         await api.update(marker, progress=5)
         first, second = await next_job(ws), await next_job(ws)
@@ -277,25 +319,31 @@ async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(server:
         job_id = await api.create_job()
         await subscribe(ws, job_id)
         await next_job(ws)
+        await expect_synced(ws, job_id, 1)
         answers = {}
         for frame in MALFORMED:
             await ws.send(frame)
             reply = await receive(ws)
             await send(ws, {"type": "ping"})
-            answers[frame] = (reply["type"], bool(reply.get("error")), await receive(ws))
-        wrong = {frame: got for frame, got in answers.items() if got != ("error", True, PONG)}
-        assert wrong == {}, "frames not answered with an error (then pong)"
+            answers[frame] = (
+                reply["type"],
+                reply.get("code"),
+                bool(reply.get("error")),
+                await receive(ws),
+            )
+        expected = ("error", "bad_request", True, PONG)
+        wrong = {frame: got for frame, got in answers.items() if got != expected}
+        assert wrong == {}, "frames not answered with a bad_request error (then pong)"
         updated = await api.update(job_id, progress=3)  # the subscription survived them all
         assert await next_job(ws) == updated
 
 
 async def test_subscribing_to_an_unknown_job_gets_an_error_frame(server: Start) -> None:
-    """A subscription to an id that does not exist is answered with an error naming it."""
+    """A subscription to an id that does not exist gets a `not_found` error naming it."""
     srv = server()
     async with socket_to(srv) as ws:
         await send(ws, {"type": "subscribe", "jobId": "job_nope"})
-        error = await receive(ws)
-        assert (error["type"], error["jobId"]) == ("error", "job_nope")
+        await error_frame(ws, "not_found", jobId="job_nope")
         await send(ws, {"type": "ping"})
         assert await receive(ws) == {"type": "pong"}
 
@@ -328,8 +376,8 @@ async def test_subscribe_all_sends_every_job_even_past_the_subscriber_backlog(
     srv = server(JOBS_SUBSCRIBER_BACKLOG="5")
     async with srv.client() as api, socket_to(srv) as ws:
         ids = {await api.create_job() for _ in range(12)}
-        await subscribe_all(ws)
-        assert {(await next_job(ws))["jobId"] for _ in ids} == ids
+        jobs = await all_snapshot(ws, await subscribe_all(ws))
+        assert sorted(job["jobId"] for job in jobs) == sorted(ids)
 
 
 async def test_compression_is_offered_only_when_asked_for(server: Start) -> None:
@@ -342,3 +390,34 @@ async def test_compression_is_offered_only_when_asked_for(server: Start) -> None
             assert (offered or "").split(";")[0] == (expected or "")
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await ws.recv()) == {"type": "pong"}
+
+
+async def test_a_subscription_to_no_job_id_is_refused_and_the_others_go_on(server: Start) -> None:
+    """`subscribe` with a jobId that is no job id (`*`) gets `bad_request`; `all` still delivers."""
+    srv = server()
+    async with srv.client() as api, socket_to(srv) as ws:
+        job_id = await api.create_job()
+        assert len(await all_snapshot(ws, await subscribe_all(ws))) == 1
+        await send(ws, {"type": "subscribe", "jobId": "*"})
+        await error_frame(ws, "bad_request", jobId="*")
+        updated = await api.update(job_id, progress=12)
+        assert await next_job(ws) == updated
+
+
+async def test_all_jobs_subscriptions_past_the_clients_budget_get_rate_limited(
+    server: Start,
+) -> None:
+    """Past JOBS_SNAPSHOT_RATE's burst `all` gets a `rate_limited` error; the socket goes on."""
+    srv = server(JOBS_SNAPSHOT_RATE="0.1")  # bursts are 10 s worth: one snapshot
+    async with srv.client() as api, socket_to(srv) as first, socket_to(srv) as second:
+        job_id = await api.create_job()
+        assert len(await all_snapshot(first, await subscribe_all(first))) == 1
+        await send(second, {"type": "subscribe", "all": True})
+        error = await error_frame(second, "rate_limited", all=True)
+        assert "JOBS_SNAPSHOT_RATE" in error["error"]
+        await send(second, {"type": "ping"})
+        assert await receive(second) == PONG
+        # Per-job subscriptions are not limited, on the same socket.
+        assert (await subscribe(second, job_id))["version"] == 1
+        assert (await next_job(second))["jobId"] == job_id
+        await expect_synced(second, job_id, 1)
