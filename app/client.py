@@ -16,7 +16,7 @@ decodes the answers, so building requests, retrying and mapping errors
 exist once and the two clients only differ in how they wait.
 
 Retries (:class:`RetryPolicy`, bounded, exponential backoff with jitter)
-cover connection errors and ``503`` (waiting at least its ``Retry-After``).
+cover connection errors, ``503`` and ``429`` (waiting at least their ``Retry-After``).
 Every call is safe to repeat: a create carries an ``Idempotency-Key``
 (one per call, the same on each of its retries), an update sets the same
 values again, and a complete or fail whose first attempt landed before
@@ -34,6 +34,8 @@ Errors are the server's own exceptions (``app.errors``), plus three only a clien
     ├── BackendUnavailable    503, once the retries are spent
     ├── Unauthenticated       401: no credential, or one the server does not accept
     ├── Forbidden             403: the credential does not cover this request
+    ├── MisdirectedRequest    421: the server does not answer to the host in the URL
+    ├── RateLimited           429, once the retries are spent
     ├── TooManyStreams        503 on a stream: the server is full, once the retries are spent
     ├── ResponseError         any other answer; carries ``status_code`` and ``problem``
     │   └── ServerError       500 and the other 5xx
@@ -84,6 +86,8 @@ from app.errors import (
     JobNotFound,
     JobsError,
     MalformedJSON,
+    MisdirectedRequest,
+    RateLimited,
     TooManyStreams,
     Unauthenticated,
 )
@@ -193,9 +197,9 @@ class _Attempts:
         return pause
 
     def after_response(self, response: httpx.Response) -> float | None:
-        """The pause before retrying a 503, or None to keep this answer."""
+        """The pause before retrying a 503 or a 429, or None to keep this answer."""
         self.count += 1
-        if response.status_code != 503:
+        if response.status_code not in (429, 503):
             return None
         return self.policy.pause(self.count, _retry_after(response))
 
@@ -304,6 +308,10 @@ def _raise_for(response: httpx.Response, job_id: str | None) -> NoReturn:
     if status in (413, 422):
         errors = problem.errors or [] if problem else []
         raise InvalidJobData(detail, [FieldError(error.field, error.message) for error in errors])
+    if status == 421:
+        raise MisdirectedRequest(detail)
+    if status == 429:
+        raise RateLimited(detail, retry_after=_retry_after(response) or 1.0)
     if status == 503:
         raise TooManyStreams(detail) if kind == "too-many-streams" else BackendUnavailable(detail)
     if status >= 500:

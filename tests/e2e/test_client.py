@@ -47,6 +47,8 @@ from app.errors import (
     JobNotFound,
     JobsError,
     MalformedJSON,
+    MisdirectedRequest,
+    RateLimited,
     TooManyStreams,
     Unauthenticated,
 )
@@ -851,6 +853,28 @@ async def test_503_on_every_attempt_raises_backend_unavailable(
         with pytest.raises(TooManyStreams, match="full"):
             _ = [job async for job in jobs.watch("job_1")]
         assert len(down.requests) == 6
+
+
+async def test_a_429_is_retried_then_raised_as_rate_limited(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A 429 waits its Retry-After like a 503; once the retries are spent, RateLimited."""
+    busy = fake(in_order(then=problem(429, "rate-limited", "too often", **{"Retry-After": "0"})))
+    async with connect(flavor, busy.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
+        with pytest.raises(RateLimited, match="too often"):
+            await jobs.get_job("job_1")
+    assert len(busy.requests) == 3
+
+
+async def test_a_421_raises_misdirected_request_at_once(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A server that does not answer to the URL's host name is not asked again."""
+    other = fake(in_order(then=problem(421, "host-not-served", "not this host")))
+    async with connect(flavor, other.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
+        with pytest.raises(MisdirectedRequest, match="not this host"):
+            await jobs.get_job("job_1")
+    assert len(other.requests) == 1
 
 
 async def test_a_retry_after_beyond_max_backoff_is_not_waited_for(
