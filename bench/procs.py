@@ -77,8 +77,11 @@ JOBCAST = ServerSpec(
         ("JOBS_PORT", "{port}"),
         # The references run without access logs too; they would cost every server alike.
         ("JOBS_ACCESS_LOG", "0"),
-        # The stream limit guards a real server; the benchmark opens up to 5 000 streams.
+        # The stream, connection and snapshot limits guard a real server; the benchmark
+        # opens up to 5 000 streams at once, all from one address.
         ("JOBS_MAX_STREAMS", "20000"),
+        ("JOBS_MAX_CONNECTIONS", "20000"),
+        ("JOBS_SNAPSHOT_RATE", "1000000"),
         ("JOBS_DEMO", "0"),
     ),
     needs_created_job=True,
