@@ -24,6 +24,7 @@ import httpx
 import pytest
 from redis_server import RedisServer, free_port
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from app.store.redis import POOL_SIZE
 
@@ -366,3 +367,35 @@ async def test_a_crowd_connecting_at_once_gets_every_stream(
         for connection in connections:
             await connection.aclose()
     assert status_lines == [b"HTTP/1.1 200 OK"] * (3 * POOL_SIZE)
+
+
+async def test_a_subscription_made_while_redis_is_down_is_never_left_silent(
+    private_redis: RedisServer, start_servers: Callable[..., Any]
+) -> None:
+    """Redis stopped: a WebSocket subscription gets an `unavailable` error naming it (or the
+    socket closes so the client reconnects); once Redis is back, subscribing again works."""
+    (server,) = await start_servers(private_redis.url)
+    job_id = await create_job(server)
+    private_redis.stop()
+    ws_url = server.url.replace("http", "ws") + "/api/jobs/ws"
+    with anyio.fail_after(WAIT):
+        async with connect(ws_url) as socket:
+            await socket.send(json.dumps({"type": "subscribe", "jobId": job_id}))
+            frame, closed_with = None, None
+            try:
+                frame = json.loads(await socket.recv())
+            except ConnectionClosed as closed:  # the feed's loss ends every stream: reconnect
+                closed_with = closed.rcvd.code if closed.rcvd else None
+    if frame is None:
+        assert closed_with == 1012
+    else:
+        assert (frame["type"], frame["code"], frame["jobId"]) == ("error", "unavailable", job_id)
+        assert str(private_redis.port) not in frame["error"]
+    private_redis.start()  # with no persistence: the job is gone with the old Redis
+    await until_ready(server)
+    job_id = await create_job(server)
+    with anyio.fail_after(WAIT):
+        async with connect(ws_url) as socket:
+            await socket.send(json.dumps({"type": "subscribe", "jobId": job_id}))
+            answer = json.loads(await socket.recv())
+            assert answer["type"] == "subscribed", answer
