@@ -10,7 +10,7 @@ import sys
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from app.protocol import open_files_warning
+from app.edge.protocol import open_files_warning
 from app.settings import Settings, SettingsError
 
 logger = logging.getLogger("uvicorn.error")
@@ -34,7 +34,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         # The connection edge: bounds on head size, slow clients and idle connections.
-        http="app.protocol:HttpProtocol",
+        http="app.edge.protocol:HttpProtocol",
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         ws_max_size=settings.ws_max_frame_bytes,

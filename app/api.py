@@ -22,8 +22,6 @@ from starlette.types import Receive, Scope, Send
 from app.auth import Guard, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData
-from app.events import Change
-from app.hub import Hub, Mailbox, Subscription
 from app.models import (
     Completion,
     Failure,
@@ -43,6 +41,8 @@ from app.models import (
 from app.openapi import Operation
 from app.service import JobService
 from app.store import JobFilter, JobStore
+from app.streams.events import Change
+from app.streams.hub import Hub, Mailbox, Subscription
 
 JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")

@@ -25,24 +25,25 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from app import api, collector, library, sse
+from app import api, collector, library
 from app.auth import Guard, key_required, redact_tokens_in_server_logs
 from app.demo import Demo
 from app.edge import Edge
+from app.edge.origins import OriginPolicy
+from app.edge.reach import Reach
 from app.errors import BackendUnavailable
-from app.hub import Hub
-from app.limits import StreamSlots
+from app.logs import quiet_websocket_connections, relevel_client_faults
 from app.metrics import CONTENT_TYPE, Metrics
 from app.models import Health, encode
 from app.openapi import Operation, openapi_document
-from app.origins import OriginPolicy
-from app.reach import Reach
-from app.server_log import quiet_websocket_connections, relevel_client_faults
 from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
+from app.streams import sse
+from app.streams.hub import Hub
+from app.streams.limits import StreamSlots
+from app.streams.ws import SocketRoute
 from app.tokens import Tokens
-from app.ws import SocketRoute
 
 logger = logging.getLogger("jobcast")
 

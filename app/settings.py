@@ -1,75 +1,184 @@
 """Settings: read once from the environment into one frozen object.
 
-Nothing in the package reads ``os.environ`` anywhere else. An invalid value
-stops start-up with a :class:`SettingsError` that names the variable.
+Each setting is defined once, as a field of :class:`Settings`: its type, its
+default, what it means, its bounds. The environment reader
+(:meth:`Settings.from_env`), the ``jobcast-server`` flags and the settings
+table of the manual (:func:`markdown_table`) are all derived from those
+fields, so none of them can forget one. Nothing in the package reads
+``os.environ`` anywhere else. An invalid value stops start-up with a
+:class:`SettingsError` that names the variable and what to do.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 Backend = Literal["memory", "redis"]
+Reader = Callable[[str, str], Any]  # (variable, raw value) → the setting's value
 
-T = TypeVar("T")
+PREFIX = "JOBS_"
+MIN_SECRET_LENGTH = 32
+KEYGEN = 'jobcast keygen (or: python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
 
 
 class SettingsError(ValueError):
     """A setting in the environment is missing its meaning; the message names it."""
 
 
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    read: Reader | None = None,
+    shown: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """One setting: its default, what it means (one line, for ``--help`` and the manual),
+    the bounds of a number, a reader for values with a shape of their own, how the
+    manual shows its default when ``repr`` would not say it, and whether it is secret
+    (never in a ``repr``)."""
+    meta = {"doc": doc, "low": low, "high": high, "read": read, "shown": shown}
+    return dataclasses.field(default=default, repr=not secret, metadata=meta)
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    # Browsers send origins lower-case and without a trailing slash.
+    return tuple(origin.lower().rstrip("/") for origin in split(raw))
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(host.lower() for host in split(raw))
+
+
+def _redis_url(name: str, raw: str) -> str:
+    scheme, sep, _ = raw.partition("://")
+    if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"{name}={raw!r} is not a Redis URL: use redis://host:port/db, rediss://... or unix://..."
+        )
+    return raw
+
+
+def _secret(name: str, raw: str) -> str:
+    return raw  # kept as given: the keys are split (and checked) by Settings itself
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    backend: Backend = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "jobcast:"
-    redis_feed_length: int = 10_000
-    redis_timeout: float = 2.0
-    terminal_ttl: float = 300.0
-    tombstone_ttl: float = 3600.0
-    max_tombstones: int = 100_000
-    heartbeat: float = 15.0
-    workers: int = 1
-    # The raw JOBS_API_KEY (one key, or several separated by commas); never in a repr.
-    api_key: str | None = field(default=None, repr=False)
-    allow_anonymous: bool = False
-    token_secret: str | None = field(default=None, repr=False)
-    token_ttl: float = 3600.0
-    cors_origins: tuple[str, ...] = ()
-    cors_credentials: bool = False
-    sse_retry_ms: int = 2000
-    subscriber_backlog: int = 10_000
-    send_timeout: float = 30.0
-    max_body_bytes: int = 1024 * 1024
-    shutdown_timeout: float = 3.0
-    demo: bool | None = None  # None: on with the memory backend, off with Redis
-    # 64 KiB is the recommended bound; the default matches the body limit because the
-    # existing suite pins a metadata body just under 1 MiB as accepted by default.
-    max_metadata_bytes: int = 64 * 1024
-    max_text_length: int = 10_000
-    ws_max_frame_bytes: int = 64 * 1024
-    ws_max_subscriptions: int = 100
-    ws_rate: float = 20.0
-    max_streams: int = 1000
-    access_log: bool = True
-    ws_compression: bool = False
-    # The connection edge (app.protocol): what a client may hold before it is a request.
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 1000
-    # Host names served besides loopback's (open mode), or only these (when set).
-    allowed_hosts: tuple[str, ...] = ()
-    forwarded_allow_ips: str = "127.0.0.1,::1"  # uvicorn's own default
-    snapshot_rate: float = 2.0
+    host: str = setting("127.0.0.1", "Interface to listen on.")
+    port: int = setting(8000, "Port to listen on.", low=0, high=65535)
+    backend: Backend = setting("memory", "Where jobs live: `memory` (one process) or `redis`.")
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0", "The Redis server, with `JOBS_BACKEND=redis`.", read=_redis_url
+    )
+    redis_prefix: str = setting("jobcast:", "Every Redis key lives under it (one per deployment).")
+    redis_feed_length: int = setting(
+        10_000, "Changes kept in the Redis stream for resuming.", low=100
+    )
+    redis_timeout: float = setting(
+        2.0, "Seconds a Redis operation may take, all included, before `503`.", low=0.05, high=60
+    )
+    terminal_ttl: float = setting(300.0, "Seconds a finished job is kept.", low=0)
+    tombstone_ttl: float = setting(3600.0, "Seconds a cleaned-up id answers `410`.", low=0)
+    max_tombstones: int = setting(
+        100_000, "Cleaned-up ids remembered at most (oldest forgotten first).", low=0
+    )
+    heartbeat: float = setting(15.0, "Seconds between SSE `: ping` comments.", low=0.01)
+    workers: int = setting(
+        1, "Worker processes; more than 1 needs `JOBS_BACKEND=redis`.", low=1, high=256
+    )
+    api_key: str | None = setting(
+        None,
+        "API keys, comma-separated, at least 32 characters each (`jobcast keygen`); "
+        "unset: no authentication, this machine only.",
+        read=_secret,
+        secret=True,
+    )
+    allow_anonymous: bool = setting(
+        False, "Serve other machines without an API key (logged loudly at start)."
+    )
+    token_secret: str | None = setting(
+        None,
+        "Secrets signing read tokens (at least 32 characters; the first signs); "
+        "unset: derived from the first API key.",
+        read=_secret,
+        secret=True,
+    )
+    token_ttl: float = setting(3600.0, "Seconds a read token lives by default.", low=1)
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "Origins whose pages may call the server (CORS, WebSocket handshakes and writes), or `*`.",
+        read=_origins,
+    )
+    cors_credentials: bool = setting(False, "Allow credentialed CORS requests (not with `*`).")
+    sse_retry_ms: int = setting(2000, "The `retry:` sent to EventSource clients, in ms.", low=0)
+    subscriber_backlog: int = setting(
+        10_000, "Jobs a connection may fall behind on before it is disconnected.", low=1
+    )
+    send_timeout: float = setting(
+        30.0, "Seconds a socket may accept nothing before it is disconnected.", low=0.01
+    )
+    max_body_bytes: int = setting(1024 * 1024, "Request body, bytes at most (`413`).", low=1)
+    shutdown_timeout: float = setting(
+        3.0, "Seconds open connections get to finish on shutdown.", low=0
+    )
+    demo: bool | None = setting(
+        None, "The demo panel's routes (`/api/demo/…`).", shown="on with `memory`"
+    )
+    max_metadata_bytes: int = setting(
+        64 * 1024, "A job's metadata, bytes of JSON at most, after merging.", low=2
+    )
+    max_text_length: int = setting(
+        10_000, "`message`, `error`, `documentId`: characters at most.", low=1
+    )
+    ws_max_frame_bytes: int = setting(
+        64 * 1024, "Largest WebSocket frame accepted (close `1009` beyond).", low=1024
+    )
+    ws_max_subscriptions: int = setting(100, "Subscriptions one WebSocket may hold.", low=1)
+    ws_rate: float = setting(
+        20.0, "WebSocket frames a client may send per second (bursts of 5 s' worth).", low=0.1
+    )
+    max_streams: int = setting(1000, "SSE and WebSocket connections per process.", low=1)
+    access_log: bool = setting(True, "One log line per request (uvicorn's access log).")
+    ws_compression: bool = setting(
+        False, "Offer WebSocket `permessage-deflate` (about 40 KiB and CPU per socket)."
+    )
+    max_header_bytes: int = setting(
+        16 * 1024, "Request line and headers, bytes at most (`431`).", low=1024
+    )
+    max_headers: int = setting(100, "Headers per request at most (`431`).", low=8)
+    header_timeout: float = setting(
+        10.0, "Seconds a client has to send a request's line and headers (`408`).", low=0.1
+    )
+    body_timeout: float = setting(
+        30.0, "Seconds a client has to send a body after its headers (`408`).", low=0.1
+    )
+    max_connections: int = setting(
+        1000, "Connections per process that are not streams (requests, long-polls).", low=1
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "Host names served besides loopback's without a key; with a key, the only ones "
+        "once set (`*.example.com`, `*`).",
+        read=_hosts,
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1", "Proxies whose `X-Forwarded-For`/`-Proto` are believed."
+    )
+    snapshot_rate: float = setting(
+        2.0, "All-jobs snapshots per second per client address (bursts of 10 s' worth).", low=0.01
+    )
 
     @property
     def demo_enabled(self) -> bool:
@@ -78,12 +187,12 @@ class Settings:
     @property
     def api_keys(self) -> tuple[str, ...]:
         """Every accepted API key; the first one also derives the token secret."""
-        return _split(self.api_key)
+        return split(self.api_key)
 
     @property
     def token_secrets(self) -> tuple[str, ...]:
         """JOBS_TOKEN_SECRET's secrets: the first signs, every one verifies."""
-        return _split(self.token_secret)
+        return split(self.token_secret)
 
     @property
     def protected(self) -> bool:
@@ -141,84 +250,105 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the ``JOBS_*`` variables of ``environ`` (the process's) give."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
-        default = cls()
-        return cls(
-            host=reader.text("JOBS_HOST", default.host),
-            port=reader.number("JOBS_PORT", int, default.port, low=0, high=65535),
-            backend=reader.choice("JOBS_BACKEND", ("memory", "redis"), default.backend),
-            redis_url=reader.redis_url("JOBS_REDIS_URL", default.redis_url),
-            redis_prefix=reader.text("JOBS_REDIS_PREFIX", default.redis_prefix),
-            redis_feed_length=reader.number(
-                "JOBS_REDIS_FEED_LENGTH", int, default.redis_feed_length, low=100
-            ),
-            redis_timeout=reader.number(
-                "JOBS_REDIS_TIMEOUT", float, default.redis_timeout, low=0.05, high=60
-            ),
-            terminal_ttl=reader.number("JOBS_TERMINAL_TTL", float, default.terminal_ttl, low=0),
-            tombstone_ttl=reader.number("JOBS_TOMBSTONE_TTL", float, default.tombstone_ttl, low=0),
-            max_tombstones=reader.number("JOBS_MAX_TOMBSTONES", int, default.max_tombstones, low=0),
-            heartbeat=reader.number("JOBS_HEARTBEAT", float, default.heartbeat, low=0.01),
-            workers=reader.number("JOBS_WORKERS", int, default.workers, low=1, high=256),
-            api_key=env.get("JOBS_API_KEY") or None,
-            allow_anonymous=bool(reader.flag("JOBS_ALLOW_ANONYMOUS")),
-            token_secret=env.get("JOBS_TOKEN_SECRET") or None,
-            token_ttl=reader.number("JOBS_TOKEN_TTL", float, default.token_ttl, low=1),
-            cors_origins=reader.origins("JOBS_CORS_ORIGINS"),
-            cors_credentials=bool(reader.flag("JOBS_CORS_CREDENTIALS")),
-            sse_retry_ms=reader.number("JOBS_SSE_RETRY_MS", int, default.sse_retry_ms, low=0),
-            subscriber_backlog=reader.number(
-                "JOBS_SUBSCRIBER_BACKLOG", int, default.subscriber_backlog, low=1
-            ),
-            send_timeout=reader.number("JOBS_SEND_TIMEOUT", float, default.send_timeout, low=0.01),
-            max_body_bytes=reader.number("JOBS_MAX_BODY_BYTES", int, default.max_body_bytes, low=1),
-            shutdown_timeout=reader.number(
-                "JOBS_SHUTDOWN_TIMEOUT", float, default.shutdown_timeout, low=0
-            ),
-            demo=reader.flag("JOBS_DEMO"),
-            max_metadata_bytes=reader.number(
-                "JOBS_MAX_METADATA_BYTES", int, default.max_metadata_bytes, low=2
-            ),
-            max_text_length=reader.number(
-                "JOBS_MAX_TEXT_LENGTH", int, default.max_text_length, low=1
-            ),
-            ws_max_frame_bytes=reader.number(
-                "JOBS_WS_MAX_FRAME_BYTES", int, default.ws_max_frame_bytes, low=1024
-            ),
-            ws_max_subscriptions=reader.number(
-                "JOBS_WS_MAX_SUBSCRIPTIONS", int, default.ws_max_subscriptions, low=1
-            ),
-            ws_rate=reader.number("JOBS_WS_RATE", float, default.ws_rate, low=0.1),
-            max_streams=reader.number("JOBS_MAX_STREAMS", int, default.max_streams, low=1),
-            access_log=reader.flag("JOBS_ACCESS_LOG") is not False,
-            ws_compression=bool(reader.flag("JOBS_WS_COMPRESSION")),
-            max_header_bytes=reader.number(
-                "JOBS_MAX_HEADER_BYTES", int, default.max_header_bytes, low=1024
-            ),
-            max_headers=reader.number("JOBS_MAX_HEADERS", int, default.max_headers, low=8),
-            header_timeout=reader.number(
-                "JOBS_HEADER_TIMEOUT", float, default.header_timeout, low=0.1
-            ),
-            body_timeout=reader.number("JOBS_BODY_TIMEOUT", float, default.body_timeout, low=0.1),
-            max_connections=reader.number(
-                "JOBS_MAX_CONNECTIONS", int, default.max_connections, low=1
-            ),
-            allowed_hosts=tuple(host.lower() for host in _split(env.get("JOBS_ALLOWED_HOSTS"))),
-            forwarded_allow_ips=reader.text(
-                "JOBS_FORWARDED_ALLOW_IPS", default.forwarded_allow_ips
-            ),
-            snapshot_rate=reader.number(
-                "JOBS_SNAPSHOT_RATE", float, default.snapshot_rate, low=0.01
-            ),
+        given: dict[str, Any] = {}
+        for definition in definitions():
+            raw = env.get(definition.variable, "")
+            if raw.strip():
+                given[definition.name] = definition.read(raw)
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One setting as the environment, the command line and the manual see it."""
+
+    name: str  # the field of Settings
+    kind: Any  # its type
+    default: Any
+    doc: str
+    low: float | None
+    high: float | None
+    reader: Reader | None
+    shown: str | None
+
+    @property
+    def variable(self) -> str:
+        return PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_flag(self) -> bool:
+        """A yes/no setting (``1``/``0``; ``--x/--no-x`` on the command line)."""
+        return self.kind in (bool, bool | None)
+
+    def read(self, raw: str) -> Any:
+        """The value of the variable set to ``raw``; SettingsError naming it if it is not one."""
+        name = self.variable
+        if self.reader is not None:
+            return self.reader(name, raw.strip())
+        if self.is_flag:
+            return _flag(name, raw)
+        if self.kind in (int, float):
+            return _number(name, raw, self.kind, self.low, self.high)
+        choices = typing.get_args(self.kind)
+        if choices:
+            value = raw.strip().lower()
+            if value not in choices:
+                raise SettingsError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+            return value
+        return raw.strip()
+
+    def shown_default(self) -> str:
+        """The default as the manual shows it (Markdown)."""
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.default == ():
+            return "unset"
+        if isinstance(self.default, bool):
+            return "`1`" if self.default else "`0`"
+        if isinstance(self.default, float) and self.default.is_integer():
+            return f"`{int(self.default)}`"
+        return f"`{self.default}`"
+
+
+@functools.cache
+def definitions() -> tuple[Definition, ...]:
+    """Every setting, in the order :class:`Settings` declares them."""
+    kinds = typing.get_type_hints(Settings)
+    return tuple(
+        Definition(
+            name=field.name,
+            kind=kinds[field.name],
+            default=field.default,
+            doc=field.metadata["doc"],
+            low=field.metadata["low"],
+            high=field.metadata["high"],
+            reader=field.metadata["read"],
+            shown=field.metadata["shown"],
         )
+        for field in dataclasses.fields(Settings)
+    )
+
+
+def markdown_table() -> str:
+    """The manual's table of settings (docs/settings.md), made from the definitions."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{d.variable}` | {d.shown_default()} | {d.doc} |" for d in definitions()]
+    return "\n".join(rows) + "\n"
+
+
+def variables() -> Iterator[str]:
+    return (definition.variable for definition in definitions())
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
 # Starlette's TrustedHostMiddleware patterns: a name, "*.<domain>", or "*" for any.
 _HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
-MIN_SECRET_LENGTH = 32
-KEYGEN = 'jobcast keygen (or: python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
 
 
 def is_loopback(host: str) -> bool:
@@ -231,70 +361,29 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def _split(value: str | None) -> tuple[str, ...]:
+def split(value: str | None) -> tuple[str, ...]:
+    """A comma-separated list, without blanks."""
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={value!r} is not a yes/no value (use 1 or 0)")
 
-    def text(self, name: str, default: str) -> str:
-        value = self._env.get(name, "").strip()
-        return value or default
 
-    def redis_url(self, name: str, default: str) -> str:
-        value = self.text(name, default)
-        scheme, sep, _ = value.partition("://")
-        if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
-            raise SettingsError(
-                f"{name}={value!r} is not a Redis URL: use redis://host:port/db, "
-                "rediss://... or unix://..."
-            )
-        return value
-
-    def origins(self, name: str) -> tuple[str, ...]:
-        # Browsers send origins lower-case and without a trailing slash.
-        return tuple(origin.lower().rstrip("/") for origin in _split(self._env.get(name)))
-
-    def flag(self, name: str) -> bool | None:
-        value = self._env.get(name, "").strip().lower()
-        if not value:
-            return None
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}={value!r} is not a yes/no value (use 1 or 0)")
-
-    def choice(self, name: str, allowed: tuple[Backend, ...], default: Backend) -> Backend:
-        value = self.text(name, default).lower()
-        for option in allowed:
-            if value == option:
-                return option
-        raise SettingsError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
-
-    def number(
-        self,
-        name: str,
-        kind: Callable[[str], T],
-        default: T,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> T:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-        number = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(number):
-            raise SettingsError(f"{name}={raw!r} must be a finite number")
-        if low is not None and number < low:
-            raise SettingsError(f"{name}={raw!r} must be at least {low}")
-        if high is not None and number > high:
-            raise SettingsError(f"{name}={raw!r} must be at most {high}")
-        return value
+def _number(name: str, raw: str, kind: type[float], low: float | None, high: float | None) -> float:
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw.strip()!r} is not a valid {kind.__name__}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw.strip()!r} must be a finite number")
+    if low is not None and value < low:
+        raise SettingsError(f"{name}={raw.strip()!r} must be at least {low:g}")
+    if high is not None and value > high:
+        raise SettingsError(f"{name}={raw.strip()!r} must be at most {high:g}")
+    return value

@@ -10,9 +10,9 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from app.edge import DIRECT_SEND, Edge
+from app.edge.origins import OriginPolicy
+from app.edge.reach import Reach
 from app.metrics import Metrics
-from app.origins import OriginPolicy
-from app.reach import Reach
 from app.settings import Settings
 
 

@@ -7,10 +7,10 @@ import anyio.abc
 import pytest
 
 from app import jobs
-from app.events import Change, Event, Position, Synced
-from app.hub import CloseReason, Hub, Mailbox, Subscription
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
 from app.store import JobFilter
+from app.streams.events import Change, Event, Position, Synced
+from app.streams.hub import CloseReason, Hub, Mailbox, Subscription
 from tests.conftest import seconds
 
 

@@ -10,10 +10,10 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from app.errors import TooManyStreams
-from app.hub import Mailbox
-from app.limits import StreamSlots, TokenBucket
 from app.main import create_app
 from app.settings import Settings
+from app.streams.hub import Mailbox
+from app.streams.limits import StreamSlots, TokenBucket
 from tests.conftest import local_client
 
 

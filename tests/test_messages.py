@@ -23,7 +23,7 @@ from app.models import (
     field_errors,
     parse,
 )
-from app.ws import FrameError, decode_frame
+from app.streams.ws import FrameError, decode_frame
 
 
 class Sample(RequestModel):

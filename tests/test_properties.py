@@ -21,7 +21,6 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from app import jobs
 from app.errors import InvalidJobData, InvalidTransition, JobGone
-from app.events import Change
 from app.models import (
     Completion,
     Failure,
@@ -37,6 +36,7 @@ from app.models import (
 from app.service import JobService
 from app.settings import Settings
 from app.store.memory import MemoryStore
+from app.streams.events import Change
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The connection edge (app.protocol), driven byte by byte through a fake transport."""
+"""The connection edge (app.edge.protocol), driven byte by byte through a fake transport."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from app import __main__ as entry
-from app.limits import StreamSlots
-from app.protocol import (
+from app.edge.protocol import (
     NEVER,
     RESERVED_DESCRIPTORS,
     HttpProtocol,
@@ -24,6 +23,7 @@ from app.protocol import (
     open_files_warning,
 )
 from app.settings import Settings
+from app.streams.limits import StreamSlots
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
+from app.edge.reach import Reach
 from app.main import create_app
-from app.reach import Reach
 from app.settings import Settings
 
 KEY = "reach-key-" + "k" * 32

@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from app.headers import PAGE_POLICY
+from app.edge.headers import PAGE_POLICY
+from app.edge.origins import OriginPolicy
 from app.main import create_app
-from app.origins import OriginPolicy
 from app.settings import Settings, SettingsError, is_loopback
 from tests.conftest import LOCAL_URL, local_client
 

@@ -20,7 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth import RedactTokens
-from app.server_log import ClientFaults, WebSocketAccessLines, cut_short
+from app.logs import ClientFaults, WebSocketAccessLines, cut_short
 from tests.conftest import seconds
 
 SECRET = "eyJhbGciOi.secret-token.value"

@@ -18,11 +18,11 @@ from app.errors import (
     JobGone,
     JobNotFound,
 )
-from app.events import Change, Position
 from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency, JobFilter
 from app.store.memory import MemoryStore
+from app.streams.events import Change, Position
 
 TERMINAL_TTL = 300.0
 TOMBSTONE_TTL = 3600.0

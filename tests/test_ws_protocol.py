@@ -19,10 +19,10 @@ from app.errors import (
     TooManyStreams,
     Unauthenticated,
 )
-from app.events import Change, Position
 from app.models import NewJob
 from app.problems import frame_code
-from app.ws import BATCH_CHARS, _frames
+from app.streams.events import Change, Position
+from app.streams.ws import BATCH_CHARS, _frames
 
 
 def test_subscribing_at_the_terminal_version_says_final_and_sends_nothing(

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import FieldError, InvalidJobData
-from app.events import Change, Position
 from app.models import Job, JobStatus, JobType
 from app.settings import Settings
+from app.streams.events import Change, Position
 
 Publish = Callable[[Change], None]
 Mutation = Callable[[Job], Job]

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.errors import IdempotencyConflict, JobGone, JobNotFound
-from app.events import Change, Position
 from app.models import JOB_STATUSES, Job, JobStatus, JobType
 from app.settings import Settings
 from app.store import (
@@ -40,6 +39,7 @@ from app.store import (
     decode_page_cursor,
     encode_page_cursor,
 )
+from app.streams.events import Change, Position
 
 
 @dataclass(frozen=True, slots=True)

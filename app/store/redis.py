@@ -146,7 +146,6 @@ from app.errors import (
     JobNotFound,
     JobsError,
 )
-from app.events import Change, Position
 from app.models import JOB_STATUSES, JOB_TYPES, Job, JobStatus, JobType, encode
 from app.settings import Settings, SettingsError
 from app.store import (
@@ -159,6 +158,7 @@ from app.store import (
     decode_page_cursor,
     encode_page_cursor,
 )
+from app.streams.events import Change, Position
 
 logger = logging.getLogger("jobcast")
 

@@ -1,6 +1,6 @@
 """The real server logs what clients do wrong at INFO or WARNING, one line, never at ERROR.
 
-uvicorn logs some client faults at ERROR (see :mod:`app.server_log`); here
+uvicorn logs some client faults at ERROR (see :mod:`app.logs`); here
 a real client commits each against ``python -m app``, and the log must say
 what happened without an ERROR or a traceback (the ``server`` fixture fails
 a test whose server logged one).

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import anyio
 
 from app import jobs
-from app.events import Change
 from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.store.redis import RedisStore
+from app.streams.events import Change
 
 TTL = 300.0
 TOMBSTONE_TTL = 3600.0

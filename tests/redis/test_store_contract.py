@@ -36,11 +36,11 @@ from app.errors import (
     JobGone,
     JobNotFound,
 )
-from app.events import Change, Position
 from app.models import Job, JobStatus, JobType, NewJob, encode
 from app.store import Idempotency, JobFilter, JobStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.streams.events import Change, Position
 
 pytestmark = pytest.mark.anyio
 

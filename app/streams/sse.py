@@ -5,7 +5,7 @@ the request's task sleeps on the stream's mailbox and writes everything
 pending as one chunk, and a watcher (``receive()``) notices the client
 leaving at once (an idle stream writes nothing, so it could not notice
 otherwise). Framing is sse-starlette's, done once per
-change in :mod:`app.events`; every ``data`` line is one line of JSON, whose
+change in :mod:`app.streams.events`; every ``data`` line is one line of JSON, whose
 encoder escapes newlines, so no value can start a field or an event.
 
 Each stream holds one of the process's stream slots (JOBS_MAX_STREAMS;
@@ -35,15 +35,23 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import access_of, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
-from app.events import Change, Event, Position, all_stream_frame, encoded, grouped, job_stream_frame
-from app.hub import Hub, Mailbox, Subscription
-from app.limits import Slot, StreamSlots
+from app.logs import cut_short
 from app.metrics import Metrics
 from app.models import Problem, StreamQuery, parse
 from app.openapi import Operation
-from app.server_log import cut_short
 from app.settings import Settings
 from app.store import JobFilter, JobStore
+from app.streams.events import (
+    Change,
+    Event,
+    Position,
+    all_stream_frame,
+    encoded,
+    grouped,
+    job_stream_frame,
+)
+from app.streams.hub import Hub, Mailbox, Subscription
+from app.streams.limits import Slot, StreamSlots
 
 logger = logging.getLogger("jobcast")
 

@@ -20,7 +20,7 @@ block at all.
 A :class:`Subscription` starts *unprimed*: it collects live changes while
 its stream reads the current state from the store, then ``prime`` merges
 the two so nothing is missed, nothing older than the snapshot follows it,
-and nothing is sent twice; a :class:`~app.events.Synced` marker between
+and nothing is sent twice; a :class:`~app.streams.events.Synced` marker between
 them tells the client where the snapshot ends.
 """
 
@@ -31,8 +31,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
-from app.events import Change, Event, Position, Synced
 from app.store import JobFilter
+from app.streams.events import Change, Event, Position, Synced
 
 M = TypeVar("M")
 CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]

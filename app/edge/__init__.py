@@ -5,8 +5,8 @@ One ASGI layer rather than five (Starlette's error and exception middlewares
 among them): every layer costs each request a coroutine and each message a
 send wrapper, which a poll is cheap enough to feel, and every open stream
 holds each layer's frames and closures for its whole life. The rules live
-with their subjects (:mod:`app.reach`, :mod:`app.origins`,
-:mod:`app.headers`, :mod:`app.metrics`, :mod:`app.problems`); this only
+with their subjects (:mod:`app.edge.reach`, :mod:`app.edge.origins`,
+:mod:`app.edge.headers`, :mod:`app.metrics`, :mod:`app.problems`); this only
 applies them.
 
 A client that leaves while its request body is still arriving is no error
@@ -29,11 +29,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.headers import security_headers
+from app.edge.headers import security_headers
+from app.edge.origins import OriginPolicy
+from app.edge.reach import Reach
 from app.metrics import Metrics
-from app.origins import OriginPolicy
 from app.problems import problem_answer, refuse
-from app.reach import Reach
 
 DIRECT_SEND = "jobcast.send"
 _STARTS = ("http.response.start", "websocket.http.response.start")

@@ -20,7 +20,7 @@ Security and limits, in the order a connection meets them:
 - The handshake carries the credential (``?token=`` or ``Authorization``),
   checked before accepting: a bad one, or none while API keys are
   configured, is refused with 401 problem+json (the Origin check, before
-  that, lives in :mod:`app.origins`). What the credential may read is then
+  that, lives in :mod:`app.edge.origins`). What the credential may read is then
   checked per subscription: an ``error`` frame, not a closed socket, for
   a job or an ``all`` subscription outside its scope.
 - A connection past JOBS_MAX_STREAMS is accepted and closed at once with
@@ -54,15 +54,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.auth import Access, access_of, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
-from app.events import Change, Event, Position, encoded, grouped, ws_frame
-from app.hub import Hub, Mailbox, Subscription
 from app.jobs import is_job_id
-from app.limits import StreamSlots, TokenBucket
 from app.metrics import Metrics
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe, describe, field_errors
 from app.problems import frame_code, refuse_websocket
 from app.settings import Settings
 from app.store import JobFilter, JobStore
+from app.streams.events import Change, Event, Position, encoded, grouped, ws_frame
+from app.streams.hub import Hub, Mailbox, Subscription
+from app.streams.limits import StreamSlots, TokenBucket
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired

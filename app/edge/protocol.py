@@ -3,7 +3,7 @@
 uvicorn's httptools protocol with bounds on the bytes, the time and the
 connections a client can take before the app sees its request. ``python -m
 app`` serves with it; serving with plain uvicorn, pass ``--http
-app.protocol:HttpProtocol`` to get the same bounds (without it there are none).
+app.edge.protocol:HttpProtocol`` to get the same bounds (without it there are none).
 
 - **Head size.** The request line and headers together may be at most
   ``JOBS_MAX_HEADER_BYTES``, counted per read as they arrive: the parser is
@@ -53,10 +53,10 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.limits import StreamSlots
 from app.models import Problem, encode
 from app.problems import MEDIA_TYPE, TYPE_PREFIX
 from app.settings import Settings
+from app.streams.limits import StreamSlots
 
 # File descriptors a process holds besides its client connections and Redis pools:
 # stdio, the listening socket, the event loop's (epoll, its wake-up pipe and signal
