@@ -2,26 +2,28 @@
 and ``/api/tokens`` (mint a read token).
 
 Writes and token minting need an API key (``main`` wraps them with
-:func:`app.auth.key_required`, as their operations say); reads check the
-caller's scope here, through :mod:`app.auth`.
+:func:`key_required`, as their operations say); reads check the caller's
+scope here, through :mod:`app.auth`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.auth import Guard, access_of, load_job, scope_filter
+from app.auth import load_job, require_key, scope_filter
 from app.edge import DIRECT_SEND
-from app.errors import FieldError, InvalidJobData
+from app.errors import BodyTooLarge, FieldError, InvalidJobData, UnsupportedMediaType
+from app.jobs import JobFilter
 from app.models import (
     Completion,
     Failure,
@@ -39,8 +41,8 @@ from app.models import (
     parse,
 )
 from app.openapi import Operation
-from app.service import JobService
-from app.store import JobFilter, JobStore
+from app.runtime import runtime_of
+from app.store import JobStore
 from app.streams.events import Change
 from app.streams.hub import Hub, Mailbox, Subscription
 
@@ -48,6 +50,7 @@ JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")
 _JOB = "/api/jobs/{jobId}"
 NO_QUERY = JobQuery()
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 CREATE = Operation(
     "POST",
@@ -120,15 +123,21 @@ TOKENS = Operation(
 )
 
 
-def service_of(request: Request) -> JobService:
-    service: JobService = request.state.service
-    return service
-
-
 def json_response(
     body: bytes, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(body, status_code=status, headers=headers, media_type=JSON)
+
+
+def key_required(endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, answering 401/403 unless the caller has an API key (or all is open)."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        require_key(runtime_of(request).guard.identify(request))
+        return await endpoint(request)
+
+    return guarded
 
 
 async def read_body(request: Request) -> bytes:
@@ -138,14 +147,13 @@ async def read_body(request: Request) -> bytes:
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in _ACCEPTED_MEDIA and not media.endswith("+json"):
-        raise HTTPException(
-            415,
+        raise UnsupportedMediaType(
             f"{media} is not accepted: send the body as JSON with "
-            "Content-Type: application/json (jobs only track work; files are not uploaded here)",
+            "Content-Type: application/json (jobs only track work; files are not uploaded here)"
         )
-    limit: int = request.state.settings.max_body_bytes
-    too_large = HTTPException(
-        413, f"the request body is larger than this server accepts (JOBS_MAX_BODY_BYTES = {limit})"
+    limit = runtime_of(request).settings.max_body_bytes
+    too_large = BodyTooLarge(
+        f"the request body is larger than this server accepts (JOBS_MAX_BODY_BYTES = {limit})"
     )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -166,8 +174,9 @@ async def create_job(request: Request) -> Response:
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
             [FieldError("Idempotency-Key", "1 to 255 printable ASCII characters")],
         )
-    job, created = await service_of(request).create(request_body, key)
-    guard: Guard = request.state.auth
+    runtime = runtime_of(request)
+    job, created = await runtime.service.create(request_body, key)
+    guard = runtime.guard
     # With no keys every route is open: a token would grant nothing, so none is sent.
     token = guard.tokens.mint("job", job.job_id)[0] if guard.protected else None
     answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at, token=token)
@@ -179,9 +188,9 @@ async def create_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     query = parse(ListQuery, dict(request.query_params))
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
-    where = scope_filter(access_of(request), where)
-    page = await service_of(request).list(where, query.limit, query.cursor)
-    return json_response(encode(JobList(jobs=page.jobs, next_cursor=page.next_cursor)))
+    runtime = runtime_of(request)
+    where = scope_filter(runtime.guard.identify(request), where)
+    return json_response(encode(await runtime.store.list(where, query.limit, query.cursor)))
 
 
 class JobRoute:
@@ -215,18 +224,18 @@ class JobRoute:
 async def _poll(request: Request) -> tuple[Change, bool]:
     """The job as the client should see it, and whether it differs from what it has."""
     job_id: str = request.path_params["jobId"]
-    access = access_of(request)
+    runtime = runtime_of(request)
+    access = runtime.guard.identify(request)
     query = NO_QUERY
     if request.scope["query_string"]:  # most polls carry none: nothing to validate
         query = parse(JobQuery, dict(request.query_params))
-    store = service_of(request).store
-    change = await load_job(access, job_id, store.get_change, _owner)
+    store = runtime.store
+    change = await load_job(access, job_id, store)
     if query.wait_for_version is not None:
-        hub: Hub = request.state.hub
         wait = query.timeout
         if access.expires_at is not None:
             wait = max(0.0, min(wait, access.expires_at - time.time()))
-        change = await wait_for_change(store, hub, job_id, query.wait_for_version, wait)
+        change = await wait_for_change(store, runtime.hub, job_id, query.wait_for_version, wait)
         if change.version <= query.wait_for_version:
             return change, False
     return change, not _matches(request.headers.get("if-none-match"), change)
@@ -256,25 +265,25 @@ async def wait_for_change(
 
 async def update_job(request: Request) -> Response:
     change = parse(JobUpdate, await read_body(request))
-    job = await service_of(request).update(request.path_params["jobId"], change)
+    job = await runtime_of(request).service.update(request.path_params["jobId"], change)
     return json_response(encode(job))
 
 
 async def complete_job(request: Request) -> Response:
     completion = parse(Completion, await read_body(request))
-    job = await service_of(request).complete(request.path_params["jobId"], completion)
+    job = await runtime_of(request).service.complete(request.path_params["jobId"], completion)
     return json_response(encode(job))
 
 
 async def fail_job(request: Request) -> Response:
     failure = parse(Failure, await read_body(request))
-    job = await service_of(request).fail(request.path_params["jobId"], failure)
+    job = await runtime_of(request).service.fail(request.path_params["jobId"], failure)
     return json_response(encode(job))
 
 
 async def mint_token(request: Request) -> Response:
     asked = parse(TokenRequest, await read_body(request))
-    guard: Guard = request.state.auth
+    guard = runtime_of(request).guard
     if asked.job_id is not None:
         token, expires = guard.tokens.mint("job", asked.job_id, asked.ttl)
     else:
@@ -282,10 +291,6 @@ async def mint_token(request: Request) -> Response:
         token, expires = guard.tokens.mint("owner", asked.owner, asked.ttl)
     issued = TokenIssued(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
     return json_response(encode(issued), headers={"Cache-Control": "no-store"})
-
-
-def _owner(change: Change) -> str | None:
-    return change.owner
 
 
 def _matches(if_none_match: str | None, change: Change) -> bool:

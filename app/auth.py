@@ -25,26 +25,21 @@ them.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import hmac
-import logging
-import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
-from urllib.parse import unquote_plus
+from typing import Literal
 
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.requests import HTTPConnection
 
 from app.errors import Forbidden, JobGone, JobNotFound, Unauthenticated
+from app.jobs import JobFilter
 from app.settings import Settings
-from app.store import JobFilter
+from app.store import JobStore
+from app.streams.events import Change
 from app.tokens import Tokens
 
 Kind = Literal["open", "key", "job", "owner", "nobody"]
-T = TypeVar("T")
 
 _NOT_YOURS = "this credential does not give access to that"
 
@@ -112,12 +107,6 @@ class Guard:
         return Access(scope.kind, scope.value, scope.expires_at)
 
 
-def access_of(connection: HTTPConnection) -> Access:
-    """The access of the request or WebSocket ``connection`` (see :class:`Guard`)."""
-    guard: Guard = connection.state.auth
-    return guard.identify(connection)
-
-
 def require_key(access: Access) -> None:
     """Writes and reading everything: an API key (or the open mode) only."""
     if access.everything:
@@ -140,25 +129,20 @@ def check_job(access: Access, job_id: str) -> None:
         raise Forbidden(_NOT_YOURS)
 
 
-async def load_job(
-    access: Access,
-    job_id: str,
-    load: Callable[[str], Awaitable[T]],
-    owner_of: Callable[[T], str | None],
-) -> T:
-    """``load(job_id)`` if ``access`` may read that job; 401/403 otherwise.
+async def load_job(access: Access, job_id: str, store: JobStore) -> Change:
+    """The job's latest change from ``store``, if ``access`` may read it; 401/403 otherwise.
 
     For an owner token a missing or cleaned-up job is 403, like another
     owner's job, so the answer never tells whether the id exists.
     """
     check_job(access, job_id)
     if access.kind != "owner":
-        return await load(job_id)
+        return await store.get_change(job_id)
     try:
-        found = await load(job_id)
+        found = await store.get_change(job_id)
     except (JobNotFound, JobGone):
         raise Forbidden(_NOT_YOURS) from None
-    if owner_of(found) != access.scope:
+    if found.owner != access.scope:
         raise Forbidden(_NOT_YOURS)
     return found
 
@@ -179,75 +163,5 @@ def scope_filter(access: Access, where: JobFilter) -> JobFilter:
     raise Forbidden("a job token reads its one job; lists need an API key or an owner token")
 
 
-class RedactTokens(logging.Filter):
-    """Blanks read tokens in log lines: uvicorn prints every URL it serves, query and all.
-
-    uvicorn's access lines (``'%s - "%s %s HTTP/%s" %d'``) and its WebSocket
-    lines (``'%s - "WebSocket %s" [accepted]'``, ``... %d`` for a denial) carry
-    the path with its raw query as one argument. A parameter is blanked when
-    the server would read it as ``token``: its name decoded the way Starlette's
-    ``query_params`` decode it, so ``?%74oken=`` and ``?t%6Fken=`` are caught
-    as well as ``?token=``. Its value becomes ``REDACTED``; everything else in
-    the line is kept as it was.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        # A line without "?" holds no query: most lines cost one scan per argument.
-        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
-            record.args = tuple(redact_tokens(arg) if isinstance(arg, str) else arg for arg in args)
-        if isinstance(record.msg, str):
-            record.msg = redact_tokens(record.msg)
-        return True
-
-
-# A query in a log line: from "?" to the end of the URL, "#" included (uvicorn's WebSocket
-# protocol gives the app everything after "?"). uvicorn escapes '"' in the paths it
-# logs, and its parsers refuse whitespace in a request target.
-_QUERY = re.compile(r"\?[^\s\"]+")
-
-
-def redact_tokens(text: str) -> str:
-    """``text`` with the value of every ``token`` query parameter replaced by REDACTED."""
-    if "?" not in text:
-        return text
-    return _QUERY.sub(_redact_query, text)
-
-
-def _redact_query(query: re.Match[str]) -> str:
-    # urllib.parse.parse_qsl's reading, which Starlette's query_params use: pairs split
-    # on "&" only (not ";"), a name ends at the first "=" and is decoded by unquote_plus.
-    # Rewritten pair by pair, so every other parameter is logged byte for byte. An
-    # empty value is left empty: there is nothing to hide.
-    pairs = query[0][1:].split("&")
-    for index, pair in enumerate(pairs):
-        name, _, value = pair.partition("=")
-        if value and unquote_plus(name) == "token":
-            pairs[index] = name + "=REDACTED"
-    return "?" + "&".join(pairs)
-
-
-def redact_tokens_in_server_logs() -> None:
-    """Install :class:`RedactTokens` on uvicorn's loggers (once per process)."""
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, RedactTokens) for existing in logger.filters):
-            logger.addFilter(RedactTokens())
-
-
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def key_required(endpoint: Endpoint) -> Endpoint:
-    """``endpoint``, answering 401/403 unless the caller has an API key (or all is open)."""
-
-    @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
-        require_key(access_of(request))
-        return await endpoint(request)
-
-    return guarded

@@ -16,16 +16,15 @@ uvicorn; its body is freed by reference counting).
 
 from __future__ import annotations
 
-import functools
 import gc
 
 YOUNG_EVERY = 10_000  # allocations per young collection (default 700)
 FULL_EVERY = 100  # middle-generation collections per full one (default 10)
 
 
-@functools.cache
 def settle() -> None:
-    """Freeze the start-up objects and space out collections (once per process)."""
+    """Freeze the start-up objects and space out collections (a serving process does it
+    once its app has started: :mod:`app.serve`)."""
     gc.collect()
     gc.freeze()
     _, middle, _ = gc.get_threshold()

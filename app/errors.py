@@ -6,13 +6,16 @@
     ├── InvalidTransition    the change breaks the lifecycle rules (409)
     ├── InvalidJobData       a value is out of range or of the wrong kind (422)
     │   └── MalformedJSON    the body is not JSON at all (400)
+    ├── BodyTooLarge         the request body is over JOBS_MAX_BODY_BYTES (413)
+    ├── UnsupportedMediaType the body is not sent as JSON (415)
     ├── IdempotencyConflict  an Idempotency-Key reused with another body (422)
     ├── BackendUnavailable   the store cannot be reached (503)
     ├── Unauthenticated      credentials missing, invalid or expired (401)
     ├── Forbidden            valid credentials, but not for this (403)
     ├── MisdirectedRequest   the Host names a server this is not (421)
     ├── RateLimited          this client asked too often; retry later (429)
-    └── TooManyStreams       the process holds all the streams it may (503)
+    ├── TooManyStreams       the process holds all the streams it may (503)
+    └── NotServing           the in-process library, called where no server runs
 
 ``app.problems`` maps each one to an ``application/problem+json`` response,
 in one place. Foreign exceptions (a Redis connection error, say) are
@@ -90,6 +93,14 @@ class Forbidden(JobsError):
     """
 
 
+class BodyTooLarge(JobsError):
+    """The request body is larger than this server accepts; nothing was stored."""
+
+
+class UnsupportedMediaType(JobsError):
+    """The request body comes in a format other than JSON."""
+
+
 class MisdirectedRequest(JobsError):
     """The request names a host this server does not answer to (DNS rebinding, say)."""
 
@@ -104,3 +115,19 @@ class RateLimited(JobsError):
 
 class TooManyStreams(JobsError):
     """Every streaming connection this process allows is in use; retry later."""
+
+
+class NotServing(JobsError):
+    """The in-process library was called in a process where no Jobcast server runs.
+
+    Its functions act on the running server's store, so every change reaches
+    that server's subscribers; anywhere else they would change jobs nobody sees.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Jobcast server runs in this process: the in-process functions (app.create_job "
+            "and the rest) work inside the server (python -m app, make run); from another "
+            "process, use the Python client: pip install jobcast-client, then "
+            "jobcast_client.JobsClient(url).create_job(...)"
+        )

@@ -6,8 +6,9 @@
 
 They act on the store of the running app (its lifespan installs it), so
 every change is stored and pushed to every subscriber before the call
-returns. With no app running they use a private in-memory store, which
-keeps scripts and tests that only need the rules working.
+returns. Called where no app runs, they raise :class:`~app.errors.NotServing`,
+which points to the Python client: a private store here would take the
+changes and show them to nobody.
 
 Arguments are checked as request bodies are, by the same models, but by
 their Python names: a bad one raises InvalidJobData naming it
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.errors import NotServing
 from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob, parse
 from app.service import JobService
-from app.settings import Settings
 
 _service: JobService | None = None
 
@@ -33,11 +34,8 @@ def install(service: JobService | None) -> JobService | None:
 
 
 def current_service() -> JobService:
-    global _service
     if _service is None:
-        from app.store.memory import MemoryStore
-
-        _service = JobService(MemoryStore(Settings(), lambda change: None))
+        raise NotServing()
     return _service
 
 

@@ -1,8 +1,15 @@
-"""What uvicorn logs, made to say what happened, at the level it deserves.
+"""The server's logging: uvicorn's, made to say what happened at the level it
+deserves, without credentials, and Jobcast's own lines beside it.
 
-Two filters on uvicorn's ``uvicorn.error`` logger, installed once per process
-(see :mod:`app.main`); the third, which blanks tokens in URLs, lives with the
-tokens in :mod:`app.auth`.
+:func:`configuration` is the ``logging.config.dictConfig`` that serving
+(:mod:`app.serve`) hands uvicorn: uvicorn's own, plus the ``jobcast``
+logger and three filters. Being part of the configuration, they are set up
+in every worker process, and only when serving: building the app installs
+nothing.
+
+:class:`RedactTokens`, on uvicorn's access and error loggers: read tokens
+ride in URLs (``EventSource`` cannot send headers), and uvicorn prints every
+URL it serves.
 
 :class:`ClientFaults`, always. uvicorn logs at ERROR two things that are no
 error of this server; operators read ERROR as "something is broken". Each is
@@ -41,8 +48,14 @@ access log would: on a server with thousands of browsers, thousands of lines.
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 from contextvars import ContextVar
+from typing import Any
+from urllib.parse import unquote_plus
+
+from uvicorn.config import LOGGING_CONFIG
 
 # uvicorn 0.55.0, protocols/websockets/websockets_sansio_impl.py (send_receive_event_to_app).
 _INVALID_UTF8 = "Invalid UTF-8 sequence received from client."
@@ -96,13 +109,6 @@ def _relevel(record: logging.LogRecord, level: int, message: str) -> bool:
     return logging.getLogger(record.name).isEnabledFor(level)
 
 
-def relevel_client_faults() -> None:
-    """Install :class:`ClientFaults` on uvicorn's error logger (once per process)."""
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, ClientFaults) for existing in logger.filters):
-        logger.addFilter(ClientFaults())
-
-
 _PER_CONNECTION = frozenset(
     {'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"}
 )
@@ -113,8 +119,66 @@ class WebSocketAccessLines(logging.Filter):
         return record.msg not in _PER_CONNECTION
 
 
-def quiet_websocket_connections() -> None:
-    """Drop those lines from uvicorn's error logger (once per process)."""
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, WebSocketAccessLines) for existing in logger.filters):
-        logger.addFilter(WebSocketAccessLines())
+class RedactTokens(logging.Filter):
+    """Blanks read tokens in log lines: uvicorn prints every URL it serves, query and all.
+
+    uvicorn's access lines (``'%s - "%s %s HTTP/%s" %d'``) and its WebSocket
+    lines (``'%s - "WebSocket %s" [accepted]'``, ``... %d`` for a denial) carry
+    the path with its raw query as one argument. A parameter is blanked when
+    the server would read it as ``token``: its name decoded the way Starlette's
+    ``query_params`` decode it, so ``?%74oken=`` and ``?t%6Fken=`` are caught
+    as well as ``?token=``. Its value becomes ``REDACTED``; everything else in
+    the line is kept as it was.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # A line without "?" holds no query: most lines cost one scan per argument.
+        if isinstance(args, tuple) and any(isinstance(arg, str) and "?" in arg for arg in args):
+            record.args = tuple(redact_tokens(arg) if isinstance(arg, str) else arg for arg in args)
+        if isinstance(record.msg, str):
+            record.msg = redact_tokens(record.msg)
+        return True
+
+
+# A query in a log line: from "?" to the end of the URL, "#" included (uvicorn's WebSocket
+# protocol gives the app everything after "?"). uvicorn escapes '"' in the paths it
+# logs, and its parsers refuse whitespace in a request target.
+_QUERY = re.compile(r"\?[^\s\"]+")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with the value of every ``token`` query parameter replaced by REDACTED."""
+    if "?" not in text:
+        return text
+    return _QUERY.sub(_redact_query, text)
+
+
+def _redact_query(query: re.Match[str]) -> str:
+    # urllib.parse.parse_qsl's reading, which Starlette's query_params use: pairs split
+    # on "&" only (not ";"), a name ends at the first "=" and is decoded by unquote_plus.
+    # Rewritten pair by pair, so every other parameter is logged byte for byte. An
+    # empty value is left empty: there is nothing to hide.
+    pairs = query[0][1:].split("&")
+    for index, pair in enumerate(pairs):
+        name, _, value = pair.partition("=")
+        if value and unquote_plus(name) == "token":
+            pairs[index] = name + "=REDACTED"
+    return "?" + "&".join(pairs)
+
+
+def configuration(*, access_log: bool) -> dict[str, Any]:
+    """The logging configuration of a serving process (``JOBS_ACCESS_LOG`` is ``access_log``)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {
+        "redact": {"()": "app.logs.RedactTokens"},
+        "client_faults": {"()": "app.logs.ClientFaults"},
+        "websocket_lines": {"()": "app.logs.WebSocketAccessLines"},
+    }
+    error_filters = ["redact", "client_faults"] + ([] if access_log else ["websocket_lines"])
+    loggers = config["loggers"]
+    loggers["uvicorn.error"]["filters"] = error_filters
+    loggers["uvicorn.access"]["filters"] = ["redact"]
+    # Jobcast's own lines (outages, slow readers cut), formatted like uvicorn's.
+    loggers["jobcast"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -1,21 +1,19 @@
-"""The application: ``create_app(settings)``, its lifespan, and its routes.
+"""The application: ``create_app(settings)``, its lifespan, and how its routes are assembled.
 
-``app`` itself is built on first access from the environment, so
-``uvicorn app.main:app`` works and importing this module reads nothing.
+Building an app changes nothing outside it (tests build many in one
+process); serving it is :mod:`app.serve`'s. ``app`` itself is built on first
+access from the environment, so ``uvicorn app.main:app`` works and
+importing this module reads nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
-from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -25,17 +23,15 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from app import api, collector, library
-from app.auth import Guard, key_required, redact_tokens_in_server_logs
+from app import api, library, probes, tasks
+from app.auth import Guard
 from app.demo import Demo
 from app.edge import Edge
 from app.edge.origins import OriginPolicy
 from app.edge.reach import Reach
-from app.errors import BackendUnavailable
-from app.logs import quiet_websocket_connections, relevel_client_faults
-from app.metrics import CONTENT_TYPE, Metrics
-from app.models import Health, encode
+from app.metrics import Metrics
 from app.openapi import Operation, openapi_document
+from app.runtime import Runtime
 from app.service import JobService
 from app.settings import Settings
 from app.store import open_store
@@ -50,16 +46,21 @@ logger = logging.getLogger("jobcast")
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VERSION = "0.1.0"
 
-
-class State(TypedDict):
-    """What every request finds in ``request.state``. At most five entries: uvicorn
-    copies this dict into every request, and a sixth doubles the copy's table."""
-
-    settings: Settings
-    service: JobService
-    hub: Hub
-    auth: Guard
-    streams: StreamSlots
+OPENAPI = Operation(
+    "GET",
+    "/openapi.json",
+    "This OpenAPI document",
+    responses={200: "OpenAPI 3.1 document"},
+    auth="public",
+)
+PAGE = Operation(
+    "GET",
+    "/",
+    "The live status-indicator page",
+    media_type="text/html",
+    responses={200: "The page (static HTML; its scripts and styles live under /static/)"},
+    auth="public",
+)
 
 
 def create_app(settings: Settings | None = None) -> Jobcast:
@@ -69,16 +70,9 @@ def create_app(settings: Settings | None = None) -> Jobcast:
     demo = Demo(enabled=settings.demo_enabled, offered=not settings.api_keys)
     guard = Guard(settings, Tokens(settings))
     streams = StreamSlots(settings.max_streams, settings.snapshot_rate)
-    redact_tokens_in_server_logs()
-    relevel_client_faults()
-    if not settings.access_log:
-        quiet_websocket_connections()
-
-    def cut_stalled() -> None:
-        hub.cut_stalled(time.monotonic(), settings.send_timeout)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[State]:
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Runtime]]:
         if not settings.protected and settings.allow_anonymous:
             logger.warning(
                 "JOBS_ALLOW_ANONYMOUS=1: serving on %s WITHOUT AUTHENTICATION; anyone who can "
@@ -87,33 +81,14 @@ def create_app(settings: Settings | None = None) -> Jobcast:
             )
         store = open_store(settings, hub)
         await store.start()
-        collector.settle()
-        service = JobService(store, metrics, settings)
-        previous = library.install(service)
-        tasks = [
-            asyncio.create_task(_every("clean-up", _sweep_interval(settings), store.sweep)),
-            asyncio.create_task(_every("heartbeat", settings.heartbeat, _async(hub.ping))),
-            asyncio.create_task(
-                _every("slow-reader check", _stall_interval(settings), _async(cut_stalled))
-            ),
-            asyncio.create_task(_close_streams_on_exit(hub)),
-        ]
+        runtime = Runtime(settings, JobService(store, metrics, settings), hub, guard, streams)
+        previous = library.install(runtime.service)
+        running = tasks.start(runtime)
         try:
-            yield {
-                "settings": settings,
-                "service": service,
-                "hub": hub,
-                "auth": guard,
-                "streams": streams,
-            }
+            yield runtime.state()
         finally:
             hub.close()
-            # Python 3.11's wait_for (inside redis-py) can swallow one cancellation:
-            # cancel until every task is really done.
-            while pending := [task for task in tasks if not task.done()]:
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=0.1)
+            await tasks.stop(running)
             await demo.aclose()
             library.install(previous)
             await store.aclose()
@@ -121,17 +96,11 @@ def create_app(settings: Settings | None = None) -> Jobcast:
     async def openapi(_: Request) -> Response:
         return JSONResponse(document)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        counts = await request.state.service.store.count_by_status()
-        return Response(metrics.render(counts), media_type=CONTENT_TYPE)
-
     operations: list[tuple[Operation, Any]] = [
         *api.ROUTES,
         (sse.ALL_EVENTS, sse.StreamRoute(sse.all_events)),
         (sse.JOB_EVENTS, sse.StreamRoute(sse.job_events)),
-        (HEALTH, healthz),
-        (READY, readyz),
-        (METRICS, metrics_endpoint),
+        *probes.ROUTES,
         (OPENAPI, openapi),
         (PAGE, index),
     ]
@@ -143,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Jobcast:
         *(
             Route(
                 op.path,
-                key_required(endpoint) if op.auth == "key" else endpoint,
+                api.key_required(endpoint) if op.auth == "key" else endpoint,
                 methods=[op.method],
             )
             for op, endpoint in ordered
@@ -210,126 +179,15 @@ def _route_rank(op: Operation) -> int:
 def _key_required(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
     """Routes added from outside (the demo's): their writes need the API key."""
     return [
-        Route(route.path, key_required(route.endpoint), methods=route.methods)
+        Route(route.path, api.key_required(route.endpoint), methods=route.methods)
         if isinstance(route, Route) and (route.methods or set()) - {"GET", "HEAD"}
         else route
         for route in routes
     ]
 
 
-HEALTH = Operation(
-    "GET", "/healthz", "Liveness: the process serves", responses={200: Health}, auth="public"
-)
-READY = Operation(
-    "GET",
-    "/readyz",
-    "Readiness: the backend answers",
-    responses={200: Health, 503: Health},
-    auth="public",
-)
-METRICS = Operation(
-    "GET",
-    "/metrics",
-    "Prometheus metrics",
-    media_type="text/plain",
-    responses={200: "Prometheus text exposition format"},
-)
-OPENAPI = Operation(
-    "GET",
-    "/openapi.json",
-    "This OpenAPI document",
-    responses={200: "OpenAPI 3.1 document"},
-    auth="public",
-)
-PAGE = Operation(
-    "GET",
-    "/",
-    "The live status-indicator page",
-    media_type="text/html",
-    responses={200: "The page (static HTML; its scripts and styles live under /static/)"},
-    auth="public",
-)
-
-
-UNREADY = Health(status="unavailable", detail="the job store cannot be reached")
-
-
-async def healthz(_: Request) -> Response:
-    return api.json_response(encode(Health(status="ok")))
-
-
-async def readyz(request: Request) -> Response:
-    try:
-        await request.state.service.store.ping()
-    except BackendUnavailable:
-        # The reason (the backend's address among it) is in the log, not in this
-        # answer: anyone may ask /readyz.
-        return api.json_response(encode(UNREADY), 503)
-    return api.json_response(encode(Health(status="ok")))
-
-
 async def index(_: Request) -> Response:
     return FileResponse(STATIC / "index.html")
-
-
-def _sweep_interval(settings: Settings) -> float:
-    return min(1.0, max(0.05, settings.terminal_ttl / 4))
-
-
-def _stall_interval(settings: Settings) -> float:
-    """How often blocked sends are checked: each is cut at most this long past the timeout."""
-    return min(1.0, max(0.01, settings.send_timeout / 4))
-
-
-def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-    async def call() -> None:
-        function()
-
-    return call
-
-
-async def _every(name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-    """Run ``job`` every ``seconds``. A failure is logged once, when a run of failures
-    begins (an outage of the backend says so in one line; anything else is a bug and
-    gets its traceback), and once more when the job succeeds again."""
-    failing_since: float | None = None
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await job()
-        except BackendUnavailable as exc:
-            if failing_since is None:
-                failing_since = time.monotonic()
-                logger.warning("%s paused: %s; retrying every %.1fs", name, exc, seconds)
-        except Exception:
-            if failing_since is None:
-                failing_since = time.monotonic()
-                logger.exception("%s failed; retrying every %.1fs", name, seconds)
-        else:
-            if failing_since is not None:
-                down = time.monotonic() - failing_since
-                logger.info("%s works again after %.1fs", name, down)
-                failing_since = None
-
-
-async def _close_streams_on_exit(hub: Hub) -> None:
-    """End open streams as soon as the server starts shutting down.
-
-    uvicorn waits for open responses before it runs the lifespan shutdown, so
-    streams would otherwise hold shutdown until its graceful timeout.
-    """
-    # uvicorn offers no event to await: poll its flag, as sse-starlette does.
-    while not _server_exiting():  # noqa: ASYNC110
-        await asyncio.sleep(0.2)
-    hub.close()
-
-
-def _server_exiting() -> bool:
-    if AppStatus.should_exit:
-        return True
-    # uvicorn's signal handler is a bound method of its Server.
-    server = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
-    return bool(getattr(server, "should_exit", False))
 
 
 def create_app_from_env() -> Starlette:

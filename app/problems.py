@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 
 from app.errors import (
     BackendUnavailable,
+    BodyTooLarge,
     FieldError,
     Forbidden,
     IdempotencyConflict,
@@ -29,6 +30,7 @@ from app.errors import (
     RateLimited,
     TooManyStreams,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 from app.models import Problem, ProblemField, encode
 
@@ -43,6 +45,8 @@ _JOBS_ERRORS: dict[type[JobsError], tuple[int, str]] = {
     InvalidTransition: (409, "invalid-transition"),
     InvalidJobData: (422, "invalid-request"),
     MalformedJSON: (400, "malformed-json"),
+    BodyTooLarge: (413, "body-too-large"),
+    UnsupportedMediaType: (415, "unsupported-media-type"),
     IdempotencyConflict: (422, "idempotency-conflict"),
     BackendUnavailable: (503, "backend-unavailable"),
     Unauthenticated: (401, "unauthenticated"),

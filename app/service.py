@@ -20,7 +20,7 @@ from app.errors import FieldError, InvalidJobData
 from app.metrics import Metrics
 from app.models import Completion, Failure, Job, JobUpdate, NewJob, describe
 from app.settings import Settings
-from app.store import Idempotency, JobFilter, JobStore, Page
+from app.store import Idempotency, JobStore
 
 
 class JobService:
@@ -81,9 +81,6 @@ class JobService:
         job = await self.store.update(job_id, lambda job: jobs.fail(job, failure, jobs.now()))
         self._count(job)
         return job
-
-    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
-        return await self.store.list(where, limit, cursor)
 
     def _check_text(self, **fields: str | None) -> None:
         limit = self._max_text

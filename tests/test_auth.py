@@ -19,7 +19,7 @@ import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from app.auth import RedactTokens
+from app.logs import RedactTokens
 from app.main import create_app
 from app.settings import Settings
 from app.tokens import Tokens

@@ -20,6 +20,7 @@ PUBLIC = [
     "JobStatus",
     "JobType",
     "JobsError",
+    "NotServing",
     "Settings",
     "SettingsError",
     "complete_job",

@@ -7,8 +7,8 @@ import anyio.abc
 import pytest
 
 from app import jobs
+from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
-from app.store import JobFilter
 from app.streams.events import Change, Event, Position, Synced
 from app.streams.hub import CloseReason, Hub, Mailbox, Subscription
 from tests.conftest import seconds

@@ -1,5 +1,5 @@
-"""The in-process library (``from app import create_job, ...``): the seed's server-side
-functions, acting on the running app's store, or on a private one without an app."""
+"""The in-process library (``from app import create_job, ...``): the Jobs API's server-side
+functions, acting on the running app's store, and refusing where no app runs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app import (
     InvalidTransition,
     Job,
     JobNotFound,
+    NotServing,
     complete_job,
     create_app,
     create_job,
@@ -50,7 +51,7 @@ def call(client: TestClient) -> Callable[..., Any]:
 
 @pytest.fixture
 def no_app() -> Iterator[None]:
-    """No app installed: the library falls back to its own private store."""
+    """No app installed, as in a process where no server runs."""
     previous = library.install(None)
     yield
     library.install(previous)
@@ -271,16 +272,22 @@ def test_unknown_job_raises_not_found(call: Callable[..., Any], operation: Any) 
 
 
 @pytest.mark.usefixtures("no_app")
-def test_without_app_uses_a_private_store() -> None:
-    """With no app running the functions work on their own in-memory store."""
-    job = standalone(create_job, message="offline")
-    standalone(update_job_with_notification, job.job_id, status="processing", progress=20)
-    done = standalone(complete_job, job.job_id, "doc_9")
-    assert (done.status, done.version, done.document_id) == ("completed", 3, "doc_9")
-    assert standalone(get_job, job.job_id) == done
-    with local_client(create_app()) as client:
-        assert client.get(f"/api/jobs/{job.job_id}").status_code == 404
-    assert standalone(get_job, job.job_id) == done
+@pytest.mark.parametrize(
+    "operation",
+    [
+        partial(create_job, message="offline"),
+        partial(update_job_with_notification, "job_x", progress=20),
+        partial(complete_job, "job_x"),
+        partial(fail_job, "job_x", "boom"),
+        partial(get_job, "job_x"),
+    ],
+    ids=["create", "update", "complete", "fail", "get"],
+)
+def test_without_a_server_every_function_points_to_the_client(operation: Any) -> None:
+    """Where no server runs, the functions refuse (a private store would show nobody the
+    change) and say how a worker in another process reaches the server."""
+    with pytest.raises(NotServing, match="jobcast_client"):
+        standalone(operation)
 
 
 @pytest.mark.usefixtures("no_app")
@@ -289,16 +296,5 @@ def test_stopped_app_store_is_released() -> None:
     with local_client(create_app()) as client:
         job = in_app(client)(create_job)
         assert http_job(client, job.job_id)["version"] == 1
-    with pytest.raises(JobNotFound):
+    with pytest.raises(NotServing):
         standalone(get_job, job.job_id)
-
-
-@pytest.mark.usefixtures("no_app")
-def test_without_app_rules_still_apply() -> None:
-    """The private store enforces the same rules: bad data and terminal changes are refused."""
-    job = standalone(create_job)
-    with pytest.raises(InvalidJobData):
-        standalone(update_job_with_notification, job.job_id, progress=101)
-    standalone(fail_job, job.job_id, "boom")
-    with pytest.raises(InvalidTransition):
-        standalone(complete_job, job.job_id)

@@ -13,7 +13,8 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app import __main__ as entry
+from app import serve as entry
+from app.auth import Guard
 from app.edge.protocol import (
     NEVER,
     RESERVED_DESCRIPTORS,
@@ -22,8 +23,13 @@ from app.edge.protocol import (
     descriptors_needed,
     open_files_warning,
 )
+from app.runtime import Runtime
+from app.service import JobService
 from app.settings import Settings
+from app.store.memory import MemoryStore
+from app.streams.hub import Hub
 from app.streams.limits import StreamSlots
+from app.tokens import Tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +113,12 @@ class Server:
         self.state = ServerState()
         self.settings = Settings(**{"max_header_bytes": LIMIT, **settings})
         self.streams = StreamSlots(streams)
-        self.app_state = {"settings": self.settings, "streams": self.streams}
+        self.hub = Hub()
+        store = MemoryStore(self.settings, self.hub.publish)
+        service = JobService(store, settings=self.settings)
+        guard = Guard(self.settings, Tokens(self.settings))
+        runtime = Runtime(self.settings, service, self.hub, guard, self.streams)
+        self.app_state: dict[str, Any] = runtime.state()
 
     def connect(self) -> tuple[HttpProtocol, Transport]:
         protocol = HttpProtocol(

@@ -126,7 +126,7 @@ def test_security_settings_are_read() -> None:
 
 def test_server_is_started_with_the_frame_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m app` hands JOBS_WS_MAX_FRAME_BYTES to uvicorn as ws_max_size."""
-    import app.__main__ as cli
+    from app import serve as cli
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-import app.__main__ as cli
+from app import serve as cli
 from app.settings import Settings, SettingsError
 
 SECRET = "s3cret-" + "x" * 32

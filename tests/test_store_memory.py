@@ -18,9 +18,10 @@ from app.errors import (
     JobGone,
     JobNotFound,
 )
+from app.jobs import JobFilter
 from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
 from app.settings import Settings
-from app.store import Idempotency, JobFilter
+from app.store import Idempotency
 from app.store.memory import MemoryStore
 from app.streams.events import Change, Position
 

@@ -35,8 +35,11 @@ charged everything after the read's last blank line, an upper bound, exact
 after a pipelined ``GET``. So the bound always holds; only a pipelined head
 near the limit, behind a request with a body, can be refused early.
 
-Settings come from the app's lifespan state (``settings`` and ``streams``),
-read when the first connection arrives; served without them, the defaults.
+Settings come from the app's runtime in the lifespan state, read when the
+first connection arrives; served without one, the defaults. When uvicorn
+shuts the connections down, the runtime's streams end at once: uvicorn
+waits for open responses before the lifespan's shutdown, and a stream would
+otherwise hold it until the graceful timeout.
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ from uvicorn.server import ServerState
 
 from app.models import Problem, encode
 from app.problems import MEDIA_TYPE, TYPE_PREFIX
+from app.runtime import Runtime, found_in
 from app.settings import Settings
-from app.streams.limits import StreamSlots
 
 # File descriptors a process holds besides its client connections and Redis pools:
 # stdio, the listening socket, the event loop's (epoll, its wake-up pipe and signal
@@ -126,16 +129,17 @@ class Watch:
     def __init__(
         self,
         settings: Settings,
-        streams: StreamSlots | None,
+        runtime: Runtime | None,
         connections: set[Any],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        self.runtime = runtime
         self.max_header_bytes = settings.max_header_bytes
         self.max_headers = settings.max_headers
         self.header_timeout = settings.header_timeout
         self.body_timeout = settings.body_timeout
         self.max_connections = settings.max_connections
-        self.streams = streams
+        self.streams = runtime.streams if runtime is not None else None
         self.connections = connections
         self.loop = loop
         # A deadline is kept at most a quarter of the shorter timeout late.
@@ -194,15 +198,16 @@ class Watch:
         """The server's watch, made by its first connection (after the lifespan ran)."""
         watch = _WATCHES.get(server_state)
         if watch is None:
-            settings = app_state.get("settings")
-            streams = app_state.get("streams")
-            watch = _WATCHES[server_state] = cls(
-                settings if isinstance(settings, Settings) else Settings(),
-                streams if isinstance(streams, StreamSlots) else None,
-                server_state.connections,
-                loop,
-            )
+            runtime = found_in(app_state)
+            settings = runtime.settings if runtime is not None else Settings()
+            watch = _WATCHES[server_state] = cls(settings, runtime, server_state.connections, loop)
         return watch
+
+    def shutting_down(self) -> None:
+        """The server stops: end every stream now, so none holds the shutdown (their
+        clients reconnect and resume)."""
+        if self.runtime is not None:
+            self.runtime.hub.close()
 
     def start(self) -> None:
         """Keep sweeping while there are connections (a connection calls this on arrival)."""
@@ -377,6 +382,11 @@ class HttpProtocol(HttpToolsProtocol):
                 self._close_with(self.watch.late_body)
         else:
             self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is shutting down (uvicorn calls this on every connection)."""
+        self.watch.shutting_down()
+        super().shutdown()
 
     def evict(self) -> None:
         """Make room for a newer connection: 503 for a head in progress, else a bare close."""

@@ -15,64 +15,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import FieldError, InvalidJobData
-from app.models import Job, JobStatus, JobType
+from app.jobs import JobFilter
+from app.models import Job, JobList, JobStatus
 from app.settings import Settings
 from app.streams.events import Change, Position
 
 Publish = Callable[[Change], None]
 Mutation = Callable[[Job], Job]
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """The ``jobType``/``status``/``owner`` filters of the list and the all-jobs streams.
-
-    ``owner`` is also how an owner token's view is narrowed to its own jobs.
-    """
-
-    job_type: JobType | None = None
-    status: JobStatus | None = None
-    owner: str | None = None
-
-    def matches(self, job_type: JobType, status: JobStatus | None, owner: str | None) -> bool:
-        return (
-            (self.job_type is None or job_type == self.job_type)
-            and (self.status is None or status == self.status)
-            and (self.owner is None or owner == self.owner)
-        )
-
-    def _kind_matches(self, change: Change) -> bool:
-        """The filters a job never leaves (its type and owner), for removals and resumes."""
-        return (self.job_type is None or change.job_type == self.job_type) and (
-            self.owner is None or change.owner == self.owner
-        )
-
-    def replays(self, change: Change, *, known: bool) -> bool:
-        """Whether a stream connecting with this filter is sent ``change``'s job.
-
-        ``known``: the job existed at the client's cursor, so the client may
-        hold it. Such a job may have left a status filter since: it is sent
-        anyway, as the live stream would have, so the client can drop it. A
-        job born after the cursor is sent only if it matches now.
-        """
-        if known or change.job is None:
-            return self._kind_matches(change)
-        return self.matches(change.job_type, change.job.status, change.owner)
-
-    def admits(self, change: Change) -> bool:
-        """Whether a live subscriber with this filter gets ``change``.
-
-        A job that leaves the filter (``status=processing`` and it completes)
-        still sends that one event, so a client can drop it.
-        """
-        if self.job_type is None and self.status is None and self.owner is None:
-            return True  # no filter: asked for every change of every job
-        if change.job is None:
-            return self._kind_matches(change)
-        return self.matches(change.job_type, change.job.status, change.owner) or (
-            change.previous_status is not None
-            and self.matches(change.job_type, change.previous_status, change.owner)
-        )
 
 
 def encode_page_cursor(below: int) -> str:
@@ -96,12 +45,6 @@ def decode_page_cursor(cursor: str) -> int:
 class Idempotency:
     key: str
     fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    jobs: list[Job]
-    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +97,7 @@ class JobStore(Protocol):
         """Apply ``mutation`` to the current job atomically and store the result."""
         ...
 
-    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
+    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
         """Jobs newest first; raises InvalidJobData for a cursor it did not make.
 
         With ``where.owner``, reads that owner's jobs only (an index per owner),

@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.errors import IdempotencyConflict, JobGone, JobNotFound
-from app.models import JOB_STATUSES, Job, JobStatus, JobType
+from app.jobs import JobFilter
+from app.models import JOB_STATUSES, Job, JobList, JobStatus, JobType
 from app.settings import Settings
 from app.store import (
     Idempotency,
-    JobFilter,
     Mutation,
-    Page,
     Publish,
     Replay,
     decode_page_cursor,
@@ -143,7 +142,7 @@ class MemoryStore:
         self._record(Change.of(after, self._next_position(), before.status))
         return after
 
-    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
+    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
         below = None if cursor is None else decode_page_cursor(cursor)
         entries = self._order_of(where.owner).entries
         start = len(entries) if below is None else bisect_left(entries, (below, ""))
@@ -154,9 +153,9 @@ class MemoryStore:
             if job is None or not where.matches(job.job_type, job.status, job.owner):
                 continue
             if len(jobs) == limit:
-                return Page(jobs, encode_page_cursor(entries[index + 1][0]))
+                return JobList(jobs=jobs, next_cursor=encode_page_cursor(entries[index + 1][0]))
             jobs.append(job)
-        return Page(jobs, None)
+        return JobList(jobs=jobs)
 
     async def replay(self, where: JobFilter, after: Position | None) -> Replay:
         head = Position(self._epoch, self._seq)

@@ -146,14 +146,13 @@ from app.errors import (
     JobNotFound,
     JobsError,
 )
-from app.models import JOB_STATUSES, JOB_TYPES, Job, JobStatus, JobType, encode
+from app.jobs import JobFilter
+from app.models import JOB_STATUSES, JOB_TYPES, Job, JobList, JobStatus, JobType, encode
 from app.settings import Settings, SettingsError
 from app.store import (
     FeedSink,
     Idempotency,
-    JobFilter,
     Mutation,
-    Page,
     Replay,
     decode_page_cursor,
     encode_page_cursor,
@@ -539,7 +538,7 @@ class RedisStore:
             raise JobGone(job_id) if gone else JobNotFound(job_id)
         return Job.model_validate_json(body), _position(position)
 
-    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> Page:
+    async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
         below = None if cursor is None else decode_page_cursor(cursor)
         jobs: list[Job] = []
         async with self._call():
@@ -558,9 +557,9 @@ class RedisStore:
                             continue
                         if len(jobs) == limit:
                             # The next page starts at this job: numbers below number + 1.
-                            return Page(jobs, encode_page_cursor(number + 1))
+                            return JobList(jobs=jobs, next_cursor=encode_page_cursor(number + 1))
                         jobs.append(Job.model_validate_json(body))
-        return Page(jobs, None)
+        return JobList(jobs=jobs)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         async with self._call():

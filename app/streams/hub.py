@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
-from app.store import JobFilter
+from app.jobs import JobFilter
 from app.streams.events import Change, Event, Position, Synced
 
 M = TypeVar("M")

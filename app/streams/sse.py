@@ -26,32 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.auth import access_of, check_job, load_job, scope_filter
+from app.auth import Access, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
+from app.jobs import JobFilter
 from app.logs import cut_short
-from app.metrics import Metrics
 from app.models import Problem, StreamQuery, parse
 from app.openapi import Operation
+from app.runtime import runtime_of
 from app.settings import Settings
-from app.store import JobFilter, JobStore
-from app.streams.events import (
-    Change,
-    Event,
-    Position,
-    all_stream_frame,
-    encoded,
-    grouped,
-    job_stream_frame,
-)
-from app.streams.hub import Hub, Mailbox, Subscription
-from app.streams.limits import Slot, StreamSlots
+from app.streams.events import Event, all_stream_frame, encoded, grouped, job_stream_frame
+from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
+from app.streams.hub import Mailbox, Subscription
 
 logger = logging.getLogger("jobcast")
 
@@ -102,50 +93,38 @@ ALL_EVENTS = Operation(
 
 
 class EventStream:
-    """An opened stream: what :class:`StreamRoute` writes, from its mailbox, until
-    the mailbox closes (or, per job, the job ends)."""
+    """An opened stream: what :class:`StreamRoute` writes, from its lease's mailbox,
+    until the mailbox closes (or, per job, the job ends)."""
 
     # One per open stream, for the stream's whole life: no instance dict.
-    __slots__ = (
-        "ends_after_final",
-        "expires_at",
-        "frame",
-        "hub",
-        "metrics",
-        "prefix",
-        "slot",
-        "subscription",
-    )
+    __slots__ = ("access", "ends_after_final", "frame", "lease", "prefix", "subscription")
 
     def __init__(
         self,
         *,
-        hub: Hub,
+        lease: Lease,
+        access: Access,
         subscription: Subscription,
         frame: Callable[[Event], bytes],
         prefix: bytes,
         ends_after_final: bool,
-        metrics: Metrics,
-        slot: Slot,
-        expires_at: float | None,
     ) -> None:
-        self.hub = hub
+        self.lease = lease
+        self.access = access
         self.subscription = subscription
         self.frame = frame
         self.prefix = prefix
         self.ends_after_final = ends_after_final
-        self.metrics = metrics
-        self.slot = slot
-        self.expires_at = expires_at
 
     async def write_pending(self, send: Send, mailbox: Mailbox) -> bool:
         """Write what is pending (a ping if nothing); False once the stream is over."""
+        metrics = self.lease.metrics
         changes = mailbox.take()
         if skipped := mailbox.take_conflated():
-            self.metrics.sse.conflated.inc(skipped)
+            metrics.conflated.inc(skipped)
         if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
             return False
-        self.metrics.sse.sent += len(changes)
+        metrics.sent += len(changes)
         final = self.ends_after_final and any(change.is_final for change in changes)
         if final:
             mailbox.close("done")
@@ -209,22 +188,15 @@ class StreamRoute:
             return
         # The stream runs right here, not in a coroutine of its own: an idle
         # stream holds every frame it waits in, and frames are memory per connection.
-        stream = opened
-        mailbox = stream.subscription.mailbox
+        stream, lease = opened, opened.lease
+        mailbox = lease.mailbox
         # Once the request (a GET: no body) is read, receive() returns only when
         # the client leaves: one task waits for that, an idle stream writes nothing.
         while (await receive()).get("more_body"):
             pass
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(mailbox.client_left)
-        expiry = None
-        if stream.expires_at is not None:
-            # One timer per stream: it ends the stream when its token stops being valid.
-            delay = max(0.0, stream.expires_at - time.time())
-            expiry = asyncio.get_running_loop().call_later(delay, mailbox.close, "expired")
-        stream.hub.attach(mailbox, heartbeat=True)
-        metrics = stream.metrics.sse
-        metrics.connections.inc()
+        lease.start(stream.access, heartbeat=True)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             # The body skips the middleware, which only ever looks at the start.
@@ -238,15 +210,7 @@ class StreamRoute:
                 await mailbox.deliver(send, end)
         finally:
             watcher.cancel()
-            if expiry is not None:
-                expiry.cancel()
-            stream.slot.release()
-            stream.hub.unsubscribe(stream.subscription)
-            stream.hub.detach(mailbox)
-            metrics.connections.dec()
-            metrics.conflated.inc(mailbox.take_conflated())
-            if mailbox.closed in ("slow", "overflow"):
-                metrics.slow_disconnects.inc()
+            if lease.end(stream.subscription):
                 logger.warning("disconnected an SSE subscriber that stopped reading")
                 cut_short()  # uvicorn's "returned without completing response": INFO
 
@@ -269,89 +233,61 @@ def _prefix(settings: Settings) -> bytes:
     return f"retry: {settings.sse_retry_ms}\n\n".encode()
 
 
-def _owner(change: Change) -> str | None:
-    return change.owner
-
-
 async def job_events(request: Request) -> Response | EventStream:
     job_id: str = request.path_params["jobId"]
-    access = access_of(request)
+    runtime = runtime_of(request)
+    access = runtime.guard.identify(request)
     check_job(access, job_id)
     query = parse(StreamQuery, dict(request.query_params))
-    last_id = _last_event_id(request, query)
-    known = _version(last_id)
-    hub: Hub = request.state.hub
-    store: JobStore = request.state.service.store
-    settings: Settings = request.state.settings
-    streams: StreamSlots = request.state.streams
+    known = _version(_last_event_id(request, query))
     if request.method == "HEAD":
-        current = await load_job(access, job_id, store.get_change, _owner)
-        return _NOTHING_MORE if _has_the_end(known, current) else StreamHead()
-    slot = streams.acquire()
-    subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), job_id=job_id))
+        current = await load_job(access, job_id, runtime.store)
+        return _NOTHING_MORE if holds_the_end(known, current) else StreamHead()
+    lease = Lease(runtime, runtime.metrics.sse)
     try:
-        current = await load_job(access, job_id, store.get_change, _owner)
+        followed = await follow_job(runtime, access, lease.mailbox, job_id, known)
     except BaseException:
-        hub.unsubscribe(subscription)
-        slot.release()
+        lease.end()
         raise
-    if _has_the_end(known, current):
-        hub.unsubscribe(subscription)
-        slot.release()
+    if followed.subscription is None:
+        lease.end()
         return _NOTHING_MORE
-    subscription.prime([] if known == current.version else [current], version=current.version)
     return EventStream(
-        hub=hub,
-        subscription=subscription,
+        lease=lease,
+        access=access,
+        subscription=followed.subscription,
         frame=job_stream_frame,
-        prefix=_prefix(settings),
+        prefix=_prefix(runtime.settings),
         ends_after_final=True,
-        metrics=request.state.service.metrics,
-        slot=slot,
-        expires_at=access.expires_at,
     )
 
 
-def _has_the_end(known: int | None, current: Change) -> bool:
-    """Whether the client already holds the job's terminal state (204: stop reconnecting)."""
-    return known == current.version and current.is_final
-
-
+# The client already holds the job's terminal state: stop reconnecting.
 _NOTHING_MORE = Response(status_code=204)
 
 
 async def all_events(request: Request) -> Response | EventStream:
     query = parse(StreamQuery, dict(request.query_params))
-    last_id = _last_event_id(request, query)
-    after = Position.parse(last_id) if last_id is not None else None
-    access = access_of(request)
+    runtime = runtime_of(request)
+    access = runtime.guard.identify(request)
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
-    where = scope_filter(access, where)
-    hub: Hub = request.state.hub
-    store: JobStore = request.state.service.store
-    settings: Settings = request.state.settings
-    streams: StreamSlots = request.state.streams
     if request.method == "HEAD":
+        scope_filter(access, where)  # answers what GET would: 401, 403
         return StreamHead()
-    streams.admit_snapshot(request.client.host if request.client else None)
-    slot = streams.acquire()
-    subscription = hub.subscribe(Subscription(Mailbox(settings.subscriber_backlog), where=where))
+    lease = Lease(runtime, runtime.metrics.sse)
+    client = request.client.host if request.client else None
     try:
-        replay = await store.replay(where, after)
+        followed = await follow_all(
+            runtime, access, lease.mailbox, where, _last_event_id(request, query), client
+        )
     except BaseException:
-        hub.unsubscribe(subscription)
-        slot.release()
+        lease.end()
         raise
-    subscription.prime(replay.changes, head=replay.head)
-    # A cursor we could not read (garbage, or from a restarted server) is a reset too.
-    reset = replay.reset or (last_id is not None and after is None)
     return EventStream(
-        hub=hub,
-        subscription=subscription,
+        lease=lease,
+        access=access,
+        subscription=followed.subscription,
         frame=all_stream_frame,
-        prefix=_prefix(settings) + (RESET if reset else b""),
+        prefix=_prefix(runtime.settings) + (RESET if followed.reset else b""),
         ends_after_final=False,
-        metrics=request.state.service.metrics,
-        slot=slot,
-        expires_at=access.expires_at,
     )

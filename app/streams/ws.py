@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,18 +50,17 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app.auth import Access, access_of, load_job, scope_filter
+from app.auth import Access
 from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
-from app.jobs import is_job_id
-from app.metrics import Metrics
+from app.jobs import JobFilter, is_job_id
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe, describe, field_errors
 from app.problems import frame_code, refuse_websocket
-from app.settings import Settings
-from app.store import JobFilter, JobStore
-from app.streams.events import Change, Event, Position, encoded, grouped, ws_frame
-from app.streams.hub import Hub, Mailbox, Subscription
-from app.streams.limits import StreamSlots, TokenBucket
+from app.runtime import Runtime, runtime_of
+from app.streams.events import Event, encoded, grouped, ws_frame
+from app.streams.follow import Lease, follow_all, follow_job
+from app.streams.hub import Subscription
+from app.streams.limits import TokenBucket
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
@@ -88,16 +86,16 @@ BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at onc
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, access: Access, *, batch: bool) -> None:
-        state = websocket.state
+    def __init__(
+        self, websocket: WebSocket, runtime: Runtime, lease: Lease, access: Access, *, batch: bool
+    ) -> None:
         self.websocket = websocket
+        self.runtime = runtime
+        self.lease = lease
         self.access = access
-        self.hub: Hub = state.hub
-        self.store: JobStore = state.service.store
-        self.settings: Settings = state.settings
-        self.metrics: Metrics = state.service.metrics
-        self.streams: StreamSlots = state.streams
-        self.mailbox = Mailbox(self.settings.subscriber_backlog)
+        self.hub = runtime.hub
+        self.settings = runtime.settings
+        self.mailbox = lease.mailbox
         self.jobs: dict[str, Subscription] = {}  # by job id
         self.everything: Subscription | None = None  # the all-jobs subscription
         burst = max(1.0, self.settings.ws_rate * BURST_SECONDS)
@@ -107,14 +105,7 @@ class Connection:
 
     async def run(self) -> None:
         await self.websocket.accept()
-        self.hub.attach(self.mailbox, heartbeat=False)
-        metrics = self.metrics.ws
-        connections = metrics.connections
-        connections.inc()
-        expiry = None
-        if self.access.expires_at is not None:
-            delay = max(0.0, self.access.expires_at - time.time())
-            expiry = asyncio.get_running_loop().call_later(delay, self.mailbox.close, "expired")
+        self.lease.start(self.access, heartbeat=False)
         reader = asyncio.ensure_future(self._read())
         # However the reader ends (the client left, or broke a limit), the writer stops.
         reader.add_done_callback(self.mailbox.client_left)
@@ -123,20 +114,12 @@ class Connection:
             with contextlib.suppress(WebSocketDisconnect, OSError):
                 await self._write()
         finally:
-            if expiry is not None:
-                expiry.cancel()
             reader.cancel()
             await asyncio.wait([reader])
             failure = None if reader.cancelled() else reader.exception()
             if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
                 raise failure  # a bug, worth its traceback
-            for subscription in self._subscriptions():
-                self.hub.unsubscribe(subscription)
-            self.hub.detach(self.mailbox)
-            connections.dec()
-            metrics.conflated.inc(self.mailbox.take_conflated())
-            if self.mailbox.closed in ("slow", "overflow"):
-                metrics.slow_disconnects.inc()
+            self.lease.end(*self._subscriptions())
             reason = self.mailbox.closed or "gone"
             code = _CLOSE_CODES.get(reason)
             if code is not None:
@@ -220,35 +203,38 @@ class Connection:
         self._say({"type": "error", "code": code, "error": error, **(about or {})})
 
     async def _subscribe_job(self, frame: SubscribeJob) -> None:
-        subscription = self._add_job(frame.job_id)
-        current = await load_job(self.access, frame.job_id, self.store.get_change, _owner)
-        has_it = frame.since == current.version
+        self._drop_job(frame.job_id)
+        followed = await follow_job(
+            self.runtime, self.access, self.mailbox, frame.job_id, frame.since
+        )
         reply: dict[str, Any] = {"type": "subscribed", "jobId": frame.job_id}
-        reply["version"] = current.version
-        if has_it and current.is_final:
+        reply["version"] = followed.current.version
+        if followed.subscription is None:
             # The client has the terminal state: nothing will follow (SSE answers 204).
             reply["final"] = True
+        else:
+            self.jobs[frame.job_id] = followed.subscription
         self._say(reply)
-        if has_it and current.is_final:
-            self._drop_job(frame.job_id)
-            return
-        subscription.prime([] if has_it else [current], version=current.version)
 
     async def _subscribe_all(self, frame: SubscribeAll) -> None:
-        where = JobFilter(job_type=frame.job_type, status=frame.status, owner=frame.owner)
-        where = scope_filter(self.access, where)
+        self._drop_all()
         client = self.websocket.client
-        self.streams.admit_snapshot(client.host if client else None)
-        subscription = self._add_all(where)
-        after = Position.parse(frame.since) if frame.since is not None else None
-        replay = await self.store.replay(where, after)
-        reset = replay.reset or (frame.since is not None and after is None)
+        followed = await follow_all(
+            self.runtime,
+            self.access,
+            self.mailbox,
+            JobFilter(job_type=frame.job_type, status=frame.status, owner=frame.owner),
+            frame.since,
+            client.host if client else None,
+        )
+        self.everything = followed.subscription
+        where = followed.where
         self._say(
             {
                 "type": "subscribed",
                 "all": True,
-                "cursor": str(replay.head),
-                "reset": reset,
+                "cursor": str(followed.head),
+                "reset": followed.reset,
                 # The filter in force, which for an owner token names its owner.
                 **{
                     name: value
@@ -261,10 +247,9 @@ class Connection:
                 },
             }
         )
-        subscription.prime(replay.changes, head=replay.head)
 
     async def _write(self) -> None:
-        metrics = self.metrics.ws
+        metrics = self.lease.metrics
         conflated = metrics.conflated
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
@@ -291,18 +276,6 @@ class Connection:
     def _subscriptions(self) -> list[Subscription]:
         everything = [] if self.everything is None else [self.everything]
         return [*self.jobs.values(), *everything]
-
-    def _add_job(self, job_id: str) -> Subscription:
-        self._drop_job(job_id)
-        subscription = self.jobs[job_id] = self.hub.subscribe(
-            Subscription(self.mailbox, job_id=job_id)
-        )
-        return subscription
-
-    def _add_all(self, where: JobFilter) -> Subscription:
-        self._drop_all()
-        subscription = self.everything = self.hub.subscribe(Subscription(self.mailbox, where=where))
-        return subscription
 
     def _drop_job(self, job_id: str) -> None:
         self._drop(self.jobs.pop(job_id, None))
@@ -376,10 +349,6 @@ def _batch(messages: list[str]) -> str:
     return '{"type":"batch","messages":[' + ",".join(messages) + "]}"
 
 
-def _owner(change: Change) -> str | None:
-    return change.owner
-
-
 def _about(frame: SubscribeAll | SubscribeJob) -> dict[str, Any]:
     """What an error frame says it concerns: the subscription's job, or all jobs."""
     return {"jobId": frame.job_id} if isinstance(frame, SubscribeJob) else {"all": True}
@@ -407,8 +376,9 @@ class SocketRoute:
 
 
 async def jobs_socket(websocket: WebSocket) -> None:
+    runtime = runtime_of(websocket)
     try:
-        access = access_of(websocket)
+        access = runtime.guard.identify(websocket)
         if access.kind == "nobody":
             raise Unauthenticated(
                 "this needs an API key or a read token (?token= or Authorization: Bearer)",
@@ -418,15 +388,14 @@ async def jobs_socket(websocket: WebSocket) -> None:
     except (Unauthenticated, InvalidJobData) as exc:
         await refuse_websocket(websocket, exc)
         return
-    streams: StreamSlots = websocket.state.streams
     try:
-        slot = streams.acquire()
+        lease = Lease(runtime, runtime.metrics.ws)
     except TooManyStreams:
         # Accepted first, so the client gets the code and the reason, not a bare failure.
         await websocket.accept()
         await websocket.close(1013, "too many connections; try again later")
         return
     try:
-        await Connection(websocket, access, batch=batch).run()
+        await Connection(websocket, runtime, lease, access, batch=batch).run()
     finally:
-        slot.release()
+        lease.slot.release()  # once: whatever run() released already

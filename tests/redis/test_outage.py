@@ -15,8 +15,9 @@ from redis_server import RedisServer
 
 from app import jobs
 from app.errors import BackendUnavailable
+from app.jobs import JobFilter
 from app.models import NewJob
-from app.store import Idempotency, JobFilter
+from app.store import Idempotency
 from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore, _Outage
 from app.streams.events import Position
 from tests.conftest import seconds

@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from redis_harness import Clock, Harness, Recorder, contract_settings
 
 from app import jobs
+from app.jobs import JobFilter
 from app.models import Job, NewJob
-from app.store import JobFilter
 from app.store.redis import RedisStore
 
 pytestmark = pytest.mark.anyio

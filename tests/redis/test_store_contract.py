@@ -36,8 +36,9 @@ from app.errors import (
     JobGone,
     JobNotFound,
 )
+from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, NewJob, encode
-from app.store import Idempotency, JobFilter, JobStore
+from app.store import Idempotency, JobStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 from app.streams.events import Change, Position

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from app.errors import BackendUnavailable
-from app.main import _every
+from app.tasks import every
 from tests.conftest import seconds
 
 
@@ -32,7 +32,7 @@ class Flaky:
 
 
 async def run_until_done(job: Flaky) -> None:
-    task = asyncio.create_task(_every("clean-up", 0.001, job))
+    task = asyncio.create_task(every("clean-up", 0.001, job))
     try:
         await asyncio.wait_for(job.done.wait(), seconds(5))
     finally:

@@ -19,8 +19,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.auth import RedactTokens
-from app.logs import ClientFaults, WebSocketAccessLines, cut_short
+from app.logs import ClientFaults, RedactTokens, WebSocketAccessLines, cut_short
 from tests.conftest import seconds
 
 SECRET = "eyJhbGciOi.secret-token.value"
