@@ -38,13 +38,13 @@ from app.models import (
     TokenIssued,
     TokenRequest,
     encode,
-    parse,
 )
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.store import JobStore
 from app.streams.events import Change
 from app.streams.hub import Hub, Mailbox, Subscription
+from app.validation import parse
 
 JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")

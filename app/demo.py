@@ -30,7 +30,8 @@ from starlette.routing import BaseRoute, Route
 from app import library
 from app.api import json_response, read_body
 from app.errors import JobsError
-from app.models import JOB_TYPES, JobCreated, JobType, RequestModel, encode, parse
+from app.models import JOB_TYPES, JobCreated, JobType, RequestModel, encode
+from app.validation import parse
 
 logger = logging.getLogger("jobcast")
 

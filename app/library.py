@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import NotServing
-from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob, parse
+from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob
 from app.service import JobService
+from app.validation import parse
 
 _service: JobService | None = None
 

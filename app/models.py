@@ -14,11 +14,9 @@ lines a person can act on (`progress: must be at most 100`).
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -26,14 +24,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationError,
     computed_field,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import ErrorDetails
 
-from app.errors import FieldError, InvalidJobData, MalformedJSON
+from app.errors import FieldError
 
 JobType = Literal["file_processing", "document_analysis", "llm_agent", "generic"]
 JobStatus = Literal["queued", "processing", "completed", "error"]
@@ -230,13 +226,6 @@ class JobList(WireModel):
     )
 
 
-class ProblemField(WireModel):
-    """One offending field of a request and what is wrong with it."""
-
-    field: str
-    message: str
-
-
 class Problem(WireModel):
     """An RFC 9457 problem document."""
 
@@ -244,144 +233,12 @@ class Problem(WireModel):
     title: str
     status: int
     detail: str
-    errors: list[ProblemField] | None = None
+    errors: list[FieldError] | None = None
 
 
 def encode(model: BaseModel) -> bytes:
     """JSON bytes with absent optional fields omitted, never `null`."""
     return model.__pydantic_serializer__.to_json(model, exclude_none=True)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse(model: type[M], data: bytes | Mapping[str, Any], *, by_name: bool = False) -> M:
-    """Validate a JSON body (bytes) or a mapping; raise InvalidJobData naming each bad field.
-
-    A request body knows its fields by their wire names only; ``by_name=True``
-    also takes the Python names, for Python callers (:mod:`app.library`). Query
-    strings ignore what they do not know, so they keep understanding both rather
-    than silently dropping a ``job_type`` filter.
-    """
-    names = by_name or not issubclass(model, RequestModel)
-    try:
-        if isinstance(data, bytes):
-            return model.model_validate_json(data, by_alias=True, by_name=names)
-        return model.model_validate(data, by_alias=True, by_name=names)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False, include_input=False):
-            if error["type"] == "json_invalid":
-                raise MalformedJSON(f"the body is not valid JSON: {error['msg']}") from None
-        errors = field_errors(model, exc)
-        raise InvalidJobData(describe(errors), errors) from None
-
-
-def describe(errors: Sequence[FieldError]) -> str:
-    """The one-line detail of a refused request: its first field error, as ``field: why``."""
-    if not errors:
-        return "the request is not valid"
-    first, more = errors[0], len(errors) - 1
-    return f"{first.field}: {first.message}" + (f" (and {more} more)" if more else "")
-
-
-def field_errors(model: type[BaseModel], exc: ValidationError) -> list[FieldError]:
-    """One :class:`FieldError` per offending field of ``model``, worded for people.
-
-    Paths are the names as sent (camelCase on the wire), dotted when nested;
-    ``body`` is the request as a whole.
-    """
-    details = exc.errors(include_url=False, include_input=False)
-    fields = _wire_names(model)
-    # A snake_case name already says "did you mean jobType?"; "jobId is required" is noise.
-    hinted = {
-        _suggestion(str(error["loc"][0]), fields)
-        for error in details
-        if error["type"] == "extra_forbidden" and len(error["loc"]) == 1
-    }
-    found: dict[str, FieldError] = {}
-    for error in details:
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        if error["type"] == "missing" and where in hinted:
-            continue
-        if where not in found:
-            found[where] = FieldError(where, _message(error, fields))
-    return list(found.values())
-
-
-def _wire_names(model: type[BaseModel]) -> list[str]:
-    return [field.alias or name for name, field in model.model_fields.items()]
-
-
-def _suggestion(name: str, fields: Sequence[str]) -> str | None:
-    """The wire name someone who sent ``name`` most likely meant, if any."""
-    camel = to_camel(name)
-    if camel != name and camel in fields:
-        return camel
-    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
-_TYPE_WORDS = {
-    "missing": "is required",
-    "string_type": "must be a string",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be an integer",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "dict_type": "must be an object",
-    "model_type": "must be a JSON object",
-    "list_type": "must be an array",
-}
-# (ctx key, words) for the errors that carry a bound or a size in their context.
-_BOUND_WORDS = {
-    "less_than_equal": ("le", "must be at most {}"),
-    "greater_than_equal": ("ge", "must be at least {}"),
-    "less_than": ("lt", "must be less than {}"),
-    "greater_than": ("gt", "must be greater than {}"),
-    "string_too_long": ("max_length", "may hold at most {} characters"),
-    "string_too_short": ("min_length", "must hold at least {} characters"),
-    "too_long": ("max_length", "may hold at most {} items"),
-    "too_short": ("min_length", "must hold at least {} items"),
-}
-_PATTERN_WORDS = {OWNER_PATTERN: "must be visible ASCII characters, without spaces"}
-
-
-def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
-    """What is wrong, in a few words; pydantic's own message for anything unusual."""
-    kind, ctx = error["type"], error.get("ctx", {})
-    if kind in _TYPE_WORDS:
-        return _TYPE_WORDS[kind]
-    if kind in _BOUND_WORDS and _BOUND_WORDS[kind][0] in ctx:
-        key, words = _BOUND_WORDS[kind]
-        if kind == "string_too_short" and ctx[key] == 1:
-            return "must not be empty"
-        return words.format(_number(ctx[key]))
-    if kind == "literal_error" and "expected" in ctx:
-        expected = str(ctx["expected"])
-        if expected in ("True", "False"):
-            return f"must be {expected.lower()}"
-        if " or " not in expected:
-            return f"must be {expected}"
-        return "must be one of: " + ", ".join(expected.rsplit(" or ", 1))
-    if kind == "string_pattern_mismatch" and "pattern" in ctx:
-        return _PATTERN_WORDS.get(ctx["pattern"], f"must match the pattern {ctx['pattern']}")
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return str(ctx["error"])
-    if kind == "extra_forbidden":
-        hint = _suggestion(str(error["loc"][-1]), fields) if len(error["loc"]) == 1 else None
-        if hint is not None:
-            return f"is not a field of this request; did you mean {hint}?"
-        return "is not a field of this request; it takes " + ", ".join(fields)
-    return error["msg"]
-
-
-def _number(value: Any) -> Any:
-    """``100`` rather than ``100.0`` in a message."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class QueryModel(WireModel):

@@ -32,7 +32,7 @@ from app.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from app.models import Problem, ProblemField, encode
+from app.models import Problem, encode
 
 logger = logging.getLogger("jobcast")
 
@@ -72,7 +72,7 @@ def problem(
         title=HTTPStatus(status).phrase,
         status=status,
         detail=detail,
-        errors=[ProblemField(field=e.field, message=e.message) for e in errors] or None,
+        errors=list(errors) or None,
     )
     return Response(encode(body), status_code=status, headers=headers, media_type=MEDIA_TYPE)
 

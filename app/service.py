@@ -18,9 +18,10 @@ import pydantic_core
 from app import jobs
 from app.errors import FieldError, InvalidJobData
 from app.metrics import Metrics
-from app.models import Completion, Failure, Job, JobUpdate, NewJob, describe
+from app.models import Completion, Failure, Job, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency, JobStore
+from app.validation import describe
 
 
 class JobService:

@@ -1,4 +1,4 @@
-"""How a refused request is explained (``app.models.parse``, ``field_errors``, ``describe``):
+"""How a refused request is explained (``app.validation.parse``, ``field_errors``, ``describe``):
 short instructions keyed by wire names, one per field, never pydantic's own wording."""
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from app.models import (
     SubscribeJob,
     TokenRequest,
     Unsubscribe,
-    describe,
-    field_errors,
-    parse,
 )
 from app.streams.ws import FrameError, decode_frame
+from app.validation import describe, field_errors, parse
 
 
 class Sample(RequestModel):

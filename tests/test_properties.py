@@ -29,13 +29,12 @@ from app.models import (
     NewJob,
     RequestModel,
     TokenRequest,
-    describe,
-    parse,
 )
 from app.service import JobService
 from app.settings import Settings
 from app.store.memory import MemoryStore
 from app.streams.events import Change
+from app.validation import describe, parse
 
 T = TypeVar("T")
 

@@ -3,32 +3,8 @@
 Every process runs the same code against one Redis; nothing is held only
 in one process's memory except the delivery cursor of its feed listener.
 
-Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
-
-    {p}job:{id}      hash: job (JSON), v (version), status, type, pos (feed position),
-                     owner and owned (its owner, and the key of that owner's index),
-                     idem and fp (its Idempotency-Key and request fingerprint)
-    {p}created       sorted set: id by creation number, for newest-first pages
-    {p}created:seq   the creation counter
-    {p}owner:{hash}  sorted set: one owner's job ids by creation number (the owner as
-                     its SHA-256, hex), for that owner's lists and snapshots
-    {p}owners:indexed  present once every job with an owner is in its owner's index
-    {p}owners:walked   the creation number up to which older jobs have been indexed
-    {p}expiry        sorted set: terminal job id by removal deadline (unix seconds)
-    {p}tomb:{id}     tombstone: the job type, with a native TTL of JOBS_TOMBSTONE_TTL
-    {p}tombs         sorted set: tombstoned id by removal time (age and count limits)
-    {p}idem:{hash}   Idempotency-Key (as its SHA-256, hex) → job id, deleted with the job
-    {p}counts        hash: status → number of jobs (kept by the same scripts)
-    {p}feed          stream: one entry per accepted change (id, type, job, prev, owner),
-                     MAXLEN ~ JOBS_REDIS_FEED_LENGTH
-
-A job id is checked against ``job_`` + URL-safe characters before it goes
-into a key name, so no id can reach outside its job's key; any other id
-is simply not found. An Idempotency-Key goes in only as its SHA-256 (hex),
-so whatever a client sends, its key name has one fixed shape and length.
-An owner goes in only as its SHA-256 too. A job's ``owner`` is stored in
-its hash and on each of its feed entries, so owner-scoped reads can filter
-without decoding the job.
+The keys and the Lua scripts that change them atomically are in
+:mod:`app.store.redis_keys`.
 
 Decisions, and why:
 
@@ -125,7 +101,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import re
@@ -156,7 +131,10 @@ from app.store import (
     Replay,
     decode_page_cursor,
     encode_page_cursor,
+    redis_keys as scripts,
 )
+from app.store.outage import Outage
+from app.store.redis_keys import Keys
 from app.streams.events import Change, Position
 
 logger = logging.getLogger("jobcast")
@@ -172,7 +150,6 @@ _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
 POOL_SIZE = 64  # connections to Redis per process
 _SNAPSHOT_ATTEMPTS = 3
 _WALK_BATCH = 500  # older jobs put into their owner's index per sweep
-_REMIND_EVERY = 60.0  # seconds between warnings while requests keep failing
 
 # What a client is told; where Redis is and what went wrong go to the log.
 UNAVAILABLE = "the job store is unavailable; retry shortly"
@@ -191,116 +168,6 @@ Batch = list[tuple[str, int]]
 _JOB_TYPE: dict[str, JobType] = {name: name for name in JOB_TYPES}
 _STATUS: dict[str, JobStatus] = {name: name for name in JOB_STATUSES}
 
-_CREATE = """
--- KEYS: job, created, created:seq, feed, counts, owners:indexed[, owner index][, idem]
--- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none)[, fingerprint]
--- (the owner index comes with an owner, the idempotency key with its fingerprint)
-local owned = ARGV[8] ~= '' and KEYS[7]
-local idem = ARGV[9] and KEYS[#KEYS]
-if idem then
-  local earlier = redis.call('GET', idem)
-  if earlier then
-    local found = redis.call('HMGET', ARGV[7] .. 'job:' .. earlier, 'job', 'fp')
-    if found[1] then return {0, found[1], found[2]} end
-  end
-end
-local position = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',
-  'id', ARGV[1], 'type', ARGV[3], 'job', ARGV[2], 'owner', ARGV[8])
-local number = redis.call('INCR', KEYS[3])
--- A deployment's first job: no job is older than the owner indexes.
-if number == 1 then redis.call('SET', KEYS[6], '1') end
-redis.call('ZADD', KEYS[2], number, ARGV[1])
-redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
-  'type', ARGV[3], 'pos', position)
-redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-if owned then
-  redis.call('HSET', KEYS[1], 'owner', ARGV[8], 'owned', owned)
-  redis.call('ZADD', owned, number, ARGV[1])
-end
-if idem then
-  redis.call('SET', idem, ARGV[1])
-  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[9])
-end
-return {1, position}
-"""
-
-_UPDATE = """
--- KEYS: job, feed, counts, expiry
--- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline,
---       owner ('' for none)
-local stored = redis.call('HGET', KEYS[1], 'v')
-if not stored then return {0} end
-if stored ~= ARGV[2] then return {-1} end
-local position = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
-  'id', ARGV[1], 'type', ARGV[7], 'job', ARGV[3], 'prev', ARGV[5], 'owner', ARGV[10])
-redis.call('HSET', KEYS[1], 'job', ARGV[3], 'v', ARGV[4], 'status', ARGV[6], 'pos', position)
-if ARGV[5] ~= ARGV[6] then
-  redis.call('HINCRBY', KEYS[3], ARGV[5], -1)
-  redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
-end
-if ARGV[9] ~= '' then redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1]) end
-return {1, position}
-"""
-
-_SWEEP = """
--- KEYS: expiry, created, counts, feed, tombs
--- ARGV: now, batch, maxlen, prefix, tombstone ttl (ms), forget at or before, max tombstones
-local last = false
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[4] .. 'job:' .. id
-  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner', 'owned')
-  if job[1] then
-    redis.call('DEL', key)
-    if job[3] then redis.call('DEL', job[3]) end
-    if job[5] then redis.call('ZREM', job[5], id) end
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HINCRBY', KEYS[3], job[2], -1)
-    if job[4] then
-      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
-        'id', id, 'type', job[1], 'owner', job[4])
-    else
-      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'type', job[1])
-    end
-    redis.call('SET', ARGV[4] .. 'tomb:' .. id, job[1], 'PX', ARGV[5])
-    redis.call('ZADD', KEYS[5], ARGV[1], id)
-  end
-end
-local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, ARGV[2])
-local excess = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[7])
-if excess > 0 then
-  local extra = redis.call('ZRANGE', KEYS[5], #old, #old + math.min(excess, tonumber(ARGV[2])) - 1)
-  for _, id in ipairs(extra) do table.insert(old, id) end
-end
-for _, id in ipairs(old) do
-  redis.call('DEL', ARGV[4] .. 'tomb:' .. id)
-  redis.call('ZREM', KEYS[5], id)
-end
-return {#due, #old, last}
-"""
-
-_INDEX_OLDER = """
--- KEYS: owners:walked, owners:indexed
--- ARGV: prefix, creation number walked to, last ('1': the walk is done),
---       then id, owner, owner index, creation number of each job to put in its index
-for i = 4, #ARGV, 4 do
-  local key = ARGV[1] .. 'job:' .. ARGV[i]
-  local job = redis.call('HMGET', key, 'owner', 'owned')
-  if job[1] == ARGV[i + 1] and not job[2] then
-    redis.call('ZADD', ARGV[i + 2], ARGV[i + 3], ARGV[i])
-    redis.call('HSET', key, 'owned', ARGV[i + 2])
-  end
-end
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[2], '1')
-  redis.call('DEL', KEYS[1])
-elseif tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-return 1
-"""
-
 
 class RedisStore:
     def __init__(
@@ -309,16 +176,16 @@ class RedisStore:
         self._settings = settings
         self._sink = sink
         self._clock = clock
-        self._keys = _Keys(settings.redis_prefix)
+        self._keys = Keys(settings.redis_prefix)
         timeout = settings.redis_timeout
         # Operations run under a deadline (_call), which bounds their reads.
         self._redis = _client(settings.redis_url, timeout, None)
         # The listener runs under none, and blocks in XREAD: its reads may take that long too.
         self._feed_redis = _client(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
-        self._create = self._redis.register_script(_CREATE)
-        self._update = self._redis.register_script(_UPDATE)
-        self._sweep = self._redis.register_script(_SWEEP)
-        self._index_older = self._redis.register_script(_INDEX_OLDER)
+        self._create = self._redis.register_script(scripts.CREATE)
+        self._update = self._redis.register_script(scripts.UPDATE)
+        self._sweep = self._redis.register_script(scripts.SWEEP)
+        self._index_older = self._redis.register_script(scripts.INDEX_OLDER)
         self._listener: asyncio.Task[None] | None = None
         # The listener delivers every entry after this; None until first learned.
         self._feed_cursor: Position | None = None
@@ -327,10 +194,10 @@ class RedisStore:
         # Whether every job with an owner is in its owner's index (then reads use them).
         self._owners_indexed = False
         where = _where(self._redis)
-        self._outage = _Outage(
+        self._outage = Outage(
             f"Redis at {where} is unavailable, requests get 503", f"Redis at {where} answers again"
         )
-        self._feed_outage = _Outage(
+        self._feed_outage = Outage(
             f"Redis change feed at {where} lost, live streams end until it is back",
             f"Redis change feed at {where} back",
             remind_every=None,
@@ -762,83 +629,6 @@ class RedisStore:
             async with asyncio.timeout_at(deadline.when()):
                 while self._delivered < position:
                     await self._progress.wait()
-
-
-class _Outage:
-    """Logs an outage when it starts and when it ends, not once per failure.
-
-    ``remind_every``: while it lasts, warn again at most this often (None: never).
-    """
-
-    def __init__(
-        self,
-        started: str,
-        ended: str,
-        remind_every: float | None = _REMIND_EVERY,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._started = started
-        self._ended = ended
-        self._remind_every = remind_every
-        self._clock = clock
-        self._since: float | None = None
-        self._warned = 0.0
-        self._failures = 0
-
-    def failed(self, detail: str) -> None:
-        now = self._clock()
-        if self._since is None:
-            self._since = self._warned = now
-            self._failures = 1
-            logger.warning("%s: %s", self._started, detail)
-            return
-        self._failures += 1
-        if self._remind_every is not None and now - self._warned >= self._remind_every:
-            self._warned = now
-            logger.warning(
-                "%s; for %.0fs now, %d failures: %s",
-                self._started,
-                now - self._since,
-                self._failures,
-                detail,
-            )
-
-    def over(self) -> None:
-        if self._since is not None:
-            logger.info(
-                "%s after %.1fs, %d failures",
-                self._ended,
-                self._clock() - self._since,
-                self._failures,
-            )
-            self._since = None
-
-
-class _Keys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.created = prefix + "created"
-        self.created_seq = prefix + "created:seq"
-        self.expiry = prefix + "expiry"
-        self.tombstones = prefix + "tombs"
-        self.counts = prefix + "counts"
-        self.feed = prefix + "feed"
-        self.owners_indexed = prefix + "owners:indexed"
-        self.owners_walked = prefix + "owners:walked"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
-
-    def tombstone(self, job_id: str) -> str:
-        return f"{self.prefix}tomb:{job_id}"
-
-    def idempotency(self, key: str) -> str:
-        # Hashed: a client's key never shapes a key name (length, characters, prefix).
-        return f"{self.prefix}idem:{hashlib.sha256(key.encode()).hexdigest()}"
-
-    def owner(self, owner: str) -> str:
-        # Hashed for the same reason: an owner is any visible ASCII, up to 200 characters.
-        return f"{self.prefix}owner:{hashlib.sha256(owner.encode()).hexdigest()}"
 
 
 def _client(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:

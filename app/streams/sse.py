@@ -36,13 +36,14 @@ from app.auth import Access, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
 from app.jobs import JobFilter
 from app.logs import cut_short
-from app.models import Problem, StreamQuery, parse
+from app.models import Problem, StreamQuery
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.settings import Settings
 from app.streams.events import Event, all_stream_frame, encoded, grouped, job_stream_frame
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
 from app.streams.hub import Mailbox, Subscription
+from app.validation import parse
 
 logger = logging.getLogger("jobcast")
 

@@ -54,13 +54,14 @@ from app.auth import Access
 from app.edge import DIRECT_SEND
 from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
 from app.jobs import JobFilter, is_job_id
-from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe, describe, field_errors
+from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
 from app.problems import frame_code, refuse_websocket
 from app.runtime import Runtime, runtime_of
 from app.streams.events import Event, encoded, grouped, ws_frame
 from app.streams.follow import Lease, follow_all, follow_job
 from app.streams.hub import Subscription
 from app.streams.limits import TokenBucket
+from app.validation import describe, field_errors
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired

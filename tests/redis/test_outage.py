@@ -18,7 +18,8 @@ from app.errors import BackendUnavailable
 from app.jobs import JobFilter
 from app.models import NewJob
 from app.store import Idempotency
-from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore, _Outage
+from app.store.outage import Outage
+from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore
 from app.streams.events import Position
 from tests.conftest import seconds
 
@@ -119,7 +120,7 @@ def test_an_outage_is_logged_at_its_start_now_and_then_and_at_its_end(
     """Failures warn once, then at most once a reminder period, and recovery says how long."""
     caplog.set_level(logging.INFO, logger="jobcast")
     now = [100.0]
-    outage = _Outage("Redis is down", "Redis is back", remind_every=60, clock=lambda: now[0])
+    outage = Outage("Redis is down", "Redis is back", remind_every=60, clock=lambda: now[0])
     outage.over()  # nothing was wrong: nothing to say
     for _ in range(50):
         outage.failed("Error 111 connecting to 10.0.0.7:6379")
