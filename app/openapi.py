@@ -1,8 +1,10 @@
-"""Operations: each route's contract, used both to parse requests and to write ``/openapi.json``.
+"""Operations: each route's contract, from which ``/openapi.json`` is written.
 
-An endpoint reads its body and query through its :class:`Operation`, and the
-OpenAPI document is generated from the same operations and the same pydantic
-models, so what is documented is what is enforced.
+An :class:`Operation` names its route's method, path, body, query and
+answers by the same pydantic models the route parses its input with and
+encodes its answers with (:mod:`app.models`), so the document describes what
+is enforced. Whether each route keeps to its document is checked from
+outside: the suite runs schemathesis against every operation.
 """
 
 from __future__ import annotations
