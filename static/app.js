@@ -4,12 +4,20 @@
 // and the DOM is written once per animation frame, so hundreds of jobs changing
 // at once cost one layout per frame and nothing flickers.
 
-import { isTerminal, watchJobs } from './jobcast.js';
+import { isTerminal, watchJob, watchJobs } from './jobcast.js';
 
 const LINGER_MS = 20_000; // finished rows stay this long, then fade out
 const LEAVE_MS = 400; // the fade-out (matches app.css)
 const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
+const STALE_AFTER_MS = 3_000; // reconnecting this long marks the rows as last known
+const COPIED_MS = 2_000; // how long a copy button says "Copied"
+const SHORT_ID = 8; // characters of the id after `job_` a row shows
+const DISMISSED_KEY = 'jobcast.dismissed'; // sessionStorage: ids of jobs the user closed
+const DISMISSED_MAX = 1_000;
 const SVG = 'http://www.w3.org/2000/svg';
+const COPY_ICON = ['M9 9h10v10H9z', 'M5 15V5h10'];
+const CHECK_ICON = ['M5 12.5l4.5 4.5L19 7'];
+const CLOSE_ICON = ['M6 6l12 12', 'M18 6 6 18'];
 
 const TYPES = {
   file_processing: {
@@ -30,7 +38,14 @@ const TYPES = {
   },
 };
 const STATUS_TEXT = { queued: 'Queued', processing: 'Processing', completed: 'Completed', error: 'Error' };
-const STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  unauthorized: 'Token needed',
+  forbidden: 'Not allowed',
+};
 const TRANSPORT_TEXT = { sse: 'SSE', ws: 'WebSocket', poll: 'Polling' };
 
 const $ = (id) => document.getElementById(id);
@@ -43,7 +58,9 @@ const ordered = [];
 /** jobId → latest job, or null for a removal, waiting for the next frame. */
 const pending = new Map();
 /** Finished jobs whose rows already faded out: a later snapshot must not revive them. */
-const dismissed = new Set();
+const faded = new Set();
+/** Finished jobs the user closed: hidden for this tab's session, reloads included. */
+const dismissed = loadDismissed();
 let frame = 0;
 
 // The server's clock, for elapsed times: offset = client time - server time. Every
@@ -59,35 +76,108 @@ function observeClock(serverTime) {
 
 const params = new URLSearchParams(location.search);
 const transport = ['sse', 'ws', 'poll'].includes(params.get('transport')) ? params.get('transport') : 'sse';
+const token = params.get('token') || undefined; // a read token, for servers with JOBS_API_KEY
+// A job token (what `POST /api/jobs` answers) reads its one job and no list: watch that job.
+const onlyJob = /^job:(.+)$/.exec(tokenScope(token) ?? '')?.[1] ?? null;
 
 for (const link of document.querySelectorAll('.transports a')) {
+  // Switching transport keeps the rest of the address (the token above all).
+  const target = new URLSearchParams(params);
+  target.set('transport', link.dataset.transport);
+  link.search = target.toString();
   if (link.dataset.transport === transport) link.setAttribute('aria-current', 'page');
 }
 
 let connectedAt = 0; // server time of the first live connection
 let announceTimer = 0;
+let connection = 'connecting'; // the watch's state
+let connectionTransport = transport;
+let currentUntil = 0; // while not live: when the rows were last known to be current
+let stale = false; // rows show the last known state (see updateStale)
 
-function showState({ state, transport: used }) {
-  const box = $('connection');
-  box.dataset.state = state;
-  box.dataset.transport = used;
-  $('connection-label').textContent = STATE_TEXT[state] ?? state;
-  $('connection-transport').textContent = TRANSPORT_TEXT[used] ?? used;
+function showState({ state, transport: used, problem }) {
+  if (connection === 'live' && state !== 'live' && !stale) currentUntil = Date.now();
+  connection = state;
+  connectionTransport = used;
   // Jobs created from now on are announced as new; those already running are not.
   if (state === 'live' && !connectedAt) connectedAt = serverNow();
+  if (problem) showGate(state, problem);
+  renderConnection();
+  updateStale();
 }
 
-watchJobs({
+function renderConnection() {
+  // A browser that says it is offline is, whatever an idle stream has not noticed yet.
+  const trying = ['connecting', 'live', 'reconnecting'].includes(connection);
+  const state = navigator.onLine === false && trying ? 'offline' : connection;
+  const box = $('connection');
+  box.dataset.state = state;
+  box.dataset.transport = connectionTransport;
+  const label = state === 'unauthorized' && token ? 'Token invalid' : STATE_TEXT[state] ?? state;
+  $('connection-label').textContent = label;
+  $('connection-transport').textContent = TRANSPORT_TEXT[connectionTransport] ?? connectionTransport;
+}
+
+const watchOptions = {
   transport,
-  token: params.get('token') ?? undefined, // a read token, for servers with JOBS_API_KEY
+  token,
   onJob: (job) => schedule(job.jobId, job),
   onRemoved: (jobId) => {
-    dismissed.delete(jobId);
+    faded.delete(jobId);
+    if (dismissed.delete(jobId)) saveDismissed(); // gone for good: nothing left to hide
     schedule(jobId, null);
   },
-  onReset: () => dismissed.clear(),
+  onReset: () => faded.clear(),
   onState: showState,
-});
+};
+if (onlyJob) watchJob(onlyJob, watchOptions);
+else watchJobs(watchOptions);
+
+/** The `scope` claim of a read token (a JWT: its payload is readable, not secret). */
+function tokenScope(value) {
+  try {
+    const payload = value.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const scope = JSON.parse(atob(payload)).scope;
+    return typeof scope === 'string' ? scope : null;
+  } catch {
+    return null;
+  }
+}
+
+// The server refused the credential (the watch has stopped): say what is needed and how
+// to get it, instead of "No active jobs".
+function showGate(state, problem) {
+  const origin = location.origin;
+  let title = 'This server needs a token';
+  let why = 'Jobcast runs protected here (an API key is set): this page shows jobs only with a read token.';
+  if (state === 'forbidden') {
+    title = token ? 'This token cannot read these jobs' : 'The server refused this page';
+    why = '';
+  } else if (token) {
+    title = 'This token is not valid';
+    why = 'It may have expired, or have been signed with another key.';
+  }
+  $('gate-title').textContent = title;
+  $('gate-body').replaceChildren(
+    ...(why ? [h('p', '', why)] : []),
+    ...(problem.detail ? [h('p', 'gate-detail', `The server says: ${problem.detail}`)] : []),
+    h('p', '', `Open the page with ${token ? 'a new' : 'a'} read token:`),
+    h('pre', 'gate-code', `${origin}/?token=<read token>`),
+    h('p', '', "For one owner's jobs, whoever holds the API key mints one:"),
+    h(
+      'pre',
+      'gate-code',
+      [
+        `curl -X POST ${origin}/api/tokens \\`,
+        '  -H "Authorization: Bearer $JOBS_API_KEY" \\',
+        `  -H "Content-Type: application/json" -d '{"owner": "alice"}'`,
+      ].join('\n'),
+    ),
+    h('p', '', 'For one job, use the token that creating it (POST /api/jobs) answers.'),
+  );
+  $('gate').hidden = false;
+  $('empty').hidden = true;
+}
 
 function schedule(jobId, job) {
   if (job) observeClock(Date.parse(job.updatedAt));
@@ -121,10 +211,11 @@ function flush() {
 function upsert(job) {
   let row = rows.get(job.jobId);
   if (!row) {
-    if (isTerminal(job)) {
+    if (dismissed.has(job.jobId)) return null;
+    if (isTerminal(job) && !onlyJob) {
       // A finished job we have not shown: show it only for what is left of its linger.
       const age = serverNow() - Date.parse(job.updatedAt);
-      if (dismissed.has(job.jobId) || !(age < LINGER_MS)) {
+      if (faded.has(job.jobId) || !(age < LINGER_MS)) {
         remember(job.jobId);
         return null;
       }
@@ -153,12 +244,25 @@ function createRow(job) {
 
   const title = h('p', 'job-title');
   el.type = h('span', 'job-type', type.label);
+  el.id = h('button', 'job-id');
+  el.id.type = 'button';
+  el.id.title = `${job.jobId} (copy)`;
+  el.id.setAttribute('aria-label', `Copy job ID ${job.jobId}`);
+  el.idIcon = h('span', 'job-id-icon');
+  el.idIcon.append(icon(COPY_ICON));
+  el.idLabel = h('span', 'job-id-label', shortId(job.jobId));
+  el.id.append(el.idIcon, el.idLabel);
+  el.id.addEventListener('click', () => copyId(row));
+  el.fullId = h('code', 'job-id-full', job.jobId);
+  el.fullId.hidden = true;
   el.subject = h('span', 'job-subject');
-  title.append(el.type, el.subject);
+  title.append(el.type, el.id, el.fullId, el.subject);
 
+  const state = h('span', 'job-state');
   el.badge = h('span', 'badge');
   el.status = h('span', 'badge-text');
   el.badge.append(h('span', 'badge-dot'), el.status);
+  state.append(h('span', 'stale-tag', 'Stale'), el.badge);
 
   const line = h('p', 'job-line');
   el.message = h('span', 'job-message');
@@ -179,7 +283,7 @@ function createRow(job) {
   el.percent.setAttribute('aria-hidden', 'true');
   progress.append(el.bar, el.percent);
 
-  body.append(el.icon, title, el.badge, line, el.elapsed, progress);
+  body.append(el.icon, title, state, line, el.elapsed, progress);
   clip.append(body);
   el.root.append(clip);
 
@@ -200,6 +304,7 @@ function render(row, job) {
   const subject = subjectOf(job);
   if (subject !== subjectOf(old)) {
     el.subject.textContent = subject;
+    el.subject.title = subject;
     el.subject.hidden = !subject;
   }
   if (job.message !== old.message) {
@@ -225,7 +330,17 @@ function render(row, job) {
     el.bar.setAttribute('aria-valuenow', String(Math.round(progress)));
     el.percent.textContent = `${Math.round(progress)}%`;
   }
-  if (isTerminal(job) && !row.leaveAt) {
+  if (isTerminal(job) && !el.dismiss) {
+    el.dismiss = h('button', 'job-dismiss');
+    el.dismiss.type = 'button';
+    el.dismiss.title = 'Dismiss';
+    el.dismiss.setAttribute('aria-label', `Dismiss ${TYPES[job.jobType]?.label ?? 'Generic'} job ${shortId(job.jobId)}`);
+    el.dismiss.append(icon(CLOSE_ICON));
+    el.dismiss.addEventListener('click', () => dismiss(row));
+    el.icon.parentElement.append(el.dismiss);
+  }
+  if (isTerminal(job) && !row.leaveAt && !onlyJob) {
+    // A page opened for one job (a job token) keeps it until the user closes it.
     const age = old.status ? 0 : Math.max(0, serverNow() - Date.parse(job.updatedAt));
     row.leaveAt = Date.now() + LINGER_MS - age;
   }
@@ -247,6 +362,7 @@ function leave(row) {
   if (!row || row.leaving) return;
   row.leaving = true;
   remember(row.id);
+  if (row.el.root.contains(document.activeElement)) focusNear(row); // not lost to <body>
   row.el.root.classList.add('is-leaving');
   setTimeout(() => {
     row.el.root.remove();
@@ -257,8 +373,110 @@ function leave(row) {
 }
 
 function remember(jobId) {
-  dismissed.add(jobId);
-  if (dismissed.size > 10_000) dismissed.delete(dismissed.values().next().value);
+  faded.add(jobId);
+  if (faded.size > 10_000) faded.delete(faded.values().next().value);
+}
+
+// Dismissing: a finished row's close button hides it for the rest of the session.
+
+function dismiss(row) {
+  if (row.leaving) return;
+  dismissed.add(row.id);
+  saveDismissed();
+  leave(row);
+  renderSummary();
+}
+
+/** After a row goes, focus moves to its neighbour's close (or copy) button, else the heading. */
+function focusNear(row) {
+  const index = ordered.indexOf(row);
+  const around = [...ordered.slice(index + 1), ...ordered.slice(0, index).reverse()];
+  const next = around.find((other) => !other.leaving);
+  (next ? next.el.dismiss ?? next.el.id : $('jobs-title')).focus();
+}
+
+function loadDismissed() {
+  try {
+    const ids = JSON.parse(sessionStorage.getItem(DISMISSED_KEY) ?? '[]');
+    return new Set(Array.isArray(ids) ? ids.filter((id) => typeof id === 'string') : []);
+  } catch {
+    return new Set(); // storage disabled or unreadable: dismissals last until a reload
+  }
+}
+
+function saveDismissed() {
+  try {
+    sessionStorage.setItem(DISMISSED_KEY, JSON.stringify([...dismissed].slice(-DISMISSED_MAX)));
+  } catch {
+    // Storage full or disabled: the row is hidden all the same, until a reload.
+  }
+}
+
+// Copying a job's id: the Clipboard API, or else the full id, selected, for the user to copy.
+
+async function copyId(row) {
+  const { el } = row;
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(row.id);
+    copied = true;
+  } catch {
+    // No Clipboard API (a page served over plain HTTP to another machine) or no permission.
+    el.fullId.hidden = false;
+    getSelection()?.selectAllChildren(el.fullId);
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+  }
+  clearTimeout(row.copiedTimer);
+  el.id.classList.toggle('is-copied', copied);
+  el.id.classList.toggle('is-selected', !copied);
+  el.idIcon.replaceChildren(icon(copied ? CHECK_ICON : COPY_ICON));
+  el.idLabel.textContent = copied ? 'Copied' : 'Selected';
+  say(copied ? `Job ID ${row.id} copied.` : `Job ID ${row.id} selected: press Control C to copy it.`);
+  row.copiedTimer = setTimeout(() => {
+    el.id.classList.remove('is-copied', 'is-selected');
+    el.idIcon.replaceChildren(icon(COPY_ICON));
+    el.idLabel.textContent = shortId(row.id);
+    if (copied) el.fullId.hidden = true;
+  }, COPIED_MS);
+}
+
+function shortId(jobId) {
+  return jobId.replace(/^job_/, '').slice(0, SHORT_ID);
+}
+
+// Stale rows: while the page cannot hear the server its rows show the last known state,
+// and nothing on them moves by itself (no elapsed ticking, no fading out).
+
+function updateStale() {
+  const now = Date.now();
+  let next = false; // before the first live connection there is nothing to be stale
+  if (connectedAt && connection !== 'live') {
+    // A short reconnect (a server restart, say) is not worth marking; anything else is.
+    next = connection !== 'reconnecting' || now - currentUntil >= STALE_AFTER_MS;
+  }
+  if (connectedAt && navigator.onLine === false) next = true;
+  if (next === stale) return;
+  stale = next;
+  if (stale && connection === 'live') currentUntil = now; // the browser went offline
+  list.classList.toggle('is-stale', stale);
+  $('stale-note').hidden = !stale;
+  if (stale) {
+    const when = new Date(currentUntil || now).toLocaleTimeString();
+    $('stale-text').textContent = `Not connected: showing the last known state, as of ${when}. Updates resume when the connection is back.`;
+  } else {
+    for (const row of rows.values()) if (!row.leaving && !isTerminal(row.job)) renderElapsed(row);
+  }
+}
+
+for (const event of ['offline', 'online']) {
+  addEventListener(event, () => {
+    renderConnection();
+    updateStale();
+  });
 }
 
 function insertOrdered(row) {
@@ -294,11 +512,13 @@ function renderSummary() {
         }),
     );
   }
-  $('empty').hidden = visible > 0;
+  $('empty').hidden = visible > 0 || !$('gate').hidden;
 }
 
 // Every second: elapsed times, and finished rows whose time is up fade out.
 setInterval(() => {
+  updateStale();
+  if (stale) return;
   const now = Date.now();
   for (const row of rows.values()) {
     if (row.leaving) continue;
@@ -339,6 +559,10 @@ function announce() {
       .map(([n, what]) => `${n} ${n === 1 ? 'job' : 'jobs'} ${what}`)
       .join(', ') + '.';
   }
+  say(text);
+}
+
+function say(text) {
   const region = $('announcer');
   // The same words twice in a row would not be spoken again: vary the whitespace.
   region.textContent = region.textContent === text ? `${text}\u00a0` : text;

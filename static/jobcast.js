@@ -8,6 +8,7 @@
  * const one = watchJob(jobId, {
  *   onJob: (job) => render(job),              // the full job, on every change
  *   onState: ({ state, transport }) => {},    // 'connecting' | 'live' | 'reconnecting' | 'offline'
+ *                                             // | 'unauthorized' | 'forbidden' (see below)
  *   onRemoved: (jobId) => {},                 // the job was cleaned up (or never existed)
  * });
  *
@@ -35,6 +36,11 @@
  *   failing while the server itself answers: a proxy that breaks streaming, say.
  *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it.
  * - Delivers each job version once, in order; callbacks always get the full job.
+ * - Stops when the server refuses the credential. A 401 (no token, or one that is
+ *   invalid or expired) ends the watch in state 'unauthorized', a 403 (a token that
+ *   does not cover what is watched) in 'forbidden': retrying with the same token
+ *   cannot help. `onState` then also gets `problem`, the server's problem+json
+ *   (`status`, `title`, `detail`): `({ state, transport, problem }) => {}`.
  */
 
 const TRANSPORTS = ['sse', 'ws', 'poll'];
@@ -206,7 +212,10 @@ class Watch {
     this.connect();
   }
 
-  /** 'up', 'down' (no answer), or for one job 'gone' (404/410). */
+  /**
+   * 'up', 'down' (no answer), 'denied' (401/403: the watch is closed now), or for one
+   * job 'gone' (404/410).
+   */
   async probe() {
     const one = this.jobId !== null;
     const url = one ? this.jobUrl() : this.url('/api/jobs', { limit: 1, ...this.filters() });
@@ -216,18 +225,35 @@ class Watch {
     } catch {
       return 'down';
     }
+    if (await this.refused(response)) return 'denied';
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
     if (one && response.ok) this.deliver(await response.json().catch(() => null));
     else response.body?.cancel().catch(() => {});
     return 'up';
   }
 
-  setState(state) {
+  setState(state, problem) {
     const key = `${state}/${this.transport}`;
     if (key === this.stateKey) return;
     this.stateKey = key;
     this.state = state;
-    this.call('onState', { state, transport: this.transport });
+    const change = { state, transport: this.transport };
+    this.call('onState', problem ? { ...change, problem } : change);
+  }
+
+  /**
+   * A 401 or 403 ends the watch: the same credential would be refused again.
+   * Resolves true when `response` was one (the watch is then closed).
+   */
+  async refused(response) {
+    if (response.status !== 401 && response.status !== 403) return false;
+    const body = await response.json().catch(() => null);
+    if (this.closed) return true;
+    const { status, statusText } = response;
+    const problem = { title: statusText, ...(body && typeof body === 'object' ? body : {}), status };
+    this.setState(status === 401 ? 'unauthorized' : 'forbidden', problem);
+    this.close();
+    return true;
   }
 
   // What arrives -----------------------------------------------------------
@@ -385,7 +411,7 @@ class Watch {
       const waiting = version == null ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
       const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
-      if (conn.closed) return;
+      if (conn.closed || (await this.refused(response))) return;
       if (response.status === 404 || response.status === 410) {
         this.call('onRemoved', this.jobId);
         return this.close();
@@ -404,6 +430,7 @@ class Watch {
       for (let page = 0; page < 20; page += 1) {
         const params = { limit: 1000, ...this.filters(), cursor };
         const response = await fetch(this.url('/api/jobs', params), { cache: 'no-store', signal });
+        if (await this.refused(response)) return;
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const body = await response.json();
         jobs.push(...body.jobs);

@@ -28,6 +28,7 @@ from playwright.sync_api import (
     Browser,
     ConsoleMessage,
     Error,
+    Locator,
     Page,
     Playwright,
     expect,
@@ -41,6 +42,8 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # Every expect() waits at most this long unless a test says otherwise.
 expect.set_options(timeout=seconds(10) * 1000)
+# While the server is down, Chromium itself logs each refused connection.
+REFUSED = r"ERR_CONNECTION_REFUSED|WebSocket connection to .* failed"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -236,7 +239,23 @@ def page(page_for: Callable[..., Page]) -> Page:
     return page_for(viewport={"width": 1000, "height": 760})
 
 
-def screenshot(page: Page, name: str) -> None:
+def wait(value: float) -> float:
+    """A Playwright timeout (ms) in the suite's time unit."""
+    return seconds(value) * 1000
+
+
+def row(page: Page, job_id: str) -> Locator:
+    """The status page's row of one job."""
+    return page.locator(f'.job[data-job-id="{job_id}"]')
+
+
+def open_live(page: Page, server: Server, query: str = "") -> None:
+    """Open the status page (``query`` like ``transport=ws``) and wait until it is live."""
+    page.goto(server.url + (f"/?{query}" if query else "/"))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=wait(10))
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     """Save a screenshot to artifacts/screenshots/ (git-ignored) for a human to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # Let rows finish sliding in (the endless pulse of the live dot does not count).
@@ -244,4 +263,4 @@ def screenshot(page: Page, name: str) -> None:
         """() => document.getAnimations().every(
             (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)"""
     )
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)

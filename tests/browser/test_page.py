@@ -6,34 +6,17 @@ import re
 from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Console, Server, screenshot
-from tests.conftest import seconds
+from tests.browser.conftest import REFUSED, Console, Server, open_live, row, screenshot, wait
 
 TRANSPORTS = ["sse", "ws", "poll"]
-# While the server is down, Chromium itself logs each refused connection.
-REFUSED = r"ERR_CONNECTION_REFUSED|WebSocket connection to .* failed"
-
-
-def wait(value: float) -> float:
-    """A Playwright timeout (ms) in the suite's time unit."""
-    return seconds(value) * 1000
-
-
-def row(page: Page, job_id: str) -> Locator:
-    return page.locator(f'.job[data-job-id="{job_id}"]')
-
-
-def open_live(page: Page, server: Server, transport: str | None = None) -> None:
-    page.goto(server.url + (f"/?transport={transport}" if transport else "/"))
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=wait(10))
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_rows_follow_a_job_through_its_life(page: Page, jobcast: Server, transport: str) -> None:
     """A job created, updated, completed and another failed show up live over each transport."""
-    open_live(page, jobcast, transport)
+    open_live(page, jobcast, f"transport={transport}")
     expect(page.locator("#connection")).to_have_attribute("data-transport", transport)
 
     job_id = jobcast.create(
@@ -79,7 +62,7 @@ def test_page_recovers_after_a_server_restart(
     console.allow(REFUSED)
     console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
     jobcast = server()
-    open_live(page, jobcast, transport)
+    open_live(page, jobcast, f"transport={transport}")
     old = jobcast.create(jobType="generic", message="Before the restart")
     jobcast.update(old, status="processing", progress=30)
     expect(row(page, old).locator(".job-percent")).to_have_text("30%")
@@ -161,7 +144,7 @@ def test_hundreds_of_jobs_at_once(page: Page, jobcast: Server, transport: str) -
     watches, then all updated, end up as 300 current rows. Over WebSocket the
     snapshot arrives as batch frames (changes pending together share a frame)."""
     ids = [jobcast.create(jobType="generic", message=f"Batch item {n}") for n in range(150)]
-    open_live(page, jobcast, transport)
+    open_live(page, jobcast, f"transport={transport}")
     ids += [jobcast.create(jobType="generic", message=f"Batch item {n}") for n in range(150, 300)]
     expect(page.locator(".job")).to_have_count(300, timeout=wait(20))
     for job_id in ids:

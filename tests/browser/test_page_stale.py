@@ -1,0 +1,69 @@
+"""While the page cannot hear the server, its rows say they show the last known state and
+stand still; once the connection is back they are live again."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import REFUSED, Console, Server, open_live, row, screenshot
+
+
+@pytest.mark.parametrize("cut", ["browser-offline", "server-down"])
+def test_rows_go_stale_while_disconnected_and_come_back(
+    page: Page, server: Callable[..., Server], console: Console, cut: str
+) -> None:
+    """Offline (the browser's network, or the server gone for a while) active rows are
+    dimmed, tagged "Stale" and their elapsed timers stop; back online all of it clears."""
+    console.allow(REFUSED)
+    console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
+    jobcast = server()
+    page.clock.install()
+    open_live(page, jobcast)
+    running = jobcast.create(jobType="file_processing", message="Uploading")
+    jobcast.update(running, status="processing", progress=30)
+    done = jobcast.create(message="Finished")
+    jobcast.complete(done)
+    elapsed = row(page, running).locator(".job-elapsed")
+    page.clock.run_for(2_000)
+    expect(elapsed).to_have_text("2s")
+    expect(row(page, running).locator(".stale-tag")).to_be_hidden()
+
+    if cut == "browser-offline":
+        page.context.set_offline(True)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    else:
+        jobcast.stop()
+        expect(page.locator("#connection")).not_to_have_attribute("data-state", "live")
+        page.clock.run_for(3_000)  # a short outage is not marked; this one lasts
+    note = page.locator("#stale-note")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("last known state")
+    expect(row(page, running).locator(".stale-tag")).to_be_visible()
+    expect(row(page, running).locator(".stale-tag")).to_have_text("Stale")
+    expect(row(page, done).locator(".stale-tag")).to_be_hidden()  # a finished job cannot change
+    frozen = elapsed.inner_text()
+    page.clock.run_for(5_000)
+    expect(elapsed).to_have_text(frozen)
+    screenshot(page, f"stale-{cut}")
+
+    if cut == "browser-offline":
+        page.context.set_offline(False)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    else:
+        jobcast.start()
+        page.clock.run_for(30_000)  # past the longest backoff the outage can have reached
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        # The restarted memory backend has lost the job; a new one shows the page live again.
+        running = jobcast.create(jobType="file_processing", message="After the restart")
+        jobcast.update(running, status="processing", progress=10)
+        elapsed = row(page, running).locator(".job-elapsed")
+        expect(elapsed).to_have_text(re.compile(r"\d+s"))
+        frozen = elapsed.inner_text()
+    expect(note).to_be_hidden()
+    expect(row(page, running).locator(".stale-tag")).to_be_hidden()
+    page.clock.run_for(2_000)
+    expect(elapsed).not_to_have_text(frozen)
