@@ -1,12 +1,10 @@
-"""The Python client (``app.client``), sync and async, against the real server.
+"""The clients (``jobcast_client``), sync and async, against the real server.
 
 Every test that takes ``flavor`` runs twice: once with :class:`JobsClient`
 (called from worker threads) and once with :class:`AsyncJobsClient`, through
 the same small adapter, so both clients pass the same checks. Faults come
-from two helpers in this file: :class:`CutProxy`, a TCP proxy whose
-connections a test can cut, and :class:`FakeServer`, an HTTP server that
-answers from a script (canned answers, or forwarding to the real server,
-optionally losing the answer on the way back).
+from :mod:`tests.client.fakes`: a TCP proxy whose connections a test can cut,
+and an HTTP server that answers from a script.
 """
 
 from __future__ import annotations
@@ -14,56 +12,66 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import httpx
+import httpx2
+import jobcast_client._core
 import pytest
-
-import app.client as client_module
-from app.client import (
+from jobcast_client import (
     AsyncJobsClient,
-    ConnectionFailed,
-    JobsClient,
-    ResponseError,
-    RetryPolicy,
-    ServerError,
-)
-from app.errors import (
+    AsyncTrackedJob,
     BackendUnavailable,
+    ConnectionFailed,
     Forbidden,
     IdempotencyConflict,
     InvalidJobData,
     InvalidTransition,
+    Job,
+    JobcastError,
     JobGone,
     JobNotFound,
-    JobsError,
+    JobsClient,
     MalformedJSON,
     MisdirectedRequest,
     RateLimited,
+    ReadToken,
+    ResponseError,
+    RetryPolicy,
+    ServerError,
     TooManyStreams,
+    TrackedJob,
     Unauthenticated,
 )
-from app.models import Job, encode
-from tests.conftest import seconds
 
-from .conftest import free_port
+from tests.conftest import seconds
+from tests.e2e.conftest import free_port
+
+from .fakes import (
+    EVENT_STREAM,
+    FORWARD_THEN_DROP,
+    Answer,
+    CutProxy,
+    FakeServer,
+    in_order,
+    job_answer,
+    job_data,
+    problem,
+    sse,
+)
 
 if TYPE_CHECKING:
-    from .conftest import RunningServer
+    from tests.e2e.conftest import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 Start = Callable[..., "RunningServer"]
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=2)
+KEY = "k" * 40
 
 
 # --- one adapter over both clients -----------------------------------------------------
@@ -76,7 +84,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) ->
 class SyncTracked:
     """A sync ``TrackedJob`` whose ``update`` runs in a worker thread."""
 
-    def __init__(self, tracked: client_module.TrackedJob) -> None:
+    def __init__(self, tracked: TrackedJob) -> None:
         object.__setattr__(self, "tracked", tracked)
 
     def __getattr__(self, name: str) -> Any:
@@ -161,271 +169,7 @@ async def connect(flavor: str, url: str, **options: Any) -> AsyncIterator[Any]:
             yield SyncJobs(sync_client)
 
 
-# --- a TCP proxy whose connections can be cut ----------------------------------------------
-
-
-class CutProxy:
-    """Forwards loopback TCP connections to ``port``; :meth:`cut` drops every open one."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self.heads: list[bytearray] = []  # what each client connection sent, in order
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                downstream, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            downstream.settimeout(None)
-            upstream = socket.create_connection(("127.0.0.1", self._port))
-            head = bytearray()
-            with self._lock:
-                self._sockets += [downstream, upstream]
-                self.heads.append(head)
-                for source, sink, record in (
-                    (downstream, upstream, head),
-                    (upstream, downstream, None),
-                ):
-                    thread = threading.Thread(
-                        target=self._pump, args=(source, sink, record), daemon=True
-                    )
-                    self._threads.append(thread)
-                    thread.start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if record is not None:
-                    record += data
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def cut(self) -> None:
-        """Drop every open connection, both ways, as a network failure would."""
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._accepting.join(seconds(5))
-        self._listener.close()
-        self.cut()
-        for thread in self._threads:
-            thread.join(seconds(5))
-
-
-@pytest.fixture
-def proxy() -> Iterator[Callable[[int], CutProxy]]:
-    """Start a :class:`CutProxy` in front of a port; closed at teardown."""
-    started: list[CutProxy] = []
-
-    def start(port: int) -> CutProxy:
-        started.append(CutProxy(port))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.close()
-
-
-# --- an HTTP server that answers from a script -------------------------------------------
-
-FORWARD = "forward"  # pass the request to the real server and its answer back
-FORWARD_THEN_DROP = "forward-then-drop"  # pass it on, then close without answering
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request the fake server received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A canned answer; ``truncated`` sends the body as one chunk, then drops the connection."""
-
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    truncated: bool = False
-
-
-def problem(status: int, slug: str | None, detail: str, **headers: str) -> Answer:
-    body = {
-        "type": f"tag:jobcast,2026:{slug}" if slug else "about:blank",
-        "title": "Problem",
-        "status": status,
-        "detail": detail,
-    }
-    return Answer(
-        status,
-        json.dumps(body).encode(),
-        {"Content-Type": "application/problem+json", **headers},
-    )
-
-
-Script = Callable[[Seen], "Answer | str"]
-
-
-def in_order(*answers: Answer | str, then: Answer | str = FORWARD) -> Script:
-    """Answer the n-th request with the n-th answer, and every later one with ``then``."""
-    left = list(answers)
-    return lambda seen: left.pop(0) if left else then
-
-
-class FakeServer:
-    """A threaded HTTP/1.1 server on a free port that follows a :data:`Script`."""
-
-    def __init__(self, script: Script, upstream: str | None) -> None:
-        self.script = script
-        self.requests: list[Seen] = []
-        self.upstream = httpx.Client(base_url=upstream or "http://127.0.0.1:9")
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = seconds(10)
-
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-            do_POST = do_PATCH = do_GET
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers.get("content-length") or 0))
-        headers = {name.lower(): value for name, value in handler.headers.items()}
-        seen = Seen(handler.command, handler.path, headers, body)
-        self.requests.append(seen)
-        action = self.script(seen)
-        if action in (FORWARD, FORWARD_THEN_DROP):
-            kept = ("content-type", "idempotency-key", "authorization")
-            response = self.upstream.request(
-                seen.method,
-                seen.path,
-                content=body,
-                headers={name: value for name, value in headers.items() if name in kept},
-            )
-            if action == FORWARD_THEN_DROP:
-                handler.close_connection = True
-                return
-            action = Answer(response.status_code, response.content, dict(response.headers))
-        assert isinstance(action, Answer)
-        handler.send_response(action.status)
-        for name, value in action.headers.items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date"):
-                handler.send_header(name, value)
-        if action.truncated:
-            handler.send_header("Transfer-Encoding", "chunked")
-            handler.end_headers()
-            handler.wfile.write(b"%x\r\n%s\r\n" % (len(action.body), action.body))
-            handler.wfile.flush()
-            handler.close_connection = True
-            return
-        handler.send_header("Content-Length", str(len(action.body)))
-        handler.end_headers()
-        handler.wfile.write(action.body)
-
-    def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(seconds(5))
-        self.upstream.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[Callable[..., FakeServer]]:
-    """Start a :class:`FakeServer`: ``fake(script, upstream=url)``; closed at teardown."""
-    started: list[FakeServer] = []
-
-    def start(script: Script, upstream: str | None = None) -> FakeServer:
-        started.append(FakeServer(script, upstream))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.close()
-
-
-def job_wire(version: int, status: str = "processing", job_id: str = "job_fake") -> bytes:
-    moment = datetime(2026, 1, 1, tzinfo=UTC)
-    job = Job(
-        job_id=job_id,
-        job_type="generic",
-        status=status,
-        message=f"v{version}",
-        progress=100 if status == "completed" else version,
-        metadata={},
-        created_at=moment,
-        updated_at=moment,
-        version=version,
-    )
-    return encode(job)
-
-
-def sse(*versions_and_statuses: tuple[int, str]) -> bytes:
-    return b"retry: 10\n\n" + b"".join(
-        b"id: %d\nevent: job\ndata: %s\n\n" % (version, job_wire(version, status))
-        for version, status in versions_and_statuses
-    )
-
-
 # --- the calls ------------------------------------------------------------------------
-
-
-def test_the_public_names_are_pinned() -> None:
-    """app.client exports exactly the documented clients, handles, policy and exceptions."""
-    assert sorted(client_module.__all__) == [
-        "AsyncJobsClient",
-        "AsyncTrackedJob",
-        "Changes",
-        "ConnectionFailed",
-        "DEFAULT_URL",
-        "JobsClient",
-        "ResponseError",
-        "RetryPolicy",
-        "ServerError",
-        "TrackedJob",
-    ]
-    assert issubclass(ConnectionFailed, JobsError)
-    assert issubclass(ServerError, ResponseError)
-    assert issubclass(ResponseError, JobsError)
 
 
 def test_a_base_url_that_is_not_http_is_refused_at_once() -> None:
@@ -433,6 +177,8 @@ def test_a_base_url_that_is_not_http_is_refused_at_once() -> None:
     for client_class in (JobsClient, AsyncJobsClient):
         with pytest.raises(ValueError, match="http"):
             client_class("ftp://127.0.0.1")
+        with pytest.raises(ValueError, match="URL"):
+            client_class("http://[::1")
 
 
 async def test_create_and_get_return_the_servers_job(server: Start, flavor: str) -> None:
@@ -452,9 +198,65 @@ async def test_create_and_get_return_the_servers_job(server: Start, flavor: str)
             1,
         )
         assert job.metadata == metadata
+        assert (job.owner, job.document_id, job.error) == (None, None, None)
+        assert job.timestamp == job.updated_at == job.created_at
+        assert job.created_at.tzinfo is not None
         assert await jobs.get_job(job.job_id) == job
         default = await jobs.create_job()
         assert (default.job_type, default.message, default.metadata) == ("generic", "", {})
+
+
+async def test_create_with_an_owner_makes_a_job_that_an_owner_token_reads(
+    server: Start, flavor: str
+) -> None:
+    """owner= is stored on the job; that owner's token reads it, and not another owner's job."""
+    srv = server(JOBS_API_KEY=KEY)
+    async with connect(flavor, srv.base_url, api_key=KEY) as jobs:
+        mine = await jobs.create_job(owner="alice", message="hers")
+        other = await jobs.create_job(owner="bob")
+        assert mine.owner == "alice"
+        minted = await jobs.mint_token(owner="alice")
+    async with connect(flavor, srv.base_url, token=minted.token) as reader:
+        assert (await reader.get_job(mine.job_id)).message == "hers"
+        assert [job.job_id for job in await reader.all_jobs()] == [mine.job_id]
+        with pytest.raises(Forbidden):
+            await reader.get_job(other.job_id)
+
+
+async def test_mint_token_reads_one_job_for_its_lifetime(server: Start, flavor: str) -> None:
+    """mint_token(job_id=, ttl=) answers a ReadToken that reads that job only, until expires_at."""
+    srv = server(JOBS_API_KEY=KEY)
+    async with connect(flavor, srv.base_url, api_key=KEY) as jobs:
+        job = await jobs.create_job()
+        other = await jobs.create_job()
+        before = datetime.now(UTC)
+        minted = await jobs.mint_token(job_id=job.job_id, ttl=600)
+        assert isinstance(minted, ReadToken)
+        lifetime = minted.expires_at - before
+        assert timedelta(seconds=595) <= lifetime <= timedelta(seconds=605)
+        assert minted.token not in repr(minted)
+        default = await jobs.mint_token(job_id=job.job_id)
+        assert default.expires_at > minted.expires_at, "the server's default TTL is an hour"
+    async with connect(flavor, srv.base_url, token=minted.token) as reader:
+        assert (await reader.get_job(job.job_id)).job_id == job.job_id
+        with pytest.raises(Forbidden):
+            await reader.get_job(other.job_id)
+        with pytest.raises(Forbidden):
+            await reader.update_job_with_notification(job.job_id, progress=5)
+        with pytest.raises(Forbidden):
+            await reader.mint_token(job_id=job.job_id)
+
+
+async def test_mint_token_needs_exactly_one_scope(server: Start, flavor: str) -> None:
+    """mint_token with neither or both of job_id and owner is a ValueError; nothing is sent."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        with pytest.raises(ValueError, match="exactly one"):
+            await jobs.mint_token()
+        with pytest.raises(ValueError, match="exactly one"):
+            await jobs.mint_token(job_id="job_1", owner="alice")
+        with pytest.raises(InvalidJobData, match="ttl"):
+            await jobs.mint_token(owner="alice", ttl=0)
 
 
 async def test_update_complete_and_fail_change_the_job(server: Start, flavor: str) -> None:
@@ -478,7 +280,8 @@ async def test_update_complete_and_fail_change_the_job(server: Start, flavor: st
             "doc_123abc",
             "Document processed successfully",
         )
-        assert done == Job.model_validate(await api.job(job_id))
+        assert done.is_terminal
+        assert done == Job.from_wire(await api.job(job_id))
         other = (await jobs.create_job()).job_id
         failed = await jobs.fail_job(other, "Invalid file format")
         assert (failed.status, failed.error, failed.message) == (
@@ -492,7 +295,7 @@ async def test_list_jobs_goes_through_every_page_newest_first(
     server: Start, flavor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """list_jobs follows nextCursor across pages, keeps the filters, and stops at limit."""
-    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(jobcast_client._core, "PAGE_SIZE", 2)
     srv = server()
     async with connect(flavor, srv.base_url) as jobs:
         made = [(await jobs.create_job(job_type="llm_agent")).job_id for _ in range(5)]
@@ -503,6 +306,23 @@ async def test_list_jobs_goes_through_every_page_newest_first(
         assert [job.job_id for job in await jobs.all_jobs(limit=3)] == [other, made[4], made[3]]
         processing = await jobs.all_jobs(status="processing")
         assert [job.job_id for job in processing] == [made[0]]
+        with pytest.raises(ValueError, match="limit"):
+            await jobs.all_jobs(limit=0)
+
+
+async def test_fields_a_newer_server_adds_are_ignored(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A job with fields this client does not know parses; they stay out of == but are kept."""
+    newer = {"outputSize": 3, "cancelRequested": True, "cancelReason": "user asked"}
+    answers = fake(in_order(job_answer(4, extra=newer), job_answer(4)))
+    async with connect(flavor, answers.url) as jobs:
+        grown = await jobs.get_job("job_fake")
+        plain = await jobs.get_job("job_fake")
+    assert (grown.version, grown.status, grown.message) == (4, "processing", "v4")
+    assert grown == plain
+    assert dict(grown.extra) == newer
+    assert grown.to_wire() == job_data(4, extra=newer)
 
 
 # --- watch ----------------------------------------------------------------------------
@@ -588,17 +408,34 @@ async def test_watch_never_yields_a_version_twice_even_if_the_server_repeats(
     """States a reconnection sends again (a server ignoring Last-Event-ID) are skipped."""
     events = fake(
         in_order(
-            Answer(
-                200,
-                sse((1, "queued"), (2, "processing")),
-                {"Content-Type": "text/event-stream"},
-                truncated=True,
-            ),
-            then=Answer(
-                200,
-                sse((1, "queued"), (2, "processing"), (3, "completed")),
-                {"Content-Type": "text/event-stream"},
-            ),
+            Answer(200, sse((1, "queued"), (2, "processing")), EVENT_STREAM, truncated=True),
+            then=Answer(200, sse((1, "queued"), (2, "processing"), (3, "completed")), EVENT_STREAM),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [job.version async for job in jobs.watch("job_fake")]
+    assert seen == [1, 2, 3]
+    assert [request.headers.get("last-event-id") for request in events.requests] == [None, "2"]
+    assert events.requests[0].headers["accept"] == "text/event-stream"
+
+
+async def test_watch_ignores_synced_reset_and_events_it_does_not_know(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """synced, reset (with its empty id), output and unknown events yield nothing, end nothing,
+    and the reconnection still resumes from the last version yielded."""
+    noise = (
+        b"id: 2\nevent: synced\ndata: {}\n\n"
+        b"id: \nevent: reset\ndata: {}\n\n"
+        b'id: 2.1\nevent: output\ndata: {"jobId": "job_fake", "chunks": []}\n\n'
+        b"event: something-new\ndata: [1, 2]\n\n"
+        b": ping\n\n"
+    )
+    events = fake(
+        in_order(
+            Answer(200, sse((1, "queued"), (2, "processing"), extra=noise), EVENT_STREAM),
+            then=Answer(200, sse((3, "completed")), EVENT_STREAM),
         )
     )
     async with connect(flavor, events.url) as jobs:
@@ -608,11 +445,23 @@ async def test_watch_never_yields_a_version_twice_even_if_the_server_repeats(
     assert [request.headers.get("last-event-id") for request in events.requests] == [None, "2"]
 
 
+async def test_watch_of_an_answer_that_is_not_a_stream_raises_at_once(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A 200 that is not text/event-stream (a proxy's page) raises ResponseError, not retried."""
+    page = Answer(200, b"<html>captive portal</html>", {"Content-Type": "text/html"})
+    events = fake(in_order(then=page))
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)), pytest.raises(ResponseError, match="text/html"):
+            _ = [job async for job in jobs.watch("job_fake")]
+    assert len(events.requests) == 1
+
+
 async def test_watch_gives_up_after_the_retries_when_the_stream_keeps_dropping(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
     """A stream that drops again and again without news ends in ConnectionFailed."""
-    events = fake(in_order(then=Answer(200, sse(), {"Content-Type": "text/event-stream"})))
+    events = fake(in_order(then=Answer(200, sse(), EVENT_STREAM)))
     async with connect(flavor, events.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
         with anyio.fail_after(seconds(10)), pytest.raises(ConnectionFailed, match="3 attempt"):
             _ = [job async for job in jobs.watch("job_fake")]
@@ -632,6 +481,25 @@ async def test_watch_raises_for_an_unknown_or_removed_job(server: Start, flavor:
             _ = [job async for job in jobs.watch(job_id)]
 
 
+async def test_watch_raises_job_gone_on_a_removed_event(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A removed event on the stream (the job was cleaned up while watched) raises JobGone."""
+    removed = b'id: 0\nevent: removed\ndata: {"jobId": "job_fake"}\n\n'
+    events = fake(in_order(then=Answer(200, sse((1, "queued"), extra=removed), EVENT_STREAM)))
+    seen: list[int] = []
+
+    async def follow(jobs: Any) -> None:
+        async for job in jobs.watch("job_fake"):
+            seen.append(job.version)
+
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)), pytest.raises(JobGone) as gone:
+            await follow(jobs)
+    assert seen == [1]
+    assert gone.value.job_id == "job_fake"
+
+
 async def wait_until_gone(jobs: Any, job_id: str) -> None:
     with anyio.fail_after(seconds(10)):
         while True:
@@ -645,7 +513,7 @@ async def wait_until_gone(jobs: Any, job_id: str) -> None:
 # --- errors ---------------------------------------------------------------------------
 
 
-async def test_server_errors_raise_the_servers_exceptions(server: Start, flavor: str) -> None:
+async def test_server_errors_raise_the_matching_exceptions(server: Start, flavor: str) -> None:
     """404, 409, 410 and 422 raise JobNotFound, InvalidTransition, JobGone, InvalidJobData."""
     srv = server()
     async with connect(flavor, srv.base_url) as jobs:
@@ -674,13 +542,12 @@ async def test_server_errors_raise_the_servers_exceptions(server: Start, flavor:
 
 async def test_each_exception_says_what_the_server_said(server: Start, flavor: str) -> None:
     """str() of every problem-mapped exception is the server's detail, field errors included."""
-    key = "k" * 40
-    srv = server(JOBS_API_KEY=key)
+    srv = server(JOBS_API_KEY=KEY)
     deep: dict[str, Any] = {}
     for _ in range(40):
         deep = {"a": deep}
     refused_change = {"progress": 150, "metadata": deep}
-    async with srv.client(headers={"Authorization": f"Bearer {key}"}) as http, srv.client() as bare:
+    async with srv.client(headers={"Authorization": f"Bearer {KEY}"}) as http, srv.client() as bare:
         job_id = await http.create_job()
         said = {
             JobNotFound: await http.get("/api/jobs/job_nope"),
@@ -689,12 +556,12 @@ async def test_each_exception_says_what_the_server_said(server: Start, flavor: s
         }
         await http.complete(job_id)
         said[InvalidTransition] = await http.post(f"/api/jobs/{job_id}/fail", json={"error": "x"})
-    raised: dict[type[JobsError], JobsError] = {}
+    raised: dict[type[JobcastError], JobcastError] = {}
     async with (
-        connect(flavor, srv.base_url, api_key=key) as jobs,
+        connect(flavor, srv.base_url, api_key=KEY) as jobs,
         connect(flavor, srv.base_url) as anonymous,
     ):
-        calls = {
+        calls: dict[type[JobcastError], Callable[[], Awaitable[Any]]] = {
             JobNotFound: lambda: jobs.get_job("job_nope"),
             InvalidJobData: lambda: jobs.update_job_with_notification(job_id, **refused_change),
             Unauthenticated: lambda: anonymous.get_job(job_id),
@@ -713,21 +580,26 @@ async def test_each_exception_says_what_the_server_said(server: Start, flavor: s
     fields = [{"field": error.field, "message": error.message} for error in invalid.errors]
     assert fields == said[InvalidJobData].json()["errors"]
     assert [error.field for error in invalid.errors] == ["progress", "metadata"]
+    unauthenticated = raised[Unauthenticated]
+    assert isinstance(unauthenticated, Unauthenticated)
+    assert not unauthenticated.presented
 
 
 async def test_other_answers_raise_client_exceptions_with_the_problem(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
-    """401, 403, 400, 422 (idempotency), 500, 418 and a non-job body map to clear exceptions."""
+    """401, 403, 400, 413, 422 (idempotency), 500, 418 and non-job bodies map to clear errors."""
     answers = fake(
         in_order(
             problem(401, "unauthenticated", "give an API key"),
             problem(403, "forbidden", "not yours"),
             problem(400, "malformed-json", "the body is not valid JSON"),
+            problem(413, None, "the request body is larger than this server accepts"),
             problem(422, "idempotency-conflict", "key reused with another body"),
             problem(500, None, "the server hit an unexpected error"),
             Answer(418, b"I'm a teapot", {"Content-Type": "text/plain"}),
             Answer(200, b'{"hello": "world"}', {"Content-Type": "application/json"}),
+            Answer(200, b"<html></html>", {"Content-Type": "text/html"}),
             problem(404, None, "nothing at /api/jobs/x"),
         )
     )
@@ -739,17 +611,22 @@ async def test_other_answers_raise_client_exceptions_with_the_problem(
             await jobs.get_job("job_1")
         with pytest.raises(MalformedJSON, match="not valid JSON"):
             await jobs.update_job_with_notification("job_1", progress=1)
+        with pytest.raises(InvalidJobData, match="larger than") as too_large:
+            await jobs.update_job_with_notification("job_1", message="x")
+        assert too_large.value.errors == ()
         with pytest.raises(IdempotencyConflict, match="another body"):
             await jobs.create_job()
         with pytest.raises(ServerError, match="unexpected error") as server_error:
             await jobs.get_job("job_1")
         assert server_error.value.status_code == 500
         assert server_error.value.problem is not None
-        assert server_error.value.problem.detail == "the server hit an unexpected error"
+        assert server_error.value.problem["detail"] == "the server hit an unexpected error"
         with pytest.raises(ResponseError, match="418") as teapot:
             await jobs.get_job("job_1")
         assert (teapot.value.status_code, teapot.value.problem) == (418, None)
-        with pytest.raises(ResponseError, match="not a Job"):
+        with pytest.raises(ResponseError, match=r"not a Job \(jobId: missing\)"):
+            await jobs.get_job("job_1")
+        with pytest.raises(ResponseError, match="not JSON"):
             await jobs.get_job("job_1")
         with pytest.raises(ResponseError, match="nothing at") as no_route:
             await jobs.get_job("job_1")
@@ -766,12 +643,15 @@ async def test_api_key_and_read_token_are_sent_as_bearer(
         job = await jobs.create_job()
         await jobs.update_job_with_notification(job.job_id, progress=5)
         await jobs.get_job(job.job_id)
+        await jobs.mint_token(job_id=job.job_id)
     assert [(r.method, r.headers.get("authorization")) for r in recorder.requests] == [
         ("POST", "Bearer the-key"),
         ("GET", "Bearer the-token"),
         ("PATCH", "Bearer the-key"),
         ("GET", "Bearer the-token"),
+        ("POST", "Bearer the-key"),
     ]
+    assert recorder.requests[0].headers["user-agent"].startswith("jobcast-client/")
     async with connect(flavor, recorder.url, token="only-token") as jobs:
         await jobs.update_job_with_notification(job.job_id, progress=6)
     assert recorder.requests[-1].headers.get("authorization") == "Bearer only-token"
@@ -791,13 +671,14 @@ async def test_a_503_is_retried_after_retry_after_with_the_same_idempotency_key(
     )
     async with connect(flavor, flaky.url) as jobs, srv.client() as api:
         started = time.monotonic()
-        job = await jobs.create_job(message="once")
+        job = await jobs.create_job(message="once", owner="alice")
         elapsed = time.monotonic() - started
         posts = [request for request in flaky.requests if request.method == "POST"]
         assert len(posts) == 2
         keys = {request.headers["idempotency-key"] for request in posts}
         assert len(keys) == 1
         assert "" not in keys
+        assert {json.loads(request.body)["owner"] for request in posts} == {"alice"}
         assert elapsed >= 1.0, "waited for Retry-After, not just the 10 ms backoff"
         listed = (await api.get("/api/jobs")).json()["jobs"]
         assert [item["jobId"] for item in listed] == [job.job_id]
@@ -821,6 +702,19 @@ async def test_a_create_whose_answer_was_lost_makes_one_job(
         assert another.job_id != job.job_id
 
 
+async def test_a_given_idempotency_key_is_sent_and_makes_one_job(
+    server: Start, flavor: str
+) -> None:
+    """create_job(idempotency_key=) twice with the same body returns the same job."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        first = await jobs.create_job(message="once", idempotency_key="upload-42")
+        again = await jobs.create_job(message="once", idempotency_key="upload-42")
+        assert again.job_id == first.job_id
+        with pytest.raises(IdempotencyConflict):
+            await jobs.create_job(message="other", idempotency_key="upload-42")
+
+
 async def test_a_completion_whose_answer_was_lost_is_not_a_conflict(
     fake: Callable[..., FakeServer], server: Start, flavor: str
 ) -> None:
@@ -836,6 +730,19 @@ async def test_a_completion_whose_answer_was_lost_is_not_a_conflict(
         await api.fail(other, "someone else failed it")
         with pytest.raises(InvalidTransition):
             await jobs.complete_job(other)
+
+
+async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """fail_job retried after its first attempt landed returns the failed job, no 409."""
+    srv = server()
+    lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        failed = await jobs.fail_job(job_id, "disk full")
+        assert (failed.status, failed.error) == ("error", "disk full")
+        assert [r.method for r in lossy.requests] == ["POST", "POST", "GET"]
 
 
 async def test_503_on_every_attempt_raises_backend_unavailable(
@@ -861,9 +768,10 @@ async def test_a_429_is_retried_then_raised_as_rate_limited(
     """A 429 waits its Retry-After like a 503; once the retries are spent, RateLimited."""
     busy = fake(in_order(then=problem(429, "rate-limited", "too often", **{"Retry-After": "0"})))
     async with connect(flavor, busy.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
-        with pytest.raises(RateLimited, match="too often"):
+        with pytest.raises(RateLimited, match="too often") as limited:
             await jobs.get_job("job_1")
     assert len(busy.requests) == 3
+    assert limited.value.retry_after == 1.0, "a Retry-After of 0 still asks for a pause"
 
 
 async def test_a_421_raises_misdirected_request_at_once(
@@ -897,20 +805,22 @@ async def test_no_server_raises_connection_failed_after_the_retries(flavor: str)
     async with connect(flavor, url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
         with pytest.raises(ConnectionFailed, match="after 3 attempt") as failed:
             await jobs.create_job()
-        assert isinstance(failed.value.__cause__, httpx.ConnectError)
+        assert isinstance(failed.value.__cause__, httpx2.ConnectError)
+        with pytest.raises(ConnectionFailed, match="after 3 attempt"):
+            _ = [job async for job in jobs.watch("job_1")]
 
 
-def test_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:
-    """Retry n waits between half and all of backoff * 2**(n-1), capped, and Retry-After wins."""
-    policy = RetryPolicy(retries=6, backoff=0.5, max_backoff=4)
-    for retry, ceiling in [(1, 0.5), (2, 1), (3, 2), (4, 4), (5, 4)]:
-        pauses = {policy.pause(retry) for _ in range(50)}
-        assert all(p is not None and ceiling / 2 <= p <= ceiling for p in pauses), retry
-        assert len(pauses) > 1, "jittered"
-    assert policy.pause(7) is None
-    assert policy.pause(1, retry_after=3) == 3
-    assert policy.pause(1, retry_after=5) is None
-    assert RetryPolicy(retries=0).pause(1) is None
+async def test_an_answer_that_cannot_be_decoded_raises_connection_failed_at_once(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A body that breaks its Content-Encoding is not retried; ConnectionFailed says why."""
+    broken = Answer(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    answers = fake(in_order(then=broken))
+    async with connect(flavor, answers.url) as jobs:
+        with pytest.raises(ConnectionFailed, match=r"after 1 attempt.*DecodingError") as failed:
+            await jobs.get_job("job_1")
+    assert isinstance(failed.value.__cause__, httpx2.DecodingError)
+    assert len(answers.requests) == 1
 
 
 # --- track ----------------------------------------------------------------------------
@@ -920,7 +830,9 @@ async def test_track_completes_the_job_when_the_block_succeeds(server: Start, fl
     """A track() block that ends normally completes its job with the document id it set."""
     srv = server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
-        async with jobs.track(job_type="file_processing", message="Upload queued") as job:
+        async with jobs.track(
+            job_type="file_processing", message="Upload queued", owner="alice"
+        ) as job:
             assert (await api.job(job.job_id))["status"] == "queued"
             state = await job.update(status="processing", progress=50, message="Extracting...")
             assert (state.progress, job.state.progress) == (50, 50)
@@ -933,7 +845,7 @@ async def test_track_completes_the_job_when_the_block_succeeds(server: Start, fl
             "doc_123abc",
         )
         assert stored["message"] == "Document processed successfully"
-        assert stored["jobType"] == "file_processing"
+        assert (stored["jobType"], stored["owner"]) == ("file_processing", "alice")
 
 
 async def test_track_fails_the_job_with_the_exception_and_reraises(
@@ -977,6 +889,16 @@ async def test_track_takes_an_existing_job_by_id(server: Start, flavor: str) -> 
                 pytest.fail("the block runs only for a job that exists")
 
 
+async def test_track_leaves_a_job_the_block_ended_itself(server: Start, flavor: str) -> None:
+    """A block that completes or fails its own job ends without another call or a 409."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        async with jobs.track() as job:
+            job.state = await jobs.fail_job(job.job_id, "gave up")
+        stored = await api.job(job.job_id)
+        assert (stored["status"], stored["error"], stored["version"]) == ("error", "gave up", 2)
+
+
 async def test_track_keeps_the_original_error_when_failing_the_job_fails(
     server: Start, flavor: str
 ) -> None:
@@ -1003,6 +925,7 @@ async def test_a_cancelled_async_block_fails_its_job_and_stays_cancelled(server:
     async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs, srv.client() as api:
         with anyio.CancelScope() as scope:
             async with jobs.track() as job:
+                assert isinstance(job, AsyncTrackedJob)
                 scope.cancel()
                 await anyio.sleep_forever()
         assert scope.cancelled_caught

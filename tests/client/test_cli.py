@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
+import pty
 import re
-import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-import httpx
 import pytest
 
-from app.cli import cli, setting_variable
-from app.settings import MIN_SECRET_LENGTH, Settings
 from tests.conftest import seconds
+from tests.e2e.conftest import free_port
 
-from .conftest import ROOT, free_port
-from .test_client import FakeServer, in_order
+from .fakes import FakeServer, in_order, job_answer, job_data
 
 if TYPE_CHECKING:
-    from .conftest import RunningServer
+    from tests.e2e.conftest import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 Start = Callable[..., "RunningServer"]
+KEY = "k" * 40
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -44,14 +44,13 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", *args]
+    return [sys.executable, "-m", "jobcast_client", *args]
 
 
 def jobcast(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``jobcast ARGS`` to the end; its exit status, stdout and stderr."""
     return subprocess.run(
         command(*args),
-        cwd=ROOT,
         env=environment(**env),
         capture_output=True,
         text=True,
@@ -76,7 +75,6 @@ def watcher() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     def start(*args: str, **env: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             command(*args),
-            cwd=ROOT,
             env=environment(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -115,18 +113,32 @@ def test_create_prints_the_id_and_json_prints_the_job(server: Start) -> None:
         "Upload queued",
         "--metadata",
         '{"fileName": "contract.pdf"}',
+        "--owner",
+        "alice",
         "--json",
     )
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)
-    assert (job["jobType"], job["status"], job["message"], job["metadata"]) == (
+    assert (job["jobType"], job["status"], job["message"], job["metadata"], job["owner"]) == (
         "file_processing",
         "queued",
         "Upload queued",
         {"fileName": "contract.pdf"},
+        "alice",
     )
     got = jobcast("--url", srv.base_url, "get", job["jobId"], "--json")
     assert json.loads(got.stdout) == job
+
+
+def test_json_before_the_command_works_as_after_it(server: Start) -> None:
+    """`jobcast --json get ID` prints the same JSON as `jobcast get ID --json`."""
+    srv = server()
+    job_id = jobcast("--url", srv.base_url, "create").stdout.strip()
+    before = jobcast("--url", srv.base_url, "--json", "get", job_id)
+    after = jobcast("--url", srv.base_url, "get", job_id, "--json")
+    assert before.returncode == after.returncode == 0, before.stderr + after.stderr
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(before.stdout)["jobId"] == job_id
 
 
 def test_update_complete_and_fail_print_the_changed_job(server: Start) -> None:
@@ -167,9 +179,13 @@ def test_get_and_list_show_jobs_for_people_and_scripts(server: Start) -> None:
     second = jobcast(*url, "create").stdout.strip()
     shown = jobcast(*url, "get", first)
     assert shown.returncode == 0, shown.stderr
-    assert first in shown.stdout
-    assert "llm_agent" in shown.stdout
-    assert "thinking" in shown.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()}
+    assert (rows["jobId"], rows["jobType"], rows["message"]) == (
+        [first],
+        ["llm_agent"],
+        ["thinking"],
+    )
+    assert "\x1b[" not in shown.stdout, "no colours when stdout is not a terminal"
     listed = jobcast(*url, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line)["jobId"] for line in listed.stdout.splitlines()] == [second, first]
@@ -179,8 +195,24 @@ def test_get_and_list_show_jobs_for_people_and_scripts(server: Start) -> None:
     assert len(limited.stdout.splitlines()) == 1
     table = jobcast(*url, "list")
     assert table.returncode == 0, table.stderr
-    assert first in table.stdout
-    assert second in table.stdout
+    assert [line.split()[:3] for line in table.stdout.splitlines()] == [
+        ["job", "type", "status"],
+        [second, "generic", "queued"],
+        [first, "llm_agent", "queued"],
+    ]
+    empty = jobcast(*url, "list", "--status", "error")
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no jobs\n")
+
+
+def test_get_json_keeps_the_fields_a_newer_server_adds(fake: Callable[..., FakeServer]) -> None:
+    """`get --json` prints every field the server sent, known to this client or not."""
+    newer = {"outputSize": 2, "cancelRequested": True}
+    answers = fake(in_order(then=job_answer(3, extra=newer)))
+    result = jobcast("--url", answers.url, "get", "job_fake", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == job_data(3, extra=newer)
+    people = jobcast("--url", answers.url, "get", "job_fake")
+    assert "cancelRequested" in people.stdout
 
 
 def test_the_url_comes_from_jobcast_url(server: Start) -> None:
@@ -191,17 +223,69 @@ def test_the_url_comes_from_jobcast_url(server: Start) -> None:
     assert jobcast("get", result.stdout.strip(), JOBCAST_URL=srv.base_url).returncode == 0
 
 
-def test_the_api_key_is_sent_as_a_bearer_token(server: Start) -> None:
+def test_the_api_key_is_sent_as_a_bearer_token(
+    server: Start, fake: Callable[..., FakeServer]
+) -> None:
     """--api-key (or JOBS_API_KEY) reaches the server as Authorization: Bearer."""
     srv = server()
-    recorder = FakeServer(in_order(), upstream=srv.base_url)
-    try:
-        assert jobcast("--url", recorder.url, "--api-key", "k1", "create").returncode == 0
-        assert jobcast("--url", recorder.url, "create", JOBS_API_KEY="k2").returncode == 0
-    finally:
-        recorder.close()
+    recorder = fake(in_order(), upstream=srv.base_url)
+    assert jobcast("--url", recorder.url, "--api-key", "k1", "create").returncode == 0
+    assert jobcast("--url", recorder.url, "create", JOBS_API_KEY="k2").returncode == 0
     keys = [r.headers.get("authorization") for r in recorder.requests if r.method == "POST"]
     assert keys == ["Bearer k1", "Bearer k2"]
+
+
+# --- token ----------------------------------------------------------------------------
+
+
+def test_token_prints_a_read_token_for_one_job(server: Start) -> None:
+    """`token --job ID --ttl S` prints a token that reads that job and expires in S seconds."""
+    srv = server(JOBS_API_KEY=KEY)
+    job_id = jobcast("--url", srv.base_url, "create", JOBS_API_KEY=KEY).stdout.strip()
+    minted = jobcast("--url", srv.base_url, "token", "--job", job_id, JOBS_API_KEY=KEY)
+    assert minted.returncode == 0, minted.stderr
+    [token] = minted.stdout.splitlines()
+    shown = jobcast("--url", srv.base_url, "--api-key", token, "get", job_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["jobId"] == job_id
+    before = datetime.now(UTC)
+    timed = jobcast(
+        "--url", srv.base_url, "token", "--job", job_id, "--ttl", "120", "--json", JOBS_API_KEY=KEY
+    )
+    assert timed.returncode == 0, timed.stderr
+    answer = json.loads(timed.stdout)
+    assert set(answer) == {"token", "expiresAt"}
+    expires = datetime.fromisoformat(answer["expiresAt"])
+    assert timedelta(seconds=115) <= expires - before <= timedelta(seconds=125)
+
+
+def test_token_for_an_owner_reads_that_owners_jobs(server: Start) -> None:
+    """`token --owner NAME` prints a token that lists that owner's jobs and no others."""
+    srv = server(JOBS_API_KEY=KEY)
+    url = ("--url", srv.base_url)
+    mine = jobcast(*url, "create", "--owner", "alice", JOBS_API_KEY=KEY).stdout.strip()
+    jobcast(*url, "create", "--owner", "bob", JOBS_API_KEY=KEY)
+    minted = jobcast(*url, "token", "--owner", "alice", JOBS_API_KEY=KEY)
+    assert minted.returncode == 0, minted.stderr
+    listed = jobcast(*url, "list", "--json", JOBS_API_KEY=minted.stdout.strip())
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["jobId"] for line in listed.stdout.splitlines()] == [mine]
+
+
+@pytest.mark.parametrize("args", [[], ["--job", "job_1", "--owner", "alice"]])
+def test_token_needs_exactly_one_of_job_and_owner(args: list[str]) -> None:
+    """`token` with neither or both of --job and --owner is a usage error, exit 2."""
+    result = jobcast("--url", f"http://127.0.0.1:{free_port()}", "token", *args)
+    assert result.returncode == 2
+    assert "exactly one of --job or --owner" in one_error_line(result)
+
+
+def test_token_without_the_api_key_is_one_line_and_exit_1(server: Start) -> None:
+    """Minting needs the API key: without it, the server's reason on one line, exit 1."""
+    srv = server(JOBS_API_KEY=KEY)
+    refused = jobcast("--url", srv.base_url, "token", "--owner", "alice")
+    assert refused.returncode == 1
+    assert one_error_line(refused).startswith("jobcast: error: ")
 
 
 # --- errors -------------------------------------------------------------------------
@@ -259,6 +343,7 @@ def test_no_server_is_one_line_and_exit_1() -> None:
         ["create", "--metadata", "[1, 2]"],
         ["create", "--type", "video"],
         ["--url", "ftp://example", "get", "job_1"],
+        ["token", "--ttl", "0", "--job", "job_1"],
         ["frobnicate"],
     ],
 )
@@ -267,6 +352,13 @@ def test_a_usage_error_prints_one_line_and_exits_2(args: list[str]) -> None:
     result = jobcast(*args)
     assert result.returncode == 2
     assert "--help" in one_error_line(result)
+
+
+def test_version_names_the_client_distribution() -> None:
+    """`jobcast --version` prints the installed jobcast-client's version."""
+    result = jobcast("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "jobcast, version 0.1.0"
 
 
 # --- keygen ---------------------------------------------------------------------------
@@ -278,7 +370,7 @@ def test_keygen_prints_a_secret_the_server_accepts_as_its_api_key(server: Start)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     [key] = result.stdout.splitlines()
-    assert len(key) >= MIN_SECRET_LENGTH
+    assert len(key) >= 32  # the server refuses shorter keys at start-up
     assert re.fullmatch(r"[A-Za-z0-9_-]+", key)
     [secret] = jobcast("keygen").stdout.splitlines()
     srv = server(JOBS_API_KEY=key, JOBS_TOKEN_SECRET=secret)
@@ -293,7 +385,7 @@ def test_keygen_count_prints_that_many_different_secrets() -> None:
     assert result.returncode == 0, result.stderr
     keys = result.stdout.splitlines()
     assert len(keys) == len(set(keys)) == 3
-    assert all(len(key) >= MIN_SECRET_LENGTH for key in keys)
+    assert all(len(key) >= 32 for key in keys)
     refused = jobcast("keygen", "--count", "0")
     assert refused.returncode == 2
     assert "--help" in one_error_line(refused)
@@ -348,8 +440,9 @@ async def test_watch_exits_1_when_the_job_fails(
         await api.fail(job_id, "Invalid file format")
         stdout, stderr = process.communicate(timeout=seconds(20))
     assert process.returncode == 1, stderr
-    assert "error" in stdout
-    assert "Invalid file format" in stdout
+    assert stdout.split()[:3] == [job_id, "error", "30%"]
+    assert "error: Invalid file format" in stdout
+    assert stderr == "", "no progress bar when stderr is not a terminal"
 
 
 async def test_watch_exits_0_with_a_summary_when_the_job_completes(
@@ -367,71 +460,107 @@ async def test_watch_exits_0_with_a_summary_when_the_job_completes(
     assert stdout.split() == [job_id, "completed", "100%", "All", "done", "document", "doc_7"]
 
 
+@contextlib.contextmanager
+def terminal() -> Iterator[tuple[int, bytearray]]:
+    """A pseudo-terminal: its far end for a child's stderr, and what the child wrote to it."""
+    leader, follower = pty.openpty()
+    written = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(leader, 4096):
+                written.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield follower, written
+    finally:
+        os.close(follower)
+        reader.join(seconds(5))
+        os.close(leader)
+
+
+async def test_watch_draws_a_progress_bar_on_a_terminal_and_erases_it(server: Start) -> None:
+    """On a terminal `watch` redraws one line (status, bar, percent, message), then clears it."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        with terminal() as (tty, written):
+            # Popen returns once the child is started: nothing here waits on it.
+            process = subprocess.Popen(  # noqa: ASYNC220
+                command("--url", srv.base_url, "watch", job_id),
+                env=environment(),
+                stdout=subprocess.PIPE,
+                stderr=tty,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            await api.wait_for_metric("jobcast_connections", lambda n: n == 1, transport="sse")
+            await api.update(job_id, status="processing", progress=50, message="Halfway")
+            await api.complete(job_id)
+            stdout, _ = process.communicate(timeout=seconds(20))
+    assert process.returncode == 0
+    assert stdout.split()[:3] == [job_id, "completed", "100%"]
+    drawn = re.sub(rb"\x1b\[[0-9;]*m", b"", bytes(written)).decode()
+    frames = drawn.split("\r\x1b[2K")
+    assert "processing [###############---------------]   50%  Halfway" in frames
+    assert drawn.endswith("\r\x1b[2K"), "the bar is erased at the end"
+
+
 # --- serve ----------------------------------------------------------------------------
 
 
-def test_every_setting_has_a_serve_flag() -> None:
-    """`serve` has one option per Settings field, setting the variable from_env reads."""
-    read: list[str] = []
-
-    class Recording(dict[str, str]):
-        def get(self, name: str, default: Any = None) -> Any:
-            read.append(name)
-            return super().get(name, default)
-
-    Settings.from_env(Recording())
-    serve = cli.commands["serve"]
-    flags = {param.name for param in serve.params} - {"help"}
-    fields = {field.name for field in dataclasses.fields(Settings)}
-    assert flags == fields
-    assert {setting_variable(name) for name in fields} == set(read)
+def fake_server_command(directory: Path, exit_status: int = 0) -> Path:
+    """A `jobcast-server` on ``directory`` that prints its pid and arguments, then exits."""
+    program = directory / "jobcast-server"
+    program.write_text(f'#!/bin/sh\necho "pid=$$ argv0=$0 args=$*"\nexit {exit_status}\n')
+    program.chmod(0o755)
+    return program
 
 
-def test_serve_starts_the_server_with_the_given_flags(
-    watcher: Callable[..., subprocess.Popen[str]],
-) -> None:
-    """`serve --port` serves /healthz there, applies the other flags, and stops on SIGTERM."""
-    port = free_port()
-    process = watcher("serve", "--port", str(port), "--sse-retry-ms", "1234", "--no-demo")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + seconds(15)
-    with httpx.Client(base_url=base, timeout=seconds(2)) as http:
-        while True:
-            assert process.poll() is None, process.communicate()
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not answer /healthz in time"
-            time.sleep(0.05)
-        job_id = http.post("/api/jobs").json()["jobId"]
-        with http.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            assert next(stream.iter_lines()) == "retry: 1234"
-        assert http.get("/api/demo").json()["enabled"] is False, "--no-demo took effect"
-        assert http.post("/api/demo/jobs", json={}).status_code in (404, 405)
-    process.terminate()
-    _, log = process.communicate(timeout=seconds(10))
-    # uvicorn shuts down cleanly, then re-raises the signal (as `python -m app` does).
-    assert process.returncode in (0, -signal.SIGTERM), log
-    assert "Application shutdown complete" in log
-    assert "Traceback" not in log
-
-
-def test_serve_reports_a_bad_setting_exactly_as_python_m_app() -> None:
-    """A bad flag value stops `serve` with the same message and status as `python -m app`."""
-    flag = jobcast("serve", "--port", "eighty")
-    module = subprocess.run(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env=environment(JOBS_PORT="eighty"),
-        capture_output=True,
+def test_serve_hands_over_to_jobcast_server_with_its_arguments(tmp_path: Path) -> None:
+    """`jobcast serve ARGS` becomes `jobcast-server ARGS` (the same process), flags and all."""
+    fake_server_command(tmp_path, exit_status=3)
+    process = subprocess.Popen(
+        command("serve", "--port", "8001", "--no-demo", "--help"),
+        env=environment(PATH=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds(30),
-        check=False,
     )
-    assert flag.returncode == module.returncode == 1
-    assert flag.stderr == module.stderr == "jobcast: JOBS_PORT='eighty' is not a valid int\n"
-    refused = jobcast("serve", "--workers", "2")
-    assert refused.returncode == 1
-    assert "JOBS_WORKERS=2 needs JOBS_BACKEND=redis" in refused.stderr
+    stdout, stderr = process.communicate(timeout=seconds(30))
+    assert stderr == ""
+    assert process.returncode == 3, "the server's exit status is the command's"
+    assert (
+        stdout
+        == f"pid={process.pid} argv0={tmp_path}/jobcast-server args=--port 8001 --no-demo --help\n"
+    )
+
+
+def test_serve_without_the_server_says_how_to_get_it(tmp_path: Path) -> None:
+    """Without jobcast-server on PATH, `serve` prints one line on how to run it, and exits 1."""
+    result = jobcast("serve", "--port", "8001", PATH=str(tmp_path))
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "pip install jobcast-server" in line
+    assert "make run" in line
+
+
+def test_serve_is_listed_in_the_help() -> None:
+    """`jobcast --help` lists serve with the other commands."""
+    result = jobcast("--help")
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line}
+    assert listed == {
+        "complete",
+        "create",
+        "fail",
+        "get",
+        "keygen",
+        "list",
+        "serve",
+        "token",
+        "update",
+        "watch",
+    }

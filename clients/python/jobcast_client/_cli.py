@@ -1,0 +1,423 @@
+"""``jobcast``: create, change, read, list and watch jobs, and mint read tokens, from a shell.
+
+    JOB=$(jobcast create --type file_processing --message "Upload queued")
+    jobcast update $JOB --status processing --progress 45 --message "Extracting..."
+    jobcast watch $JOB            # live; exit 0 on completed, 1 on error
+    jobcast complete $JOB --document-id doc_123abc
+    jobcast token --job $JOB --ttl 600      # a read token for a browser
+    export JOBS_API_KEY=$(jobcast keygen)   # a new random secret; no server needed
+    jobcast serve --port 8000     # hands over to jobcast-server, if it is installed
+
+The job commands take ``--json`` (one JSON object per line) for scripts,
+after the command or before it (``jobcast --json get $JOB``). Errors print
+one line to stderr (the server's reason), then one indented line per
+offending field when several were refused: exit status 2 for a usage error,
+1 for anything else.
+
+Its only dependency beyond the client's is click, imported when the command
+runs, never by ``import jobcast_client``. Colours come from ``click.style``
+(left out when the output is not a terminal) and ``watch`` draws its own
+one-line progress bar on stderr, so the command needs nothing else (no rich).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+
+from ._client import JobsClient
+from ._core import DEFAULT_URL
+from ._exceptions import InvalidJobData, JobcastError
+from ._models import JOB_STATUSES, JOB_TYPES, Job
+from ._retry import RetryPolicy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SERVER_COMMAND = "jobcast-server"
+_STATUS_COLOUR = {"queued": "yellow", "processing": "cyan", "completed": "green", "error": "red"}
+
+
+@dataclass(frozen=True)
+class _Options:
+    url: str
+    api_key: str | None
+    retries: int
+    as_json: bool
+
+
+def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{value!r} is not a JSON object")
+    return parsed
+
+
+def json_option(command: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts (one object per line)."
+    )(command)
+
+
+def _options() -> _Options:
+    options = click.get_current_context().find_object(_Options)
+    assert options is not None
+    return options
+
+
+def _wants_json(as_json: bool) -> bool:
+    """--json after the command, or before it."""
+    return as_json or _options().as_json
+
+
+def _client() -> JobsClient:
+    """A client for the global options, closed when the command ends."""
+    options = _options()
+    client = JobsClient(
+        options.url, api_key=options.api_key, retry=RetryPolicy(retries=options.retries)
+    )
+    return click.get_current_context().with_resource(client)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _status(job: Job) -> str:
+    return click.style(job.status, fg=_STATUS_COLOUR.get(job.status))
+
+
+def _percent(job: Job) -> str:
+    return f"{job.progress:g}%"
+
+
+def _summary(job: Job) -> str:
+    extra = f"  document {job.document_id}" if job.document_id else ""
+    extra += f"  error: {job.error}" if job.error else ""
+    return f"{job.job_id}  {_status(job)}  {_percent(job)}  {job.message}{extra}"
+
+
+def _show(job: Job, as_json: bool) -> None:
+    """One line per job: its JSON, or a summary for people."""
+    click.echo(_dumps(job.to_wire()) if as_json else _summary(job))
+
+
+def _table(rows: Iterable[Sequence[str]], header: Sequence[str] | None = None) -> None:
+    """Columns padded to their widest cell (the last one is not padded); styles kept."""
+    lines = [list(header)] if header else []
+    lines += [list(row) for row in rows]
+    if not lines:
+        return
+    widths = [max(len(click.unstyle(line[i])) for line in lines) for i in range(len(lines[0]))]
+    for number, line in enumerate(lines):
+        cells = [
+            cell + " " * (width - len(click.unstyle(cell)))
+            for cell, width in zip(line[:-1], widths, strict=False)
+        ]
+        text = "  ".join([*cells, line[-1]])
+        click.echo(click.style(text, bold=True) if header and number == 0 else text)
+
+
+class _ProgressLine:
+    """A one-line progress bar redrawn in place on a terminal; nothing elsewhere."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+        self._drawn = False
+
+    def show(self, job: Job) -> None:
+        if not self._live:
+            return
+        try:
+            columns = os.get_terminal_size(self._stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 0
+        columns = columns or 80  # a terminal that does not say its size (a fresh pty)
+        done = round(max(0.0, min(job.progress, 100.0)) * 30 / 100)
+        bar = "#" * done + "-" * (30 - done)
+        head = f"{job.status:<10} [{bar}] {_percent(job):>5}  "
+        message = job.message[: max(0, columns - len(head) - 1)]
+        styled = click.style(f"{job.status:<10}", fg=_STATUS_COLOUR.get(job.status)) + head[10:]
+        click.echo(f"\r\x1b[2K{styled}{message}", file=self._stream, nl=False)
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            click.echo("\r\x1b[2K", file=self._stream, nl=False)
+            self._drawn = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--url",
+    envvar="JOBCAST_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    callback=_check_url,
+    help="The Jobcast server [JOBCAST_URL].",
+)
+@click.option("--api-key", envvar="JOBS_API_KEY", help="Sent as a Bearer token [JOBS_API_KEY].")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries on connection errors, 503 and 429.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts, whatever the command."
+)
+@click.version_option(package_name="jobcast-client", prog_name="jobcast")
+@click.pass_context
+def cli(ctx: click.Context, url: str, api_key: str | None, retries: int, as_json: bool) -> None:
+    """Jobcast: track long-running jobs and watch them live."""
+    ctx.obj = _Options(url, api_key or None, retries, as_json)
+
+
+@cli.command()
+@click.option("--type", "-t", "job_type", type=click.Choice(JOB_TYPES), default="generic")
+@click.option("--message", "-m", default="", help="The first message.")
+@click.option(
+    "--metadata", callback=_json_object, help='A JSON object, e.g. \'{"fileName": "a.pdf"}\'.'
+)
+@click.option("--owner", help="Who the job belongs to (an owner's read token reads its jobs).")
+@click.option("--idempotency-key", help="Retrying with the same key never makes a second job.")
+@json_option
+def create(
+    job_type: Any,
+    message: str,
+    metadata: Any,
+    owner: str | None,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Create a job; print its id (or the whole job with --json)."""
+    job = _client().create_job(
+        job_type=job_type,
+        message=message,
+        metadata=metadata,
+        owner=owner,
+        idempotency_key=idempotency_key,
+    )
+    click.echo(_dumps(job.to_wire()) if _wants_json(as_json) else job.job_id)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--status", "-s", type=click.Choice(JOB_STATUSES))
+@click.option("--progress", "-p", type=float, help="0 to 100.")
+@click.option("--message", "-m")
+@click.option("--metadata", callback=_json_object, help="A JSON object, merged into the job's.")
+@json_option
+def update(
+    job_id: str,
+    status: Any,
+    progress: float | None,
+    message: str | None,
+    metadata: Any,
+    as_json: bool,
+) -> None:
+    """Report progress: change a job's status, progress, message or metadata."""
+    job = _client().update_job_with_notification(
+        job_id, status=status, progress=progress, message=message, metadata=metadata
+    )
+    _show(job, _wants_json(as_json))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--document-id", "-d", help="The document the job produced.")
+@click.option("--message", "-m", help="Default: Completed.")
+@json_option
+def complete(job_id: str, document_id: str | None, message: str | None, as_json: bool) -> None:
+    """Mark a job completed (progress 100)."""
+    _show(_client().complete_job(job_id, document_id, message), _wants_json(as_json))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.argument("error")
+@click.option("--message", "-m", help="Default: Processing failed.")
+@json_option
+def fail(job_id: str, error: str, message: str | None, as_json: bool) -> None:
+    """Mark a job failed with ERROR."""
+    _show(_client().fail_job(job_id, error, message), _wants_json(as_json))
+
+
+@cli.command()
+@click.argument("job_id")
+@json_option
+def get(job_id: str, as_json: bool) -> None:
+    """Show a job."""
+    job = _client().get_job(job_id)
+    if _wants_json(as_json):
+        click.echo(_dumps(job.to_wire()))
+        return
+    rows = []
+    for name, value in job.to_wire().items():
+        shown = _status(job) if name == "status" else value
+        rows.append(
+            (click.style(name, bold=True), shown if isinstance(shown, str) else _dumps(shown))
+        )
+    _table(rows)
+
+
+@cli.command(name="list")
+@click.option("--status", "-s", type=click.Choice(JOB_STATUSES))
+@click.option("--type", "-t", "job_type", type=click.Choice(JOB_TYPES))
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="At most this many (default: all).")
+@json_option
+def list_(status: Any, job_type: Any, limit: int | None, as_json: bool) -> None:
+    """List jobs, newest first."""
+    jobs = _client().list_jobs(status=status, job_type=job_type, limit=limit)
+    if _wants_json(as_json):
+        for job in jobs:
+            click.echo(_dumps(job.to_wire()))
+        return
+    rows = [(job.job_id, job.job_type, _status(job), _percent(job), job.message) for job in jobs]
+    if rows:
+        _table(rows, header=("job", "type", "status", "progress", "message"))
+    else:
+        click.echo("no jobs", err=True)
+
+
+@cli.command()
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def watch(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Follow a job live until it ends; exit 0 if it completed, 1 if it failed.
+
+    Without --json: a progress bar on the terminal, then the final state.
+    """
+    states = _client().watch(job_id)
+    last: Job | None = None
+    if _wants_json(as_json):
+        for last in states:
+            click.echo(_dumps(last.to_wire()))
+    else:
+        bar = _ProgressLine(sys.stderr)
+        try:
+            for last in states:
+                bar.show(last)
+        finally:
+            bar.clear()
+        if last is not None:
+            _show(last, as_json=False)
+    ctx.exit(0 if last is not None and last.status == "completed" else 1)
+
+
+@cli.command()
+@click.option("--job", "job_id", metavar="ID", help="A token that reads this job.")
+@click.option("--owner", metavar="NAME", help="A token that reads every job of this owner.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    metavar="SECONDS",
+    help="How long it lasts (default: the server's JOBS_TOKEN_TTL).",
+)
+@json_option
+def token(job_id: str | None, owner: str | None, ttl: int | None, as_json: bool) -> None:
+    """Print a read token for one job or one owner's jobs.
+
+    Minting needs the API key; the token only reads. With --json: the token and
+    when it expires.
+    """
+    if (job_id is None) == (owner is None):
+        raise click.UsageError("give exactly one of --job or --owner")
+    minted = _client().mint_token(job_id=job_id, owner=owner, ttl=ttl)
+    click.echo(_dumps(minted.to_wire()) if _wants_json(as_json) else minted.token)
+
+
+@cli.command()
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many secrets to print.",
+)
+def keygen(count: int) -> None:
+    """Print a new random secret (JOBS_API_KEY, JOBS_TOKEN_SECRET).
+
+    One per line; no server needed.
+    """
+    for _ in range(count):
+        click.echo(secrets.token_urlsafe(32))
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args: tuple[str, ...]) -> None:
+    """Run the server (hands over to jobcast-server).
+
+    ARGS go to jobcast-server as they are: see jobcast-server --help.
+    """
+    if shutil.which(SERVER_COMMAND) is None:
+        _fail(
+            f"jobcast: {SERVER_COMMAND} is not installed: pip install jobcast-server "
+            "(or run `make run` in a checkout of Jobcast)",
+            1,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(SERVER_COMMAND, [SERVER_COMMAND, *args])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``jobcast`` console script."""
+    try:
+        code = cli.main(args=argv, prog_name="jobcast", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "jobcast"
+        _fail(f"{where}: {exc.format_message()} (see: {where} --help)", 2)
+    except click.ClickException as exc:
+        _fail(f"jobcast: error: {exc.format_message()}", exc.exit_code)
+    except click.Abort:
+        _fail("jobcast: interrupted", 130)
+    except JobcastError as exc:
+        _fail(_error_lines(exc), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_lines(exc: JobcastError) -> str:
+    """The server's reason; then each refused field, when there are several."""
+    lines = [f"jobcast: error: {exc}"]
+    if isinstance(exc, InvalidJobData) and len(exc.errors) > 1:
+        lines += [f"  {error.field}: {error.message}" for error in exc.errors]
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""The two clients: :class:`JobsClient` (blocking) and :class:`AsyncJobsClient` (``await``).
+
+    from jobcast_client import JobsClient
+
+    with JobsClient("http://127.0.0.1:8000") as jobs:
+        with jobs.track(job_type="file_processing", message="Upload queued") as job:
+            job.update(status="processing", progress=50, message="Extracting document data...")
+            job.document_id = "doc_123abc"  # completed on success, failed on an exception
+
+Both offer the same calls (``create_job``, ``update_job_with_notification``,
+``complete_job``, ``fail_job``, ``get_job``, ``list_jobs``, ``watch``,
+``mint_token``, ``track``), made from the generators of :mod:`._core` and
+:mod:`._watch`: the clients only send requests and wait, each its own way.
+
+Every call is safe to repeat, so every call is retried (:class:`RetryPolicy`):
+a create carries an ``Idempotency-Key`` (one per call, the same on each of
+its retries), an update sets the same values again, a complete or fail whose
+first attempt landed before its answer was lost is recognised on the ``409``
+of the retry, and a watch resumes after the last version it yielded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+)
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack, cast
+
+import anyio
+import httpx2
+
+from ._core import Call, Core, Operation, Reply, job_path
+from ._exceptions import JobcastError
+from ._models import Changes, Job, JobStatus, JobType
+from ._watch import Watch
+
+__all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _public(call: Callable[..., Any], operation: Callable[..., Any]) -> None:
+    """Give ``call`` the name, docstring and signature (less the return) of ``operation``."""
+    functools.update_wrapper(call, operation)
+    call.__name__ = call.__qualname__ = operation.__name__.removeprefix("_")
+    signature = inspect.signature(operation).replace(return_annotation=inspect.Signature.empty)
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    del call.__wrapped__  # type: ignore[attr-defined]
+
+
+def _blocking(
+    operation: Callable[Concatenate[Any, P], Operation[T]],
+) -> Callable[Concatenate[JobsClient, P], T]:
+    """A method of :class:`JobsClient` that runs ``operation`` to its result."""
+
+    def call(self: JobsClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(operation(self, *args, **kwargs))
+
+    _public(call, operation)
+    return call
+
+
+def _awaiting(
+    operation: Callable[Concatenate[Any, P], Operation[T]],
+) -> Callable[Concatenate[AsyncJobsClient, P], Coroutine[Any, Any, T]]:
+    """A coroutine method of :class:`AsyncJobsClient` that runs ``operation``."""
+
+    async def call(self: AsyncJobsClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(operation(self, *args, **kwargs))
+
+    _public(call, operation)
+    return call
+
+
+# --- tracked jobs --------------------------------------------------------------------
+
+
+class _Tracked:
+    def __init__(self, state: Job) -> None:
+        self.state = state
+        """The job as of its last change through this handle."""
+        self.document_id: str | None = None
+        """Given to ``complete_job`` when the block succeeds."""
+        self.completion_message: str | None = None
+        """Given to ``complete_job`` when the block succeeds (the server's default if None)."""
+
+    @property
+    def job_id(self) -> str:
+        return self.state.job_id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.job_id} {self.state.status}>"
+
+
+class TrackedJob(_Tracked):
+    """The job of a ``JobsClient.track()`` block: report progress with :meth:`update`."""
+
+    def __init__(self, client: JobsClient, state: Job) -> None:
+        super().__init__(state)
+        self._client = client
+
+    def update(self, **changes: Unpack[Changes]) -> Job:
+        """``update_job_with_notification`` for this job."""
+        self.state = self._client.update_job_with_notification(self.job_id, **changes)
+        return self.state
+
+
+class AsyncTrackedJob(_Tracked):
+    """The job of an ``AsyncJobsClient.track()`` block: ``await job.update(...)``."""
+
+    def __init__(self, client: AsyncJobsClient, state: Job) -> None:
+        super().__init__(state)
+        self._client = client
+
+    async def update(self, **changes: Unpack[Changes]) -> Job:
+        """``update_job_with_notification`` for this job."""
+        self.state = await self._client.update_job_with_notification(self.job_id, **changes)
+        return self.state
+
+
+def _settle(core: Core[Any], tracked: _Tracked, exc: BaseException | None) -> Operation[Job | None]:
+    """Complete the tracked job, or fail it with the exception; nothing if it has ended."""
+    if tracked.state.is_terminal:
+        return None
+    if exc is None:
+        document_id, message = tracked.document_id, tracked.completion_message
+        return (yield from core._complete_job(tracked.job_id, document_id, message))
+    return (yield from core._fail_job(tracked.job_id, str(exc) or type(exc).__name__))
+
+
+@contextlib.contextmanager
+def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
+    """Keep ``exc`` the error that propagates when failing its job fails too; note why."""
+    try:
+        yield
+    except JobcastError as error:
+        exc.add_note(f"jobcast: job {job_id} could not be marked as failed: {error}")
+
+
+def _watch(core: Core[Any], job_id: str, since: int | None) -> Watch:
+    call = core._request("GET", job_path(job_id, "/events"), job_id=job_id)
+    return Watch(core._attempts(call), call, core._stream_timeout, job_id, since)
+
+
+# --- the clients ---------------------------------------------------------------------
+
+
+class JobsClient(Core[httpx2.BaseTransport]):
+    """A blocking Jobcast client (httpx2); use it as a context manager, or close() it."""
+
+    create_job = _blocking(Core._create_job)
+    update_job_with_notification = _blocking(Core._update_job_with_notification)
+    complete_job = _blocking(Core._complete_job)
+    fail_job = _blocking(Core._fail_job)
+    get_job = _blocking(Core._get_job)
+    mint_token = _blocking(Core._mint_token)
+
+    def _open(self, headers: dict[str, str], transport: httpx2.BaseTransport | None) -> None:
+        self._http = httpx2.Client(
+            base_url=self.base_url, timeout=self._timeout, headers=headers, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections (a client cannot be used afterwards)."""
+        self._http.close()
+
+    def list_jobs(
+        self,
+        status: JobStatus | None = None,
+        job_type: JobType | None = None,
+        limit: int | None = None,
+    ) -> Generator[Job, None, None]:
+        """Every matching job, newest first, fetching pages as the iteration needs them.
+
+        ``limit`` caps how many jobs are yielded in all (default: every one).
+        """
+        pages = self._pages(status, job_type, limit)
+        while (call := pages.next_call()) is not None:
+            yield from pages.take(self._send(call))
+
+    def watch(self, job_id: str, *, since: int | None = None) -> Generator[Job, None, None]:
+        """Each new state of the job, live over SSE, ending with its terminal state.
+
+        The first is the job as it is now (or the first change after version
+        ``since``). A dropped connection is resumed from the last version
+        received (``Last-Event-ID``), so no state is yielded twice. To stop
+        early, close it (``states.close()``, or ``with contextlib.closing(...)``):
+        that closes the connection at once.
+        """
+        watch = _watch(self, job_id, since)
+        while not watch.done:
+            try:
+                with self._http.stream("GET", watch.path, **watch.options) as response:
+                    if response.status_code not in (200, 204):
+                        response.read()
+                    pause = watch.opened(response)
+                    if pause is None and not watch.done:
+                        for event in httpx2.EventSource(response):
+                            if (job := watch.receive(event)) is not None:
+                                yield job
+                            if watch.done:
+                                return
+            except httpx2.SSEError as exc:  # a RequestError: it must come first
+                raise watch.not_a_stream(exc) from exc
+            except httpx2.RequestError as exc:
+                pause = watch.dropped(exc)
+            time.sleep(watch.pause_after(pause))
+
+    @contextlib.contextmanager
+    def track(
+        self,
+        job_id: str | None = None,
+        *,
+        job_type: JobType = "generic",
+        message: str = "",
+        metadata: dict[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> Iterator[TrackedJob]:
+        """Create a job (or take ``job_id``), complete it when the block ends, fail it on error.
+
+        On an exception the job fails with ``str(exc)`` (or the exception's type
+        name) and the exception propagates. Set ``job.document_id`` and
+        ``job.completion_message`` inside the block for the completion.
+        """
+        begin = self._begin(job_id, job_type, message, metadata, owner)
+        tracked = TrackedJob(self, self._run(begin))
+        try:
+            yield tracked
+        except BaseException as exc:
+            with _noting(exc, tracked.job_id):
+                self._run(_settle(self, tracked, exc))
+            raise
+        self._run(_settle(self, tracked, None))
+
+    def _run(self, operation: Operation[T]) -> T:
+        try:
+            call = next(operation)
+            while True:
+                call = operation.send(self._send(call))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def _send(self, call: Call) -> Reply:
+        attempts = self._attempts(call)
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, **call.options)
+            except httpx2.RequestError as exc:
+                pause = attempts.after_error(exc)
+            else:
+                if (retry := attempts.after_response(response)) is None:
+                    return Reply(response, attempts.count)
+                pause = retry
+            time.sleep(pause)
+
+
+class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
+    """An asyncio (or trio) Jobcast client; use it with ``async with``, or aclose() it."""
+
+    create_job = _awaiting(Core._create_job)
+    update_job_with_notification = _awaiting(Core._update_job_with_notification)
+    complete_job = _awaiting(Core._complete_job)
+    fail_job = _awaiting(Core._fail_job)
+    get_job = _awaiting(Core._get_job)
+    mint_token = _awaiting(Core._mint_token)
+
+    def _open(self, headers: dict[str, str], transport: httpx2.AsyncBaseTransport | None) -> None:
+        self._http = httpx2.AsyncClient(
+            base_url=self.base_url, timeout=self._timeout, headers=headers, transport=transport
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (a client cannot be used afterwards)."""
+        await self._http.aclose()
+
+    async def list_jobs(
+        self,
+        status: JobStatus | None = None,
+        job_type: JobType | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[Job, None]:
+        """As :meth:`JobsClient.list_jobs`, with ``async for``."""
+        pages = self._pages(status, job_type, limit)
+        while (call := pages.next_call()) is not None:
+            for job in pages.take(await self._send(call)):
+                yield job
+
+    async def watch(self, job_id: str, *, since: int | None = None) -> AsyncGenerator[Job, None]:
+        """As :meth:`JobsClient.watch`, with ``async for``.
+
+        To stop early without leaving the connection open, close it:
+        ``async with contextlib.aclosing(client.watch(job_id)) as states: ...``.
+        """
+        watch = _watch(self, job_id, since)
+        while not watch.done:
+            try:
+                async with self._http.stream("GET", watch.path, **watch.options) as response:
+                    if response.status_code not in (200, 204):
+                        await response.aread()
+                    pause = watch.opened(response)
+                    if pause is None and not watch.done:
+                        events = cast(
+                            AsyncGenerator[httpx2.ServerSentEvent, None],
+                            aiter(httpx2.EventSource(response)),
+                        )
+                        async with contextlib.aclosing(events):
+                            async for event in events:
+                                if (job := watch.receive(event)) is not None:
+                                    yield job
+                                if watch.done:
+                                    return
+            except httpx2.SSEError as exc:  # a RequestError: it must come first
+                raise watch.not_a_stream(exc) from exc
+            except httpx2.RequestError as exc:
+                pause = watch.dropped(exc)
+            await anyio.sleep(watch.pause_after(pause))
+
+    @contextlib.asynccontextmanager
+    async def track(
+        self,
+        job_id: str | None = None,
+        *,
+        job_type: JobType = "generic",
+        message: str = "",
+        metadata: dict[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> AsyncIterator[AsyncTrackedJob]:
+        """As :meth:`JobsClient.track`, with ``async with``.
+
+        A cancelled block fails the job too (shielded from the cancellation,
+        for at most ``timeout`` seconds), then the cancellation goes on.
+        """
+        begin = self._begin(job_id, job_type, message, metadata, owner)
+        tracked = AsyncTrackedJob(self, await self._run(begin))
+        try:
+            yield tracked
+        except BaseException as exc:
+            with anyio.move_on_after(self._timeout, shield=True) as scope:
+                with _noting(exc, tracked.job_id):
+                    await self._run(_settle(self, tracked, exc))
+            if scope.cancelled_caught:
+                exc.add_note(f"jobcast: job {tracked.job_id} could not be marked as failed in time")
+            raise
+        await self._run(_settle(self, tracked, None))
+
+    async def _run(self, operation: Operation[T]) -> T:
+        try:
+            call = next(operation)
+            while True:
+                call = operation.send(await self._send(call))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    async def _send(self, call: Call) -> Reply:
+        attempts = self._attempts(call)
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, **call.options)
+            except httpx2.RequestError as exc:
+                pause = attempts.after_error(exc)
+            else:
+                if (retry := attempts.after_response(response)) is None:
+                    return Reply(response, attempts.count)
+                pause = retry
+            await anyio.sleep(pause)

@@ -1,0 +1,103 @@
+"""Retrying: :class:`RetryPolicy` (how often, how patiently) and the count of one request.
+
+Retried: connection errors (refused, reset, timed out), ``503`` and ``429``,
+each after a pause that grows exponentially with jitter, or after the
+server's ``Retry-After`` when that is longer. Nothing else is retried: any
+other answer is the server's decision and is raised at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx2
+
+from ._exceptions import ConnectionFailed
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry connection errors, 503 and 429.
+
+    Retry ``n`` (from 1) waits between half and all of
+    ``min(max_backoff, backoff * 2 ** (n - 1))`` seconds ("equal jitter"),
+    or the server's ``Retry-After`` if that is longer. A ``Retry-After``
+    beyond ``max_backoff`` is not waited for: the error is raised at once.
+    ``RetryPolicy(retries=0)`` turns retrying off.
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must not be negative")
+
+    def pause(self, retry: int, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before retry number ``retry``, or None to give up."""
+        if retry > self.retries:
+            return None
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
+        pause = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            if retry_after > self.max_backoff:
+                return None
+            pause = max(pause, retry_after)
+        return pause
+
+
+# Transport errors worth another attempt; others (an unsupported URL scheme) are not.
+TRANSIENT = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+
+class Attempts:
+    """The retry state of one request (or one watch): counts attempts, says how long to wait."""
+
+    def __init__(self, policy: RetryPolicy, what: str) -> None:
+        self.policy = policy
+        self.what = what
+        self.count = 0
+
+    def after_error(self, exc: Exception | None) -> float:
+        """The pause before the next attempt after ``exc`` (None: a stream just ended).
+
+        Raises ConnectionFailed when there is none.
+        """
+        self.count += 1
+        transient = exc is None or isinstance(exc, TRANSIENT)
+        pause = self.policy.pause(self.count) if transient else None
+        if pause is None:
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "the stream ended"
+            raise ConnectionFailed(
+                f"{self.what} failed after {self.count} attempt(s) ({reason})"
+            ) from exc
+        return pause
+
+    def after_response(self, response: httpx2.Response) -> float | None:
+        """The pause before retrying a 503 or a 429, or None to keep this answer."""
+        self.count += 1
+        if response.status_code not in (429, 503):
+            return None
+        return self.policy.pause(self.count, retry_after(response))
+
+    def reset(self) -> None:
+        """Start a fresh round of retries (a stream made progress)."""
+        self.count = 0
+
+
+def retry_after(response: httpx2.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds (either form), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    return None
