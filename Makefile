@@ -2,37 +2,48 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# What each target needs installed: serving only, or serving and the development tools.
+SERVING := $(VENV)/.serving
+DEVELOPING := $(VENV)/.developing
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check fmt bench clean
+.PHONY: help run test check fmt bench docs clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment variables)
+$(SERVING): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[redis]'
+	touch $(SERVING)
+
+$(DEVELOPING): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[redis,dev]' -e clients/python
+	touch $(SERVING) $(DEVELOPING)
+
+run: $(SERVING) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment variables)
 	$(BIN)/python -m app
 
-test: $(STAMP) ## Run the whole test suite
+test: $(DEVELOPING) ## Run the whole test suite, with branch coverage
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-check: $(STAMP) ## Lint, format check and type check
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
-	$(BIN)/mypy app
+check: $(DEVELOPING) ## Lint, format check and type check
+	$(BIN)/ruff check app clients tests bench
+	$(BIN)/ruff format --check app clients tests bench
+	$(BIN)/mypy app clients/python/jobcast_client
 
-bench: $(STAMP) ## Benchmark fan-out, latency, polling and memory against references (BENCH_ARGS=--quick)
+bench: $(DEVELOPING) ## Benchmark fan-out, latency, polling and memory against references (BENCH_ARGS=--quick)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-fmt: $(STAMP) ## Format the code and fix what the linter can
-	$(BIN)/ruff format app tests bench
-	$(BIN)/ruff check --fix app tests bench
+docs: $(DEVELOPING) ## Rewrite the generated parts of docs/ (the settings table)
+	$(BIN)/python -m app.settings docs/deployment.md
+
+fmt: $(DEVELOPING) ## Format the code and fix what the linter can
+	$(BIN)/ruff format app clients tests bench
+	$(BIN)/ruff check --fix app clients tests bench
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -43,7 +43,9 @@ from app.tokens import Tokens
 
 logger = logging.getLogger("jobcast")
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+# An installed package carries the page inside it; a checkout keeps it beside the package.
+_HERE = Path(__file__).resolve().parent
+STATIC = _HERE / "static" if (_HERE / "static").is_dir() else _HERE.parent / "static"
 VERSION = "0.1.0"
 
 OPENAPI = Operation(

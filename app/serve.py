@@ -26,6 +26,7 @@ own streams; Jobcast neither needs nor reads that patch.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import logging.config
 import os
@@ -53,6 +54,8 @@ def main() -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         sys.exit(f"jobcast: {exc}")
+    if settings.backend == "redis" and importlib.util.find_spec("redis") is None:
+        sys.exit("jobcast: JOBS_BACKEND=redis needs redis-py: pip install 'jobcast-server[redis]'")
     log_config = configuration(access_log=settings.access_log)
     # uvicorn applies it again in run(): done now too, so what is said before serving
     # looks like what uvicorn says.

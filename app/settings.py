@@ -346,6 +346,28 @@ def variables() -> Iterator[str]:
     return (definition.variable for definition in definitions())
 
 
+# The manual's table sits between these lines; `make docs` rewrites what is between.
+TABLE_START = "<!-- settings: `make docs` writes this table from app/settings.py -->"
+TABLE_END = "<!-- /settings -->"
+
+
+def with_table(text: str) -> str:
+    """``text`` (the manual's page) with its settings table made anew."""
+    before, start, rest = text.partition(TABLE_START)
+    _, end, after = rest.partition(TABLE_END)
+    if not start or not end:
+        raise ValueError(f"no settings table: mark its place with {TABLE_START} and {TABLE_END}")
+    return f"{before}{TABLE_START}\n{markdown_table()}{TABLE_END}{after}"
+
+
+if __name__ == "__main__":  # python -m app.settings PAGE: rewrite PAGE's settings table
+    import pathlib
+    import sys
+
+    page = pathlib.Path(sys.argv[1])
+    page.write_text(with_table(page.read_text()))
+
+
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
 # Starlette's TrustedHostMiddleware patterns: a name, "*.<domain>", or "*" for any.
 _HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")

@@ -151,5 +151,3 @@ def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
 def _number(value: Any) -> Any:
     """``100`` rather than ``100.0`` in a message."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
-
-

@@ -1,6 +1,6 @@
 """The publisher: PATCH requests over raw keep-alive HTTP/1.1, each stamped with time_ns.
 
-Raw asyncio streams rather than httpx: the publisher shares the client core with
+Raw asyncio streams rather than an HTTP client library: the publisher shares the client core with
 the receiver, and must not be what limits the rate.
 """
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import httpx2 as httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -51,7 +51,7 @@ def nested_metadata(depth: int) -> dict[str, Any]:
 
 
 def assert_problem(
-    response: httpx.Response,
+    response: httpx2.Response,
     status: int,
     slug: str | None = None,
     field: str | None = None,
@@ -86,7 +86,7 @@ class Guard:
 
     def refused(
         self,
-        response: httpx.Response,
+        response: httpx2.Response,
         status: int,
         slug: str | None = None,
         field: str | None = None,
@@ -117,7 +117,7 @@ def guard(client: TestClient, job_id: str) -> Guard:
     return Guard(client, job_id)
 
 
-def send(client: TestClient, route: Route, job_id: str, **kwargs: Any) -> httpx.Response:
+def send(client: TestClient, route: Route, job_id: str, **kwargs: Any) -> httpx2.Response:
     return client.request(route.method, route.url(job_id), **kwargs)
 
 
@@ -448,7 +448,7 @@ def test_non_finite_metadata_is_refused(
     _refused_as_non_finite(guard, response, "metadata")
 
 
-def _refused_as_non_finite(guard: Guard, response: httpx.Response, field: str) -> None:
+def _refused_as_non_finite(guard: Guard, response: httpx2.Response, field: str) -> None:
     if response.status_code == 400:
         guard.refused(response, 400, "malformed-json")
     else:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -70,10 +70,10 @@ class Server:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
-    api: httpx.Client = field(init=False)
+    api: httpx2.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.api = httpx.Client(base_url=self.url, timeout=seconds(10))
+        self.api = httpx2.Client(base_url=self.url, timeout=seconds(10))
 
     @property
     def url(self) -> str:
@@ -90,9 +90,9 @@ class Server:
             if self.process.poll() is not None:
                 pytest.fail(f"the server exited at start-up:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx2.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             time.sleep(0.05)
         pytest.fail(f"the server did not answer /healthz in time:\n{self.log.read_text()}")

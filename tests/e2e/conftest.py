@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import seconds
@@ -29,8 +29,8 @@ from tests.conftest import seconds
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class JobsClient(httpx.AsyncClient):
-    """httpx, plus the few job calls and metric reads the tests repeat."""
+class JobsClient(httpx2.AsyncClient):
+    """httpx2, plus the few job calls and metric reads the tests repeat."""
 
     async def create_job(self, **body: Any) -> str:
         response = await self.post("/api/jobs", json=body)
@@ -169,14 +169,14 @@ def _wait_until_healthy(server: RunningServer, deadline: float) -> bool:
     This blocks the caller (an async test's loop too) for the start-up only,
     typically a few hundred milliseconds, before any stream is open.
     """
-    with httpx.Client(timeout=seconds(1)) as client:
+    with httpx2.Client(timeout=seconds(1)) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 return False
             try:
                 if client.get(server.base_url + "/healthz").status_code == 200:
                     return True
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             time.sleep(0.02)
     raise AssertionError(f"the server did not answer /healthz in time:\n{server.log()}")

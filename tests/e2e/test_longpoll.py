@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import seconds
@@ -21,7 +21,7 @@ Start = Callable[..., "RunningServer"]
 
 
 async def long_poll(
-    api: JobsClient, job_id: str, version: int, wait: float, into: list[httpx.Response]
+    api: JobsClient, job_id: str, version: int, wait: float, into: list[httpx2.Response]
 ) -> None:
     response = await api.get(
         f"/api/jobs/{job_id}",
@@ -41,7 +41,7 @@ async def test_long_poll_answers_as_soon_as_a_change_lands(server: Start) -> Non
     srv = server()
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         started = time.monotonic()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(long_poll, api, job_id, 1, 30, responses)
@@ -60,7 +60,7 @@ async def test_one_change_wakes_every_waiting_long_poll(server: Start) -> None:
     srv = server()
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         async with anyio.create_task_group() as tasks:
             for _ in range(5):
                 tasks.start_soon(long_poll, api, job_id, 1, 30, responses)
@@ -76,7 +76,7 @@ async def test_long_poll_waits_past_versions_it_already_has(server: Start) -> No
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
         await api.update(job_id, progress=1)
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(long_poll, api, job_id, 3, 30, responses)
             await settle(worker)
@@ -93,7 +93,7 @@ async def test_long_poll_returns_at_once_when_the_job_is_already_newer(server: S
         job_id = await api.create_job()
         updated = await api.update(job_id, progress=40)
         started = time.monotonic()
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         await long_poll(api, job_id, 1, 30, responses)
         assert responses[0].status_code == 200
         assert responses[0].json() == updated
@@ -107,7 +107,7 @@ async def test_long_poll_times_out_with_304(server: Start) -> None:
         job_id = await api.create_job()
         await api.update(job_id, progress=5)
         started = time.monotonic()
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         await long_poll(api, job_id, 2, 0.5, responses)
         elapsed = time.monotonic() - started
         assert responses[0].status_code == 304
@@ -125,7 +125,7 @@ async def test_long_poll_answers_410_when_the_job_is_cleaned_up_meanwhile(
         job_id = await api.create_job()
         await api.complete(job_id)
         started = time.monotonic()
-        responses: list[httpx.Response] = []
+        responses: list[httpx2.Response] = []
         await long_poll(api, job_id, 2, 30, responses)
         assert responses[0].status_code == 410
         assert responses[0].headers["content-type"] == "application/problem+json"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import seconds
@@ -58,12 +58,12 @@ def plain_uvicorn(tmp_path: Path) -> Iterator[tuple[str, int]]:
         stderr=subprocess.STDOUT,
     )
     try:
-        with httpx.Client(timeout=seconds(1)) as client:
+        with httpx2.Client(timeout=seconds(1)) as client:
             for _ in range(int(seconds(15) / 0.05)):
                 try:
                     client.get(f"http://127.0.0.1:{port}/healthz")
                     break
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     assert process.poll() is None, (tmp_path / "uvicorn.log").read_text()
                     # Waiting for a child process to listen: there is no event to await.
                     time.sleep(0.05)
@@ -80,7 +80,7 @@ async def test_plain_uvicorn_without_a_key_refuses_other_machines(
     """Served by uvicorn directly on every interface, an open app still refuses other
     machines' reads, writes and sockets with 403 naming JOBS_API_KEY, and serves loopback."""
     address, port = plain_uvicorn
-    async with httpx.AsyncClient(base_url=f"http://{address}:{port}") as outsider:
+    async with httpx2.AsyncClient(base_url=f"http://{address}:{port}") as outsider:
         for response in (
             await outsider.post("/api/jobs", json={}),
             await outsider.get("/api/jobs"),
@@ -89,7 +89,7 @@ async def test_plain_uvicorn_without_a_key_refuses_other_machines(
             assert "JOBS_API_KEY" in response.json()["detail"]
     status = await handshake(address, port, f"{address}:{port}")
     assert status == 403
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as local:
+    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as local:
         assert (await local.post("/api/jobs", json={})).status_code == 201
         assert len((await local.get("/api/jobs")).json()["jobs"]) == 1
 

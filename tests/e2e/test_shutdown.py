@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -80,7 +80,7 @@ async def test_sigint_answers_a_pending_long_poll_and_exits_promptly(server: Sta
     srv = server(JOBS_SHUTDOWN_TIMEOUT="10")
     async with srv.client() as api:
         job_id = await api.create_job()
-        answers: list[httpx.Response | Exception] = []
+        answers: list[httpx2.Response | Exception] = []
 
         async def poll() -> None:
             try:
@@ -91,7 +91,7 @@ async def test_sigint_answers_a_pending_long_poll_and_exits_promptly(server: Sta
                         timeout=seconds(30),
                     )
                 )
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 answers.append(exc)
 
         async with anyio.create_task_group() as tasks:
@@ -102,6 +102,6 @@ async def test_sigint_answers_a_pending_long_poll_and_exits_promptly(server: Sta
             await wait_for_exit(srv, seconds(15))
         exited = time.monotonic() - interrupted
         (answer,) = answers
-        assert isinstance(answer, httpx.Response), f"the long-poll was cut off: {answer!r}"
+        assert isinstance(answer, httpx2.Response), f"the long-poll was cut off: {answer!r}"
         assert answer.status_code in (304, 503)
         assert exited < seconds(5), f"the long-poll held shutdown for {exited:.1f}s"

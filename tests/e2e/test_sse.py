@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import seconds
@@ -635,7 +635,7 @@ async def test_head_answers_the_stream_headers_and_holds_no_stream(server: Start
     srv = server()
     # One connection: a request is read only once the answer before it is complete, so a
     # HEAD that held its stream open would leave every request after it hanging.
-    async with srv.client(limits=httpx.Limits(max_connections=1)) as api:
+    async with srv.client(limits=httpx2.Limits(max_connections=1)) as api:
         job_id = await api.create_job()
         done = await api.create_job()
         await api.complete(done)

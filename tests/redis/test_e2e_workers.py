@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from redis_server import RedisServer, free_port
 from websockets.asyncio.client import ClientConnection, connect
@@ -63,11 +63,11 @@ class Server:
     async def ready(self) -> None:
         """Wait until /healthz answers; fail with the server's log if it never does."""
         deadline = time.monotonic() + BOOT
-        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
+        async with httpx2.AsyncClient(base_url=self.url, timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     break
-                with contextlib.suppress(httpx.TransportError):
+                with contextlib.suppress(httpx2.TransportError):
                     if (await client.get("/healthz")).status_code == 200:
                         return
                 await anyio.sleep(0.05)
@@ -125,9 +125,9 @@ class Event:
 
 
 class SSEReader:
-    """A minimal Server-Sent Events parser over an httpx streaming response."""
+    """A minimal Server-Sent Events parser over an httpx2 streaming response."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx2.Response) -> None:
         self.response = response
         self._lines = response.aiter_lines()
 
@@ -138,7 +138,7 @@ class SSEReader:
             while True:
                 try:
                     line = await anext(self._lines)
-                except (StopAsyncIteration, httpx.TransportError):
+                except (StopAsyncIteration, httpx2.TransportError):
                     return None
                 if not line:
                     if data:
@@ -167,9 +167,9 @@ class SSEReader:
 @contextlib.asynccontextmanager
 async def sse(url: str, last_event_id: str | None = None) -> AsyncIterator[SSEReader]:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    timeout = httpx.Timeout(WAIT, read=None)
+    timeout = httpx2.Timeout(WAIT, read=None)
     async with (
-        httpx.AsyncClient(timeout=timeout) as client,
+        httpx2.AsyncClient(timeout=timeout) as client,
         client.stream("GET", url, headers=headers) as response,
     ):
         assert response.status_code == 200, await response.aread()
@@ -185,8 +185,8 @@ async def ws_next(socket: ClientConnection, kind: str) -> dict[str, Any]:
                 return frame
 
 
-async def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=WAIT) as client:
+async def request(method: str, url: str, **kwargs: Any) -> httpx2.Response:
+    async with httpx2.AsyncClient(timeout=WAIT) as client:
         return await client.request(method, url, **kwargs)
 
 
