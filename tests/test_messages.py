@@ -20,7 +20,7 @@ from app.models import (
     TokenRequest,
     Unsubscribe,
 )
-from app.streams.ws import FrameError, decode_frame
+from app.streams.frames import FrameError, decode_frame
 from app.validation import describe, field_errors, parse
 
 

@@ -22,7 +22,7 @@ from app.errors import (
 from app.models import NewJob
 from app.problems import frame_code
 from app.streams.events import Change, Position
-from app.streams.ws import BATCH_CHARS, _frames
+from app.streams.frames import BATCH_CHARS, frames as framed
 
 
 def test_subscribing_at_the_terminal_version_says_final_and_sends_nothing(
@@ -107,15 +107,15 @@ def test_live_changes_pending_together_share_one_batch_frame() -> None:
     """Changes pending at one wake (no replies) go out as one batch, or one frame each."""
     changes = _changes(3)
     expected = [json.loads(change.ws_frame()) for change in changes]
-    [batch] = _frames([], list(changes), batch=True)
+    [batch] = framed([], list(changes), batch=True)
     assert json.loads(batch) == {"type": "batch", "messages": expected}
-    assert [json.loads(text) for text in _frames([], list(changes), batch=False)] == expected
+    assert [json.loads(text) for text in framed([], list(changes), batch=False)] == expected
 
 
 def test_batches_are_split_at_about_batch_chars() -> None:
     """A batch frame holds about BATCH_CHARS: big jobs are spread over several frames."""
     changes = _changes(4, metadata_chars=BATCH_CHARS // 3)
-    frames = list(_frames([], list(changes), batch=True))
+    frames = list(framed([], list(changes), batch=True))
     assert len(frames) == 2
     assert all(len(frame) < 2 * BATCH_CHARS for frame in frames)
     sent = _messages([json.loads(frame) for frame in frames])  # a lone last one is plain

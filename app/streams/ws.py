@@ -41,29 +41,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.auth import Access
 from app.edge import DIRECT_SEND
-from app.errors import FieldError, InvalidJobData, JobsError, TooManyStreams, Unauthenticated
+from app.errors import InvalidJobData, JobsError, TooManyStreams, Unauthenticated
 from app.jobs import JobFilter, is_job_id
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
 from app.problems import frame_code, refuse_websocket
 from app.runtime import Runtime, runtime_of
-from app.streams.events import Event, encoded, grouped, ws_frame
 from app.streams.follow import Lease, follow_all, follow_job
+from app.streams.frames import FrameError, batch_mode, decode_frame, frames
 from app.streams.hub import Subscription
 from app.streams.limits import TokenBucket
-from app.validation import describe, field_errors
 
-ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
 # token, flooding); 1009: a frame too large; 1013: too many connections, try later.
 _CLOSE_CODES = {
@@ -81,8 +76,6 @@ _CLOSE_REASONS = {
     "flood": "too many messages",
     "too_big": "frame too large",
 }
-BATCH_CHARS = 64 * 1024
-FEW = 32  # pending changes encoded at once; a snapshot's are encoded one by one
 BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at once
 
 
@@ -268,7 +261,7 @@ class Connection:
             for change in changes:
                 if change.is_final and change.job_id in self.jobs:
                     self._drop_job(change.job_id)
-            for text in _frames(replies, changes, batch=self.batch):
+            for text in frames(replies, changes, batch=self.batch):
                 if not await mailbox.deliver(send, {"type": "websocket.send", "text": text}):
                     return
             if mailbox.closed is not None:
@@ -296,73 +289,9 @@ class Connection:
         self.mailbox.say(orjson.dumps(frame).decode())
 
 
-class FrameError(ValueError):
-    """A client frame that is not one of the protocol's; the message says why."""
-
-
-def decode_frame(text: str) -> ClientFrame:
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise FrameError("the frame is not JSON") from None
-    if not isinstance(data, dict):
-        raise FrameError("a frame is a JSON object with a `type`")
-    kind = data.get("type")
-    model: type[ClientFrame] | None
-    if kind == "subscribe":
-        model = SubscribeAll if "all" in data else SubscribeJob
-    else:
-        model = Unsubscribe if kind == "unsubscribe" else Ping if kind == "ping" else None
-    if model is None:
-        raise FrameError(f"unknown frame type {kind!r}: use subscribe, unsubscribe or ping")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise FrameError(f"{kind}: {describe(field_errors(model, exc))}") from None
-
-
-def _frames(replies: list[str], changes: list[Event], *, batch: bool) -> list[str] | Iterator[str]:
-    """The text frames for what is pending: replies first, then changes.
-
-    Batching joins what is pending into ``{"type":"batch","messages":[…]}``
-    frames of about BATCH_CHARS: one write per frame is what a fan-out pays
-    for, so a client that reads batches is fed several times faster. A lone
-    message is always sent as itself.
-    """
-    if len(changes) <= FEW and not replies:  # live changes: encoded all at once
-        messages = [change.ws_frame() for change in changes]
-        return [_batch(group) for group in grouped(messages, BATCH_CHARS)] if batch else messages
-    return _many_frames(replies, changes, batch=batch)
-
-
-def _many_frames(replies: list[str], changes: list[Event], *, batch: bool) -> Iterator[str]:
-    """:func:`_frames` for a snapshot: changes are encoded, and let go, one at a time."""
-    messages = itertools.chain(replies, encoded(changes, ws_frame))
-    if not batch:
-        yield from messages
-        return
-    yield from (_batch(group) for group in grouped(messages, BATCH_CHARS))
-
-
-def _batch(messages: list[str]) -> str:
-    if len(messages) == 1:
-        return messages[0]
-    return '{"type":"batch","messages":[' + ",".join(messages) + "]}"
-
-
 def _about(frame: SubscribeAll | SubscribeJob) -> dict[str, Any]:
     """What an error frame says it concerns: the subscription's job, or all jobs."""
     return {"jobId": frame.job_id} if isinstance(frame, SubscribeJob) else {"all": True}
-
-
-def _batch_mode(value: str | None) -> bool:
-    """``?batch=``: 1/true or 0/false (or absent); anything else is refused with 422."""
-    if value is None or value in ("0", "false"):
-        return False
-    if value in ("1", "true"):
-        return True
-    reason = "must be 1, true, 0 or false"
-    raise InvalidJobData(f"batch: {reason}", [FieldError("batch", reason)])
 
 
 class SocketRoute:
@@ -385,7 +314,7 @@ async def jobs_socket(websocket: WebSocket) -> None:
                 "this needs an API key or a read token (?token= or Authorization: Bearer)",
                 presented=False,
             )
-        batch = _batch_mode(websocket.query_params.get("batch"))
+        batch = batch_mode(websocket.query_params.get("batch"))
     except (Unauthenticated, InvalidJobData) as exc:
         await refuse_websocket(websocket, exc)
         return
