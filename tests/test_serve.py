@@ -92,6 +92,22 @@ def test_importing_app_loads_nothing_heavy() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_building_an_app_patches_nothing_of_uvicorns() -> None:
+    """Building and starting an app leaves uvicorn's exit handler as uvicorn wrote it
+    (sse-starlette patches it when imported; Jobcast imports it only to frame an event)."""
+    script = (
+        "import uvicorn.server; original = uvicorn.server.Server.handle_exit; "
+        "import app.main; from tests.conftest import local_client; "
+        "client = local_client(app.main.create_app()); client.__enter__(); "
+        "client.get('/healthz'); client.__exit__(None, None, None); "
+        "print(uvicorn.server.Server.handle_exit is original)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "True"
+
+
 def test_every_setting_has_a_flag_that_sets_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """jobcast-server has one flag per setting, made from its definition, and each flag
     sets its JOBS_ variable before the server reads the environment."""

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-from sse_starlette import ServerSentEvent
 
 from app.models import Job, JobStatus, JobType, encode
 
@@ -222,4 +221,8 @@ def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:
 
 
 def _sse(event: str, data: bytes, event_id: str) -> bytes:
+    # Imported here, not with the module: importing sse-starlette patches uvicorn's exit
+    # handler for its own streams, and building the app must not touch uvicorn.
+    from sse_starlette import ServerSentEvent
+
     return ServerSentEvent(data.decode(), event=event, id=event_id, sep="\n").encode()
