@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -235,19 +235,27 @@ async def _poll(request: Request) -> tuple[Change, bool]:
         wait = query.timeout
         if access.expires_at is not None:
             wait = max(0.0, min(wait, access.expires_at - time.time()))
-        change = await wait_for_change(store, runtime.hub, job_id, query.wait_for_version, wait)
+        change = await wait_for_change(
+            store, runtime.hub, job_id, query.wait_for_version, wait, request.receive
+        )
         if change.version <= query.wait_for_version:
             return change, False
     return change, not _matches(request.headers.get("if-none-match"), change)
 
 
 async def wait_for_change(
-    store: JobStore, hub: Hub, job_id: str, version: int, wait: float
+    store: JobStore, hub: Hub, job_id: str, version: int, wait: float, receive: Receive
 ) -> Change:
-    """The job once its version exceeds ``version``, or as it is after ``wait`` seconds."""
+    """The job once its version exceeds ``version``, or as it is after ``wait`` seconds.
+
+    A client that leaves meanwhile ends the wait (ClientDisconnect): nothing is
+    left waiting for a change nobody will read.
+    """
     mailbox = Mailbox(capacity=1)
     subscription = hub.subscribe(Subscription(mailbox, job_id=job_id))
     hub.attach(mailbox, heartbeat=False)  # so shutdown answers it at once
+    watcher = asyncio.ensure_future(_until_gone(receive))
+    watcher.add_done_callback(mailbox.client_left)
     try:
         # Subscribed before reading, so a change between the two is not missed.
         change = await store.get_change(job_id)
@@ -257,10 +265,19 @@ async def wait_for_change(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await mailbox.wait()
+        if mailbox.closed == "gone":
+            raise ClientDisconnect()
         return await store.get_change(job_id)
     finally:
+        watcher.cancel()
         hub.unsubscribe(subscription)
         hub.detach(mailbox)
+
+
+async def _until_gone(receive: Receive) -> None:
+    """Return once the client has left (a GET has no body: every message is the end)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def update_job(request: Request) -> Response:

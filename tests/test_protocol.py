@@ -479,3 +479,15 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one(
     assert entry.raise_open_file_limit() == 256
     limits["now"] = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     assert entry.raise_open_file_limit() == sys.maxsize
+
+
+async def test_shutdown_ends_the_streams_once_however_many_connections() -> None:
+    """uvicorn shuts every connection down; the runtime's streams are ended by the first,
+    not once per connection (which would walk every stream for every connection)."""
+    server = Server()
+    closes: list[None] = []
+    server.hub.close = lambda: closes.append(None)  # type: ignore[method-assign]
+    connections = [server.connect()[0] for _ in range(3)]
+    for connection in connections:
+        connection.shutdown()
+    assert closes == [None]

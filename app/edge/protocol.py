@@ -205,9 +205,10 @@ class Watch:
 
     def shutting_down(self) -> None:
         """The server stops: end every stream now, so none holds the shutdown (their
-        clients reconnect and resume)."""
-        if self.runtime is not None:
-            self.runtime.hub.close()
+        clients reconnect and resume). Once: uvicorn tells every connection."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            runtime.hub.close()
 
     def start(self) -> None:
         """Keep sweeping while there are connections (a connection calls this on arrival)."""

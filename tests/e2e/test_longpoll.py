@@ -148,3 +148,28 @@ async def test_long_poll_refuses_bad_requests(server: Start) -> None:
             response = await api.get(f"/api/jobs/{target}", params=params)
             assert response.status_code == status, params
             assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_long_poll_whose_client_leaves_stops_waiting(server: Start) -> None:
+    """A client that hangs up on a long-poll ends it at once (counted as 499, client closed),
+    so nothing waits for a change nobody will read and shutdown is not held by it."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        async with await anyio.connect_tcp("127.0.0.1", srv.port) as connection:
+            await connection.send(
+                f"GET /api/jobs/{job_id}?waitForVersion=1&timeout=60 HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n\r\n".encode()
+            )
+            await settle(api)  # the long-poll has been read and is waiting
+        await api.wait_for_metric(
+            "jobcast_request_duration_seconds_count",
+            lambda count: count == 1,
+            method="GET",
+            route="/api/jobs/{jobId}",
+            status="499",
+        )
+    started = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - started < seconds(3)
+    assert "CancelledError" not in srv.log()
