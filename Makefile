@@ -7,7 +7,7 @@ SERVING := $(VENV)/.serving
 DEVELOPING := $(VENV)/.developing
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check fmt bench docs clean
+.PHONY: help run test check fmt bench docs js clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,13 +27,13 @@ $(DEVELOPING): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 run: $(SERVING) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment variables)
 	$(BIN)/python -m app
 
-test: $(DEVELOPING) ## Run the whole test suite, with branch coverage
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(DEVELOPING) ## Run the whole test suite, with branch coverage (fails under its floor)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --cov
 
 check: $(DEVELOPING) ## Lint, format check and type check
 	$(BIN)/ruff check app clients tests bench
 	$(BIN)/ruff format --check app clients tests bench
-	$(BIN)/mypy app clients/python/jobcast_client
+	$(BIN)/mypy app clients/python/jobcast_client tests
 
 bench: $(DEVELOPING) ## Benchmark fan-out, latency, polling and memory against references (BENCH_ARGS=--quick)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -41,9 +41,12 @@ bench: $(DEVELOPING) ## Benchmark fan-out, latency, polling and memory against r
 docs: $(DEVELOPING) ## Rewrite the generated parts of docs/ (the settings table)
 	$(BIN)/python -m app.settings docs/deployment.md
 
+js: ## Copy the JavaScript package's module to the page (static/jobcast.js is clients/js/jobcast.js)
+	cp clients/js/jobcast.js static/jobcast.js
+
 fmt: $(DEVELOPING) ## Format the code and fix what the linter can
 	$(BIN)/ruff format app clients tests bench
 	$(BIN)/ruff check --fix app clients tests bench
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov clients/js/node_modules

@@ -240,7 +240,10 @@ def test_other_media_types_are_415(
 
 # -- field values, per route -----------------------------------------------------------------
 
-CREATE_CASES = {
+# A case: a body, and the field its problem must name.
+Cases = dict[str, tuple[dict[str, Any], str]]
+
+CREATE_CASES: Cases = {
     "jobType-unknown": ({"jobType": "video"}, "jobType"),
     "jobType-number": ({"jobType": 1}, "jobType"),
     "jobType-null": ({"jobType": None}, "jobType"),
@@ -255,7 +258,7 @@ CREATE_CASES = {
     "metadata-nested-40": ({"metadata": nested_metadata(40)}, "metadata"),
 }
 
-PATCH_CASES = {
+PATCH_CASES: Cases = {
     "progress-negative": ({"progress": -1}, "progress"),
     "progress-just-negative": ({"progress": -0.001}, "progress"),
     "progress-over-100": ({"progress": 100.5}, "progress"),
@@ -278,14 +281,14 @@ PATCH_CASES = {
     "good-and-bad": ({"message": "fine", "progress": 500}, "progress"),
 }
 
-COMPLETE_CASES = {
+COMPLETE_CASES: Cases = {
     "documentId-number": ({"documentId": 5}, "documentId"),
     "documentId-bool": ({"documentId": True}, "documentId"),
     "message-list": ({"message": []}, "message"),
     "message-too-long": ({"message": "x" * 10_001}, "message"),
 }
 
-FAIL_CASES = {
+FAIL_CASES: Cases = {
     "error-missing": ({}, "error"),
     "error-only-message": ({"message": "m"}, "error"),
     "error-number": ({"error": 5}, "error"),
@@ -295,7 +298,7 @@ FAIL_CASES = {
 }
 
 
-def _cases(route: Route, cases: dict[str, tuple[dict[str, Any], str]]) -> list[Any]:
+def _cases(route: Route, cases: Cases) -> list[Any]:
     return [
         pytest.param(route, body, field, id=f"{route.name}-{name}")
         for name, (body, field) in cases.items()
@@ -663,6 +666,7 @@ def sweeping_client() -> Iterator[TestClient]:
 def cleaned_up_job(client: TestClient) -> str:
     job_id: str = client.post("/api/jobs").json()["jobId"]
     assert client.post(f"/api/jobs/{job_id}/complete").status_code == 200
+    assert client.portal is not None
     client.portal.call(library.current_service().store.sweep)
     return job_id
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.abc
 import pytest
@@ -127,7 +129,7 @@ def test_mailbox_close_keeps_the_first_reason(feed: Feed) -> None:
 @pytest.mark.anyio
 async def test_mailbox_wait_returns_once_there_is_something_to_send(feed: Feed) -> None:
     """`wait` sleeps while the mailbox is empty and wakes on a change, a frame, a ping or close."""
-    wakers = [
+    wakers: list[Callable[[Mailbox], object]] = [
         lambda box: box.put(feed.new()),
         lambda box: box.say('{"type":"pong"}'),
         lambda box: box.ping(),

@@ -34,7 +34,9 @@ def in_app(client: TestClient) -> Callable[..., Any]:
     """Call a library function on the event loop of the app ``client`` runs."""
 
     def call(function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
-        return client.portal.call(partial(function, *args, **kwargs))
+        assert client.portal is not None, "the client runs its app: inside `with`"
+        result: T = client.portal.call(partial(function, *args, **kwargs))
+        return result
 
     return call
 

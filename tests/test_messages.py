@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pytest
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.testclient import TestClient
 
 from app.errors import FieldError, InvalidJobData
@@ -136,11 +136,12 @@ def test_websocket_frames_take_wire_names_only(frame: str) -> None:
 
 def test_frame_models_refuse_python_names_even_when_validated_directly() -> None:
     """The frame models hold the wire rule themselves: model_validate refuses `job_id`."""
-    for model, body in [
+    cases: list[tuple[type[BaseModel], dict[str, object]]] = [
         (SubscribeJob, {"type": "subscribe", "job_id": "j"}),
         (SubscribeAll, {"type": "subscribe", "all": True, "job_type": "generic"}),
         (Unsubscribe, {"type": "unsubscribe", "job_id": "j"}),
-    ]:
+    ]
+    for model, body in cases:
         with pytest.raises(ValidationError) as caught:
             model.model_validate(body)
         [error] = field_errors(model, caught.value)

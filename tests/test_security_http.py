@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,7 +19,7 @@ from app.edge.headers import PAGE_POLICY
 from app.edge.origins import OriginPolicy
 from app.main import create_app
 from app.settings import Settings, SettingsError, is_loopback
-from tests.conftest import LOCAL_URL, local_client
+from tests.conftest import LOCAL_URL, local_client, seconds
 
 APP_ORIGIN = "https://app.example.com"
 KEY_A = "key-a-" + "a" * 32
@@ -69,7 +70,7 @@ def test_python_m_app_refuses_a_public_bind_without_a_key() -> None:
         env={**env, "JOBS_HOST": "0.0.0.0"},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=seconds(30),
         check=False,
     )
     assert result.returncode != 0
@@ -129,7 +130,7 @@ def test_server_is_started_with_the_frame_limit(monkeypatch: pytest.MonkeyPatch)
     from app import serve as cli
 
     seen: dict[str, object] = {}
-    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
     monkeypatch.setenv("JOBS_WS_MAX_FRAME_BYTES", "2048")
     monkeypatch.setenv("JOBS_HOST", "127.0.0.1")
     cli.main()

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 import pytest
+import uvicorn
 
 from app import serve as cli
 from app.settings import Settings, SettingsError
@@ -226,7 +227,7 @@ def test_cli_refuses_several_memory_workers_before_serving(
 ) -> None:
     """`python -m app` with JOBS_WORKERS=2 on memory exits with the message and never serves."""
     served: list[object] = []
-    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **kwargs: served.append(args))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(args))
     monkeypatch.setenv("JOBS_WORKERS", "2")
     monkeypatch.delenv("JOBS_BACKEND", raising=False)
     with pytest.raises(SystemExit) as caught:

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.conftest import seconds
+
 
 def start(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -15,7 +17,7 @@ def start(**env: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=seconds(30),
         check=False,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -58,19 +59,22 @@ def test_subscribing_behind_a_finished_job_sends_its_terminal_state(client: Test
         assert frame["job"]["version"] == done["version"]
 
 
-def _messages(frames: list[dict[str, object]]) -> list[dict[str, object]]:
-    flat: list[dict[str, object]] = []
+Frame = dict[str, Any]  # a frame, as JSON decodes it
+
+
+def _messages(frames: list[Frame]) -> list[Frame]:
+    flat: list[Frame] = []
     for frame in frames:
         inner = frame.get("messages")
         flat.extend(inner if frame["type"] == "batch" and isinstance(inner, list) else [frame])
     return flat
 
 
-def _snapshot_frames(client: TestClient, path: str, count: int) -> list[dict[str, object]]:
+def _snapshot_frames(client: TestClient, path: str, count: int) -> list[Frame]:
     """The frames that carry `subscribed`, a snapshot of `count` jobs and `synced`."""
     with client.websocket_connect(path) as socket:
         socket.send_json({"type": "subscribe", "all": True})
-        frames: list[dict[str, object]] = []
+        frames: list[Frame] = []
         while len(_messages(frames)) < count + 2:
             frames.append(socket.receive_json())
     return frames
@@ -87,7 +91,7 @@ def test_batch_mode_sends_what_is_pending_as_one_frame(client: TestClient) -> No
     assert len(batched) == 1
     assert batched[0]["type"] == "batch"
     assert _messages(batched) == single
-    assert [m["job"]["jobId"] for m in single[1:-1]] == ids  # type: ignore[index]
+    assert [m["job"]["jobId"] for m in single[1:-1]] == ids
     assert single[-1]["type"] == "synced"
 
 

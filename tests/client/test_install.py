@@ -69,33 +69,34 @@ def test_importing_the_client_loads_nothing_of_the_servers(tmp_path: Path) -> No
 
 
 # What the fresh venv's Python runs against the server: create, watch in a thread while
-# it updates and completes, and print what the watch saw.
+# it updates and completes, and print what the watch saw. Its second argument is one
+# second in the suite's time unit (it cannot import the suite's seconds()).
 DRIVE = textwrap.dedent(
     """
     import json, queue, sys, threading
     import jobcast_client
     from jobcast_client import JobsClient
 
-    url = sys.argv[1]
+    url, unit = sys.argv[1], float(sys.argv[2])
     seen = queue.Queue()
-    with JobsClient(url, timeout=10) as jobs:
+    with JobsClient(url, timeout=10 * unit) as jobs:
         job = jobs.create_job(job_type="file_processing", message="Upload queued")
 
         def follow():
-            with JobsClient(url, timeout=10) as watcher:
+            with JobsClient(url, timeout=10 * unit) as watcher:
                 for state in watcher.watch(job.job_id):
                     seen.put(state)
 
         thread = threading.Thread(target=follow)
         thread.start()
-        states = [seen.get(timeout=20)]
+        states = [seen.get(timeout=20 * unit)]
         jobs.update_job_with_notification(
             job.job_id, status="processing", progress=50, message="Extracting..."
         )
-        states.append(seen.get(timeout=20))
+        states.append(seen.get(timeout=20 * unit))
         jobs.complete_job(job.job_id, "doc_123abc")
-        states.append(seen.get(timeout=20))
-        thread.join(20)
+        states.append(seen.get(timeout=20 * unit))
+        thread.join(20 * unit)
         print(json.dumps({
             "file": jobcast_client.__file__,
             "jobId": job.job_id,
@@ -117,7 +118,10 @@ def test_a_fresh_virtualenv_installs_the_client_alone_and_it_works(
     venv = tmp_path / "venv"
     environment = clean_environment()
     subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)], env=environment, check=True, timeout=120
+        [sys.executable, "-m", "venv", str(venv)],
+        env=environment,
+        check=True,
+        timeout=seconds(120),
     )
     python, jobcast = venv / "bin" / "python", venv / "bin" / "jobcast"
     installed = subprocess.run(
@@ -154,7 +158,7 @@ def test_a_fresh_virtualenv_installs_the_client_alone_and_it_works(
     script = tmp_path / "drive.py"
     script.write_text(DRIVE)
     driven = subprocess.run(
-        [str(python), str(script), srv.base_url],
+        [str(python), str(script), srv.base_url, str(seconds(1))],
         cwd=tmp_path,
         env=environment,
         capture_output=True,

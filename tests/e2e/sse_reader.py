@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.conftest import seconds
+
 READ_SIZE = 65536
+# Default bounds on opening a stream and on each read. A ``within`` passed in is in
+# seconds already scaled: pass ``seconds(n)``.
+OPEN_WITHIN = seconds(10)
+WITHIN = seconds(5)
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
@@ -193,7 +199,7 @@ class SSEStream:
         *,
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
-        within: float = 10,
+        within: float = OPEN_WITHIN,
         last_event_id: str = "",
     ) -> SSEStream:
         """Connect, send the request and read the response head.
@@ -250,14 +256,14 @@ class SSEStream:
     def last_event_id(self) -> str:
         return self.parser.last_event_id
 
-    async def next_event(self, within: float = 5) -> Event:
+    async def next_event(self, within: float = WITHIN) -> Event:
         """The next event; TimeoutError if none ``within`` seconds, EndOfStream at the end."""
         async with asyncio.timeout(within):
             while not self.parser.events:
                 await self._pull()
         return self.parser.events.popleft()
 
-    async def until_synced(self, within: float = 5) -> tuple[list[Event], Event]:
+    async def until_synced(self, within: float = WITHIN) -> tuple[list[Event], Event]:
         """The events up to the next ``synced``, and that ``synced`` event.
 
         ``synced`` ends a snapshot: the events before it are the state as of
@@ -271,7 +277,7 @@ class SSEStream:
         assert (event.data, event.has_id) == ("{}", True), event
         return events, event
 
-    async def expect_synced(self, event_id: str | None = None, within: float = 5) -> Event:
+    async def expect_synced(self, event_id: str | None = None, within: float = WITHIN) -> Event:
         """The next event, which must be ``synced`` (with ``id`` = ``event_id`` if given)."""
         event = await self.next_event(within)
         assert (event.event, event.data, event.has_id) == ("synced", "{}", True), event
@@ -279,14 +285,14 @@ class SSEStream:
             assert event.id == event_id, event
         return event
 
-    async def next_comment(self, within: float = 5) -> str:
+    async def next_comment(self, within: float = WITHIN) -> str:
         """The next comment line's text (events meanwhile stay queued for next_event)."""
         async with asyncio.timeout(within):
             while not self.parser.comments:
                 await self._pull()
         return self.parser.comments.popleft()
 
-    async def events_until_end(self, within: float = 5) -> list[Event]:
+    async def events_until_end(self, within: float = WITHIN) -> list[Event]:
         """Every event left, once the body ends; TimeoutError if it does not end in time."""
         events: list[Event] = []
         async with asyncio.timeout(within):
@@ -300,7 +306,7 @@ class SSEStream:
                     self.parser.events.clear()
                     return events
 
-    async def body(self, within: float = 5) -> bytes:
+    async def body(self, within: float = WITHIN) -> bytes:
         """The whole body of a response that is not an event stream (an error, a 204)."""
         async with asyncio.timeout(within):
             while not self.ended:

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from tests.conftest import seconds
 
@@ -180,10 +181,12 @@ async def test_websocket_from_a_foreign_origin_is_refused(server: Start) -> None
         token = (await create(api))["token"]
     url = f"{srv.ws_url}?token={token}"
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, origin="https://evil.example", open_timeout=seconds(5)):
+        async with connect(url, origin=Origin("https://evil.example"), open_timeout=seconds(5)):
             pass
     assert refused.value.response.status_code == 403
-    async with connect(url, origin="https://app.example.com", open_timeout=seconds(5)) as ws:
+    async with connect(
+        url, origin=Origin("https://app.example.com"), open_timeout=seconds(5)
+    ) as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert (await receive(ws)) == {"type": "pong"}
 

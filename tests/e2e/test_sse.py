@@ -286,7 +286,7 @@ async def test_job_stream_ignores_a_last_event_id_it_cannot_use(server: Start) -
             ("header", "abc"),
             ("header", "-1"),
         ]
-        answers = {}
+        answers: dict[tuple[str, str], object] = {}
         for via, value in attempts:
             headers = {"Last-Event-ID": value} if via == "header" else {}
             target = url if via == "header" else f"{url}?lastEventId={value}"

@@ -386,6 +386,7 @@ async def test_compression_is_offered_only_when_asked_for(server: Start) -> None
     for setting, expected in (({}, None), ({"JOBS_WS_COMPRESSION": "1"}, "permessage-deflate")):
         srv = server(**setting)
         async with connect(srv.ws_url, open_timeout=seconds(5), compression="deflate") as ws:
+            assert ws.response is not None
             offered = ws.response.headers.get("Sec-WebSocket-Extensions")
             assert (offered or "").split(";")[0] == (expected or "")
             await ws.send(json.dumps({"type": "ping"}))

@@ -6,12 +6,12 @@ import re
 
 import pytest
 from redis.asyncio import Redis
-from redis_harness import Recorder, open_redis_store
 
 from app import jobs
 from app.errors import JobNotFound
 from app.models import NewJob
 from app.store import Idempotency
+from tests.store.harness import Recorder, open_redis_store
 
 pytestmark = pytest.mark.anyio
 

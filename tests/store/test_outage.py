@@ -10,18 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import anyio
 import pytest
 from redis.exceptions import RedisError
-from redis_harness import WAIT, Clock, Harness, Recorder, contract_settings, open_redis_store
-from redis_server import RedisServer
 
 from app import jobs
 from app.errors import BackendUnavailable
 from app.jobs import JobFilter
 from app.models import NewJob
-from app.store import Idempotency
+from app.store import Idempotency, JobStore
 from app.store.outage import Outage
 from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore
 from app.streams.events import Position
 from tests.conftest import seconds
+from tests.store.harness import WAIT, Clock, Harness, Recorder, contract_settings, open_redis_store
+from tests.store.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +80,7 @@ async def outage(private_redis: RedisServer, redis_prefix: str) -> AsyncIterator
         await store.aclose()
 
 
-async def until_answering(store: RedisStore) -> None:
+async def until_answering(store: JobStore) -> None:
     with anyio.fail_after(WAIT):
         while True:
             try:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -15,10 +16,11 @@ from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.store.redis import RedisStore
 from app.streams.events import Change
+from tests.conftest import seconds
 
 TTL = 300.0
 TOMBSTONE_TTL = 3600.0
-WAIT = 5.0  # seconds any awaited event may take
+WAIT = seconds(5)  # any awaited event may take this long
 
 
 class Recorder:
@@ -91,14 +93,14 @@ class Harness:
         await self.store.sweep()
 
 
-def contract_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {
+def contract_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "terminal_ttl": TTL,
         "tombstone_ttl": TOMBSTONE_TTL,
         "redis_timeout": 1.0,
         **overrides,
     }
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 async def open_redis_store(

@@ -1,8 +1,8 @@
-"""Fixtures of the Redis tests: real redis-server processes, a unique key prefix per test.
+"""Fixtures of the store tests: real redis-server processes, a unique key prefix per test.
 
-This folder has no ``__init__.py`` on purpose: as a package it would be
-importable as ``redis`` (pytest puts ``tests/`` on ``sys.path``) and hide
-the Redis client.
+The Redis legs start their own ``redis-server`` (see :mod:`tests.store.redis_server`):
+missing, it fails the test under CI (``CI=true``) and skips it elsewhere, saying
+what to install. The memory legs need nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
+
+from tests.store.redis_server import RedisServer
 
 
 @pytest.fixture

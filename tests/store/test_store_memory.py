@@ -4,9 +4,9 @@ and the owner index that keeps an owner's reads to that owner's jobs."""
 from __future__ import annotations
 
 import base64
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,15 +25,13 @@ from app.store import Idempotency
 from app.store.memory import MemoryStore
 from app.streams.events import Change, Position
 
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values  # dict's own views
+
 TERMINAL_TTL = 300.0
 TOMBSTONE_TTL = 3600.0
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class FakeClock:
@@ -617,15 +615,15 @@ class CountingTable(dict[str, Change]):
         self.looked_at += len(self)
         return super().__iter__()
 
-    def keys(self) -> KeysView[str]:
+    def keys(self) -> dict_keys[str, Change]:
         self.looked_at += len(self)
         return super().keys()
 
-    def values(self) -> ValuesView[Change]:
+    def values(self) -> dict_values[str, Change]:
         self.looked_at += len(self)
         return super().values()
 
-    def items(self) -> ItemsView[str, Change]:
+    def items(self) -> dict_items[str, Change]:
         self.looked_at += len(self)
         return super().items()
 

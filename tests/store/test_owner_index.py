@@ -8,19 +8,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
-from redis_harness import Clock, Harness, Recorder, contract_settings
 
 from app import jobs
 from app.jobs import JobFilter
 from app.models import Job, NewJob
 from app.store.redis import RedisStore
+from tests.store.harness import Clock, Harness, Recorder, contract_settings
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def raw(redis_server: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server)
+    """A client of the test's Redis that answers in text."""
+    client = Redis.from_url(redis_server, decode_responses=True)
     try:
         yield client
     finally:
@@ -99,11 +100,11 @@ async def test_sweeps_take_removed_jobs_out_of_the_owner_index(
     made = [await create(harness, "alice") for _ in range(4)]
     await create(harness, None)
     key = owner_key(redis_prefix, "alice")
-    assert [m.decode() for m in await raw.zrange(key, 0, -1)] == [job.job_id for job in made]
+    assert await raw.zrange(key, 0, -1) == [job.job_id for job in made]
     for job in made[:3]:
         await harness.complete(job.job_id)
     await harness.expire_terminal_jobs()
-    assert [m.decode() for m in await raw.zrange(key, 0, -1)] == [made[3].job_id]
+    assert await raw.zrange(key, 0, -1) == [made[3].job_id]
     await harness.complete(made[3].job_id)
     await harness.expire_terminal_jobs()
     assert not await raw.exists(key)
@@ -144,7 +145,7 @@ async def test_jobs_older_than_the_index_are_found_and_then_indexed(
 
         await alice_is_found()
         await store.sweep()
-        assert await raw.get(f"{redis_prefix}owners:walked") == b"3"
+        assert await raw.get(f"{redis_prefix}owners:walked") == "3"
         assert not await raw.exists(f"{redis_prefix}owners:indexed")
         await alice_is_found()
         for _ in range(3):
@@ -153,16 +154,14 @@ async def test_jobs_older_than_the_index_are_found_and_then_indexed(
         assert not await raw.exists(f"{redis_prefix}owners:walked")
         for owner, owned in made.items():
             members = await raw.zrange(owner_key(redis_prefix, owner), 0, -1)
-            assert [member.decode() for member in members] == [job.job_id for job in owned]
+            assert members == [job.job_id for job in owned]
         await alice_is_found()
 
         # Indexed, they leave the index when they are swept away like any other.
         await Harness(store, sink, harness.clock).complete(alice[0])
         harness.clock.advance(3600)
         await store.sweep()
-        assert await raw.zrange(owner_key(redis_prefix, "alice"), 0, -1) == [
-            job_id.encode() for job_id in alice[1:]
-        ]
+        assert await raw.zrange(owner_key(redis_prefix, "alice"), 0, -1) == alice[1:]
     finally:
         await store.aclose()
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-START_DEADLINE = 10.0  # seconds for redis-server to answer PING
+from tests.conftest import seconds
+
+START_DEADLINE = seconds(10)  # for redis-server to answer PING
 
 
 def redis_server_binary() -> str:
@@ -72,7 +74,7 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not answer PING in {START_DEADLINE}s")
+                raise RuntimeError(f"redis-server did not answer PING in {START_DEADLINE:g}s")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -80,7 +82,7 @@ class RedisServer:
         if self.process is not None:
             self.process.send_signal(signal.SIGCONT)  # a paused server must not linger
             self.process.kill()
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=seconds(10))
             self.process = None
 
     def pause(self) -> None:
@@ -94,7 +96,7 @@ class RedisServer:
 
     def _answers_ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=seconds(0.5)) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
