@@ -336,7 +336,7 @@ def definitions() -> tuple[Definition, ...]:
 
 
 def markdown_table() -> str:
-    """The manual's table of settings (docs/settings.md), made from the definitions."""
+    """The manual's table of settings (docs/deployment.md), made from the definitions."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     rows += [f"| `{d.variable}` | {d.shown_default()} | {d.doc} |" for d in definitions()]
     return "\n".join(rows) + "\n"

@@ -61,7 +61,7 @@ function intro(count) {
     prose(
       'p',
       'Not an HTTP operation, so not listed here: the WebSocket `/api/jobs/ws` (JSON frames ' +
-        '`subscribe`, `unsubscribe`, `ping`; the README describes them).',
+        '`subscribe`, `unsubscribe`, `ping`; described in the manual, `docs/live-updates.md`).',
     ),
   );
   const schemes = doc.components?.securitySchemes ?? {};
