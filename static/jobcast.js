@@ -1,14 +1,14 @@
 /**
- * jobcast.js — live job status for any web page. One ES module, no dependencies.
+ * jobcast — live job status for browsers and Node. One ES module, no dependencies.
  *
  * @example
- * import { watchJob, watchJobs } from '/static/jobcast.js';
+ * import { watchJob, watchJobs, createJobStore } from 'jobcast'; // a page: '/static/jobcast.js'
  *
  * // One job, until it completes or fails (then the watch ends by itself):
  * const one = watchJob(jobId, {
  *   onJob: (job) => render(job),              // the full job, on every change
  *   onState: ({ state, transport }) => {},    // 'connecting' | 'live' | 'reconnecting' | 'offline'
- *                                             // | 'unauthorized' | 'forbidden' (see below)
+ *                                             // | 'paused' | 'unauthorized' | 'forbidden'
  *   onRemoved: (jobId) => {},                 // the job was cleaned up (or never existed)
  * });
  *
@@ -17,12 +17,19 @@
  *   onJob: (job) => upsert(job),
  *   onRemoved: (jobId) => drop(jobId),
  *   onReset: () => {},        // optional: the server could not resume (it restarted, say)
+ *   onSynced: () => {},       // optional: what came so far is the server's whole state
  *   jobType: 'file_processing',
  *   transport: 'ws',          // 'sse' (default) | 'ws' | 'poll'
- *   baseUrl: 'https://jobs.example.com',   // default: this page's origin
- *   token: '…',               // optional: sent as ?token= on every request
+ *   baseUrl: 'https://jobs.example.com',   // default: this page's origin (required in Node)
+ *   token: '…',               // optional: a read token, sent as ?token= on every request
+ *   getToken: async () => '…',             // or: asked for one on every (re)connect
+ *   pauseWhenHidden: true,    // close the stream while the tab is hidden, resume when shown
  * });
  * all.close();
+ *
+ * // The same, as a store for UI frameworks (React's useSyncExternalStore, Svelte, Vue):
+ * const store = createJobStore({ jobType: 'llm_agent' });
+ * const unsubscribe = store.subscribe(({ jobs, state }) => {}); // now, and on every change
  *
  * What it does for you:
  * - Resumes. After a dropped connection it reconnects with exponential backoff and
@@ -41,6 +48,10 @@
  *   does not cover what is watched) in 'forbidden': retrying with the same token
  *   cannot help. `onState` then also gets `problem`, the server's problem+json
  *   (`status`, `title`, `detail`): `({ state, transport, problem }) => {}`.
+ *   With `getToken`, a 401 first asks it once more: a different token is tried at once.
+ * - Runs in Node too: pass `baseUrl`, and for SSE an `EventSource` (the `eventsource`
+ *   package), for WebSocket on Node 20 a `WebSocket` (the `ws` package's; Node 22 has
+ *   one). Polling needs nothing but `fetch`.
  */
 
 const TRANSPORTS = ['sse', 'ws', 'poll'];
@@ -52,12 +63,15 @@ const STABLE_MS = 5_000; // a stream that lived this long was not a failure of s
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
+const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 
 /**
  * Watch one job until it reaches `completed` or `error`.
  * @param {string} jobId
- * @param {object} [options] onJob, onState, onRemoved, transport, baseUrl, token, fallback
- * @returns {{close(): void, readonly state: string|null, readonly transport: string}}
+ * @param {object} [options] onJob, onState, onRemoved, onSynced, transport, baseUrl,
+ *   token, getToken, fallback, pauseWhenHidden, EventSource, WebSocket
+ * @returns {{close(): void, readonly state: string, readonly transport: string,
+ *   readonly closed: boolean}}
  */
 export function watchJob(jobId, options = {}) {
   return new Watch({ ...options, jobId: String(jobId) }).start();
@@ -65,9 +79,11 @@ export function watchJob(jobId, options = {}) {
 
 /**
  * Watch every job (or those matching `jobType` and `status`) until closed.
- * @param {object} [options] onJob, onRemoved, onReset, onState, jobType, status,
- *   transport, baseUrl, token, fallback, pollInterval
- * @returns {{close(): void, readonly state: string|null, readonly transport: string}}
+ * @param {object} [options] onJob, onRemoved, onReset, onState, onSynced, jobType, status,
+ *   transport, baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden,
+ *   EventSource, WebSocket
+ * @returns {{close(): void, readonly state: string, readonly transport: string,
+ *   readonly closed: boolean}}
  */
 export function watchJobs(options = {}) {
   return new Watch({ ...options, jobId: null }).start();
@@ -76,15 +92,53 @@ export function watchJobs(options = {}) {
 /** Whether a job's status is final (`completed` or `error`). */
 export const isTerminal = (job) => TERMINAL.has(job?.status);
 
+/**
+ * A store of one job (`jobId`) or of every job (optionally `jobType`, `status`), for UI
+ * frameworks. It connects on the first `subscribe`, pauses once nothing is subscribed
+ * (and resumes from where it was on the next), and ends with `close()`.
+ *
+ * `getSnapshot()` returns a frozen `{jobs, job, state, transport, problem, synced, closed}`
+ * that is replaced, never changed, and only when something in it changed: `jobs` newest
+ * first, `job` the one job of a one-job store. `subscribe(listener)` calls `listener(snapshot)`
+ * at once and after every change, and returns the function that unsubscribes.
+ * @param {object} [options] jobId, jobType, status, and the options of watchJobs but callbacks
+ * @returns {{subscribe(listener: Function): () => void, getSnapshot(): object, close(): void}}
+ */
+export function createJobStore(options = {}) {
+  const store = new JobStore(options);
+  return Object.freeze({
+    subscribe: (listener) => store.subscribe(listener),
+    getSnapshot: () => store.snapshot,
+    close: () => store.close(),
+  });
+}
+
 class Watch {
-  constructor(options) {
+  /** `ended` (for the store) is called once, when the watch ends for whatever reason. */
+  constructor(options, ended) {
     this.o = options;
+    this.ended = ended;
     this.jobId = options.jobId;
     this.transport = TRANSPORTS.includes(options.transport) ? options.transport : 'sse';
-    this.base = new URL(options.baseUrl || globalThis.location.origin, globalThis.location?.href);
+    this.base = baseUrl(options.baseUrl);
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof globalThis.fetch !== 'function') throw new TypeError('jobcast needs fetch');
+    if (this.transport === 'sse' && typeof this.EventSource !== 'function') {
+      throw new TypeError(
+        "jobcast: no EventSource here: pass options.EventSource (in Node, the 'eventsource' " +
+          "package's), or use transport 'ws' or 'poll'",
+      );
+    }
+    if (this.transport === 'ws' && typeof this.WebSocket !== 'function') {
+      throw new TypeError(
+        "jobcast: no WebSocket here: pass options.WebSocket (on Node 20, the 'ws' package's; " +
+          "Node 22 has one), or use transport 'sse' or 'poll'",
+      );
+    }
     this.versions = new Map(); // jobId → the version last delivered
     this.cursor = null; // all-jobs feed position of the last event
-    this.conn = null; // the open connection: {close(), live, liveAt, closed}
+    this.conn = null; // the open connection: {close(), live, liveAt, token, closed}
     this.timer = 0;
     this.attempts = 0; // failed attempts since the last live connection
     this.streamFailures = 0;
@@ -92,20 +146,31 @@ class Watch {
     this.snapshot = null; // while a full snapshot arrives: the held job ids it has not sent
     this.state = null;
     this.closed = false;
+    this.generation = 0; // bumped to forget whatever is in flight (a pause, a close)
+    this.token = options.token || undefined; // the credential of the current attempt
+    this.renewed = undefined; // what getToken gave after a 401: the next attempt's token
+    this.renewing = false; // getToken was asked after a 401: another one ends the watch
+    this.holds = new Set(); // why the watch is paused: 'hidden', 'idle' (a store unwatched)
+    this.listening = false;
     this.aborter = new AbortController();
     this.onOnline = () => {
       if (this.timer) {
         clearTimeout(this.timer);
         this.timer = 0;
         this.attempts = 0;
-        this.reconnect();
+        this.open(true);
       }
+    };
+    this.onVisibility = () => {
+      if (hidden()) this.hold('hidden');
+      else this.release('hidden');
     };
   }
 
   start() {
-    globalThis.addEventListener?.('online', this.onOnline);
-    this.connect();
+    this.listen(true);
+    if (this.o.pauseWhenHidden && hidden()) this.hold('hidden');
+    else this.open(false);
     const watch = this;
     return {
       close: () => this.close(),
@@ -115,26 +180,121 @@ class Watch {
       get transport() {
         return watch.transport;
       },
+      get closed() {
+        return watch.closed;
+      },
     };
   }
 
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.generation += 1;
     clearTimeout(this.timer);
     this.aborter.abort();
     this.drop();
-    globalThis.removeEventListener?.('online', this.onOnline);
+    this.listen(false);
+    this.ended?.();
+  }
+
+  /** Pause (close the connection, keep the position) until every reason is released. */
+  hold(reason) {
+    if (this.closed || this.holds.has(reason)) return;
+    this.holds.add(reason);
+    if (reason === 'idle') this.listen(false);
+    if (this.holds.size > 1) return;
+    this.generation += 1;
+    clearTimeout(this.timer);
+    this.timer = 0;
+    this.drop();
+    this.interrupted();
+    this.setState('paused');
+  }
+
+  release(reason) {
+    if (this.closed || !this.holds.delete(reason)) return;
+    if (reason === 'idle') {
+      this.listen(true); // the visibility it did not hear while idle: as it is now
+      if (this.o.pauseWhenHidden && hidden()) this.holds.add('hidden');
+      else this.holds.delete('hidden');
+    }
+    if (this.holds.size) return;
+    this.attempts = 0;
+    this.unreachable = 0;
+    this.open(false);
+  }
+
+  listen(on) {
+    if (on === this.listening || (on && this.closed)) return;
+    this.listening = on;
+    const method = on ? 'addEventListener' : 'removeEventListener';
+    globalThis[method]?.('online', this.onOnline);
+    if (this.o.pauseWhenHidden)
+      globalThis.document?.[method]?.('visibilitychange', this.onVisibility);
   }
 
   // Connection lifecycle --------------------------------------------------
 
-  connect() {
-    if (this.closed) return;
+  /** One attempt: the credential, a probe first after a failure, then the transport. */
+  open(probeFirst) {
+    this.attempt(probeFirst).catch(report); // a bug of ours: said, never an unhandled rejection
+  }
+
+  async attempt(probeFirst) {
+    if (this.closed || this.holds.size) return;
+    const generation = ++this.generation;
     if (!this.attempts) this.setState('connecting');
-    const conn = { closed: false, live: false, liveAt: 0, stable: 0, close() {} };
+    let token;
+    try {
+      token = await this.credential();
+    } catch (error) {
+      if (generation !== this.generation) return;
+      report(error); // getToken failed: try again later, as for a network error
+      return this.retry();
+    }
+    if (generation !== this.generation) return;
+    this.token = token;
+    if (probeFirst && this.transport !== 'poll') {
+      // Ask the server before streaming again: while it is down that costs one request
+      // per attempt, and a server that answers while its stream keeps failing is the
+      // cue to fall back to polling. (A poll is its own probe.)
+      const probe = await this.probe(generation);
+      if (generation !== this.generation) return;
+      if (probe === 'down') {
+        this.unreachable += 1;
+        return this.retry();
+      }
+      if (probe === 'stop') return;
+      if (probe === 'renew') return this.attempt(true);
+      this.unreachable = 0;
+      if (probe === 'gone') {
+        this.call('onRemoved', this.jobId);
+        return this.close();
+      }
+      if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
+        this.transport = 'poll';
+        this.streamFailures = 0;
+      }
+    }
+    const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
+    conn.close = () => {};
     this.conn = conn;
-    this[this.transport](conn);
+    try {
+      this[this.transport](conn);
+    } catch (error) {
+      report(error); // a constructor passed in that refused the URL, say
+      this.failed(conn);
+    }
+  }
+
+  /** The read token for this attempt: after a 401 the renewed one, else getToken's or token. */
+  async credential() {
+    if (this.renewed !== undefined) {
+      const renewed = this.renewed;
+      this.renewed = undefined;
+      return renewed;
+    }
+    return this.o.getToken ? tokenOf(await this.o.getToken()) : tokenOf(this.o.token);
   }
 
   drop() {
@@ -156,6 +316,7 @@ class Watch {
     }, STABLE_MS);
     this.attempts = 0;
     this.unreachable = 0;
+    this.renewing = false;
     this.setState('live');
   }
 
@@ -163,17 +324,22 @@ class Watch {
   failed(conn, down = false) {
     if (conn.closed || this.closed) return;
     this.drop();
+    this.interrupted();
+    // A stream that never went live, or died soon after, is a failure of streaming;
+    // one that ended with its token (the server ends those) is not.
+    const expired = conn.expired || expiresBefore(conn.token, Date.now() + EXPIRY_SLACK_MS);
+    const lasted = conn.live && Date.now() - conn.liveAt >= STABLE_MS;
+    if (this.transport !== 'poll' && !expired && !lasted) this.streamFailures += 1;
+    if (down) this.unreachable += 1;
+    this.retry();
+  }
+
+  /** A connection ended mid-snapshot: ask for a whole one next time. */
+  interrupted() {
     if (this.snapshot) {
-      // Interrupted mid-snapshot: ask for a whole one next time.
       this.snapshot = null;
       this.cursor = null;
     }
-    // A stream that never went live, or died soon after, is a failure of streaming.
-    if (this.transport !== 'poll' && !(conn.live && Date.now() - conn.liveAt >= STABLE_MS)) {
-      this.streamFailures += 1;
-    }
-    if (down) this.unreachable += 1;
-    this.retry();
   }
 
   retry() {
@@ -184,39 +350,15 @@ class Watch {
     const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
     this.timer = setTimeout(() => {
       this.timer = 0;
-      this.reconnect();
+      this.open(true);
     }, delay);
   }
 
-  async reconnect() {
-    if (this.closed) return;
-    if (this.transport === 'poll') return this.connect(); // a poll is its own probe
-    // Ask the server before streaming again: while it is down that costs one request
-    // per attempt, and a server that answers while its stream keeps failing is the
-    // cue to fall back to polling.
-    const probe = await this.probe();
-    if (this.closed) return;
-    if (probe === 'down') {
-      this.unreachable += 1;
-      return this.retry();
-    }
-    this.unreachable = 0;
-    if (probe === 'gone') {
-      this.call('onRemoved', this.jobId);
-      return this.close();
-    }
-    if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
-      this.transport = 'poll';
-      this.streamFailures = 0;
-    }
-    this.connect();
-  }
-
   /**
-   * 'up', 'down' (no answer), 'denied' (401/403: the watch is closed now), or for one
-   * job 'gone' (404/410).
+   * 'up', 'down' (no answer), 'stop' (refused: the watch is closed now), 'renew' (refused,
+   * getToken gave another token), or for one job 'gone' (404/410).
    */
-  async probe() {
+  async probe(generation) {
     const one = this.jobId !== null;
     const url = one ? this.jobUrl() : this.url('/api/jobs', { limit: 1, ...this.filters() });
     let response;
@@ -225,8 +367,10 @@ class Watch {
     } catch {
       return 'down';
     }
-    if (await this.refused(response)) return 'denied';
+    const refusal = await this.refused(response, generation);
+    if (refusal) return refusal;
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
+    if (response.ok) this.renewing = false;
     if (one && response.ok) this.deliver(await response.json().catch(() => null));
     else response.body?.cancel().catch(() => {});
     return 'up';
@@ -242,18 +386,37 @@ class Watch {
   }
 
   /**
-   * A 401 or 403 ends the watch: the same credential would be refused again.
-   * Resolves true when `response` was one (the watch is then closed).
+   * A 401 or 403 ends the watch: the same credential would be refused again. With
+   * `getToken`, a 401 asks it once more first, and a different token is tried ('renew').
+   * Resolves null when `response` was no refusal, 'stop' when the watch is done with it.
    */
-  async refused(response) {
-    if (response.status !== 401 && response.status !== 403) return false;
+  async refused(response, generation) {
+    if (response.status !== 401 && response.status !== 403) return null;
     const body = await response.json().catch(() => null);
-    if (this.closed) return true;
+    if (this.closed || generation !== this.generation) return 'stop';
+    if (response.status === 401 && this.o.getToken && !this.renewing) {
+      this.renewing = true;
+      let token;
+      try {
+        token = tokenOf(await this.o.getToken());
+      } catch (error) {
+        report(error);
+      }
+      if (this.closed || generation !== this.generation) return 'stop';
+      if (token !== undefined && token !== this.token) {
+        this.renewed = token;
+        return 'renew';
+      }
+    }
     const { status, statusText } = response;
-    const problem = { title: statusText, ...(body && typeof body === 'object' ? body : {}), status };
+    const problem = {
+      title: statusText,
+      ...(body && typeof body === 'object' ? body : {}),
+      status,
+    };
     this.setState(status === 401 ? 'unauthorized' : 'forbidden', problem);
     this.close();
-    return true;
+    return 'stop';
   }
 
   // What arrives -----------------------------------------------------------
@@ -292,10 +455,12 @@ class Watch {
 
   /** The server marked the snapshot's end (`synced`): what follows is live. */
   synced(cursor) {
+    if (this.closed) return;
     if (this.jobId === null && cursor) this.cursor = cursor;
     const unconfirmed = this.snapshot;
     this.snapshot = null;
     for (const jobId of unconfirmed ?? []) this.removed(jobId);
+    this.call('onSynced');
   }
 
   call(name, ...args) {
@@ -303,8 +468,7 @@ class Watch {
       this.o[name]?.(...args);
     } catch (error) {
       // A bug in a callback must not break the connection: report it and go on.
-      if (globalThis.reportError) globalThis.reportError(error);
-      else setTimeout(() => { throw error; });
+      report(error);
     }
   }
 
@@ -314,7 +478,7 @@ class Watch {
     const one = this.jobId !== null;
     const last = one ? this.versions.get(this.jobId) : this.cursor;
     const path = one ? `/api/jobs/${encodeURIComponent(this.jobId)}/events` : '/api/jobs/events';
-    const source = new EventSource(
+    const source = new this.EventSource(
       this.url(path, { ...(one ? {} : this.filters()), lastEventId: last }),
     );
     conn.close = () => source.close();
@@ -345,12 +509,12 @@ class Watch {
     const since = one ? this.versions.get(this.jobId) : this.cursor;
     const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    const socket = new WebSocket(url.href);
+    const socket = new this.WebSocket(url.href);
     let heard = Date.now();
     const pinger = setInterval(() => {
       // uvicorn answers protocol pings; this notices a connection that died silently.
       if (Date.now() - heard > 2.5 * WS_PING_MS) return this.failed(conn);
-      if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}');
+      if (socket.readyState === 1) socket.send('{"type":"ping"}'); // 1: OPEN
     }, WS_PING_MS);
     conn.close = () => {
       clearInterval(pinger);
@@ -393,7 +557,12 @@ class Watch {
         handle(message);
       }
     });
-    socket.addEventListener('close', () => this.failed(conn));
+    // Node's `ws` throws an 'error' nobody listens to; the 'close' that follows says it all.
+    socket.addEventListener('error', () => {});
+    socket.addEventListener('close', (event) => {
+      if (event.code === 1008 && /expired/.test(event.reason ?? '')) conn.expired = true;
+      this.failed(conn);
+    });
   }
 
   poll(conn) {
@@ -405,13 +574,24 @@ class Watch {
     });
   }
 
+  /** Handles a refused poll: 'stop' ends it, 'renew' starts again with the new token. */
+  async pollRefused(conn, response) {
+    const refusal = await this.refused(response, conn.generation);
+    if (refusal === 'renew' && !conn.closed) {
+      this.drop();
+      this.open(false);
+    }
+    return refusal !== null;
+  }
+
   async pollJob(conn, signal) {
+    let first = true;
     while (!conn.closed) {
       const version = this.versions.get(this.jobId);
       const waiting = version == null ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
       const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
-      if (conn.closed || (await this.refused(response))) return;
+      if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) {
         this.call('onRemoved', this.jobId);
         return this.close();
@@ -419,18 +599,21 @@ class Watch {
       if (response.status !== 304 && !response.ok) throw new Error(`HTTP ${response.status}`);
       this.opened(conn);
       if (response.ok) this.deliver(await response.json());
+      if (first && !conn.closed) this.call('onSynced');
+      first = false;
     }
   }
 
   async pollAll(conn, signal) {
     const filtered = Boolean(this.o.status);
+    let first = true;
     while (!conn.closed) {
       const jobs = [];
       let cursor;
       for (let page = 0; page < 20; page += 1) {
         const params = { limit: 1000, ...this.filters(), cursor };
         const response = await fetch(this.url('/api/jobs', params), { cache: 'no-store', signal });
-        if (await this.refused(response)) return;
+        if (conn.closed || (await this.pollRefused(conn, response))) return;
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const body = await response.json();
         jobs.push(...body.jobs);
@@ -450,6 +633,7 @@ class Watch {
         const response = filtered
           ? await fetch(this.jobUrl({}, jobId), { cache: 'no-store', signal })
           : null;
+        if (conn.closed) return;
         if (response?.ok) {
           this.deliver(await response.json());
           this.versions.delete(jobId);
@@ -457,6 +641,8 @@ class Watch {
           this.removed(jobId);
         }
       }
+      if (first) this.call('onSynced');
+      first = false;
       await sleep(this.o.pollInterval ?? 1000, signal);
     }
   }
@@ -476,9 +662,181 @@ class Watch {
     for (const [name, value] of Object.entries(params)) {
       if (value != null && value !== '') url.searchParams.set(name, value);
     }
-    if (this.o.token) url.searchParams.set('token', this.o.token);
+    if (this.token) url.searchParams.set('token', this.token);
     return url.href;
   }
+}
+
+/** The snapshots of createJobStore: a Watch whose callbacks fill a map of frozen jobs. */
+class JobStore {
+  constructor(options) {
+    const { onJob, onRemoved, onReset, onState, onSynced, ...connection } = options;
+    this.options = connection;
+    this.one = options.jobId != null;
+    this.jobs = new Map(); // jobId → frozen job
+    this.listeners = new Set(); // one entry per subscribe(), so one function may subscribe twice
+    this.watch = null;
+    this.idle = 0; // the timer that pauses the watch once nothing is subscribed
+    this.queued = false; // a publish() is due (changes are gathered per microtask)
+    this.added = false; // a job came or went since the last snapshot: sort again
+    this.current = {
+      state: 'connecting',
+      transport: TRANSPORTS.includes(options.transport) ? options.transport : 'sse',
+      problem: undefined,
+      synced: false,
+      closed: false,
+    };
+    this.snapshot = Object.freeze({ jobs: Object.freeze([]), job: undefined, ...this.current });
+  }
+
+  subscribe(listener) {
+    if (typeof listener !== 'function') throw new TypeError('subscribe() needs a function');
+    if (!this.watch && !this.current.closed) this.begin();
+    const entry = { listener };
+    this.listeners.add(entry);
+    clearTimeout(this.idle);
+    this.idle = 0;
+    this.watch?.release('idle');
+    this.tell(entry, this.snapshot);
+    return () => {
+      if (!this.listeners.delete(entry) || this.listeners.size || this.idle) return;
+      // After a tick: React's StrictMode and re-renders unsubscribe and subscribe at once.
+      this.idle = setTimeout(() => {
+        this.idle = 0;
+        if (!this.listeners.size) this.watch?.hold('idle');
+      });
+    };
+  }
+
+  begin() {
+    const options = {
+      ...this.options,
+      jobId: this.one ? String(this.options.jobId) : null,
+      onJob: (job) => {
+        if (!this.jobs.has(job.jobId)) this.added = true;
+        this.jobs.set(job.jobId, deepFreeze(job));
+        if (this.one) this.current.synced = true;
+        this.touch();
+      },
+      onRemoved: (jobId) => {
+        if (this.jobs.delete(jobId)) this.added = true;
+        if (this.one) this.current.synced = true;
+        this.touch();
+      },
+      onState: ({ state, transport, problem }) => {
+        Object.assign(this.current, { state, transport, problem });
+        this.touch();
+      },
+      onSynced: () => {
+        this.current.synced = true;
+        this.touch();
+      },
+    };
+    this.watch = new Watch(options, () => {
+      this.current.closed = true;
+      this.touch();
+    });
+    this.watch.start();
+  }
+
+  close() {
+    clearTimeout(this.idle);
+    this.idle = 0;
+    this.current.closed = true;
+    this.watch?.close();
+    this.touch();
+  }
+
+  touch() {
+    if (this.queued) return;
+    this.queued = true;
+    queueMicrotask(() => this.publish());
+  }
+
+  publish() {
+    this.queued = false;
+    const before = this.snapshot;
+    let jobs = before.jobs;
+    if (this.added) {
+      this.added = false;
+      jobs = [...this.jobs.values()].sort(newestFirst);
+    } else {
+      jobs = jobs.map((job) => this.jobs.get(job.jobId));
+    }
+    if (jobs.length === before.jobs.length && jobs.every((job, i) => job === before.jobs[i])) {
+      jobs = before.jobs;
+    } else {
+      Object.freeze(jobs);
+    }
+    const { state, transport, problem, synced, closed } = this.current;
+    const next = {
+      jobs,
+      job: this.one ? jobs[0] : undefined,
+      state,
+      transport,
+      problem,
+      synced,
+      closed,
+    };
+    if (Object.keys(next).every((key) => next[key] === before[key])) return;
+    this.snapshot = Object.freeze(next);
+    for (const entry of [...this.listeners]) {
+      if (this.listeners.has(entry)) this.tell(entry, this.snapshot);
+    }
+  }
+
+  tell(entry, snapshot) {
+    try {
+      entry.listener(snapshot);
+    } catch (error) {
+      report(error); // one listener's bug must not keep the others from hearing
+    }
+  }
+}
+
+function baseUrl(given) {
+  const here = globalThis.location?.href;
+  if (given) return new URL(given, here);
+  if (!here) throw new TypeError('jobcast: options.baseUrl is required outside a browser');
+  return new URL(globalThis.location.origin);
+}
+
+/** A page reports it as an uncaught error would be; Node logs it, never crashing the process. */
+function report(error) {
+  if (globalThis.reportError) globalThis.reportError(error);
+  else console.error(error);
+}
+
+function tokenOf(value) {
+  return value ? String(value) : undefined;
+}
+
+/** Whether `token` is a JWT whose `exp` is before `when` (ms); false for anything else. */
+function expiresBefore(token, when) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(payload)).exp;
+    return typeof exp === 'number' && exp * 1000 < when;
+  } catch {
+    return false;
+  }
+}
+
+function hidden() {
+  return globalThis.document?.visibilityState === 'hidden';
+}
+
+function newestFirst(a, b) {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
+  return a.jobId < b.jobId ? 1 : -1;
+}
+
+function deepFreeze(value) {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
 }
 
 function parse(text) {

@@ -1,4 +1,5 @@
-"""The manual's examples, run: every example in README.md, docs/ and bench/README.md.
+"""The manual's examples, run: every example in the READMEs (the project's, bench's and the
+clients') and docs/.
 
 docs/README.md ("Examples are tested") gives the rules to whoever writes a page.
 In short: a ``python``, ``sh`` (``bash``, ``shell``, ``console``) or ``js``
@@ -33,7 +34,15 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import seconds
 from tests.e2e.conftest import ROOT, RunningServer, free_port
 
-PAGES = sorted([ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").rglob("*.md")])
+PAGES = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "bench" / "README.md",
+        ROOT / "clients" / "python" / "README.md",
+        ROOT / "clients" / "js" / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+    ]
+)
 DEPLOYMENT = ROOT / "docs" / "deployment.md"
 # The languages whose blocks must say `run` or `norun`, and how each runs.
 LANGUAGES = {

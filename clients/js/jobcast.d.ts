@@ -1,0 +1,220 @@
+/**
+ * Types of `jobcast`: live job status for browsers and Node.
+ *
+ * Written by hand beside jobcast.js (which stays plain JavaScript, so a page can load it
+ * with no build step); they need neither the DOM library nor Node's types.
+ */
+
+/** Where a job is: new jobs are `queued`; `completed` and `error` are final. */
+export type JobStatus = 'queued' | 'processing' | 'completed' | 'error';
+
+/** What kind of work a job tracks (default `generic`). */
+export type JobType = 'file_processing' | 'document_analysis' | 'llm_agent' | 'generic';
+
+/** A JSON value, as a job's `metadata` holds. */
+export type JsonValue =
+  string | number | boolean | null | readonly JsonValue[] | { readonly [key: string]: JsonValue };
+
+/**
+ * A job: the full state every event carries. Optional fields without a value are absent;
+ * fields newer servers add are kept (and typed `unknown` until named here).
+ */
+export interface Job {
+  readonly jobId: string;
+  readonly jobType: JobType;
+  readonly status: JobStatus;
+  /** The current human-readable step (`""` by default). */
+  readonly message: string;
+  /** 0 to 100; `completed` sets 100. */
+  readonly progress: number;
+  /** Present once set (usually on completion). */
+  readonly documentId?: string;
+  /** Present once the job failed. */
+  readonly error?: string;
+  readonly metadata: { readonly [key: string]: JsonValue };
+  /** Who the job belongs to, when created with one (read tokens can cover an owner). */
+  readonly owner?: string;
+  /** ISO 8601 UTC with milliseconds and `Z`. */
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  /** The seed's name for `updatedAt` (the same value). */
+  readonly timestamp: string;
+  /** 1 at creation, one more on every change: orders a job's events. */
+  readonly version: number;
+  /** The number of output chunks, once the job has output. */
+  readonly outputSize?: number;
+  /** Set once somebody asked the worker to stop. */
+  readonly cancelRequested?: boolean;
+  readonly cancelReason?: string;
+  readonly [field: string]: unknown;
+}
+
+/** A job in a final state. */
+export type TerminalJob = Job & { readonly status: 'completed' | 'error' };
+
+/** How updates arrive: Server-Sent Events, a WebSocket, or polling (long-polling for one job). */
+export type Transport = 'sse' | 'ws' | 'poll';
+
+/**
+ * Where a watch is. `unauthorized` (401) and `forbidden` (403) are final: the watch has
+ * ended, and `problem` says why. `paused`: hidden (`pauseWhenHidden`) or, for a store,
+ * nothing subscribed.
+ */
+export type WatchState =
+  'connecting' | 'live' | 'reconnecting' | 'offline' | 'paused' | 'unauthorized' | 'forbidden';
+
+/** The server's problem+json (RFC 9457) for a refusal. */
+export interface Problem {
+  readonly status: number;
+  readonly title?: string;
+  readonly type?: string;
+  readonly detail?: string;
+  readonly [field: string]: unknown;
+}
+
+/** What `onState` gets. */
+export interface StateChange {
+  readonly state: WatchState;
+  readonly transport: Transport;
+  /** With `unauthorized` and `forbidden` only. */
+  readonly problem?: Problem;
+}
+
+/** A read token, or none (`null`, `undefined`, `''`): sync or async. */
+export type TokenSource = () => string | null | undefined | PromiseLike<string | null | undefined>;
+
+/** A message event as EventSource and WebSocket deliver it (just what jobcast reads). */
+export interface MessageEventLike {
+  readonly data: unknown;
+  readonly lastEventId?: string;
+}
+
+/** An EventSource: the browser's, or in Node the `eventsource` package's. */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: (event: MessageEventLike) => void): void;
+  close(): void;
+}
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
+/**
+ * A WebSocket: the browser's and Node 22's, or on Node 20 the `ws` package's. Its events:
+ * 'open', 'message' (`data`), 'error', 'close' (`code`, `reason`).
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  addEventListener(type: string, listener: (event: unknown) => void): void;
+  send(data: string): void;
+  close(): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** Where and how to connect: the options every watch and store take. */
+export interface ConnectionOptions {
+  /** Default `sse`. */
+  transport?: Transport;
+  /**
+   * The server, e.g. `https://jobs.example.com` (may end in a path). Default: the page's
+   * origin; required outside a browser.
+   */
+  baseUrl?: string | URL;
+  /** A read token, sent as `?token=` on every request. */
+  token?: string;
+  /**
+   * Asked for a read token on every (re)connect, and once more after a 401: a different
+   * token is then tried at once, the same one ends the watch as `unauthorized`. Wins
+   * over `token`.
+   */
+  getToken?: TokenSource;
+  /** Fall back to polling when streaming keeps failing while the server answers. Default true. */
+  fallback?: boolean;
+  /** Milliseconds between polls of the job list (transport `poll`). Default 1000. */
+  pollInterval?: number;
+  /** In a browser, close the connection while the page is hidden and resume when shown. */
+  pauseWhenHidden?: boolean;
+  /** The EventSource to use (default the global one): in Node, the `eventsource` package's. */
+  EventSource?: EventSourceConstructor;
+  /** The WebSocket to use (default the global one): on Node 20, the `ws` package's. */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Which jobs a watch of many follows. */
+export interface JobFilter {
+  jobType?: JobType;
+  status?: JobStatus;
+}
+
+/** What a watch tells. Callbacks may throw: the error is reported, the watch goes on. */
+export interface WatchCallbacks {
+  /** A job, new or changed: each version once, in order. */
+  onJob?: (job: Job) => void;
+  /** A job was cleaned up or deleted (for one job: it does not exist, or no longer). */
+  onRemoved?: (jobId: string) => void;
+  /** The server could not resume (it restarted, say): a full snapshot follows. */
+  onReset?: () => void;
+  onState?: (change: StateChange) => void;
+  /** What was delivered so far is the server's whole state: the snapshot is over. */
+  onSynced?: () => void;
+}
+
+export interface WatchJobOptions extends ConnectionOptions, WatchCallbacks {}
+export interface WatchJobsOptions extends ConnectionOptions, WatchCallbacks, JobFilter {}
+
+/** A running watch. */
+export interface WatchHandle {
+  /** Stop watching (nothing is called after). */
+  close(): void;
+  readonly state: WatchState;
+  /** The transport in use (`poll` after a fallback). */
+  readonly transport: Transport;
+  /** Whether the watch has ended: closed, its job final or gone, or refused. */
+  readonly closed: boolean;
+}
+
+/** Watch one job until it reaches `completed` or `error`, or is removed. */
+export function watchJob(jobId: string, options?: WatchJobOptions): WatchHandle;
+
+/** Watch every job, or those matching `jobType` and `status`, until closed. */
+export function watchJobs(options?: WatchJobsOptions): WatchHandle;
+
+/** Whether a job's status is final (`completed` or `error`). */
+export function isTerminal<T extends { readonly status: string }>(
+  job: T | null | undefined,
+): job is T & { readonly status: 'completed' | 'error' };
+
+/** A store of one job (`jobId`) or of many (`jobType`, `status`; all when neither). */
+export interface JobStoreOptions extends ConnectionOptions, JobFilter {
+  jobId?: string | null;
+}
+
+/**
+ * What a store holds. Frozen, jobs included, and replaced only when something in it
+ * changed: compare by identity. A job that did not change keeps its identity too.
+ */
+export interface JobStoreSnapshot {
+  /** Newest first (`createdAt`, then `jobId`); at most one in a one-job store. */
+  readonly jobs: readonly Job[];
+  /** A one-job store's job, once known (and until removed); always undefined for many. */
+  readonly job: Job | undefined;
+  readonly state: WatchState;
+  readonly transport: Transport;
+  /** Why the server refused (`unauthorized`, `forbidden`). */
+  readonly problem: Problem | undefined;
+  /** The server's state has arrived at least once (false while loading). */
+  readonly synced: boolean;
+  /** The watch has ended: `close()`, the job final or gone, or refused. Nothing changes after. */
+  readonly closed: boolean;
+}
+
+/** A store for `useSyncExternalStore`, Svelte's `$store`, or a Vue `shallowRef`. */
+export interface JobStore {
+  /**
+   * Call `listener` now and after every change; connects on the first subscriber and
+   * pauses when the last one leaves. Returns the function that unsubscribes.
+   */
+  subscribe(listener: (snapshot: JobStoreSnapshot) => void): () => void;
+  getSnapshot(): JobStoreSnapshot;
+  /** End the watch for good. */
+  close(): void;
+}
+
+export function createJobStore(options?: JobStoreOptions): JobStore;

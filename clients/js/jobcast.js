@@ -1,0 +1,862 @@
+/**
+ * jobcast — live job status for browsers and Node. One ES module, no dependencies.
+ *
+ * @example
+ * import { watchJob, watchJobs, createJobStore } from 'jobcast'; // a page: '/static/jobcast.js'
+ *
+ * // One job, until it completes or fails (then the watch ends by itself):
+ * const one = watchJob(jobId, {
+ *   onJob: (job) => render(job),              // the full job, on every change
+ *   onState: ({ state, transport }) => {},    // 'connecting' | 'live' | 'reconnecting' | 'offline'
+ *                                             // | 'paused' | 'unauthorized' | 'forbidden'
+ *   onRemoved: (jobId) => {},                 // the job was cleaned up (or never existed)
+ * });
+ *
+ * // Every job, or those matching jobType / status:
+ * const all = watchJobs({
+ *   onJob: (job) => upsert(job),
+ *   onRemoved: (jobId) => drop(jobId),
+ *   onReset: () => {},        // optional: the server could not resume (it restarted, say)
+ *   onSynced: () => {},       // optional: what came so far is the server's whole state
+ *   jobType: 'file_processing',
+ *   transport: 'ws',          // 'sse' (default) | 'ws' | 'poll'
+ *   baseUrl: 'https://jobs.example.com',   // default: this page's origin (required in Node)
+ *   token: '…',               // optional: a read token, sent as ?token= on every request
+ *   getToken: async () => '…',             // or: asked for one on every (re)connect
+ *   pauseWhenHidden: true,    // close the stream while the tab is hidden, resume when shown
+ * });
+ * all.close();
+ *
+ * // The same, as a store for UI frameworks (React's useSyncExternalStore, Svelte, Vue):
+ * const store = createJobStore({ jobType: 'llm_agent' });
+ * const unsubscribe = store.subscribe(({ jobs, state }) => {}); // now, and on every change
+ *
+ * What it does for you:
+ * - Resumes. After a dropped connection it reconnects with exponential backoff and
+ *   jitter and asks for what changed since its last event (the SSE `Last-Event-ID`,
+ *   sent as `?lastEventId=`; the WebSocket `since`), so nothing is missed or repeated.
+ * - Ends up exactly at the server's state. When the server cannot resume (`reset`,
+ *   e.g. after a restart) it sends a full snapshot; jobs you were given that are not
+ *   in it are reported through `onRemoved` once the server marks the snapshot's end
+ *   (`synced`).
+ * - Falls back to polling (`GET /api/jobs`, long-poll for one job) when a stream keeps
+ *   failing while the server itself answers: a proxy that breaks streaming, say.
+ *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it.
+ * - Delivers each job version once, in order; callbacks always get the full job.
+ * - Stops when the server refuses the credential. A 401 (no token, or one that is
+ *   invalid or expired) ends the watch in state 'unauthorized', a 403 (a token that
+ *   does not cover what is watched) in 'forbidden': retrying with the same token
+ *   cannot help. `onState` then also gets `problem`, the server's problem+json
+ *   (`status`, `title`, `detail`): `({ state, transport, problem }) => {}`.
+ *   With `getToken`, a 401 first asks it once more: a different token is tried at once.
+ * - Runs in Node too: pass `baseUrl`, and for SSE an `EventSource` (the `eventsource`
+ *   package), for WebSocket on Node 20 a `WebSocket` (the `ws` package's; Node 22 has
+ *   one). Polling needs nothing but `fetch`.
+ */
+
+const TRANSPORTS = ['sse', 'ws', 'poll'];
+const TERMINAL = new Set(['completed', 'error']);
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+const FALLBACK_AFTER = 3; // stream failures in a row, the server answering, before polling
+const STABLE_MS = 5_000; // a stream that lived this long was not a failure of streaming
+const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
+const LONG_POLL_S = 25;
+const WS_PING_MS = 20_000;
+const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
+
+/**
+ * Watch one job until it reaches `completed` or `error`.
+ * @param {string} jobId
+ * @param {object} [options] onJob, onState, onRemoved, onSynced, transport, baseUrl,
+ *   token, getToken, fallback, pauseWhenHidden, EventSource, WebSocket
+ * @returns {{close(): void, readonly state: string, readonly transport: string,
+ *   readonly closed: boolean}}
+ */
+export function watchJob(jobId, options = {}) {
+  return new Watch({ ...options, jobId: String(jobId) }).start();
+}
+
+/**
+ * Watch every job (or those matching `jobType` and `status`) until closed.
+ * @param {object} [options] onJob, onRemoved, onReset, onState, onSynced, jobType, status,
+ *   transport, baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden,
+ *   EventSource, WebSocket
+ * @returns {{close(): void, readonly state: string, readonly transport: string,
+ *   readonly closed: boolean}}
+ */
+export function watchJobs(options = {}) {
+  return new Watch({ ...options, jobId: null }).start();
+}
+
+/** Whether a job's status is final (`completed` or `error`). */
+export const isTerminal = (job) => TERMINAL.has(job?.status);
+
+/**
+ * A store of one job (`jobId`) or of every job (optionally `jobType`, `status`), for UI
+ * frameworks. It connects on the first `subscribe`, pauses once nothing is subscribed
+ * (and resumes from where it was on the next), and ends with `close()`.
+ *
+ * `getSnapshot()` returns a frozen `{jobs, job, state, transport, problem, synced, closed}`
+ * that is replaced, never changed, and only when something in it changed: `jobs` newest
+ * first, `job` the one job of a one-job store. `subscribe(listener)` calls `listener(snapshot)`
+ * at once and after every change, and returns the function that unsubscribes.
+ * @param {object} [options] jobId, jobType, status, and the options of watchJobs but callbacks
+ * @returns {{subscribe(listener: Function): () => void, getSnapshot(): object, close(): void}}
+ */
+export function createJobStore(options = {}) {
+  const store = new JobStore(options);
+  return Object.freeze({
+    subscribe: (listener) => store.subscribe(listener),
+    getSnapshot: () => store.snapshot,
+    close: () => store.close(),
+  });
+}
+
+class Watch {
+  /** `ended` (for the store) is called once, when the watch ends for whatever reason. */
+  constructor(options, ended) {
+    this.o = options;
+    this.ended = ended;
+    this.jobId = options.jobId;
+    this.transport = TRANSPORTS.includes(options.transport) ? options.transport : 'sse';
+    this.base = baseUrl(options.baseUrl);
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof globalThis.fetch !== 'function') throw new TypeError('jobcast needs fetch');
+    if (this.transport === 'sse' && typeof this.EventSource !== 'function') {
+      throw new TypeError(
+        "jobcast: no EventSource here: pass options.EventSource (in Node, the 'eventsource' " +
+          "package's), or use transport 'ws' or 'poll'",
+      );
+    }
+    if (this.transport === 'ws' && typeof this.WebSocket !== 'function') {
+      throw new TypeError(
+        "jobcast: no WebSocket here: pass options.WebSocket (on Node 20, the 'ws' package's; " +
+          "Node 22 has one), or use transport 'sse' or 'poll'",
+      );
+    }
+    this.versions = new Map(); // jobId → the version last delivered
+    this.cursor = null; // all-jobs feed position of the last event
+    this.conn = null; // the open connection: {close(), live, liveAt, token, closed}
+    this.timer = 0;
+    this.attempts = 0; // failed attempts since the last live connection
+    this.streamFailures = 0;
+    this.unreachable = 0;
+    this.snapshot = null; // while a full snapshot arrives: the held job ids it has not sent
+    this.state = null;
+    this.closed = false;
+    this.generation = 0; // bumped to forget whatever is in flight (a pause, a close)
+    this.token = options.token || undefined; // the credential of the current attempt
+    this.renewed = undefined; // what getToken gave after a 401: the next attempt's token
+    this.renewing = false; // getToken was asked after a 401: another one ends the watch
+    this.holds = new Set(); // why the watch is paused: 'hidden', 'idle' (a store unwatched)
+    this.listening = false;
+    this.aborter = new AbortController();
+    this.onOnline = () => {
+      if (this.timer) {
+        clearTimeout(this.timer);
+        this.timer = 0;
+        this.attempts = 0;
+        this.open(true);
+      }
+    };
+    this.onVisibility = () => {
+      if (hidden()) this.hold('hidden');
+      else this.release('hidden');
+    };
+  }
+
+  start() {
+    this.listen(true);
+    if (this.o.pauseWhenHidden && hidden()) this.hold('hidden');
+    else this.open(false);
+    const watch = this;
+    return {
+      close: () => this.close(),
+      get state() {
+        return watch.state;
+      },
+      get transport() {
+        return watch.transport;
+      },
+      get closed() {
+        return watch.closed;
+      },
+    };
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.generation += 1;
+    clearTimeout(this.timer);
+    this.aborter.abort();
+    this.drop();
+    this.listen(false);
+    this.ended?.();
+  }
+
+  /** Pause (close the connection, keep the position) until every reason is released. */
+  hold(reason) {
+    if (this.closed || this.holds.has(reason)) return;
+    this.holds.add(reason);
+    if (reason === 'idle') this.listen(false);
+    if (this.holds.size > 1) return;
+    this.generation += 1;
+    clearTimeout(this.timer);
+    this.timer = 0;
+    this.drop();
+    this.interrupted();
+    this.setState('paused');
+  }
+
+  release(reason) {
+    if (this.closed || !this.holds.delete(reason)) return;
+    if (reason === 'idle') {
+      this.listen(true); // the visibility it did not hear while idle: as it is now
+      if (this.o.pauseWhenHidden && hidden()) this.holds.add('hidden');
+      else this.holds.delete('hidden');
+    }
+    if (this.holds.size) return;
+    this.attempts = 0;
+    this.unreachable = 0;
+    this.open(false);
+  }
+
+  listen(on) {
+    if (on === this.listening || (on && this.closed)) return;
+    this.listening = on;
+    const method = on ? 'addEventListener' : 'removeEventListener';
+    globalThis[method]?.('online', this.onOnline);
+    if (this.o.pauseWhenHidden)
+      globalThis.document?.[method]?.('visibilitychange', this.onVisibility);
+  }
+
+  // Connection lifecycle --------------------------------------------------
+
+  /** One attempt: the credential, a probe first after a failure, then the transport. */
+  open(probeFirst) {
+    this.attempt(probeFirst).catch(report); // a bug of ours: said, never an unhandled rejection
+  }
+
+  async attempt(probeFirst) {
+    if (this.closed || this.holds.size) return;
+    const generation = ++this.generation;
+    if (!this.attempts) this.setState('connecting');
+    let token;
+    try {
+      token = await this.credential();
+    } catch (error) {
+      if (generation !== this.generation) return;
+      report(error); // getToken failed: try again later, as for a network error
+      return this.retry();
+    }
+    if (generation !== this.generation) return;
+    this.token = token;
+    if (probeFirst && this.transport !== 'poll') {
+      // Ask the server before streaming again: while it is down that costs one request
+      // per attempt, and a server that answers while its stream keeps failing is the
+      // cue to fall back to polling. (A poll is its own probe.)
+      const probe = await this.probe(generation);
+      if (generation !== this.generation) return;
+      if (probe === 'down') {
+        this.unreachable += 1;
+        return this.retry();
+      }
+      if (probe === 'stop') return;
+      if (probe === 'renew') return this.attempt(true);
+      this.unreachable = 0;
+      if (probe === 'gone') {
+        this.call('onRemoved', this.jobId);
+        return this.close();
+      }
+      if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
+        this.transport = 'poll';
+        this.streamFailures = 0;
+      }
+    }
+    const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
+    conn.close = () => {};
+    this.conn = conn;
+    try {
+      this[this.transport](conn);
+    } catch (error) {
+      report(error); // a constructor passed in that refused the URL, say
+      this.failed(conn);
+    }
+  }
+
+  /** The read token for this attempt: after a 401 the renewed one, else getToken's or token. */
+  async credential() {
+    if (this.renewed !== undefined) {
+      const renewed = this.renewed;
+      this.renewed = undefined;
+      return renewed;
+    }
+    return this.o.getToken ? tokenOf(await this.o.getToken()) : tokenOf(this.o.token);
+  }
+
+  drop() {
+    const conn = this.conn;
+    this.conn = null;
+    if (conn && !conn.closed) {
+      conn.closed = true;
+      clearTimeout(conn.stable);
+      conn.close();
+    }
+  }
+
+  opened(conn) {
+    if (conn.closed || conn.live) return;
+    conn.live = true;
+    conn.liveAt = Date.now();
+    conn.stable = setTimeout(() => {
+      this.streamFailures = 0;
+    }, STABLE_MS);
+    this.attempts = 0;
+    this.unreachable = 0;
+    this.renewing = false;
+    this.setState('live');
+  }
+
+  /** The connection ended or never started; `down` when the server could not be reached. */
+  failed(conn, down = false) {
+    if (conn.closed || this.closed) return;
+    this.drop();
+    this.interrupted();
+    // A stream that never went live, or died soon after, is a failure of streaming;
+    // one that ended with its token (the server ends those) is not.
+    const expired = conn.expired || expiresBefore(conn.token, Date.now() + EXPIRY_SLACK_MS);
+    const lasted = conn.live && Date.now() - conn.liveAt >= STABLE_MS;
+    if (this.transport !== 'poll' && !expired && !lasted) this.streamFailures += 1;
+    if (down) this.unreachable += 1;
+    this.retry();
+  }
+
+  /** A connection ended mid-snapshot: ask for a whole one next time. */
+  interrupted() {
+    if (this.snapshot) {
+      this.snapshot = null;
+      this.cursor = null;
+    }
+  }
+
+  retry() {
+    this.attempts += 1;
+    const offline = globalThis.navigator?.onLine === false || this.unreachable >= OFFLINE_AFTER;
+    this.setState(offline ? 'offline' : 'reconnecting');
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.attempts - 1));
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
+    this.timer = setTimeout(() => {
+      this.timer = 0;
+      this.open(true);
+    }, delay);
+  }
+
+  /**
+   * 'up', 'down' (no answer), 'stop' (refused: the watch is closed now), 'renew' (refused,
+   * getToken gave another token), or for one job 'gone' (404/410).
+   */
+  async probe(generation) {
+    const one = this.jobId !== null;
+    const url = one ? this.jobUrl() : this.url('/api/jobs', { limit: 1, ...this.filters() });
+    let response;
+    try {
+      response = await fetch(url, { cache: 'no-store', signal: this.aborter.signal });
+    } catch {
+      return 'down';
+    }
+    const refusal = await this.refused(response, generation);
+    if (refusal) return refusal;
+    if (one && (response.status === 404 || response.status === 410)) return 'gone';
+    if (response.ok) this.renewing = false;
+    if (one && response.ok) this.deliver(await response.json().catch(() => null));
+    else response.body?.cancel().catch(() => {});
+    return 'up';
+  }
+
+  setState(state, problem) {
+    const key = `${state}/${this.transport}`;
+    if (key === this.stateKey) return;
+    this.stateKey = key;
+    this.state = state;
+    const change = { state, transport: this.transport };
+    this.call('onState', problem ? { ...change, problem } : change);
+  }
+
+  /**
+   * A 401 or 403 ends the watch: the same credential would be refused again. With
+   * `getToken`, a 401 asks it once more first, and a different token is tried ('renew').
+   * Resolves null when `response` was no refusal, 'stop' when the watch is done with it.
+   */
+  async refused(response, generation) {
+    if (response.status !== 401 && response.status !== 403) return null;
+    const body = await response.json().catch(() => null);
+    if (this.closed || generation !== this.generation) return 'stop';
+    if (response.status === 401 && this.o.getToken && !this.renewing) {
+      this.renewing = true;
+      let token;
+      try {
+        token = tokenOf(await this.o.getToken());
+      } catch (error) {
+        report(error);
+      }
+      if (this.closed || generation !== this.generation) return 'stop';
+      if (token !== undefined && token !== this.token) {
+        this.renewed = token;
+        return 'renew';
+      }
+    }
+    const { status, statusText } = response;
+    const problem = {
+      title: statusText,
+      ...(body && typeof body === 'object' ? body : {}),
+      status,
+    };
+    this.setState(status === 401 ? 'unauthorized' : 'forbidden', problem);
+    this.close();
+    return 'stop';
+  }
+
+  // What arrives -----------------------------------------------------------
+
+  deliver(job) {
+    if (this.closed || !job || typeof job.jobId !== 'string') return;
+    if (this.jobId !== null && job.jobId !== this.jobId) return;
+    this.snapshot?.delete(job.jobId);
+    const known = this.versions.get(job.jobId);
+    if (known === undefined || !(job.version <= known)) {
+      this.versions.set(job.jobId, job.version);
+      this.call('onJob', job);
+    }
+    if (this.jobId !== null && TERMINAL.has(job.status)) this.close();
+  }
+
+  removed(jobId) {
+    if (this.closed || typeof jobId !== 'string') return;
+    this.snapshot?.delete(jobId);
+    this.versions.delete(jobId);
+    this.call('onRemoved', jobId);
+  }
+
+  /** The server could not resume: a full snapshot follows. */
+  reset() {
+    this.cursor = null; // the server's cursor is void: a reconnect starts afresh
+    this.call('onReset');
+    this.beginSnapshot();
+  }
+
+  /** A full snapshot follows: whatever we hold that it does not re-send is gone. */
+  beginSnapshot() {
+    if (this.jobId !== null || !this.versions.size) return;
+    this.snapshot = new Set(this.versions.keys());
+  }
+
+  /** The server marked the snapshot's end (`synced`): what follows is live. */
+  synced(cursor) {
+    if (this.closed) return;
+    if (this.jobId === null && cursor) this.cursor = cursor;
+    const unconfirmed = this.snapshot;
+    this.snapshot = null;
+    for (const jobId of unconfirmed ?? []) this.removed(jobId);
+    this.call('onSynced');
+  }
+
+  call(name, ...args) {
+    try {
+      this.o[name]?.(...args);
+    } catch (error) {
+      // A bug in a callback must not break the connection: report it and go on.
+      report(error);
+    }
+  }
+
+  // Transports -----------------------------------------------------------------
+
+  sse(conn) {
+    const one = this.jobId !== null;
+    const last = one ? this.versions.get(this.jobId) : this.cursor;
+    const path = one ? `/api/jobs/${encodeURIComponent(this.jobId)}/events` : '/api/jobs/events';
+    const source = new this.EventSource(
+      this.url(path, { ...(one ? {} : this.filters()), lastEventId: last }),
+    );
+    conn.close = () => source.close();
+    const on = (type, handle) =>
+      source.addEventListener(type, (event) => {
+        if (!conn.closed) handle(event);
+      });
+    on('open', () => {
+      if (last == null) this.beginSnapshot();
+      this.opened(conn);
+    });
+    on('job', (event) => {
+      if (!one && event.lastEventId) this.cursor = event.lastEventId;
+      this.deliver(parse(event.data));
+    });
+    on('removed', (event) => {
+      if (event.lastEventId) this.cursor = event.lastEventId;
+      this.removed(parse(event.data)?.jobId);
+    });
+    on('reset', () => this.reset());
+    on('synced', (event) => this.synced(event.lastEventId));
+    // EventSource would retry by itself at a fixed pace; we close it and back off instead.
+    on('error', () => this.failed(conn));
+  }
+
+  ws(conn) {
+    const one = this.jobId !== null;
+    const since = one ? this.versions.get(this.jobId) : this.cursor;
+    const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new this.WebSocket(url.href);
+    let heard = Date.now();
+    const pinger = setInterval(() => {
+      // uvicorn answers protocol pings; this notices a connection that died silently.
+      if (Date.now() - heard > 2.5 * WS_PING_MS) return this.failed(conn);
+      if (socket.readyState === 1) socket.send('{"type":"ping"}'); // 1: OPEN
+    }, WS_PING_MS);
+    conn.close = () => {
+      clearInterval(pinger);
+      socket.close();
+    };
+    socket.addEventListener('open', () => {
+      if (conn.closed) return;
+      const frame = one
+        ? { type: 'subscribe', jobId: this.jobId }
+        : { type: 'subscribe', all: true, ...this.filters() };
+      if (since != null) frame.since = since;
+      socket.send(JSON.stringify(frame));
+    });
+    const handle = (frame) => {
+      if (frame.type === 'subscribed') {
+        if (frame.reset) this.reset();
+        else if (since == null) this.beginSnapshot();
+        this.opened(conn);
+      } else if (frame.type === 'job') {
+        if (!one && frame.cursor) this.cursor = frame.cursor;
+        this.deliver(frame.job);
+      } else if (frame.type === 'removed') {
+        if (frame.cursor) this.cursor = frame.cursor;
+        this.removed(frame.jobId);
+      } else if (frame.type === 'synced') {
+        this.synced(frame.cursor);
+      } else if (frame.type === 'error' && (frame.jobId !== undefined || frame.all)) {
+        // Our subscription was refused (an unknown job, the backend down, too many
+        // snapshots): the probe before the next attempt tells which; `code` says it.
+        this.failed(conn);
+      }
+    };
+    socket.addEventListener('message', (event) => {
+      heard = Date.now();
+      const frame = parse(event.data);
+      if (!frame) return;
+      // With ?batch=1 what was pending on the server arrives as one frame.
+      for (const message of frame.type === 'batch' ? frame.messages : [frame]) {
+        if (conn.closed) return;
+        handle(message);
+      }
+    });
+    // Node's `ws` throws an 'error' nobody listens to; the 'close' that follows says it all.
+    socket.addEventListener('error', () => {});
+    socket.addEventListener('close', (event) => {
+      if (event.code === 1008 && /expired/.test(event.reason ?? '')) conn.expired = true;
+      this.failed(conn);
+    });
+  }
+
+  poll(conn) {
+    const aborter = new AbortController();
+    conn.close = () => aborter.abort();
+    const run = this.jobId !== null ? this.pollJob : this.pollAll;
+    run.call(this, conn, aborter.signal).catch((error) => {
+      if (!conn.closed) this.failed(conn, error instanceof TypeError);
+    });
+  }
+
+  /** Handles a refused poll: 'stop' ends it, 'renew' starts again with the new token. */
+  async pollRefused(conn, response) {
+    const refusal = await this.refused(response, conn.generation);
+    if (refusal === 'renew' && !conn.closed) {
+      this.drop();
+      this.open(false);
+    }
+    return refusal !== null;
+  }
+
+  async pollJob(conn, signal) {
+    let first = true;
+    while (!conn.closed) {
+      const version = this.versions.get(this.jobId);
+      const waiting = version == null ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
+      const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
+      const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
+      if (conn.closed || (await this.pollRefused(conn, response))) return;
+      if (response.status === 404 || response.status === 410) {
+        this.call('onRemoved', this.jobId);
+        return this.close();
+      }
+      if (response.status !== 304 && !response.ok) throw new Error(`HTTP ${response.status}`);
+      this.opened(conn);
+      if (response.ok) this.deliver(await response.json());
+      if (first && !conn.closed) this.call('onSynced');
+      first = false;
+    }
+  }
+
+  async pollAll(conn, signal) {
+    const filtered = Boolean(this.o.status);
+    let first = true;
+    while (!conn.closed) {
+      const jobs = [];
+      let cursor;
+      for (let page = 0; page < 20; page += 1) {
+        const params = { limit: 1000, ...this.filters(), cursor };
+        const response = await fetch(this.url('/api/jobs', params), { cache: 'no-store', signal });
+        if (conn.closed || (await this.pollRefused(conn, response))) return;
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const body = await response.json();
+        jobs.push(...body.jobs);
+        cursor = body.nextCursor;
+        if (!cursor) break;
+      }
+      if (conn.closed) return;
+      this.opened(conn);
+      const listed = new Set();
+      for (const job of jobs.reverse()) {
+        listed.add(job.jobId);
+        this.deliver(job);
+      }
+      for (const jobId of [...this.versions.keys()]) {
+        if (listed.has(jobId)) continue;
+        // Gone from the list: cleaned up, or (with a status filter) moved out of it.
+        const response = filtered
+          ? await fetch(this.jobUrl({}, jobId), { cache: 'no-store', signal })
+          : null;
+        if (conn.closed) return;
+        if (response?.ok) {
+          this.deliver(await response.json());
+          this.versions.delete(jobId);
+        } else if (!response || response.status === 404 || response.status === 410) {
+          this.removed(jobId);
+        }
+      }
+      if (first) this.call('onSynced');
+      first = false;
+      await sleep(this.o.pollInterval ?? 1000, signal);
+    }
+  }
+
+  // URLs -----------------------------------------------------------------------
+
+  filters() {
+    return { jobType: this.o.jobType, status: this.o.status };
+  }
+
+  jobUrl(params = {}, jobId = this.jobId) {
+    return this.url(`/api/jobs/${encodeURIComponent(jobId)}`, params);
+  }
+
+  url(path, params = {}) {
+    const url = new URL(this.base.pathname.replace(/\/$/, '') + path, this.base);
+    for (const [name, value] of Object.entries(params)) {
+      if (value != null && value !== '') url.searchParams.set(name, value);
+    }
+    if (this.token) url.searchParams.set('token', this.token);
+    return url.href;
+  }
+}
+
+/** The snapshots of createJobStore: a Watch whose callbacks fill a map of frozen jobs. */
+class JobStore {
+  constructor(options) {
+    const { onJob, onRemoved, onReset, onState, onSynced, ...connection } = options;
+    this.options = connection;
+    this.one = options.jobId != null;
+    this.jobs = new Map(); // jobId → frozen job
+    this.listeners = new Set(); // one entry per subscribe(), so one function may subscribe twice
+    this.watch = null;
+    this.idle = 0; // the timer that pauses the watch once nothing is subscribed
+    this.queued = false; // a publish() is due (changes are gathered per microtask)
+    this.added = false; // a job came or went since the last snapshot: sort again
+    this.current = {
+      state: 'connecting',
+      transport: TRANSPORTS.includes(options.transport) ? options.transport : 'sse',
+      problem: undefined,
+      synced: false,
+      closed: false,
+    };
+    this.snapshot = Object.freeze({ jobs: Object.freeze([]), job: undefined, ...this.current });
+  }
+
+  subscribe(listener) {
+    if (typeof listener !== 'function') throw new TypeError('subscribe() needs a function');
+    if (!this.watch && !this.current.closed) this.begin();
+    const entry = { listener };
+    this.listeners.add(entry);
+    clearTimeout(this.idle);
+    this.idle = 0;
+    this.watch?.release('idle');
+    this.tell(entry, this.snapshot);
+    return () => {
+      if (!this.listeners.delete(entry) || this.listeners.size || this.idle) return;
+      // After a tick: React's StrictMode and re-renders unsubscribe and subscribe at once.
+      this.idle = setTimeout(() => {
+        this.idle = 0;
+        if (!this.listeners.size) this.watch?.hold('idle');
+      });
+    };
+  }
+
+  begin() {
+    const options = {
+      ...this.options,
+      jobId: this.one ? String(this.options.jobId) : null,
+      onJob: (job) => {
+        if (!this.jobs.has(job.jobId)) this.added = true;
+        this.jobs.set(job.jobId, deepFreeze(job));
+        if (this.one) this.current.synced = true;
+        this.touch();
+      },
+      onRemoved: (jobId) => {
+        if (this.jobs.delete(jobId)) this.added = true;
+        if (this.one) this.current.synced = true;
+        this.touch();
+      },
+      onState: ({ state, transport, problem }) => {
+        Object.assign(this.current, { state, transport, problem });
+        this.touch();
+      },
+      onSynced: () => {
+        this.current.synced = true;
+        this.touch();
+      },
+    };
+    this.watch = new Watch(options, () => {
+      this.current.closed = true;
+      this.touch();
+    });
+    this.watch.start();
+  }
+
+  close() {
+    clearTimeout(this.idle);
+    this.idle = 0;
+    this.current.closed = true;
+    this.watch?.close();
+    this.touch();
+  }
+
+  touch() {
+    if (this.queued) return;
+    this.queued = true;
+    queueMicrotask(() => this.publish());
+  }
+
+  publish() {
+    this.queued = false;
+    const before = this.snapshot;
+    let jobs = before.jobs;
+    if (this.added) {
+      this.added = false;
+      jobs = [...this.jobs.values()].sort(newestFirst);
+    } else {
+      jobs = jobs.map((job) => this.jobs.get(job.jobId));
+    }
+    if (jobs.length === before.jobs.length && jobs.every((job, i) => job === before.jobs[i])) {
+      jobs = before.jobs;
+    } else {
+      Object.freeze(jobs);
+    }
+    const { state, transport, problem, synced, closed } = this.current;
+    const next = {
+      jobs,
+      job: this.one ? jobs[0] : undefined,
+      state,
+      transport,
+      problem,
+      synced,
+      closed,
+    };
+    if (Object.keys(next).every((key) => next[key] === before[key])) return;
+    this.snapshot = Object.freeze(next);
+    for (const entry of [...this.listeners]) {
+      if (this.listeners.has(entry)) this.tell(entry, this.snapshot);
+    }
+  }
+
+  tell(entry, snapshot) {
+    try {
+      entry.listener(snapshot);
+    } catch (error) {
+      report(error); // one listener's bug must not keep the others from hearing
+    }
+  }
+}
+
+function baseUrl(given) {
+  const here = globalThis.location?.href;
+  if (given) return new URL(given, here);
+  if (!here) throw new TypeError('jobcast: options.baseUrl is required outside a browser');
+  return new URL(globalThis.location.origin);
+}
+
+/** A page reports it as an uncaught error would be; Node logs it, never crashing the process. */
+function report(error) {
+  if (globalThis.reportError) globalThis.reportError(error);
+  else console.error(error);
+}
+
+function tokenOf(value) {
+  return value ? String(value) : undefined;
+}
+
+/** Whether `token` is a JWT whose `exp` is before `when` (ms); false for anything else. */
+function expiresBefore(token, when) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(payload)).exp;
+    return typeof exp === 'number' && exp * 1000 < when;
+  } catch {
+    return false;
+  }
+}
+
+function hidden() {
+  return globalThis.document?.visibilityState === 'hidden';
+}
+
+function newestFirst(a, b) {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
+  return a.jobId < b.jobId ? 1 : -1;
+}
+
+function deepFreeze(value) {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}
+
+function parse(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  });
+}

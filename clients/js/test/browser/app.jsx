@@ -1,0 +1,62 @@
+// A small React app on jobcast/react, for tests/browser/test_react.py: bundled with esbuild
+// (React included, nothing from a CDN) and served from an origin of its own. The query
+// string says what to watch: ?server=<Jobcast URL>&job=<id>&transport=ws&pause=1, or no
+// job for the list of every job.
+
+import { StrictMode, useEffect } from 'react';
+import { createRoot } from 'react-dom/client';
+import { useJob, useJobs } from 'jobcast/react';
+
+const params = new URLSearchParams(location.search);
+const options = {
+  baseUrl: params.get('server'),
+  transport: params.get('transport') ?? 'sse',
+  pauseWhenHidden: params.has('pause'),
+  token: params.get('token') ?? undefined,
+};
+// Every job version the page rendered, in order: the tests read it.
+window.jobVersions = [];
+
+function Job({ jobId }) {
+  const { job, state, transport, synced, closed } = useJob(jobId, options);
+  useEffect(() => {
+    if (job && job.version !== window.jobVersions.at(-1)) window.jobVersions.push(job.version);
+  }, [job]);
+  return (
+    <section
+      id="job"
+      data-state={state}
+      data-transport={transport}
+      data-synced={synced}
+      data-closed={closed}
+      data-version={job?.version ?? ''}
+      data-status={job?.status ?? ''}
+    >
+      <h1>{job ? job.jobType : 'Connecting…'}</h1>
+      <p id="message">{job?.message}</p>
+      <progress id="progress" max={100} value={job?.progress ?? 0} />
+      <span id="percent">{job ? `${job.progress}%` : ''}</span>
+      {job?.status === 'completed' && <p id="document">{job.documentId}</p>}
+    </section>
+  );
+}
+
+function Jobs() {
+  const { jobs, state, synced } = useJobs({}, options);
+  return (
+    <section id="jobs" data-state={state} data-synced={synced}>
+      <ul>
+        {jobs.map((job) => (
+          <li key={job.jobId} data-job-id={job.jobId}>
+            {job.message} {job.progress}%
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+const jobId = params.get('job');
+createRoot(document.getElementById('root')).render(
+  <StrictMode>{jobId ? <Job jobId={jobId} /> : <Jobs />}</StrictMode>,
+);

@@ -1,0 +1,182 @@
+// What the Node tests share: the server pytest started (JOBCAST_URL), its job calls, a
+// recorder of what a watch tells, and a TCP proxy that can cut or refuse connections.
+//
+// pytest (tests/js/test_node.py) runs each *.test.js file against a server of its own and
+// sets: JOBCAST_URL, JOBCAST_API_KEY (protected servers), JOBCAST_CONTROL (POST /restart
+// restarts the server and answers its new URL), JOBCAST_TEST_TIME_SCALE.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { EventSource } from 'eventsource';
+import WebSocket from 'ws';
+
+export const SERVER = process.env.JOBCAST_URL;
+export const API_KEY = process.env.JOBCAST_API_KEY;
+export const CONTROL = process.env.JOBCAST_CONTROL;
+const SCALE = Number(process.env.JOBCAST_TEST_TIME_SCALE || 1);
+if (!SERVER) throw new Error('run these through pytest (tests/js): JOBCAST_URL is not set');
+
+export const TRANSPORTS = ['sse', 'ws', 'poll'];
+/** What a Node 20 program passes for SSE and WebSocket. */
+export const NODE = { EventSource, WebSocket };
+
+/** A duration in the suite's time unit (ms). */
+export const ms = (value) => value * SCALE;
+
+export const sleep = (value) => new Promise((resolve) => setTimeout(resolve, value));
+
+/** Resolves once `check()` (maybe async) is truthy, to its value; fails after `timeout` ms. */
+export async function waitFor(check, what, timeout = ms(10_000)) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export async function api(method, path, body, { base = SERVER, key = API_KEY } = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(new URL(path, base), {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const created = new Set();
+
+export async function createJob(body = {}, options) {
+  const { jobId } = await api('POST', '/api/jobs', body, options);
+  created.add(jobId);
+  return jobId;
+}
+
+/**
+ * Completes every job the file created that is still running: a long-poll the client
+ * gave up waits on the server until its job changes (or its timeout), and one still
+ * waiting when the server stops would fail the test with a traceback in its log.
+ */
+export async function settle(options) {
+  for (const jobId of created) {
+    await fetch(new URL(`/api/jobs/${jobId}/complete`, options?.base ?? SERVER), {
+      method: 'POST',
+      headers: API_KEY ? { Authorization: `Bearer ${API_KEY}` } : {},
+    }).catch(() => {});
+  }
+  created.clear();
+}
+export const updateJob = (jobId, fields, options) =>
+  api('PATCH', `/api/jobs/${jobId}`, fields, options);
+export const completeJob = (jobId, body = {}, options) =>
+  api('POST', `/api/jobs/${jobId}/complete`, body, options);
+export const getJob = (jobId, options) => api('GET', `/api/jobs/${jobId}`, undefined, options);
+
+/** A read token (`{owner}` or `{jobId}`) living `ttl` seconds. */
+export const mintToken = async (scope, ttl) =>
+  (await api('POST', '/api/tokens', ttl ? { ...scope, ttl } : scope)).token;
+
+/** Asks pytest to restart the server; resolves to its new URL. */
+export async function restartServer() {
+  const response = await fetch(new URL('/restart', CONTROL), { method: 'POST' });
+  const text = await response.text();
+  assert.equal(response.status, 200, text);
+  return JSON.parse(text).url;
+}
+
+/** Everything a watch tells, in order, and the options that make it tell us. */
+export function recorder() {
+  const seen = { jobs: [], removed: [], resets: 0, states: [], synced: 0 };
+  seen.options = {
+    onJob: (job) => seen.jobs.push(job),
+    onRemoved: (jobId) => seen.removed.push(jobId),
+    onReset: () => (seen.resets += 1),
+    onState: (change) => seen.states.push(change),
+    onSynced: () => (seen.synced += 1),
+  };
+  seen.versions = (jobId) =>
+    seen.jobs.filter((job) => job.jobId === jobId).map((job) => job.version);
+  seen.latest = (jobId) => seen.jobs.findLast((job) => job.jobId === jobId);
+  seen.state = () => seen.states.at(-1)?.state;
+  return seen;
+}
+
+/** Each version at most once, in order. */
+export function assertIncreasing(versions, what = 'versions') {
+  for (let i = 1; i < versions.length; i += 1) {
+    assert.ok(versions[i] > versions[i - 1], `${what} not strictly increasing: ${versions}`);
+  }
+}
+
+/**
+ * A TCP proxy to `target` (a URL): `cut()` drops every open connection as a server or a
+ * network would, `refuse()` turns new ones away (the server seems down), `retarget(url)`
+ * sends new ones elsewhere. `requests` holds the request line of each request seen.
+ */
+export async function startProxy(target) {
+  let upstream = new URL(target);
+  let refusing = false;
+  const pairs = new Set();
+  const requests = [];
+  const server = net.createServer((client) => {
+    if (refusing) return client.destroy();
+    const remote = net.connect(Number(upstream.port), upstream.hostname);
+    const pair = { client, remote };
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      remote.destroy();
+    };
+    client.on('data', (chunk) => {
+      const line = chunk.toString('latin1').split('\r\n', 1)[0];
+      if (/^[A-Z]+ \S+ HTTP\/1\.1$/.test(line)) requests.push(line);
+    });
+    client.pipe(remote);
+    remote.pipe(client);
+    for (const socket of [client, remote]) {
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests,
+    get open() {
+      return pairs.size;
+    },
+    retarget(url) {
+      upstream = new URL(url);
+    },
+    cut() {
+      for (const { client, remote } of [...pairs]) {
+        client.destroy();
+        remote.destroy();
+      }
+      pairs.clear();
+    },
+    refuse(on = true) {
+      refusing = on;
+    },
+    close() {
+      this.cut();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Open streaming connections the server counts (`jobcast_connections`) for a transport. */
+export async function openStreams(transport, base = SERVER) {
+  const headers = API_KEY ? { Authorization: `Bearer ${API_KEY}` } : {};
+  const text = await (await fetch(new URL('/metrics', base), { headers })).text();
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith(`jobcast_connections{transport="${transport}"}`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}

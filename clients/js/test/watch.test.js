@@ -1,0 +1,224 @@
+// watchJob and watchJobs against a real server, over each transport, from Node 20.
+
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { isTerminal, watchJob, watchJobs } from 'jobcast';
+import {
+  NODE,
+  SERVER,
+  TRANSPORTS,
+  assertIncreasing,
+  completeJob,
+  createJob,
+  getJob,
+  ms,
+  openStreams,
+  recorder,
+  settle,
+  sleep,
+  startProxy,
+  updateJob,
+  waitFor,
+} from './helpers.js';
+
+const TIMEOUT = ms(30_000);
+after(() => settle());
+
+for (const transport of TRANSPORTS) {
+  describe(`over ${transport}`, { concurrency: false }, () => {
+    it(
+      'sends one job as it is, then each change live, and ends at its terminal state',
+      { timeout: TIMEOUT },
+      async (t) => {
+        const proxy = await startProxy(SERVER);
+        t.after(() => proxy.close());
+        const jobId = await createJob({ jobType: 'file_processing', message: 'Upload queued' });
+        const seen = recorder();
+        const watch = watchJob(jobId, { ...NODE, ...seen.options, transport, baseUrl: proxy.url });
+        t.after(() => watch.close());
+
+        await waitFor(() => seen.synced && seen.state() === 'live', 'the snapshot and live');
+        assert.deepEqual(seen.versions(jobId), [1]);
+        assert.equal(seen.jobs[0].message, 'Upload queued');
+        assert.equal(seen.states[0].state, 'connecting');
+        assert.equal(watch.transport, transport);
+
+        await updateJob(jobId, { status: 'processing', progress: 45, message: 'Extracting...' });
+        await waitFor(() => seen.latest(jobId).version === 2, 'version 2');
+        assert.equal(seen.latest(jobId).progress, 45);
+        await completeJob(jobId, { documentId: 'doc_1' });
+        await waitFor(() => watch.closed, 'the watch to end at the terminal state');
+        assert.deepEqual(seen.versions(jobId), [1, 2, 3]);
+        assert.ok(isTerminal(seen.latest(jobId)));
+        assert.equal(seen.latest(jobId).documentId, 'doc_1');
+
+        // Ended means no reconnect: nothing more reaches the server.
+        const requests = proxy.requests.length;
+        await sleep(ms(1_500));
+        assert.equal(proxy.requests.length, requests, proxy.requests.join('\n'));
+        if (transport !== 'poll')
+          await waitFor(async () => (await openStreams(transport)) === 0, 'no stream');
+      },
+    );
+
+    it(
+      'sends every job, then what changes, and only the jobs the filter matches',
+      { timeout: TIMEOUT },
+      async (t) => {
+        const ours = await createJob({ jobType: 'document_analysis', message: 'before' });
+        const other = await createJob({ jobType: 'llm_agent' });
+        const seen = recorder();
+        const watch = watchJobs({
+          ...NODE,
+          ...seen.options,
+          transport,
+          baseUrl: SERVER,
+          jobType: 'document_analysis',
+          pollInterval: 100,
+        });
+        t.after(() => watch.close());
+
+        await waitFor(() => seen.synced, 'the end of the snapshot');
+        assert.deepEqual(seen.versions(ours), [1]);
+        const later = await createJob({ jobType: 'document_analysis', message: 'after' });
+        await updateJob(ours, { progress: 10 });
+        await updateJob(other, { progress: 10 });
+        await waitFor(
+          () => seen.latest(later) && seen.latest(ours).version === 2,
+          'the live changes',
+        );
+        await sleep(ms(300));
+        assert.deepEqual(seen.versions(ours), [1, 2]);
+        assert.deepEqual(seen.versions(later), [1]);
+        assert.ok(seen.jobs.every((job) => job.jobType === 'document_analysis'));
+        assert.equal(seen.resets, 0);
+      },
+    );
+
+    it(
+      'resumes after the connection drops: nothing missed, nothing twice',
+      { timeout: TIMEOUT },
+      async (t) => {
+        const proxy = await startProxy(SERVER);
+        t.after(() => proxy.close());
+        const one = await createJob({ jobType: 'generic' });
+        const many = await createJob({ jobType: 'file_processing' });
+        const single = recorder();
+        const all = recorder();
+        const options = { ...NODE, transport, baseUrl: proxy.url, pollInterval: 100 };
+        const watches = [
+          watchJob(one, { ...options, ...single.options }),
+          watchJobs({ ...options, ...all.options, jobType: 'file_processing' }),
+        ];
+        t.after(() => watches.forEach((watch) => watch.close()));
+        await waitFor(() => single.synced && all.synced, 'both snapshots');
+
+        for (let round = 1; round <= 2; round += 1) {
+          await waitFor(() => single.state() === 'live' && all.state() === 'live', 'live');
+          const before = proxy.requests.length;
+          proxy.refuse(); // the server seems gone while the jobs change
+          proxy.cut();
+          await waitFor(
+            () => single.state() === 'reconnecting' && all.state() === 'reconnecting',
+            'reconnecting',
+          );
+          await updateJob(one, { progress: 20 * round, message: `round ${round}` });
+          await updateJob(many, { progress: 20 * round, message: `round ${round}` });
+          await sleep(ms(300));
+          proxy.refuse(false);
+          const one_ = await getJob(one);
+          const many_ = await getJob(many);
+          await waitFor(
+            () =>
+              single.latest(one).version === one_.version &&
+              all.latest(many).version === many_.version,
+            `round ${round}'s changes after the reconnect`,
+          );
+          await waitFor(() => single.state() === 'live' && all.state() === 'live', 'live again');
+          if (transport === 'sse') {
+            // The reconnect asked for what came after the last event it had.
+            const asked = proxy.requests.slice(before).filter((line) => line.includes('/events'));
+            assert.ok(
+              asked.length >= 2 && asked.every((line) => line.includes('lastEventId=')),
+              asked.join('\n'),
+            );
+          }
+        }
+        await updateJob(many, { progress: 99 });
+        await waitFor(() => all.latest(many).progress === 99, 'a live change after resuming');
+        assertIncreasing(single.versions(one));
+        assertIncreasing(all.versions(many));
+        assert.equal(all.resets, 0);
+        assert.deepEqual(all.removed, []);
+        assert.equal(watches[0].transport, transport, 'no fallback to polling');
+      },
+    );
+
+    it(
+      'reports a job that does not exist as removed, and ends',
+      { timeout: TIMEOUT },
+      async (t) => {
+        const seen = recorder();
+        const watch = watchJob('job_doesNotExist0000000', {
+          ...NODE,
+          ...seen.options,
+          transport,
+          baseUrl: SERVER,
+        });
+        t.after(() => watch.close());
+        await waitFor(() => watch.closed, 'the watch to end');
+        assert.deepEqual(seen.removed, ['job_doesNotExist0000000']);
+        assert.deepEqual(seen.jobs, []);
+      },
+    );
+  });
+}
+
+describe('the server', () => {
+  it('answers 204 to a reconnect holding the terminal state: a client has nothing to resume', async () => {
+    const jobId = await createJob();
+    const job = await completeJob(jobId);
+    const response = await fetch(`${SERVER}/api/jobs/${jobId}/events?lastEventId=${job.version}`);
+    assert.equal(response.status, 204);
+  });
+});
+
+describe('outside a browser', () => {
+  it('needs a baseUrl', () => {
+    assert.throws(() => watchJobs({ transport: 'poll' }), /baseUrl is required outside a browser/);
+  });
+
+  it('says what to pass when Node has no EventSource or WebSocket', () => {
+    assert.throws(() => watchJobs({ baseUrl: SERVER }), /options\.EventSource.*'eventsource'/);
+    if (typeof globalThis.WebSocket !== 'function') {
+      assert.throws(
+        () => watchJobs({ baseUrl: SERVER, transport: 'ws' }),
+        /options\.WebSocket.*'ws'/,
+      );
+    }
+  });
+
+  it('keeps going when a callback throws, and logs the error', { timeout: TIMEOUT }, async (t) => {
+    const logged = [];
+    t.mock.method(console, 'error', (error) => logged.push(error));
+    const jobId = await createJob();
+    let calls = 0;
+    const watch = watchJob(jobId, {
+      transport: 'poll',
+      baseUrl: SERVER,
+      onJob: () => {
+        calls += 1;
+        throw new Error('a bug in the page');
+      },
+    });
+    t.after(() => watch.close());
+    await waitFor(() => calls === 1, 'the first job');
+    await completeJob(jobId);
+    await waitFor(() => watch.closed, 'the terminal state');
+    assert.equal(calls, 2);
+    assert.deepEqual(
+      logged.map((error) => error.message),
+      ['a bug in the page', 'a bug in the page'],
+    );
+  });
+});

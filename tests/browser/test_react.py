@@ -1,0 +1,190 @@
+"""A React app on ``jobcast/react`` in Chromium: a job's progress live with ``useJob``, every job
+with ``useJobs``, and ``pauseWhenHidden`` in a real browser.
+
+The app (``clients/js/test/browser/app.jsx``) is bundled with esbuild, React
+included (all from ``clients/js/node_modules``, installed from the lock by
+:func:`tests.js.npm.install`; nothing from a CDN), and served by a static
+server of its own: another origin than Jobcast's, allowed by
+``JOBS_CORS_ORIGINS``, under a Content-Security-Policy that lets it connect
+to loopback only. The page fixture fails a test on any console error.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Server, wait
+from tests.conftest import seconds
+from tests.js.npm import JS, install
+
+pytestmark = pytest.mark.timeout(seconds(600))
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta http-equiv="Content-Security-Policy"
+        content="default-src 'self'; img-src data:; connect-src http://127.0.0.1:* ws://127.0.0.1:*">
+  <title>Jobcast in React</title>
+  <link rel="icon" href="data:,">
+  <script type="module" src="/app.js"></script>
+</head>
+<body><div id="root"></div></body>
+</html>
+"""
+HIDE = """(state) => {
+  for (const [name, value] of [['visibilityState', state], ['hidden', state === 'hidden']]) {
+    Object.defineProperty(document, name, { configurable: true, get: () => value });
+  }
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app bundled with esbuild (React in production mode) beside its index.html."""
+    node = install()
+    out = tmp_path_factory.mktemp("react-app")
+    result = subprocess.run(
+        [
+            node.bin("esbuild"),
+            "test/browser/app.jsx",
+            "--bundle",
+            "--format=esm",
+            "--jsx=automatic",
+            "--define:process.env.NODE_ENV='production'",
+            f"--outfile={out / 'app.js'}",
+            "--log-level=warning",
+        ],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=seconds(120),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (out / "index.html").write_text(PAGE)
+    return out
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def origin(bundle: Path) -> Iterator[str]:
+    """The app's own origin: a static server of the bundle."""
+    handler = functools.partial(QuietHandler, directory=str(bundle))
+    static = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=static.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{static.server_address[1]}"
+    static.shutdown()
+    static.server_close()
+
+
+@pytest.fixture
+def jobcast(server: Callable[..., Server], origin: str) -> Server:
+    """Jobcast, letting the app's origin call it."""
+    return server(JOBS_CORS_ORIGINS=origin, JOBS_DEMO="0")
+
+
+def open_app(page: Page, origin: str, jobcast: Server, query: str) -> None:
+    page.goto(f"{origin}/?server={jobcast.url}&{query}")
+
+
+def eventually(check: Callable[[], bool], what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + seconds(within)
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def open_streams(jobcast: Server, transport: str) -> float:
+    """``jobcast_connections{transport=…}``: the SSE or WebSocket connections open now."""
+    metrics = jobcast.api.get("/metrics").text
+    prefix = f'jobcast_connections{{transport="{transport}"}} '
+    lines = metrics.splitlines()
+    return next(float(line[len(prefix) :]) for line in lines if line.startswith(prefix))
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws", "poll"])
+def test_use_job_shows_a_jobs_progress_live(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """useJob renders the job, each change as it lands, and stops at its terminal state."""
+    job_id = jobcast.create(jobType="file_processing", message="Upload queued")
+    open_app(page, origin, jobcast, f"job={job_id}&transport={transport}")
+    view = page.locator("#job")
+    expect(view).to_have_attribute("data-state", "live", timeout=wait(10))
+    expect(page.locator("#message")).to_have_text("Upload queued")
+    expect(view).to_have_attribute("data-transport", transport)
+
+    jobcast.update(job_id, status="processing", progress=40, message="Extracting text...")
+    expect(page.locator("#percent")).to_have_text("40%")
+    expect(page.locator("#message")).to_have_text("Extracting text...")
+    expect(page.locator("#progress")).to_have_js_property("value", 40)
+    jobcast.complete(job_id, documentId="doc_123abc")
+    expect(page.locator("#document")).to_have_text("doc_123abc")
+    expect(view).to_have_attribute("data-closed", "true")
+    expect(page.locator("#percent")).to_have_text("100%")
+    assert page.evaluate("window.jobVersions") == [1, 2, 3]
+
+
+def test_use_jobs_lists_every_job_live(page: Page, origin: str, jobcast: Server) -> None:
+    """useJobs lists the jobs there are, then new ones and changes, over a WebSocket."""
+    first = jobcast.create(message="First")
+    open_app(page, origin, jobcast, "transport=ws")
+    expect(page.locator("#jobs")).to_have_attribute("data-synced", "true", timeout=wait(10))
+    expect(page.locator(f'li[data-job-id="{first}"]')).to_have_text("First 0%")
+    second = jobcast.create(message="Second")
+    jobcast.update(first, status="processing", progress=70)
+    expect(page.locator("li").first).to_have_attribute("data-job-id", second)  # newest first
+    expect(page.locator(f'li[data-job-id="{first}"]')).to_have_text("First 70%")
+    expect(page.locator("#jobs")).to_have_attribute("data-state", "live")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_pause_when_hidden_closes_the_stream_and_resumes_from_its_cursor(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """Hidden, the page holds no stream and hears nothing; shown again, it resumes where it
+    was (SSE: ``lastEventId``), gets what changed meanwhile once, and goes on live."""
+    job_id = jobcast.create(jobType="llm_agent", message="Thinking...")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    open_app(page, origin, jobcast, f"job={job_id}&transport={transport}&pause=1")
+    view = page.locator("#job")
+    expect(view).to_have_attribute("data-state", "live", timeout=wait(10))
+    expect(view).to_have_attribute("data-version", "1")
+
+    page.evaluate(HIDE, "hidden")
+    expect(view).to_have_attribute("data-state", "paused")
+    eventually(lambda: open_streams(jobcast, transport) == 0, "the stream to close while hidden")
+    jobcast.update(job_id, status="processing", progress=30, message="Searching...")
+    jobcast.update(job_id, progress=60, message="Writing...")
+    page.wait_for_timeout(seconds(0.5) * 1000)
+    expect(view).to_have_attribute("data-version", "1")
+    before = len(asked)
+
+    page.evaluate(HIDE, "visible")
+    expect(view).to_have_attribute("data-version", "3")
+    expect(page.locator("#message")).to_have_text("Writing...")
+    expect(view).to_have_attribute("data-state", "live")
+    if transport == "sse":
+        resumed = [url for url in asked[before:] if "/events" in url]
+        assert resumed, asked[before:]
+        assert all("lastEventId=1" in url for url in resumed), resumed
+    jobcast.update(job_id, progress=90, message="Almost done")
+    expect(view).to_have_attribute("data-version", "4")
+    assert page.evaluate("window.jobVersions") == [1, 3, 4]
