@@ -5,7 +5,7 @@
 
 Each sample job is created and advanced through the in-process library
 (:mod:`app.library`), exactly as a worker living in the server's process
-would: realistic, type-specific steps with the seed's messages over roughly
+would: realistic, type-specific steps with the Jobs API's messages over roughly
 5 to 15 seconds, and about one run in five fails with a realistic error.
 The workers are asyncio tasks kept in a set; at most :data:`MAX_RUNNING`
 run at once (more answers 429) and :meth:`Demo.aclose` cancels them all.

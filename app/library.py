@@ -1,4 +1,4 @@
-"""The seed's server-side functions, in Python naming, for code in the server's process.
+"""The Jobs API's server-side functions, in Python naming, for code in the server's process.
 
     job = await create_job(job_type="document_analysis", message="Starting analysis...")
     await update_job_with_notification(job.job_id, status="processing", progress=50)

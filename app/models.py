@@ -43,14 +43,14 @@ MAX_TOKEN_TTL = 7 * 24 * 3600
 
 
 def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and `Z`, as the seed's JavaScript clients print them."""
+    """ISO 8601 UTC with milliseconds and `Z`, as the Jobs API's JavaScript clients print them."""
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
 
 
 def _integral_as_int(value: float) -> float | int:
-    # 45 stays 45 on the wire, as the seed shows it, not 45.0.
+    # 45 stays 45 on the wire, as the Jobs API shows it, not 45.0.
     return int(value) if float(value).is_integer() else value
 
 
@@ -174,7 +174,7 @@ class Job(WireModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def timestamp(self) -> Timestamp:
-        """The seed's name for the last update time (same value as `updatedAt`)."""
+        """The Jobs API's name for the last update time (same value as `updatedAt`)."""
         return self.updated_at
 
     @property
@@ -183,7 +183,7 @@ class Job(WireModel):
 
 
 class JobCreated(WireModel):
-    """Answer to `POST /api/jobs`, the seed's shape."""
+    """Answer to `POST /api/jobs`, the Jobs API's shape."""
 
     job_id: str
     status: JobStatus

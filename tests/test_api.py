@@ -1,4 +1,4 @@
-"""The JSON API through TestClient: the seed's shapes and lifecycle, lists, ETags, idempotency,
+"""The JSON API through TestClient: the Jobs API's shapes and lifecycle, lists, ETags, idempotency,
 long-poll basics, health, metrics and the OpenAPI document."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ JOB_FIELDS = {
     "timestamp",
     "version",
 }
-SEED_UPLOAD = {
+JOBS_API_UPLOAD = {
     "jobType": "file_processing",
     "message": "Upload queued",
     "metadata": {"fileName": "contract.pdf", "fileSize": 1024000},
@@ -71,12 +71,12 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
     return 0.0
 
 
-# -- the seed's shapes -----------------------------------------------------------------------
+# -- the Jobs API's shapes -----------------------------------------------------------------------
 
 
-def test_create_answers_201_with_the_seed_shape(client: TestClient) -> None:
+def test_create_answers_201_with_the_jobs_api_shape(client: TestClient) -> None:
     """POST /api/jobs answers 201 {jobId, status: "queued", timestamp} and a Location header."""
-    response = client.post("/api/jobs", json=SEED_UPLOAD)
+    response = client.post("/api/jobs", json=JOBS_API_UPLOAD)
     assert response.status_code == 201
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -112,9 +112,9 @@ def test_create_body_is_optional(client: TestClient, send: Any) -> None:
     )
 
 
-def test_get_has_seed_fields_and_the_full_job(client: TestClient) -> None:
+def test_get_has_the_jobs_api_fields_and_the_full_job(client: TestClient) -> None:
     """GET gives status/message/progress/timestamp plus the full job, optional fields omitted."""
-    job_id = create(client, SEED_UPLOAD)
+    job_id = create(client, JOBS_API_UPLOAD)
     response = client.get(f"/api/jobs/{job_id}")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -122,7 +122,7 @@ def test_get_has_seed_fields_and_the_full_job(client: TestClient) -> None:
     assert set(job) == JOB_FIELDS
     assert job["jobId"] == job_id
     assert job["jobType"] == "file_processing"
-    assert job["metadata"] == SEED_UPLOAD["metadata"]
+    assert job["metadata"] == JOBS_API_UPLOAD["metadata"]
     assert job["version"] == 1
     for field in ("createdAt", "updatedAt", "timestamp"):
         assert TIMESTAMP.fullmatch(job[field])
@@ -145,9 +145,9 @@ def test_optional_fields_omitted_not_null(client: TestClient) -> None:
     assert "documentId" not in failed
 
 
-def test_seed_lifecycle_to_completed(client: TestClient) -> None:
-    """The seed's lifecycle: queued, processing 45 "Extracting document data...", completed."""
-    job_id = create(client, SEED_UPLOAD)
+def test_jobs_api_lifecycle_to_completed(client: TestClient) -> None:
+    """The Jobs API's lifecycle: queued, processing 45 "Extracting document data...", completed."""
+    job_id = create(client, JOBS_API_UPLOAD)
     assert {k: get(client, job_id)[k] for k in ("status", "message", "progress")} == {
         "status": "queued",
         "message": "Upload queued",
@@ -176,9 +176,9 @@ def test_seed_lifecycle_to_completed(client: TestClient) -> None:
     }
 
 
-def test_seed_lifecycle_to_error(client: TestClient) -> None:
-    """The seed's error state: status error, message "Processing failed", the error text."""
-    job_id = create(client, SEED_UPLOAD)
+def test_jobs_api_lifecycle_to_error(client: TestClient) -> None:
+    """The Jobs API's error state: status error, message "Processing failed", the error text."""
+    job_id = create(client, JOBS_API_UPLOAD)
     patch(client, job_id, {"status": "processing", "progress": 45})
     response = client.post(f"/api/jobs/{job_id}/fail", json={"error": "Invalid file format"})
     assert response.status_code == 200
@@ -351,8 +351,8 @@ def test_if_none_match_stale_after_change(client: TestClient) -> None:
 
 def test_idempotency_key_same_body_returns_same_job(client: TestClient) -> None:
     """The same Idempotency-Key and body answer 200 with the same jobId; one job exists."""
-    first = client.post("/api/jobs", json=SEED_UPLOAD, headers={"Idempotency-Key": "upload-1"})
-    again = client.post("/api/jobs", json=SEED_UPLOAD, headers={"Idempotency-Key": "upload-1"})
+    first = client.post("/api/jobs", json=JOBS_API_UPLOAD, headers={"Idempotency-Key": "upload-1"})
+    again = client.post("/api/jobs", json=JOBS_API_UPLOAD, headers={"Idempotency-Key": "upload-1"})
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json()["jobId"] == first.json()["jobId"]
@@ -376,8 +376,8 @@ def test_idempotency_key_other_body_is_422(client: TestClient) -> None:
 
 def test_different_idempotency_keys_make_different_jobs(client: TestClient) -> None:
     """Two keys with the same body are two jobs."""
-    first = create(client, SEED_UPLOAD, **{"Idempotency-Key": "a"})
-    second = create(client, SEED_UPLOAD, **{"Idempotency-Key": "b"})
+    first = create(client, JOBS_API_UPLOAD, **{"Idempotency-Key": "a"})
+    second = create(client, JOBS_API_UPLOAD, **{"Idempotency-Key": "b"})
     assert first != second
 
 

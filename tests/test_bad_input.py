@@ -210,7 +210,7 @@ def test_body_just_under_one_mib_is_accepted() -> None:
 def test_multipart_form_like_the_old_api_is_415(
     client: TestClient, guard: Guard, route: Route
 ) -> None:
-    """The seed's old FormData upload answers 415 with a detail that says to send JSON."""
+    """The Jobs API's old FormData upload answers 415 with a detail that says to send JSON."""
     response = send(
         client,
         route,

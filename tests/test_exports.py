@@ -76,7 +76,7 @@ def test_malformed_json_is_invalid_job_data() -> None:
 
 @pytest.mark.parametrize("name", LIBRARY)
 def test_library_functions_are_async(name: str) -> None:
-    """The seed's server-side functions are coroutine functions, awaited by callers."""
+    """The Jobs API's server-side functions are coroutine functions, awaited by callers."""
     assert inspect.iscoroutinefunction(getattr(app, name))
 
 

@@ -66,8 +66,8 @@ def http_job(client: TestClient, job_id: str) -> dict[str, Any]:
     return body
 
 
-def test_seed_example_completes(client: TestClient, call: Callable[..., Any]) -> None:
-    """The seed's createJob / updateJobWithNotification / completeJob example, in Python."""
+def test_jobs_api_example_completes(client: TestClient, call: Callable[..., Any]) -> None:
+    """The Jobs API's createJob / updateJobWithNotification / completeJob example, in Python."""
     job = call(
         create_job,
         job_type="document_analysis",
@@ -103,8 +103,8 @@ def test_seed_example_completes(client: TestClient, call: Callable[..., Any]) ->
     assert seen["jobType"] == "document_analysis"
 
 
-def test_seed_example_fails(client: TestClient, call: Callable[..., Any]) -> None:
-    """The seed's failJob branch and its try/except pattern mark the job as failed."""
+def test_jobs_api_example_fails(client: TestClient, call: Callable[..., Any]) -> None:
+    """The Jobs API's failJob branch and its try/except pattern mark the job as failed."""
     job = call(create_job, job_type="file_processing")
     try:
         raise ValueError("Failed to parse document")

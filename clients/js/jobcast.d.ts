@@ -37,7 +37,7 @@ export interface Job {
   /** ISO 8601 UTC with milliseconds and `Z`. */
   readonly createdAt: string;
   readonly updatedAt: string;
-  /** The seed's name for `updatedAt` (the same value). */
+  /** The Jobs API's name for `updatedAt` (the same value). */
   readonly timestamp: string;
   /** 1 at creation, one more on every change: orders a job's events. */
   readonly version: number;

@@ -77,7 +77,7 @@ class Job:
 
     @property
     def timestamp(self) -> datetime:
-        """The seed's name for the last update time (the same as ``updated_at``)."""
+        """The Jobs API's name for the last update time (the same as ``updated_at``)."""
         return self.updated_at
 
     @property

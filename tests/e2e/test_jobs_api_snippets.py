@@ -1,4 +1,4 @@
-"""The seed document's `fetch` snippets, run by Node against the real server, get its shapes."""
+"""The Jobs API description's `fetch` snippets, run by Node against the real server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.e2e.conftest import RunningServer
 
 pytestmark = pytest.mark.e2e
 
-# The seed's snippets, verbatim but for `fetch` taking the server's base URL.
+# The Jobs API's snippets, verbatim but for `fetch` taking the server's base URL.
 SNIPPETS = r"""
 const BASE = process.env.BASE;
 const fetch = (path, init) => globalThis.fetch(BASE + path, init);
@@ -75,8 +75,8 @@ def run_snippets(tmp_path: Path, base_url: str) -> tuple[list[str], dict[str, An
     if node is None:
         if os.environ.get("CI") == "true":
             pytest.fail("node is missing: .ci/run installs it (apt-get install nodejs)")
-        pytest.skip("install Node.js to run the seed's fetch snippets: apt-get install nodejs")
-    script = tmp_path / "seed.mjs"
+        pytest.skip("install Node.js to run the Jobs API's fetch snippets: apt-get install nodejs")
+    script = tmp_path / "jobs_api.mjs"
     script.write_text(SNIPPETS)
     result = subprocess.run(
         [node, str(script)],
@@ -91,10 +91,10 @@ def run_snippets(tmp_path: Path, base_url: str) -> tuple[list[str], dict[str, An
     return printed, json.loads(last)
 
 
-def test_seed_fetch_snippets_get_the_seed_shapes(
+def test_jobs_api_fetch_snippets_get_its_shapes(
     server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
-    """Create, poll and the old multipart upload behave as the seed shows, from Node's fetch."""
+    """Create, poll and the old multipart upload behave as the Jobs API shows, from Node's fetch."""
     running = server()
     printed, out = run_snippets(tmp_path, running.base_url)
 
