@@ -30,8 +30,10 @@ if TYPE_CHECKING:  # what the names below are, for type checkers ("X as X": re-e
         NotServing as NotServing,
     )
     from app.library import (
+        cancel_job as cancel_job,
         complete_job as complete_job,
         create_job as create_job,
+        delete_job as delete_job,
         fail_job as fail_job,
         get_job as get_job,
         update_job_with_notification as update_job_with_notification,
@@ -50,7 +52,9 @@ _HOMES = {
     "JobNotFound": "app.errors",
     "JobsError": "app.errors",
     "NotServing": "app.errors",
+    "cancel_job": "app.library",
     "complete_job": "app.library",
+    "delete_job": "app.library",
     "create_job": "app.library",
     "fail_job": "app.library",
     "get_job": "app.library",

@@ -1,5 +1,5 @@
-"""The JSON routes: ``/api/jobs`` (create, read and long-poll, list, update, finish)
-and ``/api/tokens`` (mint a read token).
+"""The JSON routes: ``/api/jobs`` (create, read and long-poll, list, update, finish,
+cancel, delete) and ``/api/tokens`` (mint a read token).
 
 Writes and token minting need an API key (``main`` wraps them with
 :func:`key_required`, as their operations say); reads check the caller's
@@ -25,6 +25,7 @@ from app.edge import DIRECT_SEND
 from app.errors import BodyTooLarge, FieldError, InvalidJobData, UnsupportedMediaType
 from app.jobs import JobFilter
 from app.models import (
+    CancelRequest,
     Completion,
     Failure,
     Job,
@@ -112,6 +113,19 @@ FAIL = Operation(
     body=Failure,
     body_required=True,
     responses={200: Job, 400: Problem, 404: Problem, 409: Problem, 410: Problem, 422: Problem},
+)
+CANCEL = Operation(
+    "POST",
+    _JOB + "/cancel",
+    "Ask a job's worker to stop (cancelRequested); with force, end the job now",
+    body=CancelRequest,
+    responses={200: Job, 400: Problem, 404: Problem, 409: Problem, 410: Problem, 422: Problem},
+)
+DELETE = Operation(
+    "DELETE",
+    _JOB,
+    "Delete a job now, whatever its state (subscribers get `removed`; GET then answers 410)",
+    responses={204: "Deleted", 404: Problem, 410: Problem},
 )
 TOKENS = Operation(
     "POST",
@@ -298,6 +312,17 @@ async def fail_job(request: Request) -> Response:
     return json_response(encode(job))
 
 
+async def cancel_job(request: Request) -> Response:
+    asked = parse(CancelRequest, await read_body(request))
+    job = await runtime_of(request).service.cancel(request.path_params["jobId"], asked)
+    return json_response(encode(job))
+
+
+async def delete_job(request: Request) -> Response:
+    await runtime_of(request).service.delete(request.path_params["jobId"])
+    return Response(status_code=204)
+
+
 async def mint_token(request: Request) -> Response:
     asked = parse(TokenRequest, await read_body(request))
     guard = runtime_of(request).guard
@@ -325,5 +350,7 @@ ROUTES: list[tuple[Operation, Any]] = [
     (UPDATE, update_job),
     (COMPLETE, complete_job),
     (FAIL, fail_job),
+    (CANCEL, cancel_job),
+    (DELETE, delete_job),
     (TOKENS, mint_token),
 ]

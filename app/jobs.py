@@ -3,7 +3,8 @@
 Every path that changes a job (HTTP routes, the in-process library, every
 store backend) goes through these pure functions, so the rules cannot
 differ between them. Each returns a new :class:`Job` with ``version`` bumped
-by one, or raises :class:`InvalidTransition` and leaves the job alone.
+by one, the job itself when there is nothing to change (a second cancel), or
+raises :class:`InvalidTransition` and leaves the job alone.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.errors import InvalidTransition
-from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob
+from app.models import (
+    CancelRequest,
+    Completion,
+    Failure,
+    Job,
+    JobStatus,
+    JobType,
+    JobUpdate,
+    NewJob,
+)
 from app.streams.events import Change
 
 DEFAULT_COMPLETED_MESSAGE = "Completed"
 DEFAULT_FAILED_MESSAGE = "Processing failed"
+CANCELED = "canceled"  # the error of a job a cancel ended (force)
+STALE = "stale"  # the error of a job that went JOBS_STALE_TTL without a change
 
 _NEXT_STATUSES: dict[JobStatus, frozenset[JobStatus]] = {
     "queued": frozenset({"queued", "processing", "completed", "error"}),
@@ -91,6 +103,34 @@ def fail(job: Job, failure: Failure, at: datetime) -> Job:
         "message": failure.message or DEFAULT_FAILED_MESSAGE,
     }
     return _advance(job, fields, at)
+
+
+def cancel(job: Job, request: CancelRequest, at: datetime) -> Job:
+    """Ask the worker to stop: ``cancelRequested`` (once; asking again changes nothing);
+    with ``force``, end the job now as ``error: "canceled"``. A finished job: 409."""
+    if job.is_terminal:
+        raise InvalidTransition(f"job {job.job_id} is {job.status}: there is nothing to cancel")
+    if request.force:
+        fields: dict[str, Any] = {
+            "status": "error",
+            "error": CANCELED,
+            "message": request.reason or "Canceled",
+        }
+    elif job.cancel_requested:
+        return job  # asked already: the same job, no new version
+    else:
+        fields = {"status": job.status}
+    fields.update(cancel_requested=True, cancel_reason=request.reason or job.cancel_reason)
+    return _advance(job, fields, at)
+
+
+def expire(job: Job, idle: float, at: datetime) -> Job:
+    """Fail an unfinished job that has gone ``idle`` seconds without a change
+    (``error: "stale"``); a job that finished or changed meanwhile stays as it is."""
+    if job.is_terminal or (at - job.updated_at).total_seconds() < idle:
+        return job
+    message = f"No change for {idle:g} s: its worker is gone"
+    return _advance(job, {"status": "error", "error": STALE, "message": message}, at)
 
 
 def _advance(job: Job, fields: dict[str, Any], at: datetime) -> Job:

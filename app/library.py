@@ -20,7 +20,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import NotServing
-from app.models import Completion, Failure, Job, JobStatus, JobType, JobUpdate, NewJob
+from app.models import (
+    CancelRequest,
+    Completion,
+    Failure,
+    Job,
+    JobStatus,
+    JobType,
+    JobUpdate,
+    NewJob,
+)
 from app.service import JobService
 from app.validation import parse
 
@@ -75,6 +84,17 @@ async def complete_job(
 async def fail_job(job_id: str, error: str, message: str | None = None) -> Job:
     fields = _given(error=error, message=message)
     return await current_service().fail(job_id, parse(Failure, fields, by_name=True))
+
+
+async def cancel_job(job_id: str, reason: str | None = None, *, force: bool = False) -> Job:
+    """Ask the job's worker to stop (``cancel_requested``); ``force`` ends the job now."""
+    fields = _given(reason=reason, force=force)
+    return await current_service().cancel(job_id, parse(CancelRequest, fields, by_name=True))
+
+
+async def delete_job(job_id: str) -> None:
+    """Remove the job now, whatever its state."""
+    await current_service().delete(job_id)
 
 
 async def get_job(job_id: str) -> Job:

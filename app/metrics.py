@@ -24,6 +24,10 @@ class Metrics:
         self.jobs_updated = Counter("jobcast_jobs_updated", "Accepted job updates.", registry=r)
         self.jobs_completed = Counter("jobcast_jobs_completed", "Jobs completed.", registry=r)
         self.jobs_failed = Counter("jobcast_jobs_failed", "Jobs failed.", registry=r)
+        self.jobs_canceled = Counter(
+            "jobcast_jobs_canceled", "Cancels asked for (repeats included).", registry=r
+        )
+        self.jobs_deleted = Counter("jobcast_jobs_deleted", "Jobs deleted.", registry=r)
         self.jobs_by_status = Gauge(
             "jobcast_jobs", "Stored jobs by status.", ["status"], registry=r
         )

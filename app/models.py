@@ -155,6 +155,17 @@ class Failure(RequestModel):
     message: Text | None = None
 
 
+class CancelRequest(RequestModel):
+    """Body of `POST /api/jobs/{jobId}/cancel`; may be empty."""
+
+    reason: Text | None = Field(default=None, description="Why: shown to the worker and viewers.")
+    force: bool = Field(
+        default=False,
+        description='End the job now, as `error` with `error: "canceled"`, for a job whose '
+        "worker is gone; without it the worker is asked to stop and ends the job itself.",
+    )
+
+
 class Job(WireModel):
     """A tracked job: the full state every response and every event carries."""
 
@@ -167,6 +178,10 @@ class Job(WireModel):
     error: str | None = None
     metadata: dict[str, Any]
     owner: str | None = None
+    cancel_requested: bool | None = Field(
+        default=None, description="Present, true, once a cancel was asked for."
+    )
+    cancel_reason: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
     version: int

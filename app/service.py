@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from typing import Any
 
 import pydantic_core
 
 from app import jobs
-from app.errors import FieldError, InvalidJobData
+from app.errors import FieldError, InvalidJobData, JobGone, JobNotFound
 from app.metrics import Metrics
-from app.models import Completion, Failure, Job, JobUpdate, NewJob
+from app.models import CancelRequest, Completion, Failure, Job, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.validation import describe
@@ -82,6 +83,36 @@ class JobService:
         job = await self.store.update(job_id, lambda job: jobs.fail(job, failure, jobs.now()))
         self._count(job)
         return job
+
+    async def cancel(self, job_id: str, request: CancelRequest) -> Job:
+        """Ask the job's worker to stop (once), or with ``force`` end the job now."""
+        self._check_text(reason=request.reason)
+        job = await self.store.update(job_id, lambda job: jobs.cancel(job, request, jobs.now()))
+        self.metrics.jobs_canceled.inc()
+        if request.force:
+            self._count(job)
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        """Remove the job now, whatever its state (subscribers get ``removed``)."""
+        await self.store.delete(job_id)
+        self.metrics.jobs_deleted.inc()
+
+    async def expire_stale(self, idle: float, limit: int = 200) -> int:
+        """Fail unfinished jobs that went ``idle`` seconds without a change; how many."""
+        moment = jobs.now() - timedelta(seconds=idle)
+        failed = 0
+        for job_id in await self.store.untouched_since(moment, limit):
+            try:
+                job = await self.store.update(
+                    job_id, lambda job: jobs.expire(job, idle, jobs.now())
+                )
+            except (JobNotFound, JobGone):
+                continue  # removed meanwhile: nothing to expire
+            if job.error == jobs.STALE and job.is_terminal:
+                self._count(job)
+                failed += 1
+        return failed
 
     def _check_text(self, **fields: str | None) -> None:
         limit = self._max_text

@@ -90,6 +90,12 @@ class Settings:
         2.0, "Seconds a Redis operation may take, all included, before `503`.", low=0.05, high=60
     )
     terminal_ttl: float = setting(300.0, "Seconds a finished job is kept.", low=0)
+    stale_ttl: float = setting(
+        0.0,
+        'Seconds an unfinished job may go without a change before it fails with `error: "stale"`;'
+        " `0`: never.",
+        low=0,
+    )
     tombstone_ttl: float = setting(3600.0, "Seconds a cleaned-up id answers `410`.", low=0)
     max_tombstones: int = setting(
         100_000, "Cleaned-up ids remembered at most (oldest forgotten first).", low=0

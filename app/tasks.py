@@ -1,5 +1,6 @@
 """The running app's background work, each job run periodically by :func:`every`:
-the clean-up sweep, the SSE heartbeats, and the check that cuts slow readers."""
+the clean-up sweep, the SSE heartbeats, the check that cuts slow readers, and
+(with JOBS_STALE_TTL) the one that fails jobs nobody touches any more."""
 
 from __future__ import annotations
 
@@ -24,15 +25,23 @@ def start(runtime: Runtime) -> list[asyncio.Task[None]]:
     async def cut_stalled() -> None:
         hub.cut_stalled(time.monotonic(), settings.send_timeout)
 
+    async def expire_stale() -> None:
+        await runtime.service.expire_stale(settings.stale_ttl)
+
     # A terminal job is removed at most a quarter of its TTL late (and at most a second).
     sweep_every = min(1.0, max(0.05, settings.terminal_ttl / 4))
     # A blocked send is cut at most a quarter of the send timeout late.
     stall_every = min(1.0, max(0.01, settings.send_timeout / 4))
-    return [
+    running = [
         asyncio.create_task(every("clean-up", sweep_every, runtime.store.sweep)),
         asyncio.create_task(every("heartbeat", settings.heartbeat, heartbeat)),
         asyncio.create_task(every("slow-reader check", stall_every, cut_stalled)),
     ]
+    if settings.stale_ttl:
+        # A stale job fails at most a quarter of JOBS_STALE_TTL late (and at most 10 s).
+        stale_every = min(10.0, max(0.05, settings.stale_ttl / 4))
+        running.append(asyncio.create_task(every("stale-job check", stale_every, expire_stale)))
+    return running
 
 
 async def stop(tasks: list[asyncio.Task[None]]) -> None:

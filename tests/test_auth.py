@@ -145,6 +145,8 @@ ROUTES: list[tuple[str, Call, dict[str, int], int]] = [
     ("patch", _route("PATCH", "/api/jobs/{a}", {"progress": 5}), KEY_ONLY, 200),
     ("complete", _route("POST", "/api/jobs/{a}/complete", {}), KEY_ONLY, 200),
     ("fail", _route("POST", "/api/jobs/{a}/fail", {"error": "x"}), KEY_ONLY, 200),
+    ("cancel", _route("POST", "/api/jobs/{a}/cancel", {}), KEY_ONLY, 200),
+    ("delete", _route("DELETE", "/api/jobs/{a}"), KEY_ONLY, 204),
     ("tokens", _route("POST", "/api/tokens", {"owner": "carol"}), KEY_ONLY, 200),
     ("metrics", _route("GET", "/metrics"), KEY_ONLY, 200),
     ("demo-start", _route("POST", "/api/demo/jobs", {}), KEY_ONLY, 201),

@@ -40,7 +40,8 @@ CREATE = Route("create", "POST", "/api/jobs", {"message": "ok"})
 PATCH = Route("patch", "PATCH", "/api/jobs/{id}", {"progress": 50})
 COMPLETE = Route("complete", "POST", "/api/jobs/{id}/complete", {"documentId": "doc_1"})
 FAIL = Route("fail", "POST", "/api/jobs/{id}/fail", {"error": "broken"})
-BODY_ROUTES = [CREATE, PATCH, COMPLETE, FAIL]
+CANCEL = Route("cancel", "POST", "/api/jobs/{id}/cancel", {"reason": "not needed"})
+BODY_ROUTES = [CREATE, PATCH, COMPLETE, FAIL, CANCEL]
 
 
 def nested_metadata(depth: int) -> dict[str, Any]:
@@ -297,6 +298,15 @@ FAIL_CASES: Cases = {
     "message-number": ({"error": "e", "message": 5}, "message"),
 }
 
+CANCEL_CASES: Cases = {
+    "reason-number": ({"reason": 5}, "reason"),
+    "reason-object": ({"reason": {"why": "x"}}, "reason"),
+    "reason-too-long": ({"reason": "x" * 10_001}, "reason"),
+    "force-string": ({"force": "yes"}, "force"),
+    "force-number": ({"force": 2}, "force"),
+    "force-null": ({"force": None}, "force"),
+}
+
 
 def _cases(route: Route, cases: Cases) -> list[Any]:
     return [
@@ -310,6 +320,7 @@ FIELD_CASES = [
     *_cases(PATCH, PATCH_CASES),
     *_cases(COMPLETE, COMPLETE_CASES),
     *_cases(FAIL, FAIL_CASES),
+    *_cases(CANCEL, CANCEL_CASES),
 ]
 
 
@@ -568,13 +579,14 @@ def test_unknown_route_is_404(client: TestClient, guard: Guard, method: str, pat
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("DELETE", "/api/jobs/{id}"),
         ("PUT", "/api/jobs/{id}"),
         ("POST", "/api/jobs/{id}"),
         ("DELETE", "/api/jobs"),
         ("PATCH", "/api/jobs"),
         ("GET", "/api/jobs/{id}/complete"),
         ("GET", "/api/jobs/{id}/fail"),
+        ("GET", "/api/jobs/{id}/cancel"),
+        ("DELETE", "/api/jobs/{id}/cancel"),
         ("POST", "/api/jobs/{id}/events"),
         ("POST", "/api/jobs/events"),
         ("POST", "/healthz"),
@@ -590,13 +602,14 @@ def test_wrong_method_is_405(client: TestClient, guard: Guard, method: str, path
 
 
 SERVED = {
-    "/api/jobs/{id}": {"GET", "HEAD", "PATCH"},
+    "/api/jobs/{id}": {"GET", "HEAD", "PATCH", "DELETE"},
     "/api/jobs": {"GET", "HEAD", "POST"},
     "/api/jobs/{id}/complete": {"POST"},
     "/api/jobs/{id}/fail": {"POST"},
+    "/api/jobs/{id}/cancel": {"POST"},
     "/api/jobs/{id}/events": {"GET", "HEAD"},
-    # /api/jobs/{jobId} matches it too: PATCH reaches the update route (job "events").
-    "/api/jobs/events": {"GET", "HEAD", "PATCH"},
+    # /api/jobs/{jobId} matches it too: PATCH and DELETE reach the job routes (job "events").
+    "/api/jobs/events": {"GET", "HEAD", "PATCH", "DELETE"},
     "/healthz": {"GET", "HEAD"},
 }
 
@@ -607,6 +620,8 @@ ID_ROUTES = [
     pytest.param("PATCH", "/api/jobs/{id}", {"progress": 5}, id="patch"),
     pytest.param("POST", "/api/jobs/{id}/complete", {}, id="complete"),
     pytest.param("POST", "/api/jobs/{id}/fail", {"error": "x"}, id="fail"),
+    pytest.param("POST", "/api/jobs/{id}/cancel", {}, id="cancel"),
+    pytest.param("DELETE", "/api/jobs/{id}", None, id="delete"),
     pytest.param("GET", "/api/jobs/{id}/events", None, id="events"),
 ]
 
@@ -628,6 +643,8 @@ TERMINAL_CHANGES = [
     pytest.param("PATCH", "", {"metadata": {"k": 1}}, id="patch-metadata"),
     pytest.param("POST", "/complete", {}, id="complete"),
     pytest.param("POST", "/fail", {"error": "late"}, id="fail"),
+    pytest.param("POST", "/cancel", {}, id="cancel"),
+    pytest.param("POST", "/cancel", {"force": True}, id="cancel-force"),
 ]
 
 

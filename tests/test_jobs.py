@@ -10,7 +10,7 @@ import pytest
 
 from app import jobs
 from app.errors import InvalidTransition
-from app.models import Completion, Failure, Job, JobStatus, JobUpdate, NewJob
+from app.models import CancelRequest, Completion, Failure, Job, JobStatus, JobUpdate, NewJob
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=7)
@@ -236,3 +236,69 @@ def test_job_ids_do_not_repeat() -> None:
     """Ten thousand fresh ids, from new_job_id and from create, are all different."""
     ids = {jobs.new_job_id() for _ in range(5000)} | {queued().job_id for _ in range(5000)}
     assert len(ids) == 10_000
+
+
+# -- cancel and expiry -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["queued", "processing"])
+def test_cancel_asks_once_and_keeps_the_status(status: JobStatus) -> None:
+    job = at_status(status)
+    asked = jobs.cancel(job, CancelRequest(reason="user closed the tab"), T1)
+    assert (asked.status, asked.cancel_requested, asked.cancel_reason) == (
+        status,
+        True,
+        "user closed the tab",
+    )
+    assert asked.version == job.version + 1
+    assert asked.updated_at == T1
+    # Asking again is no change at all: the very same job, no new version.
+    assert jobs.cancel(asked, CancelRequest(reason="again"), T1) is asked
+
+
+def test_cancel_request_survives_later_updates() -> None:
+    asked = jobs.cancel(at_status("processing"), CancelRequest(), T0)
+    later = jobs.update(asked, JobUpdate(progress=80), T1)
+    assert later.cancel_requested is True
+    assert later.cancel_reason is None
+
+
+@pytest.mark.parametrize("status", ["queued", "processing"])
+def test_forced_cancel_ends_the_job_as_canceled(status: JobStatus) -> None:
+    job = at_status(status)
+    ended = jobs.cancel(job, CancelRequest(force=True), T1)
+    assert (ended.status, ended.error, ended.message) == ("error", "canceled", "Canceled")
+    assert ended.cancel_requested is True
+    reasoned = jobs.cancel(job, CancelRequest(force=True, reason="worker died"), T1)
+    assert (reasoned.message, reasoned.cancel_reason) == ("worker died", "worker died")
+
+
+def test_forced_cancel_after_a_plain_one_ends_the_job_and_keeps_the_reason() -> None:
+    asked = jobs.cancel(at_status("processing"), CancelRequest(reason="too slow"), T0)
+    ended = jobs.cancel(asked, CancelRequest(force=True), T1)
+    assert (ended.status, ended.error, ended.cancel_reason) == ("error", "canceled", "too slow")
+    assert ended.version == asked.version + 1
+
+
+@pytest.mark.parametrize("status", ["completed", "error"])
+@pytest.mark.parametrize("force", [False, True])
+def test_cancel_of_a_finished_job_is_refused(status: JobStatus, force: bool) -> None:
+    job = at_status(status)
+    with pytest.raises(InvalidTransition, match="nothing to cancel"):
+        jobs.cancel(job, CancelRequest(force=force), T1)
+
+
+@pytest.mark.parametrize("status", ["queued", "processing"])
+def test_expire_fails_a_job_idle_that_long(status: JobStatus) -> None:
+    job = at_status(status)
+    assert jobs.expire(job, 60, T0 + timedelta(seconds=59)) is job
+    stale = jobs.expire(job, 60, T0 + timedelta(seconds=60))
+    assert (stale.status, stale.error) == ("error", "stale")
+    assert stale.message == "No change for 60 s: its worker is gone"
+    assert stale.version == job.version + 1
+
+
+@pytest.mark.parametrize("status", ["completed", "error"])
+def test_expire_leaves_a_finished_job_alone(status: JobStatus) -> None:
+    job = at_status(status)
+    assert jobs.expire(job, 60, T0 + timedelta(days=1)) is job

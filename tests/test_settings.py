@@ -34,6 +34,7 @@ def test_default_retention_and_limits() -> None:
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.access_log  # uvicorn's default: one line per request
     assert not settings.ws_compression  # a deflate context per socket costs ~40 KiB
+    assert settings.stale_ttl == 0  # off: only the operator knows how long a step may be silent
 
 
 def test_from_env_reads_every_spec_variable() -> None:
@@ -90,6 +91,8 @@ def test_from_env_reads_every_spec_variable() -> None:
         ),
         ("JOBS_FORWARDED_ALLOW_IPS", "forwarded_allow_ips", "10.0.0.0/8", "10.0.0.0/8"),
         ("JOBS_SNAPSHOT_RATE", "snapshot_rate", "0.5", 0.5),
+        ("JOBS_STALE_TTL", "stale_ttl", "3600", 3600.0),
+        ("JOBS_STALE_TTL", "stale_ttl", "0", 0.0),
     ],
 )
 def test_extra_variables_are_parsed(name: str, field: str, value: str, expected: object) -> None:
@@ -159,6 +162,9 @@ def test_settings_are_frozen() -> None:
         ("JOBS_ALLOWED_HOSTS", "jobs.example.com:8000"),
         ("JOBS_ALLOWED_HOSTS", "jobs.*.com"),
         ("JOBS_SNAPSHOT_RATE", "0"),
+        ("JOBS_STALE_TTL", "-1"),
+        ("JOBS_STALE_TTL", "an hour"),
+        ("JOBS_STALE_TTL", "inf"),
         ("JOBS_API_KEY", "hunter2"),
         ("JOBS_API_KEY", "x" * 31),
     ],

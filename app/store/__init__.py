@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from app.errors import FieldError, InvalidJobData
@@ -94,7 +95,8 @@ class JobStore(Protocol):
         ...
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
-        """Apply ``mutation`` to the current job atomically and store the result."""
+        """Apply ``mutation`` to the current job atomically and store the result; a
+        mutation that returns the job it was given changes (and publishes) nothing."""
         ...
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
@@ -111,6 +113,17 @@ class JobStore(Protocol):
         With ``where.owner`` and no ``after`` (or one that resets), reads that
         owner's jobs only, like ``list``.
         """
+        ...
+
+    async def delete(self, job_id: str) -> None:
+        """Remove the job now, whatever its state, as the clean-up does: a tombstone
+        (410), its idempotency key forgotten, a removal published; raises JobNotFound
+        or JobGone."""
+        ...
+
+    async def untouched_since(self, moment: datetime, limit: int) -> Sequence[str]:
+        """Up to ``limit`` unfinished jobs whose last change is at or before ``moment``,
+        the longest untouched first (candidates: the caller re-checks each as it fails it)."""
         ...
 
     async def sweep(self) -> None:

@@ -25,6 +25,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.errors import IdempotencyConflict, JobGone, JobNotFound
 from app.jobs import JobFilter
@@ -39,6 +40,8 @@ from app.store import (
     encode_page_cursor,
 )
 from app.streams.events import Change, Position
+
+Ids = list[str]  # named here because inside MemoryStore ``list`` is a method
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ class MemoryStore:
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         before = self._current(job_id)
         after = mutation(before)
+        if after is before:
+            return before  # nothing to change: no new version, nothing to publish
         self._counts[before.status] -= 1
         self._counts[after.status] += 1
         if after.is_terminal:
@@ -228,27 +233,46 @@ class MemoryStore:
             self._latest[change.job_id] = change
         self._publish(change)
 
+    async def delete(self, job_id: str) -> None:
+        job = self._current(job_id)
+        self._remove(job, self._clock())
+
+    async def untouched_since(self, moment: datetime, limit: int) -> Ids:
+        # _latest is in the order of each job's last change: the oldest come first.
+        found: Ids = []
+        for job_id, change in self._latest.items():
+            job = change.job
+            if job is None or job.updated_at > moment or len(found) == limit:
+                break
+            if not job.is_terminal:
+                found.append(job_id)
+        return found
+
     def _sweep(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             _, job_id = heapq.heappop(self._expiry)
             job = self._live(job_id)
-            if job is None:
-                continue
-            self._counts[job.status] -= 1
-            del self._born[job_id]
-            key = self._key_of.pop(job_id, None)
-            if key is not None:
-                del self._keys[key]
-            stone = _Tombstone(job.job_type, now, self._next_position(), job.owner)
-            self._tombstones[job_id] = stone
-            self._record(_removal(job_id, stone))
-            self._created.removed(self._latest.__contains__)
-            if job.owner is not None:
-                owned = self._owned[job.owner]
-                owned.removed(self._latest.__contains__)
-                if owned.live == 0:
-                    del self._owned[job.owner]
+            if job is not None:  # not deleted meanwhile
+                self._remove(job, now)
         self._forget_tombstones(now - self._settings.tombstone_ttl)
+
+    def _remove(self, job: Job, now: float) -> None:
+        """Take the job out of every index, leave its tombstone, and publish its removal."""
+        job_id = job.job_id
+        self._counts[job.status] -= 1
+        del self._born[job_id]
+        key = self._key_of.pop(job_id, None)
+        if key is not None:
+            del self._keys[key]
+        stone = _Tombstone(job.job_type, now, self._next_position(), job.owner)
+        self._tombstones[job_id] = stone
+        self._record(_removal(job_id, stone))
+        self._created.removed(self._latest.__contains__)
+        if job.owner is not None:
+            owned = self._owned[job.owner]
+            owned.removed(self._latest.__contains__)
+            if owned.live == 0:
+                del self._owned[job.owner]
 
     def _forget_tombstones(self, older_than: float) -> None:
         while self._tombstones:

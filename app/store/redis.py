@@ -107,6 +107,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -161,6 +162,7 @@ _DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
 
 # Named here because inside RedisStore ``list`` is the method of that name.
 Changes = list[Change]
+Ids = list[str]
 Rows = list[list[Any]]
 Batch = list[tuple[str, int]]
 
@@ -185,6 +187,7 @@ class RedisStore:
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
         self._sweep = self._redis.register_script(scripts.SWEEP)
+        self._delete = self._redis.register_script(scripts.DELETE)
         self._index_older = self._redis.register_script(scripts.INDEX_OLDER)
         self._listener: asyncio.Task[None] | None = None
         # The listener delivers every entry after this; None until first learned.
@@ -264,6 +267,7 @@ class RedisStore:
             keys.feed,
             keys.counts,
             keys.owners_indexed,
+            keys.active,
         ]
         args: list[Any] = [
             job.job_id,
@@ -274,6 +278,7 @@ class RedisStore:
             self._settings.redis_feed_length,
             keys.prefix,
             job.owner or "",
+            repr(job.updated_at.timestamp()),
         ]
         if job.owner:
             script_keys.append(keys.owner(job.owner))
@@ -295,13 +300,18 @@ class RedisStore:
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         async with self._call() as deadline:
             after, position = await self._mutate(job_id, mutation)
-        await self._until_delivered(position, deadline)
+        if position is not None:
+            await self._until_delivered(position, deadline)
         return after
 
-    async def _mutate(self, job_id: str, mutation: Mutation) -> tuple[Job, Position]:
+    async def _mutate(self, job_id: str, mutation: Mutation) -> tuple[Job, Position | None]:
+        """The job after ``mutation``, and the feed position of that change (None: the
+        mutation changed nothing)."""
         for attempt in range(_MAX_ATTEMPTS):
             before, _ = await self._current(job_id)
             after = mutation(before)
+            if after is before:
+                return before, None
             position = await self._write_if_unchanged(before, after)
             if position is not None:
                 return after, position
@@ -316,7 +326,7 @@ class RedisStore:
         # Retention runs on the store clock, as in the memory store.
         deadline = repr(self._clock() + self._settings.terminal_ttl) if after.is_terminal else ""
         reply = await self._update(
-            keys=[keys.job(before.job_id), keys.feed, keys.counts, keys.expiry],
+            keys=[keys.job(before.job_id), keys.feed, keys.counts, keys.expiry, keys.active],
             args=[
                 before.job_id,
                 before.version,
@@ -328,10 +338,44 @@ class RedisStore:
                 self._settings.redis_feed_length,
                 deadline,
                 before.owner or "",
+                repr(after.updated_at.timestamp()),
             ],
         )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
         return _position(reply[1]) if int(reply[0]) == 1 else None
+
+    async def delete(self, job_id: str) -> None:
+        if not _JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)
+        settings = self._settings
+        async with self._call() as deadline:
+            await self._pin_feed_start()
+            position = await self._delete(
+                keys=self._removal_keys(),
+                args=[
+                    job_id,
+                    repr(self._clock()),
+                    settings.redis_feed_length,
+                    self._keys.prefix,
+                    max(1, round(settings.tombstone_ttl * 1000)),
+                ],
+            )
+            if position is None:
+                gone = await self._redis.exists(self._keys.tombstone(job_id))
+                raise JobGone(job_id) if gone else JobNotFound(job_id)
+        await self._until_delivered(_position(position), deadline)
+
+    async def untouched_since(self, moment: datetime, limit: int) -> Ids:
+        async with self._call():
+            found: Any = await self._redis.zrangebyscore(
+                self._keys.active, "-inf", repr(moment.timestamp()), start=0, num=limit
+            )
+        return [job_id.decode() for job_id in found]
+
+    def _removal_keys(self) -> list[str]:
+        """The KEYS of the scripts that remove jobs (SWEEP, DELETE)."""
+        keys = self._keys
+        return [keys.expiry, keys.created, keys.counts, keys.feed, keys.tombstones, keys.active]
 
     async def sweep(self) -> None:
         now = self._clock()
@@ -341,7 +385,7 @@ class RedisStore:
             await self._pin_feed_start()
             while True:
                 due, forgotten, position = await self._sweep(
-                    keys=[keys.expiry, keys.created, keys.counts, keys.feed, keys.tombstones],
+                    keys=self._removal_keys(),
                     args=[
                         repr(now),
                         _SWEEP_BATCH,

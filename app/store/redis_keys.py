@@ -12,6 +12,8 @@ Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
     {p}owners:indexed  present once every job with an owner is in its owner's index
     {p}owners:walked   the creation number up to which older jobs have been indexed
     {p}expiry        sorted set: terminal job id by removal deadline (unix seconds)
+    {p}active        sorted set: unfinished job id by the time of its last change (unix
+                     seconds), for JOBS_STALE_TTL
     {p}tomb:{id}     tombstone: the job type, with a native TTL of JOBS_TOMBSTONE_TTL
     {p}tombs         sorted set: tombstoned id by removal time (age and count limits)
     {p}idem:{hash}   Idempotency-Key (as its SHA-256, hex) → job id, deleted with the job
@@ -45,6 +47,7 @@ class Keys:
         self.counts = prefix + "counts"
         self.feed = prefix + "feed"
         self.owners_indexed = prefix + "owners:indexed"
+        self.active = prefix + "active"
         self.owners_walked = prefix + "owners:walked"
 
     def job(self, job_id: str) -> str:
@@ -63,11 +66,12 @@ class Keys:
 
 
 CREATE = """
--- KEYS: job, created, created:seq, feed, counts, owners:indexed[, owner index][, idem]
--- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none)[, fingerprint]
+-- KEYS: job, created, created:seq, feed, counts, owners:indexed, active[, owner index][, idem]
+-- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none), changed at
+--       (unix seconds)[, fingerprint]
 -- (the owner index comes with an owner, the idempotency key with its fingerprint)
-local owned = ARGV[8] ~= '' and KEYS[7]
-local idem = ARGV[9] and KEYS[#KEYS]
+local owned = ARGV[8] ~= '' and KEYS[8]
+local idem = ARGV[10] and KEYS[#KEYS]
 if idem then
   local earlier = redis.call('GET', idem)
   if earlier then
@@ -84,21 +88,22 @@ redis.call('ZADD', KEYS[2], number, ARGV[1])
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
   'type', ARGV[3], 'pos', position)
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
 if owned then
   redis.call('HSET', KEYS[1], 'owner', ARGV[8], 'owned', owned)
   redis.call('ZADD', owned, number, ARGV[1])
 end
 if idem then
   redis.call('SET', idem, ARGV[1])
-  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[9])
+  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[10])
 end
 return {1, position}
 """
 
 UPDATE = """
--- KEYS: job, feed, counts, expiry
--- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline,
---       owner ('' for none)
+-- KEYS: job, feed, counts, expiry, active
+-- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline
+--       ('' unless it ended), owner ('' for none), changed at (unix seconds)
 local stored = redis.call('HGET', KEYS[1], 'v')
 if not stored then return {0} end
 if stored ~= ARGV[2] then return {-1} end
@@ -109,34 +114,52 @@ if ARGV[5] ~= ARGV[6] then
   redis.call('HINCRBY', KEYS[3], ARGV[5], -1)
   redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
 end
-if ARGV[9] ~= '' then redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1]) end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+else
+  redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1])
+end
 return {1, position}
 """
 
-SWEEP = """
--- KEYS: expiry, created, counts, feed, tombs
+# Removes one job: out of every index, its tombstone left, its removal appended to the
+# feed; the feed position of that removal, or false for a job that is not there.
+# Shared by SWEEP and DELETE, whose KEYS are: expiry, created, counts, feed, tombs, active.
+_REMOVE = """
+local function remove(id, now, maxlen, prefix, tombstone_ttl)
+  local key = prefix .. 'job:' .. id
+  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner', 'owned')
+  if not job[1] then return false end
+  redis.call('DEL', key)
+  if job[3] then redis.call('DEL', job[3]) end
+  if job[5] then redis.call('ZREM', job[5], id) end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[6], id)
+  redis.call('HINCRBY', KEYS[3], job[2], -1)
+  local position
+  if job[4] then
+    position = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*',
+      'id', id, 'type', job[1], 'owner', job[4])
+  else
+    position = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'id', id, 'type', job[1])
+  end
+  redis.call('SET', prefix .. 'tomb:' .. id, job[1], 'PX', tombstone_ttl)
+  redis.call('ZADD', KEYS[5], now, id)
+  return position
+end
+"""
+
+SWEEP = (
+    _REMOVE
+    + """
 -- ARGV: now, batch, maxlen, prefix, tombstone ttl (ms), forget at or before, max tombstones
 local last = false
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[4] .. 'job:' .. id
-  local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner', 'owned')
-  if job[1] then
-    redis.call('DEL', key)
-    if job[3] then redis.call('DEL', job[3]) end
-    if job[5] then redis.call('ZREM', job[5], id) end
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HINCRBY', KEYS[3], job[2], -1)
-    if job[4] then
-      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
-        'id', id, 'type', job[1], 'owner', job[4])
-    else
-      last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'type', job[1])
-    end
-    redis.call('SET', ARGV[4] .. 'tomb:' .. id, job[1], 'PX', ARGV[5])
-    redis.call('ZADD', KEYS[5], ARGV[1], id)
-  end
+  last = remove(id, ARGV[1], ARGV[3], ARGV[4], ARGV[5]) or last
 end
 local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, ARGV[2])
 local excess = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[7])
@@ -150,6 +173,15 @@ for _, id in ipairs(old) do
 end
 return {#due, #old, last}
 """
+)
+
+DELETE = (
+    _REMOVE
+    + """
+-- ARGV: id, now, maxlen, prefix, tombstone ttl (ms)
+return remove(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+)
 
 INDEX_OLDER = """
 -- KEYS: owners:walked, owners:indexed

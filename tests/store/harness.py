@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from app import jobs
-from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
+from app.models import CancelRequest, Completion, Failure, Job, JobType, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.store.redis import RedisStore
@@ -87,6 +87,10 @@ class Harness:
     async def fail(self, job_id: str) -> Job:
         failure = Failure(error="boom")
         return await self.store.update(job_id, lambda job: jobs.fail(job, failure, jobs.now()))
+
+    async def cancel(self, job_id: str, force: bool = False) -> Job:
+        asked = CancelRequest(force=force)
+        return await self.store.update(job_id, lambda job: jobs.cancel(job, asked, jobs.now()))
 
     async def expire_terminal_jobs(self) -> None:
         self.clock.advance(TTL + 1)

@@ -403,3 +403,39 @@ async def test_a_subscription_made_while_redis_is_down_is_never_left_silent(
             await socket.send(json.dumps({"type": "subscribe", "jobId": job_id}))
             answer = json.loads(await socket.recv())
             assert answer["type"] == "subscribed", answer
+
+
+async def test_cancel_and_delete_through_one_worker_reach_streams_on_the_other(
+    redis_server: str, start_servers: Callable[..., Any]
+) -> None:
+    """A cancel and a delete made through one process reach a stream on the other."""
+    a, b = await start_servers(redis_server, count=2)
+    job_id = await create_job(a)
+    async with sse(f"{b.url}/api/jobs/{job_id}/events") as stream:
+        assert (await stream.jobs(1))[0].json["version"] == 1
+        asked = await request("POST", f"{a.url}/api/jobs/{job_id}/cancel", json={})
+        pushed = (await stream.jobs(1))[0].json
+        assert pushed == asked.json()
+        assert pushed["cancelRequested"] is True
+        assert (await request("DELETE", f"{a.url}/api/jobs/{job_id}")).status_code == 204
+        removed = (await stream.jobs(1))[0]
+        assert (removed.event, removed.json) == ("removed", {"jobId": job_id})
+        assert await stream.next() is None
+    assert (await request("GET", f"{b.url}/api/jobs/{job_id}")).status_code == 410
+
+
+async def test_two_workers_fail_a_stale_job_once(
+    redis_server: str, start_servers: Callable[..., Any]
+) -> None:
+    """With JOBS_STALE_TTL on two processes, an abandoned job fails as stale exactly once."""
+    a, b = await start_servers(redis_server, count=2, JOBS_STALE_TTL=str(seconds(0.5)))
+    job_id = await create_job(a)
+    async with sse(f"{b.url}/api/jobs/{job_id}/events") as stream:
+        assert (await stream.jobs(1))[0].json["version"] == 1
+        [stale] = await stream.jobs(1)
+        assert (stale.json["status"], stale.json["error"], stale.json["version"]) == (
+            "error",
+            "stale",
+            2,
+        )
+        assert await stream.next() is None

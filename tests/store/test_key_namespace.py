@@ -26,7 +26,7 @@ HOSTILE = [
 ]
 KNOWN = re.compile(
     r"(job:job_[A-Za-z0-9_-]+|idem:[0-9a-f]{64}|owner:[0-9a-f]{64}|created|created:seq"
-    r"|expiry|tombs|counts|feed|owners:indexed|owners:walked)"
+    r"|expiry|active|tombs|counts|feed|owners:indexed|owners:walked)"
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
@@ -26,7 +27,7 @@ from app.errors import (
     JobNotFound,
 )
 from app.jobs import JobFilter
-from app.models import Job, JobStatus, JobType, NewJob, encode
+from app.models import Job, JobStatus, JobType, JobUpdate, NewJob, encode
 from app.store import Idempotency, JobStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -751,3 +752,122 @@ async def test_listener_skips_an_entry_it_cannot_read(redis_server: str, redis_p
     finally:
         await raw.aclose()
         await store.aclose()
+
+
+# -- delete, no-op mutations, untouched jobs --------------------------------------
+
+
+async def at_status(harness: Harness, status: JobStatus) -> Job:
+    job = await harness.create()
+    if status == "processing":
+        return await harness.update(job.job_id, status="processing")
+    if status == "completed":
+        return await harness.complete(job.job_id)
+    if status == "error":
+        return await harness.fail(job.job_id)
+    return job
+
+
+@pytest.mark.parametrize("status", ["queued", "processing", "completed", "error"])
+async def test_delete_removes_a_job_in_any_state(harness: Harness, status: JobStatus) -> None:
+    """Deleted: 410 from then on, one removal published, out of lists and counts."""
+    job = await at_status(harness, status)
+    await harness.store.delete(job.job_id)
+    with pytest.raises(JobGone):
+        await harness.store.get(job.job_id)
+    await harness.sink.wait_for(lambda sink: sink.of(job.job_id)[-1].job is None)
+    removal = harness.sink.of(job.job_id)[-1]
+    assert removal.job_type == "generic"
+    assert (await harness.store.list(JobFilter(), 10, None)).jobs == []
+    assert sum((await harness.store.count_by_status()).values()) == 0
+    with pytest.raises(JobGone):
+        await harness.store.delete(job.job_id)
+    with pytest.raises(JobGone):
+        await harness.update(job.job_id, progress=5)
+
+
+async def test_delete_of_an_unknown_job_is_not_found(harness: Harness) -> None:
+    with pytest.raises(JobNotFound):
+        await harness.store.delete("job_nobodyHasThisId000")
+    with pytest.raises(JobNotFound):
+        await harness.store.delete("not an id at all")
+
+
+async def test_delete_frees_the_idempotency_key(harness: Harness) -> None:
+    key = Idempotency("nightly", "same-body")
+    first, _ = await harness.store.create(jobs.create(NewJob(), jobs.now()), key)
+    await harness.store.delete(first.job_id)
+    second, created = await harness.store.create(jobs.create(NewJob(), jobs.now()), key)
+    assert created
+    assert second.job_id != first.job_id
+
+
+async def test_a_deleted_finished_job_is_not_removed_again(harness: Harness) -> None:
+    """The clean-up later finds nothing left of a deleted job to remove or announce."""
+    job = await harness.create()
+    await harness.complete(job.job_id)
+    await harness.store.delete(job.job_id)
+    await harness.expire_terminal_jobs()
+    await harness.store.sweep()
+    await harness.sink.wait_for(lambda sink: sink.of(job.job_id)[-1].job is None)
+    removals = [change for change in harness.sink.of(job.job_id) if change.job is None]
+    assert len(removals) == 1
+    assert sum((await harness.store.count_by_status()).values()) == 0
+
+
+async def test_deleted_jobs_leave_resumed_replays_as_removals(harness: Harness) -> None:
+    kept = await harness.create()
+    gone = await harness.create()
+    since = harness.sink.changes[-1].position
+    await harness.store.delete(gone.job_id)
+    replay = await harness.store.replay(JobFilter(), since)
+    assert [(change.job_id, change.job) for change in replay.changes] == [(gone.job_id, None)]
+    full = await harness.store.replay(JobFilter(), None)
+    assert [change.job_id for change in full.changes] == [kept.job_id]
+
+
+async def test_a_mutation_that_changes_nothing_writes_and_publishes_nothing(
+    harness: Harness,
+) -> None:
+    """A second cancel returns the job as it is: same version, no change sent."""
+    job = await harness.create()
+    asked = await harness.cancel(job.job_id)
+    assert (asked.cancel_requested, asked.version) == (True, 2)
+    await harness.sink.wait_for(lambda sink: len(sink.of(job.job_id)) == 2)
+    again = await harness.cancel(job.job_id)
+    assert wire(again) == wire(asked)
+    assert (await harness.store.get(job.job_id)).version == 2
+    later = await harness.update(job.job_id, progress=10)  # publishes after the no-op
+    await harness.sink.wait_for(lambda sink: len(sink.of(job.job_id)) == 3)
+    assert versions_of(harness.sink, job.job_id) == [1, 2, later.version]
+
+
+async def test_untouched_since_finds_idle_unfinished_jobs_oldest_first(harness: Harness) -> None:
+    moment = jobs.now()
+
+    async def create_at(seconds_before: float) -> Job:
+        at = moment - timedelta(seconds=seconds_before)
+        job, _ = await harness.store.create(jobs.create(NewJob(), at), None)
+        return job
+
+    async def touch(job: Job, seconds_before: float) -> None:
+        at = moment - timedelta(seconds=seconds_before)
+        change = JobUpdate(status="processing")
+        await harness.store.update(job.job_id, lambda job: jobs.update(job, change, at))
+
+    oldest, running, newer = await create_at(30), await create_at(25), await create_at(20)
+    await touch(running, 10)
+    finished, deleted = await create_at(40), await create_at(40)
+    await harness.complete(finished.job_id)
+    await harness.store.delete(deleted.job_id)
+    fresh = await create_at(-1)
+
+    idle = list(await harness.store.untouched_since(moment, 10))
+    assert idle == [oldest.job_id, newer.job_id, running.job_id]
+    assert fresh.job_id not in idle
+    assert list(await harness.store.untouched_since(moment, 2)) == idle[:2]
+    assert list(await harness.store.untouched_since(moment - timedelta(seconds=22), 10)) == [
+        oldest.job_id
+    ]
+    await touch(oldest, -1)  # changed after the moment: no longer idle
+    assert list(await harness.store.untouched_since(moment, 10)) == idle[1:]
