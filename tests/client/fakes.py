@@ -163,7 +163,7 @@ class FakeServer:
             def do_GET(self) -> None:
                 fake._handle(self)
 
-            do_POST = do_PATCH = do_GET
+            do_POST = do_PATCH = do_DELETE = do_GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

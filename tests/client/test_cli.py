@@ -206,13 +206,72 @@ def test_get_and_list_show_jobs_for_people_and_scripts(server: Start) -> None:
 
 def test_get_json_keeps_the_fields_a_newer_server_adds(fake: Callable[..., FakeServer]) -> None:
     """`get --json` prints every field the server sent, known to this client or not."""
-    newer = {"outputSize": 2, "cancelRequested": True}
+    newer = {"outputSize": 2, "priority": "high"}
     answers = fake(in_order(then=job_answer(3, extra=newer)))
     result = jobcast("--url", answers.url, "get", "job_fake", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == job_data(3, extra=newer)
     people = jobcast("--url", answers.url, "get", "job_fake")
-    assert "cancelRequested" in people.stdout
+    assert "priority" in people.stdout
+
+
+def test_cancel_prints_the_flagged_job_and_force_ends_it(server: Start) -> None:
+    """`cancel` prints the job with its cancel request (JSON with --json); asking again changes
+    nothing; `list` and `watch` show the request; --force ends the job; a finished job fails."""
+    srv = server()
+    url = ("--url", srv.base_url)
+    job_id = jobcast(*url, "create").stdout.strip()
+    jobcast(*url, "update", job_id, "-s", "processing", "-p", "40", "-m", "Reading")
+    asked = jobcast(*url, "cancel", job_id, "--reason", "not needed")
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == f"{job_id}  processing  40%  Reading  cancel requested: not needed\n"
+    again = jobcast(*url, "cancel", job_id, "--json")
+    assert again.returncode == 0, again.stderr
+    flagged = json.loads(again.stdout)
+    assert (flagged["cancelRequested"], flagged["cancelReason"], flagged["version"]) == (
+        True,
+        "not needed",
+        3,
+    )
+    listed = jobcast(*url, "list").stdout.splitlines()
+    assert listed[1].split()[:2] == [job_id, "generic"]
+    assert listed[1].endswith("cancel requested: not needed  Reading")
+    forced = jobcast(*url, "cancel", job_id, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    ended = json.loads(forced.stdout)
+    assert (ended["status"], ended["error"], ended["message"]) == ("error", "canceled", "Canceled")
+    watched = jobcast(*url, "watch", job_id)
+    assert watched.returncode == 1
+    assert "error: canceled  cancel requested: not needed" in watched.stdout
+    late = jobcast(*url, "cancel", job_id)
+    assert late.returncode == 1
+    assert (
+        one_error_line(late) == f"jobcast: error: job {job_id} is error: there is nothing to cancel"
+    )
+    missing = jobcast(*url, "cancel", "job_nope", "--force")
+    assert missing.returncode == 1
+    assert one_error_line(missing) == "jobcast: error: no job with id 'job_nope'"
+
+
+def test_delete_removes_the_job_and_prints_nothing(server: Start) -> None:
+    """`delete` prints nothing and exits 0; the job then reads as gone, and deleting it
+    again, or an id that never existed, is one error line and exit 1."""
+    srv = server()
+    url = ("--url", srv.base_url)
+    job_id = jobcast(*url, "create").stdout.strip()
+    jobcast(*url, "update", job_id, "-s", "processing")
+    deleted = jobcast(*url, "delete", job_id)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    gone = jobcast(*url, "get", job_id)
+    assert gone.returncode == 1
+    assert one_error_line(gone).startswith("jobcast: error: ")
+    again = jobcast(*url, "delete", job_id)
+    assert again.returncode == 1
+    assert one_error_line(again) == one_error_line(gone)
+    missing = jobcast(*url, "delete", "job_nope")
+    assert missing.returncode == 1
+    assert one_error_line(missing) == "jobcast: error: no job with id 'job_nope'"
+    assert jobcast(*url, "delete").returncode == 2
 
 
 def test_the_url_comes_from_jobcast_url(server: Start) -> None:
@@ -498,6 +557,7 @@ async def test_watch_draws_a_progress_bar_on_a_terminal_and_erases_it(server: St
             )
             await api.wait_for_metric("jobcast_connections", lambda n: n == 1, transport="sse")
             await api.update(job_id, status="processing", progress=50, message="Halfway")
+            await api.post(f"/api/jobs/{job_id}/cancel", json={})
             await api.complete(job_id)
             stdout, _ = process.communicate(timeout=seconds(20))
     assert process.returncode == 0
@@ -505,6 +565,7 @@ async def test_watch_draws_a_progress_bar_on_a_terminal_and_erases_it(server: St
     drawn = re.sub(rb"\x1b\[[0-9;]*m", b"", bytes(written)).decode()
     frames = drawn.split("\r\x1b[2K")
     assert "processing [###############---------------]   50%  Halfway" in frames
+    assert "processing [###############---------------]   50%  cancel requested  Halfway" in frames
     assert drawn.endswith("\r\x1b[2K"), "the bar is erased at the end"
 
 
@@ -553,8 +614,10 @@ def test_serve_is_listed_in_the_help() -> None:
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line}
     assert listed == {
+        "cancel",
         "complete",
         "create",
+        "delete",
         "fail",
         "get",
         "keygen",

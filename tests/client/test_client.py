@@ -32,6 +32,7 @@ from jobcast_client import (
     InvalidJobData,
     InvalidTransition,
     Job,
+    JobCanceled,
     JobcastError,
     JobGone,
     JobNotFound,
@@ -314,7 +315,7 @@ async def test_fields_a_newer_server_adds_are_ignored(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
     """A job with fields this client does not know parses; they stay out of == but are kept."""
-    newer = {"outputSize": 3, "cancelRequested": True, "cancelReason": "user asked"}
+    newer = {"outputSize": 3, "priority": "high"}
     answers = fake(in_order(job_answer(4, extra=newer), job_answer(4)))
     async with connect(flavor, answers.url) as jobs:
         grown = await jobs.get_job("job_fake")
@@ -323,6 +324,89 @@ async def test_fields_a_newer_server_adds_are_ignored(
     assert grown == plain
     assert dict(grown.extra) == newer
     assert grown.to_wire() == job_data(4, extra=newer)
+
+
+# --- cancel and delete ----------------------------------------------------------------
+
+
+async def test_cancel_sets_the_flag_once_and_every_write_carries_it(
+    server: Start, flavor: str
+) -> None:
+    """cancel_job flags the job (a new version); asking again changes nothing; the worker's
+    plain calls return the flag without raising; a finished job cannot be canceled."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        await jobs.update_job_with_notification(job_id, status="processing", progress=10)
+        asked = await jobs.cancel_job(job_id, "the user closed the tab")
+        assert (asked.cancel_requested, asked.cancel_reason) == (True, "the user closed the tab")
+        assert (asked.status, asked.progress, asked.version) == ("processing", 10, 3)
+        assert await jobs.cancel_job(job_id, "another reason") == asked, "no new version"
+        updated = await jobs.update_job_with_notification(job_id, progress=20)
+        assert (updated.cancel_requested, updated.cancel_reason, updated.version) == (
+            True,
+            "the user closed the tab",
+            4,
+        )
+        assert (await jobs.get_job(job_id)).cancel_requested
+        failed = await jobs.fail_job(job_id, "canceled", "Stopped")
+        assert (failed.status, failed.cancel_requested) == ("error", True)
+        with pytest.raises(InvalidTransition, match="nothing to cancel"):
+            await jobs.cancel_job(job_id)
+        with pytest.raises(JobNotFound):
+            await jobs.cancel_job("job_nope")
+        untouched = await jobs.create_job()
+        assert (untouched.cancel_requested, untouched.cancel_reason) == (False, None)
+        done = await jobs.complete_job(untouched.job_id)
+        assert not done.cancel_requested
+
+
+async def test_a_forced_cancel_ends_the_job_now(server: Start, flavor: str) -> None:
+    """force=True ends the job as error "canceled", its message the reason or "Canceled"."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        explained = (await jobs.create_job()).job_id
+        ended = await jobs.cancel_job(explained, "worker machine lost", force=True)
+        assert (ended.status, ended.error, ended.message, ended.cancel_requested) == (
+            "error",
+            "canceled",
+            "worker machine lost",
+            True,
+        )
+        assert ended.is_terminal
+        silent = (await jobs.create_job()).job_id
+        await jobs.cancel_job(silent)  # asked first, then forced: the force still ends it
+        forced = await jobs.cancel_job(silent, force=True)
+        assert (forced.status, forced.error, forced.message) == ("error", "canceled", "Canceled")
+        with pytest.raises(InvalidTransition):
+            await jobs.cancel_job(silent, force=True)
+
+
+async def test_delete_removes_a_job_in_any_state(server: Start, flavor: str) -> None:
+    """delete_job returns None; the job then reads as JobGone, a watcher of it gets JobGone,
+    a second delete is JobGone, and an id that never existed is JobNotFound."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        running = (await jobs.create_job()).job_id
+        await jobs.update_job_with_notification(running, status="processing")
+        with anyio.fail_after(seconds(10)):
+            async with contextlib.aclosing(jobs.watch(running)) as states:
+                assert (await anext(states)).status == "processing"
+                assert await jobs.delete_job(running) is None
+                with pytest.raises(JobGone):
+                    await anext(states)
+        with pytest.raises(JobGone) as gone:
+            await jobs.get_job(running)
+        assert gone.value.job_id == running
+        with pytest.raises(JobGone):
+            await jobs.delete_job(running)
+        finished = (await jobs.create_job()).job_id
+        await jobs.complete_job(finished)
+        await jobs.delete_job(finished)
+        with pytest.raises(JobGone):
+            await jobs.get_job(finished)
+        with pytest.raises(JobNotFound):
+            await jobs.delete_job("job_nope")
 
 
 # --- watch ----------------------------------------------------------------------------
@@ -745,6 +829,61 @@ async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
         assert [r.method for r in lossy.requests] == ["POST", "POST", "GET"]
 
 
+async def test_a_cancel_whose_answer_was_lost_lands_once(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A cancel retried after its first attempt landed returns the flagged job (one new
+    version); a forced one is recognised on the retry's 409, as a finish is."""
+    srv = server()
+    lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs, srv.client() as api:
+        asked_id = await api.create_job()
+        asked = await jobs.cancel_job(asked_id, "not needed")
+        assert (asked.cancel_requested, asked.cancel_reason, asked.version) == (
+            True,
+            "not needed",
+            2,
+        )
+        assert [r.method for r in lossy.requests] == ["POST", "POST"]
+        lossy.script = in_order(FORWARD_THEN_DROP)
+        forced_id = await api.create_job()
+        forced = await jobs.cancel_job(forced_id, force=True)
+        assert (forced.status, forced.error, forced.version) == ("error", "canceled", 2)
+        assert [r.method for r in lossy.requests[2:]] == ["POST", "POST", "GET"]
+
+
+async def test_a_forced_cancel_refused_on_its_retry_is_a_conflict_if_it_did_not_land(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A retried forced cancel whose 409 comes from a job someone else ended still raises."""
+    srv = server()
+    cut = Answer(200, b'{"jobId": ', {"Content-Type": "application/json"}, truncated=True)
+    flaky = fake(in_order(cut), upstream=srv.base_url)
+    async with connect(flavor, flaky.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        await api.fail(job_id, "disk full")
+        with pytest.raises(InvalidTransition):
+            await jobs.cancel_job(job_id, force=True)
+        assert [r.method for r in flaky.requests] == ["POST", "POST", "GET"]
+        assert (await api.job(job_id))["error"] == "disk full"
+
+
+async def test_a_delete_whose_answer_was_lost_is_not_gone(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """delete_job retried after its first attempt landed returns None: the retry's 410 is its own
+    success. A first attempt that gets 410 still raises JobGone."""
+    srv = server()
+    lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        assert await jobs.delete_job(job_id) is None
+        assert [r.method for r in lossy.requests] == ["DELETE", "DELETE"]
+        assert (await api.get(f"/api/jobs/{job_id}")).status_code == 410
+        with pytest.raises(JobGone):
+            await jobs.delete_job(job_id)
+
+
 async def test_503_on_every_attempt_raises_backend_unavailable(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
@@ -930,3 +1069,123 @@ async def test_a_cancelled_async_block_fails_its_job_and_stays_cancelled(server:
                 await anyio.sleep_forever()
         assert scope.cancelled_caught
         assert (await api.job(job.job_id))["status"] == "error"
+
+
+async def test_a_tracked_worker_stops_at_its_first_update_after_a_cancel(
+    server: Start, flavor: str
+) -> None:
+    """Another client's cancel makes the worker's next update raise JobCanceled (the state
+    stored first); track() fails the job as canceled with the reason, and re-raises."""
+    srv = server()
+    async with (
+        connect(flavor, srv.base_url) as worker,
+        connect(flavor, srv.base_url) as operator,
+        srv.client() as api,
+    ):
+        tracked: list[Any] = []
+        done: list[int] = []
+
+        async def work(reason: str | None) -> None:
+            async with worker.track(job_type="document_analysis") as job:
+                tracked.append(job)
+                for page in range(1, 11):
+                    if page == 3:
+                        await operator.cancel_job(job.job_id, reason)
+                    await job.update(status="processing", progress=page * 10)
+                    done.append(page)
+
+        with pytest.raises(JobCanceled) as canceled:
+            await work("the user closed the tab")
+        job = tracked[0]
+        assert done == [1, 2], "the loop stopped at the first update after the cancel"
+        assert (canceled.value.job_id, canceled.value.reason) == (
+            job.job_id,
+            "the user closed the tab",
+        )
+        assert canceled.value.job == job.state
+        assert (job.state.progress, job.state.cancel_requested) == (30, True)
+        stored = await api.job(job.job_id)
+        assert (stored["status"], stored["error"], stored["message"], stored["progress"]) == (
+            "error",
+            "canceled",
+            "the user closed the tab",
+            30,
+        )
+        with pytest.raises(JobCanceled, match=r"was canceled$"):
+            await work(None)
+        assert (await api.job(tracked[1].job_id))["message"] == "Canceled"
+
+
+async def test_a_forced_cancel_under_a_tracked_worker_raises_job_canceled(
+    server: Start, flavor: str
+) -> None:
+    """An update refused because a forced cancel ended the job raises JobCanceled, not
+    InvalidTransition; the job stays as the cancel ended it, with nothing tried after."""
+    srv = server()
+    async with (
+        connect(flavor, srv.base_url) as worker,
+        connect(flavor, srv.base_url) as operator,
+        srv.client() as api,
+    ):
+        tracked: list[Any] = []
+        ended: list[Job] = []
+
+        async def work() -> None:
+            async with worker.track() as job:
+                tracked.append(job)
+                await job.update(status="processing", progress=10)
+                ended.append(
+                    await operator.cancel_job(job.job_id, "worker looks stuck", force=True)
+                )
+                await job.update(progress=20)
+
+        with pytest.raises(JobCanceled) as canceled:
+            await work()
+        assert canceled.value.reason == "worker looks stuck"
+        assert not getattr(canceled.value, "__notes__", []), "no attempt to fail the job again"
+        assert tracked[0].state == ended[0] == Job.from_wire(await api.job(ended[0].job_id))
+        assert (ended[0].status, ended[0].error, ended[0].message, ended[0].version) == (
+            "error",
+            "canceled",
+            "worker looks stuck",
+            3,
+        )
+
+        async def refused(cancel: bool) -> None:
+            async with worker.track() as job:
+                await job.update(status="processing")
+                if cancel:  # asked to stop, still running: the refusal is the worker's own
+                    await operator.cancel_job(job.job_id)
+                else:
+                    await api.fail(job.job_id, "someone else failed it")
+                await job.update(status="queued")
+
+        with pytest.raises(InvalidTransition, match="can no longer change"):
+            await refused(cancel=False)
+        with pytest.raises(InvalidTransition, match="cannot go from processing to queued"):
+            await refused(cancel=True)
+
+
+async def test_a_cancel_of_an_inner_tracked_job_fails_the_outer_one_as_an_error(
+    server: Start, flavor: str
+) -> None:
+    """JobCanceled of another job crossing a track() block fails that block's job like any
+    exception: only the canceled job ends as "canceled"."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        tracked: list[Any] = []
+
+        async def work() -> None:
+            async with jobs.track(message="batch") as outer, jobs.track(message="file") as inner:
+                tracked.extend([outer, inner])
+                await jobs.cancel_job(inner.job_id, "bad file")
+                await inner.update(progress=50)
+
+        with pytest.raises(JobCanceled) as canceled:
+            await work()
+        outer, inner = tracked
+        assert canceled.value.job_id == inner.job_id
+        assert (await api.job(inner.job_id))["error"] == "canceled"
+        assert (await api.job(outer.job_id))[
+            "error"
+        ] == f"job {inner.job_id} was canceled: bad file"

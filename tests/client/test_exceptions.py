@@ -11,6 +11,8 @@ import pytest
 from jobcast_client import (
     FieldError,
     InvalidJobData,
+    Job,
+    JobCanceled,
     JobcastError,
     JobNotFound,
     RateLimited,
@@ -18,6 +20,8 @@ from jobcast_client import (
     ServerError,
     Unauthenticated,
 )
+
+from .test_models import SERVER_JOB
 
 EXCEPTIONS = sorted(
     (
@@ -66,6 +70,16 @@ def test_the_drawn_tree_is_the_class_tree() -> None:
         RateLimited("too often", retry_after=2.5),
         ServerError("boom", status_code=502, problem={"detail": "boom", "status": 502}),
         ResponseError("teapot", status_code=418),
+        JobCanceled(
+            Job.from_wire(
+                {
+                    **SERVER_JOB,
+                    "status": "processing",
+                    "cancelRequested": True,
+                    "cancelReason": "not needed",
+                }
+            )
+        ),
     ],
     ids=lambda exc: type(exc).__name__,
 )
@@ -80,3 +94,18 @@ def test_every_exception_pickles_with_its_attributes(exc: JobcastError) -> None:
 def test_exceptions_name_the_package_in_tracebacks() -> None:
     """Exported exceptions say jobcast_client, not the private module that defines them."""
     assert {kind.__module__ for kind in EXCEPTIONS} == {"jobcast_client"}
+
+
+def test_job_canceled_names_the_job_and_the_reason() -> None:
+    """JobCanceled carries the job as last seen, its id and the cancel's reason, and says both."""
+    asked = {**SERVER_JOB, "status": "processing", "cancelRequested": True}
+    job = Job.from_wire({**asked, "cancelReason": "the user closed the tab"})
+    canceled = JobCanceled(job)
+    assert (canceled.job_id, canceled.reason, canceled.job) == (
+        "job_abc",
+        "the user closed the tab",
+        job,
+    )
+    assert str(canceled) == "job job_abc was canceled: the user closed the tab"
+    unexplained = JobCanceled(Job.from_wire(asked))
+    assert (unexplained.reason, str(unexplained)) == (None, "job job_abc was canceled")

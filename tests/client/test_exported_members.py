@@ -17,6 +17,7 @@ PUBLIC = [
     "InvalidJobData",
     "InvalidTransition",
     "Job",
+    "JobCanceled",
     "JobGone",
     "JobNotFound",
     "JobStatus",

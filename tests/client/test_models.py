@@ -61,12 +61,44 @@ def test_to_wire_gives_back_exactly_what_the_server_sent() -> None:
 
 def test_unknown_fields_are_kept_aside_not_compared() -> None:
     """Fields a newer server adds neither fail nor change ==; to_wire still writes them."""
-    newer = {**SERVER_JOB, "outputSize": 12, "cancelRequested": True, "cancelReason": "stop"}
+    newer = {**SERVER_JOB, "outputSize": 12, "priority": "high"}
     job = Job.from_wire(newer)
     assert job == Job.from_wire(SERVER_JOB)
-    assert job.extra == {"outputSize": 12, "cancelRequested": True, "cancelReason": "stop"}
+    assert job.extra == {"outputSize": 12, "priority": "high"}
     assert job.to_wire() == newer
     assert "outputSize" not in repr(job)
+
+
+def test_the_cancel_fields_are_read_and_left_out_until_set() -> None:
+    """cancelRequested and cancelReason become attributes (False and None when absent), take
+    part in ==, and to_wire writes them back where the server does, only when they are set."""
+    plain = Job.from_wire(SERVER_JOB)
+    assert (plain.cancel_requested, plain.cancel_reason) == (False, None)
+    assert "cancelRequested" not in plain.to_wire()
+    asked = {
+        "jobId": "job_abc",
+        "jobType": "llm_agent",
+        "status": "processing",
+        "message": "Thinking...",
+        "progress": 40,
+        "metadata": {},
+        "owner": "alice",
+        "cancelRequested": True,
+        "cancelReason": "the user closed the tab",
+        "createdAt": "2026-01-02T03:04:05.006Z",
+        "updatedAt": "2026-01-02T03:04:07.890Z",
+        "version": 3,
+        "timestamp": "2026-01-02T03:04:07.890Z",
+    }
+    canceled = Job.from_wire(asked)
+    assert (canceled.cancel_requested, canceled.cancel_reason) == (True, "the user closed the tab")
+    assert canceled.extra == {}
+    assert list(canceled.to_wire().items()) == list(asked.items())
+    not_asked = {name: value for name, value in asked.items() if not name.startswith("cancel")}
+    assert canceled != Job.from_wire(not_asked)
+    without_reason = Job.from_wire({**not_asked, "cancelRequested": True})
+    assert (without_reason.cancel_requested, without_reason.cancel_reason) == (True, None)
+    assert Job.from_wire({**not_asked, "cancelRequested": None}).cancel_requested is False
 
 
 def test_status_and_type_words_a_newer_server_adds_still_parse() -> None:
@@ -85,6 +117,9 @@ def test_status_and_type_words_a_newer_server_adds_still_parse() -> None:
         ({"metadata": []}, "metadata: expected an object, got list"),
         ({"createdAt": "yesterday"}, "createdAt: 'yesterday' is not an ISO 8601 timestamp"),
         ({"error": 3}, "error: expected a string, got int"),
+        ({"cancelRequested": "yes"}, "cancelRequested: expected a boolean, got str"),
+        ({"cancelRequested": 1}, "cancelRequested: expected a boolean, got int"),
+        ({"cancelReason": False}, "cancelReason: expected a string, got bool"),
     ],
 )
 def test_a_field_of_the_wrong_kind_is_named(change: dict[str, Any], reason: str) -> None:

@@ -1,9 +1,12 @@
-"""``jobcast``: create, change, read, list and watch jobs, and mint read tokens, from a shell.
+"""``jobcast``: create, change, cancel, delete, read, list and watch jobs, and mint read
+tokens, from a shell.
 
     JOB=$(jobcast create --type file_processing --message "Upload queued")
     jobcast update $JOB --status processing --progress 45 --message "Extracting..."
     jobcast watch $JOB            # live; exit 0 on completed, 1 on error
     jobcast complete $JOB --document-id doc_123abc
+    jobcast cancel $JOB --reason "not needed"   # asks its worker to stop (--force: ends it)
+    jobcast delete $JOB           # removes it now; prints nothing
     jobcast token --job $JOB --ttl 600      # a read token for a browser
     export JOBS_API_KEY=$(jobcast keygen)   # a new random secret; no server needed
     jobcast serve --port 8000     # hands over to jobcast-server, if it is installed
@@ -109,10 +112,24 @@ def _percent(job: Job) -> str:
     return f"{job.progress:g}%"
 
 
+def _cancel_note(job: Job) -> str:
+    """``cancel requested`` (with its reason) once someone asked the job to stop; else empty."""
+    if not job.cancel_requested:
+        return ""
+    note = "cancel requested" + (f": {job.cancel_reason}" if job.cancel_reason else "")
+    return click.style(note, fg="magenta")
+
+
 def _summary(job: Job) -> str:
     extra = f"  document {job.document_id}" if job.document_id else ""
     extra += f"  error: {job.error}" if job.error else ""
+    extra += f"  {_cancel_note(job)}" if job.cancel_requested else ""
     return f"{job.job_id}  {_status(job)}  {_percent(job)}  {job.message}{extra}"
+
+
+def _listed_message(job: Job) -> str:
+    """The message column of ``list``: the cancel request first, when there is one."""
+    return "  ".join(part for part in (_cancel_note(job), job.message) if part)
 
 
 def _show(job: Job, as_json: bool) -> None:
@@ -155,6 +172,8 @@ class _ProgressLine:
         done = round(max(0.0, min(job.progress, 100.0)) * 30 / 100)
         bar = "#" * done + "-" * (30 - done)
         head = f"{job.status:<10} [{bar}] {_percent(job):>5}  "
+        if job.cancel_requested:
+            head += "cancel requested  "
         message = job.message[: max(0, columns - len(head) - 1)]
         styled = click.style(f"{job.status:<10}", fg=_STATUS_COLOUR.get(job.status)) + head[10:]
         click.echo(f"\r\x1b[2K{styled}{message}", file=self._stream, nl=False)
@@ -265,6 +284,34 @@ def fail(job_id: str, error: str, message: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@click.option("--reason", "-r", help="Why: shown to the worker and to anyone watching.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="End the job now (error: canceled), for a job whose worker is gone.",
+)
+@json_option
+def cancel(job_id: str, reason: str | None, force: bool, as_json: bool) -> None:
+    """Ask a job's worker to stop; --force ends the job now.
+
+    The worker sees cancelRequested in the answer to its next update, and ends
+    the job itself; asking again changes nothing.
+    """
+    _show(_client().cancel_job(job_id, reason, force=force), _wants_json(as_json))
+
+
+@cli.command()
+@click.argument("job_id")
+def delete(job_id: str) -> None:
+    """Remove a job now, whatever its state; print nothing.
+
+    Its watchers are told it is gone; reading it afterwards is an error.
+    """
+    _client().delete_job(job_id)
+
+
+@cli.command()
+@click.argument("job_id")
 @json_option
 def get(job_id: str, as_json: bool) -> None:
     """Show a job."""
@@ -293,7 +340,10 @@ def list_(status: Any, job_type: Any, limit: int | None, as_json: bool) -> None:
         for job in jobs:
             click.echo(_dumps(job.to_wire()))
         return
-    rows = [(job.job_id, job.job_type, _status(job), _percent(job), job.message) for job in jobs]
+    rows = [
+        (job.job_id, job.job_type, _status(job), _percent(job), _listed_message(job))
+        for job in jobs
+    ]
     if rows:
         _table(rows, header=("job", "type", "status", "progress", "message"))
     else:

@@ -8,15 +8,21 @@
             job.document_id = "doc_123abc"  # completed on success, failed on an exception
 
 Both offer the same calls (``create_job``, ``update_job_with_notification``,
-``complete_job``, ``fail_job``, ``get_job``, ``list_jobs``, ``watch``,
-``mint_token``, ``track``), made from the generators of :mod:`._core` and
-:mod:`._watch`: the clients only send requests and wait, each its own way.
+``complete_job``, ``fail_job``, ``cancel_job``, ``delete_job``, ``get_job``,
+``list_jobs``, ``watch``, ``mint_token``, ``track``), made from the generators
+of :mod:`._core` and :mod:`._watch`: the clients only send requests and wait,
+each its own way.
 
 Every call is safe to repeat, so every call is retried (:class:`RetryPolicy`):
 a create carries an ``Idempotency-Key`` (one per call, the same on each of
-its retries), an update sets the same values again, a complete or fail whose
-first attempt landed before its answer was lost is recognised on the ``409``
-of the retry, and a watch resumes after the last version it yielded.
+its retries), an update sets the same values again, so does a cancel (asking
+twice changes nothing), a complete, fail or forced cancel whose first attempt
+landed before its answer was lost is recognised on the ``409`` of the retry,
+a delete on the ``410`` of the retry, and a watch resumes after the last
+version it yielded.
+
+Only a tracked job's ``update`` raises :class:`JobCanceled`: the plain calls
+return the job, ``cancel_requested`` and all, and leave the decision to the caller.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ import anyio
 import httpx2
 
 from ._core import Call, Core, Operation, Reply, job_path
-from ._exceptions import JobcastError
-from ._models import Changes, Job, JobStatus, JobType
+from ._exceptions import InvalidTransition, JobCanceled, JobcastError
+from ._models import CANCELED, Changes, Job, JobStatus, JobType
 from ._watch import Watch
 
 __all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
@@ -101,6 +107,13 @@ class _Tracked:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.job_id} {self.state.status}>"
 
+    def _keep(self, state: Job) -> Job:
+        """Keep ``state``; JobCanceled if it asks the worker to stop."""
+        self.state = state
+        if state.cancel_requested:
+            raise JobCanceled(state)
+        return state
+
 
 class TrackedJob(_Tracked):
     """The job of a ``JobsClient.track()`` block: report progress with :meth:`update`."""
@@ -110,9 +123,8 @@ class TrackedJob(_Tracked):
         self._client = client
 
     def update(self, **changes: Unpack[Changes]) -> Job:
-        """``update_job_with_notification`` for this job."""
-        self.state = self._client.update_job_with_notification(self.job_id, **changes)
-        return self.state
+        """``update_job_with_notification`` for this job; JobCanceled once it was canceled."""
+        return self._keep(self._client._run(_report(self._client, self.job_id, changes)))
 
 
 class AsyncTrackedJob(_Tracked):
@@ -123,9 +135,21 @@ class AsyncTrackedJob(_Tracked):
         self._client = client
 
     async def update(self, **changes: Unpack[Changes]) -> Job:
-        """``update_job_with_notification`` for this job."""
-        self.state = await self._client.update_job_with_notification(self.job_id, **changes)
-        return self.state
+        """``update_job_with_notification`` for this job; JobCanceled once it was canceled."""
+        return self._keep(await self._client._run(_report(self._client, self.job_id, changes)))
+
+
+def _report(core: Core[Any], job_id: str, changes: Changes) -> Operation[Job]:
+    """A tracked job's update: the changed job, or the job a cancel ended before it."""
+    try:
+        return (yield from core._update_job_with_notification(job_id, **changes))
+    except InvalidTransition:
+        # A forced cancel ends the job under its worker: its worker must hear
+        # "canceled" (JobCanceled, from the job returned), not "refused".
+        current = yield from core._get_job(job_id)
+        if not (current.is_terminal and current.cancel_requested):
+            raise
+        return current
 
 
 def _settle(core: Core[Any], tracked: _Tracked, exc: BaseException | None) -> Operation[Job | None]:
@@ -135,6 +159,8 @@ def _settle(core: Core[Any], tracked: _Tracked, exc: BaseException | None) -> Op
     if exc is None:
         document_id, message = tracked.document_id, tracked.completion_message
         return (yield from core._complete_job(tracked.job_id, document_id, message))
+    if isinstance(exc, JobCanceled) and exc.job_id == tracked.job_id:
+        return (yield from core._fail_job(tracked.job_id, CANCELED, exc.reason or "Canceled"))
     return (yield from core._fail_job(tracked.job_id, str(exc) or type(exc).__name__))
 
 
@@ -162,6 +188,8 @@ class JobsClient(Core[httpx2.BaseTransport]):
     update_job_with_notification = _blocking(Core._update_job_with_notification)
     complete_job = _blocking(Core._complete_job)
     fail_job = _blocking(Core._fail_job)
+    cancel_job = _blocking(Core._cancel_job)
+    delete_job = _blocking(Core._delete_job)
     get_job = _blocking(Core._get_job)
     mint_token = _blocking(Core._mint_token)
 
@@ -237,6 +265,10 @@ class JobsClient(Core[httpx2.BaseTransport]):
         On an exception the job fails with ``str(exc)`` (or the exception's type
         name) and the exception propagates. Set ``job.document_id`` and
         ``job.completion_message`` inside the block for the completion.
+        Once the job is canceled, ``job.update()`` raises :class:`JobCanceled`;
+        the job then fails with ``error="canceled"`` and the reason as its
+        message (unless a forced cancel ended it already), and the exception
+        propagates: catch it around the block.
         """
         begin = self._begin(job_id, job_type, message, metadata, owner)
         tracked = TrackedJob(self, self._run(begin))
@@ -278,6 +310,8 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
     update_job_with_notification = _awaiting(Core._update_job_with_notification)
     complete_job = _awaiting(Core._complete_job)
     fail_job = _awaiting(Core._fail_job)
+    cancel_job = _awaiting(Core._cancel_job)
+    delete_job = _awaiting(Core._delete_job)
     get_job = _awaiting(Core._get_job)
     mint_token = _awaiting(Core._mint_token)
 

@@ -35,7 +35,7 @@ from ._exceptions import (
     TooManyStreams,
     Unauthenticated,
 )
-from ._models import Changes, FieldError, Job, JobStatus, JobType, ReadToken
+from ._models import CANCELED, Changes, FieldError, Job, JobStatus, JobType, ReadToken
 from ._retry import Attempts, RetryPolicy, retry_after
 from ._version import __version__
 
@@ -346,6 +346,36 @@ class Core(Generic[Transport]):
 
         body = given(error=error, message=message)
         return (yield from self._finish(job_id, "fail", body, landed))
+
+    def _cancel_job(
+        self, job_id: str, reason: str | None = None, *, force: bool = False
+    ) -> Operation[Job]:
+        """Ask the job's worker to stop: the job gets ``cancel_requested`` (and ``cancel_reason``).
+
+        Jobcast does not run the work: the worker learns of the cancel in the
+        answer to its next write (a tracked job's ``update`` raises
+        :class:`JobCanceled`) and ends the job itself. Asking again changes
+        nothing. ``force`` ends the job now, as ``error`` with ``error="canceled"``
+        and the reason (or ``Canceled``) as its message: for a job whose worker
+        is gone. A job that has ended raises :class:`InvalidTransition`.
+        """
+
+        def landed(job: Job) -> bool:
+            return job.cancel_requested and (not force or job.error == CANCELED)
+
+        body = given(reason=reason, force=force or None)
+        return (yield from self._finish(job_id, "cancel", body, landed))
+
+    def _delete_job(self, job_id: str) -> Operation[None]:
+        """Remove the job now, whatever its state; its watchers get :class:`JobGone`.
+
+        Reading it afterwards raises :class:`JobGone`, and so does deleting it again.
+        """
+        reply = yield self._request("DELETE", job_path(job_id), job_id=job_id)
+        if reply.response.status_code == 410 and reply.attempts > 1:
+            return  # an earlier attempt deleted it; only its answer was lost
+        if not reply.response.is_success:
+            raise_for(reply.response, job_id)
 
     def _finish(
         self, job_id: str, action: str, body: dict[str, Any], landed: Callable[[Job], bool]

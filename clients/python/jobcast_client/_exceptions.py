@@ -2,8 +2,9 @@
 
     JobcastError
     ├── JobNotFound           404: no job has ever had this id
-    ├── JobGone               410: the job ended and was cleaned up (or removed while watched)
+    ├── JobGone               410: the job was cleaned up or deleted (or removed while watched)
     ├── InvalidTransition     409: the job's status does not allow the change
+    ├── JobCanceled           a tracked job was asked to stop (``cancel_job``): its worker's cue
     ├── InvalidJobData        422, 413: a value is refused (``errors`` names each field)
     │   └── MalformedJSON     400: the server could not read the request body
     ├── IdempotencyConflict   422: an Idempotency-Key reused with another body
@@ -18,7 +19,8 @@
     └── ConnectionFailed      no answer at all, once the retries are spent
 
 ``str(exc)`` is the server's own words: the ``detail`` of its problem+json
-answer (``progress: must be at most 100``). Besides these the client raises
+answer (``progress: must be at most 100``); JobCanceled, which is no error
+answer, says which job and why. Besides these the client raises
 ``ValueError`` for arguments it can tell are wrong before sending anything.
 An httpx2 error (refused, reset, timed out, an undecodable body) becomes
 ConnectionFailed once the retries are spent; its ``__cause__`` is the original.
@@ -32,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._models import FieldError
+from ._models import FieldError, Job
 
 
 class JobcastError(Exception):
@@ -57,7 +59,8 @@ class JobNotFound(JobcastError):
 
 
 class JobGone(JobcastError):
-    """The job ended and has been cleaned up (the server's terminal TTL passed)."""
+    """The job is gone: it ended and was cleaned up (the server's terminal TTL passed), or
+    someone deleted it (``delete_job``)."""
 
     def __init__(self, detail: str, *, job_id: str) -> None:
         super().__init__(detail)
@@ -66,6 +69,24 @@ class JobGone(JobcastError):
 
 class InvalidTransition(JobcastError):
     """The job's status does not allow the change (it has ended); the job is unchanged."""
+
+
+class JobCanceled(JobcastError):
+    """Someone asked this tracked job to stop (``cancel_job``): the worker's cue to end its work.
+
+    Raised by a tracked job's ``update`` once the job carries ``cancel_requested``
+    (or when the update is refused because a forced cancel already ended it);
+    ``track()`` then fails the job as ``canceled``, unless it has ended, and lets
+    this propagate. ``job`` is the job as last seen, ``reason`` its
+    ``cancel_reason``.
+    """
+
+    def __init__(self, job: Job) -> None:
+        reason = job.cancel_reason
+        super().__init__(f"job {job.job_id} was canceled" + (f": {reason}" if reason else ""))
+        self.job_id = job.job_id
+        self.reason = reason
+        self.job = job
 
 
 class InvalidJobData(JobcastError):

@@ -5,9 +5,9 @@ snake_case attributes (``job.job_id``). :meth:`Job.from_wire` and
 :meth:`Job.to_wire` convert between the two.
 
 A newer server may send fields this client does not know yet (``outputSize``,
-``cancelRequested``, ...): they are never an error. They stay out of the
-attributes and out of ``==``, and are kept in :attr:`Job.extra` only so that
-``to_wire()`` gives back everything the server sent (``jobcast get --json``).
+...): they are never an error. They stay out of the attributes and out of
+``==``, and are kept in :attr:`Job.extra` only so that ``to_wire()`` gives
+back everything the server sent (``jobcast get --json``).
 Status and type words are not checked against the ones listed here either,
 for the same reason.
 """
@@ -25,6 +25,8 @@ JobStatus = Literal["queued", "processing", "completed", "error"]
 JOB_TYPES: tuple[JobType, ...] = ("file_processing", "document_analysis", "llm_agent", "generic")
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "processing", "completed", "error")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "error"})
+# The error of a job a cancel ended: a forced one, or a tracked job whose worker stopped.
+CANCELED = "canceled"
 
 # The wire name of each attribute, in the order the server writes them.
 _WIRE_NAMES = {
@@ -37,12 +39,16 @@ _WIRE_NAMES = {
     "error": "error",
     "metadata": "metadata",
     "owner": "owner",
+    "cancel_requested": "cancelRequested",
+    "cancel_reason": "cancelReason",
     "created_at": "createdAt",
     "updated_at": "updatedAt",
     "version": "version",
 }
 # Derived from the others: read, never stored, written back by to_wire().
 _DERIVED = frozenset({"timestamp"})
+# Flags the server leaves out until they are true.
+_ABSENT_WHEN_FALSE = frozenset({"cancel_requested"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,8 @@ class Job:
     """A job as the server last described it: every answer and every event carries all of it.
 
     ``document_id``, ``error`` and ``owner`` are None until they are set.
+    ``cancel_requested`` turns true once someone asked the job's worker to stop
+    (``cancel_job``), with ``cancel_reason`` if they gave one.
     """
 
     job_id: str
@@ -69,6 +77,8 @@ class Job:
     error: str | None = None
     metadata: dict[str, Any] = field(hash=False)
     owner: str | None = None
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
     created_at: datetime
     updated_at: datetime
     version: int
@@ -103,6 +113,8 @@ class Job:
             error=read.optional_text("error"),
             metadata=read.object("metadata"),
             owner=read.optional_text("owner"),
+            cancel_requested=read.flag("cancelRequested"),
+            cancel_reason=read.optional_text("cancelReason"),
             created_at=read.moment("createdAt"),
             updated_at=read.moment("updatedAt"),
             version=read.integer("version"),
@@ -114,7 +126,7 @@ class Job:
         wire: dict[str, Any] = {}
         for name, wire_name in _WIRE_NAMES.items():
             value = getattr(self, name)
-            if value is None:
+            if value is None or (name in _ABSENT_WHEN_FALSE and not value):
                 continue
             if isinstance(value, datetime):
                 value = format_timestamp(value)
@@ -185,6 +197,15 @@ class _Reader:
 
     def optional_text(self, name: str) -> str | None:
         return None if self._data.get(name) is None else self.text(name)
+
+    def flag(self, name: str) -> bool:
+        """A boolean that may be absent (or null): false then."""
+        if self._data.get(name) is None:
+            return False
+        value = self._data[name]
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a boolean, got {type(value).__name__}")
+        return value
 
     def number(self, name: str) -> float:
         return float(self._get(name, (int, float), "a number"))

@@ -12,7 +12,7 @@ the job. What the server sends there, and what the watch does with it:
   forgets the cursor). A watch resumes from the version in the jobs it has
   read, never from an SSE ``id``, so there is nothing to forget: the
   snapshot after it is filtered by version like any other.
-- ``event: removed``: the job was cleaned up: :class:`JobGone`.
+- ``event: removed``: the job was cleaned up or deleted: :class:`JobGone`.
 - any other event (``output``, and whatever a newer server adds): ignored.
 - ``204 No Content`` on a reconnection: the watch already has the terminal
   state, so it ends. A per-job stream ends after the terminal state anyway.
@@ -100,7 +100,7 @@ class Watch:
     def receive(self, event: httpx2.ServerSentEvent) -> Job | None:
         """The job an event carries, unless this watch has yielded that version already."""
         if event.event == "removed":
-            raise JobGone(f"job {self.job_id!r} ended and has been cleaned up", job_id=self.job_id)
+            raise JobGone(f"job {self.job_id!r} was removed while watched", job_id=self.job_id)
         if event.event != "job":
             return None  # synced, reset, output, and whatever comes later
         try:
