@@ -11,6 +11,9 @@ const LEAVE_MS = 400; // the fade-out (matches app.css)
 const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
 const STALE_AFTER_MS = 3_000; // reconnecting this long marks the rows as last known
 const COPIED_MS = 2_000; // how long a copy button says "Copied"
+// An unfinished job this long without a change looks abandoned (its worker gone): a viewer
+// who may write can delete it. A server with JOBS_STALE_TTL fails such jobs by itself.
+const IDLE_AFTER_MS = 5 * 60_000;
 const SHORT_ID = 8; // characters of the id after `job_` a row shows
 const DISMISSED_KEY = 'jobcast.dismissed'; // sessionStorage: ids of jobs the user closed
 const DISMISSED_MAX = 1_000;
@@ -94,6 +97,8 @@ let connection = 'connecting'; // the watch's state
 let connectionTransport = transport;
 let currentUntil = 0; // while not live: when the rows were last known to be current
 let stale = false; // rows show the last known state (see updateStale)
+let writable = false; // the viewer may cancel and delete jobs (see updateWritable)
+let writesRefused = false; // the server refused a write: offer none again
 
 function showState({ state, transport: used, problem }) {
   if (connection === 'live' && state !== 'live' && !stale) currentUntil = Date.now();
@@ -104,6 +109,19 @@ function showState({ state, transport: used, problem }) {
   if (problem) showGate(state, problem);
   renderConnection();
   updateStale();
+  updateWritable();
+}
+
+// Writing. A token only reads, and a server with an API key takes writes only with that
+// key, which no page holds. A server without one answers reads with no credential at all,
+// so a page with no token that went live is on an open server, whose writes are open too
+// (to this machine: the server answers anyone else 403, and the page then says so).
+function updateWritable() {
+  const refused = connection === 'unauthorized' || connection === 'forbidden';
+  const next = !token && Boolean(connectedAt) && !refused && !writesRefused;
+  if (next === writable) return;
+  writable = next;
+  for (const row of rows.values()) renderActions(row);
 }
 
 function renderConnection() {
@@ -226,6 +244,8 @@ function upsert(job) {
     return row; // removed or faded out already; a late update does not revive it
   } else if (row.job.status !== job.status) {
     queueAnnouncement(job, row.job.status);
+  } else if (job.cancelRequested && !row.job.cancelRequested) {
+    queueCancelAnnouncement(job);
   }
   render(row, job);
   return row;
@@ -256,7 +276,9 @@ function createRow(job) {
   el.fullId = h('code', 'job-id-full', job.jobId);
   el.fullId.hidden = true;
   el.subject = h('span', 'job-subject');
-  title.append(el.type, el.id, el.fullId, el.subject);
+  el.cancelTag = h('span', 'cancel-tag', 'Cancel requested');
+  el.cancelTag.hidden = true;
+  title.append(el.type, el.id, el.fullId, el.subject, el.cancelTag);
 
   const state = h('span', 'job-state');
   el.badge = h('span', 'badge');
@@ -267,7 +289,11 @@ function createRow(job) {
   const line = h('p', 'job-line');
   el.message = h('span', 'job-message');
   el.detail = h('span', 'job-detail');
-  line.append(el.message, el.detail);
+  el.reason = h('span', 'job-reason');
+  el.reason.hidden = true;
+  el.problem = h('span', 'job-problem');
+  el.problem.hidden = true;
+  line.append(el.message, el.detail, el.reason, el.problem);
 
   el.elapsed = h('span', 'job-elapsed');
 
@@ -283,11 +309,15 @@ function createRow(job) {
   el.percent.setAttribute('aria-hidden', 'true');
   progress.append(el.bar, el.percent);
 
-  body.append(el.icon, title, state, line, el.elapsed, progress);
+  el.actions = h('div', 'job-actions');
+  el.actions.hidden = true;
+
+  body.append(el.icon, title, state, line, el.elapsed, progress, el.actions);
   clip.append(body);
   el.root.append(clip);
 
   const row = { id: job.jobId, job: null, detail: '', created: Date.parse(job.createdAt) || 0, el, entering: true, leaveAt: 0, leaving: false };
+  row.actions = ''; // the buttons shown, as renderActions keys them
   rows.set(row.id, row);
   insertOrdered(row);
   return row;
@@ -324,6 +354,9 @@ function render(row, job) {
       el.detail.title = detail ? `Document ${detail}` : '';
     }
   }
+  if (job.cancelRequested !== old.cancelRequested || job.cancelReason !== old.cancelReason) {
+    renderCancelRequest(row);
+  }
   const progress = clamp(Number(job.progress) || 0);
   if (old.progress === undefined || progress !== clamp(Number(old.progress) || 0)) {
     el.fill.style.transform = `scaleX(${progress / 100})`;
@@ -345,6 +378,19 @@ function render(row, job) {
     row.leaveAt = Date.now() + LINGER_MS - age;
   }
   renderElapsed(row);
+  renderActions(row);
+}
+
+/** "Cancel requested", and why, while the job's worker has been asked to stop. */
+function renderCancelRequest(row) {
+  const { el, job } = row;
+  const given = typeof job.cancelReason === 'string' ? job.cancelReason : '';
+  const reason = job.cancelRequested ? given : '';
+  el.cancelTag.hidden = !job.cancelRequested;
+  el.cancelTag.title = reason ? `Reason: ${reason}` : 'Its worker was asked to stop';
+  el.reason.hidden = !reason;
+  el.reason.textContent = reason ? `Reason: ${reason}` : '';
+  el.reason.title = reason;
 }
 
 function renderElapsed(row) {
@@ -410,6 +456,115 @@ function saveDismissed() {
   } catch {
     // Storage full or disabled: the row is hidden all the same, until a reload.
   }
+}
+
+// Cancel and Delete: offered only to a viewer who may write (updateWritable). A click
+// changes nothing on the page by itself: the change comes back over the live stream (a
+// new version with cancelRequested, or `removed`), as any other client's would.
+
+const ACTIONS = {
+  cancel: {
+    label: 'Cancel',
+    title: 'Ask its worker to stop',
+    failed: 'Could not cancel',
+    request: (jobId) => ({
+      url: `/api/jobs/${encodeURIComponent(jobId)}/cancel`,
+      init: { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' },
+    }),
+  },
+  delete: {
+    label: 'Delete',
+    title: 'Delete it on the server, for everyone',
+    failed: 'Could not delete',
+    request: (jobId) => ({
+      url: `/api/jobs/${encodeURIComponent(jobId)}`,
+      init: { method: 'DELETE' },
+    }),
+  },
+};
+
+/** What a viewer who may write can do to a job: cancel what runs, delete what is over. */
+function actionsFor(job) {
+  if (isTerminal(job)) return ['delete'];
+  const actions = job.cancelRequested ? [] : ['cancel']; // asking twice changes nothing
+  if (looksAbandoned(job)) actions.push('delete');
+  return actions;
+}
+
+function looksAbandoned(job) {
+  return serverNow() - Date.parse(job.updatedAt) >= IDLE_AFTER_MS;
+}
+
+function renderActions(row) {
+  const wanted = writable && !row.leaving ? actionsFor(row.job) : [];
+  const key = wanted.join(' ');
+  if (key === row.actions) return;
+  row.actions = key;
+  const { el } = row;
+  const names = Object.keys(ACTIONS);
+  const focused = names.find((name) => el[name] && el[name] === document.activeElement);
+  for (const name of names) {
+    const shown = wanted.includes(name);
+    if (shown && !el[name]) {
+      el[name] = actionButton(row, name);
+      el.actions.append(el[name]);
+    }
+    if (!el[name]) continue;
+    el[name].hidden = !shown;
+    if (!shown) el[name].removeAttribute('aria-busy');
+  }
+  el.actions.hidden = !wanted.length;
+  el.root.classList.toggle('has-actions', wanted.length > 0);
+  // A button that went away under the keyboard hands focus on, not to <body>.
+  if (focused && !wanted.includes(focused)) (el[wanted[0]] ?? el.dismiss ?? el.id).focus();
+}
+
+function actionButton(row, name) {
+  const action = ACTIONS[name];
+  const button = h('button', `job-action is-${name}`, action.label);
+  button.type = 'button';
+  button.title = action.title;
+  const label = TYPES[row.job.jobType]?.label ?? 'Generic';
+  button.setAttribute('aria-label', `${action.label} ${label} job ${shortId(row.id)}`);
+  button.addEventListener('click', () => act(row, name));
+  return button;
+}
+
+async function act(row, name) {
+  const button = row.el[name];
+  if (button.getAttribute('aria-busy') === 'true') return;
+  // Busy until the server's change arrives and redraws the row (or removes it).
+  button.setAttribute('aria-busy', 'true');
+  showProblem(row, '');
+  const { url, init } = ACTIONS[name].request(row.id);
+  let problem;
+  try {
+    const response = await fetch(url, init);
+    // A delete answered 410 found the job gone already: its `removed` is on its way too.
+    if (response.ok || (name === 'delete' && response.status === 410)) return;
+    problem = await problemOf(response);
+  } catch {
+    problem = { detail: 'the server could not be reached' };
+  }
+  button.removeAttribute('aria-busy');
+  showProblem(row, `${ACTIONS[name].failed}: ${problem.detail}`);
+  if (problem.status === 401 || problem.status === 403) {
+    writesRefused = true; // the page was wrong that it may write: it stops offering to
+    updateWritable();
+  }
+}
+
+async function problemOf(response) {
+  const body = await response.json().catch(() => null);
+  const { status } = response;
+  const detail = typeof body?.detail === 'string' ? body.detail : `the server answered ${status}`;
+  return { status, detail };
+}
+
+function showProblem(row, text) {
+  row.el.problem.textContent = text;
+  row.el.problem.hidden = !text;
+  if (text) say(text);
 }
 
 // Copying a job's id: the Clipboard API, or else the full id, selected, for the user to copy.
@@ -523,7 +678,10 @@ setInterval(() => {
   for (const row of rows.values()) {
     if (row.leaving) continue;
     if (row.leaveAt && now >= row.leaveAt) leave(row);
-    else if (!isTerminal(row.job)) renderElapsed(row);
+    else if (!isTerminal(row.job)) {
+      renderElapsed(row);
+      renderActions(row); // an idle job may now look abandoned
+    }
   }
 }, 1_000);
 
@@ -543,6 +701,13 @@ function queueAnnouncement(job, previous) {
   if (!announceTimer) announceTimer = setTimeout(announce, ANNOUNCE_MS);
 }
 
+function queueCancelAnnouncement(job) {
+  const label = (TYPES[job.jobType] ?? TYPES.generic).label;
+  const text = `Cancel requested for ${label.toLowerCase()} job ${shortId(job.jobId)}.`;
+  announcements.push({ status: 'cancel', text });
+  if (!announceTimer) announceTimer = setTimeout(announce, ANNOUNCE_MS);
+}
+
 function announce() {
   announceTimer = 0;
   const items = announcements.splice(0);
@@ -554,6 +719,7 @@ function announce() {
       [count('error'), 'failed'],
       [count('processing'), 'started'],
       [count('queued'), 'queued'],
+      [count('cancel'), 'asked to stop'],
     ]
       .filter(([n]) => n)
       .map(([n, what]) => `${n} ${n === 1 ? 'job' : 'jobs'} ${what}`)

@@ -43,8 +43,12 @@ export interface Job {
   readonly version: number;
   /** The number of output chunks, once the job has output. */
   readonly outputSize?: number;
-  /** Set once somebody asked the worker to stop. */
+  /**
+   * `true` once somebody asked the worker to stop (`POST /api/jobs/{jobId}/cancel`); the job
+   * runs on until its worker ends it. Absent before.
+   */
   readonly cancelRequested?: boolean;
+  /** The reason given with that cancel, when one was. */
   readonly cancelReason?: string;
   readonly [field: string]: unknown;
 }

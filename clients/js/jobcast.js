@@ -9,7 +9,7 @@
  *   onJob: (job) => render(job),              // the full job, on every change
  *   onState: ({ state, transport }) => {},    // 'connecting' | 'live' | 'reconnecting' | 'offline'
  *                                             // | 'paused' | 'unauthorized' | 'forbidden'
- *   onRemoved: (jobId) => {},                 // the job was cleaned up (or never existed)
+ *   onRemoved: (jobId) => {},                 // cleaned up or deleted (or never existed): ends
  * });
  *
  * // Every job, or those matching jobType / status:
@@ -66,7 +66,7 @@ const WS_PING_MS = 20_000;
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 
 /**
- * Watch one job until it reaches `completed` or `error`.
+ * Watch one job until it reaches `completed` or `error`, or is removed.
  * @param {string} jobId
  * @param {object} [options] onJob, onState, onRemoved, onSynced, transport, baseUrl,
  *   token, getToken, fallback, pauseWhenHidden, EventSource, WebSocket
@@ -435,9 +435,12 @@ class Watch {
 
   removed(jobId) {
     if (this.closed || typeof jobId !== 'string') return;
+    if (this.jobId !== null && jobId !== this.jobId) return;
     this.snapshot?.delete(jobId);
     this.versions.delete(jobId);
     this.call('onRemoved', jobId);
+    // A deleted job's stream ends after `removed`: reconnecting would only be told 410.
+    if (this.jobId !== null) this.close();
   }
 
   /** The server could not resume: a full snapshot follows. */

@@ -76,6 +76,10 @@ export const updateJob = (jobId, fields, options) =>
 export const completeJob = (jobId, body = {}, options) =>
   api('POST', `/api/jobs/${jobId}/complete`, body, options);
 export const getJob = (jobId, options) => api('GET', `/api/jobs/${jobId}`, undefined, options);
+export const cancelJob = (jobId, body = {}, options) =>
+  api('POST', `/api/jobs/${jobId}/cancel`, body, options);
+export const deleteJob = (jobId, options) =>
+  api('DELETE', `/api/jobs/${jobId}`, undefined, options);
 
 /** A read token (`{owner}` or `{jobId}`) living `ttl` seconds. */
 export const mintToken = async (scope, ttl) =>
