@@ -68,6 +68,7 @@ def create(request: NewJob, at: datetime) -> Job:
         progress=0.0,
         metadata=dict(request.metadata),
         owner=request.owner,
+        webhook_url=request.webhook_url,
         created_at=at,
         updated_at=at,
         version=1,

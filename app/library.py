@@ -55,8 +55,15 @@ async def create_job(
     message: str = "",
     metadata: dict[str, Any] | None = None,
     owner: str | None = None,
+    webhook_url: str | None = None,
 ) -> Job:
-    fields = _given(job_type=job_type, message=message, metadata=metadata, owner=owner)
+    fields = _given(
+        job_type=job_type,
+        message=message,
+        metadata=metadata,
+        owner=owner,
+        webhook_url=webhook_url,
+    )
     request = parse(NewJob, fields, by_name=True)
     job, _ = await current_service().create(request)
     return job

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,6 +40,9 @@ from app.streams.hub import Hub
 from app.streams.limits import StreamSlots
 from app.streams.ws import SocketRoute
 from app.tokens import Tokens
+
+if TYPE_CHECKING:
+    from app.webhooks.running import Webhooks
 
 logger = logging.getLogger("jobcast")
 
@@ -81,16 +84,21 @@ def create_app(settings: Settings | None = None) -> Jobcast:
                 "reach this port can read and change every job. Set JOBS_API_KEY to protect it.",
                 settings.host,
             )
-        store = open_store(settings, hub)
+        webhooks = _webhooks(settings, metrics)
+        store = open_store(settings, hub if webhooks is None else webhooks.watching(hub))
         await store.start()
         runtime = Runtime(settings, JobService(store, metrics, settings), hub, guard, streams)
         previous = library.install(runtime.service)
         running = tasks.start(runtime)
+        if webhooks is not None:
+            webhooks.start()
         try:
             yield runtime.state()
         finally:
             hub.close()
             await tasks.stop(running)
+            if webhooks is not None:
+                await webhooks.aclose()
             await demo.aclose()
             library.install(previous)
             await store.aclose()
@@ -145,6 +153,15 @@ class Jobcast(Starlette):
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app
+
+
+def _webhooks(settings: Settings, metrics: Metrics) -> Webhooks | None:
+    """The webhook deliveries the settings ask for; their libraries are imported only then."""
+    if not settings.webhooks:
+        return None
+    from app.webhooks.running import Webhooks
+
+    return Webhooks(settings, metrics)
 
 
 def _cors(settings: Settings) -> list[Middleware]:

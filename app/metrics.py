@@ -55,6 +55,31 @@ class Metrics:
             registry=r,
         )
 
+        self.webhooks_sent = Counter(
+            "jobcast_webhooks_sent", "Webhook deliveries a receiver accepted (2xx).", registry=r
+        )
+        self.webhooks_failed = Counter(
+            "jobcast_webhooks_failed",
+            "Webhook deliveries given up (JOBS_WEBHOOK_RETRY_FOR passed, or refused).",
+            registry=r,
+        )
+        self.webhooks_retried = Counter(
+            "jobcast_webhooks_retried", "Webhook attempts failed and retried.", registry=r
+        )
+        self.webhooks_pending = Gauge(
+            "jobcast_webhooks_pending", "Webhook events held for delivery.", registry=r
+        )
+        self.webhooks_oldest = Gauge(
+            "jobcast_webhooks_oldest_pending_seconds",
+            "Age of the oldest webhook event held for delivery.",
+            registry=r,
+        )
+        self.webhooks_delivering = Gauge(
+            "jobcast_webhooks_delivering",
+            "1 in the one process that delivers webhooks (on Redis, the lease holder).",
+            registry=r,
+        )
+
         self.sse = TransportMetrics.of(self, "sse")
         self.ws = TransportMetrics.of(self, "ws")
         r.register(EventsSent(self.sse, self.ws))

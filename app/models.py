@@ -115,6 +115,18 @@ class FrameModel(RequestModel):
     model_config = ConfigDict(validate_by_name=False)
 
 
+WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\s@]+(/\S*)?$"
+WebhookUrl = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="Where this job's events are POSTed to (signed): an http(s) URL on a host "
+        "of JOBS_WEBHOOK_HOSTS. Visible to whoever reads the job: put no secret in it.",
+    ),
+]
+
+
 class NewJob(RequestModel):
     """Body of `POST /api/jobs`; every field is optional."""
 
@@ -122,6 +134,7 @@ class NewJob(RequestModel):
     message: Text = ""
     metadata: Metadata = Field(default_factory=dict)
     owner: Owner | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 class JobUpdate(RequestModel):
@@ -178,6 +191,7 @@ class Job(WireModel):
     error: str | None = None
     metadata: dict[str, Any]
     owner: str | None = None
+    webhook_url: str | None = None
     cancel_requested: bool | None = Field(
         default=None, description="Present, true, once a cancel was asked for."
     )

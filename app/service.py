@@ -23,6 +23,7 @@ from app.models import CancelRequest, Completion, Failure, Job, JobUpdate, NewJo
 from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.validation import describe
+from app.webhooks import policy as webhook_policy
 
 
 class JobService:
@@ -31,7 +32,7 @@ class JobService:
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
-        settings = settings or Settings()
+        settings = self._settings = settings or Settings()
         self._max_text = settings.max_text_length
         self._max_metadata = settings.max_metadata_bytes
 
@@ -39,6 +40,7 @@ class JobService:
         """Create a job; with a key seen before, return that job and ``False`` instead."""
         self._check_text(message=request.message)
         self._check_metadata(request.metadata)
+        webhook_policy.check_job_url(request.webhook_url, self._settings)
         idempotency = None
         if idempotency_key is not None:
             # exclude_none: bodies without an owner keep the fingerprint they always had.

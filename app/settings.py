@@ -11,6 +11,8 @@ fields, so none of them can forget one. Nothing in the package reads
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import ipaddress
@@ -28,6 +30,7 @@ Reader = Callable[[str, str], Any]  # (variable, raw value) → the setting's va
 PREFIX = "JOBS_"
 MIN_SECRET_LENGTH = 32
 KEYGEN = 'jobcast keygen (or: python3 -c "import secrets; print(secrets.token_urlsafe(32))")'
+WEBHOOK_KEYGEN = "jobcast keygen --webhook-secret"
 
 
 class SettingsError(ValueError):
@@ -72,6 +75,42 @@ def _redis_url(name: str, raw: str) -> str:
 
 def _secret(name: str, raw: str) -> str:
     return raw  # kept as given: the keys are split (and checked) by Settings itself
+
+
+def _webhook_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = split(raw)
+    for url in urls:
+        if not _WEBHOOK_URL.fullmatch(url):
+            raise SettingsError(
+                f"{name}: {url!r} is not a webhook URL: give absolute http:// or https:// URLs, "
+                "comma-separated, as in https://hooks.example.com/jobcast"
+            )
+    return urls
+
+
+def _webhook_hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower() for host in split(raw))
+    for host in hosts:
+        if host == "*" or not _HOST_PATTERN.fullmatch(host):
+            raise SettingsError(
+                f"{name}: {host!r} is not a host name: give names as in hooks.example.com or "
+                "*.example.com, or addresses as in 10.0.0.5 or [fd00::5] (no scheme, no port)"
+            )
+    return hosts
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    key = raw.removeprefix("whsec_")
+    try:
+        size = len(base64.b64decode(key, validate=True))
+    except (binascii.Error, ValueError):
+        size = 0
+    if not raw.startswith("whsec_") or not 24 <= size <= 64:
+        raise SettingsError(
+            f"{name} must be whsec_ and 24 to 64 random bytes in base64, as the Standard "
+            f"Webhooks specification says; make one with: {WEBHOOK_KEYGEN}"
+        )
+    return raw
 
 
 @dataclass(frozen=True)
@@ -185,6 +224,33 @@ class Settings:
     snapshot_rate: float = setting(
         2.0, "All-jobs snapshots per second per client address (bursts of 10 s' worth).", low=0.01
     )
+    webhook_urls: tuple[str, ...] = setting(
+        (), "Endpoints every job's events are POSTed to, comma-separated.", read=_webhook_urls
+    )
+    webhook_secret: str | None = setting(
+        None,
+        "Signs every delivery (`whsec_…`, `jobcast keygen --webhook-secret`); needed with "
+        "webhooks.",
+        read=_webhook_secret,
+        secret=True,
+    )
+    webhook_events: Literal["terminal", "all"] = setting(
+        "terminal", "Which events are delivered: `terminal` (completed, failed) or `all`."
+    )
+    webhook_hosts: tuple[str, ...] = setting(
+        (),
+        "Hosts a job's own `webhookUrl` may point to (`*.example.com`); unset: none.",
+        read=_webhook_hosts,
+    )
+    webhook_retry_for: float = setting(
+        86_400.0, "Seconds a delivery is retried before it is given up.", low=1
+    )
+    webhook_timeout: float = setting(
+        10.0, "Seconds one delivery attempt may take.", low=0.1, high=300
+    )
+    webhook_backoff_max: float = setting(
+        60.0, "Seconds at most between two attempts of a delivery.", low=0.1
+    )
 
     @property
     def demo_enabled(self) -> bool:
@@ -199,6 +265,11 @@ class Settings:
     def token_secrets(self) -> tuple[str, ...]:
         """JOBS_TOKEN_SECRET's secrets: the first signs, every one verifies."""
         return split(self.token_secret)
+
+    @property
+    def webhooks(self) -> bool:
+        """Whether events may be delivered anywhere (an endpoint, or hosts for jobs' own)."""
+        return bool(self.webhook_urls or self.webhook_hosts)
 
     @property
     def protected(self) -> bool:
@@ -248,6 +319,12 @@ class Settings:
                     f"JOBS_ALLOWED_HOSTS: {pattern!r} is not a host name: give names as in "
                     "jobs.example.com or *.example.com (no scheme, no port), or *"
                 )
+        if self.webhooks and self.webhook_secret is None:
+            raise SettingsError(
+                "JOBS_WEBHOOK_URLS and JOBS_WEBHOOK_HOSTS need JOBS_WEBHOOK_SECRET: every "
+                "delivery is signed, so that receivers can tell it comes from this server; "
+                f"make one with: {WEBHOOK_KEYGEN}, and give it to the receivers"
+            )
         if self.cors_credentials and "*" in self.cors_origins:
             raise SettingsError(
                 "JOBS_CORS_CREDENTIALS=1 cannot be combined with JOBS_CORS_ORIGINS=*: any "
@@ -375,6 +452,7 @@ if __name__ == "__main__":  # python -m app.settings PAGE: rewrite PAGE's settin
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+_WEBHOOK_URL = re.compile(r"https?://[^/?#\s@]+(/\S*)?", re.IGNORECASE)
 # Starlette's TrustedHostMiddleware patterns: a name, "*.<domain>", or "*" for any.
 _HOST_PATTERN = re.compile(r"\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 

@@ -19,7 +19,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from app.errors import FieldError, InvalidJobData, MalformedJSON
-from app.models import OWNER_PATTERN, RequestModel
+from app.models import OWNER_PATTERN, WEBHOOK_URL_PATTERN, RequestModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -116,7 +116,10 @@ _BOUND_WORDS = {
     "too_long": ("max_length", "may hold at most {} items"),
     "too_short": ("min_length", "must hold at least {} items"),
 }
-_PATTERN_WORDS = {OWNER_PATTERN: "must be visible ASCII characters, without spaces"}
+_PATTERN_WORDS = {
+    OWNER_PATTERN: "must be visible ASCII characters, without spaces",
+    WEBHOOK_URL_PATTERN: "must be an absolute http:// or https:// URL, with no user or password",
+}
 
 
 def _message(error: ErrorDetails, fields: Sequence[str]) -> str:

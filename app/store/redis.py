@@ -115,6 +115,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from app.backoff import backoff
 from app.errors import (
     BackendUnavailable,
     IdempotencyConflict,
@@ -137,6 +138,7 @@ from app.store import (
 from app.store.outage import Outage
 from app.store.redis_keys import Keys
 from app.streams.events import Change, Position
+from app.webhooks import policy as webhook_policy
 
 logger = logging.getLogger("jobcast")
 
@@ -181,9 +183,9 @@ class RedisStore:
         self._keys = Keys(settings.redis_prefix)
         timeout = settings.redis_timeout
         # Operations run under a deadline (_call), which bounds their reads.
-        self._redis = _client(settings.redis_url, timeout, None)
+        self._redis = connect(settings.redis_url, timeout, None)
         # The listener runs under none, and blocks in XREAD: its reads may take that long too.
-        self._feed_redis = _client(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
+        self._feed_redis = connect(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
         self._sweep = self._redis.register_script(scripts.SWEEP)
@@ -268,6 +270,7 @@ class RedisStore:
             keys.counts,
             keys.owners_indexed,
             keys.active,
+            keys.hooks,
         ]
         args: list[Any] = [
             job.job_id,
@@ -279,6 +282,7 @@ class RedisStore:
             keys.prefix,
             job.owner or "",
             repr(job.updated_at.timestamp()),
+            self._hook(job),
         ]
         if job.owner:
             script_keys.append(keys.owner(job.owner))
@@ -326,7 +330,14 @@ class RedisStore:
         # Retention runs on the store clock, as in the memory store.
         deadline = repr(self._clock() + self._settings.terminal_ttl) if after.is_terminal else ""
         reply = await self._update(
-            keys=[keys.job(before.job_id), keys.feed, keys.counts, keys.expiry, keys.active],
+            keys=[
+                keys.job(before.job_id),
+                keys.feed,
+                keys.counts,
+                keys.expiry,
+                keys.active,
+                keys.hooks,
+            ],
             args=[
                 before.job_id,
                 before.version,
@@ -339,10 +350,15 @@ class RedisStore:
                 deadline,
                 before.owner or "",
                 repr(after.updated_at.timestamp()),
+                self._hook(after),
             ],
         )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
         return _position(reply[1]) if int(reply[0]) == 1 else None
+
+    def _hook(self, job: Job) -> str:
+        """The scripts' flag: '1' to queue this state of the job for webhooks."""
+        return "1" if webhook_policy.wanted(job, self._settings) else ""
 
     async def delete(self, job_id: str) -> None:
         if not _JOB_ID.fullmatch(job_id):
@@ -640,7 +656,7 @@ class RedisStore:
                 continue
             # Streams end cleanly; their clients reconnect and resume by cursor.
             self._sink.close()
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(backoff(failures, _BACKOFF_FIRST, _BACKOFF_CAP))
 
     async def _read_feed(self) -> Rows:
         await self._pin_feed_start(self._feed_redis)
@@ -675,7 +691,7 @@ class RedisStore:
                     await self._progress.wait()
 
 
-def _client(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:
+def connect(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:
     """A client with its own pool; ``read_timeout`` None: no socket timeout (see above)."""
     try:
         pool = BlockingConnectionPool.from_url(
@@ -701,12 +717,6 @@ def _where(client: Redis) -> str:
     options = client.connection_pool.connection_kwargs
     place = options.get("path") or f"{options.get('host')}:{options.get('port')}"
     return f"{place}/{options.get('db', 0)}"
-
-
-def _backoff(failures: int) -> float:
-    """Exponential, capped, with jitter so many processes do not reconnect in step."""
-    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2.0 ** (failures - 1))
-    return delay * random.uniform(0.5, 1.0)
 
 
 def _progressed() -> None:

@@ -20,6 +20,10 @@ Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
     {p}counts        hash: status → number of jobs (kept by the same scripts)
     {p}feed          stream: one entry per accepted change (id, type, job, prev, owner),
                      MAXLEN ~ JOBS_REDIS_FEED_LENGTH
+    {p}hooks         stream: one entry (job) per event to deliver to webhooks, written by
+                     the same script as the change; read through the consumer group
+                     `deliverers`, each entry deleted once delivered
+    {p}hooks:leader  the id of the one process that delivers, with a short TTL it renews
 
 A job id is checked against ``job_`` + URL-safe characters before it goes
 into a key name, so no id can reach outside its job's key; any other id
@@ -49,6 +53,8 @@ class Keys:
         self.owners_indexed = prefix + "owners:indexed"
         self.active = prefix + "active"
         self.owners_walked = prefix + "owners:walked"
+        self.hooks = prefix + "hooks"
+        self.hooks_leader = prefix + "hooks:leader"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -66,12 +72,13 @@ class Keys:
 
 
 CREATE = """
--- KEYS: job, created, created:seq, feed, counts, owners:indexed, active[, owner index][, idem]
+-- KEYS: job, created, created:seq, feed, counts, owners:indexed, active, hooks[, owner index]
+--       [, idem]
 -- ARGV: id, json, type, status, version, maxlen, prefix, owner ('' for none), changed at
---       (unix seconds)[, fingerprint]
+--       (unix seconds), '1' to queue it for webhooks (or '')[, fingerprint]
 -- (the owner index comes with an owner, the idempotency key with its fingerprint)
-local owned = ARGV[8] ~= '' and KEYS[8]
-local idem = ARGV[10] and KEYS[#KEYS]
+local owned = ARGV[8] ~= '' and KEYS[9]
+local idem = ARGV[11] and KEYS[#KEYS]
 if idem then
   local earlier = redis.call('GET', idem)
   if earlier then
@@ -89,21 +96,23 @@ redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
   'type', ARGV[3], 'pos', position)
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
+if ARGV[10] ~= '' then redis.call('XADD', KEYS[8], '*', 'job', ARGV[2]) end
 if owned then
   redis.call('HSET', KEYS[1], 'owner', ARGV[8], 'owned', owned)
   redis.call('ZADD', owned, number, ARGV[1])
 end
 if idem then
   redis.call('SET', idem, ARGV[1])
-  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[10])
+  redis.call('HSET', KEYS[1], 'idem', idem, 'fp', ARGV[11])
 end
 return {1, position}
 """
 
 UPDATE = """
--- KEYS: job, feed, counts, expiry, active
+-- KEYS: job, feed, counts, expiry, active, hooks
 -- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline
---       ('' unless it ended), owner ('' for none), changed at (unix seconds)
+--       ('' unless it ended), owner ('' for none), changed at (unix seconds), '1' to queue
+--       it for webhooks (or '')
 local stored = redis.call('HGET', KEYS[1], 'v')
 if not stored then return {0} end
 if stored ~= ARGV[2] then return {-1} end
@@ -120,6 +129,7 @@ if ARGV[9] ~= '' then
 else
   redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1])
 end
+if ARGV[12] ~= '' then redis.call('XADD', KEYS[6], '*', 'job', ARGV[3]) end
 return {1, position}
 """
 

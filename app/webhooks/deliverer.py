@@ -1,0 +1,247 @@
+"""Delivery: every queued event to each of its endpoints, at least once, in order.
+
+Each (endpoint, job) pair is a *lane*: its events go one after the other, each
+retried until delivered, so a receiver sees a job's events in the order they
+happened. Lanes run side by side, at most :data:`IN_FLIGHT` requests at once.
+
+Each endpoint has a *gate*. While the endpoint answers, the gate is open. Once
+it fails, the gate closes for a backoff that doubles with each failure in a
+row (up to JOBS_WEBHOOK_BACKOFF_MAX); when it reopens, one waiting delivery
+goes first as a probe, and the others follow only once one succeeds. So a
+receiver that is down gets one request per backoff, not one per event, and
+gets everything soon after it is back. A delivery is given up (and counted
+as failed) JOBS_WEBHOOK_RETRY_FOR seconds after its event was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.backoff import backoff
+from app.errors import BackendUnavailable
+from app.metrics import Metrics
+from app.settings import Settings
+from app.store.outage import Outage
+from app.webhooks.policy import Endpoint, endpoints
+from app.webhooks.queue import EventQueue, LeadershipLost, QueuedEvent
+from app.webhooks.sender import Outcome, Sender
+
+logger = logging.getLogger("jobcast")
+
+IN_FLIGHT = 32  # requests at once, across endpoints
+HOLD = 10_000  # events held in this process at most; the rest wait in the queue
+FIRST_BACKOFF = 1.0
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    """An event being delivered, and how many of its endpoints are still to go."""
+
+    event: QueuedEvent
+    left: int
+
+
+@dataclass(eq=False, slots=True)
+class _Lane:
+    deliveries: deque[_Held] = field(default_factory=deque)
+
+
+class _Gate:
+    """Whether an endpoint may be sent to now; see the module's docstring."""
+
+    def __init__(self, url: str, most: float, clock: Callable[[], float]) -> None:
+        self._most = most
+        self._clock = clock
+        self._failures = 0
+        self._reopens_at = 0.0
+        self._probing = False
+        self._changed = asyncio.Event()
+        self.outage = Outage(f"webhook endpoint {url} fails", f"webhook endpoint {url} answers")
+
+    async def admit(self, deadline: float) -> bool | None:
+        """Wait for a turn: False to go as one of many, True to go as the probe, None
+        when ``deadline`` came first."""
+        while self._failures:
+            now = self._clock()
+            if not self._probing and now >= self._reopens_at:
+                self._probing = True
+                return True
+            if now >= deadline:
+                return None
+            until = deadline if self._probing else min(deadline, self._reopens_at)
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), until - now)
+        return False
+
+    def report(self, probe: bool, ok: bool | None, detail: str) -> None:
+        """An attempt's result (None: it says nothing about the endpoint)."""
+        if probe:
+            self._probing = False
+        if ok:
+            self._failures, self._reopens_at = 0, 0.0
+            self.outage.over()
+        elif ok is False and self._clock() >= self._reopens_at:  # once per closing
+            self._failures += 1
+            self._reopens_at = self._clock() + backoff(self._failures, FIRST_BACKOFF, self._most)
+            self.outage.failed(detail)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: EventQueue,
+        sender: Sender,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._sender = sender
+        self._metrics = metrics
+        self._clock = clock
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._gates: dict[str, _Gate] = {}
+        self._held: dict[str, _Held] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = asyncio.Semaphore(IN_FLIGHT)
+        self._room = asyncio.Event()
+        self._queue_outage = Outage(
+            "webhook queue unavailable, deliveries wait", "webhook queue available again"
+        )
+        metrics.webhooks_pending.set_function(lambda: len(self._held) + queue.pending)
+        metrics.webhooks_oldest.set_function(self._oldest_age)
+        metrics.webhooks_delivering.set_function(lambda: int(queue.delivering))
+
+    async def run(self) -> None:
+        """Take events from the queue and deliver them, until cancelled."""
+        try:
+            while True:
+                room = HOLD - len(self._held)
+                if room <= 0:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                try:
+                    events = await self._queue.take(room)
+                except LeadershipLost:
+                    self._drop_everything()
+                    continue
+                except BackendUnavailable as exc:
+                    self._queue_outage.failed(str(exc))
+                    await asyncio.sleep(1.0)  # the queue's backend is away: try again soon
+                    continue
+                except Exception:
+                    # A bug: say so with its traceback, and keep delivering what can be.
+                    logger.exception("webhooks: reading the queue failed")
+                    await asyncio.sleep(1.0)
+                    continue
+                self._queue_outage.over()
+                for event in events:
+                    self._accept(event)
+        finally:
+            self._drop_everything()
+
+    def _accept(self, event: QueuedEvent) -> None:
+        targets = endpoints(event.job, self._settings)
+        held = _Held(event, len(targets))
+        self._held[event.key] = held
+        if not targets:  # its endpoint left the configuration meanwhile
+            self._start(self._finish(held))
+            return
+        for endpoint in targets:
+            key = (endpoint.url, event.job.job_id)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane()
+                self._start(self._drain(key, endpoint, lane))
+            lane.deliveries.append(held)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # held: the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _drain(self, key: tuple[str, str], endpoint: Endpoint, lane: _Lane) -> None:
+        # _accept appends the lane's first delivery before this task first runs.
+        while lane.deliveries:
+            held = lane.deliveries[0]
+            await self._deliver(endpoint, held.event)
+            lane.deliveries.popleft()
+            held.left -= 1
+            if held.left == 0:
+                await self._finish(held)
+        del self._lanes[key]
+
+    async def _deliver(self, endpoint: Endpoint, event: QueuedEvent) -> None:
+        """Send ``event`` until delivered, refused, or given up."""
+        gate = self._gates.get(endpoint.url)
+        if gate is None:
+            most = self._settings.webhook_backoff_max
+            gate = self._gates[endpoint.url] = _Gate(endpoint.url, most, self._clock)
+        give_up_at = event.queued_at + self._settings.webhook_retry_for
+        failures = 0
+        while True:
+            probe = await gate.admit(give_up_at)
+            if probe is None:
+                return self._given_up(endpoint, event, "its endpoint kept failing")
+            async with self._sending:
+                attempt = await self._sender.attempt(endpoint, event)
+            delivered = attempt.outcome is Outcome.DELIVERED
+            said = None if attempt.outcome is Outcome.REFUSED else delivered
+            gate.report(probe, said, attempt.detail)
+            if delivered:
+                self._metrics.webhooks_sent.inc()
+                return None
+            if attempt.outcome is Outcome.REFUSED:
+                return self._given_up(endpoint, event, attempt.detail)
+            failures += 1
+            wait = backoff(failures, FIRST_BACKOFF, self._settings.webhook_backoff_max)
+            if self._clock() + wait >= give_up_at:
+                return self._given_up(endpoint, event, attempt.detail)
+            self._metrics.webhooks_retried.inc()
+            await asyncio.sleep(wait)
+
+    def _given_up(self, endpoint: Endpoint, event: QueuedEvent, why: str) -> None:
+        self._metrics.webhooks_failed.inc()
+        logger.warning(
+            "webhook %s (job %s, version %d) to %s given up: %s",
+            event.webhook_id,
+            event.job.job_id,
+            event.job.version,
+            endpoint.url,
+            why,
+        )
+
+    async def _finish(self, held: _Held) -> None:
+        try:
+            await self._queue.done(held.event)
+        except BackendUnavailable as exc:
+            # Still pending in the queue: delivered again by whoever leads next (same id).
+            self._queue_outage.failed(str(exc))
+        self._held.pop(held.event.key, None)
+        self._room.set()
+
+    def _drop_everything(self) -> None:
+        """Stop every delivery: another process delivers what this one held."""
+        for task in self._tasks:
+            task.cancel()
+        self._lanes.clear()
+        self._held.clear()
+        self._room.set()
+
+    def _oldest_age(self) -> float:
+        if not self._held:
+            return 0.0
+        return max(0.0, self._clock() - min(h.event.queued_at for h in self._held.values()))

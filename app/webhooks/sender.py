@@ -1,0 +1,164 @@
+"""One delivery attempt: the event as JSON, signed (Standard Webhooks, by the
+``standardwebhooks`` library), POSTed once, no redirect followed.
+
+A job's own URL (:attr:`Endpoint.guarded`) is resolved here, every address it
+resolves to is checked, and the request goes to the checked address (the name
+stays in ``Host`` and in TLS's SNI and certificate check): a name that resolves
+to a public address when checked and to ``127.0.0.1`` when connecting cannot
+turn a delivery into a request to this network. Addresses that are not public
+(loopback, private, link-local, …) are refused unless the host is on
+JOBS_WEBHOOK_HOSTS by that very name or address, not through a wildcard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+from pydantic import Field
+from standardwebhooks import Webhook
+
+from app.models import Job, Timestamp, WireModel, encode
+from app.settings import Settings
+from app.webhooks.policy import Endpoint
+from app.webhooks.queue import QueuedEvent
+
+USER_AGENT = "Jobcast-Webhooks/1"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Payload(WireModel):
+    """The body of every delivery: the event's type, when the job changed, the whole job."""
+
+    type: str = Field(description="`job.` and the job's status: `job.completed`, `job.error`, …")
+    timestamp: Timestamp
+    data: Job
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"  # a 2xx answer
+    RETRY = "retry"  # any other answer, a timeout, a connection or name error
+    REFUSED = "refused"  # never to be sent: the host resolves where it may not go
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    outcome: Outcome
+    detail: str  # what happened, for the log
+
+
+def body_of(job: Job) -> bytes:
+    return encode(Payload(type=f"job.{job.status}", timestamp=job.updated_at, data=job))
+
+
+class Sender:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.webhook_secret is not None  # Settings refuses webhooks without one
+        self._signer = Webhook(settings.webhook_secret)
+        self._timeout = settings.webhook_timeout
+        self._client = httpx2.AsyncClient(
+            timeout=settings.webhook_timeout,
+            follow_redirects=False,
+            trust_env=False,  # a proxy from the environment would skip the address checks
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def attempt(self, endpoint: Endpoint, event: QueuedEvent) -> Attempt:
+        body = body_of(event.job)
+        now = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": event.webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._signer.sign(event.webhook_id, now, body),
+        }
+        try:
+            async with asyncio.timeout(self._timeout):
+                status = await self._post(endpoint, body, headers)
+        except _Refused as refused:
+            return Attempt(Outcome.REFUSED, str(refused))
+        except TimeoutError:
+            return Attempt(Outcome.RETRY, f"no answer within {self._timeout:g}s")
+        except (httpx2.HTTPError, OSError) as exc:
+            return Attempt(Outcome.RETRY, str(exc) or type(exc).__name__)
+        if 200 <= status < 300:
+            return Attempt(Outcome.DELIVERED, str(status))
+        return Attempt(Outcome.RETRY, f"answered {status}")
+
+    async def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> int:
+        """POST to the endpoint (a guarded one: to each checked address in turn, until one
+        takes the connection); the answer's status."""
+        targets = await _pinned(endpoint) if endpoint.guarded else [_Target(endpoint.url)]
+        for target in targets[:-1]:
+            with contextlib.suppress(httpx2.ConnectError):
+                return await self._send(target, body, headers)
+        return await self._send(targets[-1], body, headers)
+
+    async def _send(self, target: _Target, body: bytes, headers: dict[str, str]) -> int:
+        request = self._client.build_request(
+            "POST",
+            target.url,
+            content=body,
+            headers={**headers, **target.headers},
+            extensions=target.extensions,
+        )
+        response = await self._client.send(request, stream=True)
+        await response.aclose()  # the status is the answer; the body is not read
+        return response.status_code
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    pass
+
+
+async def _pinned(endpoint: Endpoint) -> list[_Target]:
+    """The endpoint at each address its host resolves to, once every one is checked; the
+    name stays in ``Host`` and, for https, in SNI and the certificate check."""
+    parts = urlsplit(endpoint.url)
+    host = parts.hostname or ""
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(_address(str(info[4][0])) for info in found))
+    if not endpoint.listed_exactly:
+        hidden = [address for address in addresses if not _public(address)]
+        if hidden:
+            raise _Refused(
+                f"{host} resolves to {hidden[0]}, which is not a public address; list the "
+                "host by name on JOBS_WEBHOOK_HOSTS to allow it"
+            )
+    extensions = {"sni_hostname": host} if https else {}
+    targets = []
+    for address in addresses:
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        url = parts._replace(netloc=f"{shown}:{port}").geturl()
+        targets.append(_Target(url, {"host": parts.netloc}, extensions))
+    return targets
+
+
+def _address(text: str) -> Address:
+    return ipaddress.ip_address(text.split("%", 1)[0])  # no IPv6 zone index
+
+
+def _public(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_global
+    return address.is_global

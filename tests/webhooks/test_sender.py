@@ -1,0 +1,126 @@
+"""One delivery attempt against a real receiver: the signature, where a job's own URL
+may and may not connect, and what counts as a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from app import jobs
+from app.models import NewJob
+from app.settings import Settings
+from app.webhooks.policy import Endpoint
+from app.webhooks.queue import QueuedEvent
+from app.webhooks.sender import Outcome, Sender
+
+from .receiver import SECRET, Receiver
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[Sender]:
+    sending = Sender(Settings(webhook_secret=SECRET, webhook_timeout=1.0))
+    yield sending
+    await sending.aclose()
+
+
+def event() -> QueuedEvent:
+    job = jobs.create(NewJob(job_type="llm_agent"), jobs.now())
+    return QueuedEvent("1", job, 0.0)
+
+
+async def test_an_operator_endpoint_gets_a_signed_delivery(
+    sender: Sender, receiver: Receiver
+) -> None:
+    sent = event()
+    attempt = await sender.attempt(Endpoint(receiver.url), sent)
+    assert (attempt.outcome, attempt.detail) == (Outcome.DELIVERED, "200")
+    [delivery] = receiver.deliveries
+    assert delivery.verified
+    assert delivery.webhook_id == sent.webhook_id == f"msg_{sent.job.job_id}_1"
+    assert delivery.body["type"] == "job.queued"
+
+
+async def test_a_forged_or_foreign_signature_does_not_verify(receiver: Receiver) -> None:
+    """The receiver's check is real: a server with another secret is not believed."""
+    other = Sender(Settings(webhook_secret="whsec_" + "QUFB" * 8))
+    try:
+        await other.attempt(Endpoint(receiver.url), event())
+    finally:
+        await other.aclose()
+    assert [d.verified for d in receiver.deliveries] == [False]
+
+
+async def test_a_jobs_own_url_to_a_private_address_is_refused(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """Listed only through a wildcard, a host resolving to loopback is never called."""
+    guarded = Endpoint(receiver.url, guarded=True, listed_exactly=False)
+    attempt = await sender.attempt(guarded, event())
+    assert attempt.outcome is Outcome.REFUSED
+    assert "127.0.0.1" in attempt.detail
+    assert "JOBS_WEBHOOK_HOSTS" in attempt.detail
+    assert receiver.deliveries == []
+
+
+async def test_a_host_listed_by_name_may_be_private_and_keeps_its_name(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """`localhost`, listed exactly, resolves to loopback: delivered, the name in Host."""
+    port = urlsplit(receiver.url).port
+    url = f"http://localhost:{port}/hooks"
+    attempt = await sender.attempt(Endpoint(url, guarded=True, listed_exactly=True), event())
+    assert attempt.outcome is Outcome.DELIVERED
+    [delivery] = receiver.deliveries
+    assert delivery.headers["host"] == f"localhost:{port}"
+    assert delivery.verified
+
+
+async def test_each_checked_address_is_tried_until_one_connects(
+    sender: Sender, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with two addresses, the first refusing connections: the second gets it.
+    (This machine's resolver is told the answer: DNS cannot be set up for a test.)"""
+    port = urlsplit(receiver.url).port
+    answer = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+    ]
+
+    async def resolve(*_: object, **__: object) -> list[Any]:
+        return answer
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    url = f"http://hooks.test:{port}/hooks"
+    attempt = await sender.attempt(Endpoint(url, guarded=True, listed_exactly=True), event())
+    assert attempt.outcome is Outcome.DELIVERED
+    assert [d.headers["host"] for d in receiver.deliveries] == [f"hooks.test:{port}"]
+
+
+@pytest.mark.parametrize("status", [301, 400, 404, 500, 503])
+async def test_any_answer_but_2xx_is_retried(
+    sender: Sender, receiver: Receiver, status: int
+) -> None:
+    receiver.status = lambda: status
+    attempt = await sender.attempt(Endpoint(receiver.url), event())
+    assert (attempt.outcome, attempt.detail) == (Outcome.RETRY, f"answered {status}")
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_retried(
+    sender: Sender, receiver: Receiver
+) -> None:
+    receiver.hold = asyncio.Event()
+    attempt = await sender.attempt(Endpoint(receiver.url), event())
+    assert attempt.outcome is Outcome.RETRY
+    assert attempt.detail == "no answer within 1s"
+
+
+async def test_a_receiver_that_is_not_there_is_retried(sender: Sender) -> None:
+    attempt = await sender.attempt(Endpoint("http://127.0.0.1:9/hooks"), event())
+    assert attempt.outcome is Outcome.RETRY
