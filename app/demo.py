@@ -209,9 +209,12 @@ class Demo:
             if index == failing_at:
                 await library.fail_job(job_id, rng.choice(script.errors))
                 return
-            await library.update_job_with_notification(
+            job = await library.update_job_with_notification(
                 job_id, status="processing", progress=progress, message=message
             )
+            if job.cancel_requested:  # as a real worker does: stop, and say why
+                await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
+                return
             await self._sleep(pause * rng.uniform(0.6, 1.4))
         document_id = (
             None

@@ -48,7 +48,7 @@ class JobNotFound(JobsError):
 
 class JobGone(JobsError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} ended and has been cleaned up")
+        super().__init__(f"job {job_id!r} is gone: it was deleted, or cleaned up after it ended")
         self.job_id = job_id
 
 

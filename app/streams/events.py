@@ -115,9 +115,11 @@ class Change:
         return self.job is None or self.job.is_terminal
 
     def sse_for_job_stream(self) -> bytes:
-        """SSE frame for ``/api/jobs/{jobId}/events``: ``id`` is the job's version."""
+        """SSE frame for ``/api/jobs/{jobId}/events``: ``id`` is the job's version; a removal
+        has none, so that the client keeps the last version it saw."""
         if self._sse_job is None:
-            self._sse_job = _sse(self.kind, self.data, str(self.version))
+            version = str(self.version) if self.job is not None else None
+            self._sse_job = _sse(self.kind, self.data, version)
         return self._sse_job
 
     def sse_for_all_stream(self) -> bytes:
@@ -220,7 +222,7 @@ def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:
         yield group
 
 
-def _sse(event: str, data: bytes, event_id: str) -> bytes:
+def _sse(event: str, data: bytes, event_id: str | None) -> bytes:
     # Imported here, not with the module: importing sse-starlette patches uvicorn's exit
     # handler for its own streams, and building the app must not touch uvicorn.
     from sse_starlette import ServerSentEvent

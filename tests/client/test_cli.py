@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -627,3 +628,24 @@ def test_serve_is_listed_in_the_help() -> None:
         "update",
         "watch",
     }
+
+
+def test_keygen_webhook_secret_prints_a_secret_the_server_signs_with(server: Start) -> None:
+    """`keygen --webhook-secret` prints whsec_ and 32 bytes in base64, which the server
+    takes as JOBS_WEBHOOK_SECRET."""
+    result = jobcast("keygen", "--webhook-secret", "--count", "2")
+    assert result.returncode == 0, result.stderr
+    secrets = result.stdout.splitlines()
+    assert len(set(secrets)) == 2
+    for secret in secrets:
+        assert secret.startswith("whsec_")
+        assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    srv = server(JOBS_WEBHOOK_SECRET=secrets[0], JOBS_WEBHOOK_HOSTS="hooks.example.com")
+    created = jobcast(
+        "--url", srv.base_url, "--json", "create", "--webhook-url", "https://hooks.example.com/x"
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["webhookUrl"] == "https://hooks.example.com/x"
+    refused = jobcast("--url", srv.base_url, "create", "--webhook-url", "https://evil.example/x")
+    assert refused.returncode == 1
+    assert "JOBS_WEBHOOK_HOSTS" in refused.stderr

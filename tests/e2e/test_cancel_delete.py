@@ -44,6 +44,7 @@ async def test_sse_gets_the_cancel_then_removed_on_delete(server: Start) -> None
             assert [(event.event, event.json()) for event in events] == [
                 ("removed", {"jobId": job_id})
             ]
+            assert not events[0].has_id  # the client keeps the last version it saw
             removed = await everyone.next_event(seconds(5))
             assert (removed.event, removed.json()) == ("removed", {"jobId": job_id})
 

@@ -25,6 +25,7 @@ one-line progress bar on stderr, so the command needs nothing else (no rich).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -219,6 +220,7 @@ def cli(ctx: click.Context, url: str, api_key: str | None, retries: int, as_json
     "--metadata", callback=_json_object, help='A JSON object, e.g. \'{"fileName": "a.pdf"}\'.'
 )
 @click.option("--owner", help="Who the job belongs to (an owner's read token reads its jobs).")
+@click.option("--webhook-url", help="Where the server also POSTs this job's events (signed).")
 @click.option("--idempotency-key", help="Retrying with the same key never makes a second job.")
 @json_option
 def create(
@@ -226,6 +228,7 @@ def create(
     message: str,
     metadata: Any,
     owner: str | None,
+    webhook_url: str | None,
     idempotency_key: str | None,
     as_json: bool,
 ) -> None:
@@ -235,6 +238,7 @@ def create(
         message=message,
         metadata=metadata,
         owner=owner,
+        webhook_url=webhook_url,
         idempotency_key=idempotency_key,
     )
     click.echo(_dumps(job.to_wire()) if _wants_json(as_json) else job.job_id)
@@ -407,13 +411,22 @@ def token(job_id: str | None, owner: str | None, ttl: int | None, as_json: bool)
     show_default=True,
     help="How many secrets to print.",
 )
-def keygen(count: int) -> None:
-    """Print a new random secret (JOBS_API_KEY, JOBS_TOKEN_SECRET).
+@click.option(
+    "--webhook-secret",
+    is_flag=True,
+    help="A webhook signing secret instead (whsec_..., for JOBS_WEBHOOK_SECRET).",
+)
+def keygen(count: int, webhook_secret: bool) -> None:
+    """Print a new random secret (JOBS_API_KEY, JOBS_TOKEN_SECRET, JOBS_WEBHOOK_SECRET).
 
     One per line; no server needed.
     """
     for _ in range(count):
-        click.echo(secrets.token_urlsafe(32))
+        if webhook_secret:
+            # The Standard Webhooks format: whsec_ and the key's bytes in base64.
+            click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        else:
+            click.echo(secrets.token_urlsafe(32))
 
 
 @cli.command(

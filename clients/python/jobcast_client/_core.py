@@ -288,16 +288,25 @@ class Core(Generic[Transport]):
         message: str = "",
         metadata: dict[str, Any] | None = None,
         owner: str | None = None,
+        webhook_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Operation[Job]:
         """Create a job and return it (``queued``); retries never make a second one.
 
         ``owner`` names who the job belongs to: a read token minted for that
         owner (:meth:`mint_token`) reads all of its jobs and no others.
+        ``webhook_url`` is where the server also POSTs this job's events (signed);
+        its host must be on the server's JOBS_WEBHOOK_HOSTS.
         Every call sends a new ``Idempotency-Key`` (the same on each of its
         retries); give ``idempotency_key`` to make retries across processes safe too.
         """
-        body = given(jobType=job_type, message=message, metadata=metadata, owner=owner)
+        body = given(
+            jobType=job_type,
+            message=message,
+            metadata=metadata,
+            owner=owner,
+            webhookUrl=webhook_url,
+        )
         key = idempotency_key or uuid.uuid4().hex
         reply = yield self._request(
             "POST", "/api/jobs", json=body, headers={"Idempotency-Key": key}

@@ -39,6 +39,7 @@ _WIRE_NAMES = {
     "error": "error",
     "metadata": "metadata",
     "owner": "owner",
+    "webhook_url": "webhookUrl",
     "cancel_requested": "cancelRequested",
     "cancel_reason": "cancelReason",
     "created_at": "createdAt",
@@ -63,7 +64,7 @@ class FieldError:
 class Job:
     """A job as the server last described it: every answer and every event carries all of it.
 
-    ``document_id``, ``error`` and ``owner`` are None until they are set.
+    ``document_id``, ``error``, ``owner`` and ``webhook_url`` are None until they are set.
     ``cancel_requested`` turns true once someone asked the job's worker to stop
     (``cancel_job``), with ``cancel_reason`` if they gave one.
     """
@@ -77,6 +78,7 @@ class Job:
     error: str | None = None
     metadata: dict[str, Any] = field(hash=False)
     owner: str | None = None
+    webhook_url: str | None = None
     cancel_requested: bool = False
     cancel_reason: str | None = None
     created_at: datetime
@@ -113,6 +115,7 @@ class Job:
             error=read.optional_text("error"),
             metadata=read.object("metadata"),
             owner=read.optional_text("owner"),
+            webhook_url=read.optional_text("webhookUrl"),
             cancel_requested=read.flag("cancelRequested"),
             cancel_reason=read.optional_text("cancelReason"),
             created_at=read.moment("createdAt"),
