@@ -63,6 +63,7 @@ class _Gate:
         self._reopens_at = 0.0
         self._probing = False
         self._changed = asyncio.Event()
+        self._recovered = asyncio.Event()
         self.outage = Outage(f"webhook endpoint {url} fails", f"webhook endpoint {url} answers")
 
     async def admit(self, deadline: float) -> bool | None:
@@ -81,11 +82,20 @@ class _Gate:
                 await asyncio.wait_for(changed.wait(), until - now)
         return False
 
+    async def rest(self, seconds: float) -> None:
+        """Wait ``seconds`` before trying again, or less if the endpoint answers meanwhile."""
+        recovered = self._recovered
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recovered.wait(), seconds)
+
     def report(self, probe: bool, ok: bool | None, detail: str) -> None:
         """An attempt's result (None: it says nothing about the endpoint)."""
         if probe:
             self._probing = False
         if ok:
+            if self._failures:
+                self._recovered.set()  # wake every delivery resting after a failure
+                self._recovered = asyncio.Event()
             self._failures, self._reopens_at = 0, 0.0
             self.outage.over()
         elif ok is False and self._clock() >= self._reopens_at:  # once per closing
@@ -177,7 +187,11 @@ class Deliverer:
         # _accept appends the lane's first delivery before this task first runs.
         while lane.deliveries:
             held = lane.deliveries[0]
-            await self._deliver(endpoint, held.event)
+            try:
+                await self._deliver(endpoint, held.event)
+            except Exception as exc:  # a bug: lose this delivery, not the lane behind it
+                logger.exception("webhooks: delivering %s failed", held.event.webhook_id)
+                self._given_up(endpoint, held.event, repr(exc))
             lane.deliveries.popleft()
             held.left -= 1
             if held.left == 0:
@@ -211,7 +225,7 @@ class Deliverer:
             if self._clock() + wait >= give_up_at:
                 return self._given_up(endpoint, event, attempt.detail)
             self._metrics.webhooks_retried.inc()
-            await asyncio.sleep(wait)
+            await gate.rest(wait)
 
     def _given_up(self, endpoint: Endpoint, event: QueuedEvent, why: str) -> None:
         self._metrics.webhooks_failed.inc()
@@ -232,6 +246,12 @@ class Deliverer:
             self._queue_outage.failed(str(exc))
         self._held.pop(held.event.key, None)
         self._room.set()
+
+    async def stop(self) -> None:
+        """Stop every delivery in progress, and wait until they have stopped."""
+        tasks = list(self._tasks)
+        self._drop_everything()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _drop_everything(self) -> None:
         """Stop every delivery: another process delivers what this one held."""

@@ -42,5 +42,6 @@ class Webhooks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._deliverer.stop()
         await self._queue.aclose()
         await self._sender.aclose()
