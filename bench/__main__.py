@@ -1,8 +1,9 @@
 """``python -m bench [--quick] [--only SECTION[,SECTION]]``: Jobcast against its references.
 
 One table, one JSON file. Everything runs on loopback, on free ports, started and
-stopped here. The servers are pinned to core 0, the receiver, the publisher and
-wrk to core 1 (the Redis scale-out alone lets its workers use any core). Each
+stopped here. The servers are pinned to core 0, the receiver, the publisher, the
+webhook receiver and wrk to core 1 (the Redis scale-out alone lets its workers use
+any core). Each
 figure is taken in the same repetition as its reference, back to back, so ratios
 hold on a noisy machine; every figure is the median of REPS repetitions.
 
@@ -14,6 +15,8 @@ sections (all by default):
           and uvicorn's floor (frames sent in a loop, no application around them)
   paced   latency of a few changes a second: Jobcast vs raw
   poll    GET /api/jobs/{jobId} with wrk: Jobcast vs bare Starlette (needs wrk)
+  hooks   write latency (create, PATCH, complete; paced) with every event delivered
+          to a slow, a failing and a fast webhook receiver vs no webhooks
   scale   SSE fan-out on Redis: two Jobcast workers vs one (needs redis-server)
 """
 
@@ -43,6 +46,7 @@ from bench import publisher
 from bench.procs import (
     CLIENT_CORE,
     FLOOR,
+    HOOK_RECEIVER,
     JOBCAST,
     NAIVE,
     RAW,
@@ -54,6 +58,7 @@ from bench.procs import (
     build_client,
     cpu_seconds,
     jobcast_on_redis,
+    jobcast_with_webhooks,
     pin,
     redis_server,
     rss_kib,
@@ -67,7 +72,18 @@ PUBLISHERS = 4  # concurrent PATCH connections: keeps the server busy while one 
 PACED_RATE = 10.0
 POLL_CONNECTIONS = 50
 SCALE_SIZE = 1000
-SECTIONS = ("memory", "sse", "ws", "paced", "poll", "scale")
+HOOK_RATE = 100.0  # job lives a second (create, PATCH, complete): 300 writes a second
+HOOK_CONNECTIONS = 4  # the lives run on this many keep-alive connections, paced alike
+HOOK_HOLD = 2  # seconds the slow receiver holds each delivery before its 200
+# The hooks section's receivers, by result key: the receiver's path, what it does.
+HOOK_RECEIVERS = {
+    "slow": (f"/hold/{HOOK_HOLD}", f"holds each delivery {HOOK_HOLD} s, then 200"),
+    "down": ("/fail", "answers 500 at once (retried)"),
+    "fast": ("/ok", "answers 200 at once"),
+}
+HOOK_TARGET = 1.2  # the write p99 with a slow or failing receiver, against none: "unchanged"
+WRITES = ("create", "patch", "complete")
+SECTIONS = ("memory", "sse", "ws", "paced", "poll", "hooks", "scale")
 SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events", "floor": "/events"}
 WS_PATH = "/api/jobs/ws"
 # Jobcast's WebSocket modes, by result key: the query that selects it, its label.
@@ -86,10 +102,11 @@ class Plan:
     window_ms: int
     paced_ms: int
     poll_seconds: int
+    hooks_ms: int
 
 
-QUICK = Plan((100, 1000), (1000,), 1000, 500, 1500, 3000, 2)
-FULL = Plan((100, 1000, 5000), (100, 1000), 5000, 1000, 3000, 10_000, 5)
+QUICK = Plan((100, 1000), (1000,), 1000, 500, 1500, 3000, 2, 5000)
+FULL = Plan((100, 1000, 5000), (100, 1000), 5000, 1000, 3000, 10_000, 5, 10_000)
 
 
 @dataclass
@@ -105,6 +122,36 @@ class Fanout:
     @classmethod
     def empty(cls) -> Fanout:
         return cls(*(Series() for _ in range(7)))
+
+
+@dataclass
+class Writes:
+    """Write latency under a paced load, and what the server's webhooks did meanwhile."""
+
+    writes_per_s: Series  # answered: 3 * HOOK_RATE unless the server falls behind
+    p50_ms: Series  # every write of the window: create, PATCH and complete
+    p99_ms: Series
+    create_p99_ms: Series
+    patch_p99_ms: Series
+    complete_p99_ms: Series
+    server_us_per_write: Series  # server CPU over the window, per write answered in it
+    rss_growth_mib: Series  # server RSS at the window's end, less before the load
+    pending: Series  # jobcast_webhooks_pending at the window's end
+    sent: Series  # jobcast_webhooks_{sent,retried,failed}_total: increase over the window
+    retried: Series
+    failed: Series
+    received: Series  # requests the receiver got over the window
+
+    @classmethod
+    def empty(cls) -> Writes:
+        return cls(*(Series() for _ in range(13)))
+
+    def attempted(self) -> bool:
+        """Whether deliveries were attempted in every repetition's window."""
+        counts = zip(self.sent.values, self.retried.values, self.failed.values, strict=True)
+        tried = [sum(each) for each in counts]
+        got = self.received.values
+        return bool(tried) and all(tried) and len(got) == len(tried) and all(got)
 
 
 @dataclass(frozen=True)
@@ -199,6 +246,42 @@ class Bench:
             self.procs.stop(server.proc)
         return (held - base) / size
 
+    async def writes(self, spec: ServerSpec, receiver: Server, path: str, into: Writes) -> None:
+        """HOOK_CONNECTIONS connections run job lives, HOOK_RATE a second in all, against a
+        freshly started server (one that delivered to a receiver would still be delivering).
+        Every write sent in the window is timed; the webhook metrics are read around it."""
+        server = self.procs.start_server(spec)
+        try:
+            await _warm(server)
+            base = rss_kib(server.pid)
+            samples: list[tuple[str, int, float]] = []
+            stop = asyncio.Event()
+            pace = HOOK_RATE / HOOK_CONNECTIONS
+            tasks = [
+                asyncio.create_task(
+                    publisher.cycles(server.port, pace, stop, samples, limit=MAX_PUBLISHES)
+                )
+                for _ in range(HOOK_CONNECTIONS)
+            ]
+            try:
+                await asyncio.sleep(self.plan.warmup_ms / 1000)
+                before = await _hook_state(server, receiver, path)
+                start = time.monotonic_ns()
+                await asyncio.sleep(self.plan.hooks_ms / 1000)
+                end = time.monotonic_ns()
+                after = await _hook_state(server, receiver, path)
+                held = rss_kib(server.pid)
+            finally:
+                stop.set()
+                done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+            failure = next((each for each in done if isinstance(each, BaseException)), None)
+            if failure is not None:
+                raise failure
+        finally:
+            self.procs.stop(server.proc)
+        window = [(kind, ms) for kind, sent, ms in samples if start <= sent < end]
+        _record_writes(into, window, before, after, (end - start) / 1e9, held - base)
+
 
 async def job_for(server: Server) -> str:
     if server.spec.needs_created_job:
@@ -244,6 +327,59 @@ def _record(
     into.publisher_cpu_pct.add(100 * (after[1] - before[1]) / window)
     into.p50_ms.add(max(report["p50_ms"] for report in reports))
     into.p99_ms.add(max(report["p99_ms"] for report in reports))
+
+
+async def _hook_state(server: Server, receiver: Server, path: str) -> dict[str, float]:
+    """The server's webhook metrics, its CPU seconds, and the requests ``path`` of the
+    receiver has had."""
+    conn = await publisher.Connection.open(server.port)
+    try:
+        text = (await conn.request("GET", "/metrics")).decode()
+    finally:
+        conn.close()
+    found = re.findall(r"^jobcast_webhooks_(\w+) (\S+)$", text, re.MULTILINE)
+    state = {name: float(value) for name, value in found}
+    state["cpu_s"] = cpu_seconds(server.pid)
+    conn = await publisher.Connection.open(receiver.port)
+    try:
+        counts = json.loads(await conn.request("GET", "/counts"))
+    finally:
+        conn.close()
+    state["received"] = float(counts.get(path, 0))
+    return state
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile: the smallest value with ``share`` of them at or below."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))]
+
+
+def _record_writes(
+    into: Writes,
+    window: list[tuple[str, float]],
+    before: dict[str, float],
+    after: dict[str, float],
+    seconds: float,
+    growth_kib: int,
+) -> None:
+    every = [ms for _, ms in window]
+    into.writes_per_s.add(len(every) / seconds)
+    into.p50_ms.add(percentile(every, 0.50))
+    into.p99_ms.add(percentile(every, 0.99))
+    for kind, series in zip(
+        WRITES, (into.create_p99_ms, into.patch_p99_ms, into.complete_p99_ms), strict=True
+    ):
+        series.add(percentile([ms for each, ms in window if each == kind], 0.99))
+    into.server_us_per_write.add((after["cpu_s"] - before["cpu_s"]) * 1e6 / max(len(every), 1))
+    into.rss_growth_mib.add(growth_kib / 1024)
+    into.pending.add(after.get("pending", 0.0))
+    for name, series in (("sent", into.sent), ("retried", into.retried), ("failed", into.failed)):
+        key = f"{name}_total"
+        series.add(after.get(key, 0.0) - before.get(key, 0.0))
+    into.received.add(after["received"] - before["received"])
 
 
 def wrk(port: int, path: str, seconds: int) -> tuple[float, float]:
@@ -402,6 +538,49 @@ def memory_rows(size: int, res: dict[str, Series]) -> list[Row]:
     return rows
 
 
+def hooks_rows(res: dict[str, Writes]) -> list[Row]:
+    """Per receiver: the write p99 against no webhooks, then what the webhooks did."""
+    none = res["none"]
+    load = f"{3 * HOOK_RATE:g} writes/s"
+    rows: list[Row] = []
+    for key, (_, does) in HOOK_RECEIVERS.items():
+        r = res[key]
+        ratio = ratios(r.p99_ms, none.p99_ms)
+        targeted = key != "fast"  # the fast receiver measures delivering itself
+        if not r.attempted():
+            met = "NO: no deliveries"  # the receiver was not in play: the figure says nothing
+        else:
+            met = verdict(ratio.median <= HOOK_TARGET) if targeted else ""
+        rows.append(
+            Row(
+                f"write p99 ms ({load}), webhook receiver {does}",
+                r.p99_ms.show(2),
+                "no webhooks " + none.p99_ms.show(2),
+                ratio.show(2),
+                f"≤ {HOOK_TARGET:g}x" if targeted else "",
+                met,
+            )
+        )
+    for key, r in res.items():
+        rows.append(_writes_row(key, r))
+    return rows
+
+
+def _writes_row(name: str, r: Writes) -> Row:
+    label = (
+        f"  {name}: writes/s · p50 ms · p99 create/PATCH/complete ms · server µs/write · "
+        "RSS +MiB · webhooks pending at end · sent/retried/failed, receiver got (in window)"
+    )
+    p99s = "/".join(s.show(1) for s in (r.create_p99_ms, r.patch_p99_ms, r.complete_p99_ms))
+    counts = "/".join(s.show(0) for s in (r.sent, r.retried, r.failed))
+    shown = (
+        f"{r.writes_per_s.show(0)} · {r.p50_ms.show(2)} · {p99s} · "
+        f"{r.server_us_per_write.show(0)} · {r.rss_growth_mib.show(1)} · {r.pending.show(0)} · "
+        f"{counts}, {r.received.show(0)}"
+    )
+    return Row(label, "", shown, "", "", "")
+
+
 def not_measured(figure: str, why: str) -> Section:
     return [Row(figure, "", why, "", "", "not measured")], {}
 
@@ -508,6 +687,22 @@ async def scale_out(bench: Bench, redis_url: str) -> dict[str, Fanout]:
     return res
 
 
+async def hooks_section(bench: Bench) -> Section:
+    """Each repetition: no webhooks, then each receiver, back to back, each server fresh."""
+    receiver = bench.procs.start_server(HOOK_RECEIVER)
+    try:
+        res = {name: Writes.empty() for name in ("none", *HOOK_RECEIVERS)}
+        for _ in range(REPS):
+            await bench.writes(JOBCAST, receiver, "", res["none"])
+            for key, (path, _) in HOOK_RECEIVERS.items():
+                spec = jobcast_with_webhooks(f"http://127.0.0.1:{receiver.port}{path}")
+                await bench.writes(spec, receiver, path, res[key])
+    finally:
+        bench.procs.stop(receiver.proc)
+    data = {name: {k: v.values for k, v in vars(r).items()} for name, r in res.items()}
+    return hooks_rows(res), {"hooks": data}
+
+
 SectionOnServers = Callable[[Bench, dict[str, Server]], Coroutine[Any, Any, Section]]
 # The sections measured on the one set of Jobcast, naive and raw servers, in table order.
 ON_SHARED_SERVERS: dict[str, SectionOnServers] = {
@@ -540,6 +735,10 @@ async def run(plan: Plan, sections: frozenset[str], client: Path, procs: Process
             data |= section_data
         for server in servers.values():  # idle now; the scale-out may use core 0 too
             procs.stop(server.proc)
+    if "hooks" in sections:  # its own servers, one at a time
+        section_rows, section_data = await hooks_section(bench)
+        rows += section_rows
+        data |= section_data
     if "scale" in sections:
         section_rows, section_data = await scale_section(bench)
         rows += section_rows
@@ -625,6 +824,13 @@ def _title(
         "connection; events = job messages, a batch frame counting each. Each cell: median "
         f"[min..max] of {REPS} interleaved repetitions; ratio = median of per-repetition ratios.",
     ]
+    if "hooks" in sections:
+        lines.append(
+            f"Webhooks: {HOOK_CONNECTIONS} connections run {HOOK_RATE:g} job lives a second "
+            "(create, PATCH, complete), each on a freshly started Jobcast (memory backend), "
+            "with no webhooks or with JOBS_WEBHOOK_EVENTS=all to one receiver (uvicorn, core "
+            "1); latency = each write's, sent to answered, pooled over the window."
+        )
     if "scale" in sections:
         lines.append(
             "Redis scale-out: Jobcast workers NOT pinned (any core, sharing core 1 with the "

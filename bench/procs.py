@@ -91,6 +91,29 @@ RAW = ServerSpec("raw", ("-m", "bench.raw_server", "{port}"))
 FLOOR = ServerSpec("floor", (*UVICORN, *QUIET, "--port", "{port}", "bench.floor_app:app"))
 
 
+# The hooks section's webhook receiver, on the client core like the other clients.
+HOOK_RECEIVER = ServerSpec(
+    "hook-receiver",
+    (*UVICORN, *QUIET, "--port", "{port}", "bench.hook_receiver:app"),
+    cores=frozenset(CLIENT_CORE),
+)
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # a throwaway key, as the settings want
+
+
+def jobcast_with_webhooks(url: str) -> ServerSpec:
+    """Jobcast delivering every event (``JOBS_WEBHOOK_EVENTS=all``) to ``url``. A failed
+    delivery is tried again at least once a second (``JOBS_WEBHOOK_BACKOFF_MAX=1``), so a
+    failing receiver is retried throughout a window rather than at 1, 2, 4, 8… s."""
+    env = (
+        *JOBCAST.env,
+        ("JOBS_WEBHOOK_URLS", url),
+        ("JOBS_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("JOBS_WEBHOOK_EVENTS", "all"),
+        ("JOBS_WEBHOOK_BACKOFF_MAX", "1"),
+    )
+    return dataclasses.replace(JOBCAST, name="jobcast-webhooks", env=env)
+
+
 def redis_server(directory: Path) -> ServerSpec:
     """A throwaway Redis: nothing saved, its log in ``directory``."""
     args = ("--bind", "127.0.0.1", "--port", "{port}", "--save", "", "--appendonly", "no")

@@ -1,4 +1,5 @@
-"""The publisher: PATCH requests over raw keep-alive HTTP/1.1, each stamped with time_ns.
+"""The publisher: PATCH requests over raw keep-alive HTTP/1.1, each stamped with time_ns;
+and, for the hooks section, whole job lives (create, PATCH, complete), each write timed.
 
 Raw asyncio streams rather than an HTTP client library: the publisher shares the client core with
 the receiver, and must not be what limits the rate.
@@ -47,10 +48,13 @@ def change(progress: int) -> bytes:
     return orjson.dumps({"progress": progress % 100, "metadata": {"bench_t": time.time_ns()}})
 
 
+NEW_JOB = b'{"jobType":"generic","message":"bench"}'
+
+
 async def create_job(port: int) -> str:
     conn = await Connection.open(port)
     try:
-        body = await conn.request("POST", "/api/jobs", b'{"jobType":"generic","message":"bench"}')
+        body = await conn.request("POST", "/api/jobs", NEW_JOB)
     finally:
         conn.close()
     return str(orjson.loads(body)["jobId"])
@@ -84,3 +88,39 @@ async def paced(port: int, job_id: str, rate: float, stop: asyncio.Event, *, lim
     finally:
         conn.close()
     return sent
+
+
+async def cycles(
+    port: int,
+    rate: float,
+    stop: asyncio.Event,
+    samples: list[tuple[str, int, float]],
+    *,
+    limit: int,
+) -> int:
+    """Jobs through their life, ``rate`` a second on a fixed schedule (no drift): each a
+    create, a PATCH and a complete, one after the other. Every write's kind, send time
+    (``time.monotonic_ns``) and latency in ms go to ``samples``. Returns the jobs run."""
+    conn = await Connection.open(port)
+    start = time.monotonic()
+    done = 0
+    try:
+        while not stop.is_set() and done < limit:
+            delay = start + done / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.monotonic_ns()
+            body = await conn.request("POST", "/api/jobs", NEW_JOB)
+            samples.append(("create", sent, (time.monotonic_ns() - sent) / 1e6))
+            job = orjson.loads(body)["jobId"]
+            for kind, method, path, payload in (
+                ("patch", "PATCH", f"/api/jobs/{job}", change(done)),
+                ("complete", "POST", f"/api/jobs/{job}/complete", b"{}"),
+            ):
+                sent = time.monotonic_ns()
+                await conn.request(method, path, payload)
+                samples.append((kind, sent, (time.monotonic_ns() - sent) / 1e6))
+            done += 1
+    finally:
+        conn.close()
+    return done
