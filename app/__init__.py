@@ -28,8 +28,11 @@ if TYPE_CHECKING:  # what the names below are, for type checkers ("X as X": re-e
         JobNotFound as JobNotFound,
         JobsError as JobsError,
         NotServing as NotServing,
+        OffsetMismatch as OffsetMismatch,
+        OutputTooLarge as OutputTooLarge,
     )
     from app.library import (
+        append_job_output as append_job_output,
         cancel_job as cancel_job,
         complete_job as complete_job,
         create_job as create_job,
@@ -52,6 +55,9 @@ _HOMES = {
     "JobNotFound": "app.errors",
     "JobsError": "app.errors",
     "NotServing": "app.errors",
+    "OffsetMismatch": "app.errors",
+    "OutputTooLarge": "app.errors",
+    "append_job_output": "app.library",
     "cancel_job": "app.library",
     "complete_job": "app.library",
     "delete_job": "app.library",

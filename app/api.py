@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,6 +36,10 @@ from app.models import (
     JobUpdate,
     ListQuery,
     NewJob,
+    OutputAppend,
+    OutputAppended,
+    OutputPage,
+    OutputQuery,
     Problem,
     TokenIssued,
     TokenRequest,
@@ -43,7 +48,7 @@ from app.models import (
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.store import JobStore
-from app.streams.events import Change
+from app.streams.events import Change, chunk_json
 from app.streams.hub import Hub, Mailbox, Subscription
 from app.validation import parse
 
@@ -126,6 +131,31 @@ DELETE = Operation(
     _JOB,
     "Delete a job now, whatever its state (subscribers get `removed`; GET then answers 410)",
     responses={204: "Deleted", 404: Problem, 410: Problem},
+)
+APPEND_OUTPUT = Operation(
+    "POST",
+    _JOB + "/output",
+    "Append chunks to a job's output (tokens, log lines, partial results), in order",
+    body=OutputAppend,
+    body_required=True,
+    responses={
+        200: OutputAppended,
+        400: Problem,
+        404: Problem,
+        409: Problem,
+        410: Problem,
+        413: Problem,
+        415: Problem,
+        422: Problem,
+    },
+)
+READ_OUTPUT = Operation(
+    "GET",
+    _JOB + "/output",
+    "Page through a job's output",
+    query=OutputQuery,
+    responses={200: OutputPage, 404: Problem, 410: Problem, 422: Problem},
+    auth="read",
 )
 TOKENS = Operation(
     "POST",
@@ -218,7 +248,7 @@ class JobRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         change, modified = await _poll(Request(scope, receive))
-        etag = b'"%d"' % change.version
+        etag = _etag(change)
         if not modified:
             await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
             await send({"type": "http.response.body", "body": b""})
@@ -323,6 +353,32 @@ async def delete_job(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def append_output(request: Request) -> Response:
+    asked = parse(OutputAppend, await read_body(request))
+    job_id = request.path_params["jobId"]
+    output = await runtime_of(request).service.append_output(job_id, asked)
+    answer = OutputAppended(job_id=job_id, offset=output.offset, next_offset=output.next_offset)
+    return json_response(encode(answer))
+
+
+async def read_output(request: Request) -> Response:
+    query = parse(OutputQuery, dict(request.query_params))
+    job_id: str = request.path_params["jobId"]
+    runtime = runtime_of(request)
+    await load_job(runtime.guard.identify(request), job_id, runtime.store)
+    read = await runtime.service.read_output(job_id, query.after, query.limit)
+    output = read.output
+    chunks = b",".join(chunk_json(output.offset + i, body) for i, body in enumerate(output.bodies))
+    # The chunks are stored as JSON: the page is put together, not re-encoded.
+    page = b'{"jobId":%b,"chunks":[%b],"nextOffset":%d,"complete":%b}' % (
+        orjson.dumps(job_id),
+        chunks,
+        output.next_offset,
+        b"true" if read.ended and output.next_offset >= read.total else b"false",
+    )
+    return json_response(page)
+
+
 async def mint_token(request: Request) -> Response:
     asked = parse(TokenRequest, await read_body(request))
     guard = runtime_of(request).guard
@@ -335,10 +391,17 @@ async def mint_token(request: Request) -> Response:
     return json_response(encode(issued), headers={"Cache-Control": "no-store"})
 
 
+def _etag(change: Change) -> bytes:
+    """The job's version, and its output's size once it has output (appending changes
+    the job's JSON, not its version)."""
+    size = change.job.output_size if change.job is not None else None
+    return b'"%d"' % change.version if size is None else b'"%d.%d"' % (change.version, size)
+
+
 def _matches(if_none_match: str | None, change: Change) -> bool:
     if if_none_match is None:
         return False
-    wanted = f'"{change.version}"'
+    wanted = _etag(change).decode()
     tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
     return any(tag in ("*", wanted) for tag in tags)
 
@@ -352,5 +415,7 @@ ROUTES: list[tuple[Operation, Any]] = [
     (FAIL, fail_job),
     (CANCEL, cancel_job),
     (DELETE, delete_job),
+    (APPEND_OUTPUT, append_output),
+    (READ_OUTPUT, read_output),
     (TOKENS, mint_token),
 ]

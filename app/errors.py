@@ -66,6 +66,25 @@ class MalformedJSON(InvalidJobData):
     """The request body could not be parsed as JSON."""
 
 
+class OffsetMismatch(JobsError):
+    """An append's ``expectedOffset`` is not the job's chunk count: nothing was appended.
+
+    ``next_offset`` is the count, so a writer whose earlier attempt landed can tell.
+    """
+
+    def __init__(self, expected: int, next_offset: int) -> None:
+        super().__init__(
+            f"expectedOffset is {expected} but the job has {next_offset} output chunks: "
+            "nothing was appended (if an earlier attempt of this append was answered by "
+            "nothing, it was applied when nextOffset is that offset plus its chunks)"
+        )
+        self.next_offset = next_offset
+
+
+class OutputTooLarge(JobsError):
+    """An append over one of the output limits; nothing was appended."""
+
+
 class IdempotencyConflict(JobsError):
     """The same Idempotency-Key came back with a different request body."""
 

@@ -2,6 +2,7 @@
 
     job = await create_job(job_type="document_analysis", message="Starting analysis...")
     await update_job_with_notification(job.job_id, status="processing", progress=50)
+    await append_job_output(job.job_id, [{"data": "Reading page 1", "kind": "log"}])
     await complete_job(job.job_id, "doc_123", "Analysis completed")
 
 They act on the store of the running app (its lifespan installs it), so
@@ -29,6 +30,8 @@ from app.models import (
     JobType,
     JobUpdate,
     NewJob,
+    OutputAppend,
+    OutputAppended,
 )
 from app.service import JobService
 from app.validation import parse
@@ -102,6 +105,21 @@ async def cancel_job(job_id: str, reason: str | None = None, *, force: bool = Fa
 async def delete_job(job_id: str) -> None:
     """Remove the job now, whatever its state."""
     await current_service().delete(job_id)
+
+
+async def append_job_output(
+    job_id: str,
+    chunks: list[dict[str, Any]],
+    *,
+    expected_offset: int | None = None,
+) -> OutputAppended:
+    """Append chunks (``{"data": …, "kind": "token"}``, kind optional) to the job's
+    output, in order; subscribers to its output get them before the call returns.
+    ``expected_offset``: append only if the job has exactly that many chunks."""
+    fields = _given(chunks=chunks, expected_offset=expected_offset)
+    request = parse(OutputAppend, fields, by_name=True)
+    output = await current_service().append_output(job_id, request)
+    return OutputAppended(job_id=job_id, offset=output.offset, next_offset=output.next_offset)
 
 
 async def get_job(job_id: str) -> Job:

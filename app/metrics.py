@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -28,6 +28,14 @@ class Metrics:
             "jobcast_jobs_canceled", "Cancels asked for (repeats included).", registry=r
         )
         self.jobs_deleted = Counter("jobcast_jobs_deleted", "Jobs deleted.", registry=r)
+        self.output_chunks_appended = Counter(
+            "jobcast_output_chunks_appended", "Output chunks appended to jobs.", registry=r
+        )
+        self.output_bytes_appended = Counter(
+            "jobcast_output_bytes_appended",
+            "Output appended to jobs, bytes of chunk JSON.",
+            registry=r,
+        )
         self.jobs_by_status = Gauge(
             "jobcast_jobs", "Stored jobs by status.", ["status"], registry=r
         )
@@ -112,6 +120,16 @@ class TransportMetrics:
     conflated: Counter
     slow_disconnects: Counter
     sent: int = 0
+    chunks_sent: int = 0  # output chunks, within the events of ``sent``
+    chunk_bytes_sent: int = 0
+
+    def count_output(self, events: Iterable[object]) -> None:
+        """Count the output chunks among ``events`` being written (output streams only)."""
+        for event in events:
+            bodies = getattr(event, "bodies", None)
+            if bodies is not None:
+                self.chunks_sent += len(bodies)
+                self.chunk_bytes_sent += sum(map(len, bodies))
 
     @classmethod
     def of(cls, metrics: Metrics, transport: str) -> TransportMetrics:
@@ -124,7 +142,8 @@ class TransportMetrics:
 
 
 class EventsSent(Collector):
-    """``jobcast_events_sent_total``, read from each transport's count when scraped."""
+    """``jobcast_events_sent_total`` and ``jobcast_output_{chunks,bytes}_sent_total``,
+    read from each transport's counts when scraped."""
 
     def __init__(self, *transports: TransportMetrics) -> None:
         self.transports = transports
@@ -133,6 +152,20 @@ class EventsSent(Collector):
         family = CounterMetricFamily(
             "jobcast_events_sent", "Events written to subscribers.", labels=["transport"]
         )
+        chunks = CounterMetricFamily(
+            "jobcast_output_chunks_sent",
+            "Output chunks written to subscribers.",
+            labels=["transport"],
+        )
+        chunk_bytes = CounterMetricFamily(
+            "jobcast_output_bytes_sent",
+            "Output written to subscribers, bytes of chunk JSON.",
+            labels=["transport"],
+        )
         for transport in self.transports:
             family.add_metric([transport.transport], transport.sent)
+            chunks.add_metric([transport.transport], transport.chunks_sent)
+            chunk_bytes.add_metric([transport.transport], transport.chunk_bytes_sent)
         yield family
+        yield chunks
+        yield chunk_bytes

@@ -196,6 +196,11 @@ class Job(WireModel):
         default=None, description="Present, true, once a cancel was asked for."
     )
     cancel_reason: str | None = None
+    output_size: int | None = Field(
+        default=None,
+        description="Output chunks appended so far; present once the job has output. "
+        "Appending does not change `version`.",
+    )
     created_at: Timestamp
     updated_at: Timestamp
     version: int
@@ -209,6 +214,56 @@ class Job(WireModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+OutputKind = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="A label the worker chooses: `token`, `log`, `result`, …",
+    ),
+]
+
+
+class NewChunk(RequestModel):
+    data: Any = Field(description="Any JSON value: a token, a log line, a partial result.")
+    kind: OutputKind | None = None
+
+
+class OutputAppend(RequestModel):
+    """Body of `POST /api/jobs/{jobId}/output`."""
+
+    chunks: list[NewChunk] = Field(min_length=1, description="Appended in this order.")
+    expected_offset: int | None = Field(
+        default=None,
+        ge=0,
+        description="Append only if the job has exactly this many chunks (else 409 with "
+        "`nextOffset`): a retried append is then applied once.",
+    )
+
+
+class OutputAppended(WireModel):
+    """Answer to an append: where its chunks went."""
+
+    job_id: str
+    offset: int = Field(description="The offset of the first chunk appended.")
+    next_offset: int = Field(description="The job's chunks now: the next chunk's offset.")
+
+
+class OutputChunk(WireModel):
+    offset: int
+    data: Any
+    kind: str | None = None
+
+
+class OutputPage(WireModel):
+    """Answer to `GET /api/jobs/{jobId}/output`."""
+
+    job_id: str
+    chunks: list[OutputChunk]
+    next_offset: int = Field(description="Ask `after` this next: the chunks held after this page.")
+    complete: bool = Field(description="The job has ended and there is no output after this page.")
 
 
 class JobCreated(WireModel):
@@ -263,6 +318,9 @@ class Problem(WireModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    next_offset: int | None = Field(
+        default=None, description="`offset-mismatch` only: the job's output chunks now."
+    )
 
 
 def encode(model: BaseModel) -> bytes:
@@ -295,6 +353,21 @@ class StreamQuery(QueryModel):
     )
 
 
+class JobStreamQuery(StreamQuery):
+    output: bool = Field(
+        default=False,
+        description="Also stream the job's output (`event: output`); event ids become "
+        "`<version>.<nextOffset>`.",
+    )
+
+
+class OutputQuery(QueryModel):
+    after: int = Field(
+        default=0, ge=0, description="Chunks already held: the page starts at this offset."
+    )
+    limit: int = Field(default=1000, ge=1, le=1000)
+
+
 class JobQuery(QueryModel):
     wait_for_version: int | None = Field(
         default=None, ge=0, description="Long-poll: answer once the job's version exceeds this."
@@ -306,6 +379,8 @@ class SubscribeJob(FrameModel):
     type: Literal["subscribe"]
     job_id: str = Field(max_length=200)
     since: int | None = Field(default=None, ge=0)
+    output: bool = False
+    since_offset: int | None = Field(default=None, ge=0)
 
 
 class SubscribeAll(FrameModel):

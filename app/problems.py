@@ -27,6 +27,8 @@ from app.errors import (
     JobsError,
     MalformedJSON,
     MisdirectedRequest,
+    OffsetMismatch,
+    OutputTooLarge,
     RateLimited,
     TooManyStreams,
     Unauthenticated,
@@ -54,6 +56,8 @@ _JOBS_ERRORS: dict[type[JobsError], tuple[int, str]] = {
     MisdirectedRequest: (421, "host-not-served"),
     RateLimited: (429, "rate-limited"),
     TooManyStreams: (503, "too-many-streams"),
+    OffsetMismatch: (409, "offset-mismatch"),
+    OutputTooLarge: (413, "output-too-large"),
 }
 # Seconds a client should wait before retrying, per error that asks it to.
 _RETRY_AFTER: dict[type[JobsError], str] = {BackendUnavailable: "1", TooManyStreams: "5"}
@@ -66,6 +70,7 @@ def problem(
     slug: str | None = None,
     errors: Sequence[FieldError] = (),
     headers: Mapping[str, str] | None = None,
+    next_offset: int | None = None,
 ) -> Response:
     body = Problem(
         type=TYPE_PREFIX + slug if slug else "about:blank",
@@ -73,6 +78,7 @@ def problem(
         status=status,
         detail=detail,
         errors=list(errors) or None,
+        next_offset=next_offset,
     )
     return Response(encode(body), status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
@@ -88,7 +94,10 @@ def problem_for(exc: JobsError) -> Response:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = challenge(exc)
-    return problem(status, str(exc), slug=slug, errors=errors, headers=headers or None)
+    next_offset = exc.next_offset if isinstance(exc, OffsetMismatch) else None
+    return problem(
+        status, str(exc), slug=slug, errors=errors, headers=headers or None, next_offset=next_offset
+    )
 
 
 # WebSocket error frames carry a code instead of a status: "fix your request"

@@ -1,8 +1,9 @@
 """The job operations every entry point shares: HTTP routes and the in-process library.
 
 Each call validates its input with the wire models, checks the size
-limits (JOBS_MAX_TEXT_LENGTH, JOBS_MAX_METADATA_BYTES: here, and only
-here), applies the rules of ``app.jobs`` through the store (atomically),
+limits (JOBS_MAX_TEXT_LENGTH, JOBS_MAX_METADATA_BYTES, the output's
+per-append limits: here, and only here; the store checks a job's whole
+output, atomically), applies the rules of ``app.jobs`` through the store (atomically),
 and counts it. The store publishes every accepted change to the hub
 before the call returns.
 """
@@ -17,11 +18,21 @@ from typing import Any
 import pydantic_core
 
 from app import jobs
-from app.errors import FieldError, InvalidJobData, JobGone, JobNotFound
+from app.errors import FieldError, InvalidJobData, JobGone, JobNotFound, OutputTooLarge
 from app.metrics import Metrics
-from app.models import CancelRequest, Completion, Failure, Job, JobUpdate, NewJob
+from app.models import (
+    CancelRequest,
+    Completion,
+    Failure,
+    Job,
+    JobUpdate,
+    NewChunk,
+    NewJob,
+    OutputAppend,
+)
 from app.settings import Settings
-from app.store import Idempotency, JobStore
+from app.store import Idempotency, JobStore, OutputRead
+from app.streams.events import Output
 from app.validation import describe
 from app.webhooks import policy as webhook_policy
 
@@ -99,6 +110,36 @@ class JobService:
         """Remove the job now, whatever its state (subscribers get ``removed``)."""
         await self.store.delete(job_id)
         self.metrics.jobs_deleted.inc()
+
+    async def append_output(self, job_id: str, request: OutputAppend) -> Output:
+        """Append chunks to the job's output, in order, all or none."""
+        most = self._settings.output_max_chunks
+        if len(request.chunks) > most:
+            raise OutputTooLarge(
+                f"this append has {len(request.chunks)} chunks; one append may carry at most "
+                f"{most} (JOBS_OUTPUT_MAX_CHUNKS): send them in several"
+            )
+        bodies = [self._chunk_body(index, chunk) for index, chunk in enumerate(request.chunks)]
+        output = await self.store.append_output(job_id, bodies, request.expected_offset)
+        self.metrics.output_chunks_appended.inc(len(bodies))
+        self.metrics.output_bytes_appended.inc(sum(map(len, bodies)))
+        return output
+
+    async def read_output(self, job_id: str, after: int, limit: int) -> OutputRead:
+        return await self.store.read_output(job_id, after, limit)
+
+    def _chunk_body(self, index: int, chunk: NewChunk) -> bytes:
+        """The chunk as stored: its JSON without the offset the store gives it."""
+        # pydantic's encoder: orjson refuses integers beyond 64 bits, which JSON allows.
+        data = pydantic_core.to_json(chunk.data)
+        most = self._settings.output_max_chunk_bytes
+        if len(data) > most:
+            raise OutputTooLarge(
+                f"chunks[{index}].data is {len(data)} bytes as JSON; a chunk may hold at most "
+                f"{most} (JOBS_OUTPUT_MAX_CHUNK_BYTES): split it"
+            )
+        kind = b"" if chunk.kind is None else b',"kind":' + pydantic_core.to_json(chunk.kind)
+        return b'{"data":' + data + kind + b"}"
 
     async def expire_stale(self, idle: float, limit: int = 200) -> int:
         """Fail unfinished jobs that went ``idle`` seconds without a change; how many."""

@@ -181,6 +181,15 @@ class Settings:
     demo: bool | None = setting(
         None, "The demo panel's routes (`/api/demo/…`).", shown="on with `memory`"
     )
+    output_max_chunks: int = setting(
+        1000, "Output chunks one append may carry at most (`413`).", low=1
+    )
+    output_max_chunk_bytes: int = setting(
+        64 * 1024, "One output chunk's `data`, bytes of JSON at most (`413`).", low=2
+    )
+    output_max_bytes: int = setting(
+        4 * 1024 * 1024, "A job's whole output, bytes of chunk JSON at most (`413`).", low=2
+    )
     max_metadata_bytes: int = setting(
         64 * 1024, "A job's metadata, bytes of JSON at most, after merging.", low=2
     )

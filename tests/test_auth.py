@@ -147,6 +147,13 @@ ROUTES: list[tuple[str, Call, dict[str, int], int]] = [
     ("fail", _route("POST", "/api/jobs/{a}/fail", {"error": "x"}), KEY_ONLY, 200),
     ("cancel", _route("POST", "/api/jobs/{a}/cancel", {}), KEY_ONLY, 200),
     ("delete", _route("DELETE", "/api/jobs/{a}"), KEY_ONLY, 204),
+    (
+        "append-output",
+        _route("POST", "/api/jobs/{a}/output", {"chunks": [{"data": 1}]}),
+        KEY_ONLY,
+        200,
+    ),
+    ("read-output", _route("GET", "/api/jobs/{a}/output"), READ_JOB_A, 200),
     ("tokens", _route("POST", "/api/tokens", {"owner": "carol"}), KEY_ONLY, 200),
     ("metrics", _route("GET", "/metrics"), KEY_ONLY, 200),
     ("demo-start", _route("POST", "/api/demo/jobs", {}), KEY_ONLY, 201),

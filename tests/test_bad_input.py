@@ -41,7 +41,8 @@ PATCH = Route("patch", "PATCH", "/api/jobs/{id}", {"progress": 50})
 COMPLETE = Route("complete", "POST", "/api/jobs/{id}/complete", {"documentId": "doc_1"})
 FAIL = Route("fail", "POST", "/api/jobs/{id}/fail", {"error": "broken"})
 CANCEL = Route("cancel", "POST", "/api/jobs/{id}/cancel", {"reason": "not needed"})
-BODY_ROUTES = [CREATE, PATCH, COMPLETE, FAIL, CANCEL]
+OUTPUT = Route("output", "POST", "/api/jobs/{id}/output", {"chunks": [{"data": "x"}]})
+BODY_ROUTES = [CREATE, PATCH, COMPLETE, FAIL, CANCEL, OUTPUT]
 
 
 def nested_metadata(depth: int) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from app import (
     Job,
     JobNotFound,
     NotServing,
+    OffsetMismatch,
+    append_job_output,
     complete_job,
     create_app,
     create_job,
@@ -300,3 +302,21 @@ def test_stopped_app_store_is_released() -> None:
         assert http_job(client, job.job_id)["version"] == 1
     with pytest.raises(NotServing):
         standalone(get_job, job.job_id)
+
+
+def test_library_appends_output(client: TestClient, call: Callable[..., Any]) -> None:
+    job = call(create_job, job_type="llm_agent")
+    appended = call(
+        append_job_output,
+        job.job_id,
+        [{"data": "Reading page 1", "kind": "log"}],
+        expected_offset=0,
+    )
+    assert (appended.offset, appended.next_offset) == (0, 1)
+    page = client.get(f"/api/jobs/{job.job_id}/output").json()
+    assert page["chunks"] == [{"offset": 0, "data": "Reading page 1", "kind": "log"}]
+    with pytest.raises(OffsetMismatch) as refused:
+        call(append_job_output, job.job_id, [{"data": "again"}], expected_offset=0)
+    assert refused.value.next_offset == 1
+    with pytest.raises(InvalidJobData, match="kind"):
+        call(append_job_output, job.job_id, [{"data": 1, "kind": "k" * 65}])

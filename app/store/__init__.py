@@ -1,8 +1,9 @@
 """The job store seam: a Protocol, and ``open_store`` to pick a backend by setting.
 
-A store keeps jobs, applies changes atomically (the rules themselves live in
-``app.jobs``; the store only runs them against the current state), and calls
-``publish`` once for every accepted change, in feed order. That callback is
+A store keeps jobs and their output, applies changes and appends atomically
+(the rules themselves live in ``app.jobs``; the store only runs them against
+the current state), and calls ``publish`` once for every accepted change and
+``publish_output`` once for every append, in feed order. Those callbacks are
 the hook the live-push hub plugs into.
 """
 
@@ -15,14 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from app.errors import FieldError, InvalidJobData
+from app.errors import FieldError, InvalidJobData, InvalidTransition, OutputTooLarge
 from app.jobs import JobFilter
 from app.models import Job, JobList, JobStatus
 from app.settings import Settings
-from app.streams.events import Change, Position
+from app.streams.events import Change, Output, Position
 
 Publish = Callable[[Change], None]
+PublishOutput = Callable[[Output], None]
 Mutation = Callable[[Job], Job]
+Bodies = list[bytes]  # output chunks as stored: each one's JSON without its offset
 
 
 def encode_page_cursor(below: int) -> str:
@@ -39,6 +42,19 @@ def decode_page_cursor(cursor: str) -> int:
         pass
     raise InvalidJobData(
         "cursor is not one this server gave out", [FieldError("cursor", "unknown cursor")]
+    )
+
+
+def output_after_end(job: Job) -> InvalidTransition:
+    return InvalidTransition(
+        f"job {job.job_id} has ended ({job.status}): its output can no longer be appended to"
+    )
+
+
+def output_too_large(size: int, limit: int) -> OutputTooLarge:
+    return OutputTooLarge(
+        f"the job's output would be {size} bytes of chunk JSON; a job's output may hold at "
+        f"most {limit} (JOBS_OUTPUT_MAX_BYTES)"
     )
 
 
@@ -62,11 +78,25 @@ class Replay:
     reset: bool
 
 
+@dataclass(frozen=True, slots=True)
+class OutputRead:
+    """A stretch of a job's output read back: the chunks from ``output.offset`` on,
+    how many the job has in all, and whether the job has ended (so no more come)."""
+
+    output: Output
+    total: int
+    ended: bool
+
+
 class FeedSink(Protocol):
     """Where a store delivers its change feed: the hub."""
 
     def publish(self, change: Change) -> None:
         """Deliver one change, in feed order."""
+        ...
+
+    def publish_output(self, output: Output) -> None:
+        """Deliver chunks appended to a job's output, in feed order with its changes."""
         ...
 
     def close(self) -> None:
@@ -115,6 +145,19 @@ class JobStore(Protocol):
         """
         ...
 
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+        """Append chunks (their JSON without offsets) to an unfinished job's output,
+        atomically, publish them, and return them as appended. ``expected``: append only
+        if the job has exactly that many chunks. Raises JobNotFound, JobGone,
+        InvalidTransition (the job has ended), OffsetMismatch, OutputTooLarge (the job's
+        output would pass JOBS_OUTPUT_MAX_BYTES); nothing is appended then."""
+        ...
+
+    async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
+        """The job's chunks from offset ``after`` on, ``limit`` at most (None: all);
+        raises JobNotFound or JobGone."""
+        ...
+
     async def delete(self, job_id: str) -> None:
         """Remove the job now, whatever its state, as the clean-up does: a tombstone
         (410), its idempotency key forgotten, a removal published; raises JobNotFound
@@ -147,4 +190,4 @@ def open_store(settings: Settings, sink: FeedSink) -> JobStore:
         return RedisStore(settings, sink)
     from app.store.memory import MemoryStore
 
-    return MemoryStore(settings, sink.publish)
+    return MemoryStore(settings, sink.publish, publish_output=sink.publish_output)

@@ -14,6 +14,8 @@ Indexes, each kept so no operation walks every job:
 - ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
+- ``_output``: id → the job's output, its chunks' JSON end to end in one buffer
+  with where each ends: a job's output costs its bytes and 4 more per chunk.
 """
 
 from __future__ import annotations
@@ -21,25 +23,31 @@ from __future__ import annotations
 import heapq
 import secrets
 import time
+from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.errors import IdempotencyConflict, JobGone, JobNotFound
+from app.errors import IdempotencyConflict, JobGone, JobNotFound, OffsetMismatch
 from app.jobs import JobFilter
 from app.models import JOB_STATUSES, Job, JobList, JobStatus, JobType
 from app.settings import Settings
 from app.store import (
+    Bodies,
     Idempotency,
     Mutation,
+    OutputRead,
     Publish,
+    PublishOutput,
     Replay,
     decode_page_cursor,
     encode_page_cursor,
+    output_after_end,
+    output_too_large,
 )
-from app.streams.events import Change, Position
+from app.streams.events import Change, Output, Position
 
 Ids = list[str]  # named here because inside MemoryStore ``list`` is a method
 
@@ -77,12 +85,38 @@ class _CreationOrder:
             self.entries = [entry for entry in self.entries if is_live(entry[1])]
 
 
+class _Output:
+    """One job's output: the chunks' JSON end to end, and the end of each."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends = array("I")  # JOBS_OUTPUT_MAX_BYTES keeps offsets well below 2**32
+
+    def read(self, start: int, stop: int) -> Bodies:
+        ends, data = self.ends, self.data
+        begin = ends[start - 1] if start else 0
+        found = []
+        for end in ends[start:stop]:
+            found.append(bytes(data[begin:end]))
+            begin = end
+        return found
+
+
 class MemoryStore:
     def __init__(
-        self, settings: Settings, publish: Publish, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        publish: Publish,
+        clock: Callable[[], float] = time.time,
+        *,
+        publish_output: PublishOutput | None = None,
     ) -> None:
         self._settings = settings
         self._publish = publish
+        self._publish_output = publish_output or (lambda output: None)
+        self._output: dict[str, _Output] = {}
         self._clock = clock
         # Random, so a cursor from an earlier run (or another store) never resumes here.
         self._epoch = secrets.randbits(48)
@@ -233,6 +267,40 @@ class MemoryStore:
             self._latest[change.job_id] = change
         self._publish(change)
 
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+        change = await self.get_change(job_id)
+        job = change.job
+        assert job is not None  # the latest change of a live job
+        if job.is_terminal:
+            raise output_after_end(job)
+        output = self._output.get(job_id) or _Output()
+        held = len(output.ends)
+        if expected is not None and expected != held:
+            raise OffsetMismatch(expected, held)
+        size = len(output.data) + sum(map(len, bodies))
+        if size > self._settings.output_max_bytes:
+            raise output_too_large(size, self._settings.output_max_bytes)
+        self._output[job_id] = output
+        for body in bodies:
+            output.data += body
+            output.ends.append(len(output.data))
+        grown = job.model_copy(update={"output_size": len(output.ends)})
+        # The same position: appending is not a change of state (no new version), and a
+        # replay from before it sends the job as it is now, outputSize and all.
+        self._latest[job_id] = Change.of(grown, change.position, change.previous_status)
+        appended = Output(job_id, job.version, held, bodies)
+        self._publish_output(appended)
+        return appended
+
+    async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
+        job = self._current(job_id)
+        output = self._output.get(job_id) or _Output()
+        total = len(output.ends)
+        start = min(after, total)
+        stop = total if limit is None else min(total, start + limit)
+        bodies = output.read(start, stop)
+        return OutputRead(Output(job_id, job.version, start, bodies), total, job.is_terminal)
+
     async def delete(self, job_id: str) -> None:
         job = self._current(job_id)
         self._remove(job, self._clock())
@@ -261,6 +329,7 @@ class MemoryStore:
         job_id = job.job_id
         self._counts[job.status] -= 1
         del self._born[job_id]
+        self._output.pop(job_id, None)
         key = self._key_of.pop(job_id, None)
         if key is not None:
             del self._keys[key]

@@ -122,22 +122,27 @@ from app.errors import (
     JobGone,
     JobNotFound,
     JobsError,
+    OffsetMismatch,
 )
 from app.jobs import JobFilter
 from app.models import JOB_STATUSES, JOB_TYPES, Job, JobList, JobStatus, JobType, encode
 from app.settings import Settings, SettingsError
 from app.store import (
+    Bodies,
     FeedSink,
     Idempotency,
     Mutation,
+    OutputRead,
     Replay,
     decode_page_cursor,
     encode_page_cursor,
+    output_after_end,
+    output_too_large,
     redis_keys as scripts,
 )
 from app.store.outage import Outage
 from app.store.redis_keys import Keys
-from app.streams.events import Change, Position
+from app.streams.events import Change, Output, Position
 from app.webhooks import policy as webhook_policy
 
 logger = logging.getLogger("jobcast")
@@ -188,6 +193,7 @@ class RedisStore:
         self._feed_redis = connect(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
+        self._append = self._redis.register_script(scripts.APPEND)
         self._sweep = self._redis.register_script(scripts.SWEEP)
         self._delete = self._redis.register_script(scripts.DELETE)
         self._index_older = self._redis.register_script(scripts.INDEX_OLDER)
@@ -351,10 +357,65 @@ class RedisStore:
                 before.owner or "",
                 repr(after.updated_at.timestamp()),
                 self._hook(after),
+                before.output_size or 0,
             ],
         )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
         return _position(reply[1]) if int(reply[0]) == 1 else None
+
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+        # As updates do: read, check in Python, write if nothing changed since (the job's
+        # JSON carries outputSize, so appends and changes are one sequence per job).
+        async with self._call() as deadline:
+            for attempt in range(_MAX_ATTEMPTS):
+                job, _ = await self._current(job_id)
+                if job.is_terminal:
+                    raise output_after_end(job)
+                held = job.output_size or 0
+                if expected is not None and expected != held:
+                    raise OffsetMismatch(expected, held)
+                grown = job.model_copy(update={"output_size": held + len(bodies)})
+                reply = await self._append(
+                    keys=[self._keys.job(job_id), self._keys.output(job_id), self._keys.feed],
+                    args=[
+                        job_id,
+                        job.version,
+                        held,
+                        encode(grown),
+                        self._settings.output_max_bytes,
+                        self._settings.redis_feed_length,
+                        job.job_type,
+                        job.owner or "",
+                        ",".join(str(len(body)) for body in bodies),
+                        *bodies,
+                    ],
+                )
+                status = int(reply[0])
+                if status == 1:
+                    await self._until_delivered(_position(reply[1]), deadline)
+                    return Output(job_id, job.version, held, bodies)
+                if status == -2:
+                    raise output_too_large(int(reply[1]), self._settings.output_max_bytes)
+                if attempt >= 2:  # 0 or -1: removed or changed meanwhile; read it again
+                    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+        raise BackendUnavailable(f"job {job_id} changes too often to append to; try again")
+
+    async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
+        if not _JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)
+        keys = self._keys
+        async with self._call(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.job(job_id), "v", "osize", "status")
+            pipe.exists(keys.tombstone(job_id))
+            if limit != 0:
+                pipe.lrange(keys.output(job_id), after, -1 if limit is None else after + limit - 1)
+            (version, size, status), gone, *pages = await pipe.execute()
+        if version is None:
+            raise JobGone(job_id) if gone else JobNotFound(job_id)
+        total = int(size or 0)
+        bodies: Bodies = list(pages[0]) if pages else []
+        output = Output(job_id, int(version), min(after, total), bodies)
+        return OutputRead(output, total, status.decode() in ("completed", "error"))
 
     def _hook(self, job: Job) -> str:
         """The scripts' flag: '1' to queue this state of the job for webhooks."""
@@ -669,8 +730,15 @@ class RedisStore:
     def _deliver(self, entries: Rows) -> None:
         if not entries:
             return
-        for change in _readable_changes(entries):
-            self._sink.publish(change)
+        sink = self._sink
+        for entry_id, fields in entries:
+            try:
+                if b"lens" in fields:
+                    sink.publish_output(_output(fields))
+                else:
+                    sink.publish(_change(entry_id, fields))
+            except (KeyError, ValueError):
+                logger.exception("skipped a feed entry this version cannot read: %r", entry_id)
         self._feed_cursor = self._delivered = _position(entries[-1][0])
         self._progress.set()
         self._progress = asyncio.Event()
@@ -753,6 +821,8 @@ def _readable_changes(entries: Rows, owner: str | None = None) -> Changes:
     wanted = None if owner is None else owner.encode()
     changes: Changes = []
     for entry_id, fields in entries:
+        if b"lens" in fields:
+            continue  # an output append: no change of state
         if wanted is not None and fields.get(b"owner", wanted) != wanted:
             continue
         try:
@@ -775,6 +845,16 @@ def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
         previous_status=_STATUS[previous.decode()] if previous is not None else None,
         owner=(owner.decode() or None) if owner is not None else None,
     )
+
+
+def _output(fields: dict[bytes, bytes]) -> Output:
+    """An output entry of the feed as the chunks it appended."""
+    out, start, bodies = fields[b"out"], 0, []
+    for length in fields[b"lens"].split(b","):
+        end = start + int(length)
+        bodies.append(out[start:end])
+        start = end
+    return Output(fields[b"id"].decode(), int(fields[b"v"]), int(fields[b"from"]), bodies)
 
 
 def _apply(state: dict[str, Change], change: Change) -> None:

@@ -4,7 +4,9 @@ Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
 
     {p}job:{id}      hash: job (JSON), v (version), status, type, pos (feed position),
                      owner and owned (its owner, and the key of that owner's index),
-                     idem and fp (its Idempotency-Key and request fingerprint)
+                     idem and fp (its Idempotency-Key and request fingerprint),
+                     osize and obytes (its output's chunks and bytes, once it has output)
+    {p}out:{id}      list: the job's output chunks (JSON without offsets), deleted with it
     {p}created       sorted set: id by creation number, for newest-first pages
     {p}created:seq   the creation counter
     {p}owner:{hash}  sorted set: one owner's job ids by creation number (the owner as
@@ -18,8 +20,9 @@ Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
     {p}tombs         sorted set: tombstoned id by removal time (age and count limits)
     {p}idem:{hash}   Idempotency-Key (as its SHA-256, hex) → job id, deleted with the job
     {p}counts        hash: status → number of jobs (kept by the same scripts)
-    {p}feed          stream: one entry per accepted change (id, type, job, prev, owner),
-                     MAXLEN ~ JOBS_REDIS_FEED_LENGTH
+    {p}feed          stream: one entry per accepted change (id, type, job, prev, owner)
+                     and per output append (id, type, owner, v, from, lens, out: the
+                     chunks end to end and their lengths), MAXLEN ~ JOBS_REDIS_FEED_LENGTH
     {p}hooks         stream: one entry (job) per event to deliver to webhooks, written by
                      the same script as the change; read through the consumer group
                      `deliverers`, each entry deleted once delivered
@@ -58,6 +61,9 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
+
+    def output(self, job_id: str) -> str:
+        return f"{self.prefix}out:{job_id}"
 
     def tombstone(self, job_id: str) -> str:
         return f"{self.prefix}tomb:{job_id}"
@@ -112,10 +118,11 @@ UPDATE = """
 -- KEYS: job, feed, counts, expiry, active, hooks
 -- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline
 --       ('' unless it ended), owner ('' for none), changed at (unix seconds), '1' to queue
---       it for webhooks (or '')
-local stored = redis.call('HGET', KEYS[1], 'v')
-if not stored then return {0} end
-if stored ~= ARGV[2] then return {-1} end
+--       it for webhooks (or ''), output chunks read
+-- (the JSON carries outputSize: an append since the read makes it stale, like a change)
+local stored = redis.call('HMGET', KEYS[1], 'v', 'osize')
+if not stored[1] then return {0} end
+if stored[1] ~= ARGV[2] or (stored[2] or '0') ~= ARGV[13] then return {-1} end
 local position = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
   'id', ARGV[1], 'type', ARGV[7], 'job', ARGV[3], 'prev', ARGV[5], 'owner', ARGV[10])
 redis.call('HSET', KEYS[1], 'job', ARGV[3], 'v', ARGV[4], 'status', ARGV[6], 'pos', position)
@@ -133,6 +140,27 @@ if ARGV[12] ~= '' then redis.call('XADD', KEYS[6], '*', 'job', ARGV[3]) end
 return {1, position}
 """
 
+APPEND = """
+-- KEYS: job, output, feed
+-- ARGV: id, version read, chunks read, json (with the new outputSize), bytes at most,
+--       maxlen, type, owner ('' for none), the chunks' lengths ('12,30'), then each chunk
+local stored = redis.call('HMGET', KEYS[1], 'v', 'osize', 'obytes')
+if not stored[1] then return {0} end
+if stored[1] ~= ARGV[2] or (stored[2] or '0') ~= ARGV[3] then return {-1} end
+local size = tonumber(stored[3] or '0')
+for i = 10, #ARGV do size = size + #ARGV[i] end
+if size > tonumber(ARGV[5]) then return {-2, size} end
+for i = 10, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local position = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[1],
+  'type', ARGV[7], 'owner', ARGV[8], 'v', ARGV[2], 'from', ARGV[3], 'lens', ARGV[9],
+  'out', table.concat(ARGV, '', 10))
+redis.call('HSET', KEYS[1], 'job', ARGV[4], 'osize', tonumber(ARGV[3]) + #ARGV - 9,
+  'obytes', size)
+return {1, position}
+"""
+
 # Removes one job: out of every index, its tombstone left, its removal appended to the
 # feed; the feed position of that removal, or false for a job that is not there.
 # Shared by SWEEP and DELETE, whose KEYS are: expiry, created, counts, feed, tombs, active.
@@ -141,7 +169,7 @@ local function remove(id, now, maxlen, prefix, tombstone_ttl)
   local key = prefix .. 'job:' .. id
   local job = redis.call('HMGET', key, 'type', 'status', 'idem', 'owner', 'owned')
   if not job[1] then return false end
-  redis.call('DEL', key)
+  redis.call('DEL', key, prefix .. 'out:' .. id)
   if job[3] then redis.call('DEL', job[3]) end
   if job[5] then redis.call('ZREM', job[5], id) end
   redis.call('ZREM', KEYS[1], id)

@@ -1,5 +1,5 @@
-"""Events: one accepted change to a job, encoded once for every transport,
-and the marker that ends a snapshot.
+"""Events: one accepted change to a job, chunks appended to a job's output, each
+encoded once for every transport, and the marker that ends a snapshot.
 
 Every write the store accepts produces one :class:`Change` with the full job
 (or, for a clean-up, only the id) and its :class:`Position` in the change
@@ -52,6 +52,7 @@ class Change:
         "_data",
         "_sse_all",
         "_sse_job",
+        "_sse_out",
         "_ws",
         "job",
         "job_id",
@@ -81,6 +82,7 @@ class Change:
         self._data: bytes | None = None
         self._sse_job: bytes | None = None
         self._sse_all: bytes | None = None
+        self._sse_out: bytes | None = None
         self._ws: str | None = None
 
     @classmethod
@@ -122,6 +124,16 @@ class Change:
             self._sse_job = _sse(self.kind, self.data, version)
         return self._sse_job
 
+    def sse_for_output_stream(self) -> bytes:
+        """SSE frame for ``/api/jobs/{jobId}/events?output=1``: ``id`` is the version and
+        the output the job had then (everything appended before this change is sent
+        before it, so that is what the client holds)."""
+        if self._sse_out is None:
+            job = self.job
+            event_id = f"{job.version}.{job.output_size or 0}" if job is not None else None
+            self._sse_out = _sse(self.kind, self.data, event_id)
+        return self._sse_out
+
     def sse_for_all_stream(self) -> bytes:
         """SSE frame for ``/api/jobs/events``: ``id`` is the feed position."""
         if self._sse_all is None:
@@ -138,6 +150,64 @@ class Change:
         return self._ws
 
 
+class Output:
+    """Chunks appended to one job's output, as one append made them (or a slice of
+    that, or a page read back from the store), with the offset of the first.
+
+    ``bodies`` are the chunks' JSON without their offset (``{"data":…,"kind":…}``),
+    as the store keeps them: the offset is spliced in when framed, once for every
+    subscriber. ``version`` is the job's version when they were appended: a stream
+    that sends them holds ``<version>.<next_offset>``.
+    """
+
+    __slots__ = ("_sse", "_ws", "bodies", "job_id", "offset", "version")
+    is_final = False
+
+    def __init__(self, job_id: str, version: int, offset: int, bodies: list[bytes]) -> None:
+        self.job_id = job_id
+        self.version = version
+        self.offset = offset
+        self.bodies = bodies
+        self._sse: bytes | None = None
+        self._ws: str | None = None
+
+    @property
+    def next_offset(self) -> int:
+        return self.offset + len(self.bodies)
+
+    def after(self, offset: int) -> Output:
+        """The chunks from ``offset`` on (this event itself when that is all of them)."""
+        if offset <= self.offset:
+            return self
+        return Output(self.job_id, self.version, offset, self.bodies[offset - self.offset :])
+
+    def chunks(self) -> bytes:
+        """The chunks as a JSON array, each with its offset."""
+        return (
+            b"["
+            + b",".join(chunk_json(self.offset + i, b) for i, b in enumerate(self.bodies))
+            + b"]"
+        )
+
+    def data(self) -> bytes:
+        return b'{"jobId":' + orjson.dumps(self.job_id) + b',"chunks":' + self.chunks() + b"}"
+
+    def sse_for_output_stream(self) -> bytes:
+        if self._sse is None:
+            self._sse = _sse("output", self.data(), f"{self.version}.{self.next_offset}")
+        return self._sse
+
+    def ws_frame(self) -> str:
+        if self._ws is None:
+            self._ws = (b'{"type":"output",' + self.data()[1:]).decode()
+        return self._ws
+
+
+def chunk_json(offset: int, body: bytes) -> bytes:
+    """A chunk on the wire: its stored JSON with ``offset`` first."""
+    return b'{"offset":%d,%s' % (offset, body[1:])
+
+
 class Synced:
     """The end of one subscription's snapshot: what came before was the state as of
     connecting (or of the resumed range), what follows is live.
@@ -146,13 +216,24 @@ class Synced:
     ``version`` on a per-job stream, the feed ``head`` on the all-jobs stream.
     """
 
-    __slots__ = ("head", "job_id", "version")
-    is_final = False
+    __slots__ = ("head", "is_final", "job_id", "offset", "version")
 
-    def __init__(self, *, job_id: str | None, version: int, head: Position | None) -> None:
+    def __init__(
+        self,
+        *,
+        job_id: str | None,
+        version: int,
+        head: Position | None,
+        offset: int | None = None,
+        final: bool = False,
+    ) -> None:
         self.job_id = job_id  # None: the all-jobs subscription's
         self.version = version
         self.head = head
+        self.offset = offset  # the output held, on a subscription that follows output
+        # The job had ended: nothing follows the snapshot (a client that held the end
+        # and only lacked output gets no terminal event to end its stream on).
+        self.is_final = final
 
     def passed(self, change: Change) -> None:
         """``change`` now comes before this marker: the cursor it gives covers it too."""
@@ -161,6 +242,8 @@ class Synced:
                 self.head = change.position
         elif change.job_id == self.job_id:
             self.version = max(self.version, change.version)
+            if self.offset is not None and change.job is not None:
+                self.offset = max(self.offset, change.job.output_size or 0)
 
     def sse_for_job_stream(self) -> bytes:
         return _sse("synced", b"{}", str(self.version))
@@ -168,24 +251,37 @@ class Synced:
     def sse_for_all_stream(self) -> bytes:
         return _sse("synced", b"{}", str(self.head))
 
+    def sse_for_output_stream(self) -> bytes:
+        return _sse("synced", b"{}", f"{self.version}.{self.offset or 0}")
+
     def ws_frame(self) -> str:
+        frame: dict[str, object]
         if self.job_id is not None:
             frame = {"type": "synced", "jobId": self.job_id, "version": self.version}
+            if self.offset is not None:
+                frame["nextOffset"] = self.offset
         else:
             frame = {"type": "synced", "all": True, "cursor": str(self.head)}
         return orjson.dumps(frame).decode()
 
 
-Event = Change | Synced
+Event = Change | Synced | Output
 
 
 def job_stream_frame(event: Event) -> bytes:
     """SSE frame of ``/api/jobs/{jobId}/events``."""
+    assert not isinstance(event, Output)  # only subscriptions to output get it
     return event.sse_for_job_stream()
+
+
+def output_stream_frame(event: Event) -> bytes:
+    """SSE frame of ``/api/jobs/{jobId}/events?output=1``."""
+    return event.sse_for_output_stream()
 
 
 def all_stream_frame(event: Event) -> bytes:
     """SSE frame of ``/api/jobs/events``."""
+    assert not isinstance(event, Output)  # only subscriptions to one job's output get it
     return event.sse_for_all_stream()
 
 

@@ -28,7 +28,7 @@ from app.auth import Access, load_job, scope_filter
 from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
-from app.streams.events import Change, Position
+from app.streams.events import Change, Output, Position
 from app.streams.hub import Mailbox, Subscription
 from app.streams.limits import Slot
 
@@ -47,23 +47,47 @@ class Followed:
 
 
 async def follow_job(
-    runtime: Runtime, access: Access, mailbox: Mailbox, job_id: str, known: int | None
+    runtime: Runtime,
+    access: Access,
+    mailbox: Mailbox,
+    job_id: str,
+    known: int | None,
+    held: int | None = None,
 ) -> Followed:
-    """Follow ``job_id`` into ``mailbox``; ``known`` is the version the client holds.
+    """Follow ``job_id`` into ``mailbox``; ``known`` is the version the client holds,
+    and ``held``, when it follows the job's output too, the output chunks it holds.
 
+    The snapshot is what the client lacks, in the order it happened: the output
+    appended before the job's current state, that state, then the output since.
     Raises what reading the job raises (not found, gone, forbidden), subscribed to nothing.
     """
     hub = runtime.hub
-    subscription = hub.subscribe(Subscription(mailbox, job_id=job_id))
+    output = held is not None
+    subscription = hub.subscribe(Subscription(mailbox, job_id=job_id, output=output))
     try:
         current = await load_job(access, job_id, runtime.store)
+        read = await runtime.store.read_output(job_id, held, None) if held is not None else None
     except BaseException:
         hub.unsubscribe(subscription)
         raise
-    if holds_the_end(known, current):
+    total = read.total if read is not None else 0
+    if holds_the_end(known, current) and (held is None or held >= total):
         hub.unsubscribe(subscription)
         return Followed(None, current)
-    subscription.prime([] if known == current.version else [current], version=current.version)
+    snapshot: list[Change | Output] = [] if known == current.version else [current]
+    if read is not None and read.output.bodies:
+        # The output the job had at its current state goes before that state.
+        assert current.job is not None  # a removed job cannot be read
+        split = current.job.output_size or 0
+        before = Output(job_id, current.version, read.output.offset, read.output.bodies)
+        if split > before.offset and snapshot:
+            cut = split - before.offset
+            snapshot.insert(0, Output(job_id, current.version, before.offset, before.bodies[:cut]))
+            before = before.after(split)
+        if before.bodies:
+            snapshot.append(before)
+    # A client claiming more than there is gets what comes next, from the real end.
+    subscription.prime(snapshot, version=current.version, offset=total, final=current.is_final)
     return Followed(subscription, current)
 
 

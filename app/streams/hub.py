@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
 from app.jobs import JobFilter
-from app.streams.events import Change, Event, Position, Synced
+from app.streams.events import Change, Event, Output, Position, Synced
 
 M = TypeVar("M")
 CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
@@ -54,8 +54,8 @@ class Mailbox:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        # A change is keyed by its job (a newer one replaces it), a marker by itself.
-        self._pending: dict[str | Synced, Event] = {}
+        # A change is keyed by its job (a newer one replaces it), a marker or output by itself.
+        self._pending: dict[str | Synced | Output, Event] = {}
         self._markers: list[Synced] | None = None  # the markers among what is pending
         self._control: list[str] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -84,6 +84,18 @@ class Mailbox:
                 del self._pending[marker]
                 marker.passed(change)
                 self._pending[marker] = marker
+        self._wake()
+
+    def add_output(self, output: Output) -> None:
+        """Queue chunks of a job's output after what is pending. Output is never
+        conflated: each append is its own entry, counted against ``capacity``; a
+        reader that far behind is closed, and resumes from its offset."""
+        if self.closed is not None:
+            return
+        if len(self._pending) >= self.capacity:
+            self.close("overflow")
+            return
+        self._pending[output] = output
         self._wake()
 
     def mark(self, marker: Synced) -> None:
@@ -192,61 +204,117 @@ class Mailbox:
 
 
 class Subscription:
-    """Interest in one job (``job_id``) or in all jobs matching ``where``."""
+    """Interest in one job (``job_id``), with its output if ``output``, or in all jobs
+    matching ``where``."""
 
-    __slots__ = ("_early", "_floor_position", "_floor_version", "job_id", "mailbox", "where")
+    __slots__ = (
+        "_early",
+        "_floor_offset",
+        "_floor_position",
+        "_floor_version",
+        "job_id",
+        "mailbox",
+        "output",
+        "where",
+    )
 
     def __init__(
-        self, mailbox: Mailbox, *, job_id: str | None = None, where: JobFilter | None = None
+        self,
+        mailbox: Mailbox,
+        *,
+        job_id: str | None = None,
+        where: JobFilter | None = None,
+        output: bool = False,
     ) -> None:
         self.mailbox = mailbox
         self.job_id = job_id
         self.where = where or JobFilter()
-        self._early: list[Change] | None = []
+        self.output = output
+        self._early: list[Change | Output] | None = []
         self._floor_version = 0
         self._floor_position: Position | None = None
+        self._floor_offset = 0  # output chunks the client has, or has coming
 
     def offer(self, change: Change) -> None:
         if self._early is not None:
-            if len(self._early) >= self.mailbox.capacity:
-                self.mailbox.close("overflow")
-            else:
-                self._early.append(change)
+            self._hold(change)
         elif self._admits(change):
             self.mailbox.put(change)
 
+    def offer_output(self, output: Output) -> None:
+        if not self.output:
+            return
+        if self._early is not None:
+            self._hold(output)
+        else:
+            self._add_output(output)
+
+    def _hold(self, event: Change | Output) -> None:
+        if len(self._early or ()) >= self.mailbox.capacity:
+            self.mailbox.close("overflow")
+        else:
+            assert self._early is not None
+            self._early.append(event)
+
+    def _add_output(self, output: Output) -> None:
+        """Queue what the client does not have of ``output``."""
+        floor = self._floor_offset
+        if output.next_offset <= floor:
+            return  # in the snapshot already
+        if output.offset > floor:
+            # Chunks between are missing here (a feed cannot skip, but if it did): the
+            # client reconnects and reads them back from the store.
+            self.mailbox.close("overflow")
+            return
+        self._floor_offset = output.next_offset
+        self.mailbox.add_output(output.after(floor))
+
     def prime(
         self,
-        snapshot: Iterable[Change],
+        snapshot: Iterable[Change | Output],
         *,
         version: int = 0,
         head: Position | None = None,
+        offset: int = 0,
         synced: bool = True,
+        final: bool = False,
     ) -> None:
         """Deliver the snapshot, its end (unless ``synced`` is false), then whatever
         arrived meanwhile that is newer.
 
-        ``version`` (per-job) or ``head`` (all jobs) is what the client has
-        once the snapshot is sent: anything at or below it is not sent again.
+        ``version`` (per-job) or ``head`` (all jobs), and ``offset`` (output), are
+        what the client has once the snapshot is sent: anything at or below them
+        is not sent again. ``final``: the job has ended, nothing follows the end.
         """
         early, self._early = self._early or [], None
         self._floor_version = version
         self._floor_position = head
+        self._floor_offset = offset
         snapshot = list(snapshot)
         # The backlog bounds how far a reader falls behind live changes: the
         # state it asked for on connect does not count against it.
         self.mailbox.capacity += len(snapshot) + 1
-        for change in snapshot:
-            self.mailbox.put(change)
+        mailbox = self.mailbox
+        for event in snapshot:
+            if isinstance(event, Output):
+                mailbox.add_output(event)
+            else:
+                mailbox.put(event)
         if synced:
-            self.mailbox.mark(Synced(job_id=self.job_id, version=version, head=head))
-        for change in early:
-            if self._admits(change):
-                self.mailbox.put(change)
+            held = offset if self.output else None
+            marker = Synced(
+                job_id=self.job_id, version=version, head=head, offset=held, final=final
+            )
+            mailbox.mark(marker)
+        for event in early:
+            if isinstance(event, Output):
+                self._add_output(event)
+            elif self._admits(event):
+                mailbox.put(event)
 
     def covers(self, event: Event) -> bool:
         """Whether this subscription would deliver ``event`` (ignoring what was sent)."""
-        if isinstance(event, Synced) or self.job_id is not None:
+        if isinstance(event, Synced | Output) or self.job_id is not None:
             return event.job_id == self.job_id  # a marker names its subscription's job
         return self.where.admits(event)
 
@@ -273,6 +341,11 @@ class Hub:
             subscription.offer(change)
         for subscription in self._all:
             subscription.offer(change)
+
+    def publish_output(self, output: Output) -> None:
+        """Chunks appended to a job's output: only its own subscriptions may want them."""
+        for subscription in self._by_job.get(output.job_id, ()):
+            subscription.offer_output(output)
 
     def subscribe(self, subscription: Subscription) -> Subscription:
         if subscription.job_id is None:

@@ -34,13 +34,21 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import Access, check_job, load_job, scope_filter
 from app.edge import DIRECT_SEND
+from app.errors import FieldError, InvalidJobData
 from app.jobs import JobFilter
 from app.logs import cut_short
-from app.models import Problem, StreamQuery
+from app.models import JobStreamQuery, Problem, StreamQuery
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.settings import Settings
-from app.streams.events import Event, all_stream_frame, encoded, grouped, job_stream_frame
+from app.streams.events import (
+    Event,
+    all_stream_frame,
+    encoded,
+    grouped,
+    job_stream_frame,
+    output_stream_frame,
+)
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
 from app.streams.hub import Mailbox, Subscription
 from app.validation import parse
@@ -63,12 +71,13 @@ _LAST_ID = "Last-Event-ID: resume after this event (also `lastEventId` in the qu
 JOB_EVENTS = Operation(
     "GET",
     "/api/jobs/{jobId}/events",
-    "Stream one job's changes (SSE); ends after its terminal state",
-    query=StreamQuery,
+    "Stream one job's changes (SSE), and with output=1 its output; ends after its terminal state",
+    query=JobStreamQuery,
     headers={"Last-Event-ID": _LAST_ID},
     media_type=EVENT_STREAM,
     responses={
-        200: "text/event-stream: `job` events, `id` = the job's version",
+        200: "text/event-stream: `job` events, `id` = the job's version; with output=1 also "
+        "`output` events, every `id` = `<version>.<nextOffset>`",
         204: "The client already has the job's terminal state: stop reconnecting",
         404: Problem,
         410: Problem,
@@ -126,6 +135,8 @@ class EventStream:
         if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
             return False
         metrics.sent += len(changes)
+        if self.frame is output_stream_frame:
+            metrics.count_output(changes)
         final = self.ends_after_final and any(change.is_final for change in changes)
         if final:
             mailbox.close("done")
@@ -230,6 +241,16 @@ def _version(last_id: str | None) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
+def _version_and_offset(last_id: str | None) -> tuple[int | None, int]:
+    """``<version>.<nextOffset>`` from ``Last-Event-ID`` on an output stream; a plain
+    version holds no output; anything else holds nothing (never an error)."""
+    version_text, _, offset_text = (last_id or "").strip().partition(".")
+    version, offset = _version(version_text), _version(offset_text)
+    if version is None or (offset_text and offset is None):
+        return None, 0
+    return version, offset or 0
+
+
 def _prefix(settings: Settings) -> bytes:
     return f"retry: {settings.sse_retry_ms}\n\n".encode()
 
@@ -239,14 +260,22 @@ async def job_events(request: Request) -> Response | EventStream:
     runtime = runtime_of(request)
     access = runtime.guard.identify(request)
     check_job(access, job_id)
-    query = parse(StreamQuery, dict(request.query_params))
-    known = _version(_last_event_id(request, query))
+    query = parse(JobStreamQuery, dict(request.query_params))
+    last_id = _last_event_id(request, query)
+    held: int | None = None
+    if query.output:
+        known, held = _version_and_offset(last_id)
+    else:
+        known = _version(last_id)
     if request.method == "HEAD":
         current = await load_job(access, job_id, runtime.store)
-        return _NOTHING_MORE if holds_the_end(known, current) else StreamHead()
+        ended = holds_the_end(known, current)
+        if ended and held is not None:
+            ended = held >= (await runtime.store.read_output(job_id, held, 0)).total
+        return _NOTHING_MORE if ended else StreamHead()
     lease = Lease(runtime, runtime.metrics.sse)
     try:
-        followed = await follow_job(runtime, access, lease.mailbox, job_id, known)
+        followed = await follow_job(runtime, access, lease.mailbox, job_id, known, held)
     except BaseException:
         lease.end()
         raise
@@ -257,7 +286,7 @@ async def job_events(request: Request) -> Response | EventStream:
         lease=lease,
         access=access,
         subscription=followed.subscription,
-        frame=job_stream_frame,
+        frame=output_stream_frame if query.output else job_stream_frame,
         prefix=_prefix(runtime.settings),
         ends_after_final=True,
     )
@@ -268,6 +297,11 @@ _NOTHING_MORE = Response(status_code=204)
 
 
 async def all_events(request: Request) -> Response | EventStream:
+    if "output" in request.query_params:
+        raise InvalidJobData(
+            "output is streamed on a job's own stream: /api/jobs/{jobId}/events?output=1",
+            [FieldError("output", "not on the all-jobs stream")],
+        )
     query = parse(StreamQuery, dict(request.query_params))
     runtime = runtime_of(request)
     access = runtime.guard.identify(request)

@@ -96,6 +96,7 @@ class Connection:
         self.budget = TokenBucket(self.settings.ws_rate, burst)
         self.strikes = TokenBucket(self.settings.ws_rate, burst)
         self.batch = batch
+        self.follows_output = False  # whether output was ever asked for (for the metrics)
 
     async def run(self) -> None:
         await self.websocket.accept()
@@ -197,12 +198,19 @@ class Connection:
         self._say({"type": "error", "code": code, "error": error, **(about or {})})
 
     async def _subscribe_job(self, frame: SubscribeJob) -> None:
+        if frame.since_offset is not None and not frame.output:
+            raise InvalidJobData("subscribe: sinceOffset goes with output: true")
         self._drop_job(frame.job_id)
+        held = (frame.since_offset or 0) if frame.output else None
         followed = await follow_job(
-            self.runtime, self.access, self.mailbox, frame.job_id, frame.since
+            self.runtime, self.access, self.mailbox, frame.job_id, frame.since, held
         )
+        if frame.output:
+            self.follows_output = True
         reply: dict[str, Any] = {"type": "subscribed", "jobId": frame.job_id}
         reply["version"] = followed.current.version
+        if frame.output:
+            reply["output"] = True
         if followed.subscription is None:
             # The client has the terminal state: nothing will follow (SSE answers 204).
             reply["final"] = True
@@ -258,6 +266,8 @@ class Connection:
             if skipped := mailbox.take_conflated():
                 conflated.inc(skipped)
             metrics.sent += len(changes)
+            if self.follows_output:
+                metrics.count_output(changes)
             for change in changes:
                 if change.is_final and change.job_id in self.jobs:
                     self._drop_job(change.job_id)

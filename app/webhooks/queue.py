@@ -18,7 +18,7 @@ from app.models import Job
 from app.settings import Settings
 from app.store import FeedSink
 from app.store.outage import Outage
-from app.streams.events import Change
+from app.streams.events import Change, Output
 from app.webhooks.policy import wanted
 
 
@@ -138,6 +138,9 @@ class _Tee:
     def publish(self, change: Change) -> None:
         self.sink.publish(change)
         self.queue.offer(change)
+
+    def publish_output(self, output: Output) -> None:
+        self.sink.publish_output(output)  # output is not a webhook event
 
     def close(self) -> None:
         self.sink.close()

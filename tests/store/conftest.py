@@ -8,11 +8,15 @@ what to install. The memory legs need nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from app.store import JobStore
+from app.store.memory import MemoryStore
+from app.store.redis import RedisStore
+from tests.store.harness import Clock, Harness, Recorder, contract_settings
 from tests.store.redis_server import RedisServer
 
 
@@ -53,3 +57,26 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def redis_prefix() -> str:
     """Keys of this test only, so tests sharing a server cannot see each other."""
     return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def harness(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Harness]:
+    """A fresh store of each backend, with a recording sink and a clock a test can move."""
+    sink, clock = Recorder(), Clock()
+    store: JobStore
+    if request.param == "memory":
+        store = MemoryStore(
+            contract_settings(), sink.publish, clock=clock, publish_output=sink.publish_output
+        )
+    else:
+        url: str = request.getfixturevalue("redis_server")
+        store = RedisStore(
+            contract_settings(backend="redis", redis_url=url, redis_prefix=redis_prefix),
+            sink,
+            clock=clock,
+        )
+    await store.start()
+    try:
+        yield Harness(store, sink, clock)
+    finally:
+        await store.aclose()

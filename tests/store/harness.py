@@ -15,11 +15,12 @@ from app.models import CancelRequest, Completion, Failure, Job, JobType, JobUpda
 from app.settings import Settings
 from app.store import Idempotency, JobStore
 from app.store.redis import RedisStore
-from app.streams.events import Change
+from app.streams.events import Change, Output
 from tests.conftest import seconds
 
 TTL = 300.0
 TOMBSTONE_TTL = 3600.0
+OUTPUT_LIMIT = 4096  # JOBS_OUTPUT_MAX_BYTES of the contract's stores
 WAIT = seconds(5)  # any awaited event may take this long
 
 
@@ -28,11 +29,19 @@ class Recorder:
 
     def __init__(self) -> None:
         self.changes: list[Change] = []
+        self.outputs: list[Output] = []
+        self.events: list[Change | Output] = []  # both, in the order they came
         self.closed = 0
         self._arrived = asyncio.Event()
 
     def publish(self, change: Change) -> None:
         self.changes.append(change)
+        self.events.append(change)
+        self._arrived.set()
+
+    def publish_output(self, output: Output) -> None:
+        self.outputs.append(output)
+        self.events.append(output)
         self._arrived.set()
 
     def close(self) -> None:
@@ -102,6 +111,7 @@ def contract_settings(**overrides: Any) -> Settings:
         "terminal_ttl": TTL,
         "tombstone_ttl": TOMBSTONE_TTL,
         "redis_timeout": 1.0,
+        "output_max_bytes": OUTPUT_LIMIT,
         **overrides,
     }
     return Settings(**values)

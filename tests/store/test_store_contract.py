@@ -29,8 +29,6 @@ from app.errors import (
 from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob, encode
 from app.store import Idempotency, JobStore
-from app.store.memory import MemoryStore
-from app.store.redis import RedisStore
 from app.streams.events import Change, Position
 from tests.conftest import seconds
 from tests.store.harness import (
@@ -40,32 +38,11 @@ from tests.store.harness import (
     Clock,
     Harness,
     Recorder,
-    contract_settings,
     open_redis_store,
 )
 from tests.store.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def harness(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Harness]:
-    sink, clock = Recorder(), Clock()
-    store: JobStore
-    if request.param == "memory":
-        store = MemoryStore(contract_settings(), sink.publish, clock=clock)
-    else:
-        url: str = request.getfixturevalue("redis_server")
-        store = RedisStore(
-            contract_settings(backend="redis", redis_url=url, redis_prefix=redis_prefix),
-            sink,
-            clock=clock,
-        )
-    await store.start()
-    try:
-        yield Harness(store, sink, clock)
-    finally:
-        await store.aclose()
 
 
 def wire(job: Job) -> bytes:
