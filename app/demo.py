@@ -6,7 +6,10 @@
 Each sample job is created and advanced through the in-process library
 (:mod:`app.library`), exactly as a worker living in the server's process
 would: realistic, type-specific steps with the Jobs API's messages over roughly
-5 to 15 seconds, and about one run in five fails with a realistic error.
+5 to 15 seconds, and about one run in five fails with a realistic error. Some
+produce output as they go: a file is processed with a log line per step
+(kind ``log``), and an agent streams its answer a few tokens at a time (kind
+``token``), at about the pace a model writes.
 The workers are asyncio tasks kept in a set; at most :data:`MAX_RUNNING`
 run at once (more answers 429) and :meth:`Demo.aclose` cancels them all.
 """
@@ -16,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -39,6 +43,8 @@ MAX_RUNNING = 100
 """Simulated workers allowed at once; a request past it answers 429."""
 
 FAILURE_RATE = 0.2
+TOKENS_PER_SECOND = 40.0  # an agent's answer streams at about a model's pace
+TOKEN_BATCH_SECONDS = 0.1  # tokens are appended in batches, as a buffered writer sends them
 
 
 class DemoJob(RequestModel):
@@ -57,6 +63,7 @@ class Script:
     errors: tuple[str, ...]
     document_prefix: str | None  # completes with a documentId when set
     metadata: Callable[[random.Random], dict[str, Any]]
+    output: Literal["log", "answer"] | None = None  # a log line per step, or a streamed answer
 
 
 def _file_metadata(rng: random.Random) -> dict[str, Any]:
@@ -77,6 +84,50 @@ def _agent_metadata(rng: random.Random) -> dict[str, Any]:
     return {"task": task, "demo": True}
 
 
+# What the sample agent answers, by its task: written out a few tokens at a time.
+ANSWERS = {
+    "Summarize the Q3 vendor contracts": (
+        "Across the 14 vendor contracts signed in Q3, three themes stand out. "
+        "First, payment terms moved from net-30 to net-45 in nine of them. "
+        "Second, four renewals added a 5% annual price cap. "
+        "Third, two contracts (Acme Logistics and Northwind) lack a termination-for-"
+        "convenience clause, which legal should review before December."
+    ),
+    "Draft a renewal reminder": (
+        "Hi Dana, a quick reminder that your Jobcast subscription renews on January 15. "
+        "Nothing is needed from you if your plan stays the same. If you would like to "
+        "change seats or billing details, reply to this message before January 8 and "
+        "we will update it. Thank you for working with us!"
+    ),
+    "Compare two NDAs": (
+        "The two NDAs differ in three places. The 2023 draft protects information for "
+        "three years, the 2024 one for five. Only the 2024 draft makes it mutual. "
+        "And the 2024 draft names Delaware law, where the earlier one named New York. "
+        "Everything else, including the carve-outs, matches word for word."
+    ),
+}
+
+
+def tokens_of(text: str) -> list[str]:
+    """The text in pieces about a model's tokens long: words with their leading space,
+    long words split; joined back they are the text."""
+    pieces = re.findall(r" ?[^ ]+", text)
+    return [piece[i : i + 6] for piece in pieces for i in range(0, len(piece), 6)]
+
+
+def _log_line(message: str, progress: float, rng: random.Random) -> str:
+    """A worker's log line for a step: what it is doing, and a plausible detail."""
+    detail = rng.choice(
+        [
+            f"{rng.uniform(0.4, 9.5):.1f} MB in {rng.randrange(80, 900)} ms",
+            f"page {rng.randrange(1, 40)} of {rng.randrange(40, 120)}",
+            f"{rng.randrange(2, 60)} objects found",
+            "cache hit" if rng.random() < 0.5 else "cache miss",
+        ]
+    )
+    return f"[{progress:3.0f}%] {message.rstrip('.')}: {detail}"
+
+
 def _generic_metadata(rng: random.Random) -> dict[str, Any]:
     return {"items": rng.choice([250, 500, 1000]), "demo": True}
 
@@ -94,6 +145,7 @@ SCRIPTS: dict[JobType, Script] = {
         errors=("Invalid file format", "File is password-protected", "File exceeds 50 MB limit"),
         document_prefix="doc_",
         metadata=_file_metadata,
+        output="log",
     ),
     "document_analysis": Script(
         queued="Starting analysis...",
@@ -120,6 +172,7 @@ SCRIPTS: dict[JobType, Script] = {
         errors=("Model rate limit exceeded", "Tool call timed out after 30s"),
         document_prefix=None,
         metadata=_agent_metadata,
+        output="answer",
     ),
     "generic": Script(
         queued="Queued",
@@ -173,10 +226,11 @@ class Demo:
                 429, f"{MAX_RUNNING} demo jobs are already running", {"Retry-After": "5"}
             )
         script = SCRIPTS[job_type]
-        job = await library.create_job(
-            job_type=job_type, message=script.queued, metadata=script.metadata(self._rng)
-        )
-        task = asyncio.create_task(self._work(job.job_id, script), name=f"demo {job.job_id}")
+        metadata = script.metadata(self._rng)
+        job = await library.create_job(job_type=job_type, message=script.queued, metadata=metadata)
+        agent_answer = ANSWERS.get(metadata.get("task", ""), "")
+        work = self._work(job.job_id, script, agent_answer)
+        task = asyncio.create_task(work, name=f"demo {job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at)
@@ -189,17 +243,18 @@ class Demo:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _work(self, job_id: str, script: Script) -> None:
+    async def _work(self, job_id: str, script: Script, answer: str = "") -> None:
         try:
-            await self._run(job_id, script)
+            await self._run(job_id, script, answer)
         except JobsError as exc:
             # Someone else finished or removed the job (a PATCH from outside,
             # a clean-up): the worker has nothing left to do.
             logger.info("demo worker for %s stopped: %s", job_id, exc)
 
-    async def _run(self, job_id: str, script: Script) -> None:
+    async def _run(self, job_id: str, script: Script, answer: str) -> None:
         rng = self._rng
         plan = _plan(script, rng)
+        tokens = tokens_of(answer) if script.output == "answer" else []
         failing_at = (
             rng.randrange(1, len(plan)) if rng.random() < FAILURE_RATE and len(plan) > 1 else None
         )
@@ -215,13 +270,35 @@ class Demo:
             if job.cancel_requested:  # as a real worker does: stop, and say why
                 await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
                 return
-            await self._sleep(pause * rng.uniform(0.6, 1.4))
+            wait = pause * rng.uniform(0.6, 1.4)
+            if script.output == "log" and (index == 0 or plan[index - 1][1] != message):
+                line = _log_line(message, progress, rng)
+                await library.append_job_output(job_id, [{"data": line, "kind": "log"}])
+            if tokens and progress >= script.steps[-1][0]:  # the last step writes the answer
+                if not await self._stream(job_id, tokens):
+                    return
+                tokens = []
+            await self._sleep(wait)
         document_id = (
             None
             if script.document_prefix is None
             else script.document_prefix + secrets.token_hex(6)
         )
         await library.complete_job(job_id, document_id, script.done)
+
+    async def _stream(self, job_id: str, tokens: list[str]) -> bool:
+        """Append the answer a batch of tokens at a time, at a model's pace; False when
+        a cancel was asked for meanwhile (the job is failed as canceled then)."""
+        batch = max(1, round(TOKENS_PER_SECOND * TOKEN_BATCH_SECONDS))
+        for start in range(0, len(tokens), batch):
+            chunks = [{"data": token, "kind": "token"} for token in tokens[start : start + batch]]
+            await library.append_job_output(job_id, chunks)
+            await self._sleep(TOKEN_BATCH_SECONDS)
+            job = await library.get_job(job_id)
+            if job.cancel_requested:
+                await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
+                return False
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds / self._speed)
