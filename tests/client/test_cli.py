@@ -207,7 +207,7 @@ def test_get_and_list_show_jobs_for_people_and_scripts(server: Start) -> None:
 
 def test_get_json_keeps_the_fields_a_newer_server_adds(fake: Callable[..., FakeServer]) -> None:
     """`get --json` prints every field the server sent, known to this client or not."""
-    newer = {"outputSize": 2, "priority": "high"}
+    newer = {"priority": "high", "shard": 2}
     answers = fake(in_order(then=job_answer(3, extra=newer)))
     result = jobcast("--url", answers.url, "get", "job_fake", "--json")
     assert result.returncode == 0, result.stderr
@@ -615,6 +615,7 @@ def test_serve_is_listed_in_the_help() -> None:
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line}
     assert listed == {
+        "append",
         "cancel",
         "complete",
         "create",
@@ -624,6 +625,7 @@ def test_serve_is_listed_in_the_help() -> None:
         "keygen",
         "list",
         "serve",
+        "tail",
         "token",
         "update",
         "watch",

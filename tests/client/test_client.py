@@ -315,7 +315,7 @@ async def test_fields_a_newer_server_adds_are_ignored(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
     """A job with fields this client does not know parses; they stay out of == but are kept."""
-    newer = {"outputSize": 3, "priority": "high"}
+    newer = {"priority": "high", "shard": 3}
     answers = fake(in_order(job_answer(4, extra=newer), job_answer(4)))
     async with connect(flavor, answers.url) as jobs:
         grown = await jobs.get_job("job_fake")

@@ -15,6 +15,7 @@ from jobcast_client import (
     JobCanceled,
     JobcastError,
     JobNotFound,
+    OffsetMismatch,
     RateLimited,
     ResponseError,
     ServerError,
@@ -70,6 +71,7 @@ def test_the_drawn_tree_is_the_class_tree() -> None:
         RateLimited("too often", retry_after=2.5),
         ServerError("boom", status_code=502, problem={"detail": "boom", "status": 502}),
         ResponseError("teapot", status_code=418),
+        OffsetMismatch("expectedOffset is 3 but ...", expected_offset=3, next_offset=5),
         JobCanceled(
             Job.from_wire(
                 {

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from jobcast_client import Job, JobStatus, JobType, ReadToken
+from jobcast_client import Chunk, Job, JobStatus, JobType, OutputAppended, OutputChunk, ReadToken
 
 SERVER_JOB: dict[str, Any] = {
     "jobId": "job_abc",
@@ -61,12 +61,12 @@ def test_to_wire_gives_back_exactly_what_the_server_sent() -> None:
 
 def test_unknown_fields_are_kept_aside_not_compared() -> None:
     """Fields a newer server adds neither fail nor change ==; to_wire still writes them."""
-    newer = {**SERVER_JOB, "outputSize": 12, "priority": "high"}
+    newer = {**SERVER_JOB, "shard": 12, "priority": "high"}
     job = Job.from_wire(newer)
     assert job == Job.from_wire(SERVER_JOB)
-    assert job.extra == {"outputSize": 12, "priority": "high"}
+    assert job.extra == {"shard": 12, "priority": "high"}
     assert job.to_wire() == newer
-    assert "outputSize" not in repr(job)
+    assert "shard" not in repr(job)
 
 
 def test_the_cancel_fields_are_read_and_left_out_until_set() -> None:
@@ -171,3 +171,44 @@ def test_a_read_token_parses_and_hides_its_secret() -> None:
     assert "2026" in repr(minted)
     with pytest.raises(ValueError, match="expiresAt: missing"):
         ReadToken.from_wire({"token": "t"})
+
+
+def test_output_size_is_read_and_left_out_while_it_is_0() -> None:
+    """outputSize becomes output_size (0 when absent), takes part in ==, and to_wire writes it
+    back only once the job has output."""
+    plain = Job.from_wire(SERVER_JOB)
+    assert plain.output_size == 0
+    assert "outputSize" not in plain.to_wire()
+    grown = Job.from_wire({**SERVER_JOB, "outputSize": 12})
+    assert grown.output_size == 12
+    assert grown != plain
+    assert grown.to_wire()["outputSize"] == 12
+    with pytest.raises(ValueError, match="outputSize: expected 0 or more"):
+        Job.from_wire({**SERVER_JOB, "outputSize": -1})
+    with pytest.raises(ValueError, match="outputSize: expected an integer"):
+        Job.from_wire({**SERVER_JOB, "outputSize": "12"})
+
+
+def test_output_chunks_read_the_wire_and_write_it_back() -> None:
+    """An OutputChunk reads offset, data (absent: null) and kind, and writes them back; a Chunk
+    writes data and kind, without kind when it has none; an append's answer is read."""
+    wire = {"offset": 3, "data": {"rows": [1]}, "kind": "result"}
+    assert OutputChunk.from_wire(wire) == OutputChunk(3, {"rows": [1]}, "result")
+    assert OutputChunk.from_wire(wire).to_wire() == wire
+    assert OutputChunk.from_wire({"offset": 0}) == OutputChunk(0, None)
+    assert OutputChunk(0, "x").to_wire() == {"offset": 0, "data": "x"}
+    broken: list[tuple[object, str]] = [
+        ([], "a chunk is a JSON object"),
+        ({"data": 1}, "offset: missing"),
+        ({"offset": "0", "data": 1}, "offset: expected an integer"),
+        ({"offset": 0, "kind": 5}, "kind: expected a string"),
+    ]
+    for data, reason in broken:
+        with pytest.raises(ValueError, match=reason):
+            OutputChunk.from_wire(data)
+    assert Chunk("tok", "token").to_wire() == {"data": "tok", "kind": "token"}
+    assert Chunk(None).to_wire() == {"data": None}
+    answer = {"jobId": "job_abc", "offset": 2, "nextOffset": 5}
+    assert OutputAppended.from_wire(answer) == OutputAppended(2, 5, already_applied=False)
+    with pytest.raises(ValueError, match="nextOffset: missing"):
+        OutputAppended.from_wire({"offset": 2})

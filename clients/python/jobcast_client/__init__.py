@@ -27,22 +27,37 @@ from ._exceptions import (
     JobNotFound,
     MalformedJSON,
     MisdirectedRequest,
+    OffsetMismatch,
+    OutputTooLarge,
     RateLimited,
     ResponseError,
     ServerError,
     TooManyStreams,
     Unauthenticated,
 )
-from ._models import Changes, FieldError, Job, JobStatus, JobType, ReadToken
+from ._models import (
+    Changes,
+    Chunk,
+    FieldError,
+    Job,
+    JobStatus,
+    JobType,
+    OutputAppended,
+    OutputChunk,
+    ReadToken,
+)
 from ._retry import RetryPolicy
 from ._version import __version__
+from ._writer import AsyncOutputWriter, OutputWriter
 
 __all__ = [
     "DEFAULT_URL",
     "AsyncJobsClient",
+    "AsyncOutputWriter",
     "AsyncTrackedJob",
     "BackendUnavailable",
     "Changes",
+    "Chunk",
     "ConnectionFailed",
     "FieldError",
     "Forbidden",
@@ -59,6 +74,11 @@ __all__ = [
     "JobsClient",
     "MalformedJSON",
     "MisdirectedRequest",
+    "OffsetMismatch",
+    "OutputAppended",
+    "OutputChunk",
+    "OutputTooLarge",
+    "OutputWriter",
     "RateLimited",
     "ReadToken",
     "ResponseError",

@@ -1,9 +1,11 @@
-"""``jobcast``: create, change, cancel, delete, read, list and watch jobs, and mint read
-tokens, from a shell.
+"""``jobcast``: create, change, cancel, delete, read, list and watch jobs, append to and
+follow their output, and mint read tokens, from a shell.
 
     JOB=$(jobcast create --type file_processing --message "Upload queued")
     jobcast update $JOB --status processing --progress 45 --message "Extracting..."
     jobcast watch $JOB            # live; exit 0 on completed, 1 on error
+    make 2>&1 | jobcast append $JOB --kind log   # each line a chunk of the job's output
+    jobcast tail $JOB             # its output so far, then as it comes, until it ends
     jobcast complete $JOB --document-id doc_123abc
     jobcast cancel $JOB --reason "not needed"   # asks its worker to stop (--force: ends it)
     jobcast delete $JOB           # removes it now; prints nothing
@@ -40,7 +42,7 @@ import click
 from ._client import JobsClient
 from ._core import DEFAULT_URL
 from ._exceptions import InvalidJobData, JobcastError
-from ._models import JOB_STATUSES, JOB_TYPES, Job
+from ._models import JOB_STATUSES, JOB_TYPES, Job, OutputChunk
 from ._retry import RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,6 +186,39 @@ class _ProgressLine:
         if self._drawn:
             click.echo("\r\x1b[2K", file=self._stream, nl=False)
             self._drawn = False
+
+
+class _OutputLines:
+    """A job's output on stdout as it comes: ``token`` chunks run on, as an LLM's text does;
+    any other chunk is a line of its own. Text data is printed as it is, other data as JSON."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._as_json = as_json
+        self._mid_line = False  # a token run left the cursor after text
+
+    def show(self, chunks: Iterable[OutputChunk]) -> None:
+        for chunk in chunks:
+            if self._as_json:
+                click.echo(_dumps(chunk.to_wire()))
+                continue
+            text = chunk.data if isinstance(chunk.data, str) else _dumps(chunk.data)
+            if chunk.kind == "token":
+                click.echo(text, nl=False)
+                self._mid_line = not text.endswith("\n") if text else self._mid_line
+            else:
+                self.end_line()
+                click.echo(text)
+
+    def end_line(self) -> None:
+        """End a token run's line, so that what follows starts a line of its own."""
+        if self._mid_line:
+            click.echo()
+            self._mid_line = False
+
+
+def _exit_code(last: Job | None) -> int:
+    """A watch's exit status: 0 once the job completed, 1 otherwise."""
+    return 0 if last is not None and last.status == "completed" else 1
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -356,16 +391,28 @@ def list_(status: Any, job_type: Any, limit: int | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@click.option(
+    "--output",
+    "-o",
+    "with_output",
+    is_flag=True,
+    help="Print the job's output too, and each state as a line of its own.",
+)
 @json_option
 @click.pass_context
-def watch(ctx: click.Context, job_id: str, as_json: bool) -> None:
+def watch(ctx: click.Context, job_id: str, with_output: bool, as_json: bool) -> None:
     """Follow a job live until it ends; exit 0 if it completed, 1 if it failed.
 
     Without --json: a progress bar on the terminal, then the final state.
+    With --output: the job's output as it comes (token chunks run on, others
+    a line each) between lines that show each new state.
     """
+    as_json = _wants_json(as_json)
+    if with_output:
+        ctx.exit(_follow_output(job_id, as_json, show_states=True))
     states = _client().watch(job_id)
     last: Job | None = None
-    if _wants_json(as_json):
+    if as_json:
         for last in states:
             click.echo(_dumps(last.to_wire()))
     else:
@@ -377,7 +424,97 @@ def watch(ctx: click.Context, job_id: str, as_json: bool) -> None:
             bar.clear()
         if last is not None:
             _show(last, as_json=False)
-    ctx.exit(0 if last is not None and last.status == "completed" else 1)
+    ctx.exit(_exit_code(last))
+
+
+@cli.command()
+@click.argument("job_id")
+@json_option
+@click.pass_context
+def tail(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Print a job's output so far, then as it comes, until the job ends.
+
+    Token chunks run on, as an LLM's text does; other chunks are a line each
+    (with --json: one chunk per line, as JSON). Exit 0 if the job completed;
+    1 if it failed, with its error on stderr.
+    """
+    ctx.exit(_follow_output(job_id, _wants_json(as_json), show_states=False))
+
+
+def _follow_output(job_id: str, as_json: bool, *, show_states: bool) -> int:
+    """Print the job's output (and its states) until it ends; the exit status."""
+    lines = _OutputLines(as_json)
+    last: Job | None = None
+    for update in _client().watch(job_id, output=True):
+        if not isinstance(update, Job):
+            lines.show(update)
+            continue
+        last = update
+        if show_states:
+            lines.end_line()
+            _show(last, as_json)
+    lines.end_line()
+    if not show_states and last is not None and last.status == "error":
+        click.echo(f"jobcast: job {job_id} failed: {last.error}", err=True)
+    return _exit_code(last)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.argument("data", nargs=-1)
+@click.option("--kind", "-k", help="The chunks' label: token, log, result, ... (64 characters).")
+@click.option("--json-data", is_flag=True, help="Read each DATA (or line) as JSON, not as text.")
+@click.option(
+    "--expected-offset",
+    type=click.IntRange(min=0),
+    help="Append only if the job has this many chunks: running it again appends nothing.",
+)
+@json_option
+def append(
+    job_id: str,
+    data: tuple[str, ...],
+    kind: str | None,
+    json_data: bool,
+    expected_offset: int | None,
+    as_json: bool,
+) -> None:
+    """Append to a job's output: each DATA is one chunk; without DATA, each line of stdin.
+
+    Lines of stdin are appended as they come, in batches (a log piped in
+    shows up live). Prints nothing; with --json, where the chunks went.
+    """
+
+    def parse(text: str) -> Any:
+        return _json_value(text) if json_data else text
+
+    client = _client()
+    if data:
+        done = client.append_output(
+            job_id,
+            chunks=[parse(item) for item in data],
+            kind=kind,
+            expected_offset=expected_offset,
+        )
+        if _wants_json(as_json):
+            click.echo(
+                _dumps({"jobId": job_id, "offset": done.offset, "nextOffset": done.next_offset})
+            )
+        return
+    if expected_offset is not None:
+        raise click.UsageError("--expected-offset goes with DATA, not with lines of stdin")
+    with client.output_writer(job_id, kind=kind) as out:
+        for line in sys.stdin:
+            out.write(parse(line.removesuffix("\n").removesuffix("\r")))
+    if _wants_json(as_json):
+        held = out.offset if out.offset is not None else client.get_job(job_id).output_size
+        click.echo(_dumps({"jobId": job_id, "nextOffset": held}))
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not JSON", param_hint="DATA") from None
 
 
 @cli.command()

@@ -9,17 +9,20 @@
 
 Both offer the same calls (``create_job``, ``update_job_with_notification``,
 ``complete_job``, ``fail_job``, ``cancel_job``, ``delete_job``, ``get_job``,
-``list_jobs``, ``watch``, ``mint_token``, ``track``), made from the generators
-of :mod:`._core` and :mod:`._watch`: the clients only send requests and wait,
-each its own way.
+``list_jobs``, ``watch``, ``mint_token``, ``track``, and for a job's output
+``append_output``, ``output``, ``output_writer``), made from the generators
+of :mod:`._core`, :mod:`._output` and :mod:`._watch`: the clients only send
+requests and wait, each its own way.
 
 Every call is safe to repeat, so every call is retried (:class:`RetryPolicy`):
 a create carries an ``Idempotency-Key`` (one per call, the same on each of
 its retries), an update sets the same values again, so does a cancel (asking
 twice changes nothing), a complete, fail or forced cancel whose first attempt
 landed before its answer was lost is recognised on the ``409`` of the retry,
-a delete on the ``410`` of the retry, and a watch resumes after the last
-version it yielded.
+a delete on the ``410`` of the retry, an output append with an
+``expected_offset`` on the ``409`` of the retry (one without is retried only
+when it surely did not arrive: :mod:`._output`), and a watch resumes after
+the last version (and output chunk) it yielded.
 
 Only a tracked job's ``update`` raises :class:`JobCanceled`: the plain calls
 return the job, ``cancel_requested`` and all, and leave the decision to the caller.
@@ -37,17 +40,20 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
+    Iterable,
     Iterator,
 )
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack, cast
+from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
 import anyio
 import httpx2
 
 from ._core import Call, Core, Operation, Reply, job_path
 from ._exceptions import InvalidTransition, JobCanceled, JobcastError
-from ._models import CANCELED, Changes, Job, JobStatus, JobType
-from ._watch import Watch
+from ._models import CANCELED, Changes, Job, JobStatus, JobType, OutputAppended, OutputChunk
+from ._output import NOTHING, OutputPages, _append_output
+from ._watch import Update, Watch
+from ._writer import DEFAULT_MAX_CHUNKS, DEFAULT_MAX_DELAY, AsyncOutputWriter, OutputWriter
 
 __all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
 
@@ -126,6 +132,31 @@ class TrackedJob(_Tracked):
         """``update_job_with_notification`` for this job; JobCanceled once it was canceled."""
         return self._keep(self._client._run(_report(self._client, self.job_id, changes)))
 
+    def append_output(
+        self,
+        data: Any = NOTHING,
+        *,
+        chunks: Iterable[Any] | None = None,
+        kind: str | None = None,
+        expected_offset: int | None = None,
+    ) -> OutputAppended:
+        """``append_output`` for this job."""
+        return self._client.append_output(
+            self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+        )
+
+    def output_writer(
+        self,
+        *,
+        kind: str | None = None,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> OutputWriter:
+        """``output_writer`` for this job: close it (``with``) before the block ends."""
+        return self._client.output_writer(
+            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay
+        )
+
 
 class AsyncTrackedJob(_Tracked):
     """The job of an ``AsyncJobsClient.track()`` block: ``await job.update(...)``."""
@@ -137,6 +168,31 @@ class AsyncTrackedJob(_Tracked):
     async def update(self, **changes: Unpack[Changes]) -> Job:
         """``update_job_with_notification`` for this job; JobCanceled once it was canceled."""
         return self._keep(await self._client._run(_report(self._client, self.job_id, changes)))
+
+    async def append_output(
+        self,
+        data: Any = NOTHING,
+        *,
+        chunks: Iterable[Any] | None = None,
+        kind: str | None = None,
+        expected_offset: int | None = None,
+    ) -> OutputAppended:
+        """``append_output`` for this job."""
+        return await self._client.append_output(
+            self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+        )
+
+    def output_writer(
+        self,
+        *,
+        kind: str | None = None,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> AsyncOutputWriter:
+        """``output_writer`` for this job: ``async with`` it inside the block."""
+        return self._client.output_writer(
+            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay
+        )
 
 
 def _report(core: Core[Any], job_id: str, changes: Changes) -> Operation[Job]:
@@ -173,9 +229,9 @@ def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
         exc.add_note(f"jobcast: job {job_id} could not be marked as failed: {error}")
 
 
-def _watch(core: Core[Any], job_id: str, since: int | None) -> Watch:
+def _watch(core: Core[Any], job_id: str, since: int | None, output: bool) -> Watch:
     call = core._request("GET", job_path(job_id, "/events"), job_id=job_id)
-    return Watch(core._attempts(call), call, core._stream_timeout, job_id, since)
+    return Watch(core._attempts(call), call, core._stream_timeout, job_id, since, output)
 
 
 # --- the clients ---------------------------------------------------------------------
@@ -192,6 +248,7 @@ class JobsClient(Core[httpx2.BaseTransport]):
     delete_job = _blocking(Core._delete_job)
     get_job = _blocking(Core._get_job)
     mint_token = _blocking(Core._mint_token)
+    append_output = _blocking(_append_output)
 
     def _open(self, headers: dict[str, str], transport: httpx2.BaseTransport | None) -> None:
         self._http = httpx2.Client(
@@ -222,7 +279,46 @@ class JobsClient(Core[httpx2.BaseTransport]):
         while (call := pages.next_call()) is not None:
             yield from pages.take(self._send(call))
 
-    def watch(self, job_id: str, *, since: int | None = None) -> Generator[Job, None, None]:
+    def output(self, job_id: str, after: int = 0) -> Generator[OutputChunk, None, None]:
+        """The job's output chunks from offset ``after`` on, as many as it holds now.
+
+        Pages are fetched as the iteration needs them. To follow output as it
+        is appended, use ``watch(job_id, output=True)``.
+        """
+        pages = OutputPages(self, job_id, after)
+        while (call := pages.next_call()) is not None:
+            yield from pages.take(self._send(call))
+
+    def output_writer(
+        self,
+        job_id: str,
+        *,
+        kind: str | None = None,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> OutputWriter:
+        """A writer that appends the chunks written to the job's output in batches.
+
+        ``with jobs.output_writer(job_id, kind="token") as out: out.write(token)``:
+        a batch is appended once ``max_chunks`` chunks wait, once the oldest
+        has waited ``max_delay`` seconds, on ``out.flush()`` and when the block
+        ends. Each append is exactly once (it carries ``expected_offset``).
+        """
+        return OutputWriter(self, job_id, kind, max_chunks, max_delay)
+
+    @overload
+    def watch(
+        self, job_id: str, *, since: int | None = None, output: Literal[False] = False
+    ) -> Generator[Job, None, None]: ...
+
+    @overload
+    def watch(
+        self, job_id: str, *, since: int | None = None, output: bool
+    ) -> Generator[Update, None, None]: ...
+
+    def watch(
+        self, job_id: str, *, since: int | None = None, output: bool = False
+    ) -> Generator[Update, None, None]:
         """Each new state of the job, live over SSE, ending with its terminal state.
 
         The first is the job as it is now (or the first change after version
@@ -230,8 +326,14 @@ class JobsClient(Core[httpx2.BaseTransport]):
         received (``Last-Event-ID``), so no state is yielded twice. To stop
         early, close it (``states.close()``, or ``with contextlib.closing(...)``):
         that closes the connection at once.
+
+        ``output=True`` yields the job's output too, from its first chunk: lists
+        of :class:`OutputChunk` between the states, in the order they happened
+        (every chunk appended before a change comes before that change's state,
+        so all of it has come when the terminal state does). A reconnection
+        resumes the output after the last chunk yielded.
         """
-        watch = _watch(self, job_id, since)
+        watch = _watch(self, job_id, since, output)
         while not watch.done:
             try:
                 with self._http.stream("GET", watch.path, **watch.options) as response:
@@ -314,6 +416,7 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
     delete_job = _awaiting(Core._delete_job)
     get_job = _awaiting(Core._get_job)
     mint_token = _awaiting(Core._mint_token)
+    append_output = _awaiting(_append_output)
 
     def _open(self, headers: dict[str, str], transport: httpx2.AsyncBaseTransport | None) -> None:
         self._http = httpx2.AsyncClient(
@@ -342,13 +445,43 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
             for job in pages.take(await self._send(call)):
                 yield job
 
-    async def watch(self, job_id: str, *, since: int | None = None) -> AsyncGenerator[Job, None]:
+    async def output(self, job_id: str, after: int = 0) -> AsyncGenerator[OutputChunk, None]:
+        """As :meth:`JobsClient.output`, with ``async for``."""
+        pages = OutputPages(self, job_id, after)
+        while (call := pages.next_call()) is not None:
+            for chunk in pages.take(await self._send(call)):
+                yield chunk
+
+    def output_writer(
+        self,
+        job_id: str,
+        *,
+        kind: str | None = None,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> AsyncOutputWriter:
+        """As :meth:`JobsClient.output_writer`: ``async with`` it, ``await out.write(token)``."""
+        return AsyncOutputWriter(self, job_id, kind, max_chunks, max_delay)
+
+    @overload
+    def watch(
+        self, job_id: str, *, since: int | None = None, output: Literal[False] = False
+    ) -> AsyncGenerator[Job, None]: ...
+
+    @overload
+    def watch(
+        self, job_id: str, *, since: int | None = None, output: bool
+    ) -> AsyncGenerator[Update, None]: ...
+
+    async def watch(
+        self, job_id: str, *, since: int | None = None, output: bool = False
+    ) -> AsyncGenerator[Update, None]:
         """As :meth:`JobsClient.watch`, with ``async for``.
 
         To stop early without leaving the connection open, close it:
         ``async with contextlib.aclosing(client.watch(job_id)) as states: ...``.
         """
-        watch = _watch(self, job_id, since)
+        watch = _watch(self, job_id, since, output)
         while not watch.done:
             try:
                 async with self._http.stream("GET", watch.path, **watch.options) as response:

@@ -29,6 +29,7 @@ from ._exceptions import (
     JobNotFound,
     MalformedJSON,
     MisdirectedRequest,
+    OutputTooLarge,
     RateLimited,
     ResponseError,
     ServerError,
@@ -58,6 +59,9 @@ class Call:
     params: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     job_id: str | None = None  # names the job in JobNotFound and JobGone
+    # False: it must not reach the server twice, so it is retried only when it surely
+    # did not (see _retry). Every call but an output append without expectedOffset.
+    replayable: bool = True
 
     @property
     def options(self) -> dict[str, Any]:
@@ -151,6 +155,8 @@ def raise_for(response: httpx2.Response, job_id: str | None) -> NoReturn:
         raise IdempotencyConflict(detail)
     if status == 400:
         raise MalformedJSON(detail, _field_errors(problem))
+    if kind == "output-too-large":
+        raise OutputTooLarge(detail, _field_errors(problem))
     if status in (413, 422):
         raise InvalidJobData(detail, _field_errors(problem))
     if status == 421:
@@ -279,7 +285,8 @@ class Core(Generic[Transport]):
         return Call(method, path, headers=headers, **parts)
 
     def _attempts(self, call: Call) -> Attempts:
-        return Attempts(self.retry, f"{call.method} {self.base_url.rstrip('/')}{call.path}")
+        what = f"{call.method} {self.base_url.rstrip('/')}{call.path}"
+        return Attempts(self.retry, what, replayable=call.replayable)
 
     def _create_job(
         self,

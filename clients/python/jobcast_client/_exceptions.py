@@ -4,9 +4,11 @@
     ├── JobNotFound           404: no job has ever had this id
     ├── JobGone               410: the job was cleaned up or deleted (or removed while watched)
     ├── InvalidTransition     409: the job's status does not allow the change
+    ├── OffsetMismatch        409: the job's output is not at an append's expected_offset
     ├── JobCanceled           a tracked job was asked to stop (``cancel_job``): its worker's cue
     ├── InvalidJobData        422, 413: a value is refused (``errors`` names each field)
-    │   └── MalformedJSON     400: the server could not read the request body
+    │   ├── MalformedJSON     400: the server could not read the request body
+    │   └── OutputTooLarge    413: an append over one of the server's output limits
     ├── IdempotencyConflict   422: an Idempotency-Key reused with another body
     ├── Unauthenticated       401: no credential, or one the server does not accept
     ├── Forbidden             403: the credential does not cover this request
@@ -71,6 +73,20 @@ class InvalidTransition(JobcastError):
     """The job's status does not allow the change (it has ended); the job is unchanged."""
 
 
+class OffsetMismatch(JobcastError):
+    """An append's ``expected_offset`` is not the job's chunk count: nothing was appended.
+
+    ``next_offset`` is the count the server holds, ``expected_offset`` the one
+    the append expected. Another writer appended meanwhile (or this one lost
+    count): read the output, or append at ``next_offset``.
+    """
+
+    def __init__(self, detail: str, *, expected_offset: int, next_offset: int) -> None:
+        super().__init__(detail)
+        self.expected_offset = expected_offset
+        self.next_offset = next_offset
+
+
 class JobCanceled(JobcastError):
     """Someone asked this tracked job to stop (``cancel_job``): the worker's cue to end its work.
 
@@ -99,6 +115,15 @@ class InvalidJobData(JobcastError):
 
 class MalformedJSON(InvalidJobData):
     """The server could not read the request body as JSON."""
+
+
+class OutputTooLarge(InvalidJobData):
+    """An append over one of the server's output limits: nothing was appended.
+
+    The message names the limit: chunks per request (JOBS_OUTPUT_MAX_CHUNKS),
+    bytes of one chunk's data (JOBS_OUTPUT_MAX_CHUNK_BYTES) or bytes of the
+    job's whole output (JOBS_OUTPUT_MAX_BYTES).
+    """
 
 
 class IdempotencyConflict(JobcastError):

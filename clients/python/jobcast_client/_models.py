@@ -1,13 +1,14 @@
-"""What the server sends and takes, as plain frozen dataclasses: :class:`Job`, :class:`ReadToken`.
+"""What the server sends and takes, as plain frozen dataclasses: :class:`Job`, :class:`ReadToken`,
+and a job's output (:class:`Chunk` appended, :class:`OutputChunk` read, :class:`OutputAppended`).
 
 The wire is camelCase JSON (``jobId``, ``documentId``, ...); Python code reads
 snake_case attributes (``job.job_id``). :meth:`Job.from_wire` and
 :meth:`Job.to_wire` convert between the two.
 
-A newer server may send fields this client does not know yet (``outputSize``,
-...): they are never an error. They stay out of the attributes and out of
-``==``, and are kept in :attr:`Job.extra` only so that ``to_wire()`` gives
-back everything the server sent (``jobcast get --json``).
+A newer server may send fields this client does not know yet: they are
+never an error. They stay out of the attributes and out of ``==``, and are
+kept in :attr:`Job.extra` only so that ``to_wire()`` gives back everything
+the server sent (``jobcast get --json``).
 Status and type words are not checked against the ones listed here either,
 for the same reason.
 """
@@ -42,14 +43,15 @@ _WIRE_NAMES = {
     "webhook_url": "webhookUrl",
     "cancel_requested": "cancelRequested",
     "cancel_reason": "cancelReason",
+    "output_size": "outputSize",
     "created_at": "createdAt",
     "updated_at": "updatedAt",
     "version": "version",
 }
 # Derived from the others: read, never stored, written back by to_wire().
 _DERIVED = frozenset({"timestamp"})
-# Flags the server leaves out until they are true.
-_ABSENT_WHEN_FALSE = frozenset({"cancel_requested"})
+# Flags and counts the server leaves out until they are true (or more than 0).
+_ABSENT_WHEN_FALSE = frozenset({"cancel_requested", "output_size"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,9 @@ class Job:
 
     ``document_id``, ``error``, ``owner`` and ``webhook_url`` are None until they are set.
     ``cancel_requested`` turns true once someone asked the job's worker to stop
-    (``cancel_job``), with ``cancel_reason`` if they gave one.
+    (``cancel_job``), with ``cancel_reason`` if they gave one. ``output_size``
+    is how many output chunks the job has (``append_output``); appending
+    does not change ``version``.
     """
 
     job_id: str
@@ -81,6 +85,7 @@ class Job:
     webhook_url: str | None = None
     cancel_requested: bool = False
     cancel_reason: str | None = None
+    output_size: int = 0
     created_at: datetime
     updated_at: datetime
     version: int
@@ -118,6 +123,7 @@ class Job:
             webhook_url=read.optional_text("webhookUrl"),
             cancel_requested=read.flag("cancelRequested"),
             cancel_reason=read.optional_text("cancelReason"),
+            output_size=read.count("outputSize"),
             created_at=read.moment("createdAt"),
             updated_at=read.moment("updatedAt"),
             version=read.integer("version"),
@@ -165,6 +171,72 @@ class ReadToken:
         return {"token": self.token, "expiresAt": format_timestamp(self.expires_at)}
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of output to append: its ``data`` (any JSON value) and an optional ``kind``.
+
+    ``append_output(job_id, chunks=[...])`` takes plain values, which all get
+    the call's ``kind``, and ``Chunk`` items, which keep their own (so one
+    request can carry a ``log`` line and a ``result``). A ``dict`` in
+    ``chunks`` is always data, never read as a chunk: output may well be
+    ``{"data": ..., "kind": ...}`` itself.
+    """
+
+    data: Any
+    kind: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The chunk as ``POST /api/jobs/{jobId}/output`` takes it (no ``kind`` when None)."""
+        return {"data": self.data} if self.kind is None else {"data": self.data, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """A chunk of a job's output as the server holds it: its ``offset`` (0, 1, ... per job),
+    ``data`` (any JSON value) and ``kind`` (None when it has none)."""
+
+    offset: int
+    data: Any
+    kind: str | None = None
+
+    @classmethod
+    def from_wire(cls, data: object) -> OutputChunk:
+        """The chunk in a decoded JSON object of the server; ValueError if it is not one."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a chunk is a JSON object, not {type(data).__name__}")
+        read = _Reader(data)
+        # A null data may arrive as no data at all (a server that leaves out nulls).
+        return cls(read.integer("offset"), data.get("data"), read.optional_text("kind"))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase JSON object the server sent (``jobcast tail --json``)."""
+        wire = {"offset": self.offset, "data": self.data}
+        return wire if self.kind is None else {**wire, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAppended:
+    """Where an append went: ``offset`` of its first chunk, and ``next_offset``, the job's
+    chunk count after it (the ``expected_offset`` of a next append).
+
+    ``already_applied`` is true when this call found its chunks already there:
+    an earlier attempt, whose answer was lost, had appended them, and they
+    were not appended again.
+    """
+
+    offset: int
+    next_offset: int
+    already_applied: bool = False
+
+    @classmethod
+    def from_wire(cls, data: object) -> OutputAppended:
+        """The server's answer to an append; ValueError if it is not one."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an append's answer is a JSON object, not {type(data).__name__}")
+        read = _Reader(data)
+        return cls(offset=read.integer("offset"), next_offset=read.integer("nextOffset"))
+
+
 class Changes(TypedDict, total=False):
     """What ``update_job_with_notification`` (and a tracked job's ``update``) may change."""
 
@@ -208,6 +280,15 @@ class _Reader:
         value = self._data[name]
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a boolean, got {type(value).__name__}")
+        return value
+
+    def count(self, name: str) -> int:
+        """A whole number of 0 or more that may be absent (or null): 0 then."""
+        if self._data.get(name) is None:
+            return 0
+        value = self.integer(name)
+        if value < 0:
+            raise ValueError(f"{name}: expected 0 or more, got {value}")
         return value
 
     def number(self, name: str) -> float:

@@ -4,6 +4,13 @@ Retried: connection errors (refused, reset, timed out), ``503`` and ``429``,
 each after a pause that grows exponentially with jitter, or after the
 server's ``Retry-After`` when that is longer. Nothing else is retried: any
 other answer is the server's decision and is raised at once.
+
+A request that must not be applied twice and has nothing that makes a
+second copy harmless (an output append without ``expected_offset``) is
+retried only when it surely never reached the server: the connection was
+not made, or the server answered 429 (it refuses those before reading
+them). A timeout or a reset after sending, or a 503, may follow a request
+the server applied, so they are raised instead.
 """
 
 from __future__ import annotations
@@ -53,14 +60,21 @@ class RetryPolicy:
 
 # Transport errors worth another attempt; others (an unsupported URL scheme) are not.
 TRANSIENT = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+# The transient errors that happen before a request is sent: it cannot have been applied.
+NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
 class Attempts:
-    """The retry state of one request (or one watch): counts attempts, says how long to wait."""
+    """The retry state of one request (or one watch): counts attempts, says how long to wait.
 
-    def __init__(self, policy: RetryPolicy, what: str) -> None:
+    ``replayable`` is false for a request that must not reach the server
+    twice: it is retried only when the last attempt surely never did.
+    """
+
+    def __init__(self, policy: RetryPolicy, what: str, *, replayable: bool = True) -> None:
         self.policy = policy
         self.what = what
+        self.replayable = replayable
         self.count = 0
 
     def after_error(self, exc: Exception | None) -> float:
@@ -69,7 +83,7 @@ class Attempts:
         Raises ConnectionFailed when there is none.
         """
         self.count += 1
-        transient = exc is None or isinstance(exc, TRANSIENT)
+        transient = exc is None or isinstance(exc, TRANSIENT if self.replayable else NEVER_SENT)
         pause = self.policy.pause(self.count) if transient else None
         if pause is None:
             reason = f"{type(exc).__name__}: {exc}" if exc is not None else "the stream ended"
@@ -79,9 +93,10 @@ class Attempts:
         return pause
 
     def after_response(self, response: httpx2.Response) -> float | None:
-        """The pause before retrying a 503 or a 429, or None to keep this answer."""
+        """The pause before retrying a 503 or a 429 (only a 429 if not replayable), or None
+        to keep this answer."""
         self.count += 1
-        if response.status_code not in (429, 503):
+        if response.status_code not in ((429, 503) if self.replayable else (429,)):
             return None
         return self.policy.pause(self.count, retry_after(response))
 

@@ -1,7 +1,9 @@
 """``watch`` without the I/O: what to ask for, and what each answer and event means.
 
 A watch reads ``GET /api/jobs/{jobId}/events`` and yields each new state of
-the job. What the server sends there, and what the watch does with it:
+the job; with ``output=True`` it reads ``...?output=1`` and yields the job's
+output too, as lists of :class:`OutputChunk`, in the order they happened.
+What the server sends there, and what the watch does with it:
 
 - ``event: job``: the full job. Yielded unless its ``version`` is one the
   watch has yielded already (a reconnection may send it again).
@@ -13,12 +15,16 @@ the job. What the server sends there, and what the watch does with it:
   read, never from an SSE ``id``, so there is nothing to forget: the
   snapshot after it is filtered by version like any other.
 - ``event: removed``: the job was cleaned up or deleted: :class:`JobGone`.
-- any other event (``output``, and whatever a newer server adds): ignored.
+- ``event: output`` (``{"jobId", "chunks"}``): with ``output=True``, the
+  chunks the watch has not yielded yet (by offset: a reconnection may send
+  some again); without it the server sends none.
+- any other event (whatever a newer server adds): ignored.
 - ``204 No Content`` on a reconnection: the watch already has the terminal
   state, so it ends. A per-job stream ends after the terminal state anyway.
 
 A dropped connection is reopened with ``Last-Event-ID: <last version>``
-after a pause of the client's :class:`RetryPolicy`; every state yielded
+(``<last version>.<next offset>`` when following output: the server resumes
+both) after a pause of the client's :class:`RetryPolicy`; every state yielded
 starts a fresh round of retries, so only a stream that keeps failing
 without news gives up (:class:`ConnectionFailed`).
 
@@ -48,12 +54,16 @@ import httpx2
 
 from ._core import Call, parse_job, raise_for
 from ._exceptions import JobGone, ResponseError
-from ._models import Job
+from ._models import Job, OutputChunk
 from ._retry import Attempts
+
+# What a watch yields: a new state of the job, or (following output) chunks of its output.
+Update = Job | list[OutputChunk]
 
 
 class Watch:
-    """The state of one ``watch``: the last version yielded, and whether it is over."""
+    """The state of one ``watch``: the last version yielded, the output held (``offset``,
+    when it follows output), and whether it is over."""
 
     def __init__(
         self,
@@ -62,10 +72,13 @@ class Watch:
         timeout: httpx2.Timeout,
         job_id: str,
         since: int | None,
+        output: bool = False,
     ) -> None:
         self.attempts = attempts
         self.job_id = job_id
         self.version = since
+        self.output = output
+        self.offset = 0
         self.done = False
         self._call = call
         self._timeout = timeout
@@ -76,11 +89,18 @@ class Watch:
 
     @property
     def options(self) -> dict[str, Any]:
-        """The keyword arguments of the next ``stream()``: it resumes after ``version``."""
+        """The keyword arguments of the next ``stream()``: it resumes after ``version``
+        (and ``offset``, following output)."""
         headers = {**self._call.headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
-        if self.version is not None:
-            headers["Last-Event-ID"] = str(self.version)
-        return {"headers": headers, "timeout": self._timeout}
+        if self.output and self.offset > 0:
+            # Version 0 comes before any job: "0.n" resumes the output alone.
+            headers["Last-Event-ID"] = f"{self.version or 0}.{self.offset}"
+        elif self.version is not None:
+            headers["Last-Event-ID"] = str(self.version)  # with output: output from 0
+        options: dict[str, Any] = {"headers": headers, "timeout": self._timeout}
+        if self.output:
+            options["params"] = {"output": "1"}
+        return options
 
     def opened(self, response: httpx2.Response) -> float | None:
         """None to read the stream (or stop, on 204); else the pause before reconnecting.
@@ -97,23 +117,39 @@ class Watch:
             raise_for(response, self.job_id)
         return pause
 
-    def receive(self, event: httpx2.ServerSentEvent) -> Job | None:
-        """The job an event carries, unless this watch has yielded that version already."""
+    def receive(self, event: httpx2.ServerSentEvent) -> Update | None:
+        """The job an event carries, unless this watch has yielded that version already;
+        or, following output, the chunks it carries that this watch has not yielded."""
         if event.event == "removed":
             raise JobGone(f"job {self.job_id!r} was removed while watched", job_id=self.job_id)
+        if event.event == "output" and self.output:
+            return self._new_chunks(_decoded(event))
         if event.event != "job":
-            return None  # synced, reset, output, and whatever comes later
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            raise ResponseError("an event's data is not JSON", status_code=200) from None
-        job = parse_job(data)
+            return None  # synced, reset, and whatever comes later
+        job = parse_job(_decoded(event))
         if self.version is not None and job.version <= self.version:
             return None
         self.version = job.version
         self.done = job.is_terminal
         self.attempts.reset()  # progress: a later drop starts a fresh round of retries
         return job
+
+    def _new_chunks(self, data: Any) -> list[OutputChunk] | None:
+        items = data.get("chunks") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ResponseError("an output event carries no chunks", status_code=200)
+        try:
+            chunks = [OutputChunk.from_wire(item) for item in items]
+        except ValueError as exc:
+            raise ResponseError(
+                f"an output event's chunk is not one ({exc})", status_code=200
+            ) from None
+        fresh = [chunk for chunk in chunks if chunk.offset >= self.offset]
+        if not fresh:
+            return None
+        self.offset = fresh[-1].offset + 1
+        self.attempts.reset()  # progress, as for a job
+        return fresh
 
     def dropped(self, exc: Exception | None) -> float:
         """The pause before reconnecting after ``exc`` (None: the stream just ended)."""
@@ -128,3 +164,10 @@ class Watch:
     def not_a_stream(self, exc: httpx2.SSEError) -> ResponseError:
         """What to raise for an answer that is not an event stream (or an event too large)."""
         return ResponseError(f"{exc} (from {self.attempts.what})", status_code=200)
+
+
+def _decoded(event: httpx2.ServerSentEvent) -> Any:
+    try:
+        return json.loads(event.data)
+    except ValueError:
+        raise ResponseError("an event's data is not JSON", status_code=200) from None

@@ -1,0 +1,736 @@
+"""A job's output through the clients, sync and async, against the real server: appending
+(exactly once, however it is retried), reading back, the batching writers, and watching
+output live, resumed after a cut.
+
+The ``flavor`` adapter of :mod:`tests.client.test_client` runs each test with both
+clients. A lost answer is simulated as the server sees it: the fake server forwards the
+append to the real one, then closes the connection without answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from jobcast_client import (
+    AsyncJobsClient,
+    AsyncOutputWriter,
+    BackendUnavailable,
+    Chunk,
+    ConnectionFailed,
+    InvalidJobData,
+    InvalidTransition,
+    Job,
+    JobNotFound,
+    JobsClient,
+    OffsetMismatch,
+    OutputAppended,
+    OutputChunk,
+    OutputTooLarge,
+    OutputWriter,
+    ResponseError,
+)
+
+from tests.conftest import seconds
+
+from .fakes import (
+    EVENT_STREAM,
+    FORWARD_THEN_DROP,
+    Answer,
+    CutProxy,
+    FakeServer,
+    in_order,
+    job_answer,
+    job_data,
+    problem,
+)
+from .test_client import FAST, AsyncJobs, SyncJobs, _in_thread, connect, flavor as flavor
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import RunningServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+Start = Callable[..., "RunningServer"]
+
+
+# --- helpers over both clients ----------------------------------------------------------
+
+
+async def read_all(jobs: SyncJobs | AsyncJobs, job_id: str, after: int = 0) -> list[OutputChunk]:
+    """Every chunk ``output()`` yields, through the client of either flavor."""
+    if isinstance(jobs, SyncJobs):
+        chunks: list[OutputChunk] = await _in_thread(
+            lambda: list(jobs.client.output(job_id, after))
+        )
+        return chunks
+    return [chunk async for chunk in jobs.client.output(job_id, after)]
+
+
+async def write_all(
+    jobs: SyncJobs | AsyncJobs, job_id: str, items: Iterable[Any], **options: Any
+) -> int | None:
+    """Write ``items`` through an output writer, closed at the end; its last offset."""
+    if isinstance(jobs, SyncJobs):
+
+        def write() -> int | None:
+            with jobs.client.output_writer(job_id, **options) as out:
+                for item in items:
+                    out.write(item)
+            return out.offset
+
+        offset: int | None = await _in_thread(write)
+        return offset
+    async with jobs.client.output_writer(job_id, **options) as out:
+        for item in items:
+            await out.write(item)
+    return out.offset
+
+
+def data_of(chunks: Iterable[OutputChunk]) -> list[Any]:
+    return [chunk.data for chunk in chunks]
+
+
+def posts(fake: FakeServer) -> list[dict[str, Any]]:
+    """The bodies of the appends the fake server saw, decoded."""
+    return [
+        json.loads(seen.body)
+        for seen in fake.requests
+        if seen.method == "POST" and seen.path.endswith("/output")
+    ]
+
+
+# --- append and read ----------------------------------------------------------------------
+
+
+async def test_appended_chunks_are_read_back_in_order_with_their_offsets(
+    server: Start, flavor: str
+) -> None:
+    """One chunk, then several (plain values with the call's kind, Chunk items with their own,
+    a dict and a null as data): output() gives them all back, numbered from 0, and the job
+    counts them in output_size without a new version."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job = await jobs.create_job(job_type="llm_agent")
+        first = await jobs.append_output(job.job_id, "Hel", kind="token")
+        assert first == OutputAppended(offset=0, next_offset=1)
+        mixed = ["lo", Chunk({"rows": [1, 2]}, kind="result"), None, Chunk("plain")]
+        more = await jobs.append_output(job.job_id, chunks=mixed, kind="token")
+        assert (more.offset, more.next_offset, more.already_applied) == (1, 5, False)
+        assert await read_all(jobs, job.job_id) == [
+            OutputChunk(0, "Hel", "token"),
+            OutputChunk(1, "lo", "token"),
+            OutputChunk(2, {"rows": [1, 2]}, "result"),
+            OutputChunk(3, None, "token"),
+            OutputChunk(4, "plain", None),
+        ]
+        assert data_of(await read_all(jobs, job.job_id, after=3)) == [None, "plain"]
+        assert await read_all(jobs, job.job_id, after=5) == []
+        now = await jobs.get_job(job.job_id)
+        assert (now.output_size, now.version) == (5, job.version)
+        assert now.to_wire()["outputSize"] == 5
+        assert "outputSize" not in job.to_wire()
+
+
+async def test_output_pages_through_more_than_one_page(server: Start, flavor: str) -> None:
+    """output() follows the pages (1000 chunks each) to the end of what the job holds."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        for start in range(0, 2500, 500):
+            await jobs.append_output(job_id, chunks=range(start, start + 500))
+        chunks = await read_all(jobs, job_id, after=1)
+        assert data_of(chunks) == list(range(1, 2500))
+        assert [chunk.offset for chunk in chunks] == list(range(1, 2500))
+
+
+async def test_an_append_made_again_with_its_expected_offset_lands_once(
+    server: Start, flavor: str
+) -> None:
+    """The same append with the same expected_offset twice (a worker retrying after it heard
+    nothing) is reported as already applied, and its chunks are there once; other chunks at
+    that offset raise OffsetMismatch with the count the job holds."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        sent = await jobs.append_output(job_id, chunks=["a", ("b", 1)], expected_offset=0)
+        again = await jobs.append_output(job_id, chunks=["a", ("b", 1)], expected_offset=0)
+        assert sent == OutputAppended(0, 2)
+        assert again == OutputAppended(0, 2, already_applied=True)
+        assert data_of(await read_all(jobs, job_id)) == ["a", ["b", 1]]
+        with pytest.raises(OffsetMismatch) as other:
+            await jobs.append_output(job_id, chunks=["a", "c"], expected_offset=0)
+        assert (other.value.expected_offset, other.value.next_offset) == (0, 2)
+        assert "expectedOffset is 0 but the job has 2 output chunks" in str(other.value)
+        with pytest.raises(OffsetMismatch) as behind:
+            await jobs.append_output(job_id, "d", expected_offset=5)
+        assert behind.value.next_offset == 2
+        assert await jobs.append_output(job_id, "d", expected_offset=2) == OutputAppended(2, 3)
+        assert data_of(await read_all(jobs, job_id)) == ["a", ["b", 1], "d"]
+
+
+async def test_an_append_whose_answer_was_lost_is_retried_exactly_once(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """The first attempt reaches the server and its answer is lost; the retry gets 409, the
+    client reads the chunks at its offset, finds its own, and returns: nothing twice."""
+    srv = server()
+    lossy = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        lossy.requests.clear()
+        lossy.script = in_order(FORWARD_THEN_DROP)
+        done = await jobs.append_output(job_id, chunks=["x", "y"], kind="log", expected_offset=0)
+        assert done == OutputAppended(0, 2, already_applied=True)
+        assert [(seen.method, seen.path.partition("?")[0][-7:]) for seen in lossy.requests] == [
+            ("POST", "/output"),
+            ("POST", "/output"),
+            ("GET", "/output"),
+        ]
+        assert [body["expectedOffset"] for body in posts(lossy)] == [0, 0]
+        assert await read_all(jobs, job_id) == [
+            OutputChunk(0, "x", "log"),
+            OutputChunk(1, "y", "log"),
+        ]
+
+
+async def test_an_append_without_expected_offset_is_never_sent_twice(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """Without expected_offset a lost answer or a 503 is raised, not retried (the chunk may
+    have landed: it did, once); a refused connection's 429 is retried."""
+    srv = server()
+    lossy = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        lossy.script = in_order(FORWARD_THEN_DROP)
+        with pytest.raises(ConnectionFailed, match="after 1 attempt"):
+            await jobs.append_output(job_id, "once")
+        assert data_of(await read_all(jobs, job_id)) == ["once"]
+        lossy.script = in_order(problem(503, "backend-unavailable", "down"))
+        with pytest.raises(BackendUnavailable):
+            await jobs.append_output(job_id, "not sent")
+        lossy.script = in_order(problem(429, "rate-limited", "slow down", **{"Retry-After": "0"}))
+        assert (await jobs.append_output(job_id, "after a 429")).offset == 1
+        lossy.script = in_order(problem(503, "backend-unavailable", "down"))
+        assert (await jobs.append_output(job_id, "retried", expected_offset=2)).offset == 2
+        assert data_of(await read_all(jobs, job_id)) == ["once", "after a 429", "retried"]
+        assert len(posts(lossy)) == 6, "the 429 and the 503 with expected_offset retried"
+
+
+async def test_refused_appends_raise_with_the_servers_reason(server: Start, flavor: str) -> None:
+    """A kind over 64 characters, output over a limit, an ended job and an unknown job raise
+    the matching exceptions with the server's own words; bad arguments raise ValueError."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNKS="3", JOBS_OUTPUT_MAX_CHUNK_BYTES="100")
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = (await jobs.create_job()).job_id
+        with pytest.raises(InvalidJobData) as long_kind:
+            await jobs.append_output(job_id, "x", kind="k" * 65)
+        assert [error.field for error in long_kind.value.errors] == ["chunks.0.kind"]
+        said = await api.post(
+            f"/api/jobs/{job_id}/output", json={"chunks": [{"data": "x", "kind": "k" * 65}]}
+        )
+        assert str(long_kind.value) == said.json()["detail"]
+        with pytest.raises(OutputTooLarge, match="JOBS_OUTPUT_MAX_CHUNKS"):
+            await jobs.append_output(job_id, chunks=[1, 2, 3, 4])
+        with pytest.raises(OutputTooLarge, match="JOBS_OUTPUT_MAX_CHUNK_BYTES") as too_big:
+            await jobs.append_output(job_id, "x" * 200)
+        assert isinstance(too_big.value, InvalidJobData)
+        with pytest.raises(JobNotFound):
+            await jobs.append_output("job_nope", "x")
+        with pytest.raises(ValueError, match="exactly one of data or chunks"):
+            await jobs.append_output(job_id)
+        with pytest.raises(ValueError, match="exactly one of data or chunks"):
+            await jobs.append_output(job_id, "x", chunks=["y"])
+        with pytest.raises(ValueError, match="empty"):
+            await jobs.append_output(job_id, chunks=[])
+        await jobs.complete_job(job_id)
+        with pytest.raises(InvalidTransition, match="ended"):
+            await jobs.append_output(job_id, "too late")
+        with pytest.raises(InvalidTransition, match="ended"):
+            await jobs.append_output(job_id, "too late", expected_offset=0)
+        assert await read_all(jobs, job_id) == []
+
+
+# --- the writers ----------------------------------------------------------------------------
+
+
+async def test_the_writer_batches_writes_into_few_exactly_once_appends(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """95 writes with max_chunks=10 make 10 appends (9 full, the rest on close), each with
+    expectedOffset, starting after the output the job had; every chunk arrives, in order."""
+    srv = server()
+    recorder = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        await jobs.append_output(job_id, chunks=["earlier", "output"])
+        tokens = [f"t{number} " for number in range(95)]
+        last = await write_all(jobs, job_id, tokens, kind="token", max_chunks=10, max_delay=60)
+        assert last == 97
+        appends = posts(recorder)[1:]
+        assert len(appends) == 10 < len(tokens)
+        assert [body["expectedOffset"] for body in appends] == list(range(2, 97, 10))
+        assert [len(body["chunks"]) for body in appends] == [10] * 9 + [5]
+        chunks = await read_all(jobs, job_id)
+        assert data_of(chunks) == ["earlier", "output", *tokens]
+        assert {chunk.kind for chunk in chunks[2:]} == {"token"}
+
+
+async def test_the_writer_appends_after_max_delay_without_another_write(
+    server: Start, flavor: str
+) -> None:
+    """A batch that is not full goes once its oldest chunk has waited max_delay, though no
+    write or flush follows (a background thread or task sees to it)."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        writer: OutputWriter | AsyncOutputWriter
+        async with contextlib.AsyncExitStack() as stack:
+            if isinstance(jobs, SyncJobs):
+                writer = jobs.client.output_writer(job_id, max_chunks=100, max_delay=0.1)
+                stack.callback(writer.close)
+                for word in ("one", "two", "three"):
+                    writer.write(word)
+            else:
+                entered = await stack.enter_async_context(
+                    jobs.client.output_writer(job_id, max_chunks=100, max_delay=0.1)
+                )
+                for word in ("one", "two", "three"):
+                    await entered.write(word)
+                writer = entered
+            with anyio.fail_after(seconds(5)):
+                while True:
+                    if len(await read_all(jobs, job_id)) == 3:
+                        break
+                    await anyio.sleep(0.02)
+            assert writer.offset == 3
+        assert data_of(await read_all(jobs, job_id)) == ["one", "two", "three"]
+
+
+async def test_writers_of_one_job_take_turns_without_losing_or_doubling(
+    server: Start, flavor: str
+) -> None:
+    """Two writers on one job (tokens and log lines) append in turns: each moves past the
+    other's batches, so every chunk is there once and each writer's stay in order."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        tokens = [f"t{number}" for number in range(30)]
+        lines = [f"line {number}" for number in range(30)]
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                functools.partial(write_all, jobs, job_id, tokens, kind="token", max_chunks=4)
+            )
+            tasks.start_soon(
+                functools.partial(write_all, jobs, job_id, lines, kind="log", max_chunks=3)
+            )
+        chunks = await read_all(jobs, job_id)
+        assert [chunk.offset for chunk in chunks] == list(range(60))
+        assert [chunk.data for chunk in chunks if chunk.kind == "token"] == tokens
+        assert [chunk.data for chunk in chunks if chunk.kind == "log"] == lines
+
+
+async def test_a_batch_the_server_refuses_is_kept_raised_and_given_up_on_close(
+    server: Start,
+) -> None:
+    """flush() raises what the append raised and keeps the batch (a later flush tries it
+    again); close() raises it too, then drops it; a closed writer takes no more."""
+    srv = server()
+    with JobsClient(srv.base_url, retry=FAST) as jobs:
+        job_id = jobs.create_job().job_id
+        writer = jobs.output_writer(job_id, max_delay=60)
+        writer.write("kept")
+        writer.flush()
+        writer.write("refused")
+        jobs.complete_job(job_id)
+        with pytest.raises(InvalidTransition):
+            writer.flush()
+        with pytest.raises(InvalidTransition):
+            writer.flush()
+        with pytest.raises(InvalidTransition):
+            writer.close()
+        writer.close()
+        with pytest.raises(ValueError, match="closed"):
+            writer.write("more")
+        assert [chunk.data for chunk in jobs.output(job_id)] == ["kept"]
+
+
+async def test_an_async_writer_must_be_entered_and_flushes_when_cancelled(server: Start) -> None:
+    """The async writer refuses writes outside `async with`; a cancelled block still appends
+    what it holds (shielded), and the cancellation goes on."""
+    srv = server()
+    async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        with pytest.raises(RuntimeError, match="async with"):
+            await jobs.output_writer(job_id).write("x")
+        with anyio.CancelScope() as scope:
+            async with jobs.output_writer(job_id, max_delay=60) as out:
+                await out.write("before the cancel")
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert [chunk.data async for chunk in jobs.output(job_id)] == ["before the cancel"]
+
+
+async def test_a_tracked_job_writes_its_output_before_it_completes(
+    server: Start, flavor: str
+) -> None:
+    """track()'s job appends with append_output() and an output_writer(); all of it is there
+    when the job completes."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        if isinstance(jobs, SyncJobs):
+
+            def work() -> str:
+                with jobs.client.track(job_type="llm_agent") as job:
+                    job.append_output("Thinking...", kind="log")
+                    with job.output_writer(kind="token") as out:
+                        for token in ("Hello", ", ", "world"):
+                            out.write(token)
+                return job.job_id
+
+            job_id: str = await _in_thread(work)
+        else:
+            async with jobs.client.track(job_type="llm_agent") as tracked:
+                await tracked.append_output("Thinking...", kind="log")
+                async with tracked.output_writer(kind="token") as out:
+                    for token in ("Hello", ", ", "world"):
+                        await out.write(token)
+            job_id = tracked.job_id
+        done = await jobs.get_job(job_id)
+        assert (done.status, done.output_size) == ("completed", 4)
+        assert [(c.data, c.kind) for c in await read_all(jobs, job_id)] == [
+            ("Thinking...", "log"),
+            ("Hello", "token"),
+            (", ", "token"),
+            ("world", "token"),
+        ]
+
+
+# --- watch(output=True) ------------------------------------------------------------------
+
+
+async def follow(
+    jobs: SyncJobs | AsyncJobs, job_id: str
+) -> AsyncGenerator[Job | list[OutputChunk], None]:
+    async for update in jobs.watch(job_id, output=True):
+        yield update
+
+
+async def append(api: Any, job_id: str, *data: Any) -> None:
+    """Append straight to the server (the tests' own HTTP client), one chunk per value."""
+    chunks = [{"data": item} for item in data]
+    response = await api.post(f"/api/jobs/{job_id}/output", json={"chunks": chunks})
+    assert response.status_code == 200, response.text
+
+
+def flatten(updates: Iterable[Job | list[OutputChunk]]) -> list[OutputChunk]:
+    return [chunk for update in updates if isinstance(update, list) for chunk in update]
+
+
+async def test_watch_with_output_yields_every_chunk_then_the_terminal_state(
+    server: Start, flavor: str
+) -> None:
+    """watch(output=True) yields the output the job had, then each append live, between the
+    states; everything appended before the completion comes before the completed state."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = await api.create_job(jobType="llm_agent")
+        await jobs.append_output(job_id, "early", kind="log")
+        updates: list[Job | list[OutputChunk]] = []
+        with anyio.fail_after(seconds(15)):
+            async for update in jobs.watch(job_id, output=True):
+                updates.append(update)
+                got = flatten(updates)
+                if isinstance(update, Job) and update.version == 1:
+                    await api.update(job_id, status="processing", progress=10)
+                elif isinstance(update, Job) and update.version == 2:
+                    await jobs.append_output(job_id, chunks=["Hel", "lo"], kind="token")
+                elif len(got) == 3:
+                    await jobs.append_output(job_id, "!", kind="token")
+                    await api.complete(job_id)
+        states = [update for update in updates if isinstance(update, Job)]
+        assert [(state.version, state.status) for state in states] == [
+            (1, "queued"),
+            (2, "processing"),
+            (3, "completed"),
+        ]
+        assert updates[-1] == states[-1]
+        chunks = flatten(updates)
+        assert [(chunk.offset, chunk.data) for chunk in chunks] == [
+            (0, "early"),
+            (1, "Hel"),
+            (2, "lo"),
+            (3, "!"),
+        ]
+        assert updates[0] == [OutputChunk(0, "early", "log")], "output before the state it preceded"
+
+
+async def test_watch_with_output_resumes_after_a_cut_without_repeats(
+    server: Start, flavor: str, proxy: Callable[[int], CutProxy]
+) -> None:
+    """A cut stream is reopened with Last-Event-ID <version>.<nextOffset>: the output goes on
+    from the next chunk, none twice, none lost, and the watch ends at the terminal state."""
+    srv = server()
+    tunnel = proxy(srv.port)
+    async with connect(flavor, tunnel.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        await api.update(job_id, status="processing")
+        await append(api, job_id, "a", "b")
+        with anyio.fail_after(seconds(15)):
+            async with contextlib.aclosing(follow(jobs, job_id)) as updates:
+                seen = [await anext(updates)]
+                while len(flatten(seen)) < 2 or not any(isinstance(u, Job) for u in seen):
+                    seen.append(await anext(updates))
+                tunnel.cut()
+                await append(api, job_id, "c", "d")
+                while len(flatten(seen)) < 4:
+                    seen.append(await anext(updates))
+                await append(api, job_id, "e")
+                await api.complete(job_id)
+                seen += [update async for update in updates]
+        assert data_of(flatten(seen)) == ["a", "b", "c", "d", "e"]
+        states = [update for update in seen if isinstance(update, Job)]
+        assert [state.version for state in states] == [2, 3]
+        assert len(tunnel.heads) == 2, "one reconnection"
+        assert b"last-event-id: 2.2\r\n" in bytes(tunnel.heads[1]).lower()
+        assert b"output=1" in bytes(tunnel.heads[0])
+
+
+async def test_watch_with_output_skips_chunks_a_reconnection_sends_again(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """Chunks sent again after a reconnection (offsets already yielded) are left out."""
+
+    def stream(*events: tuple[str, Any], end: bool = False) -> Answer:
+        body = b"retry: 10\n\n" + b"".join(
+            b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps(data).encode())
+            for kind, data in events
+        )
+        return Answer(200, body, EVENT_STREAM, truncated=not end)
+
+    def out(*offsets: int) -> tuple[str, Any]:
+        chunks = [{"offset": o, "data": f"c{o}", "kind": "token"} for o in offsets]
+        return ("output", {"jobId": "job_fake", "chunks": chunks})
+
+    events = fake(
+        in_order(
+            stream(("job", job_data(1)), out(0, 1)),
+            then=stream(
+                out(1, 2), ("job", job_data(1)), ("job", job_data(2, "completed")), end=True
+            ),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [update async for update in follow(jobs, "job_fake")]
+    assert [c.offset for c in flatten(seen)] == [0, 1, 2]
+    assert [u.version for u in seen if isinstance(u, Job)] == [1, 2]
+    assert [seen_request.headers.get("last-event-id") for seen_request in events.requests] == [
+        None,
+        "1.2",
+    ]
+    assert all("output=1" in seen_request.path for seen_request in events.requests)
+
+
+async def test_an_output_event_that_is_not_one_raises(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """An output event without a list of chunks is no stream of this server: ResponseError."""
+    body = b'retry: 10\n\nevent: output\ndata: {"jobId": "job_fake"}\n\n'
+    events = fake(in_order(then=Answer(200, body, EVENT_STREAM)))
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)), pytest.raises(ResponseError, match="no chunks"):
+            _ = [update async for update in follow(jobs, "job_fake")]
+
+
+async def test_a_plain_watch_never_yields_output(server: Start, flavor: str) -> None:
+    """Without output=True a watch yields states only, and asks for no output."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        await jobs.append_output(job_id, "x")
+        await jobs.complete_job(job_id)
+        with anyio.fail_after(seconds(10)):
+            seen = [update async for update in jobs.watch(job_id)]
+        assert [type(update) for update in seen] == [Job]
+        assert seen[0].output_size == 1
+
+
+# --- what goes wrong ----------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_value_error_before_anything_is_sent() -> None:
+    """Writer bounds, a negative offset and a negative `after` are refused at once."""
+    with JobsClient("http://127.0.0.1:9", retry=FAST) as jobs:
+        with pytest.raises(ValueError, match="max_chunks"):
+            jobs.output_writer("job_1", max_chunks=0)
+        with pytest.raises(ValueError, match="max_delay"):
+            jobs.output_writer("job_1", max_delay=-1)
+        with pytest.raises(ValueError, match="expected_offset"):
+            jobs.append_output("job_1", "x", expected_offset=-1)
+        with pytest.raises(ValueError, match="after"):
+            next(jobs.output("job_1", after=-1))
+        writer = jobs.output_writer("job_1")
+        assert repr(writer) == "<OutputWriter job_1 at None>"
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            writer.write(object())
+        with pytest.raises(ValueError, match="Out of range float"):
+            writer.write(float("nan"))
+        writer.close()  # nothing kept: nothing sent
+
+
+async def test_a_background_append_that_fails_is_raised_by_the_next_write(
+    server: Start, flavor: str
+) -> None:
+    """When the timer's append fails (the job ended meanwhile), the next write raises that
+    error; the chunks stay, and the writer's end raises it again, then gives them up."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = (await jobs.create_job()).job_id
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, max_delay=0.2)
+            writer.flush()  # nothing to append: nothing sent
+            await api.complete(job_id)
+            writer.write("refused")
+            await anyio.sleep(seconds(1))
+            with pytest.raises(InvalidTransition):
+                writer.write("next")
+            with pytest.raises(InvalidTransition):
+                writer.close()
+        else:
+
+            async def block() -> None:
+                async with jobs.client.output_writer(job_id, max_delay=0.2) as out:
+                    await api.complete(job_id)
+                    await out.write("refused")
+                    await anyio.sleep(seconds(1))
+                    with pytest.raises(InvalidTransition):
+                        await out.write("next")
+
+            with pytest.raises(InvalidTransition, match="ended"):
+                await block()
+        assert await read_all(jobs, job_id) == []
+
+
+async def test_an_error_in_the_block_appends_the_rest_and_propagates(
+    server: Start, flavor: str
+) -> None:
+    """A block that raises still appends what its writer holds, and its own error goes on;
+    when that append fails too, the block's error carries a note saying so."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = (await jobs.create_job()).job_id
+        ended_id = (await jobs.create_job()).job_id
+
+        async def work(target: str, then: Callable[[], Any] | None = None) -> None:
+            if isinstance(jobs, SyncJobs):
+
+                def block() -> None:
+                    with jobs.client.output_writer(target, max_delay=60) as out:
+                        out.write("last words")
+                        raise KeyError("broke")
+
+                await _in_thread(block)
+            else:
+                async with jobs.client.output_writer(target, max_delay=60) as out:
+                    await out.write("last words")
+                    raise KeyError("broke")
+
+        with pytest.raises(KeyError, match="broke"):
+            await work(job_id)
+        assert data_of(await read_all(jobs, job_id)) == ["last words"]
+        await api.complete(ended_id)
+        with pytest.raises(KeyError, match="broke") as noted:
+            await work(ended_id)
+        assert any("could not be appended" in note for note in noted.value.__notes__)
+
+
+async def test_a_writer_that_never_gets_its_turn_gives_up(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A writer refused again and again (other writers always first) raises OffsetMismatch
+    after a bounded number of tries."""
+    crowded = problem(409, "offset-mismatch", "someone else was first", nextOffset="99")
+    mismatch = Answer(
+        409,
+        json.dumps({**json.loads(crowded.body), "nextOffset": 99}).encode(),
+        crowded.headers,
+    )
+    answers = fake(in_order(job_answer(1), then=mismatch))
+    async with connect(flavor, answers.url) as jobs:
+        with pytest.raises(OffsetMismatch, match="someone else") as refused:
+            await write_all(jobs, "job_fake", ["x"])
+    assert refused.value.next_offset == 99
+    assert [body["expectedOffset"] for body in posts(answers)] == [0] + [99] * 10
+
+
+async def test_answers_that_are_not_the_servers_raise_response_error(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """An append's answer without offsets, a page without chunks or with a broken chunk, and
+    an offset-mismatch without nextOffset raise ResponseError."""
+    json_type = {"Content-Type": "application/json"}
+    no_count = Answer(
+        409,
+        json.dumps(
+            {"type": "tag:jobcast,2026:offset-mismatch", "status": 409, "detail": "no count"}
+        ).encode(),
+        {"Content-Type": "application/problem+json"},
+    )
+    answers = fake(
+        in_order(
+            Answer(200, b'{"jobId": "job_fake"}', json_type),
+            Answer(200, b'{"jobId": "job_fake"}', json_type),
+            Answer(200, b'{"chunks": [{"data": 1}]}', json_type),
+            no_count,
+        )
+    )
+    async with connect(flavor, answers.url) as jobs:
+        with pytest.raises(ResponseError, match="not an append's answer"):
+            await jobs.append_output("job_fake", "x")
+        with pytest.raises(ResponseError, match=r"not a page of output \(chunks: missing\)"):
+            await read_all(jobs, "job_fake")
+        with pytest.raises(ResponseError, match=r"offset: missing"):
+            await read_all(jobs, "job_fake")
+        with pytest.raises(ResponseError, match="no nextOffset"):
+            await jobs.append_output("job_fake", "x", expected_offset=0)
+
+
+async def test_output_events_that_are_old_or_broken(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """An output event holding only chunks already yielded yields nothing; one whose data is
+    not JSON, or whose chunk is not one, raises ResponseError."""
+
+    def stream(*frames: bytes) -> Answer:
+        return Answer(200, b"retry: 10\n\n" + b"".join(frames), EVENT_STREAM)
+
+    def out(*offsets: int) -> bytes:
+        chunks = [{"offset": o, "data": o} for o in offsets]
+        return b"event: output\ndata: %s\n\n" % json.dumps({"chunks": chunks}).encode()
+
+    job = b"event: job\ndata: %s\n\n" % json.dumps(job_data(1, "completed")).encode()
+    answers = fake(
+        in_order(
+            stream(out(0, 1), out(1), out(0), job),
+            stream(b"event: output\ndata: {nope\n\n"),
+            stream(b'event: output\ndata: {"chunks": [{"offset": "x"}]}\n\n'),
+        )
+    )
+    async with connect(flavor, answers.url) as jobs:
+        seen = [update async for update in follow(jobs, "job_fake")]
+        assert [[c.offset for c in u] if isinstance(u, list) else u.version for u in seen] == [
+            [0, 1],
+            1,
+        ]
+        with pytest.raises(ResponseError, match="not JSON"):
+            _ = [update async for update in follow(jobs, "job_fake")]
+        with pytest.raises(ResponseError, match="chunk is not one"):
+            _ = [update async for update in follow(jobs, "job_fake")]
