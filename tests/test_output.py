@@ -325,3 +325,30 @@ def test_metrics_count_output_appended_and_sent(client: TestClient) -> None:
     # {"data":"a","kind":"token"} and its two siblings: 27 bytes each.
     assert "jobcast_output_bytes_appended_total 81.0" in metrics
     assert 'jobcast_output_bytes_sent_total{transport="sse"} 81.0' in metrics
+
+
+def test_a_websocket_holding_the_end_and_all_output_is_told_final(client: TestClient) -> None:
+    job_id = finished_job_with_output(client)
+    with client.websocket_connect("/api/jobs/ws") as ws:
+        holding = {"since": 3, "output": True, "sinceOffset": 3}
+        ws.send_json({"type": "subscribe", "jobId": job_id, **holding})
+        assert ws.receive_json() == {
+            "type": "subscribed",
+            "jobId": job_id,
+            "version": 3,
+            "output": True,
+            "final": True,
+        }
+        # Holding the end but not all the output: the rest, then the end of it.
+        ws.send_json({"type": "subscribe", "jobId": job_id, **holding, "sinceOffset": 1})
+        assert ws.receive_json()["type"] == "subscribed"
+        rest = ws.receive_json()
+        assert [chunk["offset"] for chunk in rest["chunks"]] == [1, 2]
+        assert ws.receive_json() == {
+            "type": "synced",
+            "jobId": job_id,
+            "version": 3,
+            "nextOffset": 3,
+        }
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}  # nothing else was coming
