@@ -17,6 +17,9 @@ sections (all by default):
   poll    GET /api/jobs/{jobId} with wrk: Jobcast vs bare Starlette (needs wrk)
   hooks   write latency (create, PATCH, complete; paced) with every event delivered
           to a slow, a failing and a fast webhook receiver vs no webhooks
+  output  job output at LLM speed: 200 jobs appending 50 chunks/s each (in batches),
+          5 SSE subscribers per job on ?output=1: chunks/s, server CPU per chunk vs
+          per job change (PATCHes to the same streams), latency, RSS per job's output
   scale   SSE fan-out on Redis: two Jobcast workers vs one (needs redis-server)
 """
 
@@ -83,7 +86,21 @@ HOOK_RECEIVERS = {
 }
 HOOK_TARGET = 1.2  # the write p99 with a slow or failing receiver, against none: "unchanged"
 WRITES = ("create", "patch", "complete")
-SECTIONS = ("memory", "sse", "ws", "paced", "poll", "hooks", "scale")
+OUTPUT_JOBS = 200
+OUTPUT_SUBSCRIBERS = 5  # per job, each on the job's own stream with ?output=1
+OUTPUT_RATE = 50.0  # chunks a second per job: tokens at LLM speed
+# Chunks per append: a worker buffers its tokens and appends them in batches, as the
+# Python client's writer does, so each job appends OUTPUT_RATE / OUTPUT_BATCH times a
+# second (5). The writer's default, an append 0.1 s after the oldest
+# waiting chunk, would make batches of about 5 at this rate: twice the appends.
+OUTPUT_BATCH = 10
+OUTPUT_CONNECTIONS = 4  # keep-alive connections the appends (or PATCHes) take turns on
+OUTPUT_P99 = 50.0  # ms, append sent to chunk received
+# RSS per job's output against its bytes: the memory store keeps a job's chunks end to end
+# in one buffer (over-allocated by up to 1/8 as it grows) and 4 bytes more per chunk.
+OUTPUT_MEMORY = 1.25
+OUTPUT_SETTLE = 0.5  # seconds for the server to let go of closed streams before RSS is read
+SECTIONS = ("memory", "sse", "ws", "paced", "poll", "hooks", "output", "scale")
 SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events", "floor": "/events"}
 WS_PATH = "/api/jobs/ws"
 # Jobcast's WebSocket modes, by result key: the query that selects it, its label.
@@ -103,10 +120,11 @@ class Plan:
     paced_ms: int
     poll_seconds: int
     hooks_ms: int
+    output_ms: int
 
 
-QUICK = Plan((100, 1000), (1000,), 1000, 500, 1500, 3000, 2, 5000)
-FULL = Plan((100, 1000, 5000), (100, 1000), 5000, 1000, 3000, 10_000, 5, 10_000)
+QUICK = Plan((100, 1000), (1000,), 1000, 500, 1500, 3000, 2, 5000, 3000)
+FULL = Plan((100, 1000, 5000), (100, 1000), 5000, 1000, 3000, 10_000, 5, 10_000, 10_000)
 
 
 @dataclass
@@ -152,6 +170,44 @@ class Writes:
         tried = [sum(each) for each in counts]
         got = self.received.values
         return bool(tried) and all(tried) and len(got) == len(tried) and all(got)
+
+
+@dataclass
+class Streamed:
+    """One kind of traffic in the output section, on the same subscribers: output
+    appends (``items`` = chunks) or job changes (``items`` = job events)."""
+
+    items_per_s: Series  # delivered: the receiver's count over the window, all subscribers
+    events_per_s: Series  # SSE events delivered (output: one per append and subscriber)
+    server_us_per_item: Series  # server CPU over the window, per item delivered in it
+    server_cpu_pct: Series
+    receiver_cpu_pct: Series
+    publisher_cpu_pct: Series
+    p50_ms: Series  # sent (the append or PATCH) to received, every subscriber sampled
+    p99_ms: Series
+    written_per_s: Series  # the server's counts: chunks appended or jobs updated
+    sent_per_s: Series  # and chunks or events it wrote to SSE subscribers
+
+    @classmethod
+    def empty(cls) -> Streamed:
+        return cls(*(Series() for _ in range(10)))
+
+
+@dataclass
+class Stored:
+    """What the jobs' output holds in the server once appended: RSS against bytes."""
+
+    rss_kib_per_job: Series  # server RSS growth over the output run, per job
+    kib_per_job: Series  # jobcast_output_bytes_appended_total over it, per job
+    chunks_per_job: Series
+    # The same over the output run's window alone, streams open at both ends: what more
+    # output costs in the steady state, without what the run's start set up.
+    window_rss_kib_per_job: Series
+    window_kib_per_job: Series
+
+    @classmethod
+    def empty(cls) -> Stored:
+        return cls(*(Series() for _ in range(5)))
 
 
 @dataclass(frozen=True)
@@ -282,6 +338,92 @@ class Bench:
         window = [(kind, ms) for kind, sent, ms in samples if start <= sent < end]
         _record_writes(into, window, before, after, (end - start) / 1e9, held - base)
 
+    async def output(self, changes: Streamed, output: Streamed, stored: Stored) -> None:
+        """One repetition of the output section, on a freshly started Jobcast: OUTPUT_JOBS
+        jobs, their streams under job changes (PATCH progress), then under output appends,
+        each at OUTPUT_RATE / OUTPUT_BATCH requests a second per job. RSS is read with no
+        stream open, before and after the output run: what the output left behind."""
+        server = self.procs.start_server(JOBCAST)
+        try:
+            await _warm(server)
+            jobs = [await publisher.create_job(server.port) for _ in range(OUTPUT_JOBS)]
+            patch = _rotations(server, "PATCH", [f"/api/jobs/{job}" for job in jobs])
+            await self.streams(server, jobs, patch, changes, chunks=False)
+            await asyncio.sleep(OUTPUT_SETTLE)
+            base_kib, base = rss_kib(server.pid), await _metrics(server)
+            paths = [f"/api/jobs/{job}/output" for job in jobs]
+            append = _rotations(server, "POST", paths, lambda _: publisher.append(OUTPUT_BATCH))
+            window = await self.streams(server, jobs, append, output, chunks=True)
+            await asyncio.sleep(OUTPUT_SETTLE)
+            held_kib, held = rss_kib(server.pid), await _metrics(server)
+        finally:
+            self.procs.stop(server.proc)
+
+        def per_job(name: str) -> float:
+            return (held.get(name, 0.0) - base.get(name, 0.0)) / len(jobs)
+
+        stored.rss_kib_per_job.add((held_kib - base_kib) / len(jobs))
+        stored.kib_per_job.add(per_job("jobcast_output_bytes_appended_total") / 1024)
+        stored.chunks_per_job.add(per_job("jobcast_output_chunks_appended_total"))
+        start, end = window
+        stored.window_rss_kib_per_job.add((end["rss_kib"] - start["rss_kib"]) / len(jobs))
+        appended = "jobcast_output_bytes_appended_total"
+        stored.window_kib_per_job.add((end[appended] - start[appended]) / 1024 / len(jobs))
+
+    async def streams(
+        self,
+        server: Server,
+        jobs: list[str],
+        publishers: list[Publish],
+        into: Streamed,
+        *,
+        chunks: bool,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """One window of the output section: OUTPUT_SUBSCRIBERS receivers per job on its
+        ``?output=1`` stream, the publishers paced; ``chunks``: the items delivered are
+        output chunks (else job events). Returns the server's state (metrics, CPU, RSS)
+        at the window's start and end."""
+        paths = ",".join(f"/api/jobs/{job}/events?output=1" for job in jobs)
+        run = ClientRun(
+            "output", server.port, paths, OUTPUT_SUBSCRIBERS * len(jobs), self.plan.warmup_ms,
+            self.plan.output_ms, 1,
+        )  # fmt: skip
+        [receiver] = await start_clients(self.client, [run])
+        window = run.duration_ms / 1000
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(publish(stop)) for publish in publishers]
+        try:
+            await asyncio.sleep(run.warmup_ms / 1000)
+            before = await _server_state(server)
+            await asyncio.sleep(window)
+            after = await _server_state(server, metrics_last=True)
+            report = await _report(receiver)
+        finally:
+            stop.set()
+            done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+            await stop_client(receiver)
+        failure = next((each for each in done if isinstance(each, BaseException)), None)
+        if failure is not None:
+            raise failure
+        _record_streamed(into, report, before, after, window, chunks=chunks)
+        return before, after
+
+
+def _rotations(
+    server: Server, method: str, paths: list[str], body: Callable[[int], bytes] = publisher.change
+) -> list[Publish]:
+    """OUTPUT_CONNECTIONS connections, each taking its share of ``paths`` in turn, so that
+    every path gets OUTPUT_RATE / OUTPUT_BATCH requests a second; their schedules are
+    staggered, so the requests of all of them come evenly spread."""
+    total = OUTPUT_RATE / OUTPUT_BATCH * len(paths)  # requests a second, in all
+    return [
+        functools.partial(
+            publisher.rotate, server.port, method, paths[each::OUTPUT_CONNECTIONS], body,
+            total / OUTPUT_CONNECTIONS, limit=MAX_PUBLISHES, phase=each / total,
+        )
+        for each in range(OUTPUT_CONNECTIONS)
+    ]  # fmt: skip
+
 
 async def job_for(server: Server) -> str:
     if server.spec.needs_created_job:
@@ -347,6 +489,67 @@ async def _hook_state(server: Server, receiver: Server, path: str) -> dict[str, 
         conn.close()
     state["received"] = float(counts.get(path, 0))
     return state
+
+
+async def _metrics(server: Server) -> dict[str, float]:
+    """The server's ``jobcast_*`` samples, by name with their labels."""
+    conn = await publisher.Connection.open(server.port)
+    try:
+        text = (await conn.request("GET", "/metrics")).decode()
+    finally:
+        conn.close()
+    found = re.findall(r"^(jobcast_\w+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)
+    return {name: float(value) for name, value in found}
+
+
+async def _server_state(server: Server, *, metrics_last: bool = False) -> dict[str, float]:
+    """The server's metrics, its RSS, its CPU seconds and this process's (the
+    publisher's), the CPU read on the window's side of the /metrics request (which it
+    then leaves out)."""
+    if metrics_last:
+        cpu = _cpu((server,))
+        state = await _metrics(server)
+    else:
+        state = await _metrics(server)
+        cpu = _cpu((server,))
+    state["cpu_s"], state["publisher_cpu_s"] = cpu
+    state["rss_kib"] = rss_kib(server.pid)
+    return state
+
+
+def _record_streamed(
+    into: Streamed,
+    report: dict[str, float],
+    before: dict[str, float],
+    after: dict[str, float],
+    window: float,
+    *,
+    chunks: bool,
+) -> None:
+    """Items are output chunks (``chunks``) or job events; rates are per second."""
+    items = report["chunks"] if chunks else report["events"]
+    rate = items / report["seconds"]
+    server_cpu = after["cpu_s"] - before["cpu_s"]
+
+    def per_s(name: str) -> float:
+        return (after.get(name, 0.0) - before.get(name, 0.0)) / window
+
+    sse = '{transport="sse"}'
+    publisher_cpu = after["publisher_cpu_s"] - before["publisher_cpu_s"]
+    into.items_per_s.add(rate)
+    into.events_per_s.add(report["events"] / report["seconds"])
+    into.server_us_per_item.add(server_cpu * 1e6 / max(rate * window, 1))
+    into.server_cpu_pct.add(100 * server_cpu / window)
+    into.receiver_cpu_pct.add(100 * report["cpu_s"] / report["seconds"])
+    into.publisher_cpu_pct.add(100 * publisher_cpu / window)
+    into.p50_ms.add(report["p50_ms"])
+    into.p99_ms.add(report["p99_ms"])
+    if chunks:
+        into.written_per_s.add(per_s("jobcast_output_chunks_appended_total"))
+        into.sent_per_s.add(per_s("jobcast_output_chunks_sent_total" + sse))
+    else:
+        into.written_per_s.add(per_s("jobcast_jobs_updated_total"))
+        into.sent_per_s.add(per_s("jobcast_events_sent_total" + sse))
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -566,6 +769,74 @@ def hooks_rows(res: dict[str, Writes]) -> list[Row]:
     return rows
 
 
+def output_rows(res: dict[str, Streamed], stored: Stored) -> list[Row]:
+    """Kept up, CPU per chunk against per job change, latency, then memory and details."""
+    output, changes = res["output"], res["changes"]
+    expected = OUTPUT_JOBS * OUTPUT_RATE * OUTPUT_SUBSCRIBERS
+    kept = Series([rate / expected for rate in output.items_per_s.values])
+    cpu = ratios(output.server_us_per_item, changes.server_us_per_item)
+    memory = ratios(stored.rss_kib_per_job, stored.kib_per_job)
+    jobs = f"{OUTPUT_JOBS} jobs x {OUTPUT_RATE:g} chunks/s, {OUTPUT_SUBSCRIBERS} SSE subs each"
+    change_rate = OUTPUT_JOBS * OUTPUT_RATE / OUTPUT_BATCH
+    return [
+        Row(
+            f"output chunks/s delivered ({jobs})",
+            output.items_per_s.show(0),
+            f"expected {expected:,.0f}".replace(",", " "),
+            kept.show(2),
+            "kept up (≥ 0.98x)",
+            verdict(kept.median >= 0.98),
+        ),
+        Row(
+            "output server µs per delivered chunk vs per delivered job change",
+            output.server_us_per_item.show(2),
+            f"job changes ({change_rate:g} PATCH/s, same streams) "
+            + changes.server_us_per_item.show(2),
+            cpu.show(2),
+            "≤ 1x",
+            verdict(cpu.median <= 1),
+        ),
+        Row(
+            "output append→receive p50 / p99 ms",
+            f"{output.p50_ms.show(1)} / {output.p99_ms.show(1)}",
+            f"job changes {changes.p50_ms.show(1)} / {changes.p99_ms.show(1)}",
+            ratios(output.p99_ms, changes.p99_ms).show(2),
+            f"p99 ≤ {OUTPUT_P99:g} ms",
+            verdict(output.p99_ms.median <= OUTPUT_P99),
+        ),
+        Row(
+            "output RSS KiB per job's output vs its bytes (KiB), no stream open",
+            stored.rss_kib_per_job.show(1),
+            f"stored {stored.kib_per_job.show(1)} in {stored.chunks_per_job.show(0)} chunks",
+            memory.show(2),
+            f"≤ {OUTPUT_MEMORY:g}x",
+            verdict(memory.median <= OUTPUT_MEMORY),
+        ),
+        Row(
+            "  output RSS KiB per job over the window alone (streams open) vs its bytes (KiB)",
+            "",
+            f"{stored.window_rss_kib_per_job.show(1)} vs {stored.window_kib_per_job.show(1)}",
+            ratios(stored.window_rss_kib_per_job, stored.window_kib_per_job).show(2),
+            "",
+            "",
+        ),
+        *(_streamed_row(name, r) for name, r in res.items()),
+    ]
+
+
+def _streamed_row(name: str, r: Streamed) -> Row:
+    label = (
+        f"  {name}: server µs/item · CPU% server/receiver/publisher · events/s · "
+        "server written/sent per s"
+    )
+    cpu_pcts = (r.server_cpu_pct, r.receiver_cpu_pct, r.publisher_cpu_pct)
+    shown = (
+        f"{r.server_us_per_item.show(2)} · {'/'.join(s.show(0) for s in cpu_pcts)} · "
+        f"{r.events_per_s.show(0)} · {r.written_per_s.show(0)}/{r.sent_per_s.show(0)}"
+    )
+    return Row(label, "", shown, "", "", "")
+
+
 def _writes_row(name: str, r: Writes) -> Row:
     label = (
         f"  {name}: writes/s · p50 ms · p99 create/PATCH/complete ms · server µs/write · "
@@ -703,6 +974,17 @@ async def hooks_section(bench: Bench) -> Section:
     return hooks_rows(res), {"hooks": data}
 
 
+async def output_section(bench: Bench) -> Section:
+    """Each repetition: job changes, then output, on one freshly started Jobcast."""
+    res = {"output": Streamed.empty(), "changes": Streamed.empty()}
+    stored = Stored.empty()
+    for _ in range(REPS):
+        await bench.output(res["changes"], res["output"], stored)
+    data = {name: {k: v.values for k, v in vars(r).items()} for name, r in res.items()}
+    data["stored"] = {k: v.values for k, v in vars(stored).items()}
+    return output_rows(res, stored), {"output": data}
+
+
 SectionOnServers = Callable[[Bench, dict[str, Server]], Coroutine[Any, Any, Section]]
 # The sections measured on the one set of Jobcast, naive and raw servers, in table order.
 ON_SHARED_SERVERS: dict[str, SectionOnServers] = {
@@ -737,6 +1019,10 @@ async def run(plan: Plan, sections: frozenset[str], client: Path, procs: Process
             procs.stop(server.proc)
     if "hooks" in sections:  # its own servers, one at a time
         section_rows, section_data = await hooks_section(bench)
+        rows += section_rows
+        data |= section_data
+    if "output" in sections:  # its own servers, one at a time
+        section_rows, section_data = await output_section(bench)
         rows += section_rows
         data |= section_data
     if "scale" in sections:
@@ -830,6 +1116,18 @@ def _title(
             "(create, PATCH, complete), each on a freshly started Jobcast (memory backend), "
             "with no webhooks or with JOBS_WEBHOOK_EVENTS=all to one receiver (uvicorn, core "
             "1); latency = each write's, sent to answered, pooled over the window."
+        )
+    if "output" in sections:
+        lines.append(
+            f"Output: {OUTPUT_JOBS} jobs each append {OUTPUT_RATE:g} chunks/s of ~20 bytes of "
+            f"JSON in batches of {OUTPUT_BATCH} (a buffered writer flushing every "
+            f"{1000 * OUTPUT_BATCH / OUTPUT_RATE:g} ms: {OUTPUT_RATE / OUTPUT_BATCH:g} appends/s "
+            f"per job), paced over {OUTPUT_CONNECTIONS} keep-alive connections; "
+            f"{OUTPUT_SUBSCRIBERS} SSE subscribers per job on ?output=1, one C receiver; "
+            "against job changes (PATCH progress, as many requests, no output) on the same "
+            "streams of the same freshly started Jobcast, back to back; latency = the append "
+            "(or PATCH) sent to its event received, every subscriber sampled; RSS read with "
+            "no stream open, before and after the output run."
         )
     if "scale" in sections:
         lines.append(

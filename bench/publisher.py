@@ -1,5 +1,6 @@
 """The publisher: PATCH requests over raw keep-alive HTTP/1.1, each stamped with time_ns;
-and, for the hooks section, whole job lives (create, PATCH, complete), each write timed.
+for the hooks section, whole job lives (create, PATCH, complete), each write timed; for
+the output section, output appended to many jobs in turn, each append stamped likewise.
 
 Raw asyncio streams rather than an HTTP client library: the publisher shares the client core with
 the receiver, and must not be what limits the rate.
@@ -8,7 +9,9 @@ the receiver, and must not be what limits the rate.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -49,6 +52,20 @@ def change(progress: int) -> bytes:
 
 
 NEW_JOB = b'{"jobType":"generic","message":"bench"}'
+# An output chunk as a token streamer appends it: 18 characters of text, 20 bytes of JSON.
+TOKEN = b'{"data":"tok 0123456789abcd","kind":"token"}'
+
+
+def append(batch: int) -> bytes:
+    """An output append of ``batch`` chunks. The first carries the send time instead of
+    text (``{"bench_t":<ns>}``, 31 bytes of JSON) for the receiver's latency sample."""
+    stamp = b'{"data":{"bench_t":%d},"kind":"token"}' % time.time_ns()
+    return b'{"chunks":[' + stamp + _tokens(batch - 1) + b"]}"
+
+
+@functools.cache
+def _tokens(count: int) -> bytes:
+    return b"".join(b"," + TOKEN for _ in range(count))
 
 
 async def create_job(port: int) -> str:
@@ -84,6 +101,35 @@ async def paced(port: int, job_id: str, rate: float, stop: asyncio.Event, *, lim
             if delay > 0:
                 await asyncio.sleep(delay)
             await conn.request("PATCH", f"/api/jobs/{job_id}", change(sent))
+            sent += 1
+    finally:
+        conn.close()
+    return sent
+
+
+async def rotate(
+    port: int,
+    method: str,
+    paths: list[str],
+    body: Callable[[int], bytes],
+    rate: float,
+    stop: asyncio.Event,
+    *,
+    limit: int,
+    phase: float = 0.0,
+) -> int:
+    """``rate`` requests a second on one connection, to ``paths`` in turn, on a fixed
+    schedule (no drift) that starts ``phase`` seconds after the connection opens;
+    ``body(n)`` is the n-th request's body. Until ``stop`` (or ``limit``)."""
+    conn = await Connection.open(port)
+    start = time.monotonic() + phase
+    sent = 0
+    try:
+        while not stop.is_set() and sent < limit:
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await conn.request(method, paths[sent % len(paths)], body(sent))
             sent += 1
     finally:
         conn.close()

@@ -1,10 +1,15 @@
 /* Fan-out receiver for the benchmark: S connections on one epoll loop.
  *
- * usage: sse_client MODE HOST PORT PATH S WARMUP_MS DURATION_MS SAMPLE_EVERY
- *   MODE sse: GET PATH, count "\n\n" event boundaries (ignoring \r) in the body,
+ * usage: sse_client MODE HOST PORT PATH[,PATH...] S WARMUP_MS DURATION_MS SAMPLE_EVERY
+ *   Connection i takes the (i mod n)-th of the n comma-separated paths.
+ *   MODE sse: GET PATH, count the events in the body: "\n\n" boundaries (ignoring
+ *             \r) ending an event with a field, so a ": ping" comment is none;
  *             de-chunked first when the response is chunked (uvicorn's streams
  *             are: each chunk's trailing CRLF would otherwise read as one more
  *             boundary, counting a stream that writes one event per chunk twice).
+ *   MODE output: as sse, and also count the output chunks the events carry (each
+ *             chunk on the wire has one "offset": key; nothing else on a job's
+ *             stream has it).
  *   MODE ws:  WebSocket handshake on PATH, send {"type":"subscribe","all":true},
  *             walk the server frames and count the job messages in their payloads
  *             ("type":"job"), so a batch frame counts every message it carries.
@@ -40,11 +45,14 @@
 /* In a pattern, a space stands for any run of spaces: json.dumps writes ": ". */
 #define STAMP "\"bench_t\":"
 #define JOB_MESSAGE "\"type\": \"job\""
+#define CHUNK "\"offset\":"
 
 typedef struct {
     int fd;
     int ready;       /* response head received */
     char last;       /* last byte seen, for "\n\n" across reads (sse) */
+    int has_field;   /* sse: the event being read has a line other than a comment */
+    int chunk_matched; /* output: bytes of CHUNK matched so far */
     int hdr_need;    /* ws: header bytes still to read (0 = in payload) */
     unsigned char hdr[14];
     int hdr_have;
@@ -90,12 +98,15 @@ static int cmp_i64(const void *a, const void *b) {
 static int64_t *lat;
 static long n_lat;
 static long events;
+static long chunks; /* output chunks (MODE output) */
+static int output;  /* MODE output */
 static int counting;
 
 /* One byte more of a pattern match: the new number of pattern bytes matched.
- * On a mismatch the match restarts at this byte. Both patterns start with '"'
+ * On a mismatch the match restarts at this byte. The patterns start with '"'
  * and repeat no longer prefix, so in valid JSON (where a quote closing a partial
- * match cannot also open "type" or "bench_t") no occurrence is missed. */
+ * match cannot also open "type", "offset" or "bench_t") no occurrence is missed;
+ * inside a JSON string a quote is escaped, so no string's text can match. */
 static int match_step(const char *pattern, int matched, char byte) {
     if (pattern[matched] == ' ') {
         if (byte == ' ') return matched;
@@ -137,15 +148,31 @@ static void sample_stamps(conn_t *c, const char *p, size_t n, int64_t t) {
 }
 
 static void count_sse(conn_t *c, const char *p, size_t n) {
-    long k = 0;
-    char prev = c->last;
+    long k = 0, m = 0;
+    char prev = c->last; /* 0 at the body's start: a line starts there too */
     for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\r') continue; /* sse-starlette ends lines with \r\n */
-        if (p[i] == '\n' && prev == '\n') k++;
-        prev = p[i];
+        char b = p[i];
+        if (b == '\r') continue; /* sse-starlette ends lines with \r\n */
+        if (b == '\n' && prev == '\n') {
+            k += c->has_field;
+            c->has_field = 0;
+        } else if ((prev == '\n' || prev == 0) && b != '\n' && b != ':') {
+            c->has_field = 1;
+        }
+        if (output) {
+            c->chunk_matched = match_step(CHUNK, c->chunk_matched, b);
+            if (CHUNK[c->chunk_matched] == '\0') {
+                m++;
+                c->chunk_matched = 0;
+            }
+        }
+        prev = b;
     }
     c->last = prev;
-    if (counting) events += k;
+    if (counting) {
+        events += k;
+        chunks += m;
+    }
 }
 
 /* The body bytes in p: counted and sampled as they are, or first de-chunked
@@ -240,9 +267,9 @@ static int open_at(conn_t *conns, int i, int ep, const char *host, int port) {
     return epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
 }
 
-static int build_request(char *out, size_t cap, const char *mode, const char *host, int port,
+static int build_request(char *out, size_t cap, int ws, const char *host, int port,
                          const char *path) {
-    if (strcmp(mode, "ws") == 0)
+    if (ws)
         return snprintf(out, cap,
                         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -266,19 +293,34 @@ static int ws_subscribe_frame(unsigned char *out) {
 
 int main(int argc, char **argv) {
     if (argc != 9) {
-        fprintf(stderr, "usage: %s MODE HOST PORT PATH S WARMUP_MS DURATION_MS SAMPLE_EVERY\n",
+        fprintf(stderr,
+                "usage: %s MODE HOST PORT PATH[,PATH...] S WARMUP_MS DURATION_MS SAMPLE_EVERY\n",
                 argv[0]);
         return 2;
     }
-    const char *mode = argv[1], *host = argv[2], *path = argv[4];
+    const char *mode = argv[1], *host = argv[2];
     int port = atoi(argv[3]), s = atoi(argv[5]), sample_every = atoi(argv[8]);
     int64_t warmup = atoll(argv[6]), duration = atoll(argv[7]);
     int ws = strcmp(mode, "ws") == 0;
+    output = strcmp(mode, "output") == 0;
+    if (!ws && !output && strcmp(mode, "sse") != 0) {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        return 2;
+    }
+    /* The paths, split in place at the commas. */
+    int n_paths = 1;
+    for (char *q = argv[4]; *q; q++) n_paths += *q == ',';
+    char **paths = malloc(sizeof(char *) * (size_t)n_paths);
+    paths[0] = argv[4];
+    for (int k = 1; k < n_paths; k++) {
+        char *comma = strchr(paths[k - 1], ',');
+        *comma = '\0';
+        paths[k] = comma + 1;
+    }
     lat = malloc(sizeof(int64_t) * MAX_LAT);
     conn_t *conns = calloc((size_t)s, sizeof(conn_t));
     int ep = epoll_create1(0);
-    char req[512];
-    int req_len = build_request(req, sizeof req, mode, host, port, path);
+    char req[1024];
     unsigned char sub[64];
     int sub_len = ws_subscribe_frame(sub);
 
@@ -310,6 +352,9 @@ int main(int argc, char **argv) {
             conn_t *c = &conns[evs[k].data.u32];
             if ((evs[k].events & EPOLLOUT) && sent < s + 1) {
                 /* Loopback sockets take the whole short request at once. */
+                const char *path = paths[evs[k].data.u32 % (uint32_t)n_paths];
+                int req_len = build_request(req, sizeof req, ws, host, port, path);
+                if (req_len <= 0 || req_len >= (int)sizeof req) return 1;
                 if (write(c->fd, req, (size_t)req_len) != req_len) return 1;
                 struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[k].data.u32};
                 epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
@@ -363,8 +408,8 @@ int main(int argc, char **argv) {
     double secs = (double)(t_end - t_count) / 1000.0, cpu = cpu_now() - cpu_start;
     qsort(lat, (size_t)n_lat, sizeof(int64_t), cmp_i64);
     double p50 = n_lat ? lat[n_lat / 2] / 1e6 : -1, p99 = n_lat ? lat[n_lat * 99 / 100] / 1e6 : -1;
-    printf("{\"events\": %ld, \"seconds\": %.3f, \"samples\": %ld, \"p50_ms\": %.3f, "
-           "\"p99_ms\": %.3f, \"cpu_s\": %.3f}\n",
-           events, secs, n_lat, p50, p99, cpu);
+    printf("{\"events\": %ld, \"chunks\": %ld, \"seconds\": %.3f, \"samples\": %ld, "
+           "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"cpu_s\": %.3f}\n",
+           events, chunks, secs, n_lat, p50, p99, cpu);
     return 0;
 }
