@@ -2,7 +2,8 @@
 //
 // Rows are keyed by jobId and updated in place; every change lands in `pending`
 // and the DOM is written once per animation frame, so hundreds of jobs changing
-// at once cost one layout per frame and nothing flickers.
+// at once cost one layout per frame and nothing flickers. A running job with
+// output (LLM tokens, log lines) shows its tail under its row (see "Output").
 
 import { isTerminal, watchJob, watchJobs } from './jobcast.js';
 
@@ -21,6 +22,8 @@ const SVG = 'http://www.w3.org/2000/svg';
 const COPY_ICON = ['M9 9h10v10H9z', 'M5 15V5h10'];
 const CHECK_ICON = ['M5 12.5l4.5 4.5L19 7'];
 const CLOSE_ICON = ['M6 6l12 12', 'M18 6 6 18'];
+const OUTPUT_TEXT_MAX = 4_096; // characters of streamed `token` text a row shows: the last
+const OUTPUT_LINES = 20; // lines of other output (`log`, …) a row shows: the last
 
 const TYPES = {
   file_processing: {
@@ -64,6 +67,10 @@ const pending = new Map();
 const faded = new Set();
 /** Finished jobs the user closed: hidden for this tab's session, reloads included. */
 const dismissed = loadDismissed();
+/** jobId → the tail of its output shown: {text (tokens), lines (the rest)}. */
+const tails = new Map();
+/** Jobs whose tail changed since the last frame. */
+const tailsChanged = new Set();
 let frame = 0;
 
 // The server's clock, for elapsed times: offset = client time - server time. Every
@@ -148,7 +155,9 @@ const watchOptions = {
   onReset: () => faded.clear(),
   onState: showState,
 };
-if (onlyJob) watchJob(onlyJob, watchOptions);
+// A page for one job follows its output on the one watch it has; the page of every job
+// opens a watch per job for it (see "Output").
+if (onlyJob) watchJob(onlyJob, { ...watchOptions, onOutput: (chunks) => addOutput(onlyJob, chunks) });
 else watchJobs(watchOptions);
 
 /** The `scope` claim of a read token (a JWT: its payload is readable, not secret). */
@@ -216,6 +225,11 @@ function flush() {
     }
   }
   pending.clear();
+  for (const jobId of tailsChanged) {
+    const row = rows.get(jobId);
+    if (row && !row.leaving) renderOutput(row);
+  }
+  tailsChanged.clear();
   if (entering.length) {
     void list.offsetHeight; // commit the collapsed state, so the reveal transitions
     for (const row of entering) {
@@ -312,6 +326,7 @@ function createRow(job) {
   el.actions = h('div', 'job-actions');
   el.actions.hidden = true;
 
+  el.body = body; // the output's tail joins it once there is one (renderOutput)
   body.append(el.icon, title, state, line, el.elapsed, progress, el.actions);
   clip.append(body);
   el.root.append(clip);
@@ -379,6 +394,8 @@ function render(row, job) {
   }
   renderElapsed(row);
   renderActions(row);
+  if (!onlyJob) wantOutput(row);
+  if (tails.has(row.id) && !row.el.output) renderOutput(row);
 }
 
 /** "Cancel requested", and why, while the job's worker has been asked to stop. */
@@ -408,11 +425,13 @@ function leave(row) {
   if (!row || row.leaving) return;
   row.leaving = true;
   remember(row.id);
+  endOutputWatch(row.id, true);
   if (row.el.root.contains(document.activeElement)) focusNear(row); // not lost to <body>
   row.el.root.classList.add('is-leaving');
   setTimeout(() => {
     row.el.root.remove();
     rows.delete(row.id);
+    tails.delete(row.id);
     ordered.splice(ordered.indexOf(row), 1);
     renderSummary();
   }, LEAVE_MS);
@@ -601,6 +620,146 @@ async function copyId(row) {
 
 function shortId(jobId) {
   return jobId.replace(/^job_/, '').slice(0, SHORT_ID);
+}
+
+// Output: a running job's tail under its row, live.
+//
+// The list's stream carries no output (only a stream of one job does), so the page opens
+// a watch of one job, with `output: true`, for each job it shows that has output
+// (`outputSize`) and is not finished. Each such watch is a connection, hence a cap:
+// over SSE every stream holds one of the six connections a browser keeps per origin over
+// HTTP/1.1, and the list's stream is one of them, so three leave room for the page's
+// other requests; WebSockets and polls are not held to that, and get six. Newer jobs
+// (those on top) go first; a job waits for a free watch, and its output comes from its
+// first chunk once it has one. A watch ends with its job (after its last chunk), and the
+// job's tail stays on its row until the row goes.
+//
+// Appending output changes no version, so the list hears of a job's first chunks with its
+// next change (workers report progress as they go). The tail is bounded: the last
+// OUTPUT_TEXT_MAX characters of `token` chunks, joined as they stream, and the last
+// OUTPUT_LINES lines of every other kind (`log` lines; other data as JSON).
+
+const OUTPUT_WATCHES = transport === 'sse' ? 3 : 6;
+/** jobId → the watch of its output (a jobcast handle). */
+const outputWatches = new Map();
+/** Jobs with output that wait for a watch. */
+const outputWaiting = new Set();
+/** Jobs whose output watch has ended, never to open again. */
+const outputEnded = new Set();
+let outputRefused = false; // the token may read the list but not one job's stream
+let outputStarting = false; // startOutputWatches is due, once this frame's rows are in
+
+/** A row's job has output and runs on: watch its output, now or when a watch is free. */
+function wantOutput(row) {
+  const { id, job } = row;
+  if (outputWatches.has(id) || outputEnded.has(id) || outputRefused) return;
+  if (row.leaving || isTerminal(job) || !(job.outputSize > 0)) {
+    outputWaiting.delete(id);
+    return;
+  }
+  outputWaiting.add(id);
+  scheduleOutputWatches();
+}
+
+/** After the rows of this frame (a snapshot's, say), so the newest of them go first. */
+function scheduleOutputWatches() {
+  if (outputStarting) return;
+  outputStarting = true;
+  queueMicrotask(startOutputWatches);
+}
+
+function startOutputWatches() {
+  outputStarting = false;
+  while (outputWatches.size < OUTPUT_WATCHES && outputWaiting.size && !outputRefused) {
+    let newest = null;
+    for (const jobId of outputWaiting) {
+      const row = rows.get(jobId);
+      if (!row || row.leaving || isTerminal(row.job)) outputWaiting.delete(jobId);
+      else if (!newest || row.created > newest.created) newest = row;
+    }
+    if (!newest) return;
+    outputWaiting.delete(newest.id);
+    const jobId = newest.id;
+    outputWatches.set(
+      jobId,
+      watchJob(jobId, {
+        transport,
+        token,
+        output: true,
+        onOutput: (chunks) => addOutput(jobId, chunks),
+        // The final state comes after the last chunk: the watch is over.
+        onJob: (job) => {
+          if (isTerminal(job)) endOutputWatch(jobId, true);
+        },
+        onRemoved: () => endOutputWatch(jobId, true),
+        onState: ({ state }) => {
+          if (state !== 'unauthorized' && state !== 'forbidden') return;
+          outputRefused = true;
+          endOutputWatch(jobId, true);
+        },
+      }),
+    );
+  }
+}
+
+/** Closes a job's output watch (`done`: for good) and hands its place to a waiting job. */
+function endOutputWatch(jobId, done) {
+  outputWaiting.delete(jobId);
+  if (done) {
+    outputEnded.add(jobId);
+    if (outputEnded.size > 10_000) outputEnded.delete(outputEnded.values().next().value);
+  }
+  const watch = outputWatches.get(jobId);
+  if (!watch) return;
+  outputWatches.delete(jobId);
+  watch.close();
+  scheduleOutputWatches(); // not from inside the ending watch's own callback
+}
+
+function addOutput(jobId, chunks) {
+  let tail = tails.get(jobId);
+  if (!tail) tails.set(jobId, (tail = { text: '', lines: [] }));
+  for (const { data, kind } of chunks) {
+    const text = typeof data === 'string' ? data : JSON.stringify(data);
+    if (kind === 'token') {
+      tail.text += text;
+      if (tail.text.length > 2 * OUTPUT_TEXT_MAX) tail.text = tail.text.slice(-OUTPUT_TEXT_MAX);
+    } else {
+      tail.lines.push(...text.replace(/\r?\n$/, '').split(/\r?\n/).slice(-OUTPUT_LINES));
+      if (tail.lines.length > 2 * OUTPUT_LINES) tail.lines.splice(0, tail.lines.length - OUTPUT_LINES);
+    }
+  }
+  if (tail.text.length > OUTPUT_TEXT_MAX) {
+    tail.text = tail.text.slice(-OUTPUT_TEXT_MAX).replace(/^[\udc00-\udfff]/, ''); // no half a character
+  }
+  if (tail.lines.length > OUTPUT_LINES) tail.lines.splice(0, tail.lines.length - OUTPUT_LINES);
+  tailsChanged.add(jobId);
+  if (!frame) frame = requestAnimationFrame(flush);
+}
+
+function renderOutput(row) {
+  const tail = tails.get(row.id);
+  const { el } = row;
+  if (!tail) return;
+  if (!el.output) {
+    // A log of what the job produced, not announced as it grows (tokens would be too many).
+    el.output = h('div', 'job-output');
+    el.output.setAttribute('role', 'log');
+    el.output.setAttribute('aria-live', 'off');
+    el.output.setAttribute('aria-label', `${TYPES[row.job.jobType]?.label ?? 'Generic'} job output`);
+    el.outputText = h('p', 'job-output-text');
+    el.outputLines = h('pre', 'job-output-lines');
+    el.output.append(el.outputText, el.outputLines);
+    el.body.append(el.output);
+  }
+  const box = el.output;
+  const following = box.scrollTop + box.clientHeight >= box.scrollHeight - 4; // at the end
+  const lines = tail.lines.join('\n');
+  if (el.outputText.textContent !== tail.text) el.outputText.textContent = tail.text;
+  if (el.outputLines.textContent !== lines) el.outputLines.textContent = lines;
+  el.outputText.hidden = !tail.text;
+  el.outputLines.hidden = !lines;
+  if (following) box.scrollTop = box.scrollHeight; // keeps to the newest, unless scrolled up
 }
 
 // Stale rows: while the page cannot hear the server its rows show the last known state,

@@ -12,6 +12,13 @@
  *   onRemoved: (jobId) => {},                 // cleaned up or deleted (or never existed): ends
  * });
  *
+ * // Its output too (LLM tokens, log lines: what its worker appends), each chunk once, in order:
+ * watchJob(jobId, {
+ *   output: true,                             // implied by onOutput
+ *   onOutput: (chunks) => chunks.forEach(({ offset, data, kind }) => show(data)),
+ *   onJob: (job) => render(job),              // after the chunks appended before that change
+ * });
+ *
  * // Every job, or those matching jobType / status:
  * const all = watchJobs({
  *   onJob: (job) => upsert(job),
@@ -30,6 +37,8 @@
  * // The same, as a store for UI frameworks (React's useSyncExternalStore, Svelte, Vue):
  * const store = createJobStore({ jobType: 'llm_agent' });
  * const unsubscribe = store.subscribe(({ jobs, state }) => {}); // now, and on every change
+ * // One job and the newest 200 chunks of its output (`outputOffset`: how many came in all):
+ * createJobStore({ jobId, output: true, keepOutput: 200 }).subscribe(({ job, output }) => {});
  *
  * What it does for you:
  * - Resumes. After a dropped connection it reconnects with exponential backoff and
@@ -43,6 +52,9 @@
  *   failing while the server itself answers: a proxy that breaks streaming, say.
  *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it.
  * - Delivers each job version once, in order; callbacks always get the full job.
+ * - Delivers each output chunk once, in order, none missing, across reconnects and a fall
+ *   back to polling; the chunks appended before a change of the job come before that
+ *   change's `onJob`, and all of them before its final state.
  * - Stops when the server refuses the credential. A 401 (no token, or one that is
  *   invalid or expired) ends the watch in state 'unauthorized', a 403 (a token that
  *   does not cover what is watched) in 'forbidden': retrying with the same token
@@ -64,14 +76,19 @@ const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
+const OUTPUT_PAGE = 1_000; // chunks per GET of a job's output (the server's most)
+const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
 
 /**
- * Watch one job until it reaches `completed` or `error`, or is removed.
+ * Watch one job until it reaches `completed` or `error`, or is removed. With `output: true`
+ * (implied by `onOutput`) its output too: `onOutput(chunks)` gets each chunk
+ * (`{offset, data, kind?}`) once, in order, and the handle's `outputOffset` is how many
+ * chunks it delivered.
  * @param {string} jobId
- * @param {object} [options] onJob, onState, onRemoved, onSynced, transport, baseUrl,
- *   token, getToken, fallback, pauseWhenHidden, EventSource, WebSocket
+ * @param {object} [options] onJob, onOutput, onState, onRemoved, onSynced, output, transport,
+ *   baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden, EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
- *   readonly closed: boolean}}
+ *   readonly closed: boolean, readonly outputOffset: number}}
  */
 export function watchJob(jobId, options = {}) {
   return new Watch({ ...options, jobId: String(jobId) }).start();
@@ -83,7 +100,7 @@ export function watchJob(jobId, options = {}) {
  *   transport, baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden,
  *   EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
- *   readonly closed: boolean}}
+ *   readonly closed: boolean, readonly outputOffset: number}}
  */
 export function watchJobs(options = {}) {
   return new Watch({ ...options, jobId: null }).start();
@@ -97,11 +114,14 @@ export const isTerminal = (job) => TERMINAL.has(job?.status);
  * frameworks. It connects on the first `subscribe`, pauses once nothing is subscribed
  * (and resumes from where it was on the next), and ends with `close()`.
  *
- * `getSnapshot()` returns a frozen `{jobs, job, state, transport, problem, synced, closed}`
- * that is replaced, never changed, and only when something in it changed: `jobs` newest
- * first, `job` the one job of a one-job store. `subscribe(listener)` calls `listener(snapshot)`
+ * `getSnapshot()` returns a frozen `{jobs, job, state, transport, problem, synced, closed,
+ * output, outputOffset}` that is replaced, never changed, and only when something in it
+ * changed: `jobs` newest first, `job` the one job of a one-job store; with `output: true`
+ * (one job only) `output` holds the newest `keepOutput` chunks (default 1000) and
+ * `outputOffset` how many arrived in all. `subscribe(listener)` calls `listener(snapshot)`
  * at once and after every change, and returns the function that unsubscribes.
- * @param {object} [options] jobId, jobType, status, and the options of watchJobs but callbacks
+ * @param {object} [options] jobId, jobType, status, output, keepOutput, and the options of
+ *   watchJobs but callbacks
  * @returns {{subscribe(listener: Function): () => void, getSnapshot(): object, close(): void}}
  */
 export function createJobStore(options = {}) {
@@ -137,6 +157,10 @@ class Watch {
       );
     }
     this.versions = new Map(); // jobId → the version last delivered
+    // One job's output: on when asked for (`output`, or an `onOutput` to call).
+    this.output = this.jobId !== null && (options.output ?? typeof options.onOutput === 'function');
+    this.outputOffset = 0; // output chunks delivered: the offset of the next one
+    this.ending = null; // the final job, held back until the output before it has arrived
     this.cursor = null; // all-jobs feed position of the last event
     this.conn = null; // the open connection: {close(), live, liveAt, token, closed}
     this.timer = 0;
@@ -182,6 +206,9 @@ class Watch {
       },
       get closed() {
         return watch.closed;
+      },
+      get outputOffset() {
+        return watch.outputOffset;
       },
     };
   }
@@ -267,10 +294,7 @@ class Watch {
       if (probe === 'stop') return;
       if (probe === 'renew') return this.attempt(true);
       this.unreachable = 0;
-      if (probe === 'gone') {
-        this.call('onRemoved', this.jobId);
-        return this.close();
-      }
+      if (probe === 'gone') return this.gone();
       if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
         this.transport = 'poll';
         this.streamFailures = 0;
@@ -371,8 +395,12 @@ class Watch {
     if (refusal) return refusal;
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
     if (response.ok) this.renewing = false;
-    if (one && response.ok) this.deliver(await response.json().catch(() => null));
-    else response.body?.cancel().catch(() => {});
+    if (one && response.ok) {
+      const job = await response.json().catch(() => null);
+      // A job whose output has gone on without us comes after that output, over the
+      // stream that resumes it: delivered now, it would overtake its chunks.
+      if (!this.output || !(outputSize(job) > this.outputOffset)) this.deliver(job);
+    } else response.body?.cancel().catch(() => {});
     return 'up';
   }
 
@@ -424,6 +452,11 @@ class Watch {
   deliver(job) {
     if (this.closed || !job || typeof job.jobId !== 'string') return;
     if (this.jobId !== null && job.jobId !== this.jobId) return;
+    if (this.output && TERMINAL.has(job.status) && outputSize(job) > this.outputOffset) {
+      // The final state comes last: it waits for the chunks that are still on their way.
+      this.ending = job;
+      return;
+    }
     this.snapshot?.delete(job.jobId);
     const known = this.versions.get(job.jobId);
     if (known === undefined || !(job.version <= known)) {
@@ -431,6 +464,37 @@ class Watch {
       this.call('onJob', job);
     }
     if (this.jobId !== null && TERMINAL.has(job.status)) this.close();
+  }
+
+  /**
+   * Output chunks, from a stream or a page of `GET …/output`: the ones not delivered yet go to
+   * `onOutput`, in order. False when one is missing before them (the caller reconnects,
+   * resuming from what was delivered).
+   */
+  received(chunks) {
+    if (this.closed || !this.output || !Array.isArray(chunks)) return true;
+    const fresh = [];
+    let missing = false;
+    for (const chunk of chunks) {
+      if (!chunk || typeof chunk !== 'object' || !Number.isInteger(chunk.offset)) continue;
+      const next = this.outputOffset + fresh.length;
+      if (chunk.offset < next) continue; // had it already
+      if (chunk.offset > next) {
+        missing = true;
+        break;
+      }
+      fresh.push(chunk);
+    }
+    if (fresh.length) {
+      this.outputOffset += fresh.length;
+      this.call('onOutput', fresh);
+    }
+    const ending = this.ending;
+    if (ending && !(outputSize(ending) > this.outputOffset)) {
+      this.ending = null;
+      this.deliver(ending);
+    }
+    return !missing;
   }
 
   removed(jobId) {
@@ -479,10 +543,18 @@ class Watch {
 
   sse(conn) {
     const one = this.jobId !== null;
-    const last = one ? this.versions.get(this.jobId) : this.cursor;
+    const version = this.versions.get(this.jobId);
+    // With output the id is `<version>.<chunks held>`. Before any version has arrived there
+    // is none to give: the output comes from 0 again, and what was delivered is skipped.
+    let last = one ? version : this.cursor;
+    if (this.output && version != null) last = `${version}.${this.outputOffset}`;
     const path = one ? `/api/jobs/${encodeURIComponent(this.jobId)}/events` : '/api/jobs/events';
     const source = new this.EventSource(
-      this.url(path, { ...(one ? {} : this.filters()), lastEventId: last }),
+      this.url(path, {
+        ...(one ? {} : this.filters()),
+        output: this.output ? 1 : undefined,
+        lastEventId: last,
+      }),
     );
     conn.close = () => source.close();
     const on = (type, handle) =>
@@ -501,6 +573,9 @@ class Watch {
       if (event.lastEventId) this.cursor = event.lastEventId;
       this.removed(parse(event.data)?.jobId);
     });
+    on('output', (event) => {
+      if (!this.received(parse(event.data)?.chunks)) this.failed(conn);
+    });
     on('reset', () => this.reset());
     on('synced', (event) => this.synced(event.lastEventId));
     // EventSource would retry by itself at a fixed pace; we close it and back off instead.
@@ -510,6 +585,7 @@ class Watch {
   ws(conn) {
     const one = this.jobId !== null;
     const since = one ? this.versions.get(this.jobId) : this.cursor;
+    const sinceOffset = this.outputOffset;
     const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new this.WebSocket(url.href);
@@ -529,6 +605,7 @@ class Watch {
         ? { type: 'subscribe', jobId: this.jobId }
         : { type: 'subscribe', all: true, ...this.filters() };
       if (since != null) frame.since = since;
+      if (this.output) Object.assign(frame, { output: true, sinceOffset });
       socket.send(JSON.stringify(frame));
     });
     const handle = (frame) => {
@@ -542,6 +619,8 @@ class Watch {
       } else if (frame.type === 'removed') {
         if (frame.cursor) this.cursor = frame.cursor;
         this.removed(frame.jobId);
+      } else if (frame.type === 'output') {
+        if (frame.jobId === this.jobId && !this.received(frame.chunks)) this.failed(conn);
       } else if (frame.type === 'synced') {
         this.synced(frame.cursor);
       } else if (frame.type === 'error' && (frame.jobId !== undefined || frame.all)) {
@@ -571,7 +650,7 @@ class Watch {
   poll(conn) {
     const aborter = new AbortController();
     conn.close = () => aborter.abort();
-    const run = this.jobId !== null ? this.pollJob : this.pollAll;
+    const run = this.jobId === null ? this.pollAll : this.output ? this.pollOutput : this.pollJob;
     run.call(this, conn, aborter.signal).catch((error) => {
       if (!conn.closed) this.failed(conn, error instanceof TypeError);
     });
@@ -595,16 +674,58 @@ class Watch {
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
       const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
       if (conn.closed || (await this.pollRefused(conn, response))) return;
-      if (response.status === 404 || response.status === 410) {
-        this.call('onRemoved', this.jobId);
-        return this.close();
-      }
+      if (response.status === 404 || response.status === 410) return this.gone();
       if (response.status !== 304 && !response.ok) throw new Error(`HTTP ${response.status}`);
       this.opened(conn);
       if (response.ok) this.deliver(await response.json());
       if (first && !conn.closed) this.call('onSynced');
       first = false;
     }
+  }
+
+  /**
+   * One job and its output. A new chunk changes no version, so a long-poll would not hear it:
+   * the job is asked for every `pollInterval`, and its output whenever the job's `outputSize`
+   * says there is more than was delivered; the chunks up to that size come before the job,
+   * as over a stream, and the final state after its last chunk.
+   */
+  async pollOutput(conn, signal) {
+    let first = true;
+    while (!conn.closed) {
+      const response = await fetch(this.jobUrl(), { cache: 'no-store', signal });
+      if (conn.closed || (await this.pollRefused(conn, response))) return;
+      if (response.status === 404 || response.status === 410) return this.gone();
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const job = await response.json();
+      this.opened(conn);
+      const size = outputSize(job);
+      while (!conn.closed && size > this.outputOffset) {
+        const limit = Math.min(OUTPUT_PAGE, size - this.outputOffset);
+        const url = this.url(`/api/jobs/${encodeURIComponent(this.jobId)}/output`, {
+          after: this.outputOffset,
+          limit,
+        });
+        const page = await fetch(url, { cache: 'no-store', signal });
+        if (conn.closed || (await this.pollRefused(conn, page))) return;
+        if (page.status === 404 || page.status === 410) return this.gone();
+        if (!page.ok) throw new Error(`HTTP ${page.status}`);
+        const { chunks } = await page.json();
+        if (conn.closed) return;
+        if (!this.received(chunks)) throw new Error('a gap in the output');
+        if (!chunks?.length) break; // the server has fewer than the job said: ask again later
+      }
+      if (conn.closed) return;
+      this.deliver(job);
+      if (first && !conn.closed) this.call('onSynced');
+      first = false;
+      if (!conn.closed) await sleep(this.o.pollInterval ?? 1000, signal);
+    }
+  }
+
+  /** One job is gone (404, 410): said, and the watch ends. */
+  gone() {
+    this.call('onRemoved', this.jobId);
+    this.close();
   }
 
   async pollAll(conn, signal) {
@@ -673,10 +794,15 @@ class Watch {
 /** The snapshots of createJobStore: a Watch whose callbacks fill a map of frozen jobs. */
 class JobStore {
   constructor(options) {
-    const { onJob, onRemoved, onReset, onState, onSynced, ...connection } = options;
+    const { onJob, onOutput, onRemoved, onReset, onState, onSynced, keepOutput, ...connection } =
+      options;
     this.options = connection;
     this.one = options.jobId != null;
     this.jobs = new Map(); // jobId → frozen job
+    this.output = []; // the newest `keep` chunks, frozen, oldest first
+    this.keep = keepOutput ?? KEEP_OUTPUT;
+    if (!(this.keep >= 0)) throw new TypeError('keepOutput must be a number, 0 or more');
+    this.outputChanged = false;
     this.listeners = new Set(); // one entry per subscribe(), so one function may subscribe twice
     this.watch = null;
     this.idle = 0; // the timer that pauses the watch once nothing is subscribed
@@ -688,8 +814,14 @@ class JobStore {
       problem: undefined,
       synced: false,
       closed: false,
+      outputOffset: 0,
     };
-    this.snapshot = Object.freeze({ jobs: Object.freeze([]), job: undefined, ...this.current });
+    this.snapshot = Object.freeze({
+      jobs: Object.freeze([]),
+      job: undefined,
+      output: Object.freeze([]),
+      ...this.current,
+    });
   }
 
   subscribe(listener) {
@@ -715,10 +847,20 @@ class JobStore {
     const options = {
       ...this.options,
       jobId: this.one ? String(this.options.jobId) : null,
+      output: this.options.output === true,
       onJob: (job) => {
         if (!this.jobs.has(job.jobId)) this.added = true;
         this.jobs.set(job.jobId, deepFreeze(job));
         if (this.one) this.current.synced = true;
+        this.touch();
+      },
+      onOutput: (chunks) => {
+        for (const chunk of chunks) this.output.push(deepFreeze(chunk));
+        // Trimmed once it holds twice as many: each chunk is moved once, not on every push.
+        const { output, keep } = this;
+        if (output.length >= 2 * keep) output.splice(0, output.length - keep);
+        this.current.outputOffset = chunks.at(-1).offset + 1;
+        this.outputChanged = true;
         this.touch();
       },
       onRemoved: (jobId) => {
@@ -771,15 +913,22 @@ class JobStore {
     } else {
       Object.freeze(jobs);
     }
-    const { state, transport, problem, synced, closed } = this.current;
+    let output = before.output;
+    if (this.outputChanged) {
+      this.outputChanged = false;
+      output = Object.freeze(this.keep ? this.output.slice(-this.keep) : []);
+    }
+    const { state, transport, problem, synced, closed, outputOffset } = this.current;
     const next = {
       jobs,
       job: this.one ? jobs[0] : undefined,
+      output,
       state,
       transport,
       problem,
       synced,
       closed,
+      outputOffset,
     };
     if (Object.keys(next).every((key) => next[key] === before[key])) return;
     this.snapshot = Object.freeze(next);
@@ -827,6 +976,11 @@ function expiresBefore(token, when) {
 
 function hidden() {
   return globalThis.document?.visibilityState === 'hidden';
+}
+
+/** The number of output chunks a job says it has (`outputSize`, absent while none). */
+function outputSize(job) {
+  return Number.isInteger(job?.outputSize) ? job.outputSize : 0;
 }
 
 function newestFirst(a, b) {

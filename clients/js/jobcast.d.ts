@@ -53,6 +53,19 @@ export interface Job {
   readonly [field: string]: unknown;
 }
 
+/**
+ * One piece of a job's output (LLM tokens, log lines, partial results), as its worker
+ * appended it. A job's chunks are numbered from 0 and arrive in that order.
+ */
+export interface OutputChunk {
+  /** Its place in the job's output: 0 for the first chunk, then one more for each. */
+  readonly offset: number;
+  /** Whatever JSON value the worker appended. */
+  readonly data: JsonValue;
+  /** The label its worker gave it (`token`, `log`, `result`, …), when it gave one. */
+  readonly kind?: string;
+}
+
 /** A job in a final state. */
 export type TerminalJob = Job & { readonly status: 'completed' | 'error' };
 
@@ -160,7 +173,16 @@ export interface WatchCallbacks {
   onSynced?: () => void;
 }
 
-export interface WatchJobOptions extends ConnectionOptions, WatchCallbacks {}
+export interface WatchJobOptions extends ConnectionOptions, WatchCallbacks {
+  /** Follow the job's output too. Default: whether `onOutput` is given. */
+  output?: boolean;
+  /**
+   * New output chunks: each once, in order, none missing, across reconnects and a fall back
+   * to polling. Those appended before a change of the job come before that change's
+   * `onJob`, and every chunk before the final state's.
+   */
+  onOutput?: (chunks: readonly OutputChunk[]) => void;
+}
 export interface WatchJobsOptions extends ConnectionOptions, WatchCallbacks, JobFilter {}
 
 /** A running watch. */
@@ -172,9 +194,17 @@ export interface WatchHandle {
   readonly transport: Transport;
   /** Whether the watch has ended: closed, its job final or gone, or refused. */
   readonly closed: boolean;
+  /**
+   * How many output chunks the watch has delivered (the next one's offset): a watch of one
+   * job's output resumes from here after every drop. Always 0 without `output`.
+   */
+  readonly outputOffset: number;
 }
 
-/** Watch one job until it reaches `completed` or `error`, or is removed. */
+/**
+ * Watch one job until it reaches `completed` or `error`, or is removed; with `output` (or
+ * `onOutput`), its output too.
+ */
 export function watchJob(jobId: string, options?: WatchJobOptions): WatchHandle;
 
 /** Watch every job, or those matching `jobType` and `status`, until closed. */
@@ -185,8 +215,19 @@ export function isTerminal<T extends { readonly status: string }>(
   job: T | null | undefined,
 ): job is T & { readonly status: 'completed' | 'error' };
 
+/** What a store of one job keeps of its output. */
+export interface OutputOptions {
+  /** Follow the job's output too (a store of one job only). Default false. */
+  output?: boolean;
+  /**
+   * How many of the newest chunks `output` holds (default 1000; `Infinity` for all): the
+   * older ones are dropped, and only counted in `outputOffset`.
+   */
+  keepOutput?: number;
+}
+
 /** A store of one job (`jobId`) or of many (`jobType`, `status`; all when neither). */
-export interface JobStoreOptions extends ConnectionOptions, JobFilter {
+export interface JobStoreOptions extends ConnectionOptions, JobFilter, OutputOptions {
   jobId?: string | null;
 }
 
@@ -207,6 +248,13 @@ export interface JobStoreSnapshot {
   readonly synced: boolean;
   /** The watch has ended: `close()`, the job final or gone, or refused. Nothing changes after. */
   readonly closed: boolean;
+  /**
+   * With `output`: the newest `keepOutput` chunks of the job's output, oldest first (empty
+   * otherwise). Replaced when chunks arrive.
+   */
+  readonly output: readonly OutputChunk[];
+  /** With `output`: how many chunks arrived in all (the next one's offset); else 0. */
+  readonly outputOffset: number;
 }
 
 /** A store for `useSyncExternalStore`, Svelte's `$store`, or a Vue `shallowRef`. */

@@ -28,12 +28,15 @@ const NOTHING = Object.freeze({
   problem: undefined,
   synced: false,
   closed: true,
+  output: Object.freeze([]),
+  outputOffset: 0,
 });
 const IDLE_STORE = { subscribe: () => () => {}, getSnapshot: () => NOTHING };
 
 /**
  * One job, live, until it completes or fails: `{job, state, transport, problem, synced,
- * closed}`. `jobId` null or undefined watches nothing (the snapshot is then closed).
+ * closed}`, and with `output: true` its `output` (the newest `keepOutput` chunks) and
+ * `outputOffset`. `jobId` null or undefined watches nothing (the snapshot is then closed).
  */
 export function useJob(jobId, options = {}) {
   return useStore(jobId == null ? null : { ...options, jobId: String(jobId) });
@@ -84,6 +87,8 @@ function keyOf(options) {
     options.fallback,
     options.pollInterval,
     options.pauseWhenHidden,
+    options.output === true,
+    String(options.keepOutput),
     idOf(options.EventSource),
     idOf(options.WebSocket),
   ]);

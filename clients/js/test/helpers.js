@@ -80,6 +80,9 @@ export const cancelJob = (jobId, body = {}, options) =>
   api('POST', `/api/jobs/${jobId}/cancel`, body, options);
 export const deleteJob = (jobId, options) =>
   api('DELETE', `/api/jobs/${jobId}`, undefined, options);
+/** Appends chunks (`{data, kind?}`) to a job's output, as its worker would. */
+export const appendOutput = (jobId, chunks, options) =>
+  api('POST', `/api/jobs/${jobId}/output`, { chunks }, options);
 
 /** A read token (`{owner}` or `{jobId}`) living `ttl` seconds. */
 export const mintToken = async (scope, ttl) =>
@@ -119,12 +122,15 @@ export function assertIncreasing(versions, what = 'versions') {
 
 /**
  * A TCP proxy to `target` (a URL): `cut()` drops every open connection as a server or a
- * network would, `refuse()` turns new ones away (the server seems down), `retarget(url)`
- * sends new ones elsewhere. `requests` holds the request line of each request seen.
+ * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
+ * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
+ * requests pass, `retarget(url)` sends new ones elsewhere. `requests` holds the request
+ * line of each request seen.
  */
 export async function startProxy(target) {
   let upstream = new URL(target);
   let refusing = false;
+  let breaking = false;
   const pairs = new Set();
   const requests = [];
   const server = net.createServer((client) => {
@@ -139,7 +145,9 @@ export async function startProxy(target) {
     };
     client.on('data', (chunk) => {
       const line = chunk.toString('latin1').split('\r\n', 1)[0];
-      if (/^[A-Z]+ \S+ HTTP\/1\.1$/.test(line)) requests.push(line);
+      if (!/^[A-Z]+ \S+ HTTP\/1\.1$/.test(line)) return;
+      requests.push(line);
+      if (breaking && /^GET \S*(\/events|\/ws)\b/.test(line)) end();
     });
     client.pipe(remote);
     remote.pipe(client);
@@ -167,6 +175,9 @@ export async function startProxy(target) {
     },
     refuse(on = true) {
       refusing = on;
+    },
+    breakStreams(on = true) {
+      breaking = on;
     },
     close() {
       this.cut();

@@ -34,7 +34,9 @@ describe('createJobStore', () => {
     const store = createJobStore({ baseUrl: 'http://127.0.0.1:9' });
     const first = store.getSnapshot();
     assert.equal(store.getSnapshot(), first);
-    assert.ok(Object.isFrozen(first) && Object.isFrozen(first.jobs));
+    assert.ok(
+      Object.isFrozen(first) && Object.isFrozen(first.jobs) && Object.isFrozen(first.output),
+    );
     assert.deepEqual(
       { ...first },
       {
@@ -45,6 +47,8 @@ describe('createJobStore', () => {
         problem: undefined,
         synced: false,
         closed: false,
+        output: [],
+        outputOffset: 0,
       },
     );
     store.close();

@@ -1,7 +1,7 @@
 // A small React app on jobcast/react, for tests/browser/test_react.py: bundled with esbuild
 // (React included, nothing from a CDN) and served from an origin of its own. The query
 // string says what to watch: ?server=<Jobcast URL>&job=<id>&transport=ws&pause=1, or no
-// job for the list of every job.
+// job for the list of every job; &output=<chunks to keep> follows the job's output too.
 
 import { StrictMode, useEffect } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -14,11 +14,17 @@ const options = {
   pauseWhenHidden: params.has('pause'),
   token: params.get('token') ?? undefined,
 };
+const outputOptions = params.has('output')
+  ? { output: true, keepOutput: Number(params.get('output')) }
+  : {};
 // Every job version the page rendered, in order: the tests read it.
 window.jobVersions = [];
 
 function Job({ jobId }) {
-  const { job, state, transport, synced, closed } = useJob(jobId, options);
+  const { job, state, transport, synced, closed, output, outputOffset } = useJob(jobId, {
+    ...options,
+    ...outputOptions,
+  });
   useEffect(() => {
     if (job && job.version !== window.jobVersions.at(-1)) window.jobVersions.push(job.version);
   }, [job]);
@@ -37,6 +43,9 @@ function Job({ jobId }) {
       <progress id="progress" max={100} value={job?.progress ?? 0} />
       <span id="percent">{job ? `${job.progress}%` : ''}</span>
       {job?.status === 'completed' && <p id="document">{job.documentId}</p>}
+      <p id="output" data-offset={outputOffset} data-kept={output.length}>
+        {output.map((chunk) => String(chunk.data)).join('')}
+      </p>
     </section>
   );
 }

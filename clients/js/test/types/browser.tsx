@@ -18,6 +18,8 @@ import {
   type JobType,
   type JsonValue,
   type MessageEventLike,
+  type OutputChunk,
+  type OutputOptions,
   type Problem,
   type StateChange,
   type TerminalJob,
@@ -108,12 +110,30 @@ const connection: ConnectionOptions = {
 const one: WatchJobOptions = { ...connection, ...callbacks, token: 'read-token' };
 const filter: JobFilter = { jobType: 'llm_agent', status: 'processing' };
 const many: WatchJobsOptions = { ...connection, ...callbacks, ...filter, getToken: syncToken };
-const handles: WatchHandle[] = [watchJob('job_abc', one), watchJobs(many), watchJobs()];
+let text = '';
+const streamed: WatchJobOptions = {
+  ...connection,
+  output: true,
+  onOutput: (chunks: readonly OutputChunk[]) => {
+    for (const { offset, data, kind } of chunks) {
+      if (kind === 'token' && typeof data === 'string') text += data;
+      else console.log(offset, kind ?? '', JSON.stringify(data));
+    }
+  },
+};
+const handles: WatchHandle[] = [
+  watchJob('job_abc', one),
+  watchJobs(many),
+  watchJobs(),
+  watchJob('job_abc', streamed),
+  watchJob('job_abc', { onOutput: (chunks) => console.log(chunks.length) }),
+];
 for (const handle of handles) {
   const state: WatchState = handle.state;
   const transport: Transport = handle.transport;
   const closed: boolean = handle.closed;
-  console.log(state, transport, closed);
+  const held: number = handle.outputOffset;
+  console.log(state, transport, closed, held, text);
   handle.close();
 }
 
@@ -137,6 +157,12 @@ unsubscribe();
 store.close();
 createJobStore({ ...filter, pauseWhenHidden: true }).getSnapshot();
 
+const keep: OutputOptions = { output: true, keepOutput: 200 };
+const tail = createJobStore({ jobId: 'job_abc', ...keep }).getSnapshot();
+const chunks: readonly OutputChunk[] = tail.output;
+const arrived: number = tail.outputOffset;
+console.log(chunks.map((chunk) => chunk.data).join(''), arrived - chunks.length, 'dropped');
+
 /** A store used directly with React, as the hooks do. */
 export function JobCount(): ReactElement {
   const [store] = [createJobStore()];
@@ -157,6 +183,17 @@ export function Progress({ jobId }: { jobId: string | null }): ReactElement {
     <progress max={100} value={job.progress}>
       {job.message}
     </progress>
+  );
+}
+
+/** An LLM agent's answer as it streams: the token chunks, joined. */
+export function Answer({ jobId }: { jobId: string }): ReactElement {
+  const { job, output, outputOffset } = useJob(jobId, { output: true, keepOutput: Infinity });
+  const tokens = output.filter((chunk) => chunk.kind === 'token').map((chunk) => chunk.data);
+  return (
+    <p data-chunks={outputOffset} aria-busy={!isTerminal(job)}>
+      {tokens.join('')}
+    </p>
   );
 }
 
@@ -191,4 +228,10 @@ watchJobs({ jobType: 'video' });
 watchJob(42);
 // @ts-expect-error: getToken returns a token, not an object
 watchJob('job_abc', { getToken: () => ({ token: 'x' }) });
+// @ts-expect-error: output is one job's: watchJobs has none
+watchJobs({ onOutput: () => {} });
+// @ts-expect-error: chunks are read-only
+((chunk: OutputChunk) => (chunk.offset = 1))(null as unknown as OutputChunk);
+// @ts-expect-error: how many chunks to keep is a number
+createJobStore({ jobId: 'job_abc', output: true, keepOutput: 'all' });
 console.log(statuses, types, transports, states, wrongStatus);

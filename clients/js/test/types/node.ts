@@ -41,6 +41,14 @@ const all = watchJobs({
   onJob: (job) => console.log(job.jobId),
 });
 const polled = watchJobs({ baseUrl, transport: 'poll', pollInterval: 5_000, status: 'error' });
+const lines = watchJob('job_abc', {
+  baseUrl,
+  transport: 'poll',
+  onOutput: (chunks) => {
+    for (const chunk of chunks) if (chunk.kind === 'log') process.stdout.write(`${chunk.data}\n`);
+  },
+});
+lines.close();
 const store = createJobStore({ baseUrl, transport: 'ws', WebSocket, jobType: 'llm_agent' });
 store.subscribe(({ jobs, state }) => console.log(state, jobs.length));
 all.close();
