@@ -264,21 +264,22 @@ class Demo:
             if index == failing_at:
                 await library.fail_job(job_id, rng.choice(script.errors))
                 return
+            # Logged before it is reported, so the report's outputSize tells the page
+            # (whose list stream carries no output) there is output to follow.
+            if script.output == "log" and (index == 0 or plan[index - 1][1] != message):
+                line = _log_line(message, progress, rng)
+                await library.append_job_output(job_id, [{"data": line, "kind": "log"}])
             job = await library.update_job_with_notification(
                 job_id, status="processing", progress=progress, message=message
             )
             if job.cancel_requested:  # as a real worker does: stop, and say why
                 await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
                 return
-            wait = pause * rng.uniform(0.6, 1.4)
-            if script.output == "log" and (index == 0 or plan[index - 1][1] != message):
-                line = _log_line(message, progress, rng)
-                await library.append_job_output(job_id, [{"data": line, "kind": "log"}])
             if tokens and progress >= script.steps[-1][0]:  # the last step writes the answer
-                if not await self._stream(job_id, tokens):
+                if not await self._stream(job_id, tokens, progress, message):
                     return
-                tokens = []
-            await self._sleep(wait)
+                break  # written to 99 %: what is left of the plan would go back
+            await self._sleep(pause * rng.uniform(0.6, 1.4))
         document_id = (
             None
             if script.document_prefix is None
@@ -286,18 +287,25 @@ class Demo:
         )
         await library.complete_job(job_id, document_id, script.done)
 
-    async def _stream(self, job_id: str, tokens: list[str]) -> bool:
-        """Append the answer a batch of tokens at a time, at a model's pace; False when
-        a cancel was asked for meanwhile (the job is failed as canceled then)."""
+    async def _stream(self, job_id: str, tokens: list[str], progress: float, message: str) -> bool:
+        """Append the answer a batch of tokens at a time, at a model's pace, reporting
+        progress after the first batch and then every second (each report's outputSize
+        tells the page there is output); False when a cancel was asked for meanwhile
+        (the job is failed as canceled then)."""
         batch = max(1, round(TOKENS_PER_SECOND * TOKEN_BATCH_SECONDS))
-        for start in range(0, len(tokens), batch):
+        batches_a_second = round(1 / TOKEN_BATCH_SECONDS)
+        for number, start in enumerate(range(0, len(tokens), batch)):
             chunks = [{"data": token, "kind": "token"} for token in tokens[start : start + batch]]
             await library.append_job_output(job_id, chunks)
+            if number % batches_a_second == 0:
+                written = (start + len(chunks)) / len(tokens)
+                job = await library.update_job_with_notification(
+                    job_id, progress=round(progress + (99 - progress) * written), message=message
+                )
+                if job.cancel_requested:
+                    await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
+                    return False
             await self._sleep(TOKEN_BATCH_SECONDS)
-            job = await library.get_job(job_id)
-            if job.cancel_requested:
-                await library.fail_job(job_id, "canceled", job.cancel_reason or "Canceled")
-                return False
         return True
 
     async def _sleep(self, seconds: float) -> None:

@@ -11,7 +11,7 @@ import pytest
 from app import jobs
 from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
-from app.streams.events import Change, Event, Position, Synced
+from app.streams.events import Change, Event, Output, Position, Synced
 from app.streams.hub import CloseReason, Hub, Mailbox, Subscription
 from tests.conftest import seconds
 
@@ -70,7 +70,7 @@ def primed(
     return subscription
 
 
-def described(events: list[Event]) -> list[Change | tuple[str, int, Position | None]]:
+def described(events: list[Event]) -> list[Change | Output | tuple[str, int, Position | None]]:
     """Changes as themselves, a snapshot's end as ("synced", its version, its head)."""
     return [
         ("synced", event.version, event.head) if isinstance(event, Synced) else event
@@ -531,3 +531,87 @@ def test_a_snapshot_job_never_comes_after_its_end(feed: Feed) -> None:
     everything.offer(c1)
     everything.offer(feed.next(c1))  # live, after the snapshot's end was sent: no marker moves
     assert [type(event) for event in mailbox.take()] == [Change]
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def appended(change: Change, offset: int, count: int) -> Output:
+    """``count`` chunks appended to ``change``'s job from ``offset`` on."""
+    bodies = [b'{"data":%d}' % n for n in range(offset, offset + count)]
+    return Output(change.job_id, change.version, offset, bodies)
+
+
+def offsets(events: list[Event]) -> list[object]:
+    """Each output's chunk offsets, and each change as its version."""
+    return [
+        list(range(e.offset, e.next_offset)) if isinstance(e, Output) else ("v", e.version)
+        for e in events
+        if not isinstance(e, Synced)
+    ]
+
+
+def test_output_reaches_only_subscriptions_that_asked_for_it(feed: Feed) -> None:
+    hub = Hub()
+    job = feed.new()
+    wants, does_not, everything = Mailbox(10), Mailbox(10), Mailbox(10)
+    for mailbox, output in ((wants, True), (does_not, False)):
+        hub.subscribe(Subscription(mailbox, job_id=job.job_id, output=output)).prime([])
+    hub.subscribe(Subscription(everything)).prime([])
+    for mailbox in (wants, does_not, everything):
+        mailbox.take()
+    hub.publish_output(appended(job, 0, 2))
+    assert offsets(wants.take()) == [[0, 1]]
+    assert does_not.take() == everything.take() == []
+
+
+def test_output_during_the_snapshot_is_sent_once_after_it(feed: Feed) -> None:
+    """Appends that land while the snapshot is read: what the snapshot has is dropped,
+    what overlaps it is trimmed, the rest follows."""
+    job = feed.new()
+    mailbox = Mailbox(10)
+    subscription = Subscription(mailbox, job_id=job.job_id, output=True)
+    subscription.offer_output(appended(job, 0, 2))  # in the snapshot already
+    subscription.offer_output(appended(job, 2, 3))  # half in it
+    subscription.offer_output(appended(job, 5, 1))
+    subscription.prime([appended(job, 0, 4), job], version=job.version, offset=4)
+    assert offsets(mailbox.take()) == [[0, 1, 2, 3], ("v", 1), [4], [5]]
+
+
+def test_output_before_a_change_stays_before_it_when_the_change_is_conflated(
+    feed: Feed,
+) -> None:
+    job = feed.new()
+    mailbox = Mailbox(10)
+    subscription = Subscription(mailbox, job_id=job.job_id, output=True)
+    subscription.prime([], version=job.version)
+    mailbox.take()
+    second = feed.next(job)
+    subscription.offer(second)
+    subscription.offer_output(appended(second, 0, 1))
+    subscription.offer(third := feed.next(second))
+    subscription.offer_output(appended(third, 1, 1))
+    # The second state is skipped; the chunk appended after it still precedes the third.
+    assert offsets(mailbox.take()) == [[0], ("v", 3), [1]]
+
+
+def test_a_gap_in_the_output_closes_the_mailbox_to_resume(feed: Feed) -> None:
+    job = feed.new()
+    mailbox = Mailbox(10)
+    subscription = Subscription(mailbox, job_id=job.job_id, output=True)
+    subscription.prime([], version=job.version)
+    subscription.offer_output(appended(job, 3, 1))  # chunks 0 to 2 never came
+    assert mailbox.closed == "overflow"
+
+
+def test_output_is_never_conflated_but_bounded(feed: Feed) -> None:
+    job = feed.new()
+    mailbox = Mailbox(3)
+    subscription = Subscription(mailbox, job_id=job.job_id, output=True)
+    subscription.prime([], version=job.version, synced=False)
+    mailbox.capacity = 3
+    for offset in range(3):
+        subscription.offer_output(appended(job, offset, 1))
+    assert mailbox.closed is None
+    subscription.offer_output(appended(job, 3, 1))
+    assert mailbox.closed == "overflow"
