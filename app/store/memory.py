@@ -14,8 +14,8 @@ Indexes, each kept so no operation walks every job:
 - ``_born``: id → feed position of its creation (did a client's cursor know it?).
 - ``_expiry``: a heap of (deadline, id) for terminal jobs, for the sweeper.
 - ``_tombstones``: id → removal, in removal order, bounded in count and age.
-- ``_output``: id → the job's output, its chunks' JSON end to end in one buffer
-  with where each ends: a job's output costs its bytes and 4 more per chunk.
+- ``_output``: id → the job's output, in segments (:class:`_Output`): a job's
+  output costs its bytes, one more per chunk, and at most about one segment.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import heapq
 import secrets
 import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,6 +50,7 @@ from app.store import (
 from app.streams.events import Change, Output, Position
 
 Ids = list[str]  # named here because inside MemoryStore ``list`` is a method
+SEGMENT = 16 * 1024  # bytes of a job's output stored together (see _Output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,21 +87,43 @@ class _CreationOrder:
 
 
 class _Output:
-    """One job's output: the chunks' JSON end to end, and the end of each."""
+    """One job's output, about as compact as its bytes: the chunks' JSON, each ended by a
+    newline (stored JSON has none), in segments of about SEGMENT bytes, and the offset of
+    each segment's first chunk. Full segments are exact-size ``bytes``; only the one being
+    filled has room to grow. So a job's output costs its bytes, one more per chunk, and
+    at most about one segment: no index entry, object or allocation slack per chunk."""
 
-    __slots__ = ("data", "ends")
+    __slots__ = ("count", "filling", "firsts", "json_bytes", "segments")
 
     def __init__(self) -> None:
-        self.data = bytearray()
-        self.ends = array("I")  # JOBS_OUTPUT_MAX_BYTES keeps offsets well below 2**32
+        self.segments: list[bytes] = []  # full segments, oldest first
+        self.filling = bytearray()  # the segment being filled
+        self.firsts = array("Q")  # the offset of each segment's first chunk, filling's last
+        self.count = 0  # chunks held
+        self.json_bytes = 0  # their JSON, newlines not counted (JOBS_OUTPUT_MAX_BYTES)
+
+    def append(self, bodies: Bodies) -> None:
+        for body in bodies:
+            if self.filling and len(self.filling) + len(body) >= SEGMENT:
+                self.segments.append(bytes(self.filling))
+                self.filling = bytearray()
+            if not self.filling:
+                self.firsts.append(self.count)
+            assert b"\n" not in body  # the service encodes chunks as compact JSON
+            self.filling += body
+            self.filling += b"\n"
+            self.count += 1
+            self.json_bytes += len(body)
 
     def read(self, start: int, stop: int) -> Bodies:
-        ends, data = self.ends, self.data
-        begin = ends[start - 1] if start else 0
-        found = []
-        for end in ends[start:stop]:
-            found.append(bytes(data[begin:end]))
-            begin = end
+        found: Bodies = []
+        index = max(0, bisect_right(self.firsts, start) - 1)
+        while len(found) < stop - start and index < len(self.firsts):
+            segment = self.segments[index] if index < len(self.segments) else self.filling
+            first = self.firsts[index]
+            bodies = bytes(segment).split(b"\n")[:-1]
+            found += bodies[max(0, start - first) : stop - first]
+            index += 1
         return found
 
 
@@ -274,17 +297,15 @@ class MemoryStore:
         if job.is_terminal:
             raise output_after_end(job)
         output = self._output.get(job_id) or _Output()
-        held = len(output.ends)
+        held = output.count
         if expected is not None and expected != held:
             raise OffsetMismatch(expected, held)
-        size = len(output.data) + sum(map(len, bodies))
+        size = output.json_bytes + sum(map(len, bodies))
         if size > self._settings.output_max_bytes:
             raise output_too_large(size, self._settings.output_max_bytes)
         self._output[job_id] = output
-        for body in bodies:
-            output.data += body
-            output.ends.append(len(output.data))
-        grown = job.model_copy(update={"output_size": len(output.ends)})
+        output.append(bodies)
+        grown = job.model_copy(update={"output_size": output.count})
         # The same position: appending is not a change of state (no new version), and a
         # replay from before it sends the job as it is now, outputSize and all.
         self._latest[job_id] = Change.of(grown, change.position, change.previous_status)
@@ -295,7 +316,7 @@ class MemoryStore:
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
         job = self._current(job_id)
         output = self._output.get(job_id) or _Output()
-        total = len(output.ends)
+        total = output.count
         start = min(after, total)
         stop = total if limit is None else min(total, start + limit)
         bodies = output.read(start, stop)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from app import jobs
 from app.errors import (
@@ -22,7 +23,7 @@ from app.jobs import JobFilter
 from app.models import Completion, Failure, Job, JobType, JobUpdate, NewJob
 from app.settings import Settings
 from app.store import Idempotency
-from app.store.memory import MemoryStore
+from app.store.memory import SEGMENT, MemoryStore, _Output
 from app.streams.events import Change, Position
 
 if TYPE_CHECKING:
@@ -673,3 +674,37 @@ async def test_owner_index_lets_go_of_removed_jobs(store: MemoryStore, clock: Fa
     assert [c.job_id for c in replay.changes] == [made[-1].job_id]
     # Removed entries go in batches (once they are most of an index): a few may linger.
     assert table.looked_at <= 2 * 65
+
+
+# -- output's storage --------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=40),
+    start=st.integers(min_value=0, max_value=45),
+    count=st.integers(min_value=0, max_value=45),
+)
+def test_output_reads_back_any_stretch_across_segments(
+    sizes: list[int], start: int, count: int
+) -> None:
+    """Chunks of any size, in segments or across them, read back exactly, from anywhere."""
+    bodies = [b'{"data":"' + b"x" * size + b'%d"}' % n for n, size in enumerate(sizes)]
+    output = _Output()
+    for at in range(0, len(bodies), 3):
+        output.append(bodies[at : at + 3])
+    start = min(start, len(bodies))
+    stop = min(len(bodies), start + count)
+    assert output.read(start, stop) == bodies[start:stop]
+    assert (output.count, output.json_bytes) == (len(bodies), sum(map(len, bodies)))
+
+
+def test_output_costs_its_bytes_and_a_newline_each_plus_one_segment() -> None:
+    output = _Output()
+    bodies = [b'{"data":"token%d","kind":"token"}' % n for n in range(20_000)]
+    for at in range(0, len(bodies), 10):
+        output.append(bodies[at : at + 10])
+    held = sum(map(len, output.segments)) + len(output.filling)
+    assert held == output.json_bytes + output.count
+    assert len(output.filling) < SEGMENT
+    assert len(output.firsts) == len(output.segments) + 1
