@@ -54,7 +54,13 @@ class _Lane:
 
 
 class _Gate:
-    """Whether an endpoint may be sent to now; see the module's docstring."""
+    """Whether an endpoint may be sent to now; see the module's docstring.
+
+    While the endpoint fails, one waiting delivery *watches* for the gate to reopen
+    (and then goes as the probe); the others sleep until they are woken: all of them
+    when the endpoint answers again, one when the watcher's place is free. So a failed
+    probe costs one wake-up, however many deliveries wait.
+    """
 
     def __init__(self, url: str, most: float, clock: Callable[[], float]) -> None:
         self._most = most
@@ -62,7 +68,8 @@ class _Gate:
         self._failures = 0
         self._reopens_at = 0.0
         self._probing = False
-        self._changed = asyncio.Event()
+        self._watched = False  # a waiting delivery watches for the reopening
+        self._waiters: dict[asyncio.Future[None], None] = {}  # in the order they came
         self._recovered = asyncio.Event()
         self.outage = Outage(f"webhook endpoint {url} fails", f"webhook endpoint {url} answers")
 
@@ -76,10 +83,19 @@ class _Gate:
                 return True
             if now >= deadline:
                 return None
-            until = deadline if self._probing else min(deadline, self._reopens_at)
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), until - now)
+            watching = not self._probing and not self._watched
+            self._watched = self._watched or watching
+            until = min(deadline, self._reopens_at) if watching else deadline
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[waiter] = None
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, until - now)
+            finally:
+                del self._waiters[waiter]
+                if watching:
+                    self._watched = False
+                    self._wake_one()  # the watch is someone else's now (if not ours again)
         return False
 
     async def rest(self, seconds: float) -> None:
@@ -98,12 +114,25 @@ class _Gate:
                 self._recovered = asyncio.Event()
             self._failures, self._reopens_at = 0, 0.0
             self.outage.over()
-        elif ok is False and self._clock() >= self._reopens_at:  # once per closing
+            self._wake_all()  # the gate is open: every waiting delivery goes
+            return
+        if ok is False and self._clock() >= self._reopens_at:  # once per closing
             self._failures += 1
             self._reopens_at = self._clock() + backoff(self._failures, FIRST_BACKOFF, self._most)
             self.outage.failed(detail)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if probe:
+            self._wake_one()  # someone watches for the next reopening
+
+    def _wake_one(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Deliverer:
