@@ -9,6 +9,7 @@ forwarding to the real server, optionally losing the answer on the way back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -170,7 +171,9 @@ class FakeServer:
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for the serving loop's next look (0.5 s by default).
+        serve = functools.partial(self._http.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
 
     @property
