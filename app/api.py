@@ -48,7 +48,7 @@ from app.models import (
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.store import JobStore
-from app.streams.events import Change, chunk_json
+from app.streams.events import Change
 from app.streams.hub import Hub, Mailbox, Subscription
 from app.validation import parse
 
@@ -366,13 +366,12 @@ async def read_output(request: Request) -> Response:
     job_id: str = request.path_params["jobId"]
     runtime = runtime_of(request)
     await load_job(runtime.guard.identify(request), job_id, runtime.store)
-    read = await runtime.service.read_output(job_id, query.after, query.limit)
+    read = await runtime.store.read_output(job_id, query.after, query.limit)
     output = read.output
-    chunks = b",".join(chunk_json(output.offset + i, body) for i, body in enumerate(output.bodies))
     # The chunks are stored as JSON: the page is put together, not re-encoded.
-    page = b'{"jobId":%b,"chunks":[%b],"nextOffset":%d,"complete":%b}' % (
+    page = b'{"jobId":%b,"chunks":%b,"nextOffset":%d,"complete":%b}' % (
         orjson.dumps(job_id),
-        chunks,
+        output.chunks(),
         output.next_offset,
         b"true" if read.ended and output.next_offset >= read.total else b"false",
     )

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from app.models import JobStatus
+from app.streams.events import Event, Output
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -123,13 +124,12 @@ class TransportMetrics:
     chunks_sent: int = 0  # output chunks, within the events of ``sent``
     chunk_bytes_sent: int = 0
 
-    def count_output(self, events: Iterable[object]) -> None:
+    def count_output(self, events: Iterable[Event]) -> None:
         """Count the output chunks among ``events`` being written (output streams only)."""
         for event in events:
-            bodies = getattr(event, "bodies", None)
-            if bodies is not None:
-                self.chunks_sent += len(bodies)
-                self.chunk_bytes_sent += sum(map(len, bodies))
+            if isinstance(event, Output):
+                self.chunks_sent += len(event.bodies)
+                self.chunk_bytes_sent += sum(map(len, event.bodies))
 
     @classmethod
     def of(cls, metrics: Metrics, transport: str) -> TransportMetrics:

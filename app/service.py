@@ -31,7 +31,7 @@ from app.models import (
     OutputAppend,
 )
 from app.settings import Settings
-from app.store import Idempotency, JobStore, OutputRead
+from app.store import Idempotency, JobStore
 from app.streams.events import Output
 from app.validation import describe
 from app.webhooks import policy as webhook_policy
@@ -124,9 +124,6 @@ class JobService:
         self.metrics.output_chunks_appended.inc(len(bodies))
         self.metrics.output_bytes_appended.inc(sum(map(len, bodies)))
         return output
-
-    async def read_output(self, job_id: str, after: int, limit: int) -> OutputRead:
-        return await self.store.read_output(job_id, after, limit)
 
     def _chunk_body(self, index: int, chunk: NewChunk) -> bytes:
         """The chunk as stored: its JSON without the offset the store gives it."""

@@ -181,6 +181,12 @@ class Output:
             return self
         return Output(self.job_id, self.version, offset, self.bodies[offset - self.offset :])
 
+    def until(self, offset: int) -> Output:
+        """The chunks before ``offset``."""
+        return Output(
+            self.job_id, self.version, self.offset, self.bodies[: max(0, offset - self.offset)]
+        )
+
     def chunks(self) -> bytes:
         """The chunks as a JSON array, each with its offset."""
         return (

@@ -75,17 +75,17 @@ async def follow_job(
         hub.unsubscribe(subscription)
         return Followed(None, current)
     snapshot: list[Change | Output] = [] if known == current.version else [current]
-    if read is not None and read.output.bodies:
-        # The output the job had at its current state goes before that state.
-        assert current.job is not None  # a removed job cannot be read
-        split = current.job.output_size or 0
-        before = Output(job_id, current.version, read.output.offset, read.output.bodies)
-        if split > before.offset and snapshot:
-            cut = split - before.offset
-            snapshot.insert(0, Output(job_id, current.version, before.offset, before.bodies[:cut]))
-            before = before.after(split)
-        if before.bodies:
-            snapshot.append(before)
+    if read is not None:
+        # At the version the client will hold (the read may have seen a later one).
+        chunks = Output(job_id, current.version, read.output.offset, read.output.bodies)
+        if snapshot:  # the output the job had at its current state goes before that state
+            assert current.job is not None  # a removed job cannot be read
+            split = current.job.output_size or 0
+            earlier, chunks = chunks.until(split), chunks.after(split)
+            if earlier.bodies:
+                snapshot.insert(0, earlier)
+        if chunks.bodies:
+            snapshot.append(chunks)
     # A client claiming more than there is gets what comes next, from the real end.
     subscription.prime(snapshot, version=current.version, offset=total, final=current.is_final)
     return Followed(subscription, current)
