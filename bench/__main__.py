@@ -8,6 +8,12 @@ figure is taken in the same repetition as its reference, back to back, so ratios
 hold on a noisy machine; every figure is the median of REPS repetitions.
 
 sections (all by default):
+  job     the Jobs API's own scenario, first in the table: one job, one worker PATCHing it
+          one request after another, S subscribers on the job's own stream (SSE and WS;
+          memory and Redis backends) vs raw; and paced, its latency
+  crowd   as many SSE connections as one process may open (20 000 where the file limit
+          allows), all on one job's stream, paced: server CPU per event vs S = 1 000,
+          idle RSS per connection, latency
   memory  server RSS per idle SSE / WebSocket connection: Jobcast vs the naive app,
           and uvicorn's floor (a bare ASGI app that only keeps the connection open)
   sse     SSE fan-out, saturated: Jobcast vs naive (sse-starlette) vs raw (uvloop)
@@ -27,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import functools
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -54,6 +62,7 @@ from bench.procs import (
     NAIVE,
     RAW,
     RESULTS,
+    SERVER_CORE,
     ClientRun,
     ProcessSet,
     Server,
@@ -73,6 +82,17 @@ from bench.report import Row, Series, machine, ratios, table
 REPS = 3
 PUBLISHERS = 4  # concurrent PATCH connections: keeps the server busy while one waits
 PACED_RATE = 10.0
+PACED_P99 = 15.0  # ms, at PACED_RATE changes a second to S = 1 000
+JOB_SIZE = 1000  # subscribers of the one job, in the job section
+JOB_STREAM = "/api/jobs/{job}/events"  # "{job}" is the job's id
+JOB_WS = "/api/jobs/ws#{job}"  # the receiver subscribes to the fragment's job
+CROWD = 20_000  # connections the crowd section opens, where the file limit allows
+CROWD_RATE = 2.0  # changes a second to the job the crowd watches
+CROWD_RECEIVERS = 2  # each C receiver holds its share of the crowd's sockets
+CROWD_RESERVED = 64  # the server's own descriptors: listening socket, loop, logs, Redis
+CROWD_CPU = 1.2  # server CPU per event at the crowd's size against at S = 1 000
+CROWD_MEMORY = 14.0  # KiB of RSS per idle connection
+SETTLE_MS = 1000  # between the receivers connecting and RSS read (the crowd section)
 POLL_CONNECTIONS = 50
 SCALE_SIZE = 1000
 HOOK_RATE = 100.0  # job lives a second (create, PATCH, complete): 300 writes a second
@@ -100,7 +120,7 @@ OUTPUT_P99 = 50.0  # ms, append sent to chunk received
 # job's chunks in 16 KiB segments, one newline more per chunk (about 2 % here).
 OUTPUT_MEMORY = 1.25
 OUTPUT_SETTLE = 0.5  # seconds for the server to let go of closed streams before RSS is read
-SECTIONS = ("memory", "sse", "ws", "paced", "poll", "hooks", "output", "scale")
+SECTIONS = ("job", "crowd", "memory", "sse", "ws", "paced", "poll", "hooks", "output", "scale")
 SSE_PATH = {"jobcast": "/api/jobs/events", "naive": "/events", "raw": "/events", "floor": "/events"}
 WS_PATH = "/api/jobs/ws"
 # Jobcast's WebSocket modes, by result key: the query that selects it, its label.
@@ -213,23 +233,36 @@ class Stored:
 @dataclass(frozen=True)
 class Target:
     """What one figure measures: its subscribers are split evenly over ``servers``
-    (one receiver each), its publishers take the servers in turn."""
+    (one receiver each), its publishers take the servers in turn. A ``{job}`` in
+    ``path`` is the published job's id."""
 
     servers: tuple[Server, ...]
     path: str
 
 
 class Bench:
-    def __init__(self, plan: Plan, client: Path, procs: ProcessSet) -> None:
+    def __init__(
+        self, plan: Plan, client: Path, procs: ProcessSet, pythons: tuple[str, ...] = ()
+    ) -> None:
         self.plan = plan
         self.client = client
         self.procs = procs
+        self.pythons = pythons  # more interpreters to run Jobcast on, in the job section
 
     async def measure(
-        self, target: Target, runs: list[ClientRun], publishers: list[Publish], into: Fanout
+        self,
+        target: Target,
+        runs: list[ClientRun],
+        publishers: list[Publish],
+        into: Fanout,
+        connected: Callable[[], object] | None = None,
     ) -> None:
-        """One measurement: receivers connected, publishers started, CPU over the window."""
+        """One measurement: receivers connected (then ``connected()`` is called),
+        publishers started, CPU over the window."""
         receivers = await start_clients(self.client, runs)
+        if connected is not None:
+            await asyncio.sleep(SETTLE_MS / 1000)  # the last streams' first writes land
+            connected()
         window = runs[0].duration_ms / 1000
         stop = asyncio.Event()
         tasks = [asyncio.create_task(publish(stop)) for publish in publishers]
@@ -280,9 +313,61 @@ class Bench:
                 pace: Publish = functools.partial(
                     publisher.paced, server.port, job, PACED_RATE, limit=MAX_PUBLISHES
                 )
-                run = ClientRun("sse", server.port, target.path, size, 500, self.plan.paced_ms, 1)
+                path = target.path.replace("{job}", job)
+                run = ClientRun("sse", server.port, path, size, 500, self.plan.paced_ms, 1)
                 await self.measure(target, [run], [pace], out[name])
         return out
+
+    async def sequential(
+        self, targets: dict[str, Target], mode: str, size: int
+    ) -> dict[str, Fanout]:
+        """One connection PATCHes one job as fast as answered, one request after another
+        (a worker reporting progress); ``size`` subscribers on ``target.path``."""
+        out = {name: Fanout.empty() for name in targets}
+        for _ in range(REPS):
+            for name, target in targets.items():
+                server = target.servers[0]
+                job = await job_for(server)
+                flood: Publish = functools.partial(
+                    publisher.flood, server.port, job, limit=MAX_PUBLISHES
+                )
+                path = target.path.replace("{job}", job)
+                run = ClientRun(
+                    mode, server.port, path, size, self.plan.warmup_ms, self.plan.window_ms,
+                    max(1, size // 50),
+                )  # fmt: skip
+                await self.measure(target, [run], [flood], out[name])
+        return out
+
+    async def crowd(self, size: int, into: Fanout) -> float:
+        """``size`` SSE connections to one job's stream of a freshly started Jobcast, over
+        CROWD_RECEIVERS receivers; CROWD_RATE changes a second to the job. Returns the
+        server's RSS per connection before the first change (KiB)."""
+        server = self.procs.start_server(JOBCAST)
+        try:
+            await _warm(server)
+            job = await publisher.create_job(server.port)
+            path = JOB_STREAM.replace("{job}", job)
+            receivers = CROWD_RECEIVERS if size > JOB_SIZE else 1
+            runs = [
+                ClientRun(
+                    "sse", server.port, path, size // receivers,
+                    SETTLE_MS + self.plan.warmup_ms, self.plan.paced_ms, max(1, size // 1000),
+                )
+                for _ in range(receivers)
+            ]  # fmt: skip
+            base = rss_kib(server.pid)
+            pace: Publish = functools.partial(
+                publisher.paced, server.port, job, CROWD_RATE, limit=MAX_PUBLISHES
+            )
+            held: list[int] = []
+            await self.measure(
+                Target((server,), path), runs, [pace], into,
+                connected=lambda: held.append(rss_kib(server.pid)),
+            )  # fmt: skip
+        finally:
+            self.procs.stop(server.proc)
+        return (held[0] - base) / (size // receivers * receivers)
 
     async def memory(self, spec: ServerSpec, mode: str, size: int) -> float:
         """KiB of server RSS per idle connection, on a freshly started server."""
@@ -680,11 +765,11 @@ def scale_rows(size: int, res: dict[str, Fanout]) -> list[Row]:
     ]
 
 
-def paced_rows(size: int, res: dict[str, Fanout]) -> list[Row]:
+def paced_rows(size: int, res: dict[str, Fanout], stream: str) -> list[Row]:
     job, raw = res["jobcast"], res["raw"]
     return [
         Row(
-            f"paced {PACED_RATE:g}/s S={size} p50 ms",
+            f"paced {PACED_RATE:g}/s S={size} {stream} p50 ms",
             job.p50_ms.show(2),
             "raw " + raw.p50_ms.show(2),
             ratios(job.p50_ms, raw.p50_ms).show(1),
@@ -692,12 +777,12 @@ def paced_rows(size: int, res: dict[str, Fanout]) -> list[Row]:
             "",
         ),
         Row(
-            f"paced {PACED_RATE:g}/s S={size} p99 ms",
+            f"paced {PACED_RATE:g}/s S={size} {stream} p99 ms",
             job.p99_ms.show(2),
             "raw " + raw.p99_ms.show(2),
             ratios(job.p99_ms, raw.p99_ms).show(1),
-            "≤ 25 ms",
-            verdict(job.p99_ms.median <= 25),
+            f"≤ {PACED_P99:g} ms",
+            verdict(job.p99_ms.median <= PACED_P99),
         ),
     ]
 
@@ -860,6 +945,57 @@ def not_measured(figure: str, why: str) -> Section:
     return [Row(figure, "", why, "", "", "not measured")], {}
 
 
+def crowd_size(nofile: int) -> int:
+    """CROWD, or as many connections as the server may open under the file limit (every
+    process of the run gets the same, hard, limit)."""
+    return min(CROWD, nofile - CROWD_RESERVED)
+
+
+def crowd_rows(size: int, res: dict[str, Fanout], idle_kib: Series) -> list[Row]:
+    crowd, small = res["crowd"], res["small"]
+    cpu = ratios(crowd.server_us_per_event, small.server_us_per_event)
+    return [
+        Row(
+            f"SSE S={size} on one job, paced {CROWD_RATE:g}/s: server µs per event vs S=1000",
+            crowd.server_us_per_event.show(2),
+            "S=1000 " + small.server_us_per_event.show(2),
+            cpu.show(2),
+            f"≤ {CROWD_CPU:g}x",
+            verdict(cpu.median <= CROWD_CPU),
+        ),
+        Row(
+            f"SSE S={size}: RSS KiB per idle connection",
+            idle_kib.show(1),
+            "",
+            "",
+            f"≤ {CROWD_MEMORY:g} KiB",
+            verdict(idle_kib.median <= CROWD_MEMORY),
+        ),
+        Row(
+            f"SSE S={size}, paced {CROWD_RATE:g}/s: p50 / p99 ms",
+            f"{crowd.p50_ms.show(1)} / {crowd.p99_ms.show(1)}",
+            f"S=1000 {small.p50_ms.show(1)} / {small.p99_ms.show(1)}",
+            "",
+            "",
+            "",
+        ),
+        _detail_row(f"S={size}", crowd),
+        _detail_row("S=1000", small),
+    ]
+
+
+async def crowd_section(bench: Bench, nofile: int) -> Section:
+    """Each repetition, on freshly started servers: S = 1 000, then the crowd."""
+    size = crowd_size(nofile)
+    res = {"small": Fanout.empty(), "crowd": Fanout.empty()}
+    idle_kib = Series()
+    for _ in range(REPS):
+        await bench.crowd(JOB_SIZE, res["small"])
+        idle_kib.add(await bench.crowd(size, res["crowd"]))
+    data = {f"crowd_{size}": _values(res), "crowd_idle_kib": idle_kib.values}
+    return crowd_rows(size, res, idle_kib), data
+
+
 async def memory_section(bench: Bench) -> Section:
     size = bench.plan.memory_size
     kinds = {
@@ -913,10 +1049,116 @@ def floor_row(size: int, res: dict[str, Fanout]) -> Row:
     )
 
 
+def job_rows(kind: str, size: int, res: dict[str, Fanout]) -> list[Row]:
+    """Jobcast (memory) against raw, Jobcast on Redis against Jobcast on memory."""
+    memory, raw = res["jobcast"].events_per_s, res["raw"].events_per_s
+    to_raw = ratios(memory, raw)
+    rows = [
+        Row(
+            f"{kind} one job S={size}, one sequential publisher: events/s vs raw",
+            memory.show(0),
+            "raw " + raw.show(0),
+            to_raw.show(2),
+            "≥ 0.6x" if kind == "SSE" else "",
+            verdict(to_raw.median >= 0.6) if kind == "SSE" else "",
+        )
+    ]
+    if "redis" in res:
+        on_redis = ratios(res["redis"].events_per_s, memory)
+        rows.append(
+            Row(
+                f"{kind} one job S={size}, one sequential publisher: Redis backend vs memory",
+                res["redis"].events_per_s.show(0),
+                "memory " + memory.show(0),
+                on_redis.show(2),
+                "≥ 0.8x",
+                verdict(on_redis.median >= 0.8),
+            )
+        )
+    this = "python " + ".".join(platform.python_version_tuple()[:2])
+    for name in [name for name in res if name.startswith("python ")]:
+        other = ratios(res[name].events_per_s, memory)
+        rows.append(
+            Row(
+                f"{kind} one job S={size}, one sequential publisher: Jobcast on {name} vs {this}",
+                res[name].events_per_s.show(0),
+                f"{this} " + memory.show(0),
+                other.show(2),
+                "",
+                "",
+            )
+        )
+    shown = {"jobcast": f"jobcast memory ({this})", "redis": "jobcast redis", "raw": "raw"}
+    rows += [_detail_row(shown.get(name, f"jobcast on {name}"), r) for name, r in res.items()]
+    return rows
+
+
+async def job_section(bench: Bench, servers: dict[str, Server]) -> Section:
+    """The Jobs API's own scenario: one job, its worker, its watchers."""
+    jobcast, raw = servers["jobcast"], servers["raw"]
+    rows: list[Row] = []
+    data: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="jobcast-bench-redis-") as directory:
+        started = await _jobcast_on_redis(bench, Path(directory))
+        on_redis = started[1] if started else None
+        others = {}
+        try:
+            for program in bench.pythons:
+                spec = dataclasses.replace(JOBCAST, program=program)
+                others[f"python {python_version(program)}"] = server = bench.procs.start_server(
+                    spec
+                )
+                await _warm(server)
+            for kind, mode, path, raw_path in (
+                ("SSE", "sse", JOB_STREAM, SSE_PATH["raw"]),
+                ("WS", "ws", JOB_WS, JOB_WS),
+            ):
+                targets = {"jobcast": Target((jobcast,), path)}
+                if on_redis is not None:
+                    targets["redis"] = Target((on_redis,), path)
+                targets["raw"] = Target((raw,), raw_path)
+                targets |= {name: Target((server,), path) for name, server in others.items()}
+                res = await bench.sequential(targets, mode, JOB_SIZE)
+                rows += job_rows(kind, JOB_SIZE, res)
+                data[f"job_{mode}_{JOB_SIZE}"] = _values(res)
+        finally:
+            for server in [*reversed(started or ()), *others.values()]:
+                bench.procs.stop(server.proc)
+    if on_redis is None:
+        rows.append(not_measured("one job on the Redis backend", "redis-server not on PATH")[0][0])
+    targets = {"jobcast": Target((jobcast,), JOB_STREAM), "raw": Target((raw,), SSE_PATH["raw"])}
+    res = await bench.paced(targets, JOB_SIZE)
+    rows += paced_rows(JOB_SIZE, res, "one job's stream")
+    data[f"job_paced_{JOB_SIZE}"] = _values(res)
+    return rows, data
+
+
+def python_version(program: str) -> str:
+    """``major.minor`` of the interpreter ``program``."""
+    code = "import sys; print('%d.%d' % sys.version_info[:2])"
+    return subprocess.run(
+        [program, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def _jobcast_on_redis(bench: Bench, directory: Path) -> tuple[Server, Server] | None:
+    """Redis on the client core and a Jobcast on it, on the server core; None without
+    redis-server."""
+    if not shutil.which("redis-server"):
+        return None
+    redis_spec = dataclasses.replace(redis_server(directory), cores=frozenset(CLIENT_CORE))
+    redis = bench.procs.start_server(redis_spec)
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    spec = dataclasses.replace(jobcast_on_redis(url), cores=frozenset(SERVER_CORE))
+    server = bench.procs.start_server(spec)
+    await _warm(server)
+    return redis, server
+
+
 async def paced_section(bench: Bench, servers: dict[str, Server]) -> Section:
     targets = {name: Target((servers[name],), SSE_PATH[name]) for name in ("jobcast", "raw")}
     res = await bench.paced(targets, 1000)
-    return paced_rows(1000, res), {"paced_1000": _values(res)}
+    return paced_rows(1000, res, "all-jobs stream"), {"paced_1000": _values(res)}
 
 
 async def poll_section(bench: Bench, servers: dict[str, Server]) -> Section:
@@ -992,6 +1234,7 @@ async def output_section(bench: Bench) -> Section:
 SectionOnServers = Callable[[Bench, dict[str, Server]], Coroutine[Any, Any, Section]]
 # The sections measured on the one set of Jobcast, naive and raw servers, in table order.
 ON_SHARED_SERVERS: dict[str, SectionOnServers] = {
+    "job": job_section,
     "sse": sse_section,
     "ws": ws_section,
     "paced": paced_section,
@@ -1003,8 +1246,15 @@ def _values(res: dict[str, Fanout]) -> dict[str, Any]:
     return {name: vars(fanout) for name, fanout in res.items()}
 
 
-async def run(plan: Plan, sections: frozenset[str], client: Path, procs: ProcessSet) -> Section:
-    bench = Bench(plan, client, procs)
+async def run(
+    plan: Plan,
+    sections: frozenset[str],
+    client: Path,
+    procs: ProcessSet,
+    nofile: int,
+    pythons: tuple[str, ...],
+) -> Section:
+    bench = Bench(plan, client, procs, pythons)
     rows: list[Row] = []
     data: dict[str, Any] = {}
     # Memory first, on fresh servers: later runs would leave freed memory to reuse.
@@ -1021,6 +1271,10 @@ async def run(plan: Plan, sections: frozenset[str], client: Path, procs: Process
             data |= section_data
         for server in servers.values():  # idle now; the scale-out may use core 0 too
             procs.stop(server.proc)
+    if "crowd" in sections:  # its own servers, one at a time
+        section_rows, section_data = await crowd_section(bench, nofile)
+        rows += section_rows
+        data |= section_data
     if "hooks" in sections:  # its own servers, one at a time
         section_rows, section_data = await hooks_section(bench)
         rows += section_rows
@@ -1062,6 +1316,15 @@ def main() -> None:
         metavar="SECTION[,SECTION]",
         help="run these sections only (default: all): " + ", ".join(SECTIONS),
     )
+    parser.add_argument(
+        "--pythons",
+        type=lambda text: tuple(name for name in text.split(",") if name),
+        default=(),
+        metavar="PYTHON[,PYTHON]",
+        help="also run Jobcast on these interpreters in the job section, side by side (each "
+        "with Jobcast installed: python3.12 -m venv .venv-3.12 && .venv-3.12/bin/pip install "
+        "-e '.[redis]')",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     sections: frozenset[str] = args.only
@@ -1075,7 +1338,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
     try:
-        rows, data = uvloop.run(run(plan, sections, client, procs))
+        rows, data = uvloop.run(run(plan, sections, client, procs, nofile, args.pythons))
     except KeyboardInterrupt:
         raise SystemExit("bench: interrupted (every process it started is stopped)") from None
     finally:

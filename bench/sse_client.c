@@ -10,7 +10,8 @@
  *   MODE output: as sse, and also count the output chunks the events carry (each
  *             chunk on the wire has one "offset": key; nothing else on a job's
  *             stream has it).
- *   MODE ws:  WebSocket handshake on PATH, send {"type":"subscribe","all":true},
+ *   MODE ws:  WebSocket handshake on PATH, send {"type":"subscribe","all":true}
+ *             ({"type":"subscribe","jobId":"ID"} for a PATH ending in #ID),
  *             walk the server frames and count the job messages in their payloads
  *             ("type":"job"), so a batch frame counts every message it carries.
  * Prints "READY" once every connection has its response head, then counts for
@@ -280,10 +281,12 @@ static int build_request(char *out, size_t cap, int ws, const char *host, int po
                     path, host, port);
 }
 
-/* A masked client text frame carrying {"type":"subscribe","all":true} (mask 0). */
-static int ws_subscribe_frame(unsigned char *out) {
-    static const char msg[] = "{\"type\":\"subscribe\",\"all\":true}";
-    int n = (int)sizeof(msg) - 1;
+/* A masked client text frame (mask 0) subscribing to every job, or to job_id's. */
+static int ws_subscribe_frame(unsigned char *out, const char *job_id) {
+    char msg[120];
+    int n = job_id ? snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"jobId\":\"%s\"}", job_id)
+                   : snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"all\":true}");
+    if (n <= 0 || n >= 126) return -1; /* one short frame */
     out[0] = 0x81;
     out[1] = (unsigned char)(0x80 | n);
     memset(out + 2, 0, 4); /* a zero mask leaves the payload as is */
@@ -317,12 +320,20 @@ int main(int argc, char **argv) {
         *comma = '\0';
         paths[k] = comma + 1;
     }
+    /* A WebSocket path's fragment names the job to subscribe to (fragments are not sent). */
+    char **jobs = calloc((size_t)n_paths, sizeof(char *));
+    for (int k = 0; k < n_paths; k++) {
+        char *hash = strchr(paths[k], '#');
+        if (hash) {
+            *hash = '\0';
+            jobs[k] = hash + 1;
+        }
+    }
     lat = malloc(sizeof(int64_t) * MAX_LAT);
     conn_t *conns = calloc((size_t)s, sizeof(conn_t));
     int ep = epoll_create1(0);
     char req[1024];
-    unsigned char sub[64];
-    int sub_len = ws_subscribe_frame(sub);
+    unsigned char sub[132];
 
     for (int i = 0; i < s; i++) conns[i].sampled = sample_every > 0 && i % sample_every == 0;
     int opened = 0;
@@ -393,7 +404,10 @@ int main(int argc, char **argv) {
                     t_start = mono_ms();
                     t_end = t_start + warmup + duration;
                 }
-                if (ws && write(c->fd, sub, (size_t)sub_len) != sub_len) return 1;
+                if (ws) {
+                    int sub_len = ws_subscribe_frame(sub, jobs[evs[k].data.u32 % (uint32_t)n_paths]);
+                    if (sub_len < 0 || write(c->fd, sub, (size_t)sub_len) != sub_len) return 1;
+                }
                 p = head_end + 4;
                 len -= (size_t)(p - buf);
             }

@@ -406,7 +406,7 @@ class Writer:
         await self.send.entered.wait()
 
     async def _deliver(self) -> None:
-        self.results.append(await self.mailbox.deliver(self.send, "frame"))
+        self.results.append(await self.mailbox.deliver(self.send("frame")))
 
 
 @pytest.mark.anyio

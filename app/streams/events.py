@@ -54,12 +54,14 @@ class Change:
         "_sse_job",
         "_sse_out",
         "_ws",
+        "is_final",
         "job",
         "job_id",
         "job_type",
         "owner",
         "position",
         "previous_status",
+        "version",
     )
 
     def __init__(
@@ -79,6 +81,10 @@ class Change:
         self.position = position
         self.job = job
         self.previous_status = previous_status
+        # Read for every subscriber a change is offered to: worked out once.
+        self.version = job.version if job is not None else 0
+        # Nothing can follow this change for this job but its removal.
+        self.is_final = job is None or job.is_terminal
         self._data: bytes | None = None
         self._sse_job: bytes | None = None
         self._sse_all: bytes | None = None
@@ -106,15 +112,6 @@ class Change:
     @property
     def kind(self) -> str:
         return "job" if self.job is not None else "removed"
-
-    @property
-    def version(self) -> int:
-        return self.job.version if self.job is not None else 0
-
-    @property
-    def is_final(self) -> bool:
-        """Nothing can follow this change for this job but its removal."""
-        return self.job is None or self.job.is_terminal
 
     def sse_for_job_stream(self) -> bytes:
         """SSE frame for ``/api/jobs/{jobId}/events``: ``id`` is the job's version; a removal

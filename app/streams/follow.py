@@ -29,7 +29,7 @@ from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
 from app.streams.events import Change, Output, Position
-from app.streams.hub import Mailbox, Subscription
+from app.streams.hub import Mailbox, Subscription, WriteThrough
 from app.streams.limits import Slot
 
 
@@ -162,6 +162,11 @@ class Lease:
             delay = max(0.0, access.expires_at - time.time())
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay, self.mailbox.close, "expired")
+
+    def write_through(self, write: WriteThrough) -> None:
+        """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`);
+        once its response has started."""
+        self.mailbox.write_through(write, self._runtime.hub.flush)
 
     def end(self, *subscriptions: Subscription | None) -> bool:
         """Give back everything (once started); whether the client was cut for not reading."""

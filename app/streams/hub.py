@@ -10,6 +10,14 @@ intermediate states, never the latest one; a mailbox that would hold more
 than ``capacity`` jobs is closed instead, and its client reconnects and
 resumes. Publishing never awaits, so one slow socket cannot hold up others.
 
+A live change for a connection whose writer is idle (waiting, nothing
+pending) does not wake it: :meth:`Mailbox.live` hands it to the stream's
+write-through, which writes it at once (see :mod:`app.streams.eager`): the
+turn's first change from the publisher, later ones together at the end of
+the turn (:class:`Flush`). Only a send that has to wait is left to the
+writer (:meth:`Mailbox.settle`). A snapshot, a control frame or a job's last
+change always wakes the writer, and goes out in order behind what is queued.
+
 Writers send through :meth:`Mailbox.deliver`: a send blocked on a client
 that stopped reading is cut short the moment its mailbox closes, for
 whatever reason but shutdown (overflow, the client leaving), and the hub's
@@ -27,22 +35,69 @@ them tells the client where the snapshot ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal, TypeVar
+from typing import Literal
 
 from app.jobs import JobFilter
+from app.streams.eager import Suspended
 from app.streams.events import Change, Event, Output, Position, Synced
 
-M = TypeVar("M")
+logger = logging.getLogger("jobcast")
+# A stream's write-through: writes live events now, or returns the send it began and
+# that has to wait, for the stream's writer to finish.
+WriteThrough = Callable[[list[Event]], Suspended | None]
 CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
+
+
+class Flush:
+    """Writing through, turn by turn. The first change a turn of the loop publishes is
+    written through at once, from the publisher (``direct``): a worker reporting
+    progress one request after another gets each change out in its own turn, with no
+    task woken per subscriber. Changes later in the same turn (several requests read
+    at once) queue instead, and one callback at the end of the turn writes what each
+    idle connection got as one write."""
+
+    __slots__ = ("_due", "armed", "direct")
+
+    def __init__(self) -> None:
+        self._due: list[Mailbox] = []
+        self.armed = False  # something was written through this turn: its end is scheduled
+        self.direct = True  # the change being published is the turn's first
+
+    def begin(self) -> None:
+        """A change is about to be published."""
+        self.direct = not self.armed
+
+    def arm(self) -> None:
+        """Something is written through this turn: end the turn with :meth:`_run`."""
+        if not self.armed:
+            self.armed = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def add(self, mailbox: Mailbox) -> None:
+        """``mailbox`` has changes to write through at the end of the turn."""
+        self.arm()
+        self._due.append(mailbox)
+
+    def _run(self) -> None:
+        self.armed = False
+        due, self._due = self._due, []
+        for mailbox in due:
+            mailbox.flush()
 
 
 class Mailbox:
     __slots__ = (
         "_control",
+        "_due",
+        "_flush",
         "_markers",
         "_pending",
+        "_through",
+        "_through_last",
+        "_underway",
         "_waiter",
         "_writer",
         "capacity",
@@ -64,39 +119,113 @@ class Mailbox:
         self.ping_due = False
         self._writer: asyncio.Task[object] | None = None  # the task that delivers
         self.sending_since: float | None = None  # time.monotonic() of the send in progress
+        self._through: WriteThrough | None = None
+        self._flush: Flush | None = None
+        self._due = False  # in the flush of this turn
+        # The event last written through directly: a connection subscribed twice to
+        # what one change concerns (its job, and all jobs) is offered it twice.
+        self._through_last: Change | Output | None = None
+        self._underway: Suspended | None = None  # a write-through's send left to the writer
+
+    def write_through(self, write: WriteThrough, flush: Flush) -> None:
+        """From now on, :meth:`live` events for an idle writer go to ``write``, from
+        ``flush`` at the end of the loop's turn."""
+        self._through = write
+        self._flush = flush
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the writer is idle: waiting in :meth:`wait` for something to send."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def live(self, event: Change | Output) -> None:
+        """A live event. For an idle writer it is written through without waking the
+        writer: now if it is the turn's first change, else at the end of the turn
+        (:class:`Flush`). A job's last event always wakes the writer, which may have
+        to end the stream after it."""
+        waiter, flush = self._waiter, self._flush
+        # `waiting`, inline: this runs for every subscriber of every change.
+        if flush is None or waiter is None or waiter.done() or event.is_final:
+            if isinstance(event, Output):
+                self.add_output(event)
+            else:
+                self.put(event)
+        elif flush.direct and not self._due:
+            if event is not self._through_last:
+                self._through_last = event
+                if not flush.armed:
+                    flush.arm()
+                self._write_through([event])
+        elif self._queue(event) and not self._due:
+            self._due = True
+            flush.add(self)
+
+    def flush(self) -> None:
+        """Write through what :meth:`live` queued for the idle writer (from :class:`Flush`)."""
+        self._due = False
+        waiter = self._waiter
+        if waiter is None or waiter.done() or not self._pending:
+            return  # the writer woke meanwhile (a marker, a reply, a close): it takes it all
+        self._write_through(self.take())
+
+    def _write_through(self, events: list[Event]) -> None:
+        assert self._through is not None
+        try:
+            underway = self._through(events)
+        except OSError:  # the client is gone; the writer would have seen it the same way
+            self.close("gone")
+            return
+        except Exception:
+            # One connection's failure must fail neither the publisher nor the others.
+            logger.exception("writing live events failed; their stream is closed")
+            self.close("gone")
+            return
+        if underway is not None:
+            self._underway = underway
+            self.sending_since = time.monotonic()
+            self._wake()
 
     def put(self, change: Change) -> None:
-        if self.closed is not None:
-            return
-        # Moving a replaced job to the end keeps the buffer in feed order, so
-        # the last event a client saw is always the furthest it has read.
-        replaced = self._pending.pop(change.job_id, None) is not None
-        if replaced:
-            self.conflated += 1
-        elif len(self._pending) >= self.capacity:
-            self.close("overflow")
-            return
-        self._pending[change.job_id] = change
-        if replaced and self._markers:
-            # The job may have been part of a snapshot whose end is still pending:
-            # that end moves behind it, so no snapshot's job comes after its end.
-            for marker in self._markers:
-                del self._pending[marker]
-                marker.passed(change)
-                self._pending[marker] = marker
-        self._wake()
+        if self._queue(change):
+            self._wake()
 
     def add_output(self, output: Output) -> None:
         """Queue chunks of a job's output after what is pending. Output is never
         conflated: each append is its own entry, counted against ``capacity``; a
         reader that far behind is closed, and resumes from its offset."""
+        if self._queue(output):
+            self._wake()
+
+    def _queue(self, event: Change | Output) -> bool:
+        """Queue ``event`` (without waking the writer); False if the mailbox is, or
+        now is, closed."""
         if self.closed is not None:
-            return
-        if len(self._pending) >= self.capacity:
+            return False
+        pending = self._pending
+        if isinstance(event, Output):
+            if len(pending) >= self.capacity:
+                self.close("overflow")
+                return False
+            pending[event] = event
+            return True
+        # Moving a replaced job to the end keeps the buffer in feed order, so
+        # the last event a client saw is always the furthest it has read.
+        replaced = pending.pop(event.job_id, None) is not None
+        if replaced:
+            self.conflated += 1
+        elif len(pending) >= self.capacity:
             self.close("overflow")
-            return
-        self._pending[output] = output
-        self._wake()
+            return False
+        pending[event.job_id] = event
+        if replaced and self._markers:
+            # The job may have been part of a snapshot whose end is still pending:
+            # that end moves behind it, so no snapshot's job comes after its end.
+            for marker in self._markers:
+                del pending[marker]
+                marker.passed(event)
+                pending[marker] = marker
+        return True
 
     def mark(self, marker: Synced) -> None:
         """Queue a snapshot's end after what is pending."""
@@ -133,7 +262,13 @@ class Mailbox:
         # reading. On shutdown it gets to finish (uvicorn bounds that); a stream that
         # was already ending (its last event, an expired token) is cut like any other
         # once its send has stalled for the send timeout.
-        if self.sending_since is not None and reason != "shutdown":
+        if self.sending_since is None or reason == "shutdown":
+            return
+        if self._underway is not None:  # the writer has not taken it up: nobody awaits it
+            self._underway.close()
+            self._underway = None
+            self.sending_since = None
+        else:
             assert self._writer is not None
             self._writer.cancel()
 
@@ -141,12 +276,12 @@ class Mailbox:
         """Close with "gone" (a callback for whatever notices the client leaving)."""
         self.close("gone")
 
-    async def deliver(self, send: Callable[[M], Awaitable[None]], message: M) -> bool:
-        """``send(message)``; False if the mailbox closed while the send was blocked."""
+    async def deliver(self, sending: Awaitable[None]) -> bool:
+        """Await ``sending`` (a send); False if the mailbox closed while it was blocked."""
         writer = self._writer_task()
         self.sending_since = time.monotonic()
         try:
-            await send(message)
+            await sending
         except asyncio.CancelledError:
             # Cancelled by close() and by nothing else: the send is over, not the task.
             if self.closed is not None and writer.uncancel() == 0:
@@ -156,10 +291,19 @@ class Mailbox:
             self.sending_since = None
         return True
 
+    async def settle(self) -> bool:
+        """Finish the send a write-through left waiting, if any; False if the mailbox
+        closed while it was blocked."""
+        underway, self._underway = self._underway, None
+        return underway is None or await self.deliver(underway)
+
     async def wait(self) -> None:
-        """Return once there is something to send, a ping is due, or the box is closed."""
+        """Return once there is something to send, or a send to finish (:meth:`settle`),
+        a ping is due, or the box is closed."""
         loop = self._writer_task().get_loop()
-        while not (self._pending or self._control or self.ping_due or self.closed):
+        while not (
+            self._pending or self._control or self.ping_due or self.closed or self._underway
+        ):
             self._waiter = loop.create_future()
             try:
                 await self._waiter
@@ -239,7 +383,7 @@ class Subscription:
         if self._early is not None:
             self._hold(change)
         elif self._admits(change):
-            self.mailbox.put(change)
+            self.mailbox.live(change)
 
     def offer_output(self, output: Output) -> None:
         if not self.output:
@@ -256,8 +400,8 @@ class Subscription:
             assert self._early is not None
             self._early.append(event)
 
-    def _add_output(self, output: Output) -> None:
-        """Queue what the client does not have of ``output``."""
+    def _add_output(self, output: Output, *, live: bool = True) -> None:
+        """Send or queue what the client does not have of ``output``."""
         floor = self._floor_offset
         if output.next_offset <= floor:
             return  # in the snapshot already
@@ -267,7 +411,10 @@ class Subscription:
             self.mailbox.close("overflow")
             return
         self._floor_offset = output.next_offset
-        self.mailbox.add_output(output.after(floor))
+        if live:
+            self.mailbox.live(output.after(floor))
+        else:
+            self.mailbox.add_output(output.after(floor))
 
     def prime(
         self,
@@ -308,7 +455,7 @@ class Subscription:
             mailbox.mark(marker)
         for event in early:
             if isinstance(event, Output):
-                self._add_output(event)
+                self._add_output(event, live=False)
             elif self._admits(event):
                 mailbox.put(event)
 
@@ -327,6 +474,7 @@ class Subscription:
 
 class Hub:
     def __init__(self) -> None:
+        self.flush = Flush()  # for the streams' write-through
         self._by_job: dict[str, set[Subscription]] = {}
         self._all: set[Subscription] = set()
         self._pinged: set[Mailbox] = set()
@@ -337,6 +485,7 @@ class Hub:
         return len(self._all) + sum(len(subs) for subs in self._by_job.values())
 
     def publish(self, change: Change) -> None:
+        self.flush.begin()
         for subscription in self._by_job.get(change.job_id, ()):
             subscription.offer(change)
         for subscription in self._all:
@@ -344,6 +493,7 @@ class Hub:
 
     def publish_output(self, output: Output) -> None:
         """Chunks appended to a job's output: only its own subscriptions may want them."""
+        self.flush.begin()
         for subscription in self._by_job.get(output.job_id, ()):
             subscription.offer_output(output)
 

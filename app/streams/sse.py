@@ -31,9 +31,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from app.auth import Access, check_job, load_job, scope_filter
-from app.edge import DIRECT_SEND
+from app.edge import DIRECT_SEND, chunked
 from app.errors import FieldError, InvalidJobData
 from app.jobs import JobFilter
 from app.logs import cut_short
@@ -41,6 +42,8 @@ from app.models import JobStreamQuery, Problem, StreamQuery
 from app.openapi import Operation
 from app.runtime import runtime_of
 from app.settings import Settings
+from app.streams import eager
+from app.streams.eager import Suspended
 from app.streams.events import (
     Event,
     all_stream_frame,
@@ -107,7 +110,16 @@ class EventStream:
     until the mailbox closes (or, per job, the job ends)."""
 
     # One per open stream, for the stream's whole life: no instance dict.
-    __slots__ = ("access", "ends_after_final", "frame", "lease", "prefix", "subscription")
+    __slots__ = (
+        "access",
+        "cycle",
+        "ends_after_final",
+        "frame",
+        "lease",
+        "prefix",
+        "send",
+        "subscription",
+    )
 
     def __init__(
         self,
@@ -125,23 +137,40 @@ class EventStream:
         self.frame = frame
         self.prefix = prefix
         self.ends_after_final = ends_after_final
+        self.send: Send | None = None  # the server's, once the stream has started
+        self.cycle: RequestResponseCycle | None = None  # uvicorn's, when it is httptools'
+
+    def write_through(self, events: list[Event]) -> Suspended | None:
+        """Write live events now (see :meth:`Mailbox.flush`; none of them ends the
+        stream): straight to the socket when it takes them, else through the server."""
+        self._count(events)
+        frame = self.frame
+        body = frame(events[0]) if len(events) == 1 else b"".join(map(frame, events))
+        if self.cycle is not None and chunked.write_now(self.cycle, body):
+            return None
+        assert self.send is not None
+        message = {"type": "http.response.body", "body": body, "more_body": True}
+        return eager.start(self.send(message))
 
     async def write_pending(self, send: Send, mailbox: Mailbox) -> bool:
         """Write what is pending (a ping if nothing); False once the stream is over."""
-        metrics = self.lease.metrics
         changes = mailbox.take()
-        if skipped := mailbox.take_conflated():
-            metrics.conflated.inc(skipped)
         if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
             return False
-        metrics.sent += len(changes)
-        if self.frame is output_stream_frame:
-            metrics.count_output(changes)
+        self._count(changes)
         final = self.ends_after_final and any(change.is_final for change in changes)
         if final:
             mailbox.close("done")
         written = await self.write(send, mailbox, self._chunks(changes))
         return written and not final
+
+    def _count(self, events: list[Event]) -> None:
+        metrics = self.lease.metrics
+        if skipped := self.lease.mailbox.take_conflated():
+            metrics.conflated.inc(skipped)
+        metrics.sent += len(events)
+        if self.frame is output_stream_frame:
+            metrics.count_output(events)
 
     def _chunks(self, changes: list[Event]) -> Iterable[bytes]:
         """What to write for ``changes``: their frames in chunks, or a ping for none.
@@ -159,7 +188,7 @@ class EventStream:
         """Send ``chunks``, one body message each; False once the mailbox closed."""
         for chunk in chunks:
             message = {"type": "http.response.body", "body": chunk, "more_body": True}
-            if not await mailbox.deliver(send, message):
+            if not await mailbox.deliver(send(message)):
                 return False
         return True
 
@@ -214,12 +243,14 @@ class StreamRoute:
             # The body skips the middleware, which only ever looks at the start.
             send = scope.get(DIRECT_SEND, send)
             going = await stream.write(send, mailbox, [stream.prefix])
+            stream.send, stream.cycle = send, chunked.streaming(send)
+            lease.write_through(stream.write_through)
             while going:
                 await mailbox.wait()
-                going = await stream.write_pending(send, mailbox)
+                going = await mailbox.settle() and await stream.write_pending(send, mailbox)
             if mailbox.closed in ("done", "shutdown", "expired"):
                 end = {"type": "http.response.body", "body": b"", "more_body": False}
-                await mailbox.deliver(send, end)
+                await mailbox.deliver(send(end))
         finally:
             watcher.cancel()
             if lease.end(stream.subscription):

@@ -54,6 +54,9 @@ from app.jobs import JobFilter, is_job_id
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
 from app.problems import frame_code, refuse_websocket
 from app.runtime import Runtime, runtime_of
+from app.streams import eager
+from app.streams.eager import Suspended
+from app.streams.events import Event
 from app.streams.follow import Lease, follow_all, follow_job
 from app.streams.frames import FrameError, batch_mode, decode_frame, frames
 from app.streams.hub import Subscription
@@ -97,6 +100,7 @@ class Connection:
         self.strikes = TokenBucket(self.settings.ws_rate, burst)
         self.batch = batch
         self.follows_output = False  # whether output was ever asked for (for the metrics)
+        self.send: Send = websocket.send  # the server's own once writing (DIRECT_SEND)
 
     async def run(self) -> None:
         await self.websocket.accept()
@@ -251,31 +255,54 @@ class Connection:
         )
 
     async def _write(self) -> None:
-        metrics = self.lease.metrics
-        conflated = metrics.conflated
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
-        send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
+        send = self.send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
+        self.lease.write_through(self._write_through)
         while True:
             await mailbox.wait()
+            if not await mailbox.settle():
+                return
             # On shutdown what is pending still goes out; any other close ends at once.
             if mailbox.closed is not None and mailbox.closed != "shutdown":
                 return
             replies = mailbox.take_control()
             changes = mailbox.take()
-            if skipped := mailbox.take_conflated():
-                conflated.inc(skipped)
-            metrics.sent += len(changes)
-            if self.follows_output:
-                metrics.count_output(changes)
+            self._count(changes)
             for change in changes:
                 if change.is_final and change.job_id in self.jobs:
                     self._drop_job(change.job_id)
             for text in frames(replies, changes, batch=self.batch):
-                if not await mailbox.deliver(send, {"type": "websocket.send", "text": text}):
+                if not await mailbox.deliver(send({"type": "websocket.send", "text": text})):
                     return
             if mailbox.closed is not None:
                 return
+
+    def _write_through(self, events: list[Event]) -> Suspended | None:
+        """Send live events now (see :meth:`Mailbox.flush`); none is a job's last."""
+        self._count(events)
+        if len(events) == 1:  # the usual live write: one frame, no list
+            return eager.start(self.send({"type": "websocket.send", "text": events[0].ws_frame()}))
+        texts = list(frames([], events, batch=self.batch))
+        for index, text in enumerate(texts):
+            underway = eager.start(self.send({"type": "websocket.send", "text": text}))
+            if underway is not None:
+                return eager.start(self._send_after(underway, texts[index + 1 :]))
+        return None
+
+    async def _send_after(self, underway: Suspended, texts: list[str]) -> None:
+        """Finish a send that had to wait, then send ``texts`` (the writer awaits this)."""
+        await underway
+        for text in texts:
+            await self.send({"type": "websocket.send", "text": text})
+
+    def _count(self, events: list[Event]) -> None:
+        metrics = self.lease.metrics
+        if skipped := self.mailbox.take_conflated():
+            metrics.conflated.inc(skipped)
+        metrics.sent += len(events)
+        if self.follows_output:
+            metrics.count_output(events)
 
     def _subscriptions(self) -> list[Subscription]:
         everything = [] if self.everything is None else [self.everything]

@@ -1,0 +1,294 @@
+"""Live changes written from the publisher's turn of the loop: the eager send
+(:mod:`app.streams.eager`) and the mailbox's write-through, without a server.
+The end-to-end suite runs the same paths on real sockets (a paused one among them:
+tests/e2e/test_slow_subscribers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from app import jobs
+from app.models import JobStatus, NewJob
+from app.streams import eager
+from app.streams.eager import Suspended
+from app.streams.events import Change, Event, Position
+from app.streams.hub import Hub, Mailbox, Subscription
+from tests.conftest import seconds
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Socket:
+    """A send like a server's: it writes at once, or waits while ``paused``."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.paused: asyncio.Future[None] | None = None
+        self.ended: list[str] = []  # how each send that waited ended
+
+    async def send(self, frame: str) -> None:
+        if self.paused is not None:
+            try:
+                await self.paused
+            except BaseException as exc:
+                self.ended.append(type(exc).__name__)
+                raise
+            finally:
+                self.ended.append("finally")
+        self.written.append(frame)
+
+
+JOB, OTHER = "job_aaaaaaaaaaaaaaaaaaaaaa", "job_bbbbbbbbbbbbbbbbbbbbbb"
+
+
+def change(seq: int, job: str = JOB, status: JobStatus = "processing") -> Change:
+    """Version ``seq`` of ``job``, at feed position ``seq``."""
+    created = jobs.create(NewJob(job_type="generic"), jobs.now()).model_copy(
+        update={"job_id": job, "version": seq, "status": status}
+    )
+    return Change.of(created, Position(1, seq))
+
+
+# --- eager.start --------------------------------------------------------------------
+
+
+async def test_a_send_that_need_not_wait_is_done_when_start_returns() -> None:
+    socket = Socket()
+    assert eager.start(socket.send("a")) is None
+    assert socket.written == ["a"]
+
+
+async def test_a_send_that_waits_is_finished_by_the_task_that_awaits_it() -> None:
+    socket = Socket()
+    socket.paused = asyncio.get_running_loop().create_future()
+    suspended = eager.start(socket.send("a"))
+    assert isinstance(suspended, Suspended)
+    assert socket.written == []
+    finishing = asyncio.ensure_future(suspended)
+    await asyncio.sleep(0)
+    assert not finishing.done()  # it waits on what the send waits on
+    socket.paused.set_result(None)
+    await asyncio.wait_for(finishing, seconds(1))
+    assert socket.written == ["a"]
+
+
+async def test_cancelling_the_awaiting_task_reaches_the_send() -> None:
+    socket = Socket()
+    socket.paused = asyncio.get_running_loop().create_future()
+    suspended = eager.start(socket.send("a"))
+    assert suspended is not None
+    finishing = asyncio.ensure_future(suspended)
+    await asyncio.sleep(0)
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    assert socket.ended == ["CancelledError", "finally"]
+    assert socket.written == []
+
+
+async def test_an_error_of_the_send_is_raised_to_who_started_it() -> None:
+    async def failing() -> None:
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError):
+        eager.start(failing())
+
+
+async def test_an_abandoned_send_is_closed() -> None:
+    socket = Socket()
+    socket.paused = asyncio.get_running_loop().create_future()
+    suspended = eager.start(socket.send("a"))
+    assert suspended is not None
+    suspended.close()
+    assert socket.ended == ["GeneratorExit", "finally"]
+
+
+# --- Mailbox.live and the flush at the end of the turn ----------------------------------
+
+
+class Stream:
+    """A mailbox's writer, as the SSE and WebSocket streams run it, writing through to
+    ``socket`` (all of a flush's events as one write)."""
+
+    def __init__(self, mailbox: Mailbox, socket: Socket, hub: Hub) -> None:
+        self.mailbox = mailbox
+        self.socket = socket
+        self.queued: list[str] = []  # what the writer task sent
+        self.wrote = asyncio.Event()  # set once the writer task has sent something
+        self.fail: BaseException | None = None
+        mailbox.write_through(self.write_through, hub.flush)
+
+    def write_through(self, events: list[Event]) -> Suspended | None:
+        if self.fail is not None:
+            raise self.fail
+        return eager.start(self.socket.send("live " + versions(events)))
+
+    async def run(self) -> None:
+        while True:
+            await self.mailbox.wait()
+            if not await self.mailbox.settle() or self.mailbox.closed is not None:
+                return
+            frame = "queued " + versions(self.mailbox.take())
+            await self.mailbox.deliver(self.socket.send(frame))
+            self.queued.append(frame)
+            self.wrote.set()
+
+
+def versions(events: list[Event]) -> str:
+    return ",".join(str(event.version) for event in events)
+
+
+async def idle(stream: Stream) -> asyncio.Task[None]:
+    """The stream's writer, started and waiting for something to send."""
+    task = asyncio.create_task(stream.run())
+    await asyncio.sleep(0)  # its first step ends waiting
+    assert stream.mailbox.waiting
+    return task
+
+
+def live(hub: Hub, mailbox: Mailbox, job: str = JOB) -> Subscription:
+    subscription = hub.subscribe(Subscription(mailbox, job_id=job))
+    subscription.prime([], synced=False)
+    return subscription
+
+
+async def end_of_turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def test_the_turns_first_change_is_written_at_once_without_waking_the_writer() -> None:
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    live(hub, mailbox)
+    hub.publish(change(2))
+    assert socket.written == ["live 2"]  # from inside publish
+    assert mailbox.waiting  # the writer never woke
+    writer.cancel()
+
+
+async def test_the_later_changes_of_a_turn_go_out_as_one_write_at_its_end() -> None:
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    subscription = hub.subscribe(Subscription(mailbox))  # all jobs
+    subscription.prime([], synced=False)
+    hub.publish(change(2))
+    hub.publish(change(3, job=OTHER))
+    hub.publish(change(4))
+    assert socket.written == ["live 2"]
+    await end_of_turn()
+    assert socket.written == ["live 2", "live 3,4"]
+    hub.publish(change(5))  # a new turn: at once again
+    assert socket.written == ["live 2", "live 3,4", "live 5"]
+    assert mailbox.waiting
+    writer.cancel()
+
+
+async def test_a_writer_that_is_busy_gets_the_change_queued() -> None:
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    Stream(mailbox, socket, hub)  # its writer never waited: not idle
+    live(hub, mailbox)
+    hub.publish(change(2))
+    await end_of_turn()
+    assert socket.written == []
+    assert versions(mailbox.take()) == "2"
+
+
+async def test_a_jobs_last_change_wakes_the_writer() -> None:
+    """The writer may have to end the stream after a job's last change."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    stream = Stream(mailbox, socket, hub)
+    writer = await idle(stream)
+    subscription = hub.subscribe(Subscription(mailbox))
+    subscription.prime([], synced=False)
+    hub.publish(change(2, job=OTHER))
+    hub.publish(change(3, status="completed"))
+    await asyncio.wait_for(stream.wrote.wait(), seconds(1))
+    assert socket.written == ["live 2", "queued 3"]
+    writer.cancel()
+
+
+async def test_a_change_offered_twice_to_one_connection_is_written_once() -> None:
+    """A socket subscribed to a job and to all jobs is offered that job's change twice."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    live(hub, mailbox)
+    hub.subscribe(Subscription(mailbox)).prime([], synced=False)
+    hub.publish(change(2))
+    await end_of_turn()
+    assert socket.written == ["live 2"]
+    writer.cancel()
+
+
+async def test_a_snapshot_is_never_written_through() -> None:
+    """What a subscription primes (its snapshot, early changes) keeps its order
+    behind control frames: only live changes are written through."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    stream = Stream(mailbox, socket, hub)
+    writer = await idle(stream)
+    subscription = hub.subscribe(Subscription(mailbox, job_id=JOB))
+    hub.publish(change(3))  # early: held until primed
+    subscription.prime([change(2)], version=1, synced=False)
+    await asyncio.wait_for(stream.wrote.wait(), seconds(1))
+    assert socket.written == ["queued 3"]
+    writer.cancel()
+
+
+async def test_a_send_that_must_wait_is_finished_by_the_writer_and_keeps_the_order() -> None:
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    stream = Stream(mailbox, socket, hub)
+    writer = await idle(stream)
+    live(hub, mailbox)
+    socket.paused = asyncio.get_running_loop().create_future()
+    hub.publish(change(2))
+    await end_of_turn()
+    assert mailbox.sending_since is not None
+    hub.publish(change(3))  # the writer is no longer idle: queued behind the send
+    socket.paused.set_result(None)
+    socket.paused = None
+    await asyncio.wait_for(stream.wrote.wait(), seconds(1))
+    assert socket.written == ["live 2", "queued 3"]
+    writer.cancel()
+
+
+async def test_closing_drops_a_send_left_waiting_that_the_writer_has_not_taken_up() -> None:
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    live(hub, mailbox)
+    socket.paused = asyncio.get_running_loop().create_future()
+    hub.publish(change(2))
+    hub.flush._run()  # the end of the turn, before the writer can run
+    mailbox.close("slow")  # nobody awaits the send yet
+    assert socket.ended == ["GeneratorExit", "finally"]
+    assert mailbox.sending_since is None
+    await asyncio.wait_for(writer, seconds(1))
+    assert socket.written == []
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("reset"), RuntimeError("a bug")])
+async def test_a_write_through_that_fails_closes_its_stream_only(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub()
+    failing, fine = Stream(Mailbox(4), Socket(), hub), Stream(Mailbox(4), Socket(), hub)
+    writers = [await idle(failing), await idle(fine)]
+    for stream in (failing, fine):
+        live(hub, stream.mailbox)
+    failing.fail = error
+    with caplog.at_level(logging.ERROR, logger="jobcast"):
+        hub.publish(change(2))
+        await end_of_turn()
+    assert failing.mailbox.closed == "gone"
+    assert fine.socket.written == ["live 2"]
+    # A client that left is no error of the server's; anything else is logged.
+    logged = [record.getMessage() for record in caplog.records]
+    assert bool(logged) is isinstance(error, RuntimeError)
+    await asyncio.wait_for(writers[0], seconds(1))
+    writers[1].cancel()
