@@ -185,9 +185,25 @@ async def test_the_later_changes_of_a_turn_go_out_as_one_write_at_its_end() -> N
     assert socket.written == ["live 2"]
     await end_of_turn()
     assert socket.written == ["live 2", "live 3,4"]
-    hub.publish(change(5))  # a new turn: at once again
-    assert socket.written == ["live 2", "live 3,4", "live 5"]
     assert mailbox.waiting
+    writer.cancel()
+
+
+async def test_after_a_busy_turn_the_next_queues_its_first_change_too() -> None:
+    """A busy server writes once per connection per turn; one quiet turn ends that."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    live(hub, mailbox)
+    hub.publish(change(2))
+    hub.publish(change(3))
+    await end_of_turn()
+    assert socket.written == ["live 2", "live 3"]
+    hub.publish(change(4))  # after a busy turn: queued to the turn's end
+    assert socket.written == ["live 2", "live 3"]
+    await end_of_turn()
+    assert socket.written == ["live 2", "live 3", "live 4"]
+    hub.publish(change(5))  # the turn before was quiet: at once
+    assert socket.written == ["live 2", "live 3", "live 4", "live 5"]
     writer.cancel()
 
 

@@ -48,6 +48,7 @@ import asyncio
 import itertools
 import math
 import weakref
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -263,6 +264,17 @@ class _Refused(Exception):
     """Raised in a parser callback to stop parsing; the answer is in ``_refusal``."""
 
 
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests (``appendleft``, ``pop``) as a list: an
+    empty deque holds a block of 64 slots, about 700 bytes every connection would
+    hold, and pipelining is rare."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, bounded: see the module docstring.
 
@@ -270,6 +282,22 @@ class HttpProtocol(HttpToolsProtocol):
     request head, ``body`` in a request body. ``deadline`` (loop time) is when
     the sweep ends the connection; ``NEVER`` while the server owes an answer.
     """
+
+    # Slots, not the instance dict: uvicorn's own attributes fill the dict's shared
+    # keys (30 at most), and ten more would make every connection's dict a full one,
+    # over a kilobyte more per connection.
+    __slots__ = (
+        "_last_word",
+        "_over_capacity",
+        "_refusal",
+        "_room",
+        "_used",
+        "arrival",
+        "deadline",
+        "on_lost",
+        "phase",
+        "watch",
+    )
 
     def __init__(
         self,
@@ -279,6 +307,7 @@ class HttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]  # the same two methods
         self.watch = Watch.of(server_state, app_state, self.loop)
         self.phase: Phase = "idle"
         self.deadline = NEVER
@@ -290,6 +319,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._refusal: Answer | None = None  # why a parser callback stopped the parser
         self._last_word: Answer | None = None  # to say once the requests before are answered
         self._over_capacity = False
+        # Called once when the connection is lost: a stream's way to notice its client
+        # leaving without a task waiting on receive() (see app.edge.streaming).
+        self.on_lost: Callable[[], object] | None = None
 
     # -- the connection
 
@@ -300,6 +332,12 @@ class HttpProtocol(HttpToolsProtocol):
         watch.start()
         if watch.over_capacity() and not watch.make_room(self):
             self._over_capacity = True  # answered 503 once its head is read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     def data_received(self, data: bytes) -> None:
         if len(data) <= self._room:

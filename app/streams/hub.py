@@ -52,23 +52,34 @@ CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired",
 
 
 class Flush:
-    """Writing through, turn by turn. The first change a turn of the loop publishes is
-    written through at once, from the publisher (``direct``): a worker reporting
-    progress one request after another gets each change out in its own turn, with no
-    task woken per subscriber. Changes later in the same turn (several requests read
-    at once) queue instead, and one callback at the end of the turn writes what each
-    idle connection got as one write."""
+    """Writing through, turn by turn of the loop.
 
-    __slots__ = ("_due", "armed", "direct")
+    A worker reporting progress one request after another publishes one change a
+    turn: that change is written through at once, from the publisher (``direct``).
+    When a turn publishes more (several requests read at once, a busy server), every
+    change after the first queues, and one callback at the end of the turn writes
+    what each idle connection got as one write. A turn that saw such a burst makes
+    the next turn queue from its first change too (``burst``), so a busy server
+    writes once per connection per turn; one quiet turn goes back to writing at once.
+    No task is woken per subscriber either way.
+    """
+
+    __slots__ = ("_due", "_later", "armed", "burst", "direct")
 
     def __init__(self) -> None:
         self._due: list[Mailbox] = []
         self.armed = False  # something was written through this turn: its end is scheduled
-        self.direct = True  # the change being published is the turn's first
+        self.direct = True  # the change being published is written through at once
+        self.burst = False  # the last turn that wrote through published more than one change
+        self._later = 0  # changes published this turn after something was written through
 
     def begin(self) -> None:
         """A change is about to be published."""
-        self.direct = not self.armed
+        if self.armed:
+            self._later += 1
+            self.direct = False
+        else:
+            self.direct = not self.burst
 
     def arm(self) -> None:
         """Something is written through this turn: end the turn with :meth:`_run`."""
@@ -83,6 +94,7 @@ class Flush:
 
     def _run(self) -> None:
         self.armed = False
+        self.burst, self._later = self._later > 0, 0
         due, self._due = self._due, []
         for mailbox in due:
             mailbox.flush()

@@ -2,11 +2,13 @@
 
 Each connection is one :class:`EventStream`, run by its :class:`StreamRoute`:
 the request's task sleeps on the stream's mailbox and writes everything
-pending as one chunk, and a watcher (``receive()``) notices the client
-leaving at once (an idle stream writes nothing, so it could not notice
-otherwise). Framing is sse-starlette's, done once per
-change in :mod:`app.streams.events`; every ``data`` line is one line of JSON, whose
-encoder escapes newlines, so no value can start a field or an event.
+pending as one chunk, and the connection's protocol (or a task on
+``receive()``) tells it the moment the client leaves: an idle stream writes
+nothing, so it could not notice otherwise. A live change for an idle stream
+is written through without waking its task (:meth:`Mailbox.live`). Framing is
+sse-starlette's, done once per change in :mod:`app.streams.events`; every
+``data`` line is one line of JSON, whose encoder escapes newlines, so no
+value can start a field or an event.
 
 Each stream holds one of the process's stream slots (JOBS_MAX_STREAMS;
 503 when none is free) and, when opened with a read token, ends cleanly
@@ -34,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from app.auth import Access, check_job, load_job, scope_filter
-from app.edge import DIRECT_SEND, chunked
+from app.edge import DIRECT_SEND, streaming
 from app.errors import FieldError, InvalidJobData
 from app.jobs import JobFilter
 from app.logs import cut_short
@@ -146,7 +148,7 @@ class EventStream:
         self._count(events)
         frame = self.frame
         body = frame(events[0]) if len(events) == 1 else b"".join(map(frame, events))
-        if self.cycle is not None and chunked.write_now(self.cycle, body):
+        if self.cycle is not None and streaming.write_now(self.cycle, body):
             return None
         assert self.send is not None
         message = {"type": "http.response.body", "body": body, "more_body": True}
@@ -231,19 +233,25 @@ class StreamRoute:
         # stream holds every frame it waits in, and frames are memory per connection.
         stream, lease = opened, opened.lease
         mailbox = lease.mailbox
-        # Once the request (a GET: no body) is read, receive() returns only when
-        # the client leaves: one task waits for that, an idle stream writes nothing.
+        # Once the request (a GET: no body) is read, receive() returns only when the
+        # client leaves. An idle stream writes nothing, so only that tells: from the
+        # connection's protocol where it can (no task per stream), else a task waits.
         while (await receive()).get("more_body"):
             pass
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(mailbox.client_left)
+        cycle = streaming.cycle_of(scope.get(DIRECT_SEND))
+        watcher = None
+        if cycle is None or not streaming.when_gone(cycle, mailbox.client_left):
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(mailbox.client_left)
         lease.start(stream.access, heartbeat=True)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             # The body skips the middleware, which only ever looks at the start.
             send = scope.get(DIRECT_SEND, send)
             going = await stream.write(send, mailbox, [stream.prefix])
-            stream.send, stream.cycle = send, chunked.streaming(send)
+            stream.send = send
+            if cycle is not None and cycle.chunked_encoding:
+                stream.cycle = cycle
             lease.write_through(stream.write_through)
             while going:
                 await mailbox.wait()
@@ -252,7 +260,10 @@ class StreamRoute:
                 end = {"type": "http.response.body", "body": b"", "more_body": False}
                 await mailbox.deliver(send(end))
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            elif cycle is not None:
+                streaming.when_gone(cycle, None)
             if lease.end(stream.subscription):
                 logger.warning("disconnected an SSE subscriber that stopped reading")
                 cut_short()  # uvicorn's "returned without completing response": INFO
