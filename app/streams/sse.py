@@ -167,9 +167,9 @@ class EventStream:
         return written and not final
 
     def _count(self, events: list[Event]) -> None:
-        metrics = self.lease.metrics
-        if skipped := self.lease.mailbox.take_conflated():
-            metrics.conflated.inc(skipped)
+        metrics, mailbox = self.lease.metrics, self.lease.mailbox
+        if mailbox.conflated:
+            metrics.conflated.inc(mailbox.take_conflated())
         metrics.sent += len(events)
         if self.frame is output_stream_frame:
             metrics.count_output(events)

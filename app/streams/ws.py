@@ -298,8 +298,8 @@ class Connection:
 
     def _count(self, events: list[Event]) -> None:
         metrics = self.lease.metrics
-        if skipped := self.mailbox.take_conflated():
-            metrics.conflated.inc(skipped)
+        if self.mailbox.conflated:
+            metrics.conflated.inc(self.mailbox.take_conflated())
         metrics.sent += len(events)
         if self.follows_output:
             metrics.count_output(events)
