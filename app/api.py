@@ -49,7 +49,8 @@ from app.openapi import Operation
 from app.runtime import runtime_of
 from app.store import JobStore
 from app.streams.events import Change
-from app.streams.hub import Hub, Mailbox, Subscription
+from app.streams.hub import Hub, Subscription
+from app.streams.mailbox import Mailbox
 from app.validation import parse
 
 JSON = "application/json"

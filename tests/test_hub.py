@@ -12,7 +12,8 @@ from app import jobs
 from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
 from app.streams.events import Change, Event, Output, Position, Synced
-from app.streams.hub import CloseReason, Hub, Mailbox, Subscription
+from app.streams.hub import Hub, Subscription
+from app.streams.mailbox import CloseReason, Mailbox
 from tests.conftest import seconds
 
 

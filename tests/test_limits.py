@@ -12,8 +12,8 @@ from starlette.websockets import WebSocketDisconnect
 from app.errors import TooManyStreams
 from app.main import create_app
 from app.settings import Settings
-from app.streams.hub import Mailbox
 from app.streams.limits import StreamSlots, TokenBucket
+from app.streams.mailbox import Mailbox
 from tests.conftest import local_client
 
 

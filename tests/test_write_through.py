@@ -15,7 +15,8 @@ from app.models import JobStatus, NewJob
 from app.streams import eager
 from app.streams.eager import Suspended
 from app.streams.events import Change, Event, Position
-from app.streams.hub import Hub, Mailbox, Subscription
+from app.streams.hub import Hub, Subscription
+from app.streams.mailbox import Mailbox
 from tests.conftest import seconds
 
 pytestmark = pytest.mark.anyio

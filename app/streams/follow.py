@@ -29,8 +29,9 @@ from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
 from app.streams.events import Change, Output, Position
-from app.streams.hub import Mailbox, Subscription, WriteThrough
+from app.streams.hub import Subscription
 from app.streams.limits import Slot
+from app.streams.mailbox import Mailbox, WriteThrough
 
 
 @dataclass(frozen=True, slots=True)

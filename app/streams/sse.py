@@ -55,7 +55,8 @@ from app.streams.events import (
     output_stream_frame,
 )
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
-from app.streams.hub import Mailbox, Subscription
+from app.streams.hub import Subscription
+from app.streams.mailbox import Mailbox
 from app.validation import parse
 
 logger = logging.getLogger("jobcast")

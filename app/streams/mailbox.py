@@ -1,0 +1,349 @@
+"""One connection's buffer of what it has still to be sent, and how it is sent.
+
+A :class:`Mailbox` is bounded and conflating: it keeps only the newest change
+per job, in feed order, and wakes its writer (the connection's task) only
+when the writer is waiting. A reader slower than the jobs change skips
+intermediate states, never the latest one; a mailbox that would hold more
+than ``capacity`` jobs is closed instead, and its client reconnects and
+resumes.
+
+A live change for a connection whose writer is idle (waiting, nothing
+pending) does not wake it: :meth:`Mailbox.live` hands it to the stream's
+write-through, which writes it at once (see :mod:`app.streams.eager`): the
+turn's first change from the publisher, later ones together at the end of
+the turn (:class:`Flush`). Only a send that has to wait is left to the
+writer (:meth:`Mailbox.settle`). A snapshot, a control frame or a job's last
+change always wakes the writer, and goes out in order behind what is queued.
+
+Writers send through :meth:`Mailbox.deliver`: a send blocked on a client
+that stopped reading is cut short the moment its mailbox closes, for
+whatever reason but shutdown (overflow, the client leaving), and the hub's
+one periodic :meth:`~app.streams.hub.Hub.cut_stalled` closes mailboxes whose
+send has been blocked longer than the send timeout. No timer per send: most
+sends never block at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from app.streams.eager import Suspended
+from app.streams.events import Change, Event, Output, Synced
+
+logger = logging.getLogger("jobcast")
+# A stream's write-through: writes live events now, or returns the send it began and
+# that has to wait, for the stream's writer to finish.
+WriteThrough = Callable[[list[Event]], Suspended | None]
+CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
+
+
+class Flush:
+    """Writing through, turn by turn of the loop.
+
+    A worker reporting progress one request after another publishes one change a
+    turn: that change is written through at once, from the publisher (``direct``).
+    When a turn publishes more (several requests read at once, a busy server), every
+    change after the first queues, and one callback at the end of the turn writes
+    what each idle connection got as one write. A turn that saw such a burst makes
+    the next turn queue from its first change too (``burst``), so a busy server
+    writes once per connection per turn; one quiet turn goes back to writing at once.
+    No task is woken per subscriber either way.
+    """
+
+    __slots__ = ("_due", "_later", "armed", "burst", "direct")
+
+    def __init__(self) -> None:
+        self._due: list[Mailbox] = []
+        self.armed = False  # something was written through this turn: its end is scheduled
+        self.direct = True  # the change being published is written through at once
+        self.burst = False  # the last turn that wrote through published more than one change
+        self._later = 0  # changes published this turn after something was written through
+
+    def begin(self) -> None:
+        """A change is about to be published."""
+        if self.armed:
+            self._later += 1
+            self.direct = False
+        else:
+            self.direct = not self.burst
+
+    def arm(self) -> None:
+        """Something is written through this turn: end the turn with :meth:`_run`."""
+        if not self.armed:
+            self.armed = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def add(self, mailbox: Mailbox) -> None:
+        """``mailbox`` has changes to write through at the end of the turn."""
+        self.arm()
+        self._due.append(mailbox)
+
+    def _run(self) -> None:
+        self.armed = False
+        self.burst, self._later = self._later > 0, 0
+        due, self._due = self._due, []
+        for mailbox in due:
+            mailbox.flush()
+
+
+class Mailbox:
+    __slots__ = (
+        "_control",
+        "_due",
+        "_flush",
+        "_markers",
+        "_pending",
+        "_through",
+        "_through_last",
+        "_underway",
+        "_waiter",
+        "_writer",
+        "capacity",
+        "closed",
+        "conflated",
+        "ping_due",
+        "sending_since",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # A change is keyed by its job (a newer one replaces it), a marker or output by itself.
+        self._pending: dict[str | Synced | Output, Event] = {}
+        self._markers: list[Synced] | None = None  # the markers among what is pending
+        self._control: list[str] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed: CloseReason | None = None
+        self.conflated = 0
+        self.ping_due = False
+        self._writer: asyncio.Task[object] | None = None  # the task that delivers
+        self.sending_since: float | None = None  # time.monotonic() of the send in progress
+        self._through: WriteThrough | None = None
+        self._flush: Flush | None = None
+        self._due = False  # in the flush of this turn
+        # The event last written through directly: a connection subscribed twice to
+        # what one change concerns (its job, and all jobs) is offered it twice.
+        self._through_last: Change | Output | None = None
+        self._underway: Suspended | None = None  # a write-through's send left to the writer
+
+    def write_through(self, write: WriteThrough, flush: Flush) -> None:
+        """From now on, :meth:`live` events for an idle writer go to ``write``, from
+        ``flush`` at the end of the loop's turn."""
+        self._through = write
+        self._flush = flush
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the writer is idle: waiting in :meth:`wait` for something to send."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def live(self, event: Change | Output) -> None:
+        """A live event. For an idle writer it is written through without waking the
+        writer: now if it is the turn's first change, else at the end of the turn
+        (:class:`Flush`). A job's last event always wakes the writer, which may have
+        to end the stream after it."""
+        waiter, flush = self._waiter, self._flush
+        # `waiting`, inline: this runs for every subscriber of every change.
+        if flush is None or waiter is None or waiter.done() or event.is_final:
+            if isinstance(event, Output):
+                self.add_output(event)
+            else:
+                self.put(event)
+        elif flush.direct and not self._due:
+            if event is not self._through_last:
+                self._through_last = event
+                if not flush.armed:
+                    flush.arm()
+                self._write_through([event])
+        elif self._queue(event) and not self._due:
+            self._due = True
+            flush.add(self)
+
+    def flush(self) -> None:
+        """Write through what :meth:`live` queued for the idle writer (from :class:`Flush`)."""
+        self._due = False
+        waiter = self._waiter
+        if waiter is None or waiter.done() or not self._pending:
+            return  # the writer woke meanwhile (a marker, a reply, a close): it takes it all
+        self._write_through(self.take())
+
+    def _write_through(self, events: list[Event]) -> None:
+        assert self._through is not None
+        try:
+            underway = self._through(events)
+        except OSError:  # the client is gone; the writer would have seen it the same way
+            self.close("gone")
+            return
+        except Exception:
+            # One connection's failure must fail neither the publisher nor the others.
+            logger.exception("writing live events failed; their stream is closed")
+            self.close("gone")
+            return
+        if underway is not None:
+            self._underway = underway
+            self.sending_since = time.monotonic()
+            self._wake()
+
+    def put(self, change: Change) -> None:
+        if self._queue(change):
+            self._wake()
+
+    def add_output(self, output: Output) -> None:
+        """Queue chunks of a job's output after what is pending. Output is never
+        conflated: each append is its own entry, counted against ``capacity``; a
+        reader that far behind is closed, and resumes from its offset."""
+        if self._queue(output):
+            self._wake()
+
+    def _queue(self, event: Change | Output) -> bool:
+        """Queue ``event`` (without waking the writer); False if the mailbox is, or
+        now is, closed."""
+        if self.closed is not None:
+            return False
+        pending = self._pending
+        if isinstance(event, Output):
+            if len(pending) >= self.capacity:
+                self.close("overflow")
+                return False
+            pending[event] = event
+            return True
+        # Moving a replaced job to the end keeps the buffer in feed order, so
+        # the last event a client saw is always the furthest it has read.
+        replaced = pending.pop(event.job_id, None) is not None
+        if replaced:
+            self.conflated += 1
+        elif len(pending) >= self.capacity:
+            self.close("overflow")
+            return False
+        pending[event.job_id] = event
+        if replaced and self._markers:
+            # The job may have been part of a snapshot whose end is still pending:
+            # that end moves behind it, so no snapshot's job comes after its end.
+            for marker in self._markers:
+                del pending[marker]
+                marker.passed(event)
+                pending[marker] = marker
+        return True
+
+    def mark(self, marker: Synced) -> None:
+        """Queue a snapshot's end after what is pending."""
+        if self.closed is None:
+            self._pending[marker] = marker
+            self._markers = [*(self._markers or ()), marker]
+            self._wake()
+
+    def say(self, frame: str) -> None:
+        """Queue a control frame (WebSocket replies); sent before pending changes.
+
+        Replies are bounded like changes: a client that sends and never reads
+        is closed once ``capacity`` replies wait for it.
+        """
+        if self.closed is not None:
+            return
+        if len(self._control) >= self.capacity:
+            self.close("overflow")
+            return
+        self._control.append(frame)
+        self._wake()
+
+    def ping(self) -> None:
+        self.ping_due = True
+        self._wake()
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._wake()
+        elif reason != "slow":
+            return
+        # Seen from here, a send in progress is a suspended one: its client is not
+        # reading. On shutdown it gets to finish (uvicorn bounds that); a stream that
+        # was already ending (its last event, an expired token) is cut like any other
+        # once its send has stalled for the send timeout.
+        if self.sending_since is None or reason == "shutdown":
+            return
+        if self._underway is not None:  # the writer has not taken it up: nobody awaits it
+            self._underway.close()
+            self._underway = None
+            self.sending_since = None
+        else:
+            assert self._writer is not None
+            self._writer.cancel()
+
+    def client_left(self, _: object = None) -> None:
+        """Close with "gone" (a callback for whatever notices the client leaving)."""
+        self.close("gone")
+
+    async def deliver(self, sending: Awaitable[None]) -> bool:
+        """Await ``sending`` (a send); False if the mailbox closed while it was blocked."""
+        writer = self._writer_task()
+        self.sending_since = time.monotonic()
+        try:
+            await sending
+        except asyncio.CancelledError:
+            # Cancelled by close() and by nothing else: the send is over, not the task.
+            if self.closed is not None and writer.uncancel() == 0:
+                return False
+            raise
+        finally:
+            self.sending_since = None
+        return True
+
+    async def settle(self) -> bool:
+        """Finish the send a write-through left waiting, if any; False if the mailbox
+        closed while it was blocked."""
+        underway, self._underway = self._underway, None
+        return underway is None or await self.deliver(underway)
+
+    async def wait(self) -> None:
+        """Return once there is something to send, or a send to finish (:meth:`settle`),
+        a ping is due, or the box is closed."""
+        loop = self._writer_task().get_loop()
+        while not (
+            self._pending or self._control or self.ping_due or self.closed or self._underway
+        ):
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _writer_task(self) -> asyncio.Task[object]:
+        """The task that waits and delivers, found once: asyncio's current-task and
+        running-loop lookups each cost a getpid() system call."""
+        if self._writer is None:
+            task = asyncio.current_task()
+            assert task is not None, "a mailbox is waited on from a task"
+            self._writer = task
+        return self._writer
+
+    def take_control(self) -> list[str]:
+        frames, self._control = self._control, []
+        return frames
+
+    def take_conflated(self) -> int:
+        """How many states were skipped since the last call (for the live metric)."""
+        count, self.conflated = self.conflated, 0
+        return count
+
+    def take(self) -> list[Event]:
+        changes = list(self._pending.values())
+        self._pending.clear()
+        self._markers = None
+        self.ping_due = False
+        return changes
+
+    def retain(self, wanted: Callable[[Event], bool]) -> None:
+        """Drop pending events nobody wants any more (an unsubscribed job's, say)."""
+        for key in [key for key, event in self._pending.items() if not wanted(event)]:
+            del self._pending[key]
+        if self._markers:
+            self._markers = [marker for marker in self._markers if marker in self._pending]
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
