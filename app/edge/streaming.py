@@ -1,19 +1,24 @@
-"""A streamed response on uvicorn's httptools protocol, below ASGI.
+"""Streams written below ASGI, on uvicorn's own protocols.
 
 A live change goes to every stream of its job in one loop. Through uvicorn's
-send, each of those writes costs a coroutine and frames its own HTTP chunk;
-:func:`write_now` writes the chunk itself when the socket takes it at once,
-framed once per change and shared by every stream. It says False when it
-cannot (the socket is paused for a slow reader, the client is gone): the
-caller then sends through uvicorn as always, which waits for the socket.
+send, each of those writes costs a coroutine and frames its own HTTP chunk
+or WebSocket frame. Here the write goes to the socket itself when it takes
+it at once, framed once per change and shared by every stream:
+:func:`write_now` for an SSE response (httptools, chunked), :func:`send_now`
+for a WebSocket (websockets-sansio, no compression: a compressed frame is
+each connection's own). Both say False when they cannot (the socket is
+paused for a slow reader, the client is gone, the socket is closing): the
+caller then sends through uvicorn as always, which waits for the socket or
+says why it cannot send.
 
 An idle stream notices its client leaving through :func:`when_gone`, a
 callback from the connection's protocol, rather than a task per stream
 waiting on ``receive()``: that task and its frames are memory every open
 stream would hold.
 
-Both need the request cycle of uvicorn's httptools protocol (:func:`cycle_of`),
-which ``python -m app`` serves with; under another server they are not used.
+They need uvicorn's request cycle (:func:`cycle_of`) or WebSocket protocol
+(:func:`socket_of`), which ``python -m app`` serves with; under another
+server they are not used.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from collections.abc import Callable
 
 from starlette.types import Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from app.edge.protocol import HttpProtocol
 
@@ -30,6 +38,15 @@ def cycle_of(send: Send | None) -> RequestResponseCycle | None:
     """The request cycle whose own send ``send`` is; None for any other send."""
     cycle = getattr(send, "__self__", None)
     return cycle if isinstance(cycle, RequestResponseCycle) else None
+
+
+def socket_of(send: Send | None) -> WebSocketsSansIOProtocol | None:
+    """The WebSocket whose own send ``send`` is, if its frames are not compressed;
+    else None."""
+    socket = getattr(send, "__self__", None)
+    if isinstance(socket, WebSocketsSansIOProtocol) and not socket.conn.extensions:
+        return socket
+    return None
 
 
 def when_gone(cycle: RequestResponseCycle, callback: Callable[[], object] | None) -> bool:
@@ -50,21 +67,40 @@ def write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
     chunked, if the socket takes it now; False if it must wait."""
     if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
         return False
-    if body is not _last.body:
-        _last.chunk = b"%x\r\n%b\r\n" % (len(body), body)
-        _last.body = body
-    cycle.transport.write(_last.chunk)
+    last = _last_chunk
+    if body is not last.source:
+        last.framed = b"%x\r\n%b\r\n" % (len(body), body)
+        last.source = body
+    cycle.transport.write(last.framed)
     return True
 
 
-class _LastChunk:
-    """The last body framed, and its chunk: a change's streams all write the same body."""
+def send_now(socket: WebSocketsSansIOProtocol, text: str) -> bool:
+    """Send ``text`` as one text frame if the socket takes it now; False if it must
+    wait, or cannot send at all."""
+    if (
+        not socket.writable.is_set()
+        or socket.disconnected
+        or socket.close_sent
+        or socket.conn.state is not State.OPEN
+    ):
+        return False
+    last = _last_frame
+    if text is not last.source:
+        last.framed = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+        last.source = text
+    socket.transport.write(last.framed)
+    return True
 
-    __slots__ = ("body", "chunk")
+
+class _Last:
+    """The last thing framed, and its frame: a change's streams all send the same."""
+
+    __slots__ = ("framed", "source")
 
     def __init__(self) -> None:
-        self.body = b""
-        self.chunk = b""
+        self.source: object = None
+        self.framed = b""
 
 
-_last = _LastChunk()
+_last_chunk, _last_frame = _Last(), _Last()

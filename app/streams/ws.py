@@ -46,9 +46,10 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.auth import Access
-from app.edge import DIRECT_SEND
+from app.edge import DIRECT_SEND, streaming
 from app.errors import InvalidJobData, JobsError, TooManyStreams, Unauthenticated
 from app.jobs import JobFilter, is_job_id
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
@@ -101,6 +102,7 @@ class Connection:
         self.batch = batch
         self.follows_output = False  # whether output was ever asked for (for the metrics)
         self.send: Send = websocket.send  # the server's own once writing (DIRECT_SEND)
+        self.socket: WebSocketsSansIOProtocol | None = None  # uvicorn's, to write below ASGI
 
     async def run(self) -> None:
         await self.websocket.accept()
@@ -258,6 +260,7 @@ class Connection:
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
         send = self.send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
+        self.socket = streaming.socket_of(send)
         self.lease.write_through(self._write_through)
         while True:
             await mailbox.wait()
@@ -281,10 +284,16 @@ class Connection:
     def _write_through(self, events: list[Event]) -> Suspended | None:
         """Send live events now (see :meth:`Mailbox.flush`); none is a job's last."""
         self._count(events)
+        socket = self.socket
         if len(events) == 1:  # the usual live write: one frame, no list
-            return eager.start(self.send({"type": "websocket.send", "text": events[0].ws_frame()}))
+            text = events[0].ws_frame()
+            if socket is not None and streaming.send_now(socket, text):
+                return None
+            return eager.start(self.send({"type": "websocket.send", "text": text}))
         texts = list(frames([], events, batch=self.batch))
         for index, text in enumerate(texts):
+            if socket is not None and streaming.send_now(socket, text):
+                continue
             underway = eager.start(self.send({"type": "websocket.send", "text": text}))
             if underway is not None:
                 return eager.start(self._send_after(underway, texts[index + 1 :]))
