@@ -393,6 +393,21 @@ async def test_compression_is_offered_only_when_asked_for(server: Start) -> None
             assert json.loads(await ws.recv()) == {"type": "pong"}
 
 
+async def test_a_compressed_socket_gets_live_changes(server: Start) -> None:
+    """The frames live changes share between sockets are uncompressed; a socket that
+    agreed to permessage-deflate is sent its own, through the WebSocket library."""
+    srv = server(JOBS_WS_COMPRESSION="1")
+    async with (
+        srv.client() as api,
+        connect(srv.ws_url, open_timeout=seconds(5), compression="deflate") as ws,
+    ):
+        job_id = await api.create_job()
+        assert len(await all_snapshot(ws, await subscribe_all(ws))) == 1
+        for progress in (10, 20):
+            updated = await api.update(job_id, progress=progress)
+            assert await next_job(ws) == updated
+
+
 async def test_a_subscription_to_no_job_id_is_refused_and_the_others_go_on(server: Start) -> None:
     """`subscribe` with a jobId that is no job id (`*`) gets `bad_request`; `all` still delivers."""
     srv = server()
