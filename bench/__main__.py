@@ -305,38 +305,47 @@ class Bench:
 
     async def paced(self, targets: dict[str, Target], size: int) -> dict[str, Fanout]:
         """Unsaturated: one connection PATCHes one job PACED_RATE times a second."""
-        out = {name: Fanout.empty() for name in targets}
-        for _ in range(REPS):
-            for name, target in targets.items():
-                server = target.servers[0]
-                job = await job_for(server)
-                pace: Publish = functools.partial(
-                    publisher.paced, server.port, job, PACED_RATE, limit=MAX_PUBLISHES
-                )
-                path = target.path.replace("{job}", job)
-                run = ClientRun("sse", server.port, path, size, 500, self.plan.paced_ms, 1)
-                await self.measure(target, [run], [pace], out[name])
-        return out
+        return await self.one_job(
+            targets,
+            lambda server, job: functools.partial(
+                publisher.paced, server.port, job, PACED_RATE, limit=MAX_PUBLISHES
+            ),
+            lambda server, path: ClientRun(
+                "sse", server.port, path, size, 500, self.plan.paced_ms, 1
+            ),
+        )
 
     async def sequential(
         self, targets: dict[str, Target], mode: str, size: int
     ) -> dict[str, Fanout]:
         """One connection PATCHes one job as fast as answered, one request after another
         (a worker reporting progress); ``size`` subscribers on ``target.path``."""
+        return await self.one_job(
+            targets,
+            lambda server, job: functools.partial(
+                publisher.flood, server.port, job, limit=MAX_PUBLISHES
+            ),
+            lambda server, path: ClientRun(
+                mode, server.port, path, size, self.plan.warmup_ms, self.plan.window_ms,
+                max(1, size // 50),
+            ),
+        )  # fmt: skip
+
+    async def one_job(
+        self,
+        targets: dict[str, Target],
+        publish: Callable[[Server, str], Publish],
+        receive: Callable[[Server, str], ClientRun],
+    ) -> dict[str, Fanout]:
+        """Each repetition, each target in turn: a new job on its server, ``publish`` on
+        it, one receiver (``receive``) on the target's path for the job."""
         out = {name: Fanout.empty() for name in targets}
         for _ in range(REPS):
             for name, target in targets.items():
                 server = target.servers[0]
                 job = await job_for(server)
-                flood: Publish = functools.partial(
-                    publisher.flood, server.port, job, limit=MAX_PUBLISHES
-                )
-                path = target.path.replace("{job}", job)
-                run = ClientRun(
-                    mode, server.port, path, size, self.plan.warmup_ms, self.plan.window_ms,
-                    max(1, size // 50),
-                )  # fmt: skip
-                await self.measure(target, [run], [flood], out[name])
+                run = receive(server, target.path.replace("{job}", job))
+                await self.measure(target, [run], [publish(server, job)], out[name])
         return out
 
     async def crowd(self, size: int, into: Fanout) -> float:
