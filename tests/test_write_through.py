@@ -6,16 +6,22 @@ tests/e2e/test_slow_subscribers.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
+from types import SimpleNamespace
 
 import pytest
 
 from app import jobs
+from app.metrics import Metrics, TransportMetrics
 from app.models import JobStatus, NewJob
 from app.streams import eager
 from app.streams.eager import Suspended
 from app.streams.events import Change, Event, Position
+from app.streams.follow import Lease
 from app.streams.hub import Hub, Subscription
+from app.streams.limits import StreamSlots
 from app.streams.mailbox import Mailbox
 from tests.conftest import seconds
 
@@ -309,3 +315,33 @@ async def test_a_write_through_that_fails_closes_its_stream_only(
     assert bool(logged) is isinstance(error, RuntimeError)
     await asyncio.wait_for(writers[0], seconds(1))
     writers[1].cancel()
+
+
+class Writer:
+    """What a stream is to its mailbox: it writes through, and holds the mailbox."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+
+    def write_through(self, events: list[Event]) -> Suspended | None:
+        return None
+
+
+async def test_the_end_of_a_stream_frees_it_without_the_cyclic_collector() -> None:
+    """A stream holds its mailbox, and the mailbox its stream's write-through: the
+    stream's end breaks that cycle, so a closed connection is freed at once by
+    reference counting, not left for a collection that may be minutes away."""
+    runtime = SimpleNamespace(
+        hub=Hub(), streams=StreamSlots(4, 1.0), settings=SimpleNamespace(subscriber_backlog=4)
+    )
+    lease = Lease(runtime, TransportMetrics.of(Metrics(), "sse"))  # type: ignore[arg-type]
+    stream = Writer(lease)
+    lease.write_through(stream.write_through)
+    freed = weakref.ref(stream)
+    gc.disable()
+    try:
+        lease.end()
+        del stream, lease
+        assert freed() is None
+    finally:
+        gc.enable()

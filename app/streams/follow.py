@@ -172,6 +172,7 @@ class Lease:
     def end(self, *subscriptions: Subscription | None) -> bool:
         """Give back everything (once started); whether the client was cut for not reading."""
         hub, mailbox, metrics = self._runtime.hub, self.mailbox, self.metrics
+        mailbox.stop_writing_through()
         if self._expiry is not None:
             self._expiry.cancel()
         for subscription in subscriptions:

@@ -135,6 +135,12 @@ class Mailbox:
         self._through = write
         self._flush = flush
 
+    def stop_writing_through(self) -> None:
+        """Let go of the stream's write-through (its stream is over). The write-through
+        is the stream's, which holds this mailbox: left in place, that cycle would
+        keep a closed connection's objects for the cyclic collector to find."""
+        self._through = self._flush = self._through_last = None
+
     @property
     def waiting(self) -> bool:
         """Whether the writer is idle: waiting in :meth:`wait` for something to send."""
