@@ -28,7 +28,7 @@ from app.auth import Access, load_job, scope_filter
 from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
-from app.streams.events import Change, Output, Position
+from app.streams.events import Change, Event, Output, Position
 from app.streams.hub import Subscription
 from app.streams.limits import Slot
 from app.streams.mailbox import Mailbox, WriteThrough
@@ -168,6 +168,16 @@ class Lease:
         """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`);
         once its response has started."""
         self.mailbox.write_through(write, self._runtime.hub.flush)
+
+    def sent(self, events: list[Event], *, output: bool) -> None:
+        """Count ``events`` as written, and the states skipped before them; with
+        ``output``, the output chunks among them."""
+        metrics, mailbox = self.metrics, self.mailbox
+        if mailbox.conflated:
+            metrics.conflated.inc(mailbox.take_conflated())
+        metrics.sent += len(events)
+        if output:
+            metrics.count_output(events)
 
     def end(self, *subscriptions: Subscription | None) -> bool:
         """Give back everything (once started); whether the client was cut for not reading."""

@@ -162,7 +162,7 @@ class Mailbox:
         elif flush.direct and not self._due:
             if event is not self._through_last:
                 self._through_last = event
-                if not flush.armed:
+                if not flush.armed:  # arm() checks too; this saves the call per subscriber
                     flush.arm()
                 self._write_through([event])
         elif self._queue(event) and not self._due:

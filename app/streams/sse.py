@@ -168,12 +168,7 @@ class EventStream:
         return written and not final
 
     def _count(self, events: list[Event]) -> None:
-        metrics, mailbox = self.lease.metrics, self.lease.mailbox
-        if mailbox.conflated:
-            metrics.conflated.inc(mailbox.take_conflated())
-        metrics.sent += len(events)
-        if self.frame is output_stream_frame:
-            metrics.count_output(events)
+        self.lease.sent(events, output=self.frame is output_stream_frame)
 
     def _chunks(self, changes: list[Event]) -> Iterable[bytes]:
         """What to write for ``changes``: their frames in chunks, or a ping for none.

@@ -271,7 +271,7 @@ class Connection:
                 return
             replies = mailbox.take_control()
             changes = mailbox.take()
-            self._count(changes)
+            self.lease.sent(changes, output=self.follows_output)
             for change in changes:
                 if change.is_final and change.job_id in self.jobs:
                     self._drop_job(change.job_id)
@@ -283,35 +283,28 @@ class Connection:
 
     def _write_through(self, events: list[Event]) -> Suspended | None:
         """Send live events now (see :meth:`Mailbox.flush`); none is a job's last."""
-        self._count(events)
-        socket = self.socket
+        self.lease.sent(events, output=self.follows_output)
         if len(events) == 1:  # the usual live write: one frame, no list
-            text = events[0].ws_frame()
-            if socket is not None and streaming.send_now(socket, text):
-                return None
-            return eager.start(self.send({"type": "websocket.send", "text": text}))
+            return self._send_now(events[0].ws_frame())
         texts = list(frames([], events, batch=self.batch))
         for index, text in enumerate(texts):
-            if socket is not None and streaming.send_now(socket, text):
-                continue
-            underway = eager.start(self.send({"type": "websocket.send", "text": text}))
+            underway = self._send_now(text)
             if underway is not None:
                 return eager.start(self._send_after(underway, texts[index + 1 :]))
         return None
+
+    def _send_now(self, text: str) -> Suspended | None:
+        """Send one frame: straight to the socket when it takes it, else through the
+        server, as far as that goes without waiting."""
+        if self.socket is not None and streaming.send_now(self.socket, text):
+            return None
+        return eager.start(self.send({"type": "websocket.send", "text": text}))
 
     async def _send_after(self, underway: Suspended, texts: list[str]) -> None:
         """Finish a send that had to wait, then send ``texts`` (the writer awaits this)."""
         await underway
         for text in texts:
             await self.send({"type": "websocket.send", "text": text})
-
-    def _count(self, events: list[Event]) -> None:
-        metrics = self.lease.metrics
-        if self.mailbox.conflated:
-            metrics.conflated.inc(self.mailbox.take_conflated())
-        metrics.sent += len(events)
-        if self.follows_output:
-            metrics.count_output(events)
 
     def _subscriptions(self) -> list[Subscription]:
         everything = [] if self.everything is None else [self.everything]
