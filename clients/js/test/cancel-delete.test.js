@@ -16,8 +16,8 @@ import {
   recorder,
   settle,
   sleep,
-  startProxy,
   waitFor,
+  watchThroughProxy,
 } from './helpers.js';
 
 const TIMEOUT = ms(30_000);
@@ -40,12 +40,8 @@ for (const transport of TRANSPORTS) {
       'watchJob: a cancel is a change like any other; a deletion is told once and ends the watch',
       { timeout: TIMEOUT },
       async (t) => {
-        const proxy = await startProxy(SERVER);
-        t.after(() => proxy.close());
         const jobId = await createJob({ jobType: 'llm_agent' });
-        const seen = recorder();
-        const watch = watchJob(jobId, { ...NODE, ...seen.options, transport, baseUrl: proxy.url });
-        t.after(() => watch.close());
+        const { proxy, seen, watch } = await watchThroughProxy(t, jobId, { transport });
         await waitFor(() => seen.synced && seen.state() === 'live', 'live');
 
         await cancelJob(jobId, { reason: 'the user closed the tab' });

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { EventSource } from 'eventsource';
+import { watchJob } from 'jobcast';
 import WebSocket from 'ws';
 
 export const SERVER = process.env.JOBCAST_URL;
@@ -184,6 +185,19 @@ export async function startProxy(target) {
       return new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/**
+ * `watchJob(jobId, options)` through a proxy of its own (`proxy`), told to a recorder
+ * (`seen`: this file's by default); the watch and the proxy are closed when the test `t`
+ * ends.
+ */
+export async function watchThroughProxy(t, jobId, options, seen = recorder()) {
+  const proxy = await startProxy(SERVER);
+  t.after(() => proxy.close());
+  const watch = watchJob(jobId, { ...NODE, ...seen.options, baseUrl: proxy.url, ...options });
+  t.after(() => watch.close());
+  return { proxy, seen, watch };
 }
 
 /** Open streaming connections the server counts (`jobcast_connections`) for a transport. */

@@ -18,9 +18,9 @@ import {
   ms,
   settle,
   sleep,
-  startProxy,
   updateJob,
   waitFor,
+  watchThroughProxy,
 } from './helpers.js';
 
 const TIMEOUT = ms(30_000);
@@ -147,18 +147,13 @@ for (const transport of TRANSPORTS) {
       'resumes after the connection drops: every chunk once, none missing',
       { timeout: TIMEOUT },
       async (t) => {
-        const proxy = await startProxy(SERVER);
-        t.after(() => proxy.close());
         const jobId = await createJob({ jobType: 'file_processing' });
-        const seen = recorder();
-        const watch = watchJob(jobId, {
-          ...NODE,
-          ...seen.options,
-          transport,
-          baseUrl: proxy.url,
-          pollInterval: 100,
-        });
-        t.after(() => watch.close());
+        const { proxy, seen, watch } = await watchThroughProxy(
+          t,
+          jobId,
+          { transport, pollInterval: 100 },
+          recorder(),
+        );
         await waitFor(() => seen.synced && seen.state() === 'live', 'live');
         const appended = lines(0, 5);
         await appendOutput(jobId, appended);
@@ -207,18 +202,13 @@ for (const transport of TRANSPORTS) {
       'a job that ended while disconnected: the rest of its output, then its final state',
       { timeout: TIMEOUT },
       async (t) => {
-        const proxy = await startProxy(SERVER);
-        t.after(() => proxy.close());
         const jobId = await createJob({ jobType: 'llm_agent' });
-        const seen = recorder();
-        const watch = watchJob(jobId, {
-          ...NODE,
-          ...seen.options,
-          transport,
-          baseUrl: proxy.url,
-          pollInterval: 100,
-        });
-        t.after(() => watch.close());
+        const { proxy, seen, watch } = await watchThroughProxy(
+          t,
+          jobId,
+          { transport, pollInterval: 100 },
+          recorder(),
+        );
         const appended = tokens('one', ' two');
         await appendOutput(jobId, appended);
         await waitFor(() => watch.outputOffset === 2 && seen.state() === 'live', 'live');
@@ -243,18 +233,13 @@ for (const transport of ['sse', 'ws']) {
     `falls back from ${transport} to polling without losing or repeating a chunk`,
     { timeout: ms(60_000) },
     async (t) => {
-      const proxy = await startProxy(SERVER);
-      t.after(() => proxy.close());
       const jobId = await createJob({ jobType: 'llm_agent' });
-      const seen = recorder();
-      const watch = watchJob(jobId, {
-        ...NODE,
-        ...seen.options,
-        transport,
-        baseUrl: proxy.url,
-        pollInterval: 100,
-      });
-      t.after(() => watch.close());
+      const { proxy, seen, watch } = await watchThroughProxy(
+        t,
+        jobId,
+        { transport, pollInterval: 100 },
+        recorder(),
+      );
       const appended = tokens('a', 'b', 'c');
       await appendOutput(jobId, appended);
       await waitFor(() => watch.outputOffset === 3 && seen.state() === 'live', 'live');

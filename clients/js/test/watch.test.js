@@ -19,6 +19,7 @@ import {
   startProxy,
   updateJob,
   waitFor,
+  watchThroughProxy,
 } from './helpers.js';
 
 const TIMEOUT = ms(30_000);
@@ -30,12 +31,8 @@ for (const transport of TRANSPORTS) {
       'sends one job as it is, then each change live, and ends at its terminal state',
       { timeout: TIMEOUT },
       async (t) => {
-        const proxy = await startProxy(SERVER);
-        t.after(() => proxy.close());
         const jobId = await createJob({ jobType: 'file_processing', message: 'Upload queued' });
-        const seen = recorder();
-        const watch = watchJob(jobId, { ...NODE, ...seen.options, transport, baseUrl: proxy.url });
-        t.after(() => watch.close());
+        const { proxy, seen, watch } = await watchThroughProxy(t, jobId, { transport });
 
         await waitFor(() => seen.synced && seen.state() === 'live', 'the snapshot and live');
         assert.deepEqual(seen.versions(jobId), [1]);
