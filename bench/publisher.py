@@ -92,19 +92,7 @@ async def flood(port: int, job_id: str, stop: asyncio.Event, *, limit: int) -> i
 
 async def paced(port: int, job_id: str, rate: float, stop: asyncio.Event, *, limit: int) -> int:
     """PATCH ``rate`` times a second on a fixed schedule (no drift), until ``stop``."""
-    conn = await Connection.open(port)
-    start = time.monotonic()
-    sent = 0
-    try:
-        while not stop.is_set() and sent < limit:
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await conn.request("PATCH", f"/api/jobs/{job_id}", change(sent))
-            sent += 1
-    finally:
-        conn.close()
-    return sent
+    return await rotate(port, "PATCH", [f"/api/jobs/{job_id}"], change, rate, stop, limit=limit)
 
 
 async def rotate(
