@@ -62,6 +62,7 @@ from bench.procs import (
     NAIVE,
     RAW,
     RESULTS,
+    ROOT,
     SERVER_CORE,
     ClientRun,
     ProcessSet,
@@ -1150,6 +1151,23 @@ def python_version(program: str) -> str:
     ).stdout.strip()
 
 
+def parse_pythons(text: str) -> tuple[str, ...]:
+    """``--pythons``: interpreters that run and can import Jobcast's server, from here."""
+    programs = tuple(name.strip() for name in text.split(",") if name.strip())
+    for program in programs:
+        try:
+            subprocess.run(
+                [program, "-c", "import app.serve, uvloop"], cwd=ROOT, capture_output=True,
+                check=True, timeout=60,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            raise argparse.ArgumentTypeError(
+                f"{program} does not run Jobcast's server (make one with: python3.12 -m venv "
+                ".venv-3.12 && .venv-3.12/bin/pip install -e '.[redis]')"
+            ) from None
+    return programs
+
+
 async def _jobcast_on_redis(bench: Bench, directory: Path) -> tuple[Server, Server] | None:
     """Redis on the client core and a Jobcast on it, on the server core; None without
     redis-server."""
@@ -1327,7 +1345,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--pythons",
-        type=lambda text: tuple(name for name in text.split(",") if name),
+        type=parse_pythons,
         default=(),
         metavar="PYTHON[,PYTHON]",
         help="also run Jobcast on these interpreters in the job section, side by side (each "
