@@ -215,8 +215,14 @@ def console() -> Console:
 
 
 @pytest.fixture
-def page_for(browser: Browser, console: Console) -> Iterator[Callable[..., Page]]:
-    """Factory: a new page (own context) watched for console errors."""
+def page_for(
+    browser: Browser, console: Console, server: Callable[..., Server]
+) -> Iterator[Callable[..., Page]]:
+    """Factory: a new page (own context) watched for console errors.
+
+    It asks for ``server`` so that the servers a test starts stop after its pages
+    close: a page left open while its server stops (a polling page, say) would log a
+    refused connection the test never caused."""
     contexts = []
 
     def open_page(**context_options: Any) -> Page:
