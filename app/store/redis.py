@@ -8,13 +8,16 @@ The keys and the Lua scripts that change them atomically are in
 
 Decisions, and why:
 
-- **Rules stay in Python.** ``update`` reads the job, runs the Mutation
-  (``app.jobs``) and hands the result to a Lua script that writes it only
-  if the stored version is still the one read, and in the same atomic
-  step appends the change to the feed and stores its position in the
-  job. On a version conflict it reads again and re-runs the rules, so
-  concurrent writers in any number of processes never lose a change, skip
-  a version or break a transition rule.
+- **Rules stay in Python.** ``update`` runs the Mutation (``app.jobs``) on
+  the job and hands the result to a Lua script that writes it only if the
+  stored version (and output size) is still the one the rules saw, and in
+  the same atomic step appends the change to the feed and stores its
+  position in the job. On a conflict it reads again and re-runs the rules,
+  so concurrent writers in any number of processes never lose a change,
+  skip a version or break a transition rule. The rules first run on the
+  state this process knows (:mod:`app.store.recent`), without a read; only
+  a write or a conflict tells whether that state was current, so a refusal
+  or "nothing to change" found on it is decided again on a fresh read.
 - **The feed position is the stream id.** ``Position(ms, seq)`` prints as
   ``ms-seq``, exactly an XADD id, so the cursor a client resumes with is a
   stream id every worker understands.
@@ -105,7 +108,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
@@ -141,6 +144,7 @@ from app.store import (
     redis_keys as scripts,
 )
 from app.store.outage import Outage
+from app.store.recent import RecentJobs
 from app.store.redis_keys import Keys
 from app.streams.events import Change, Output, Position
 from app.webhooks import policy as webhook_policy
@@ -156,6 +160,7 @@ _MAX_ATTEMPTS = 1000  # version conflicts one update may lose before giving up
 _FEED_BLOCK_MS = 2000
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
 POOL_SIZE = 64  # connections to Redis per process
+_RECENT_JOBS = 1024  # jobs whose newest state a process keeps, to change them without a read
 _SNAPSHOT_ATTEMPTS = 3
 _WALK_BATCH = 500  # older jobs put into their owner's index per sweep
 
@@ -172,6 +177,8 @@ Changes = list[Change]
 Ids = list[str]
 Rows = list[list[Any]]
 Batch = list[tuple[str, int]]
+# Stores the change from a job to another unless the first is no longer current; where.
+Write = Callable[[Job, Job], Awaitable[Position | None]]
 
 # Look-ups that turn stored text back into the Literal types.
 _JOB_TYPE: dict[str, JobType] = {name: name for name in JOB_TYPES}
@@ -204,6 +211,7 @@ class RedisStore:
         self._progress = asyncio.Event()
         # Whether every job with an owner is in its owner's index (then reads use them).
         self._owners_indexed = False
+        self._recent = RecentJobs(_RECENT_JOBS)
         where = _where(self._redis)
         self._outage = Outage(
             f"Redis at {where} is unavailable, requests get 503", f"Redis at {where} answers again"
@@ -304,31 +312,49 @@ class RedisStore:
                     "this Idempotency-Key was used with a different request body"
                 )
             return Job.model_validate_json(reply[1]), False
-        await self._until_delivered(_position(reply[1]), deadline)
+        position = _position(reply[1])
+        self._recent.wrote(job, position)
+        await self._until_delivered(position, deadline)
         return job, True
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         async with self._call() as deadline:
-            after, position = await self._mutate(job_id, mutation)
+            _, after, position = await self._change(job_id, mutation, self._write_if_unchanged)
         if position is not None:
             await self._until_delivered(position, deadline)
         return after
 
-    async def _mutate(self, job_id: str, mutation: Mutation) -> tuple[Job, Position | None]:
-        """The job after ``mutation``, and the feed position of that change (None: the
-        mutation changed nothing)."""
+    async def _change(
+        self, job_id: str, mutation: Mutation, write: Write
+    ) -> tuple[Job, Job, Position | None]:
+        """The job before and after ``mutation``, and where ``write`` stored the change in
+        the feed (None: the mutation changed nothing).
+
+        The mutation is decided first on the state this process knows (no read); a
+        decision that state may have got wrong (a refusal, nothing to change) is made
+        again on the stored job, and ``write`` refuses a state that is not current.
+        """
         for attempt in range(_MAX_ATTEMPTS):
-            before, _ = await self._current(job_id)
-            after = mutation(before)
+            known = self._recent.get(job_id) if attempt == 0 else None
+            before = known or (await self._current(job_id))[0]
+            try:
+                after = mutation(before)
+            except JobsError:
+                if known is None:
+                    raise
+                continue
             if after is before:
-                return before, None
-            position = await self._write_if_unchanged(before, after)
+                if known is None:
+                    return before, after, None
+                continue
+            position = await write(before, after)
             if position is not None:
-                return after, position
+                self._recent.wrote(after, position)
+                return before, after, position
             if attempt >= 2:
                 # Several writers keep colliding: spread them out a little.
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-        raise BackendUnavailable(f"job {job_id} changes too often to update; try again")
+        raise BackendUnavailable(f"job {job_id} changes too often; try again")
 
     async def _write_if_unchanged(self, before: Job, after: Job) -> Position | None:
         """Store ``after`` and append it to the feed, unless ``before`` is no longer current."""
@@ -364,41 +390,43 @@ class RedisStore:
         return _position(reply[1]) if int(reply[0]) == 1 else None
 
     async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
-        # As updates do: read, check in Python, write if nothing changed since (the job's
+        # As updates do: decide in Python, write if nothing changed since (the job's
         # JSON carries outputSize, so appends and changes are one sequence per job).
+        def grow(job: Job) -> Job:
+            if job.is_terminal:
+                raise output_after_end(job)
+            held = job.output_size or 0
+            if expected is not None and expected != held:
+                raise OffsetMismatch(expected, held)
+            return job.model_copy(update={"output_size": held + len(bodies)})
+
+        async def write(job: Job, grown: Job) -> Position | None:
+            held = job.output_size or 0
+            reply = await self._append(
+                keys=[self._keys.job(job_id), self._keys.output(job_id), self._keys.feed],
+                args=[
+                    job_id,
+                    job.version,
+                    held,
+                    encode(grown),
+                    self._settings.output_max_bytes,
+                    self._settings.redis_feed_length,
+                    job.job_type,
+                    job.owner or "",
+                    ",".join(str(len(body)) for body in bodies),
+                    *bodies,
+                ],
+            )
+            if int(reply[0]) == -2:
+                raise output_too_large(int(reply[1]), self._settings.output_max_bytes)
+            # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
+            return _position(reply[1]) if int(reply[0]) == 1 else None
+
         async with self._call() as deadline:
-            for attempt in range(_MAX_ATTEMPTS):
-                job, _ = await self._current(job_id)
-                if job.is_terminal:
-                    raise output_after_end(job)
-                held = job.output_size or 0
-                if expected is not None and expected != held:
-                    raise OffsetMismatch(expected, held)
-                grown = job.model_copy(update={"output_size": held + len(bodies)})
-                reply = await self._append(
-                    keys=[self._keys.job(job_id), self._keys.output(job_id), self._keys.feed],
-                    args=[
-                        job_id,
-                        job.version,
-                        held,
-                        encode(grown),
-                        self._settings.output_max_bytes,
-                        self._settings.redis_feed_length,
-                        job.job_type,
-                        job.owner or "",
-                        ",".join(str(len(body)) for body in bodies),
-                        *bodies,
-                    ],
-                )
-                status = int(reply[0])
-                if status == 1:
-                    await self._until_delivered(_position(reply[1]), deadline)
-                    return Output(job_id, job.version, held, bodies)
-                if status == -2:
-                    raise output_too_large(int(reply[1]), self._settings.output_max_bytes)
-                if attempt >= 2:  # 0 or -1: removed or changed meanwhile; read it again
-                    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-        raise BackendUnavailable(f"job {job_id} changes too often to append to; try again")
+            before, _, position = await self._change(job_id, grow, write)
+        assert position is not None  # grow never leaves a job as it is
+        await self._until_delivered(position, deadline)
+        return Output(job_id, before.version, before.output_size or 0, bodies)
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
         if not _JOB_ID.fullmatch(job_id):
@@ -518,11 +546,11 @@ class RedisStore:
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
         await self._pin_feed_start()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self._keys.job(job_id), "job", "pos")
-            pipe.exists(self._keys.tombstone(job_id))
-            (body, position), gone = await pipe.execute()
+        fields: Any = await self._redis.hmget(self._keys.job(job_id), ["job", "pos"])
+        body, position = fields
         if body is None:
+            # Not atomic with the read, and need not be: ids are never reused.
+            gone = await self._redis.exists(self._keys.tombstone(job_id))
             raise JobGone(job_id) if gone else JobNotFound(job_id)
         return Job.model_validate_json(body), _position(position)
 
@@ -717,6 +745,7 @@ class RedisStore:
                 continue
             # Streams end cleanly; their clients reconnect and resume by cursor.
             self._sink.close()
+            self._recent.clear()  # nothing keeps it fresh meanwhile
             await asyncio.sleep(backoff(failures, _BACKOFF_FIRST, _BACKOFF_CAP))
 
     async def _read_feed(self) -> Rows:
@@ -730,13 +759,17 @@ class RedisStore:
     def _deliver(self, entries: Rows) -> None:
         if not entries:
             return
-        sink = self._sink
+        sink, recent = self._sink, self._recent
         for entry_id, fields in entries:
             try:
                 if b"lens" in fields:
-                    sink.publish_output(_output(fields))
+                    output = _output(fields)
+                    recent.saw_output(output, _position(entry_id))
+                    sink.publish_output(output)
                 else:
-                    sink.publish(_change(entry_id, fields))
+                    change = _change(entry_id, fields)
+                    recent.saw(change)
+                    sink.publish(change)
             except (KeyError, ValueError):
                 logger.exception("skipped a feed entry this version cannot read: %r", entry_id)
         self._feed_cursor = self._delivered = _position(entries[-1][0])
