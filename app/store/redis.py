@@ -177,7 +177,8 @@ Changes = list[Change]
 Ids = list[str]
 Rows = list[list[Any]]
 Batch = list[tuple[str, int]]
-# Stores the change from a job to another unless the first is no longer current; where.
+# Writes a job's change from the first state to the second unless the first is no longer
+# the stored one: the change's feed position, or None.
 Write = Callable[[Job, Job], Awaitable[Position | None]]
 
 # Look-ups that turn stored text back into the Literal types.
