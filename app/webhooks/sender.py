@@ -8,6 +8,13 @@ to a public address when checked and to ``127.0.0.1`` when connecting cannot
 turn a delivery into a request to this network. Addresses that are not public
 (loopback, private, link-local, …) are refused unless the host is on
 JOBS_WEBHOOK_HOSTS by that very name or address, not through a wildcard.
+
+Connections to the operator's endpoints are kept and reused (the answer is
+read, up to ``ANSWER_READ``, so the connection is free again): a delivery then
+costs no new connection or TLS handshake. A job's own URL gets a connection of
+its own every time (``Connection: close``): it goes to a checked address, and
+connections are pooled by address, so a kept one could carry a delivery for
+another name at that address past its certificate check.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from app.webhooks.policy import Endpoint
 from app.webhooks.queue import QueuedEvent
 
 USER_AGENT = "Jobcast-Webhooks/1"
+# Bytes of an answer's body read so its connection can be reused; a longer one closes it.
+ANSWER_READ = 64 * 1024
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -99,7 +108,9 @@ class Sender:
     async def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> int:
         """POST to the endpoint (a guarded one: to each checked address in turn, until one
         takes the connection); the answer's status."""
-        targets = await _pinned(endpoint) if endpoint.guarded else [_Target(endpoint.url)]
+        targets = (
+            await _pinned(endpoint) if endpoint.guarded else [_Target(endpoint.url, keep=True)]
+        )
         for target in targets[:-1]:
             with contextlib.suppress(httpx2.ConnectError):
                 return await self._send(target, body, headers)
@@ -114,7 +125,16 @@ class Sender:
             extensions=target.extensions,
         )
         response = await self._client.send(request, stream=True)
-        await response.aclose()  # the status is the answer; the body is not read
+        try:
+            if target.keep:
+                # The status is the answer; the body is read only so the connection is free.
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > ANSWER_READ:
+                        break  # closed below, not reused
+        finally:
+            await response.aclose()
         return response.status_code
 
 
@@ -123,6 +143,7 @@ class _Target:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
+    keep: bool = False  # whether its connection may be reused
 
 
 class _Refused(Exception):
@@ -150,7 +171,7 @@ async def _pinned(endpoint: Endpoint) -> list[_Target]:
     for address in addresses:
         shown = f"[{address}]" if address.version == 6 else str(address)
         url = parts._replace(netloc=f"{shown}:{port}").geturl()
-        targets.append(_Target(url, {"host": parts.netloc}, extensions))
+        targets.append(_Target(url, {"host": parts.netloc, "connection": "close"}, extensions))
     return targets
 
 

@@ -34,6 +34,7 @@ class Delivery:
     answered: int  # the status this receiver answered
     path: str
     headers: dict[str, str]
+    peer: tuple[str, int] | None  # the delivering connection's end: which connection it came on
 
     @property
     def job(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class Receiver:
     url: str = ""
     status: Callable[[], int] = lambda: 200
     hold: asyncio.Event | None = None
+    answer: bytes = b""  # the body of every answer
     deliveries: list[Delivery] = field(default_factory=list)
     in_flight: int = 0
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,12 +89,13 @@ class Receiver:
                 answered,
                 request.url.path,
                 headers,
+                None if request.client is None else (request.client.host, request.client.port),
             )
         )
         self._arrived.set()
         if 300 <= answered < 400:  # a redirect, which deliveries must not follow
             return Response(status_code=answered, headers={"location": "/elsewhere"})
-        return Response(status_code=answered)
+        return Response(self.answer, status_code=answered)
 
 
 def failing_for(duration: float) -> Callable[[], int]:

@@ -16,7 +16,7 @@ from app.models import NewJob
 from app.settings import Settings
 from app.webhooks.policy import Endpoint
 from app.webhooks.queue import QueuedEvent
-from app.webhooks.sender import Outcome, Sender
+from app.webhooks.sender import ANSWER_READ, Outcome, Sender
 
 from .receiver import SECRET, Receiver
 
@@ -101,6 +101,40 @@ async def test_each_checked_address_is_tried_until_one_connects(
     attempt = await sender.attempt(Endpoint(url, guarded=True, listed_exactly=True), event())
     assert attempt.outcome is Outcome.DELIVERED
     assert [d.headers["host"] for d in receiver.deliveries] == [f"hooks.test:{port}"]
+
+
+async def test_an_operator_endpoint_keeps_its_connection(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """Deliveries one after another to the operator's endpoint come on one connection."""
+    receiver.answer = b'{"ok": true}'
+    for _ in range(3):
+        assert (await sender.attempt(Endpoint(receiver.url), event())).outcome is Outcome.DELIVERED
+    peers = {delivery.peer for delivery in receiver.deliveries}
+    assert len(receiver.deliveries) == 3
+    assert len(peers) == 1
+
+
+async def test_a_long_answer_is_not_read_to_its_end(sender: Sender, receiver: Receiver) -> None:
+    """An answer longer than what is read to free the connection: delivered all the same,
+    and that connection is not used again."""
+    receiver.answer = b"x" * (ANSWER_READ * 4)
+    for _ in range(2):
+        assert (await sender.attempt(Endpoint(receiver.url), event())).outcome is Outcome.DELIVERED
+    assert len({delivery.peer for delivery in receiver.deliveries}) == 2
+
+
+async def test_a_jobs_own_url_gets_a_connection_of_its_own_each_time(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """A job's own URL goes to a checked address, and connections are pooled by address:
+    none is kept, so none can carry another name's delivery past its certificate check."""
+    port = urlsplit(receiver.url).port
+    own = Endpoint(f"http://localhost:{port}/hooks", guarded=True, listed_exactly=True)
+    for _ in range(3):
+        assert (await sender.attempt(own, event())).outcome is Outcome.DELIVERED
+    assert len({delivery.peer for delivery in receiver.deliveries}) == 3
+    assert {delivery.headers["connection"] for delivery in receiver.deliveries} == {"close"}
 
 
 @pytest.mark.parametrize("status", [301, 400, 404, 500, 503])
