@@ -105,16 +105,16 @@ _TYPE_WORDS = {
     "model_type": "must be a JSON object",
     "list_type": "must be an array",
 }
-# (ctx key, words) for the errors that carry a bound or a size in their context.
+# (ctx key, words, what is counted) for the errors that carry a bound or a size.
 _BOUND_WORDS = {
-    "less_than_equal": ("le", "must be at most {}"),
-    "greater_than_equal": ("ge", "must be at least {}"),
-    "less_than": ("lt", "must be less than {}"),
-    "greater_than": ("gt", "must be greater than {}"),
-    "string_too_long": ("max_length", "may hold at most {} characters"),
-    "string_too_short": ("min_length", "must hold at least {} characters"),
-    "too_long": ("max_length", "may hold at most {} items"),
-    "too_short": ("min_length", "must hold at least {} items"),
+    "less_than_equal": ("le", "must be at most {}", ""),
+    "greater_than_equal": ("ge", "must be at least {}", ""),
+    "less_than": ("lt", "must be less than {}", ""),
+    "greater_than": ("gt", "must be greater than {}", ""),
+    "string_too_long": ("max_length", "may hold at most {}", "character"),
+    "string_too_short": ("min_length", "must hold at least {}", "character"),
+    "too_long": ("max_length", "may hold at most {}", "item"),
+    "too_short": ("min_length", "must hold at least {}", "item"),
 }
 _PATTERN_WORDS = {
     OWNER_PATTERN: "must be visible ASCII characters, without spaces",
@@ -128,10 +128,13 @@ def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
     if kind in _TYPE_WORDS:
         return _TYPE_WORDS[kind]
     if kind in _BOUND_WORDS and _BOUND_WORDS[kind][0] in ctx:
-        key, words = _BOUND_WORDS[kind]
-        if kind == "string_too_short" and ctx[key] == 1:
+        key, words, unit = _BOUND_WORDS[kind]
+        bound = _number(ctx[key])
+        if kind == "string_too_short" and bound == 1:
             return "must not be empty"
-        return words.format(_number(ctx[key]))
+        if unit:
+            return words.format(f"{bound} {unit}" if bound == 1 else f"{bound} {unit}s")
+        return words.format(bound)
     if kind == "literal_error" and "expected" in ctx:
         expected = str(ctx["expected"])
         if expected in ("True", "False"):

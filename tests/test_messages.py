@@ -32,6 +32,8 @@ class Sample(RequestModel):
     ratio: float = Field(default=1, gt=0)
     flag: bool = False
     tags: list[str] = Field(default_factory=list, max_length=2)
+    pair: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1)
+    code: str = Field(default="x", max_length=1)
     extra_info: dict[str, int] = Field(default_factory=dict)
     kind: Literal["a", "b"] = "a"
 
@@ -47,6 +49,9 @@ MESSAGES = {
     "bool": ({"flag": 1}, "flag", "must be true or false"),
     "array": ({"tags": "x"}, "tags", "must be an array"),
     "too-many-items": ({"tags": ["a", "b", "c"]}, "tags", "may hold at most 2 items"),
+    "too-few-of-one": ({"pair": []}, "pair", "must hold at least 1 item"),
+    "too-many-of-one": ({"pair": [1, 2]}, "pair", "may hold at most 1 item"),
+    "one-character": ({"code": "xy"}, "code", "may hold at most 1 character"),
     "nested": ({"tags": [1]}, "tags.0", "must be a string"),
     "object": ({"extraInfo": []}, "extraInfo", "must be an object"),
     "nested-wire-path": ({"extraInfo": {"k": "v"}}, "extraInfo.k", "must be an integer"),
@@ -59,7 +64,8 @@ MESSAGES = {
     "unknown": (
         {"zzz": 1},
         "zzz",
-        "is not a field of this request; it takes name, count, ratio, flag, tags, extraInfo, kind",
+        "is not a field of this request; it takes name, count, ratio, flag, tags, pair, code, "
+        "extraInfo, kind",
     ),
 }
 
