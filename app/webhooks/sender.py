@@ -11,10 +11,13 @@ JOBS_WEBHOOK_HOSTS by that very name or address, not through a wildcard.
 
 Connections to the operator's endpoints are kept and reused (the answer is
 read, up to ``ANSWER_READ``, so the connection is free again): a delivery then
-costs no new connection or TLS handshake. A job's own URL gets a connection of
-its own every time (``Connection: close``): it goes to a checked address, and
-connections are pooled by address, so a kept one could carry a delivery for
-another name at that address past its certificate check.
+costs no new connection or TLS handshake. The status alone is the answer: a
+body that does not come whole in time only costs its connection. A job's own
+URL gets a connection of its own every time (``Connection: close``), from a
+client of its own that keeps none: it goes to a checked address, and a client
+finds kept connections by address, so a kept one (its own, or one to an
+operator's endpoint at that address) could carry a delivery for another name
+past that name's certificate check.
 """
 
 from __future__ import annotations
@@ -73,15 +76,12 @@ class Sender:
         assert settings.webhook_secret is not None  # Settings refuses webhooks without one
         self._signer = Webhook(settings.webhook_secret)
         self._timeout = settings.webhook_timeout
-        self._client = httpx2.AsyncClient(
-            timeout=settings.webhook_timeout,
-            follow_redirects=False,
-            trust_env=False,  # a proxy from the environment would skip the address checks
-            headers={"user-agent": USER_AGENT},
-        )
+        self._kept = _client(settings, httpx2.Limits())  # the operator's endpoints
+        self._fresh = _client(settings, httpx2.Limits(max_keepalive_connections=0))  # jobs' own
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._kept.aclose()
+        await self._fresh.aclose()
 
     async def attempt(self, endpoint: Endpoint, event: QueuedEvent) -> Attempt:
         body = body_of(event.job)
@@ -92,50 +92,77 @@ class Sender:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": self._signer.sign(event.webhook_id, now, body),
         }
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
-                status = await self._post(endpoint, body, headers)
+            async with asyncio.timeout_at(deadline):
+                response = await self._post(endpoint, body, headers)
         except _Refused as refused:
             return Attempt(Outcome.REFUSED, str(refused))
         except TimeoutError:
             return Attempt(Outcome.RETRY, f"no answer within {self._timeout:g}s")
         except (httpx2.HTTPError, OSError) as exc:
             return Attempt(Outcome.RETRY, str(exc) or type(exc).__name__)
+        try:
+            if not endpoint.guarded:
+                await _read_answer(response, deadline)
+        finally:
+            await response.aclose()
+        status = response.status_code
         if 200 <= status < 300:
             return Attempt(Outcome.DELIVERED, str(status))
         return Attempt(Outcome.RETRY, f"answered {status}")
 
-    async def _post(self, endpoint: Endpoint, body: bytes, headers: dict[str, str]) -> int:
+    async def _post(
+        self, endpoint: Endpoint, body: bytes, headers: dict[str, str]
+    ) -> httpx2.Response:
         """POST to the endpoint (a guarded one: to each checked address in turn, until one
-        takes the connection); the answer's status."""
-        targets = (
-            await _pinned(endpoint) if endpoint.guarded else [_Target(endpoint.url, keep=True)]
-        )
+        takes the connection); the answer, its body not read yet."""
+        if not endpoint.guarded:
+            return await self._send(self._kept, _Target(endpoint.url), body, headers)
+        targets = await _pinned(endpoint)
         for target in targets[:-1]:
             with contextlib.suppress(httpx2.ConnectError):
-                return await self._send(target, body, headers)
-        return await self._send(targets[-1], body, headers)
+                return await self._send(self._fresh, target, body, headers)
+        return await self._send(self._fresh, targets[-1], body, headers)
 
-    async def _send(self, target: _Target, body: bytes, headers: dict[str, str]) -> int:
-        request = self._client.build_request(
+    @staticmethod
+    async def _send(
+        client: httpx2.AsyncClient, target: _Target, body: bytes, headers: dict[str, str]
+    ) -> httpx2.Response:
+        request = client.build_request(
             "POST",
             target.url,
             content=body,
             headers={**headers, **target.headers},
             extensions=target.extensions,
         )
-        response = await self._client.send(request, stream=True)
-        try:
-            if target.keep:
-                # The status is the answer; the body is read only so the connection is free.
-                read = 0
-                async for chunk in response.aiter_raw():
-                    read += len(chunk)
-                    if read > ANSWER_READ:
-                        break  # closed below, not reused
-        finally:
-            await response.aclose()
-        return response.status_code
+        return await client.send(request, stream=True)
+
+
+def _client(settings: Settings, limits: httpx2.Limits) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        timeout=settings.webhook_timeout,
+        limits=limits,
+        follow_redirects=False,
+        trust_env=False,  # a proxy from the environment would skip the address checks
+        headers={"user-agent": USER_AGENT},
+    )
+
+
+async def _read_answer(response: httpx2.Response, deadline: float) -> None:
+    """Read the answer's body, which says nothing, so its connection can serve the next
+    delivery: up to ANSWER_READ bytes, until the attempt's deadline. One that is longer,
+    late or broken is left; its connection is closed instead of kept."""
+    with contextlib.suppress(TimeoutError, httpx2.HTTPError, OSError):
+        async with (
+            asyncio.timeout_at(deadline),
+            contextlib.aclosing(response.aiter_raw()) as chunks,
+        ):
+            read = 0
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > ANSWER_READ:
+                    return
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +170,6 @@ class _Target:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
-    keep: bool = False  # whether its connection may be reused
 
 
 class _Refused(Exception):

@@ -137,6 +137,46 @@ async def test_a_jobs_own_url_gets_a_connection_of_its_own_each_time(
     assert {delivery.headers["connection"] for delivery in receiver.deliveries} == {"close"}
 
 
+async def test_a_jobs_own_url_never_takes_an_operators_kept_connection(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """The operator's endpoint, by address, keeps its connection; a job's own URL that
+    resolves to that address still connects afresh (no certificate check skipped)."""
+    port = urlsplit(receiver.url).port
+    own = Endpoint(f"http://localhost:{port}/hooks", guarded=True, listed_exactly=True)
+    for endpoint in (Endpoint(receiver.url), own, Endpoint(receiver.url)):
+        assert (await sender.attempt(endpoint, event())).outcome is Outcome.DELIVERED
+    operator, job_url, operator_again = (delivery.peer for delivery in receiver.deliveries)
+    assert operator == operator_again
+    assert job_url != operator
+
+
+@pytest.mark.parametrize("then", ["waits", "hangs up"])
+async def test_a_2xx_whose_body_never_comes_whole_is_delivered(sender: Sender, then: str) -> None:
+    """The status is the answer: a body cut short, or never finished, costs only its
+    connection."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        await writer.drain()
+        if then == "waits":
+            await reader.read()  # until the client gives up on the rest and closes
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        attempt = await sender.attempt(Endpoint(f"http://127.0.0.1:{port}/hooks"), event())
+    assert (attempt.outcome, attempt.detail) == (Outcome.DELIVERED, "200")
+
+
 @pytest.mark.parametrize("status", [301, 400, 404, 500, 503])
 async def test_any_answer_but_2xx_is_retried(
     sender: Sender, receiver: Receiver, status: int
