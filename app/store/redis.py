@@ -10,9 +10,11 @@ Decisions, and why:
 
 - **Rules stay in Python.** ``update`` runs the Mutation (``app.jobs``) on
   the job and hands the result to a Lua script that writes it only if the
-  stored version (and output size) is still the one the rules saw, and in
-  the same atomic step appends the change to the feed and stores its
-  position in the job. On a conflict it reads again and re-runs the rules,
+  stored version, output size and last write (the feed position of the write
+  that made the state, ``w``) are still the ones the rules saw, and in the
+  same atomic step appends the change to the feed and stores its position in
+  the job. (The last write tells two states of one version apart should
+  Redis lose a write, in a failover or a restore.) On a conflict it reads again and re-runs the rules,
   so concurrent writers in any number of processes never lose a change,
   skip a version or break a transition rule. The rules first run on the
   state this process knows (:mod:`app.store.recent`), without a read; only
@@ -177,9 +179,9 @@ Changes = list[Change]
 Ids = list[str]
 Rows = list[list[Any]]
 Batch = list[tuple[str, int]]
-# Writes a job's change from the first state to the second unless the first is no longer
-# the stored one: the change's feed position, or None.
-Write = Callable[[Job, Job], Awaitable[Position | None]]
+# Writes a job's change from the first state (last written at the feed position given) to
+# the second, unless the first is no longer the stored one: the change's position, or None.
+Write = Callable[[Job, Job, str], Awaitable[Position | None]]
 
 # Look-ups that turn stored text back into the Literal types.
 _JOB_TYPE: dict[str, JobType] = {name: name for name in JOB_TYPES}
@@ -314,7 +316,7 @@ class RedisStore:
                 )
             return Job.model_validate_json(reply[1]), False
         position = _position(reply[1])
-        self._recent.wrote(job, position)
+        self._recent.wrote(job, position, self._delivered)
         await self._until_delivered(position, deadline)
         return job, True
 
@@ -337,7 +339,10 @@ class RedisStore:
         """
         for attempt in range(_MAX_ATTEMPTS):
             known = self._recent.get(job_id) if attempt == 0 else None
-            before = known or (await self._current(job_id))[0]
+            if known is None:
+                before, _, written = await self._current(job_id)
+            else:
+                written, before = str(known[0]), known[1]
             try:
                 after = mutation(before)
             except JobsError:
@@ -348,17 +353,19 @@ class RedisStore:
                 if known is None:
                     return before, after, None
                 continue
-            position = await write(before, after)
+            position = await write(before, after, written)
             if position is not None:
-                self._recent.wrote(after, position)
+                self._recent.wrote(after, position, self._delivered)
                 return before, after, position
+            self._recent.forget(job_id)  # what this process knew, or read, is stale
             if attempt >= 2:
                 # Several writers keep colliding: spread them out a little.
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
         raise BackendUnavailable(f"job {job_id} changes too often; try again")
 
-    async def _write_if_unchanged(self, before: Job, after: Job) -> Position | None:
-        """Store ``after`` and append it to the feed, unless ``before`` is no longer current."""
+    async def _write_if_unchanged(self, before: Job, after: Job, written: str) -> Position | None:
+        """Store ``after`` and append it to the feed, unless ``before`` (last written at
+        feed position ``written``) is no longer current."""
         keys = self._keys
         # Retention runs on the store clock, as in the memory store.
         deadline = repr(self._clock() + self._settings.terminal_ttl) if after.is_terminal else ""
@@ -385,6 +392,7 @@ class RedisStore:
                 repr(after.updated_at.timestamp()),
                 self._hook(after),
                 before.output_size or 0,
+                written,
             ],
         )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
@@ -401,7 +409,7 @@ class RedisStore:
                 raise OffsetMismatch(expected, held)
             return job.model_copy(update={"output_size": held + len(bodies)})
 
-        async def write(job: Job, grown: Job) -> Position | None:
+        async def write(job: Job, grown: Job, written: str) -> Position | None:
             held = job.output_size or 0
             reply = await self._append(
                 keys=[self._keys.job(job_id), self._keys.output(job_id), self._keys.feed],
@@ -414,6 +422,7 @@ class RedisStore:
                     self._settings.redis_feed_length,
                     job.job_type,
                     job.owner or "",
+                    written,
                     ",".join(str(len(body)) for body in bodies),
                     *bodies,
                 ],
@@ -535,25 +544,27 @@ class RedisStore:
 
     async def get(self, job_id: str) -> Job:
         async with self._call():
-            job, _ = await self._current(job_id)
+            job, _, _ = await self._current(job_id)
         return job
 
     async def get_change(self, job_id: str) -> Change:
         async with self._call():
-            job, position = await self._current(job_id)
+            job, position, _ = await self._current(job_id)
         return Change.of(job, position)
 
-    async def _current(self, job_id: str) -> tuple[Job, Position]:
+    async def _current(self, job_id: str) -> tuple[Job, Position, str]:
+        """The stored job, the feed position of its last change, and that of its last write
+        ('' if no write has recorded it yet: written by an earlier version)."""
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
         await self._pin_feed_start()
-        fields: Any = await self._redis.hmget(self._keys.job(job_id), ["job", "pos"])
-        body, position = fields
+        fields: Any = await self._redis.hmget(self._keys.job(job_id), ["job", "pos", "w"])
+        body, position, written = fields
         if body is None:
             # Not atomic with the read, and need not be: ids are never reused.
             gone = await self._redis.exists(self._keys.tombstone(job_id))
             raise JobGone(job_id) if gone else JobNotFound(job_id)
-        return Job.model_validate_json(body), _position(position)
+        return Job.model_validate_json(body), _position(position), _text(written) or ""
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
         below = None if cursor is None else decode_page_cursor(cursor)

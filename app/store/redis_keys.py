@@ -3,6 +3,7 @@
 Keys (all under ``JOBS_REDIS_PREFIX``, default ``jobcast:``)::
 
     {p}job:{id}      hash: job (JSON), v (version), status, type, pos (feed position),
+                     w (the feed position of its last write: create, change or append),
                      owner and owned (its owner, and the key of that owner's index),
                      idem and fp (its Idempotency-Key and request fingerprint),
                      osize and obytes (its output's chunks and bytes, once it has output)
@@ -99,7 +100,7 @@ local number = redis.call('INCR', KEYS[3])
 if number == 1 then redis.call('SET', KEYS[6], '1') end
 redis.call('ZADD', KEYS[2], number, ARGV[1])
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'v', ARGV[5], 'status', ARGV[4],
-  'type', ARGV[3], 'pos', position)
+  'type', ARGV[3], 'pos', position, 'w', position)
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
 if ARGV[10] ~= '' then redis.call('XADD', KEYS[8], '*', 'job', ARGV[2]) end
@@ -118,14 +119,17 @@ UPDATE = """
 -- KEYS: job, feed, counts, expiry, active, hooks
 -- ARGV: id, version read, json, new version, old status, new status, type, maxlen, deadline
 --       ('' unless it ended), owner ('' for none), changed at (unix seconds), '1' to queue
---       it for webhooks (or ''), output chunks read
--- (the JSON carries outputSize: an append since the read makes it stale, like a change)
-local stored = redis.call('HMGET', KEYS[1], 'v', 'osize')
+--       it for webhooks (or ''), output chunks read, last write read ('' for none)
+-- (the JSON carries outputSize: an append since the read makes it stale, like a change;
+-- the last write tells apart two states with one version, should Redis lose a write)
+local stored = redis.call('HMGET', KEYS[1], 'v', 'osize', 'w')
 if not stored[1] then return {0} end
 if stored[1] ~= ARGV[2] or (stored[2] or '0') ~= ARGV[13] then return {-1} end
+if stored[3] and ARGV[14] ~= '' and stored[3] ~= ARGV[14] then return {-1} end
 local position = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
   'id', ARGV[1], 'type', ARGV[7], 'job', ARGV[3], 'prev', ARGV[5], 'owner', ARGV[10])
-redis.call('HSET', KEYS[1], 'job', ARGV[3], 'v', ARGV[4], 'status', ARGV[6], 'pos', position)
+redis.call('HSET', KEYS[1], 'job', ARGV[3], 'v', ARGV[4], 'status', ARGV[6], 'pos', position,
+  'w', position)
 if ARGV[5] ~= ARGV[6] then
   redis.call('HINCRBY', KEYS[3], ARGV[5], -1)
   redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
@@ -143,21 +147,23 @@ return {1, position}
 APPEND = """
 -- KEYS: job, output, feed
 -- ARGV: id, version read, chunks read, json (with the new outputSize), bytes at most,
---       maxlen, type, owner ('' for none), the chunks' lengths ('12,30'), then each chunk
-local stored = redis.call('HMGET', KEYS[1], 'v', 'osize', 'obytes')
+--       maxlen, type, owner ('' for none), last write read ('' for none), the chunks'
+--       lengths ('12,30'), then each chunk
+local stored = redis.call('HMGET', KEYS[1], 'v', 'osize', 'obytes', 'w')
 if not stored[1] then return {0} end
 if stored[1] ~= ARGV[2] or (stored[2] or '0') ~= ARGV[3] then return {-1} end
+if stored[4] and ARGV[9] ~= '' and stored[4] ~= ARGV[9] then return {-1} end
 local size = tonumber(stored[3] or '0')
-for i = 10, #ARGV do size = size + #ARGV[i] end
+for i = 11, #ARGV do size = size + #ARGV[i] end
 if size > tonumber(ARGV[5]) then return {-2, size} end
-for i = 10, #ARGV, 1000 do
+for i = 11, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local position = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[1],
-  'type', ARGV[7], 'owner', ARGV[8], 'v', ARGV[2], 'from', ARGV[3], 'lens', ARGV[9],
-  'out', table.concat(ARGV, '', 10))
-redis.call('HSET', KEYS[1], 'job', ARGV[4], 'osize', tonumber(ARGV[3]) + #ARGV - 9,
-  'obytes', size)
+  'type', ARGV[7], 'owner', ARGV[8], 'v', ARGV[2], 'from', ARGV[3], 'lens', ARGV[10],
+  'out', table.concat(ARGV, '', 11))
+redis.call('HSET', KEYS[1], 'job', ARGV[4], 'osize', tonumber(ARGV[3]) + #ARGV - 10,
+  'obytes', size, 'w', position)
 return {1, position}
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -123,6 +124,50 @@ async def test_a_refusal_is_decided_on_the_stored_state(deaf: Harness, other: Ha
     assert (await other.store.get(job.job_id)).output_size == 3
 
 
+async def test_a_write_redis_lost_is_not_mistaken_for_the_stored_state(
+    deaf: Harness, other: Harness, redis_server: str, redis_prefix: str
+) -> None:
+    """Redis loses a write (a failover, a restore) and another process writes a state with
+    the same version: the state this process remembers is not taken for it."""
+    job = await deaf.create()
+    redis = Redis.from_url(redis_server)
+    key = f"{redis_prefix}job:{job.job_id}"
+    try:
+        as_created: dict[Any, Any] = await redis.hgetall(key)
+        await deaf.update(job.job_id, status="processing", progress=10)  # remembered: v2
+        await redis.delete(key)
+        await redis.hset(key, mapping=as_created)  # Redis is back to v1
+        await other.update(job.job_id, metadata={"by": "other"})  # another v2
+    finally:
+        await redis.aclose()
+    changed = await deaf.update(job.job_id, message="mine")
+    assert (changed.version, changed.metadata, changed.message) == (3, {"by": "other"}, "mine")
+    assert changed.status == "queued"  # the lost write's status is not brought back
+
+
+async def test_a_job_an_earlier_version_wrote_still_changes(
+    other: Harness, redis_server: str, redis_prefix: str
+) -> None:
+    """Jobs written before the last write was recorded have none: checked as before, by
+    version and output size, and recorded from their next write on."""
+    job = await other.create()
+    redis = Redis.from_url(redis_server)
+    key = f"{redis_prefix}job:{job.job_id}"
+    try:
+        await redis.hdel(key, "w")
+        store = await open_redis_store(redis_server, redis_prefix, Recorder())  # knows none
+        try:
+            changed = await Harness(store, Recorder(), Clock()).update(job.job_id, progress=40)
+            await store.append_output(job.job_id, [CHUNK], None)
+        finally:
+            await store.aclose()
+        written = await redis.hget(key, "w")
+    finally:
+        await redis.aclose()
+    assert (changed.version, changed.progress) == (2, 40)
+    assert written is not None
+
+
 async def test_a_job_removed_elsewhere_is_not_changed(deaf: Harness, other: Harness) -> None:
     """A job deleted by another process stays deleted: the change is refused as gone."""
     job = await deaf.create()
@@ -184,32 +229,42 @@ def test_only_jobs_written_here_are_known() -> None:
 def test_an_older_write_never_replaces_a_newer_change() -> None:
     """The listener may deliver another process's change before this write's reply."""
     recent = RecentJobs(size=4)
-    recent.wrote(job_at(1), Position(1, 1))
+    recent.wrote(job_at(1), Position(1, 1), Position(1, 1))
     recent.saw(Change.of(job_at(3), Position(1, 3)))
-    recent.wrote(job_at(2), Position(1, 2))
-    assert recent.get("job_known") == job_at(3)
+    recent.wrote(job_at(2), Position(1, 2), Position(1, 3))
+    assert recent.get("job_known") == (Position(1, 3), job_at(3))
     recent.saw(Change.of(job_at(2), Position(1, 2)))
-    assert recent.get("job_known") == job_at(3)
+    assert recent.get("job_known") == (Position(1, 3), job_at(3))
 
 
 def test_a_removal_forgets_the_job() -> None:
     recent = RecentJobs(size=4)
-    recent.wrote(job_at(1), Position(1, 1))
+    recent.wrote(job_at(1), Position(1, 1), Position(1, 1))
     recent.saw(Change(job_id="job_known", job_type="generic", position=Position(1, 2), job=None))
+    assert recent.get("job_known") is None
+
+
+def test_a_write_whose_sequel_went_by_unseen_is_not_kept() -> None:
+    """The listener delivered this write's removal before the write's reply came: the
+    job is not kept as if it were still there."""
+    recent = RecentJobs(size=4)
+    recent.wrote(job_at(1), Position(1, 1), Position(1, 1))
+    recent.saw(Change(job_id="job_known", job_type="generic", position=Position(1, 3), job=None))
+    recent.wrote(job_at(2), Position(1, 2), Position(1, 3))
     assert recent.get("job_known") is None
 
 
 def test_an_append_grows_the_known_output() -> None:
     recent = RecentJobs(size=4)
-    recent.wrote(job_at(2, output_size=1), Position(1, 1))
+    recent.wrote(job_at(2, output_size=1), Position(1, 1), Position(1, 1))
     recent.saw_output(Output("job_known", 2, 1, [CHUNK, CHUNK]), Position(1, 2))
-    assert recent.get("job_known") == job_at(2, output_size=3)
+    assert recent.get("job_known") == (Position(1, 2), job_at(2, output_size=3))
 
 
 def test_an_append_that_does_not_follow_forgets_the_job() -> None:
     """An append at another offset means a change was missed: read the job next time."""
     recent = RecentJobs(size=4)
-    recent.wrote(job_at(2, output_size=1), Position(1, 1))
+    recent.wrote(job_at(2, output_size=1), Position(1, 1), Position(1, 1))
     recent.saw_output(Output("job_known", 2, 5, [CHUNK]), Position(1, 2))
     assert recent.get("job_known") is None
 
@@ -219,8 +274,9 @@ def test_the_least_recently_written_job_is_dropped_first() -> None:
     first, second, third = (
         job_at(1).model_copy(update={"job_id": f"job_{name}"}) for name in "abc"
     )
-    recent.wrote(first, Position(1, 1))
-    recent.wrote(second, Position(1, 2))
-    recent.wrote(first, Position(1, 3))  # written again: now the newest
-    recent.wrote(third, Position(1, 4))
-    assert [recent.get(job.job_id) for job in (first, second, third)] == [first, None, third]
+    recent.wrote(first, Position(1, 1), Position(1, 1))
+    recent.wrote(second, Position(1, 2), Position(1, 2))
+    recent.wrote(first, Position(1, 3), Position(1, 3))  # written again: now the newest
+    recent.wrote(third, Position(1, 4), Position(1, 4))
+    kept = [recent.get(job.job_id) for job in (first, second, third)]
+    assert kept == [(Position(1, 3), first), None, (Position(1, 4), third)]
