@@ -14,12 +14,13 @@ Decisions, and why:
   that made the state, ``w``) are still the ones the rules saw, and in the
   same atomic step appends the change to the feed and stores its position in
   the job. (The last write tells two states of one version apart should
-  Redis lose a write, in a failover or a restore.) On a conflict it reads again and re-runs the rules,
-  so concurrent writers in any number of processes never lose a change,
-  skip a version or break a transition rule. The rules first run on the
-  state this process knows (:mod:`app.store.recent`), without a read; only
-  a write or a conflict tells whether that state was current, so a refusal
-  or "nothing to change" found on it is decided again on a fresh read.
+  Redis lose a write, in a failover or a restore.) On a conflict it reads
+  again and re-runs the rules, so concurrent writers in any number of
+  processes never lose a change, skip a version or break a transition rule.
+  The rules first run on the state this process knows
+  (:mod:`app.store.recent`), without a read; only a write or a conflict
+  tells whether that state was current, so a refusal or "nothing to change"
+  found on it is decided again on a fresh read.
 - **The feed position is the stream id.** ``Position(ms, seq)`` prints as
   ``ms-seq``, exactly an XADD id, so the cursor a client resumes with is a
   stream id every worker understands.
