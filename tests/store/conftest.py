@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from app.store import JobStore
 from app.store.memory import MemoryStore
@@ -51,6 +52,29 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def raw(redis_server: str) -> AsyncIterator[Redis]:
+    """A client of the test's Redis that answers in text."""
+    client = Redis.from_url(redis_server, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def deaf(redis_server: str, redis_prefix: str) -> AsyncIterator[Harness]:
+    """A Redis store whose feed listener never runs: only the test's own calls reach
+    Redis, and it hears nothing of other processes' changes."""
+    settings = contract_settings(backend="redis", redis_url=redis_server, redis_prefix=redis_prefix)
+    clock = Clock()
+    store = RedisStore(settings, Recorder(), clock=clock)
+    try:
+        yield Harness(store, Recorder(), clock)
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -13,31 +13,15 @@ from app import jobs
 from app.jobs import JobFilter
 from app.models import Job, NewJob
 from app.store.redis import RedisStore
-from tests.store.harness import Clock, Harness, Recorder, contract_settings
+from tests.store.harness import Harness, Recorder, contract_settings
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def raw(redis_server: str) -> AsyncIterator[Redis]:
-    """A client of the test's Redis that answers in text."""
-    client = Redis.from_url(redis_server, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def harness(redis_server: str, redis_prefix: str) -> AsyncIterator[Harness]:
+def harness(deaf: Harness) -> Harness:
     """A store without its feed listener: only the test's own calls reach Redis."""
-    settings = contract_settings(backend="redis", redis_url=redis_server, redis_prefix=redis_prefix)
-    clock = Clock()
-    store = RedisStore(settings, Recorder(), clock=clock)
-    try:
-        yield Harness(store, Recorder(), clock)
-    finally:
-        await store.aclose()
+    return deaf
 
 
 async def create(harness: Harness, owner: str | None) -> Job:

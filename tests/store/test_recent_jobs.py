@@ -19,25 +19,12 @@ from redis.asyncio import Redis
 from app.errors import InvalidTransition, JobGone
 from app.models import Job
 from app.store.recent import RecentJobs
-from app.store.redis import RedisStore
 from app.streams.events import Change, Output, Position
-from tests.store.harness import Clock, Harness, Recorder, contract_settings, open_redis_store
+from tests.store.harness import Clock, Harness, Recorder, open_redis_store
 
 pytestmark = pytest.mark.anyio
 
 CHUNK = b'{"data":"line"}'
-
-
-@pytest.fixture
-async def deaf(redis_server: str, redis_prefix: str) -> AsyncIterator[Harness]:
-    """A store that hears nothing of other processes' changes."""
-    settings = contract_settings(backend="redis", redis_url=redis_server, redis_prefix=redis_prefix)
-    clock = Clock()
-    store = RedisStore(settings, Recorder(), clock=clock)  # never started: no listener
-    try:
-        yield Harness(store, Recorder(), clock)
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture
@@ -51,13 +38,9 @@ async def other(redis_server: str, redis_prefix: str) -> AsyncIterator[Harness]:
         await store.aclose()
 
 
-async def calls(redis_server: str) -> Counter[str]:
+async def calls(raw: Redis) -> Counter[str]:
     """How many HMGETs and script calls Redis has run so far."""
-    redis = Redis.from_url(redis_server)
-    try:
-        stats = await redis.info("commandstats")
-    finally:
-        await redis.aclose()
+    stats = await raw.info("commandstats")
     return Counter(
         {
             name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
@@ -66,9 +49,7 @@ async def calls(redis_server: str) -> Counter[str]:
     )
 
 
-async def test_a_sequential_worker_never_reads_its_job_back(
-    other: Harness, redis_server: str
-) -> None:
+async def test_a_sequential_worker_never_reads_its_job_back(other: Harness, raw: Redis) -> None:
     """Changes and appends one after another: each is one script call, no read before it.
 
     Each write script reads the job once itself (an HMGET inside it); a read by
@@ -78,12 +59,12 @@ async def test_a_sequential_worker_never_reads_its_job_back(
     # Redis learns each script at its first use (one more, refused, call): not measured.
     await other.update(job.job_id, status="processing")
     await other.store.append_output(job.job_id, [CHUNK], None)
-    before = await calls(redis_server)
+    before = await calls(raw)
     for progress in (10, 20):
         await other.update(job.job_id, progress=progress)
         await other.store.append_output(job.job_id, [CHUNK], None)
     done = await other.complete(job.job_id)
-    assert await calls(redis_server) - before == Counter(hmget=5, evalsha=5)
+    assert await calls(raw) - before == Counter(hmget=5, evalsha=5)
     assert (done.version, done.output_size) == (5, 3)
 
 
@@ -125,47 +106,34 @@ async def test_a_refusal_is_decided_on_the_stored_state(deaf: Harness, other: Ha
 
 
 async def test_a_write_redis_lost_is_not_mistaken_for_the_stored_state(
-    deaf: Harness, other: Harness, redis_server: str, redis_prefix: str
+    deaf: Harness, other: Harness, raw: Redis, redis_prefix: str
 ) -> None:
     """Redis loses a write (a failover, a restore) and another process writes a state with
     the same version: the state this process remembers is not taken for it."""
     job = await deaf.create()
-    redis = Redis.from_url(redis_server)
     key = f"{redis_prefix}job:{job.job_id}"
-    try:
-        as_created: dict[Any, Any] = await redis.hgetall(key)
-        await deaf.update(job.job_id, status="processing", progress=10)  # remembered: v2
-        await redis.delete(key)
-        await redis.hset(key, mapping=as_created)  # Redis is back to v1
-        await other.update(job.job_id, metadata={"by": "other"})  # another v2
-    finally:
-        await redis.aclose()
+    as_created: dict[Any, Any] = await raw.hgetall(key)
+    await deaf.update(job.job_id, status="processing", progress=10)  # remembered: v2
+    await raw.delete(key)
+    await raw.hset(key, mapping=as_created)  # Redis is back to v1
+    await other.update(job.job_id, metadata={"by": "other"})  # another v2
     changed = await deaf.update(job.job_id, message="mine")
     assert (changed.version, changed.metadata, changed.message) == (3, {"by": "other"}, "mine")
     assert changed.status == "queued"  # the lost write's status is not brought back
 
 
 async def test_a_job_an_earlier_version_wrote_still_changes(
-    other: Harness, redis_server: str, redis_prefix: str
+    deaf: Harness, other: Harness, raw: Redis, redis_prefix: str
 ) -> None:
     """Jobs written before the last write was recorded have none: checked as before, by
     version and output size, and recorded from their next write on."""
     job = await other.create()
-    redis = Redis.from_url(redis_server)
     key = f"{redis_prefix}job:{job.job_id}"
-    try:
-        await redis.hdel(key, "w")
-        store = await open_redis_store(redis_server, redis_prefix, Recorder())  # knows none
-        try:
-            changed = await Harness(store, Recorder(), Clock()).update(job.job_id, progress=40)
-            await store.append_output(job.job_id, [CHUNK], None)
-        finally:
-            await store.aclose()
-        written = await redis.hget(key, "w")
-    finally:
-        await redis.aclose()
+    await raw.hdel(key, "w")
+    changed = await deaf.update(job.job_id, progress=40)  # deaf knows nothing of the job
+    await deaf.store.append_output(job.job_id, [CHUNK], None)
     assert (changed.version, changed.progress) == (2, 40)
-    assert written is not None
+    assert await raw.hget(key, "w") is not None
 
 
 async def test_a_job_removed_elsewhere_is_not_changed(deaf: Harness, other: Harness) -> None:
@@ -180,7 +148,7 @@ async def test_a_job_removed_elsewhere_is_not_changed(deaf: Harness, other: Harn
 
 
 async def test_the_listener_keeps_what_a_process_knows_fresh(
-    other: Harness, redis_server: str, redis_prefix: str
+    other: Harness, raw: Redis, redis_server: str, redis_prefix: str
 ) -> None:
     """A change from another process, once heard, is known: the next change reads nothing."""
     sink = Recorder()
@@ -192,9 +160,9 @@ async def test_the_listener_keeps_what_a_process_knows_fresh(
         await mine.update(job.job_id, progress=5)  # read once: now known to both
         await other.update(job.job_id, progress=6)
         await sink.wait_for(lambda heard: heard.of(job.job_id)[-1].version == 4)
-        before = await calls(redis_server)
+        before = await calls(raw)
         changed = await mine.update(job.job_id, progress=7)
-        assert await calls(redis_server) - before == Counter(hmget=1, evalsha=1)
+        assert await calls(raw) - before == Counter(hmget=1, evalsha=1)
     finally:
         await store.aclose()
     assert (changed.version, changed.progress) == (5, 7)
