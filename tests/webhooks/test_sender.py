@@ -30,6 +30,12 @@ async def sender() -> AsyncIterator[Sender]:
     await sending.aclose()
 
 
+def own_url(receiver: Receiver) -> Endpoint:
+    """The receiver as a job's own URL, by a name listed exactly (``localhost``)."""
+    port = urlsplit(receiver.url).port
+    return Endpoint(f"http://localhost:{port}/hooks", guarded=True, listed_exactly=True)
+
+
 def event() -> QueuedEvent:
     job = jobs.create(NewJob(job_type="llm_agent"), jobs.now())
     return QueuedEvent("1", job, 0.0)
@@ -73,12 +79,10 @@ async def test_a_host_listed_by_name_may_be_private_and_keeps_its_name(
     sender: Sender, receiver: Receiver
 ) -> None:
     """`localhost`, listed exactly, resolves to loopback: delivered, the name in Host."""
-    port = urlsplit(receiver.url).port
-    url = f"http://localhost:{port}/hooks"
-    attempt = await sender.attempt(Endpoint(url, guarded=True, listed_exactly=True), event())
+    attempt = await sender.attempt(own_url(receiver), event())
     assert attempt.outcome is Outcome.DELIVERED
     [delivery] = receiver.deliveries
-    assert delivery.headers["host"] == f"localhost:{port}"
+    assert delivery.headers["host"] == f"localhost:{urlsplit(receiver.url).port}"
     assert delivery.verified
 
 
@@ -129,8 +133,7 @@ async def test_a_jobs_own_url_gets_a_connection_of_its_own_each_time(
 ) -> None:
     """A job's own URL goes to a checked address, and connections are pooled by address:
     none is kept, so none can carry another name's delivery past its certificate check."""
-    port = urlsplit(receiver.url).port
-    own = Endpoint(f"http://localhost:{port}/hooks", guarded=True, listed_exactly=True)
+    own = own_url(receiver)
     for _ in range(3):
         assert (await sender.attempt(own, event())).outcome is Outcome.DELIVERED
     assert len({delivery.peer for delivery in receiver.deliveries}) == 3
@@ -142,8 +145,7 @@ async def test_a_jobs_own_url_never_takes_an_operators_kept_connection(
 ) -> None:
     """The operator's endpoint, by address, keeps its connection; a job's own URL that
     resolves to that address still connects afresh (no certificate check skipped)."""
-    port = urlsplit(receiver.url).port
-    own = Endpoint(f"http://localhost:{port}/hooks", guarded=True, listed_exactly=True)
+    own = own_url(receiver)
     for endpoint in (Endpoint(receiver.url), own, Endpoint(receiver.url)):
         assert (await sender.attempt(endpoint, event())).outcome is Outcome.DELIVERED
     operator, job_url, operator_again = (delivery.peer for delivery in receiver.deliveries)
