@@ -39,6 +39,9 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "processing", "completed", "err
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"completed", "error"})
 
 MAX_METADATA_DEPTH = 32
+# Versions and offsets a request may name: at most the largest integer every JSON
+# client holds exactly (JavaScript's Number.MAX_SAFE_INTEGER); Redis takes them as 64-bit.
+MAX_COUNT = 2**53 - 1
 MAX_TOKEN_TTL = 7 * 24 * 3600
 
 
@@ -54,19 +57,29 @@ def _integral_as_int(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+def _check_json(value: Any, max_depth: int | None) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > MAX_METADATA_DEPTH:
-            raise ValueError(f"may nest at most {MAX_METADATA_DEPTH} levels deep")
+        if max_depth is not None and depth > max_depth:
+            raise ValueError(f"may nest at most {max_depth} levels deep")
         if isinstance(item, float) and not math.isfinite(item):
-            # JSON has no NaN or Infinity: it would be stored as one thing and sent as null.
-            raise ValueError("may hold finite numbers only")
+            # The parser takes NaN and Infinity literals (and 1e400), which JSON has not:
+            # sent on as they came, they would break every reader's JSON.parse.
+            raise ValueError("may hold finite numbers only (JSON has no NaN or Infinity)")
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json(value, MAX_METADATA_DEPTH)
+    return value
+
+
+def _check_chunk_data(value: Any) -> Any:
+    _check_json(value, None)  # how deep the parser nests is its own limit
     return value
 
 
@@ -149,8 +162,11 @@ class JobUpdate(RequestModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
-        if not self.model_fields_set - {name for name, v in self if v is None}:
-            raise ValueError("give at least one of status, progress, message, metadata")
+        given = self.model_fields_set
+        if not given - {name for name, v in self if v is None}:
+            # A null is taken as "not given" (a field left as it is): say so when all were.
+            nulls = " (null leaves a field as it is)" if given else ""
+            raise ValueError(f"give at least one of status, progress, message, metadata{nulls}")
         return self
 
 
@@ -227,7 +243,9 @@ OutputKind = Annotated[
 
 
 class NewChunk(RequestModel):
-    data: Any = Field(description="Any JSON value: a token, a log line, a partial result.")
+    data: Annotated[Any, AfterValidator(_check_chunk_data)] = Field(
+        description="Any JSON value: a token, a log line, a partial result."
+    )
     kind: OutputKind | None = None
 
 
@@ -238,6 +256,7 @@ class OutputAppend(RequestModel):
     expected_offset: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_COUNT,
         description="Append only if the job has exactly this many chunks (else 409 with "
         "`nextOffset`): a retried append is then applied once.",
     )
@@ -363,24 +382,32 @@ class JobStreamQuery(StreamQuery):
 
 class OutputQuery(QueryModel):
     after: int = Field(
-        default=0, ge=0, description="Chunks already held: the page starts at this offset."
+        default=0,
+        ge=0,
+        le=MAX_COUNT,
+        description="Chunks already held: the page starts at this offset.",
     )
     limit: int = Field(default=1000, ge=1, le=1000)
 
 
 class JobQuery(QueryModel):
     wait_for_version: int | None = Field(
-        default=None, ge=0, description="Long-poll: answer once the job's version exceeds this."
+        default=None,
+        ge=0,
+        le=MAX_COUNT,
+        description="Long-poll: answer once the job's version exceeds this.",
     )
-    timeout: float = Field(default=30, gt=0, le=60, description="Long-poll wait, in seconds.")
+    timeout: float = Field(
+        default=30, gt=0, le=60, allow_inf_nan=False, description="Long-poll wait, in seconds."
+    )
 
 
 class SubscribeJob(FrameModel):
     type: Literal["subscribe"]
     job_id: str = Field(max_length=200)
-    since: int | None = Field(default=None, ge=0)
+    since: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     output: bool = False
-    since_offset: int | None = Field(default=None, ge=0)
+    since_offset: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
 
 class SubscribeAll(FrameModel):

@@ -244,6 +244,13 @@ def test_patch_merges_metadata_and_moves_time(client: TestClient) -> None:
     assert after["timestamp"] == after["updatedAt"] >= before["updatedAt"]
 
 
+def test_patch_null_leaves_the_field_as_it_is(client: TestClient) -> None:
+    """A null in a PATCH is as if the field were absent, as docs/api.md says."""
+    job_id = create(client, {"message": "Upload queued"})
+    after = patch(client, job_id, {"message": None, "status": None, "progress": 5})
+    assert (after["message"], after["status"], after["progress"]) == ("Upload queued", "queued", 5)
+
+
 def test_fractional_progress_kept(client: TestClient) -> None:
     """A fractional progress is stored and shown as given."""
     job_id = create(client)

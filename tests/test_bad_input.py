@@ -372,6 +372,17 @@ DETAILS = {
         {},
         "body: give at least one of status, progress, message, metadata",
     ),
+    "only-nulls": (
+        PATCH,
+        {"progress": None, "message": None},
+        "body: give at least one of status, progress, message, metadata"
+        " (null leaves a field as it is)",
+    ),
+    "past-2**53": (
+        OUTPUT,
+        {"chunks": [{"data": 1}], "expectedOffset": 2**53},
+        "expectedOffset: must be at most 9007199254740991",
+    ),
     "nesting": (
         PATCH,
         {"metadata": nested_metadata(40)},
@@ -463,6 +474,19 @@ def test_non_finite_metadata_is_refused(
     _refused_as_non_finite(guard, response, "metadata")
 
 
+@pytest.mark.parametrize(
+    "data", ["NaN", "-Infinity", '{"scores": [1, Infinity]}', "1e400"], ids=str
+)
+def test_non_finite_output_is_refused(client: TestClient, guard: Guard, data: str) -> None:
+    """NaN/Infinity in a chunk, however deep, is refused: sent on, it would break every
+    reader's JSON (the parser takes the literals, and 1e400 overflows to Infinity)."""
+    body = f'{{"chunks": [{{"data": "fine"}}, {{"data": {data}}}]}}'.encode()
+    response = send(client, OUTPUT, guard.job_id, content=body, headers=JSON)
+    problem = guard.refused(response, 422, "invalid-request", field="chunks.1.data")
+    assert "finite numbers only" in problem["detail"]
+    assert client.get(f"/api/jobs/{guard.job_id}/output").json()["chunks"] == []
+
+
 def _refused_as_non_finite(guard: Guard, response: httpx2.Response, field: str) -> None:
     if response.status_code == 400:
         guard.refused(response, 400, "malformed-json")
@@ -518,6 +542,7 @@ GET_QUERIES = {
     "waitForVersion-word": ("waitForVersion=abc", "waitForVersion"),
     "waitForVersion-fraction": ("waitForVersion=1.5", "waitForVersion"),
     "waitForVersion-bool": ("waitForVersion=true", "waitForVersion"),
+    "waitForVersion-past-2**53": ("waitForVersion=9007199254740992", "waitForVersion"),
     "timeout-zero": ("waitForVersion=2&timeout=0", "timeout"),
     "timeout-negative": ("waitForVersion=2&timeout=-1", "timeout"),
     "timeout-over-60": ("waitForVersion=2&timeout=61", "timeout"),

@@ -172,7 +172,13 @@ def test_output_of_unknown_and_deleted_jobs(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("after=-1", "after"), ("after=x", "after"), ("limit=0", "limit"), ("limit=1001", "limit")],
+    [
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("after=9007199254740992", "after"),  # past what every JSON client holds exactly
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ],
 )
 def test_a_bad_page_query_is_422(client: TestClient, query: str, field: str) -> None:
     job_id = new_job(client)
@@ -306,7 +312,11 @@ def test_since_offset_needs_output(client: TestClient) -> None:
         error = ws.receive_json()
         assert (error["type"], error["code"], error["jobId"]) == ("error", "bad_request", job_id)
         assert "output: true" in error["error"]
-        for bad in ({"output": "yes"}, {"output": True, "sinceOffset": -1}):
+        for bad in (
+            {"output": "yes"},
+            {"output": True, "sinceOffset": -1},
+            {"output": True, "sinceOffset": 2**53},
+        ):
             ws.send_json({"type": "subscribe", "jobId": job_id, **bad})
             assert ws.receive_json()["code"] == "bad_request"
         ws.send_json({"type": "ping"})  # still serving

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from app.errors import InvalidTransition, JobGone, JobNotFound, OffsetMismatch, OutputTooLarge
+from app.models import MAX_COUNT
 from app.streams.events import Output
 from tests.store.harness import OUTPUT_LIMIT, Harness
 
@@ -95,6 +96,9 @@ async def test_pages_start_where_the_reader_is(harness: Harness) -> None:
     assert (await harness.store.read_output(job.job_id, 3, 10)).output.bodies == bodies("d")
     beyond = await harness.store.read_output(job.job_id, 9, 10)
     assert (beyond.output.offset, beyond.output.bodies) == (4, [])
+    # The largest offset a request may name, with the largest page (a 64-bit range on Redis).
+    farthest = await harness.store.read_output(job.job_id, MAX_COUNT, 1000)
+    assert (farthest.output.offset, farthest.output.bodies, farthest.total) == (4, [], 4)
     counted = await harness.store.read_output(job.job_id, 0, 0)
     assert (counted.output.bodies, counted.total) == ([], 4)
 
