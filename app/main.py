@@ -38,7 +38,7 @@ from app.store import open_store
 from app.streams import sse
 from app.streams.hub import Hub
 from app.streams.limits import StreamSlots
-from app.streams.ws import SocketRoute
+from app.streams.ws import SocketRoute, not_a_socket
 from app.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Jobcast:
     ordered = sorted(operations, key=lambda pair: _route_rank(pair[0]))
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/jobs/ws", SocketRoute()),
+        Route("/api/jobs/ws", not_a_socket, methods=["GET"]),
         *(
             Route(
                 op.path,

@@ -627,6 +627,17 @@ def test_wrong_method_is_405(client: TestClient, guard: Guard, method: str, path
     assert set(response.headers["allow"].split(", ")) == SERVED[path]
 
 
+def test_a_plain_get_of_the_websocket_endpoint_says_what_it_is(client: TestClient) -> None:
+    """A browser's address bar or curl on /api/jobs/ws gets 426 naming the protocol, not
+    404 for a job called ws."""
+    response = client.get("/api/jobs/ws")
+    assert response.status_code == 426
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["upgrade"] == "websocket"
+    assert "WebSocket client" in response.json()["detail"]
+    assert "/api/jobs/events" in response.json()["detail"]
+
+
 SERVED = {
     "/api/jobs/{id}": {"GET", "HEAD", "PATCH", "DELETE"},
     "/api/jobs": {"GET", "HEAD", "POST"},

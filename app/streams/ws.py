@@ -44,6 +44,8 @@ import contextlib
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -53,7 +55,7 @@ from app.edge import DIRECT_SEND, streaming
 from app.errors import InvalidJobData, JobsError, TooManyStreams, Unauthenticated
 from app.jobs import JobFilter, is_job_id
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
-from app.problems import frame_code, refuse_websocket
+from app.problems import frame_code, problem, refuse_websocket
 from app.runtime import Runtime, runtime_of
 from app.streams import eager
 from app.streams.eager import Suspended
@@ -342,6 +344,17 @@ class SocketRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await jobs_socket(WebSocket(scope, receive, send))
+
+
+async def not_a_socket(request: Request) -> Response:
+    """``GET /api/jobs/ws`` without a WebSocket handshake (a browser's address bar, curl):
+    say what it is, rather than look for a job called ``ws``."""
+    return problem(
+        426,
+        "this is the live protocol's WebSocket endpoint: connect to it with a WebSocket "
+        "client (ws:// or wss://), or stream Server-Sent Events from /api/jobs/events",
+        headers={"Upgrade": "websocket"},
+    )
 
 
 async def jobs_socket(websocket: WebSocket) -> None:
