@@ -185,6 +185,9 @@ def test_listed_origin_gets_cors_headers(cors: TestClient) -> None:
     )
     assert preflight.status_code == 200
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    # As docs/deployment.md lists them: what the page itself does (Delete too).
+    methods = preflight.headers["access-control-allow-methods"].split(", ")
+    assert sorted(methods) == ["DELETE", "GET", "PATCH", "POST"]
 
 
 @pytest.mark.parametrize(
