@@ -4,7 +4,9 @@ Every process runs the same code against one Redis; nothing is held only
 in one process's memory except the delivery cursor of its feed listener.
 
 The keys and the Lua scripts that change them atomically are in
-:mod:`app.store.redis_keys`.
+:mod:`app.store.redis_keys`; the change feed, and the one listener per process
+that delivers it to this process's subscribers (so a write returns once they
+have it), in :mod:`app.store.redis_feed`.
 
 Decisions, and why:
 
@@ -21,19 +23,6 @@ Decisions, and why:
   (:mod:`app.store.recent`), without a read; only a write or a conflict
   tells whether that state was current, so a refusal or "nothing to change"
   found on it is decided again on a fresh read.
-- **The feed position is the stream id.** ``Position(ms, seq)`` prints as
-  ``ms-seq``, exactly an XADD id, so the cursor a client resumes with is a
-  stream id every worker understands.
-- **One listener per process.** ``start()`` starts one supervised task that
-  XREADs the feed (BLOCK) and calls ``sink.publish`` for every entry, in
-  feed order; subscribers never open Redis connections. On a Redis error
-  it calls ``sink.close()`` (open streams end cleanly, clients reconnect
-  and resume by cursor), waits with exponential backoff and jitter, and
-  resumes from the last entry it delivered, so it never skips one.
-- **Read your writes.** A write returns once this process's listener has
-  published it (within the write's deadline, below), so "stored and
-  pushed to every subscriber before the call returns" holds for local
-  subscribers.
 - **Snapshots without blocking Redis.** ``replay(after=None)`` notes the
   feed's last id H, reads every job in pages, then reads the feed after H
   and applies it: the result is every job exactly as of the last entry
@@ -121,7 +110,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.backoff import backoff
 from app.errors import (
     BackendUnavailable,
     IdempotencyConflict,
@@ -131,7 +119,7 @@ from app.errors import (
     OffsetMismatch,
 )
 from app.jobs import JobFilter
-from app.models import JOB_STATUSES, JOB_TYPES, Job, JobList, JobStatus, JobType, encode
+from app.models import JOB_STATUSES, Job, JobList, JobStatus, encode
 from app.settings import Settings, SettingsError
 from app.store import (
     Bodies,
@@ -148,6 +136,22 @@ from app.store import (
 )
 from app.store.outage import Outage
 from app.store.recent import RecentJobs
+from app.store.redis_feed import (
+    BLOCK_SECONDS,
+    JOB_TYPE,
+    PAGE,
+    START,
+    STATUS,
+    Changes,
+    FeedListener,
+    Rows,
+    apply,
+    bounds,
+    is_stream_id,
+    newest_per_job,
+    position_of,
+    readable_changes,
+)
 from app.store.redis_keys import Keys
 from app.streams.events import Change, Output, Position
 from app.webhooks import policy as webhook_policy
@@ -155,13 +159,8 @@ from app.webhooks import policy as webhook_policy
 logger = logging.getLogger("jobcast")
 
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
-_START = Position(0, 0)  # before every stream id
-_ID_PART_LIMIT = 2**64 - 1
-_PAGE = 500  # entries or jobs read per round trip
 _SWEEP_BATCH = 200  # jobs removed per script call, so one call never holds Redis long
 _MAX_ATTEMPTS = 1000  # version conflicts one update may lose before giving up
-_FEED_BLOCK_MS = 2000
-_BACKOFF_FIRST, _BACKOFF_CAP = 0.05, 2.0
 POOL_SIZE = 64  # connections to Redis per process
 _RECENT_JOBS = 1024  # jobs whose newest state a process keeps, to change them without a read
 _SNAPSHOT_ATTEMPTS = 3
@@ -176,17 +175,11 @@ _DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
 )
 
 # Named here because inside RedisStore ``list`` is the method of that name.
-Changes = list[Change]
 Ids = list[str]
-Rows = list[list[Any]]
 Batch = list[tuple[str, int]]
 # Writes a job's change from the first state (last written at the feed position given) to
 # the second, unless the first is no longer the stored one: the change's position, or None.
 Write = Callable[[Job, Job, str], Awaitable[Position | None]]
-
-# Look-ups that turn stored text back into the Literal types.
-_JOB_TYPE: dict[str, JobType] = {name: name for name in JOB_TYPES}
-_STATUS: dict[str, JobStatus] = {name: name for name in JOB_STATUSES}
 
 
 class RedisStore:
@@ -194,25 +187,17 @@ class RedisStore:
         self, settings: Settings, sink: FeedSink, clock: Callable[[], float] = time.time
     ) -> None:
         self._settings = settings
-        self._sink = sink
         self._clock = clock
         self._keys = Keys(settings.redis_prefix)
         timeout = settings.redis_timeout
         # Operations run under a deadline (_call), which bounds their reads.
         self._redis = connect(settings.redis_url, timeout, None)
-        # The listener runs under none, and blocks in XREAD: its reads may take that long too.
-        self._feed_redis = connect(settings.redis_url, timeout, timeout + _FEED_BLOCK_MS / 1000)
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
         self._append = self._redis.register_script(scripts.APPEND)
         self._sweep = self._redis.register_script(scripts.SWEEP)
         self._delete = self._redis.register_script(scripts.DELETE)
         self._index_older = self._redis.register_script(scripts.INDEX_OLDER)
-        self._listener: asyncio.Task[None] | None = None
-        # The listener delivers every entry after this; None until first learned.
-        self._feed_cursor: Position | None = None
-        self._delivered = _START
-        self._progress = asyncio.Event()
         # Whether every job with an owner is in its owner's index (then reads use them).
         self._owners_indexed = False
         self._recent = RecentJobs(_RECENT_JOBS)
@@ -220,10 +205,14 @@ class RedisStore:
         self._outage = Outage(
             f"Redis at {where} is unavailable, requests get 503", f"Redis at {where} answers again"
         )
-        self._feed_outage = Outage(
-            f"Redis change feed at {where} lost, live streams end until it is back",
-            f"Redis change feed at {where} back",
-            remind_every=None,
+        self._feed = FeedListener(
+            # The listener runs under no deadline, and blocks in XREAD: its reads may take
+            # that long too.
+            connect(settings.redis_url, timeout, timeout + BLOCK_SECONDS),
+            self._keys.feed,
+            sink,
+            self._recent,
+            where,
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -233,18 +222,11 @@ class RedisStore:
         # logged); the listener pins the feed's start once Redis answers.
         with contextlib.suppress(BackendUnavailable):
             async with self._call():
-                await self._pin_feed_start()
-        self._listener = asyncio.create_task(self._follow_feed(), name="jobcast-redis-feed")
+                await self._feed.pin_start(self._redis)
+        self._feed.start()
 
     async def aclose(self) -> None:
-        listener, self._listener = self._listener, None
-        # Python 3.11's asyncio.wait_for, which redis-py uses while connecting, can
-        # swallow a cancellation (fixed in 3.12): cancel until the task is done.
-        # wait() rather than awaiting the task, so a cancellation aimed at us propagates.
-        while listener is not None and not listener.done():
-            listener.cancel()
-            await asyncio.wait([listener], timeout=0.1)
-        await self._feed_redis.aclose()
+        await self._feed.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:
@@ -308,7 +290,7 @@ class RedisStore:
             script_keys.append(keys.idempotency(idempotency.key))
             args.append(idempotency.fingerprint)
         async with self._call() as deadline:
-            await self._pin_feed_start()
+            await self._feed.pin_start(self._redis)
             reply = await self._create(keys=script_keys, args=args)
         if int(reply[0]) == 0:
             if _text(reply[2]) != (idempotency.fingerprint if idempotency else None):
@@ -316,16 +298,16 @@ class RedisStore:
                     "this Idempotency-Key was used with a different request body"
                 )
             return Job.model_validate_json(reply[1]), False
-        position = _position(reply[1])
-        self._recent.wrote(job, position, self._delivered)
-        await self._until_delivered(position, deadline)
+        position = position_of(reply[1])
+        self._recent.wrote(job, position, self._feed.delivered)
+        await self._feed.until_delivered(position, deadline)
         return job, True
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
         async with self._call() as deadline:
             _, after, position = await self._change(job_id, mutation, self._write_if_unchanged)
         if position is not None:
-            await self._until_delivered(position, deadline)
+            await self._feed.until_delivered(position, deadline)
         return after
 
     async def _change(
@@ -356,7 +338,7 @@ class RedisStore:
                 continue
             position = await write(before, after, written)
             if position is not None:
-                self._recent.wrote(after, position, self._delivered)
+                self._recent.wrote(after, position, self._feed.delivered)
                 return before, after, position
             self._recent.forget(job_id)  # what this process knew, or read, is stale
             if attempt >= 2:
@@ -397,7 +379,7 @@ class RedisStore:
             ],
         )
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
-        return _position(reply[1]) if int(reply[0]) == 1 else None
+        return position_of(reply[1]) if int(reply[0]) == 1 else None
 
     async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
         # As updates do: decide in Python, write if nothing changed since (the job's
@@ -431,12 +413,12 @@ class RedisStore:
             if int(reply[0]) == -2:
                 raise output_too_large(int(reply[1]), self._settings.output_max_bytes)
             # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
-            return _position(reply[1]) if int(reply[0]) == 1 else None
+            return position_of(reply[1]) if int(reply[0]) == 1 else None
 
         async with self._call() as deadline:
             before, _, position = await self._change(job_id, grow, write)
         assert position is not None  # grow never leaves a job as it is
-        await self._until_delivered(position, deadline)
+        await self._feed.until_delivered(position, deadline)
         return Output(job_id, before.version, before.output_size or 0, bodies)
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
@@ -465,7 +447,7 @@ class RedisStore:
             raise JobNotFound(job_id)
         settings = self._settings
         async with self._call() as deadline:
-            await self._pin_feed_start()
+            await self._feed.pin_start(self._redis)
             position = await self._delete(
                 keys=self._removal_keys(),
                 args=[
@@ -479,7 +461,7 @@ class RedisStore:
             if position is None:
                 gone = await self._redis.exists(self._keys.tombstone(job_id))
                 raise JobGone(job_id) if gone else JobNotFound(job_id)
-        await self._until_delivered(_position(position), deadline)
+        await self._feed.until_delivered(position_of(position), deadline)
 
     async def untouched_since(self, moment: datetime, limit: int) -> Ids:
         async with self._call():
@@ -498,7 +480,7 @@ class RedisStore:
         settings, keys = self._settings, self._keys
         last: Position | None = None
         async with self._call() as deadline:
-            await self._pin_feed_start()
+            await self._feed.pin_start(self._redis)
             while True:
                 due, forgotten, position = await self._sweep(
                     keys=self._removal_keys(),
@@ -514,12 +496,12 @@ class RedisStore:
                 )
                 _progressed()
                 if position is not None:
-                    last = _position(position)
+                    last = position_of(position)
                 if int(due) < _SWEEP_BATCH and int(forgotten) < _SWEEP_BATCH:
                     break
             await self._index_older_jobs()
         if last is not None:
-            await self._until_delivered(last, deadline)
+            await self._feed.until_delivered(last, deadline)
 
     async def _index_older_jobs(self) -> None:
         """One step of the walk that puts jobs older than the owner indexes into them."""
@@ -558,14 +540,14 @@ class RedisStore:
         ('' if no write has recorded it yet: written by an earlier version)."""
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
-        await self._pin_feed_start()
+        await self._feed.pin_start(self._redis)
         fields: Any = await self._redis.hmget(self._keys.job(job_id), ["job", "pos", "w"])
         body, position, written = fields
         if body is None:
             # Not atomic with the read, and need not be: ids are never reused.
             gone = await self._redis.exists(self._keys.tombstone(job_id))
             raise JobGone(job_id) if gone else JobNotFound(job_id)
-        return Job.model_validate_json(body), _position(position), _text(written) or ""
+        return Job.model_validate_json(body), position_of(position), _text(written) or ""
 
     async def list(self, where: JobFilter, limit: int, cursor: str | None) -> JobList:
         below = None if cursor is None else decode_page_cursor(cursor)
@@ -581,7 +563,7 @@ class RedisStore:
                         batch, rows, strict=True
                     ):
                         if body is None or not where.matches(
-                            _JOB_TYPE[job_type.decode()], _STATUS[status.decode()], _text(owner)
+                            JOB_TYPE[job_type.decode()], STATUS[status.decode()], _text(owner)
                         ):
                             continue
                         if len(jobs) == limit:
@@ -597,7 +579,7 @@ class RedisStore:
 
     async def replay(self, where: JobFilter, after: Position | None) -> Replay:
         async with self._call():
-            await self._pin_feed_start()
+            await self._feed.pin_start(self._redis)
             if after is not None:
                 resumed = await self._resume(where, after)
                 if resumed is not None:
@@ -606,17 +588,17 @@ class RedisStore:
 
     async def _resume(self, where: JobFilter, after: Position) -> Replay | None:
         """The newest change of each job since ``after``; None if the feed cannot tell."""
-        first, last = await self._feed_bounds()
-        if not _is_stream_id(after):
+        first, last = await bounds(self._redis, self._keys.feed)
+        if not is_stream_id(after):
             return None  # not one of ours, and Redis would refuse it as an XRANGE bound
-        if after > (last or _START) or (first is not None and after < first):
+        if after > (last or START) or (first is not None and after < first):
             return None
         changes = await self._feed_after(after, where.owner)
         if changes is None:
             return None
         head = changes[-1].position if changes else after
         born_since = {c.job_id for c in changes if c.job is not None and c.job.version == 1}
-        latest = _newest_per_job(changes)
+        latest = newest_per_job(changes)
         return Replay(
             [c for c in latest if where.replays(c, known=c.job_id not in born_since)],
             head,
@@ -627,14 +609,14 @@ class RedisStore:
         """Every matching job as of one feed position, read without blocking Redis."""
         index = await self._index_of(where.owner)
         for _ in range(_SNAPSHOT_ATTEMPTS):
-            _, since = await self._feed_bounds()
-            since = since or _START
+            _, since = await bounds(self._redis, self._keys.feed)
+            since = since or START
             state = await self._snapshot(index)
             changes = await self._feed_after(since, where.owner)
             if changes is None:
                 continue  # trimmed past ``since`` while we read: start again
             for change in changes:
-                _apply(state, change)
+                apply(state, change)
             head = changes[-1].position if changes else since
             matching = [change for change in state.values() if where.replays(change, known=False)]
             matching.sort(key=lambda change: change.position)
@@ -645,12 +627,12 @@ class RedisStore:
         """Every job in ``index`` with the position of its latest change (each read at its
         own moment)."""
         state: dict[str, Change] = {}
-        async for batch in self._newest_first(index, None, _PAGE):
+        async for batch in self._newest_first(index, None, PAGE):
             rows = await self._fields([job_id for job_id, _ in batch], "job", "pos")
             for body, position in rows:
                 if body is not None:
                     job = Job.model_validate_json(body)
-                    state[job.job_id] = Change.of(job, _position(position))
+                    state[job.job_id] = Change.of(job, position_of(position))
         return state
 
     async def _index_of(self, owner: str | None) -> str:
@@ -690,119 +672,26 @@ class RedisStore:
             rows: Rows = await pipe.execute()
         return rows
 
-    # -- the feed ----------------------------------------------------------
-
-    async def _feed_bounds(
-        self, redis: Redis | None = None
-    ) -> tuple[Position | None, Position | None]:
-        """The first and last positions still in the feed (None when it is empty)."""
-        async with (redis or self._redis).pipeline(transaction=True) as pipe:
-            pipe.xrange(self._keys.feed, count=1)
-            pipe.xrevrange(self._keys.feed, count=1)
-            first, last = await pipe.execute()
-        return (  # replies are lists of (id, fields)
-            _position(first[0][0]) if first else None,
-            _position(last[0][0]) if last else None,
-        )
-
     async def _feed_after(self, after: Position, owner: str | None = None) -> Changes | None:
         """Every change after ``after`` (of ``owner``'s jobs only, if given), oldest first;
         None if some were trimmed away."""
         changes: Changes = []
         cursor = after
         while True:
-            entries: Any = await self._redis.xrange(self._keys.feed, f"({cursor}", "+", count=_PAGE)
+            entries: Any = await self._redis.xrange(self._keys.feed, f"({cursor}", "+", count=PAGE)
             _progressed()
-            changes += _readable_changes(entries, owner)
-            if len(entries) < _PAGE:
+            changes += readable_changes(entries, owner)
+            if len(entries) < PAGE:
                 break
-            cursor = _position(entries[-1][0])
+            cursor = position_of(entries[-1][0])
         # Trimming only removes the oldest entries: if the first one is still at or
-        # before ``after``, nothing after it was ever removed. (_START means the feed
+        # before ``after``, nothing after it was ever removed. (START means the feed
         # was empty: what follows it is complete unless a whole feed length was
         # written during this one read.)
-        first, _ = await self._feed_bounds()
-        if first is not None and first > after and after != _START:
+        first, _ = await bounds(self._redis, self._keys.feed)
+        if first is not None and first > after and after != START:
             return None
         return changes
-
-    async def _pin_feed_start(self, redis: Redis | None = None) -> None:
-        """Make sure the listener has a start: every change from now on reaches the sink.
-
-        Called before any read or write, so no stream can be primed with a head the
-        listener would then start after.
-        """
-        if self._feed_cursor is not None:
-            return
-        _, last = await self._feed_bounds(redis)
-        if self._feed_cursor is None:  # another caller may have pinned it meanwhile
-            self._feed_cursor = self._delivered = last or _START
-
-    async def _follow_feed(self) -> None:
-        """The listener: read the feed, deliver it in order, and survive Redis going away."""
-        failures = 0
-        while True:
-            try:
-                entries = await self._read_feed()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self._feed_outage.failed(str(exc) or repr(exc))
-            except Exception:
-                # A bug must not silently stop every live stream of this process.
-                failures += 1
-                logger.exception("Redis change feed listener failed; retrying")
-            else:
-                failures = 0
-                self._feed_outage.over()
-                self._deliver(entries)
-                continue
-            # Streams end cleanly; their clients reconnect and resume by cursor.
-            self._sink.close()
-            self._recent.clear()  # nothing keeps it fresh meanwhile
-            await asyncio.sleep(backoff(failures, _BACKOFF_FIRST, _BACKOFF_CAP))
-
-    async def _read_feed(self) -> Rows:
-        await self._pin_feed_start(self._feed_redis)
-        assert self._feed_cursor is not None
-        reply: Any = await self._feed_redis.xread(
-            {self._keys.feed: str(self._feed_cursor)}, count=_PAGE, block=_FEED_BLOCK_MS
-        )
-        return list(reply[0][1]) if reply else []
-
-    def _deliver(self, entries: Rows) -> None:
-        if not entries:
-            return
-        sink, recent = self._sink, self._recent
-        for entry_id, fields in entries:
-            try:
-                if b"lens" in fields:
-                    output = _output(fields)
-                    recent.saw_output(output, _position(entry_id))
-                    sink.publish_output(output)
-                else:
-                    change = _change(entry_id, fields)
-                    recent.saw(change)
-                    sink.publish(change)
-            except (KeyError, ValueError):
-                logger.exception("skipped a feed entry this version cannot read: %r", entry_id)
-        self._feed_cursor = self._delivered = _position(entries[-1][0])
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    async def _until_delivered(self, position: Position, deadline: asyncio.Timeout) -> None:
-        """Wait, until the operation's deadline at most, for this process's listener to
-        publish ``position``.
-
-        So a write returns only once local subscribers have it, as with the
-        memory store. If the listener is down the change is stored all the same
-        and reaches subscribers when it resumes: stop waiting then.
-        """
-        if self._listener is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline.when()):
-                while self._delivered < position:
-                    await self._progress.wait()
 
 
 def connect(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:
@@ -843,82 +732,3 @@ def _progressed() -> None:
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _position(entry_id: bytes | str) -> Position:
-    position = Position.parse(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
-    if position is None:
-        raise ValueError(f"not a stream id: {entry_id!r}")
-    return position
-
-
-def _is_stream_id(position: Position) -> bool:
-    # Both parts of a stream id are 64-bit; the largest cannot start an exclusive range.
-    return position.epoch < _ID_PART_LIMIT and position.seq < _ID_PART_LIMIT
-
-
-def _readable_changes(entries: Rows, owner: str | None = None) -> Changes:
-    """Feed entries as changes, skipping (and logging) any this version cannot read.
-
-    ``owner``: only that owner's. An entry that names another owner (or none:
-    ``''``) is skipped without decoding its job; one that names no owner at
-    all (written by an earlier version) is decoded and left to the filter.
-    """
-    wanted = None if owner is None else owner.encode()
-    changes: Changes = []
-    for entry_id, fields in entries:
-        if b"lens" in fields:
-            continue  # an output append: no change of state
-        if wanted is not None and fields.get(b"owner", wanted) != wanted:
-            continue
-        try:
-            changes.append(_change(entry_id, fields))
-        except (KeyError, ValueError):
-            logger.exception("skipped a feed entry this version cannot read: %r", entry_id)
-    return changes
-
-
-def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
-    """A feed entry as the change it records."""
-    body = fields.get(b"job")
-    previous = fields.get(b"prev")
-    owner = fields.get(b"owner")
-    return Change(
-        job_id=fields[b"id"].decode(),
-        job_type=_JOB_TYPE[fields[b"type"].decode()],
-        position=_position(entry_id),
-        job=Job.model_validate_json(body) if body is not None else None,
-        previous_status=_STATUS[previous.decode()] if previous is not None else None,
-        owner=(owner.decode() or None) if owner is not None else None,
-    )
-
-
-def _output(fields: dict[bytes, bytes]) -> Output:
-    """An output entry of the feed as the chunks it appended."""
-    out, start, bodies = fields[b"out"], 0, []
-    for length in fields[b"lens"].split(b","):
-        end = start + int(length)
-        bodies.append(out[start:end])
-        start = end
-    return Output(fields[b"id"].decode(), int(fields[b"v"]), int(fields[b"from"]), bodies)
-
-
-def _apply(state: dict[str, Change], change: Change) -> None:
-    """Bring a snapshot forward by one feed change (which may be older than what it has)."""
-    if change.job is None:
-        state.pop(change.job_id, None)
-        return
-    known = state.get(change.job_id)
-    if known is None or known.position < change.position:
-        state[change.job_id] = Change.of(change.job, change.position)
-
-
-def _newest_per_job(changes: Changes) -> Changes:
-    """The last change of each job, in feed order (a conflated catch-up)."""
-    latest: dict[str, Change] = {}
-    for change in changes:
-        latest.pop(change.job_id, None)
-        latest[change.job_id] = (
-            change if change.job is None else Change.of(change.job, change.position)
-        )
-    return list(latest.values())
