@@ -77,7 +77,7 @@ def descriptors_needed(settings: Settings) -> int:
     """File descriptors one serving process may need at its limits."""
     needed = settings.max_streams + settings.max_connections + RESERVED_DESCRIPTORS
     if settings.backend == "redis":
-        from app.store.redis import POOL_SIZE
+        from app.store.redis_client import POOL_SIZE
 
         needed += 2 * POOL_SIZE  # two clients (commands, and the feed listener), a pool each
     return needed

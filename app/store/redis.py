@@ -4,9 +4,11 @@ Every process runs the same code against one Redis; nothing is held only
 in one process's memory except the delivery cursor of its feed listener.
 
 The keys and the Lua scripts that change them atomically are in
-:mod:`app.store.redis_keys`; the change feed, and the one listener per process
-that delivers it to this process's subscribers (so a write returns once they
-have it), in :mod:`app.store.redis_feed`.
+:mod:`app.store.redis_keys`. How each operation runs under one deadline, and
+how its errors are told, is in :mod:`app.store.redis_client`. The change
+feed, and the one listener per process that delivers it to this process's
+subscribers (so a write returns once they have it), are in
+:mod:`app.store.redis_feed`.
 
 Decisions, and why:
 
@@ -57,32 +59,6 @@ Decisions, and why:
 - **Clean-up once.** The sweep script removes due terminal jobs, writes
   their tombstones and appends their ``removed`` changes atomically, so
   with any number of processes sweeping each removal happens once.
-- **Fail fast, within one deadline.** Each operation, all included (the
-  wait for a pooled connection, connecting, every round trip, the retries
-  of a version conflict, the wait for local delivery), runs under one
-  deadline of JOBS_REDIS_TIMEOUT; one that reads in pages (a snapshot, a
-  long resume, a sweep of many jobs) gets it afresh after each page, so
-  the bound is on waiting for Redis, not on how much there is to read.
-  The deadline is the only read timeout of the connections operations
-  use: with a socket timeout, redis-py sends through ``asyncio.wait_for``,
-  which on Python 3.11 can swallow the deadline's cancellation and let
-  the call run a whole socket timeout longer. (The feed listener runs
-  under no deadline; its connections keep their socket timeouts.) A
-  command cut short never leaves its reply to the next user of the
-  connection: redis-py closes a connection whose command is cancelled
-  mid-way (since redis/redis-py#2624), and the pool reconnects it on its
-  next use. No client-side retries: a retried write could apply twice,
-  and a write cut short may have been applied all the same (as with any
-  lost reply; an Idempotency-Key makes the client's retry safe).
-- **Say little outside, enough in the log.** Every Redis error becomes
-  ``BackendUnavailable`` (503) at this module's boundary, with a message
-  that does not say where Redis is (``/readyz`` is public). Where it is
-  and redis-py's detail go to the log: a warning when an outage starts,
-  at most one a minute while it lasts, and one line when Redis answers
-  again; the feed listener logs its own outage the same way (without the
-  reminders).
-  Pooled connections that Redis closed are replaced on their next use, so
-  a restarted Redis is used again without restarting the server.
 
 Needs Redis 6.2 or later (exclusive XRANGE bounds; tested with 7.0), with
 ``maxmemory-policy noeviction``: an evicted key would be a lost job, while
@@ -96,19 +72,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from app.errors import (
     BackendUnavailable,
@@ -120,7 +89,7 @@ from app.errors import (
 )
 from app.jobs import JobFilter
 from app.models import JOB_STATUSES, Job, JobList, JobStatus, encode
-from app.settings import Settings, SettingsError
+from app.settings import Settings
 from app.store import (
     Bodies,
     FeedSink,
@@ -134,8 +103,8 @@ from app.store import (
     output_too_large,
     redis_keys as scripts,
 )
-from app.store.outage import Outage
 from app.store.recent import RecentJobs
+from app.store.redis_client import RedisClient, connect, progressed
 from app.store.redis_feed import (
     BLOCK_SECONDS,
     JOB_TYPE,
@@ -156,23 +125,12 @@ from app.store.redis_keys import Keys
 from app.streams.events import Change, Output, Position
 from app.webhooks import policy as webhook_policy
 
-logger = logging.getLogger("jobcast")
-
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
 _SWEEP_BATCH = 200  # jobs removed per script call, so one call never holds Redis long
 _MAX_ATTEMPTS = 1000  # version conflicts one update may lose before giving up
-POOL_SIZE = 64  # connections to Redis per process
 _RECENT_JOBS = 1024  # jobs whose newest state a process keeps, to change them without a read
 _SNAPSHOT_ATTEMPTS = 3
 _WALK_BATCH = 500  # older jobs put into their owner's index per sweep
-
-# What a client is told; where Redis is and what went wrong go to the log.
-UNAVAILABLE = "the job store is unavailable; retry shortly"
-
-# The deadline of the operation under way in this task, and its length.
-_DEADLINE: ContextVar[tuple[asyncio.Timeout, float] | None] = ContextVar(
-    "jobcast_redis_deadline", default=None
-)
 
 # Named here because inside RedisStore ``list`` is the method of that name.
 Ids = list[str]
@@ -190,8 +148,9 @@ class RedisStore:
         self._clock = clock
         self._keys = Keys(settings.redis_prefix)
         timeout = settings.redis_timeout
-        # Operations run under a deadline (_call), which bounds their reads.
-        self._redis = connect(settings.redis_url, timeout, None)
+        self._client = RedisClient(settings.redis_url, timeout)
+        self._call = self._client.call
+        self._redis = self._client.redis
         self._create = self._redis.register_script(scripts.CREATE)
         self._update = self._redis.register_script(scripts.UPDATE)
         self._append = self._redis.register_script(scripts.APPEND)
@@ -201,10 +160,6 @@ class RedisStore:
         # Whether every job with an owner is in its owner's index (then reads use them).
         self._owners_indexed = False
         self._recent = RecentJobs(_RECENT_JOBS)
-        where = _where(self._redis)
-        self._outage = Outage(
-            f"Redis at {where} is unavailable, requests get 503", f"Redis at {where} answers again"
-        )
         self._feed = FeedListener(
             # The listener runs under no deadline, and blocks in XREAD: its reads may take
             # that long too.
@@ -212,7 +167,7 @@ class RedisStore:
             self._keys.feed,
             sink,
             self._recent,
-            where,
+            self._client.where,
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -227,36 +182,11 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._feed.aclose()
-        await self._redis.aclose()
+        await self._client.aclose()
 
     async def ping(self) -> None:
         async with self._call():
             await self._redis.ping()
-
-    @contextlib.asynccontextmanager
-    async def _call(self) -> AsyncIterator[asyncio.Timeout]:
-        """One operation against Redis: under one deadline, its errors translated.
-
-        Yields the deadline, for a wait that follows the operation (delivery).
-        """
-        seconds = self._settings.redis_timeout
-        deadline = asyncio.timeout(seconds)
-        token = _DEADLINE.set((deadline, seconds))
-        try:
-            async with deadline:
-                yield deadline
-        except (RedisError, OSError) as exc:  # the deadline's TimeoutError is an OSError
-            self._outage.failed(
-                f"no reply within {seconds:g}s" if deadline.expired() else str(exc) or repr(exc)
-            )
-            raise BackendUnavailable(UNAVAILABLE) from exc
-        except JobsError:
-            self._outage.over()  # Redis answered; what it said is refused
-            raise
-        else:
-            self._outage.over()
-        finally:
-            _DEADLINE.reset(token)
 
     # -- writes ------------------------------------------------------------
 
@@ -494,7 +424,7 @@ class RedisStore:
                         settings.max_tombstones,
                     ],
                 )
-                _progressed()
+                progressed()
                 if position is not None:
                     last = position_of(position)
                 if int(due) < _SWEEP_BATCH and int(forgotten) < _SWEEP_BATCH:
@@ -657,7 +587,7 @@ class RedisStore:
                 num=size,
                 withscores=True,
             )
-            _progressed()
+            progressed()
             if not reply:
                 return
             batch = [(job_id.decode(), int(number)) for job_id, number in reply]
@@ -679,7 +609,7 @@ class RedisStore:
         cursor = after
         while True:
             entries: Any = await self._redis.xrange(self._keys.feed, f"({cursor}", "+", count=PAGE)
-            _progressed()
+            progressed()
             changes += readable_changes(entries, owner)
             if len(entries) < PAGE:
                 break
@@ -692,42 +622,6 @@ class RedisStore:
         if first is not None and first > after and after != START:
             return None
         return changes
-
-
-def connect(url: str, connect_timeout: float, read_timeout: float | None) -> Redis:
-    """A client with its own pool; ``read_timeout`` None: no socket timeout (see above)."""
-    try:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            # Requests beyond the pool wait their turn (as long as connecting may take)
-            # rather than fail: a thousand browsers reconnecting at once is normal.
-            max_connections=POOL_SIZE,
-            timeout=connect_timeout,
-            # RESP2: the same reply shapes from every redis-py >= 5 and every server.
-            protocol=2,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=read_timeout,
-            # No silent retries: a write retried after a lost reply could apply twice.
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:
-        raise SettingsError(f"JOBS_REDIS_URL={url!r} is not a Redis URL: {exc}") from None
-    return Redis.from_pool(pool)
-
-
-def _where(client: Redis) -> str:
-    """Where ``client`` finds Redis, for the log: host and port (or socket), and database."""
-    options = client.connection_pool.connection_kwargs
-    place = options.get("path") or f"{options.get('host')}:{options.get('port')}"
-    return f"{place}/{options.get('db', 0)}"
-
-
-def _progressed() -> None:
-    """A page arrived: the operation under way gets its whole timeout again for the next."""
-    current = _DEADLINE.get()
-    if current is not None and not current[0].expired():
-        deadline, seconds = current
-        deadline.reschedule(asyncio.get_running_loop().time() + seconds)
 
 
 def _text(value: bytes | str | None) -> str | None:

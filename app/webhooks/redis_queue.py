@@ -28,7 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 from app.errors import BackendUnavailable
 from app.models import Job
 from app.settings import Settings
-from app.store.redis import connect
+from app.store.redis_client import connect
 from app.store.redis_keys import Keys
 from app.webhooks.queue import LeadershipLost, QueuedEvent
 

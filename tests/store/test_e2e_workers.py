@@ -25,7 +25,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from app.store.redis import POOL_SIZE
+from app.store.redis_client import POOL_SIZE
 from tests.conftest import seconds
 from tests.store.redis_server import RedisServer, free_port
 

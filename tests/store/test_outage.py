@@ -17,7 +17,8 @@ from app.jobs import JobFilter
 from app.models import NewJob
 from app.store import Idempotency, JobStore
 from app.store.outage import Outage
-from app.store.redis import POOL_SIZE, UNAVAILABLE, RedisStore
+from app.store.redis import RedisStore
+from app.store.redis_client import POOL_SIZE, UNAVAILABLE
 from app.streams.events import Position
 from tests.conftest import seconds
 from tests.store.harness import WAIT, Clock, Harness, Recorder, contract_settings, open_redis_store
