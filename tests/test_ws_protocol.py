@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from app import jobs
 from app.errors import (
@@ -23,7 +24,7 @@ from app.errors import (
 from app.models import NewJob
 from app.problems import frame_code
 from app.streams.events import Change, Position
-from app.streams.frames import BATCH_CHARS, frames as framed
+from app.streams.frames import BATCH_CHARS, decode_frame, frames as framed
 
 
 def test_subscribing_at_the_terminal_version_says_final_and_sends_nothing(
@@ -177,6 +178,37 @@ def test_a_job_subscription_ends_its_snapshot_with_its_version(client: TestClien
         frames = [socket.receive_json() for _ in range(3)]
     assert [frame["type"] for frame in frames] == ["subscribed", "job", "synced"]
     assert frames[2] == {"type": "synced", "jobId": job_id, "version": 2}
+
+
+def test_a_bug_ends_only_its_socket_with_1011_and_gives_back_what_it_held(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame that trips a bug closes that socket with 1011 (the traceback is raised and
+    logged), and the socket lets go of its subscriptions and its count; the server goes on."""
+
+    def fails(text: str) -> Any:
+        if "trip" in text:
+            raise RuntimeError("a bug")
+        return decode_frame(text)
+
+    monkeypatch.setattr("app.streams.ws.decode_frame", fails)
+    job_id = client.post("/api/jobs", json={}).json()["jobId"]
+    with pytest.raises(RuntimeError, match="a bug"):
+        with client.websocket_connect("/api/jobs/ws") as socket:
+            socket.send_json({"type": "subscribe", "jobId": job_id})
+            assert [socket.receive_json()["type"] for _ in range(3)] == [
+                "subscribed",
+                "job",
+                "synced",
+            ]
+            socket.send_json({"type": "ping", "trip": True})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_json()
+            assert (closed.value.code, closed.value.reason) == (1011, "internal error")
+    assert 'jobcast_connections{transport="ws"} 0.0' in client.get("/metrics").text
+    with client.websocket_connect("/api/jobs/ws") as socket:  # the server goes on
+        socket.send_json({"type": "ping"})
+        assert socket.receive_json() == {"type": "pong"}
 
 
 def test_a_star_job_id_is_refused_and_leaves_the_all_subscription_alone(

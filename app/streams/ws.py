@@ -74,6 +74,7 @@ _CLOSE_CODES = {
     "expired": 1008,
     "flood": 1008,
     "too_big": 1009,
+    "bug": 1011,
 }
 _CLOSE_REASONS = {
     "slow": "not reading",
@@ -81,6 +82,7 @@ _CLOSE_REASONS = {
     "expired": "token expired",
     "flood": "too many messages",
     "too_big": "frame too large",
+    "bug": "internal error",
 }
 BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at once
 
@@ -120,16 +122,19 @@ class Connection:
             reader.cancel()
             await asyncio.wait([reader])
             failure = None if reader.cancelled() else reader.exception()
-            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
-                raise failure  # a bug, worth its traceback
+            if isinstance(failure, WebSocketDisconnect | OSError):
+                failure = None
+            # Whatever ended it, a bug included, the connection lets go of what it held.
             self.lease.end(*self._subscriptions())
-            reason = self.mailbox.closed or "gone"
+            reason = "bug" if failure is not None else self.mailbox.closed or "gone"
             code = _CLOSE_CODES.get(reason)
             if code is not None:
                 # A socket that accepts nothing would hold the close frame forever.
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1):
                         await self.websocket.close(code, _CLOSE_REASONS.get(reason))
+            if failure is not None:
+                raise failure  # worth its traceback
 
     async def _read(self) -> None:
         while True:
