@@ -51,7 +51,7 @@ from app.store import JobStore
 from app.streams.events import Change
 from app.streams.hub import Hub, Subscription
 from app.streams.mailbox import Mailbox
-from app.validation import parse
+from app.validation import parse, whole_number
 
 JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")
@@ -200,8 +200,8 @@ async def read_body(request: Request) -> bytes:
     too_large = BodyTooLarge(
         f"the request body is larger than this server accepts (JOBS_MAX_BODY_BYTES = {limit})"
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = whole_number(request.headers.get("content-length", ""), 30)
+    if declared is not None and declared > limit:
         raise too_large
     body = bytearray()
     async for chunk in request.stream():

@@ -45,6 +45,18 @@ def parse(model: type[M], data: bytes | Mapping[str, Any], *, by_name: bool = Fa
         raise InvalidJobData(describe(errors), errors) from None
 
 
+def whole_number(text: str, most_digits: int) -> int | None:
+    """``text`` as a whole number if it is ASCII digits only, at most ``most_digits`` of
+    them; None for anything else (a header or a cursor is never an error to read).
+
+    ``str.isdigit()`` alone lets through what int() refuses (``"²"``), and int()
+    refuses more than 4300 digits.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= most_digits:
+        return int(text)
+    return None
+
+
 def describe(errors: Sequence[FieldError]) -> str:
     """The one-line detail of a refused request: its first field error, as ``field: why``."""
     if not errors:

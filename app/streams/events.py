@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from app.models import Job, JobStatus, JobType, encode
+from app.validation import whole_number
 
 
 class Position(NamedTuple):
@@ -40,9 +41,11 @@ class Position(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Position | None:
         epoch, sep, seq = text.strip().partition("-")
-        if not sep or not epoch.isdigit() or not seq.isdigit() or len(text) > 64:
+        # Each part is at most 64 bits (a Redis stream id): 20 digits.
+        parts = whole_number(epoch, 20), whole_number(seq, 20)
+        if not sep or parts[0] is None or parts[1] is None:
             return None
-        return cls(int(epoch), int(seq))
+        return cls(parts[0], parts[1])
 
 
 class Change:

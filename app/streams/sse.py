@@ -57,7 +57,7 @@ from app.streams.events import (
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
 from app.streams.hub import Subscription
 from app.streams.mailbox import Mailbox
-from app.validation import parse
+from app.validation import parse, whole_number
 
 logger = logging.getLogger("jobcast")
 
@@ -270,13 +270,8 @@ def _last_event_id(request: Request, query: StreamQuery) -> str | None:
 
 
 def _version(last_id: str | None) -> int | None:
-    """A job version from ``Last-Event-ID``; None for anything else (never an error).
-
-    ASCII digits only, and few of them: ``"²".isdigit()`` is true but int() refuses
-    it, and int() refuses more than 4300 digits.
-    """
-    text = (last_id or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+    """A job version from ``Last-Event-ID``; None for anything else (never an error)."""
+    return whole_number((last_id or "").strip(), 18)
 
 
 def _version_and_offset(last_id: str | None) -> tuple[int | None, int]:

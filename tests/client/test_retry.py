@@ -37,7 +37,8 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     earlier = email.utils.format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
 
     def seconds_of(value: str | None) -> float | None:
-        headers = {} if value is None else {"Retry-After": value}
+        # As a server's bytes: a header is Latin-1 on the wire.
+        headers = {} if value is None else {"Retry-After": value.encode("latin-1")}
         return retry_after(httpx2.Response(503, headers=headers))
 
     assert seconds_of("7") == 7
@@ -46,4 +47,5 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert 25 < pause <= 30
     assert seconds_of(earlier) == 0
     assert seconds_of("soon") is None
+    assert seconds_of("\u00b2") is None  # "²": str.isdigit() says yes, float() says no
     assert seconds_of(None) is None

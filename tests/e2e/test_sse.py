@@ -335,8 +335,9 @@ async def test_unreadable_or_stale_cursor_resets_then_sends_everything(server: S
     srv = server()
     async with srv.client() as api:
         ids = {await api.create_job(), await api.create_job()}
-        # Garbage, another run's feed (epoch 1), beyond the head, half-formed.
-        for cursor in ["not-a-cursor", "1-1", "281474976710656-0", "-", "1-", "a-b"]:
+        # Garbage, another run's feed (epoch 1), beyond the head, half-formed, and digits
+        # that str.isdigit() takes and int() refuses (the header travels as Latin-1).
+        for cursor in ["not-a-cursor", "1-1", "281474976710656-0", "-", "1-", "a-b", "\u00b2-1"]:
             async with await all_stream(srv, headers={"Last-Event-ID": cursor}) as stream:
                 reset = await stream.next_event(seconds(5))
                 assert (reset.event, reset.id, reset.has_id) == ("reset", "", True), cursor

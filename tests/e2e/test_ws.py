@@ -243,6 +243,10 @@ async def test_subscribe_all_with_an_unusable_cursor_resets(server: Start) -> No
         assert subscribed["reset"] is True
         jobs = await all_snapshot(ws, subscribed)
         assert sorted(job["jobId"] for job in jobs) == sorted(ids)
+        # Digits str.isdigit() takes and int() refuses: as unusable, on the same socket.
+        superscript = await subscribe_all(ws, since="1-\u00b2")
+        assert superscript["reset"] is True
+        assert len(await all_snapshot(ws, superscript)) == 2
         # The cursor `synced` gave resumes: no second reset, and nothing changed since.
         again = await subscribe_all(ws, since=subscribed["cursor"])
         assert (again["reset"], again["cursor"]) == (False, subscribed["cursor"])

@@ -110,7 +110,7 @@ def retry_after(response: httpx2.Response) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() too, which float() refuses
         return float(value)
     with contextlib.suppress(TypeError, ValueError):
         moment = email.utils.parsedate_to_datetime(value)
