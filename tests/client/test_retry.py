@@ -38,7 +38,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
     def seconds_of(value: str | None) -> float | None:
         # As a server's bytes: a header is Latin-1 on the wire.
-        headers = {} if value is None else {"Retry-After": value.encode("latin-1")}
+        headers = {} if value is None else {b"Retry-After": value.encode("latin-1")}
         return retry_after(httpx2.Response(503, headers=headers))
 
     assert seconds_of("7") == 7
