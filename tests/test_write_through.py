@@ -250,6 +250,40 @@ async def test_a_change_offered_twice_to_one_connection_is_written_once() -> Non
     writer.cancel()
 
 
+async def test_a_change_offered_twice_in_a_busy_turn_is_queued_once_and_skips_nothing() -> None:
+    """Queued for the turn's end, the second offer is the same change, not a newer one
+    that replaces it: nothing counts as skipped."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    writer = await idle(Stream(mailbox, socket, hub))
+    live(hub, mailbox)
+    hub.subscribe(Subscription(mailbox)).prime([], synced=False)
+    hub.publish(change(2, job=OTHER))
+    hub.publish(change(3))  # the turn's second change: queued, offered twice
+    await end_of_turn()
+    assert socket.written == ["live 2", "live 3"]
+    assert mailbox.conflated == 0
+    writer.cancel()
+
+
+async def test_a_change_offered_twice_while_its_send_waits_is_written_once() -> None:
+    """The first offer's send has to wait (the client is not reading), which wakes the
+    writer: the second offer is not queued behind it as a change of its own."""
+    hub, mailbox, socket = Hub(), Mailbox(4), Socket()
+    stream = Stream(mailbox, socket, hub)
+    writer = await idle(stream)
+    live(hub, mailbox)
+    hub.subscribe(Subscription(mailbox)).prime([], synced=False)
+    socket.paused = asyncio.get_running_loop().create_future()
+    hub.publish(change(2))
+    hub.publish(change(3, job=OTHER))  # queued behind the send: something to write after it
+    socket.paused.set_result(None)
+    socket.paused = None
+    await asyncio.wait_for(stream.wrote.wait(), seconds(1))
+    assert socket.written == ["live 2", "queued 3"]
+    assert mailbox.conflated == 0  # nothing was skipped either
+    writer.cancel()
+
+
 async def test_a_snapshot_is_never_written_through() -> None:
     """What a subscription primes (its snapshot, early changes) keeps its order
     behind control frames: only live changes are written through."""

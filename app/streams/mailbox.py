@@ -125,7 +125,8 @@ class Mailbox:
         self._flush: Flush | None = None
         self._due = False  # in the flush of this turn
         # The event last written through directly: a connection subscribed twice to
-        # what one change concerns (its job, and all jobs) is offered it twice.
+        # what one change concerns (its job, and all jobs) is offered it twice, the second
+        # time perhaps after its send had to wait and woke the writer.
         self._through_last: Change | Output | None = None
         self._underway: Suspended | None = None  # a write-through's send left to the writer
 
@@ -153,6 +154,8 @@ class Mailbox:
         (:class:`Flush`). A job's last event always wakes the writer, which may have
         to end the stream after it."""
         waiter, flush = self._waiter, self._flush
+        if event is self._through_last:
+            return  # offered again (a second subscription): written through already
         # `waiting`, inline: this runs for every subscriber of every change.
         if flush is None or waiter is None or waiter.done() or event.is_final:
             if isinstance(event, Output):
@@ -160,11 +163,10 @@ class Mailbox:
             else:
                 self.put(event)
         elif flush.direct and not self._due:
-            if event is not self._through_last:
-                self._through_last = event
-                if not flush.armed:  # arm() checks too; this saves the call per subscriber
-                    flush.arm()
-                self._write_through([event])
+            self._through_last = event
+            if not flush.armed:  # arm() checks too; this saves the call per subscriber
+                flush.arm()
+            self._write_through([event])
         elif self._queue(event) and not self._due:
             self._due = True
             flush.add(self)
@@ -217,6 +219,8 @@ class Mailbox:
                 return False
             pending[event] = event
             return True
+        if pending.get(event.job_id) is event:
+            return True  # offered again (a second subscription): already pending
         # Moving a replaced job to the end keeps the buffer in feed order, so
         # the last event a client saw is always the furthest it has read.
         replaced = pending.pop(event.job_id, None) is not None
