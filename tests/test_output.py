@@ -226,10 +226,19 @@ def test_the_stream_sends_output_before_the_state_that_followed_it(client: TestC
     job_id = finished_job_with_output(client)
     events = stream(client, f"/api/jobs/{job_id}/events?output=1")
     assert summary(events) == [
-        ("output", "3.3", ["a", "b", "c"]),
+        ("output", "0.3", ["a", "b", "c"]),  # the client holds no state yet: version 0
         ("job", "3.3", 3),
         ("synced", "3.3", {}),
     ]
+
+
+def test_a_resume_from_the_output_before_a_state_sends_that_state(client: TestClient) -> None:
+    """A client that drops after the output that precedes the state it lacks, and resumes
+    from that event's id (as EventSource does), still gets the state."""
+    job_id = finished_job_with_output(client)
+    first = stream(client, f"/api/jobs/{job_id}/events?output=1")[0]
+    resumed = stream(client, f"/api/jobs/{job_id}/events?output=1", first.id)
+    assert summary(resumed) == [("job", "3.3", 3), ("synced", "3.3", {})]
 
 
 def test_a_stream_without_output_is_as_it_always_was(client: TestClient) -> None:
@@ -241,12 +250,12 @@ def test_a_stream_without_output_is_as_it_always_was(client: TestClient) -> None
 @pytest.mark.parametrize(
     ("last_id", "expected"),
     [
-        ("2.1", [("output", "3.3", ["b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
+        ("2.1", [("output", "2.3", ["b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
         ("3.1", [("output", "3.3", ["b", "c"]), ("synced", "3.3", {})]),
         # A plain version holds no output: all of it, and the state it lacks.
-        ("2", [("output", "3.3", ["a", "b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
+        ("2", [("output", "2.3", ["a", "b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
         # Anything else holds nothing.
-        ("x.y", [("output", "3.3", ["a", "b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
+        ("x.y", [("output", "0.3", ["a", "b", "c"]), ("job", "3.3", 3), ("synced", "3.3", {})]),
     ],
 )
 def test_last_event_id_resumes_state_and_output(

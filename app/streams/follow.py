@@ -84,7 +84,9 @@ async def follow_job(
             split = current.job.output_size or 0
             earlier, chunks = chunks.until(split), chunks.after(split)
             if earlier.bodies:
-                snapshot.insert(0, earlier)
+                # Sent before the state the client lacks, at the version it holds: its id
+                # must not claim that state, or a resume from it would never send it.
+                snapshot.insert(0, Output(job_id, known or 0, earlier.offset, earlier.bodies))
         if chunks.bodies:
             snapshot.append(chunks)
     # A client claiming more than there is gets what comes next, from the real end.
