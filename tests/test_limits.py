@@ -147,6 +147,9 @@ def test_sse_past_the_stream_limit_is_503_with_retry_after(small: TestClient) ->
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
         assert response.json()["type"].endswith("too-many-streams")
+        # HEAD answers what GET would.
+        for path in (f"/api/jobs/{job_id}/events", "/api/jobs/events"):
+            assert small.head(path).status_code == 503
     # The slots are free again once those sockets are gone.
     small.post(f"/api/jobs/{job_id}/complete", json={})
     assert small.get(f"/api/jobs/{job_id}/events").status_code == 200

@@ -301,6 +301,7 @@ async def job_events(request: Request) -> Response | EventStream:
     else:
         known = _version(last_id)
     if request.method == "HEAD":
+        runtime.streams.acquire().release()  # as GET would: 503 when every slot is taken
         current = await load_job(access, job_id, runtime.store)
         ended = holds_the_end(known, current)
         if ended and held is not None:
@@ -341,6 +342,7 @@ async def all_events(request: Request) -> Response | EventStream:
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
     if request.method == "HEAD":
         scope_filter(access, where)  # answers what GET would: 401, 403
+        runtime.streams.acquire().release()  # and 503 when every slot is taken
         return StreamHead()
     lease = Lease(runtime, runtime.metrics.sse)
     client = request.client.host if request.client else None
