@@ -521,10 +521,13 @@ class RedisStore:
         first, last = await bounds(self._redis, self._keys.feed)
         if not is_stream_id(after):
             return None  # not one of ours, and Redis would refuse it as an XRANGE bound
-        if after > (last or START) or (first is not None and after < first):
+        # A snapshot taken while the feed was empty ends at START: the whole feed follows
+        # it, as long as none of the feed was ever trimmed.
+        from_the_start = after == START and first is not None
+        if after > (last or START) or (first is not None and after < first and not from_the_start):
             return None
         changes = await self._feed_after(after, where.owner)
-        if changes is None:
+        if changes is None or (from_the_start and not await self._feed_never_trimmed()):
             return None
         head = changes[-1].position if changes else after
         born_since = {c.job_id for c in changes if c.job is not None and c.job.version == 1}
@@ -534,6 +537,13 @@ class RedisStore:
             head,
             reset=False,
         )
+
+    async def _feed_never_trimmed(self) -> bool:
+        """Whether no entry was ever removed from the feed: Redis 7 counts the entries ever
+        added (XINFO STREAM), an earlier one does not (then False)."""
+        info: Any = await self._redis.xinfo_stream(self._keys.feed)
+        added = info.get("entries-added")
+        return added is not None and int(added) == int(info["length"])
 
     async def _full_state(self, where: JobFilter, *, reset: bool) -> Replay:
         """Every matching job as of one feed position, read without blocking Redis."""

@@ -583,6 +583,30 @@ async def test_trimmed_feed_resets_an_old_cursor(redis_server: str, redis_prefix
         await store.aclose()
 
 
+async def test_a_snapshot_of_an_empty_feed_resumes_until_the_feed_is_trimmed(
+    redis_server: str, redis_prefix: str
+) -> None:
+    """A client that synced before the deployment's first change holds the feed's start:
+    it resumes with every change since, not a reset, for as long as none was trimmed."""
+    sink = Recorder()
+    store = await open_redis_store(redis_server, redis_prefix, sink, redis_feed_length=100)
+    try:
+        harness = Harness(store, sink, Clock())
+        empty = await store.replay(JobFilter(), None)
+        assert (empty.changes, empty.reset) == ([], False)
+        jobs = [await harness.create() for _ in range(3)]
+        resumed = await store.replay(JobFilter(), empty.head)
+        assert not resumed.reset
+        assert [change.job_id for change in resumed.changes] == [job.job_id for job in jobs]
+        for n in range(300):
+            await harness.update(jobs[0].job_id, progress=n % 100)
+        trimmed = await store.replay(JobFilter(), empty.head)
+        assert trimmed.reset
+        assert len(trimmed.changes) == 3
+    finally:
+        await store.aclose()
+
+
 async def test_full_replay_is_one_consistent_cut(redis_pair: tuple[Harness, Harness]) -> None:
     """Snapshots taken while another process writes are each exactly the state at their head."""
     one, two = redis_pair
