@@ -181,22 +181,37 @@ def test_a_job_subscription_ends_its_snapshot_with_its_version(client: TestClien
     assert frames[2] == {"type": "synced", "jobId": job_id, "version": 2}
 
 
+def _reading_fails(text: str) -> Any:
+    if "trip" in text:
+        raise RuntimeError("a bug")
+    return decode_frame(text)
+
+
+def _writing_fails(replies: list[str], changes: list[Any], *, batch: bool) -> Any:
+    if any('"pong"' in reply for reply in replies):
+        raise RuntimeError("a bug")
+    return framed(replies, changes, batch=batch)
+
+
+@pytest.mark.parametrize(
+    ("where", "bug", "frame"),
+    [
+        ("decode_frame", _reading_fails, '{"type": "ping", "trip": true}'),
+        ("frames", _writing_fails, '{"type": "ping"}'),
+    ],
+    ids=["reading", "writing"],
+)
 def test_a_bug_ends_only_its_socket_with_1011_and_gives_back_what_it_held(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, where: str, bug: Any, frame: str
 ) -> None:
-    """A frame that trips a bug closes that socket with 1011 (the traceback is raised and
-    logged), and the socket lets go of its subscriptions and its count; the server goes on.
+    """A bug while reading or writing closes that socket with 1011 (the traceback is raised
+    and logged), and the socket lets go of its subscriptions and its count; the server
+    goes on.
 
     The socket is driven as an ASGI app directly: TestClient's session may drop the close
     frame when the app raises after sending it.
     """
-
-    def fails(text: str) -> Any:
-        if "trip" in text:
-            raise RuntimeError("a bug")
-        return decode_frame(text)
-
-    monkeypatch.setattr("app.streams.ws.decode_frame", fails)
+    monkeypatch.setattr(f"app.streams.ws.{where}", bug)
     job_id = client.post("/api/jobs", json={}).json()["jobId"]
     scope = {
         "type": "websocket",
@@ -214,21 +229,26 @@ def test_a_bug_ends_only_its_socket_with_1011_and_gives_back_what_it_held(
     frames = [
         {"type": "websocket.connect"},
         {"type": "websocket.receive", "text": json.dumps({"type": "subscribe", "jobId": job_id})},
-        {"type": "websocket.receive", "text": '{"type": "ping", "trip": true}'},
+        {"type": "websocket.receive", "text": frame},
     ]
     sent: list[Message] = []
 
     async def serve() -> None:
         inbox = iter(frames)
+        synced = anyio.Event()
 
         async def receive() -> Message:
             following = next(inbox, None)
             if following is None:
                 await anyio.sleep_forever()
+            if following is frames[-1]:
+                await synced.wait()  # the bug comes once the subscription is served
             return following or {}
 
         async def send(message: Message) -> None:
             sent.append(message)
+            if '"synced"' in message.get("text", ""):
+                synced.set()
 
         with pytest.raises(RuntimeError, match="a bug"):
             await client.app(scope, receive, send)
@@ -243,6 +263,7 @@ def test_a_bug_ends_only_its_socket_with_1011_and_gives_back_what_it_held(
         "internal error",
     )
     assert 'jobcast_connections{transport="ws"} 0.0' in client.get("/metrics").text
+    monkeypatch.undo()
     with client.websocket_connect("/api/jobs/ws") as socket:  # the server goes on
         socket.send_json({"type": "ping"})
         assert socket.receive_json() == {"type": "pong"}

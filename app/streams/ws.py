@@ -114,14 +114,18 @@ class Connection:
         reader = asyncio.ensure_future(self._read())
         # However the reader ends (the client left, or broke a limit), the writer stops.
         reader.add_done_callback(self.mailbox.client_left)
+        failure: BaseException | None = None
         try:
-            # A writer that loses the client ends the connection too.
-            with contextlib.suppress(WebSocketDisconnect, OSError):
-                await self._write()
+            await self._write()
+        except (WebSocketDisconnect, OSError):
+            pass  # a writer that loses the client ends the connection too
+        except Exception as exc:
+            failure = exc
         finally:
             reader.cancel()
             await asyncio.wait([reader])
-            failure = None if reader.cancelled() else reader.exception()
+            if failure is None and not reader.cancelled():
+                failure = reader.exception()
             if isinstance(failure, WebSocketDisconnect | OSError):
                 failure = None
             # Whatever ended it, a bug included, the connection lets go of what it held.
