@@ -526,9 +526,11 @@ class RedisStore:
         from_the_start = after == START and first is not None
         if after > (last or START) or (first is not None and after < first and not from_the_start):
             return None
+        if from_the_start and not await self._feed_never_trimmed():
+            return None  # asked first, so a trimmed feed is not read in vain
         changes = await self._feed_after(after, where.owner)
         if changes is None or (from_the_start and not await self._feed_never_trimmed()):
-            return None
+            return None  # trimmed while it was read
         head = changes[-1].position if changes else after
         born_since = {c.job_id for c in changes if c.job is not None and c.job.version == 1}
         latest = newest_per_job(changes)
