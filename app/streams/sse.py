@@ -341,8 +341,9 @@ async def all_events(request: Request) -> Response | EventStream:
     access = runtime.guard.identify(request)
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
     if request.method == "HEAD":
-        scope_filter(access, where)  # answers what GET would: 401, 403
-        runtime.streams.acquire().release()  # and 503 when every slot is taken
+        # Answers what GET would, in its order: 503 when every slot is taken, 401, 403.
+        runtime.streams.acquire().release()
+        scope_filter(access, where)
         return StreamHead()
     lease = Lease(runtime, runtime.metrics.sse)
     client = request.client.host if request.client else None
