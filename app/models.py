@@ -356,7 +356,7 @@ class QueryModel(WireModel):
 class ListQuery(QueryModel):
     status: JobStatus | None = None
     job_type: JobType | None = None
-    owner: str | None = Field(default=None, max_length=200)
+    owner: Owner | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
 
@@ -364,7 +364,7 @@ class ListQuery(QueryModel):
 class StreamQuery(QueryModel):
     status: JobStatus | None = None
     job_type: JobType | None = None
-    owner: str | None = Field(default=None, max_length=200)
+    owner: Owner | None = None
     last_event_id: str | None = Field(
         default=None,
         max_length=200,
@@ -415,7 +415,7 @@ class SubscribeAll(FrameModel):
     all: Literal[True]
     job_type: JobType | None = None
     status: JobStatus | None = None
-    owner: str | None = Field(default=None, max_length=200)
+    owner: Owner | None = None
     since: str | None = Field(default=None, max_length=200)
 
 

@@ -534,6 +534,8 @@ LIST_QUERIES = {
     "status-unknown": ("status=done", "status"),
     "jobType-unknown": ("jobType=video", "jobType"),
     "cursor-garbage": ("cursor=not-a-cursor!", "cursor"),
+    "owner-control": ("owner=%00", "owner"),  # owners are visible ASCII, as on create
+    "owner-empty": ("owner=", "owner"),
     "cursor-too-long": ("cursor=" + "a" * 300, "cursor"),
 }
 
@@ -555,6 +557,7 @@ STREAM_QUERIES = {
     "status-unknown": ("status=done", "status"),
     "jobType-unknown": ("jobType=video", "jobType"),
     "lastEventId-too-long": ("lastEventId=" + "1" * 300, "lastEventId"),
+    "owner-space": ("owner=a%20b", "owner"),
 }
 
 

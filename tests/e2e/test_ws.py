@@ -311,6 +311,7 @@ MALFORMED: list[str | bytes] = [
     '{"type": "subscribe", "jobId": "job_x", "since": -1}',
     '{"type": "subscribe", "jobId": "job_x", "extra": 1}',
     '{"type": "subscribe", "all": true, "status": "sleeping"}',
+    '{"type": "subscribe", "all": true, "owner": "a b"}',
     '{"type": "unsubscribe"}',
     b"\x00\x01binary",
 ]
