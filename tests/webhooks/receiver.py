@@ -99,9 +99,20 @@ class Receiver:
 
 
 def failing_for(duration: float) -> Callable[[], int]:
-    """A status function: 500 for ``duration`` seconds from now, then 200."""
-    until = time.monotonic() + duration
-    return lambda: 500 if time.monotonic() < until else 200
+    """A status function: 500 for ``duration`` seconds from the first delivery, then 200.
+
+    From the first delivery, not from now: a busy machine may take that long to start
+    the server and make the events, and the receiver must have failed some of them.
+    """
+    until: float | None = None
+
+    def status() -> int:
+        nonlocal until
+        if until is None:
+            until = time.monotonic() + duration
+        return 500 if time.monotonic() < until else 200
+
+    return status
 
 
 async def serve(receiver: Receiver) -> tuple[uvicorn.Server, asyncio.Task[None]]:
