@@ -196,6 +196,13 @@ async def read_body(request: Request) -> bytes:
             f"{media} is not accepted: send the body as JSON with "
             "Content-Type: application/json (jobs only track work; files are not uploaded here)"
         )
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        # Bodies are small JSON: nothing here decodes gzip or br, and reading one as
+        # plain text would refuse it as bad JSON, or take what was never meant.
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding} is not accepted: send the body uncompressed"
+        )
     limit = runtime_of(request).settings.max_body_bytes
     too_large = BodyTooLarge(
         f"the request body is larger than this server accepts (JOBS_MAX_BODY_BYTES = {limit})"

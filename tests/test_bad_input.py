@@ -240,6 +240,23 @@ def test_other_media_types_are_415(
     assert "JSON" in problem["detail"]
 
 
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+def test_an_encoded_body_is_415_saying_to_send_it_uncompressed(
+    client: TestClient, guard: Guard, coding: str
+) -> None:
+    """A Content-Encoding other than identity is refused, not read as plain JSON."""
+    response = send(
+        client,
+        PATCH,
+        guard.job_id,
+        content=b'{"progress": 50}',
+        headers={**JSON, "content-encoding": coding},
+    )
+    problem = guard.refused(response, 415)
+    assert f"Content-Encoding {coding}" in problem["detail"]
+    assert "uncompressed" in problem["detail"]
+
+
 # -- field values, per route -----------------------------------------------------------------
 
 # A case: a body, and the field its problem must name.
