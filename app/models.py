@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -353,11 +354,22 @@ class QueryModel(WireModel):
     model_config = ConfigDict(strict=False, extra="ignore")
 
 
+def _in_digits(value: Any) -> Any:
+    # pydantic's lax int takes "1_0" (10) and "1.0" (1) from text; a count is digits.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number, written in digits")
+    return value
+
+
+# A count in a query string: 0, 1, 2, … written in ASCII digits.
+QueryCount = Annotated[int, BeforeValidator(_in_digits)]
+
+
 class ListQuery(QueryModel):
     status: JobStatus | None = None
     job_type: JobType | None = None
     owner: Owner | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: QueryCount = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(default=None, max_length=200)
 
 
@@ -381,17 +393,17 @@ class JobStreamQuery(StreamQuery):
 
 
 class OutputQuery(QueryModel):
-    after: int = Field(
+    after: QueryCount = Field(
         default=0,
         ge=0,
         le=MAX_COUNT,
         description="Chunks already held: the page starts at this offset.",
     )
-    limit: int = Field(default=1000, ge=1, le=1000)
+    limit: QueryCount = Field(default=1000, ge=1, le=1000)
 
 
 class JobQuery(QueryModel):
-    wait_for_version: int | None = Field(
+    wait_for_version: QueryCount | None = Field(
         default=None,
         ge=0,
         le=MAX_COUNT,

@@ -552,6 +552,7 @@ LIST_QUERIES = {
     "jobType-unknown": ("jobType=video", "jobType"),
     "cursor-garbage": ("cursor=not-a-cursor!", "cursor"),
     "owner-control": ("owner=%00", "owner"),  # owners are visible ASCII, as on create
+    "limit-decimal": ("limit=1.0", "limit"),  # a count is digits: not 1
     "owner-empty": ("owner=", "owner"),
     "cursor-too-long": ("cursor=" + "a" * 300, "cursor"),
 }
@@ -562,6 +563,7 @@ GET_QUERIES = {
     "waitForVersion-fraction": ("waitForVersion=1.5", "waitForVersion"),
     "waitForVersion-bool": ("waitForVersion=true", "waitForVersion"),
     "waitForVersion-past-2**53": ("waitForVersion=9007199254740992", "waitForVersion"),
+    "waitForVersion-underscore": ("waitForVersion=1_0", "waitForVersion"),  # not 10
     "timeout-zero": ("waitForVersion=2&timeout=0", "timeout"),
     "timeout-negative": ("waitForVersion=2&timeout=-1", "timeout"),
     "timeout-over-60": ("waitForVersion=2&timeout=61", "timeout"),

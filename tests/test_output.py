@@ -176,6 +176,7 @@ def test_output_of_unknown_and_deleted_jobs(client: TestClient) -> None:
         ("after=-1", "after"),
         ("after=x", "after"),
         ("after=9007199254740992", "after"),  # past what every JSON client holds exactly
+        ("after=1_0", "after"),  # a count is digits: not 10
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
     ],
