@@ -34,6 +34,7 @@ from jobcast_client import (
     OutputTooLarge,
     OutputWriter,
     ResponseError,
+    RetryPolicy,
 )
 
 from tests.conftest import seconds
@@ -44,6 +45,7 @@ from .fakes import (
     Answer,
     CutProxy,
     FakeServer,
+    Seen,
     in_order,
     job_answer,
     job_data,
@@ -197,6 +199,64 @@ async def test_an_append_whose_answer_was_lost_is_retried_exactly_once(
             OutputChunk(0, "x", "log"),
             OutputChunk(1, "y", "log"),
         ]
+
+
+async def test_a_lost_answer_is_recognised_after_another_writers_append(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """The append landed (its answer lost) and another writer appended after it: the
+    retry finds its chunks at its offset all the same, and appends nothing again."""
+    srv = server()
+    lossy = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, lossy.url, retry=RetryPolicy(retries=0)) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        lossy.script = in_order(FORWARD_THEN_DROP)
+        with pytest.raises(ConnectionFailed):
+            await jobs.append_output(job_id, chunks=["A1", "A2"], expected_offset=0)
+        await jobs.append_output(job_id, chunks=["B"], expected_offset=2)  # the other writer
+        done = await jobs.append_output(job_id, chunks=["A1", "A2"], expected_offset=0)
+        assert done == OutputAppended(0, 2, already_applied=True)
+        assert data_of(await read_all(jobs, job_id)) == ["A1", "A2", "B"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
+    fake: Callable[..., FakeServer], server: Start, asynchronous: bool
+) -> None:
+    """A batch that landed with its answer lost is kept, and the next append sends it
+    again as it was (recognised: nothing twice), then what was written since."""
+    srv = server()
+    lossy = fake(in_order(), upstream=srv.base_url)
+    with JobsClient(srv.base_url) as direct:
+        job_id = direct.create_job().job_id
+    # The writer's first request reads where to start; its first append lands, unanswered.
+    lossy.script = in_order("forward", FORWARD_THEN_DROP)
+    once = RetryPolicy(retries=0)
+    if asynchronous:
+        async with (
+            AsyncJobsClient(lossy.url, retry=once) as client,
+            client.output_writer(job_id, max_chunks=2, max_delay=60) as out,
+        ):
+            await out.write("a")
+            with pytest.raises(ConnectionFailed):
+                await out.write("b")
+            await out.write("c")
+    else:
+
+        def write() -> None:
+            with (
+                JobsClient(lossy.url, retry=once) as client,
+                client.output_writer(job_id, max_chunks=2, max_delay=60) as out,
+            ):
+                out.write("a")
+                with pytest.raises(ConnectionFailed):
+                    out.write("b")
+                out.write("c")
+
+        await _in_thread(write)
+    assert [body["chunks"] for body in posts(lossy)][1] == [{"data": "a"}, {"data": "b"}]
+    with JobsClient(srv.base_url) as direct:
+        assert [chunk.data for chunk in direct.output(job_id)] == ["a", "b", "c"]
 
 
 async def test_an_append_without_expected_offset_is_never_sent_twice(
@@ -663,7 +723,21 @@ async def test_a_writer_that_never_gets_its_turn_gives_up(
         json.dumps({**json.loads(crowded.body), "nextOffset": 99}).encode(),
         crowded.headers,
     )
-    answers = fake(in_order(job_answer(1), then=mismatch))
+    # Someone else's chunks at every offset the writer expected: never its own.
+    others = Answer(
+        200,
+        json.dumps(
+            {"jobId": "job_fake", "chunks": [{"offset": 0, "data": "theirs"}], "nextOffset": 1}
+        ).encode(),
+        {"Content-Type": "application/json"},
+    )
+
+    def script(seen: Seen) -> Answer:
+        if seen.method == "POST":
+            return mismatch
+        return others if "/output" in seen.path else job_answer(1)
+
+    answers = fake(script)
     async with connect(flavor, answers.url) as jobs:
         with pytest.raises(OffsetMismatch, match="someone else") as refused:
             await write_all(jobs, "job_fake", ["x"])

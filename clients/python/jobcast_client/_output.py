@@ -108,10 +108,13 @@ def _append_output(
     )
     held = _mismatch(reply)
     if held is not None and expected_offset is not None:
-        if held == expected_offset + len(sent):
+        # Landed already (its answer lost)? Then the chunks at the expected offset are
+        # these, whatever other writers appended after them since.
+        end = expected_offset + len(sent)
+        if held >= end:
             there = yield from _read_range(core, job_id, expected_offset, len(sent))
             if _same(there, sent):
-                return OutputAppended(expected_offset, held, already_applied=True)
+                return OutputAppended(expected_offset, end, already_applied=True)
         raise OffsetMismatch(_detail(reply), expected_offset=expected_offset, next_offset=held)
     answer = expect_json(reply, "append's answer", job_id)
     try:

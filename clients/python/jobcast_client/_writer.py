@@ -16,11 +16,13 @@ because another writer appended first is made again at the end of the
 output: a batch lands at its expected offset or nowhere, so that cannot
 duplicate it. Batches leave in the order they were written, one at a time.
 
-When an append fails (the retries are spent, the job ended), its chunks go
-back to the front of the buffer and the error is raised: by the call that
-flushed, or, when the background flush failed, by the next ``write``,
-``flush`` or close. ``flush()`` tries again, exactly once as ever; closing
-gives up on what it could not send.
+When an append fails (the retries are spent, the job ended), its batch is
+kept as it was sent and the error is raised: by the call that flushed, or,
+when the background flush failed, by the next ``write``, ``flush`` or close.
+The next append sends that batch again first, alone (it may have landed with
+its answer lost: sent as it was, its retry can tell), then what was written
+since. ``flush()`` tries again, exactly once as ever; closing gives up on
+what it could not send.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class Batch:
         self.max_chunks = max_chunks
         self.max_delay = max_delay
         self.chunks: list[Chunk] = []
+        # A batch whose append failed: it may have landed (its answer lost), so it goes
+        # again alone, as it was sent, where its retry can tell.
+        self.failed: list[Chunk] = []
         self.offset: int | None = None  # where the next batch goes; None until read
         self._since: float | None = None  # when the oldest waiting chunk was written
 
@@ -75,14 +80,23 @@ class Batch:
         return len(self.chunks) >= self.max_chunks
 
     def take(self) -> list[Chunk]:
-        """Every waiting chunk, in order (the next ones start a new batch)."""
+        """The next batch to append: a failed one as it was, else every waiting chunk."""
+        if self.failed:
+            failed, self.failed = self.failed, []
+            if not self.chunks:
+                self._since = None
+            return failed
         chunks, self.chunks, self._since = self.chunks, [], None
         return chunks
 
     def put_back(self, chunks: list[Chunk]) -> None:
-        """Chunks an append could not send: first again, and waited for anew."""
-        self.chunks = chunks + self.chunks
-        self._since = time.monotonic() if self.chunks else None
+        """A batch an append could not send: next again, alone, and waited for anew."""
+        self.failed = chunks
+        self._since = time.monotonic() if chunks or self.chunks else None
+
+    def give_up(self) -> None:
+        """Forget every chunk (the writer closed with what it could not send)."""
+        self.chunks, self.failed, self._since = [], [], None
 
     def due_in(self) -> float:
         """Seconds until the oldest waiting chunk must go (inf when nothing waits)."""
@@ -172,23 +186,25 @@ class OutputWriter:
             self._send()
         finally:
             with self._lock:
-                self._batch.take()  # what could not be sent is given up
+                self._batch.give_up()  # what could not be sent
 
     def _send(self) -> None:
         with self._sending:
-            with self._lock:
-                chunks = self._batch.take()
-            if not chunks:
-                return
-            try:
-                if self._batch.offset is None:
-                    self._batch.offset = self._client._run(_start_offset(self._client, self.job_id))
-                batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
-                self._batch.offset = self._client._run(batch).next_offset
-            except BaseException:
+            while True:  # a failed batch first, then what was written since
                 with self._lock:
-                    self._batch.put_back(chunks)
-                raise
+                    chunks = self._batch.take()
+                if not chunks:
+                    return
+                try:
+                    if self._batch.offset is None:
+                        start = _start_offset(self._client, self.job_id)
+                        self._batch.offset = self._client._run(start)
+                    batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
+                    self._batch.offset = self._client._run(batch).next_offset
+                except BaseException:
+                    with self._lock:
+                        self._batch.put_back(chunks)
+                    raise
 
     def _time(self) -> None:
         """The timer thread: append a batch once its oldest chunk has waited max_delay."""
@@ -290,18 +306,16 @@ class AsyncOutputWriter:
         """Append every waiting chunk now (and any a failed append left)."""
         self._error = None
         async with self._sending:
-            chunks = self._batch.take()
-            if not chunks:
-                return
-            try:
-                if self._batch.offset is None:
-                    start = _start_offset(self._client, self.job_id)
-                    self._batch.offset = await self._client._run(start)
-                batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
-                self._batch.offset = (await self._client._run(batch)).next_offset
-            except BaseException:
-                self._batch.put_back(chunks)
-                raise
+            while chunks := self._batch.take():  # a failed batch first, then the rest
+                try:
+                    if self._batch.offset is None:
+                        start = _start_offset(self._client, self.job_id)
+                        self._batch.offset = await self._client._run(start)
+                    batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
+                    self._batch.offset = (await self._client._run(batch)).next_offset
+                except BaseException:
+                    self._batch.put_back(chunks)
+                    raise
 
     async def aclose(self) -> None:
         """Append what is left and stop; a closed writer takes no more chunks."""
@@ -312,7 +326,7 @@ class AsyncOutputWriter:
         try:
             await self.flush()
         finally:
-            self._batch.take()  # what could not be sent is given up
+            self._batch.give_up()  # what could not be sent
 
     async def _time(self) -> None:
         """The timer task: append a batch once its oldest chunk has waited max_delay."""
