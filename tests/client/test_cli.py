@@ -403,6 +403,12 @@ def test_no_server_is_one_line_and_exit_1() -> None:
         ["create", "--metadata", "[1, 2]"],
         ["create", "--type", "video"],
         ["--url", "ftp://example", "get", "job_1"],
+        ["--url", "http://", "get", "job_1"],  # no host
+        ["--url", "http://[::1", "get", "job_1"],  # not a URL at all
+        ["update", "job_1", "--progress", "nan"],  # JSON has no NaN
+        ["update", "job_1", "--progress", "inf"],
+        ["create", "--metadata", '{"ratio": NaN}'],
+        ["append", "job_1", "--json-data", "Infinity"],
         ["token", "--ttl", "0", "--job", "job_1"],
         ["frobnicate"],
     ],

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 import shutil
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
+import httpx2
 
 from ._client import JobsClient
 from ._core import DEFAULT_URL
@@ -60,16 +62,35 @@ class _Options:
 
 
 def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
+    try:
+        host = httpx2.URL(value).host if value.startswith(("http://", "https://")) else ""
+    except httpx2.InvalidURL:
+        host = ""
+    if not host:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL with a host")
     return value
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` as JSON, which has no NaN or Infinity (Python's reader takes them)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
     try:
-        parsed = json.loads(value)
+        parsed = _strict_json(value)
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
@@ -282,7 +303,7 @@ def create(
 @cli.command()
 @click.argument("job_id")
 @click.option("--status", "-s", type=click.Choice(JOB_STATUSES))
-@click.option("--progress", "-p", type=float, help="0 to 100.")
+@click.option("--progress", "-p", type=float, callback=_finite, help="0 to 100.")
 @click.option("--message", "-m")
 @click.option("--metadata", callback=_json_object, help="A JSON object, merged into the job's.")
 @json_option
@@ -512,7 +533,7 @@ def append(
 
 def _json_value(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _strict_json(text)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not JSON", param_hint="DATA") from None
 
