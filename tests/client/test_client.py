@@ -1166,6 +1166,33 @@ async def test_a_forced_cancel_under_a_tracked_worker_raises_job_canceled(
             await refused(cancel=True)
 
 
+@pytest.mark.parametrize("then", ["nothing", "output"])
+async def test_a_forced_cancel_heard_only_at_the_blocks_end_is_job_canceled(
+    server: Start, flavor: str, then: str
+) -> None:
+    """A worker that never updates again after a forced cancel (it finishes, or only
+    writes output, which the ended job refuses) hears JobCanceled, not InvalidTransition."""
+    srv = server()
+    async with (
+        connect(flavor, srv.base_url) as worker,
+        connect(flavor, srv.base_url) as operator,
+    ):
+
+        async def work() -> None:
+            async with worker.track() as job:
+                await job.update(status="processing")
+                await operator.cancel_job(job.job_id, "ops stopped it", force=True)
+                if then == "output":
+                    await job.append_output("late")
+
+        with pytest.raises(JobCanceled) as canceled:
+            await work()
+        assert canceled.value.reason == "ops stopped it"
+        assert not getattr(canceled.value, "__notes__", [])
+        ended = await operator.get_job(canceled.value.job_id)
+        assert (ended.status, ended.error) == ("error", "canceled")
+
+
 async def test_a_cancel_of_an_inner_tracked_job_fails_the_outer_one_as_an_error(
     server: Start, flavor: str
 ) -> None:

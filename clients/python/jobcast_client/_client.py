@@ -209,15 +209,26 @@ def _report(core: Core[Any], job_id: str, changes: Changes) -> Operation[Job]:
 
 
 def _settle(core: Core[Any], tracked: _Tracked, exc: BaseException | None) -> Operation[Job | None]:
-    """Complete the tracked job, or fail it with the exception; nothing if it has ended."""
+    """Complete the tracked job, or fail it with the exception; nothing if it has ended.
+
+    A job a forced cancel ended under its worker (the block went on, or a write of it
+    was refused for it) raises JobCanceled: what the worker hears of any cancel.
+    """
     if tracked.state.is_terminal:
         return None
-    if exc is None:
-        document_id, message = tracked.document_id, tracked.completion_message
-        return (yield from core._complete_job(tracked.job_id, document_id, message))
-    if isinstance(exc, JobCanceled) and exc.job_id == tracked.job_id:
-        return (yield from core._fail_job(tracked.job_id, CANCELED, exc.reason or "Canceled"))
-    return (yield from core._fail_job(tracked.job_id, str(exc) or type(exc).__name__))
+    try:
+        if exc is None:
+            document_id, message = tracked.document_id, tracked.completion_message
+            return (yield from core._complete_job(tracked.job_id, document_id, message))
+        if isinstance(exc, JobCanceled) and exc.job_id == tracked.job_id:
+            return (yield from core._fail_job(tracked.job_id, CANCELED, exc.reason or "Canceled"))
+        return (yield from core._fail_job(tracked.job_id, str(exc) or type(exc).__name__))
+    except InvalidTransition:
+        current = yield from core._get_job(tracked.job_id)
+        canceled = current.is_terminal and current.cancel_requested
+        if canceled and (exc is None or isinstance(exc, InvalidTransition)):
+            raise JobCanceled(current) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -225,6 +236,8 @@ def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
     """Keep ``exc`` the error that propagates when failing its job fails too; note why."""
     try:
         yield
+    except JobCanceled:
+        raise  # the job was canceled under its worker: that is what the worker hears
     except JobcastError as error:
         exc.add_note(f"jobcast: job {job_id} could not be marked as failed: {error}")
 
