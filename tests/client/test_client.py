@@ -552,6 +552,27 @@ async def test_watch_gives_up_after_the_retries_when_the_stream_keeps_dropping(
     assert len(events.requests) == 3
 
 
+async def test_watch_keeps_going_while_each_reconnection_is_served(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A quiet job behind a proxy that ends every stream early: each reconnection gets its
+    snapshot (`synced`), which is news enough, so the watch does not give up."""
+    synced = b"id: 1\nevent: synced\ndata: {}\n\n"
+    served = Answer(200, sse(extra=synced), EVENT_STREAM)
+    events = fake(
+        in_order(
+            Answer(200, sse((1, "queued"), extra=synced), EVENT_STREAM),
+            *[served] * 4,  # more drops than the retries
+            then=Answer(200, sse((2, "completed")), EVENT_STREAM),
+        )
+    )
+    async with connect(flavor, events.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [job.version async for job in jobs.watch("job_fake")]
+    assert seen == [1, 2]
+    assert len(events.requests) == 6
+
+
 async def test_watch_raises_for_an_unknown_or_removed_job(server: Start, flavor: str) -> None:
     """watch raises JobNotFound for an id that never existed, JobGone once it is cleaned up."""
     srv = server(JOBS_TERMINAL_TTL="0")

@@ -24,9 +24,10 @@ What the server sends there, and what the watch does with it:
 
 A dropped connection is reopened with ``Last-Event-ID: <last version>``
 (``<last version>.<next offset>`` when following output: the server resumes
-both) after a pause of the client's :class:`RetryPolicy`; every state yielded
-starts a fresh round of retries, so only a stream that keeps failing
-without news gives up (:class:`ConnectionFailed`).
+both) after a pause of the client's :class:`RetryPolicy`; every state yielded,
+and every snapshot the server completes (``synced``), starts a fresh round of
+retries, so only a stream that keeps failing without news gives up
+(:class:`ConnectionFailed`).
 
 Decision: SSE is decoded by httpx2's own ``httpx2.EventSource`` (with
 ``ServerSentEvent`` and ``SSEError``), not by the httpx-sse package and not
@@ -124,8 +125,13 @@ class Watch:
             raise JobGone(f"job {self.job_id!r} was removed while watched", job_id=self.job_id)
         if event.event == "output" and self.output:
             return self._new_chunks(_decoded(event))
+        if event.event == "synced":
+            # The server answered and sent all it had: a later drop is not a failure
+            # of this one (a proxy that ends quiet streams early, say).
+            self.attempts.reset()
+            return None
         if event.event != "job":
-            return None  # synced, reset, and whatever comes later
+            return None  # reset, and whatever comes later
         job = parse_job(_decoded(event))
         if self.version is not None and job.version <= self.version:
             return None
