@@ -843,12 +843,24 @@ class JobStore {
     };
   }
 
+  /** Whether `job` is one the store's filter (`jobType`, `status`) holds. */
+  admits(job) {
+    const { jobType, status } = this.options;
+    return (!jobType || job.jobType === jobType) && (!status || job.status === status);
+  }
+
   begin() {
     const options = {
       ...this.options,
       jobId: this.one ? String(this.options.jobId) : null,
       output: this.options.output === true,
       onJob: (job) => {
+        if (!this.one && !this.admits(job)) {
+          // Its last event on leaving the filter (it was processing, it completed): gone.
+          if (this.jobs.delete(job.jobId)) this.added = true;
+          this.touch();
+          return;
+        }
         if (!this.jobs.has(job.jobId)) this.added = true;
         this.jobs.set(job.jobId, deepFreeze(job));
         if (this.one) this.current.synced = true;

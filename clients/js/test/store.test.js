@@ -56,6 +56,33 @@ describe('createJobStore', () => {
 
   for (const transport of ['sse', 'ws', 'poll']) {
     it(
+      `drops a job that leaves its status filter (${transport})`,
+      { timeout: TIMEOUT },
+      async (t) => {
+        const store = createJobStore({
+          ...NODE,
+          transport,
+          baseUrl: SERVER,
+          status: 'processing',
+          pollInterval: 100,
+        });
+        const { last } = follow(t, store);
+        await waitFor(() => last().synced && last().state === 'live', 'synced and live');
+        const jobId = await createJob({ message: 'queued' });
+        await updateJob(jobId, { status: 'processing', progress: 10 });
+        await waitFor(() => last().jobs.some((job) => job.jobId === jobId), 'the job, processing');
+        await completeJob(jobId);
+        await waitFor(
+          () => !last().jobs.some((job) => job.jobId === jobId),
+          'the job gone once it completed',
+        );
+        assert.ok(last().jobs.every((job) => job.status === 'processing'));
+      },
+    );
+  }
+
+  for (const transport of ['sse', 'ws', 'poll']) {
+    it(
       `changes identity exactly when something changed (${transport})`,
       { timeout: TIMEOUT },
       async (t) => {
