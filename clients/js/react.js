@@ -5,8 +5,8 @@
  * import { useJob } from 'jobcast/react';
  *
  * function Progress({ jobId }) {
- *   const { job, state } = useJob(jobId, { transport: 'ws' });
- *   if (!job) return <p>{state === 'live' ? 'No such job' : 'Connecting…'}</p>;
+ *   const { job, synced } = useJob(jobId, { transport: 'ws' });
+ *   if (!job) return <p>{synced ? 'No such job' : 'Connecting…'}</p>;
  *   return <progress max={100} value={job.progress}>{job.message}</progress>;
  * }
  *
