@@ -57,12 +57,16 @@ class StreamSlots:
 
     def acquire(self) -> Slot:
         """A slot; raises TooManyStreams when none is free."""
+        self.check()
+        self.in_use += 1
+        return Slot(self)
+
+    def check(self) -> None:
+        """Raise TooManyStreams when no slot is free, taking none (what a HEAD answers)."""
         if self.in_use >= self.capacity:
             raise TooManyStreams(
                 f"this server holds its limit of {self.capacity} open streams; retry shortly"
             )
-        self.in_use += 1
-        return Slot(self)
 
 
 class Slot:

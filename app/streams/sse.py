@@ -301,7 +301,7 @@ async def job_events(request: Request) -> Response | EventStream:
     else:
         known = _version(last_id)
     if request.method == "HEAD":
-        runtime.streams.acquire().release()  # as GET would: 503 when every slot is taken
+        runtime.streams.check()  # as GET would: 503 when every slot is taken
         current = await load_job(access, job_id, runtime.store)
         ended = holds_the_end(known, current)
         if ended and held is not None:
@@ -342,7 +342,7 @@ async def all_events(request: Request) -> Response | EventStream:
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
     if request.method == "HEAD":
         # Answers what GET would, in its order: 503 when every slot is taken, 401, 403.
-        runtime.streams.acquire().release()
+        runtime.streams.check()
         scope_filter(access, where)
         return StreamHead()
     lease = Lease(runtime, runtime.metrics.sse)
