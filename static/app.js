@@ -11,6 +11,7 @@ const LINGER_MS = 20_000; // finished rows stay this long, then fade out
 const LEAVE_MS = 400; // the fade-out (matches app.css)
 const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
 const STALE_AFTER_MS = 3_000; // reconnecting this long marks the rows as last known
+const OUTPUT_POLL_MS = 500; // how often a polled output watch asks (see "Output")
 const COPIED_MS = 2_000; // how long a copy button says "Copied"
 // An unfinished job this long without a change looks abandoned (its worker gone): a viewer
 // who may write can delete it. A server with JOBS_STALE_TTL fails such jobs by itself.
@@ -49,6 +50,7 @@ const STATE_TEXT = {
   live: 'Live',
   reconnecting: 'Reconnecting…',
   offline: 'Offline',
+  paused: 'Paused',
   unauthorized: 'Token needed',
   forbidden: 'Not allowed',
 };
@@ -103,12 +105,15 @@ let announceTimer = 0;
 let connection = 'connecting'; // the watch's state
 let connectionTransport = transport;
 let currentUntil = 0; // while not live: when the rows were last known to be current
+let quietSince = 0; // when the connection last left 'live', or came back from a pause
 let stale = false; // rows show the last known state (see updateStale)
 let writable = false; // the viewer may cancel and delete jobs (see updateWritable)
 let writesRefused = false; // the server refused a write: offer none again
 
 function showState({ state, transport: used, problem }) {
   if (connection === 'live' && state !== 'live' && !stale) currentUntil = Date.now();
+  // Coming back to a tab reconnects it: as brief as a server restart, not worth marking.
+  if ((connection === 'live' && state !== 'live') || connection === 'paused') quietSince = Date.now();
   connection = state;
   connectionTransport = used;
   // Jobs created from now on are announced as new; those already running are not.
@@ -143,9 +148,13 @@ function renderConnection() {
   $('connection-transport').textContent = TRANSPORT_TEXT[connectionTransport] ?? connectionTransport;
 }
 
+// A hidden tab holds no connection: over SSE, every tab of a browser shares its six
+// connections per origin (HTTP/1.1), so tabs in the background must not starve the one in
+// front. Shown again, the watch resumes from its last event, missing nothing.
 const watchOptions = {
   transport,
   token,
+  pauseWhenHidden: true,
   onJob: (job) => schedule(job.jobId, job),
   onRemoved: (jobId) => {
     faded.delete(jobId);
@@ -626,20 +635,22 @@ function shortId(jobId) {
 //
 // The list's stream carries no output (only a stream of one job does), so the page opens
 // a watch of one job, with `output: true`, for each job it shows that has output
-// (`outputSize`) and is not finished. Each such watch is a connection, hence a cap:
-// over SSE every stream holds one of the six connections a browser keeps per origin over
-// HTTP/1.1, and the list's stream is one of them, so three leave room for the page's
-// other requests; WebSockets and polls are not held to that, and get six. Newer jobs
-// (those on top) go first; a job waits for a free watch, and its output comes from its
-// first chunk once it has one. A watch ends with its job (after its last chunk), and the
-// job's tail stays on its row until the row goes.
+// (`outputSize`) and is not finished, six at most. Over WebSocket each is a socket. Over
+// SSE each would be a stream, and a browser keeps six connections per origin over
+// HTTP/1.1 for all its tabs together: a few tabs with running jobs would take them all,
+// and the next tab, and every write, would wait. So over SSE the page polls output (the
+// job every OUTPUT_POLL_MS, its new chunks when `outputSize` grew) and each tab holds one
+// stream, the list's. Newer jobs (those on top) go first; a job waits for a free watch,
+// and its output comes from its first chunk once it has one. A watch ends with its job
+// (after its last chunk), and the job's tail stays on its row until the row goes.
 //
 // Appending output changes no version, so the list hears of a job's first chunks with its
 // next change (workers report progress as they go). The tail is bounded: the last
 // OUTPUT_TEXT_MAX characters of `token` chunks, joined as they stream, and the last
 // OUTPUT_LINES lines of every other kind (`log` lines; other data as JSON).
 
-const OUTPUT_WATCHES = transport === 'sse' ? 3 : 6;
+const OUTPUT_WATCHES = 6;
+const OUTPUT_TRANSPORT = transport === 'sse' ? 'poll' : transport;
 /** jobId → the watch of its output (a jobcast handle). */
 const outputWatches = new Map();
 /** Jobs with output that wait for a watch. */
@@ -683,7 +694,9 @@ function startOutputWatches() {
     outputWatches.set(
       jobId,
       watchJob(jobId, {
-        transport,
+        transport: OUTPUT_TRANSPORT,
+        pollInterval: OUTPUT_POLL_MS,
+        pauseWhenHidden: true,
         token,
         output: true,
         onOutput: (chunks) => addOutput(jobId, chunks),
@@ -770,7 +783,10 @@ function updateStale() {
   let next = false; // before the first live connection there is nothing to be stale
   if (connectedAt && connection !== 'live') {
     // A short reconnect (a server restart, say) is not worth marking; anything else is.
-    next = connection !== 'reconnecting' || now - currentUntil >= STALE_AFTER_MS;
+    // A hidden tab's rows are seen by nobody; a short reconnect (a server restart, a tab
+    // shown again) is not worth marking; anything else is.
+    const brief = ['paused', 'connecting', 'reconnecting'].includes(connection);
+    next = connection !== 'paused' && (!brief || now - quietSince >= STALE_AFTER_MS);
   }
   if (connectedAt && navigator.onLine === false) next = true;
   if (next === stale) return;

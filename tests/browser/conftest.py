@@ -270,3 +270,43 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
             (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)"""
     )
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
+
+
+def eventually(check: Callable[[], bool], what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + seconds(within)
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def open_streams(jobcast: Server, transport: str) -> float:
+    """``jobcast_connections{transport=…}``: the SSE or WebSocket connections open now."""
+    metrics = jobcast.api.get("/metrics").text
+    prefix = f'jobcast_connections{{transport="{transport}"}} '
+    lines = metrics.splitlines()
+    return next(float(line[len(prefix) :]) for line in lines if line.startswith(prefix))
+
+
+def tab_beside(page: Page, console: Console) -> Page:
+    """Another tab of ``page``'s browser window: the same context, so the same connections
+    (six per origin over HTTP/1.1, for all its tabs), watched for console errors too."""
+    tab = page.context.new_page()
+    tab.set_default_timeout(seconds(10) * 1000)
+    tab.on("console", console.on_console)
+    tab.on("pageerror", console.on_page_error)
+    return tab
+
+
+def set_visibility(page: Page, state: str) -> None:
+    """Show the page as the browser would when its tab is hidden (``"hidden"``) or shown
+    again (``"visible"``): ``document.visibilityState`` and a ``visibilitychange``."""
+    page.evaluate(
+        """(state) => {
+            const define = (name, get) => Object.defineProperty(document, name, {
+                configurable: true, get });
+            define('visibilityState', () => state);
+            define('hidden', () => state === 'hidden');
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        state,
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Server, wait
+from tests.browser.conftest import Server, eventually, open_streams, wait
 from tests.conftest import seconds
 from tests.js.npm import JS, install
 
@@ -101,21 +100,6 @@ def jobcast(server: Callable[..., Server], origin: str) -> Server:
 
 def open_app(page: Page, origin: str, jobcast: Server, query: str) -> None:
     page.goto(f"{origin}/?server={jobcast.url}&{query}")
-
-
-def eventually(check: Callable[[], bool], what: str, within: float = 10) -> None:
-    deadline = time.monotonic() + seconds(within)
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def open_streams(jobcast: Server, transport: str) -> float:
-    """``jobcast_connections{transport=…}``: the SSE or WebSocket connections open now."""
-    metrics = jobcast.api.get("/metrics").text
-    prefix = f'jobcast_connections{{transport="{transport}"}} '
-    lines = metrics.splitlines()
-    return next(float(line[len(prefix) :]) for line in lines if line.startswith(prefix))
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws", "poll"])
