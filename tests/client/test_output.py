@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
+import threading
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from tests.conftest import seconds
 
 from .fakes import (
     EVENT_STREAM,
+    FORWARD,
     FORWARD_THEN_DROP,
     Answer,
     CutProxy,
@@ -419,6 +422,112 @@ async def test_a_batch_the_server_refuses_is_kept_raised_and_given_up_on_close(
         with pytest.raises(ValueError, match="closed"):
             writer.write("more")
         assert [chunk.data for chunk in jobs.output(job_id)] == ["kept"]
+
+
+async def test_the_writer_keeps_each_append_under_max_bytes(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """Chunks larger in all than the server takes in one body go in several appends, each
+    at most max_bytes of chunk JSON, where one append would be refused (413) for ever."""
+    srv = server(JOBS_MAX_BODY_BYTES="100000")
+    recorder = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        pages = [f"page {number}: " + "x" * 25_000 for number in range(10)]
+        last = await write_all(jobs, job_id, pages, kind="log", max_delay=60, max_bytes=60_000)
+        assert last == 10
+        appends = posts(recorder)
+        assert [len(body["chunks"]) for body in appends] == [2] * 5
+        assert all(len(json.dumps(body["chunks"])) <= 60_000 for body in appends)
+        assert data_of(await read_all(jobs, job_id)) == pages
+
+
+async def test_a_batch_refused_for_what_it_holds_is_raised_and_not_sent_again(
+    server: Start, flavor: str
+) -> None:
+    """A chunk over the server's limit is refused (413): the writer raises it and drops
+    that batch, which would be refused again, and the chunks written after it go."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNK_BYTES="1000")
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        if isinstance(jobs, SyncJobs):
+
+            def write() -> None:
+                with jobs.client.output_writer(job_id, max_delay=60) as out:
+                    out.write("y" * 2000)
+                    with pytest.raises(OutputTooLarge):
+                        out.flush()
+                    out.write("fits")
+
+            await _in_thread(write)
+        else:
+            async with jobs.client.output_writer(job_id, max_delay=60) as out:
+                await out.write("y" * 2000)
+                with pytest.raises(OutputTooLarge):
+                    await out.flush()
+                await out.write("fits")
+        assert data_of(await read_all(jobs, job_id)) == ["fits"]
+
+
+async def test_a_background_error_that_a_flush_made_moot_is_not_raised(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """The timer's append fails while a flush waits its turn; the flush sends that batch
+    again, and it lands. Nothing is lost, so the next write raises nothing."""
+    srv = server()
+    arrived, answer = threading.Event(), threading.Event()
+
+    def script(seen: Seen) -> Answer | str:
+        if seen.method == "POST" and seen.path.endswith("/output") and not arrived.is_set():
+            arrived.set()
+            answer.wait(seconds(10))
+            return problem(409, "invalid-transition", "refused, this once")
+        return FORWARD
+
+    gate = fake(script, upstream=srv.base_url)
+    async with connect(flavor, gate.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, max_delay=0.01)
+            writer.write("first")
+            await _in_thread(arrived.wait, seconds(10))  # the timer's append, held
+            flushing = threading.Thread(target=writer.flush)
+            flushing.start()
+            await until(lambda: _waits_in(flushing, "_send"))
+            answer.set()
+            await _in_thread(flushing.join, seconds(10))
+            writer.write("second")
+            writer.close()
+        else:
+            async with jobs.client.output_writer(job_id, max_delay=0.01) as out:
+                await out.write("first")
+                await _in_thread(arrived.wait, seconds(10))
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(out.flush)
+                    waiting = out._sending.statistics
+                    await until(lambda: waiting().tasks_waiting == 1)
+                    answer.set()
+                await out.write("second")
+        assert data_of(await read_all(jobs, job_id)) == ["first", "second"]
+
+
+def _waits_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is inside ``function`` now."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Look every 10 ms until ``check()`` holds (a lock's waiters send no event)."""
+    with anyio.fail_after(seconds(10)):
+        while True:
+            if check():
+                return
+            await anyio.sleep(0.01)
 
 
 async def test_an_async_writer_must_be_entered_and_flushes_when_cancelled(server: Start) -> None:

@@ -53,7 +53,14 @@ from ._exceptions import InvalidTransition, JobCanceled, JobcastError
 from ._models import CANCELED, Changes, Job, JobStatus, JobType, OutputAppended, OutputChunk
 from ._output import NOTHING, OutputPages, _append_output
 from ._watch import Update, Watch
-from ._writer import DEFAULT_MAX_CHUNKS, DEFAULT_MAX_DELAY, AsyncOutputWriter, OutputWriter
+from ._writer import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CHUNKS,
+    DEFAULT_MAX_DELAY,
+    AsyncOutputWriter,
+    Batch,
+    OutputWriter,
+)
 
 __all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
 
@@ -151,10 +158,11 @@ class TrackedJob(_Tracked):
         kind: str | None = None,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_delay: float = DEFAULT_MAX_DELAY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> OutputWriter:
         """``output_writer`` for this job: close it (``with``) before the block ends."""
         return self._client.output_writer(
-            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay
+            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay, max_bytes=max_bytes
         )
 
 
@@ -188,10 +196,11 @@ class AsyncTrackedJob(_Tracked):
         kind: str | None = None,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_delay: float = DEFAULT_MAX_DELAY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> AsyncOutputWriter:
         """``output_writer`` for this job: ``async with`` it inside the block."""
         return self._client.output_writer(
-            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay
+            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay, max_bytes=max_bytes
         )
 
 
@@ -309,15 +318,18 @@ class JobsClient(Core[httpx2.BaseTransport]):
         kind: str | None = None,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_delay: float = DEFAULT_MAX_DELAY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> OutputWriter:
         """A writer that appends the chunks written to the job's output in batches.
 
         ``with jobs.output_writer(job_id, kind="token") as out: out.write(token)``:
         a batch is appended once ``max_chunks`` chunks wait, once the oldest
         has waited ``max_delay`` seconds, on ``out.flush()`` and when the block
-        ends. Each append is exactly once (it carries ``expected_offset``).
+        ends. Each append is exactly once (it carries ``expected_offset``), and
+        carries at most ``max_chunks`` chunks and ``max_bytes`` bytes of chunk
+        JSON: keep that under the server's ``JOBS_MAX_BODY_BYTES``.
         """
-        return OutputWriter(self, job_id, kind, max_chunks, max_delay)
+        return OutputWriter(self, job_id, Batch(kind, max_chunks, max_delay, max_bytes))
 
     @overload
     def watch(
@@ -472,9 +484,10 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
         kind: str | None = None,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         max_delay: float = DEFAULT_MAX_DELAY,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> AsyncOutputWriter:
         """As :meth:`JobsClient.output_writer`: ``async with`` it, ``await out.write(token)``."""
-        return AsyncOutputWriter(self, job_id, kind, max_chunks, max_delay)
+        return AsyncOutputWriter(self, job_id, Batch(kind, max_chunks, max_delay, max_bytes))
 
     @overload
     def watch(

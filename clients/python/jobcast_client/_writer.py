@@ -7,7 +7,10 @@
 A writer keeps the chunks written since its last append and appends them
 when ``max_chunks`` are waiting, when the oldest has waited ``max_delay``
 seconds (a background thread, or a task of the ``async with`` block, sees
-to that even when no write comes), on :meth:`flush`, and on close.
+to that even when no write comes), on :meth:`flush`, and on close. No append
+carries more than ``max_chunks`` chunks or ``max_bytes`` bytes of chunk JSON
+(one chunk larger than that goes alone), so a burst of large chunks goes in
+several appends, each under the server's ``JOBS_MAX_BODY_BYTES``.
 
 Every append carries ``expectedOffset``, starting from the job's
 ``outputSize`` (read once, at the first append), so each batch is appended
@@ -22,7 +25,11 @@ when the background flush failed, by the next ``write``, ``flush`` or close.
 The next append sends that batch again first, alone (it may have landed with
 its answer lost: sent as it was, its retry can tell), then what was written
 since. ``flush()`` tries again, exactly once as ever; closing gives up on
-what it could not send.
+what it could not send. A batch the server refuses for what it holds
+(:class:`InvalidJobData`: a chunk or the job's output over a limit) is not
+kept: sent again, it would be refused again, and hold back every chunk
+behind it. An error a later append made moot (the batch went after all) is
+not raised.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._exceptions import JobcastError
+from ._exceptions import InvalidJobData, JobcastError
 from ._models import Chunk
 from ._output import _append_batch, _start_offset
 
@@ -47,20 +54,27 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_CHUNKS = 100
 DEFAULT_MAX_DELAY = 0.1  # seconds
+# Half the server's default JOBS_MAX_BODY_BYTES (1 MiB): room for the body around the chunks.
+DEFAULT_MAX_BYTES = 512 * 1024
 
 
 class Batch:
     """What a writer holds, without the I/O: chunks waiting, since when, and where they go."""
 
-    def __init__(self, kind: str | None, max_chunks: int, max_delay: float) -> None:
+    def __init__(self, kind: str | None, max_chunks: int, max_delay: float, max_bytes: int) -> None:
         if max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         if max_delay < 0:
             raise ValueError("max_delay must not be negative")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.kind = kind
         self.max_chunks = max_chunks
         self.max_delay = max_delay
+        self.max_bytes = max_bytes
         self.chunks: list[Chunk] = []
+        self.sizes: list[int] = []  # each waiting chunk's JSON, in bytes at most
+        self.bytes = 0  # their sum
         # A batch whose append failed: it may have landed (its answer lost), so it goes
         # again alone, as it was sent, where its retry can tell.
         self.failed: list[Chunk] = []
@@ -73,20 +87,37 @@ class Batch:
         A value JSON cannot carry raises here (TypeError, ValueError), at the
         write that gave it, rather than in every append of the batch it would block.
         """
-        json.dumps(data, allow_nan=False)
-        self.chunks.append(Chunk(data, kind if kind is not None else self.kind))
+        chunk = Chunk(data, kind if kind is not None else self.kind)
+        # ASCII-escaped, so its length bounds the UTF-8 bytes sent; one more for the comma.
+        size = len(json.dumps(chunk.to_wire(), allow_nan=False)) + 1
+        self.chunks.append(chunk)
+        self.sizes.append(size)
+        self.bytes += size
         if self._since is None:
             self._since = time.monotonic()
-        return len(self.chunks) >= self.max_chunks
+        return len(self.chunks) >= self.max_chunks or self.bytes >= self.max_bytes
 
-    def take(self) -> list[Chunk]:
-        """The next batch to append: a failed one as it was, else every waiting chunk."""
+    def take(self, *, full: bool = False) -> list[Chunk]:
+        """The next batch to append: a failed one as it was, else the waiting chunks, as
+        many as fit in ``max_chunks`` and ``max_bytes`` (at least one); with ``full``,
+        only a batch that is full (the rest waits for more, or for its time)."""
         if self.failed:
             failed, self.failed = self.failed, []
             if not self.chunks:
                 self._since = None
             return failed
-        chunks, self.chunks, self._since = self.chunks, [], None
+        count, total = 0, 0
+        for size in self.sizes[: self.max_chunks]:
+            if count and total + size > self.max_bytes:
+                break
+            count, total = count + 1, total + size
+        if full and count == len(self.chunks) < self.max_chunks and total < self.max_bytes:
+            return []
+        chunks, self.chunks = self.chunks[:count], self.chunks[count:]
+        del self.sizes[:count]
+        self.bytes -= total
+        if not self.chunks:
+            self._since = None
         return chunks
 
     def put_back(self, chunks: list[Chunk]) -> None:
@@ -96,7 +127,7 @@ class Batch:
 
     def give_up(self) -> None:
         """Forget every chunk (the writer closed with what it could not send)."""
-        self.chunks, self.failed, self._since = [], [], None
+        self.chunks, self.sizes, self.bytes, self.failed, self._since = [], [], 0, [], None
 
     def due_in(self) -> float:
         """Seconds until the oldest waiting chunk must go (inf when nothing waits)."""
@@ -113,12 +144,10 @@ class OutputWriter:
     now; :meth:`close` appends the rest and stops. Safe to share between threads.
     """
 
-    def __init__(
-        self, client: JobsClient, job_id: str, kind: str | None, max_chunks: int, max_delay: float
-    ) -> None:
+    def __init__(self, client: JobsClient, job_id: str, batch: Batch) -> None:
         self.job_id = job_id
         self._client = client
-        self._batch = Batch(kind, max_chunks, max_delay)
+        self._batch = batch
         self._lock = threading.Lock()  # guards the batch, the error and the flags
         self._wake = threading.Condition(self._lock)  # the timer's: a write, an error raised
         self._sending = threading.Lock()  # one append at a time: batches stay in order
@@ -163,12 +192,11 @@ class OutputWriter:
                 self._timer.start()
             self._wake.notify()
         if full:
-            self.flush()
+            self._send(full=True)
 
     def flush(self) -> None:
         """Append every waiting chunk now (and any a failed append left)."""
         with self._lock:
-            self._error = None
             self._wake.notify()
         self._send()
 
@@ -178,7 +206,6 @@ class OutputWriter:
             if self._closed:
                 return
             self._closed = True
-            self._error = None
             self._wake.notify()
         if self._timer is not None:
             self._timer.join()
@@ -188,23 +215,40 @@ class OutputWriter:
             with self._lock:
                 self._batch.give_up()  # what could not be sent
 
-    def _send(self) -> None:
+    def _send(self, *, background: bool = False, full: bool = False) -> None:
+        """Append until nothing waits (with ``full``, until no full batch waits); in the
+        ``background`` (the timer), an error is kept for the caller's next call rather
+        than raised."""
         with self._sending:
-            while True:  # a failed batch first, then what was written since
+            # Every append is new news: an error kept from an earlier one is either made
+            # again here (raised, or kept anew) or moot, its batch gone after all.
+            with self._lock:
+                self._error = None
+            try:
+                self._send_all(full)
+            except Exception as exc:
+                if not background:
+                    raise
                 with self._lock:
-                    chunks = self._batch.take()
-                if not chunks:
-                    return
-                try:
-                    if self._batch.offset is None:
-                        start = _start_offset(self._client, self.job_id)
-                        self._batch.offset = self._client._run(start)
-                    batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
-                    self._batch.offset = self._client._run(batch).next_offset
-                except BaseException:
+                    self._error = exc
+
+    def _send_all(self, full: bool) -> None:
+        while True:  # a failed batch first, then what was written since
+            with self._lock:
+                chunks = self._batch.take(full=full)
+            if not chunks:
+                return
+            try:
+                if self._batch.offset is None:
+                    start = _start_offset(self._client, self.job_id)
+                    self._batch.offset = self._client._run(start)
+                batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
+                self._batch.offset = self._client._run(batch).next_offset
+            except BaseException as exc:
+                if not isinstance(exc, InvalidJobData):  # refused: it would be refused again
                     with self._lock:
                         self._batch.put_back(chunks)
-                    raise
+                raise
 
     def _time(self) -> None:
         """The timer thread: append a batch once its oldest chunk has waited max_delay."""
@@ -215,11 +259,7 @@ class OutputWriter:
                     self._wake.wait(None if due == math.inf else due)
                 if self._closed:
                     return
-            try:
-                self._send()
-            except Exception as exc:  # the caller's to hear, at its next write
-                with self._lock:
-                    self._error = exc
+            self._send(background=True)  # an error is the caller's to hear, at its next write
 
     def _raise_error(self) -> None:
         """Raise (once) the error of a background append; the lock is held."""
@@ -238,17 +278,10 @@ class AsyncOutputWriter:
     for at most the client's ``timeout``), then the cancellation goes on.
     """
 
-    def __init__(
-        self,
-        client: AsyncJobsClient,
-        job_id: str,
-        kind: str | None,
-        max_chunks: int,
-        max_delay: float,
-    ) -> None:
+    def __init__(self, client: AsyncJobsClient, job_id: str, batch: Batch) -> None:
         self.job_id = job_id
         self._client = client
-        self._batch = Batch(kind, max_chunks, max_delay)
+        self._batch = batch
         self._sending = anyio.Lock()  # one append at a time: batches stay in order
         self._wake = anyio.Event()  # set on a write: the timer looks again
         self._error: Exception | None = None
@@ -298,24 +331,37 @@ class AsyncOutputWriter:
         if error is not None:
             raise error
         if self._batch.add(data, kind):
-            await self.flush()
+            await self._send(full=True)
         else:
             self._wake.set()
 
     async def flush(self) -> None:
         """Append every waiting chunk now (and any a failed append left)."""
-        self._error = None
+        await self._send()
+
+    async def _send(self, *, background: bool = False, full: bool = False) -> None:
+        """As :meth:`OutputWriter._send`."""
         async with self._sending:
-            while chunks := self._batch.take():  # a failed batch first, then the rest
-                try:
-                    if self._batch.offset is None:
-                        start = _start_offset(self._client, self.job_id)
-                        self._batch.offset = await self._client._run(start)
-                    batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
-                    self._batch.offset = (await self._client._run(batch)).next_offset
-                except BaseException:
-                    self._batch.put_back(chunks)
+            self._error = None  # made again here, or moot (see OutputWriter._send)
+            try:
+                await self._send_all(full)
+            except Exception as exc:
+                if not background:
                     raise
+                self._error = exc
+
+    async def _send_all(self, full: bool) -> None:
+        while chunks := self._batch.take(full=full):  # a failed batch first, then the rest
+            try:
+                if self._batch.offset is None:
+                    start = _start_offset(self._client, self.job_id)
+                    self._batch.offset = await self._client._run(start)
+                batch = _append_batch(self._client, self.job_id, chunks, self._batch.offset)
+                self._batch.offset = (await self._client._run(batch)).next_offset
+            except BaseException as exc:
+                if not isinstance(exc, InvalidJobData):  # refused: it would be refused again
+                    self._batch.put_back(chunks)
+                raise
 
     async def aclose(self) -> None:
         """Append what is left and stop; a closed writer takes no more chunks."""
@@ -339,10 +385,7 @@ class AsyncOutputWriter:
                 if wake.is_set():
                     self._wake = anyio.Event()
                 continue
-            try:
-                await self.flush()
-            except Exception as exc:  # the caller's to hear, at its next write
-                self._error = exc
+            await self._send(background=True)  # an error is the caller's, at its next write
 
 
 @contextlib.contextmanager
