@@ -44,6 +44,8 @@
  * - Resumes. After a dropped connection it reconnects with exponential backoff and
  *   jitter and asks for what changed since its last event (the SSE `Last-Event-ID`,
  *   sent as `?lastEventId=`; the WebSocket `since`), so nothing is missed or repeated.
+ *   A 429 or 503 with `Retry-After`, to a poll or to the request made before streaming
+ *   again, is waited out.
  * - Ends up exactly at the server's state. When the server cannot resume (`reset`,
  *   e.g. after a restart) it sends a full snapshot; jobs you were given that are not
  *   in it are reported through `onRemoved` once the server marks the snapshot's end
@@ -70,6 +72,7 @@ const TRANSPORTS = ['sse', 'ws', 'poll'];
 const TERMINAL = new Set(['completed', 'error']);
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 30_000;
+const RETRY_AFTER_CAP_MS = 300_000; // a longer Retry-After is taken as this
 const FALLBACK_AFTER = 3; // stream failures in a row, the server answering, before polling
 const STABLE_MS = 5_000; // a stream that lived this long was not a failure of streaming
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
@@ -167,6 +170,7 @@ class Watch {
     this.attempts = 0; // failed attempts since the last live connection
     this.streamFailures = 0;
     this.unreachable = 0;
+    this.retryAfter = 0; // ms the next attempt waits at least: the server's Retry-After
     this.snapshot = null; // while a full snapshot arrives: the held job ids it has not sent
     this.state = null;
     this.closed = false;
@@ -293,6 +297,7 @@ class Watch {
       }
       if (probe === 'stop') return;
       if (probe === 'renew') return this.attempt(true);
+      if (probe === 'busy') return this.retry();
       this.unreachable = 0;
       if (probe === 'gone') return this.gone();
       if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
@@ -371,7 +376,9 @@ class Watch {
     const offline = globalThis.navigator?.onLine === false || this.unreachable >= OFFLINE_AFTER;
     this.setState(offline ? 'offline' : 'reconnecting');
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.attempts - 1));
-    const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
+    const jittered = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
+    const delay = Math.max(jittered, this.retryAfter);
+    this.retryAfter = 0;
     this.timer = setTimeout(() => {
       this.timer = 0;
       this.open(true);
@@ -379,8 +386,9 @@ class Watch {
   }
 
   /**
-   * 'up', 'down' (no answer), 'stop' (refused: the watch is closed now), 'renew' (refused,
-   * getToken gave another token), or for one job 'gone' (404/410).
+   * 'up', 'down' (no answer), 'busy' (429 or 503 with Retry-After), 'stop' (refused: the
+   * watch is closed now), 'renew' (refused, getToken gave another token), or for one job
+   * 'gone' (404/410).
    */
   async probe(generation) {
     const one = this.jobId !== null;
@@ -394,6 +402,10 @@ class Watch {
     const refusal = await this.refused(response, generation);
     if (refusal) return refusal;
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
+    if (this.busy(response)) {
+      response.body?.cancel().catch(() => {});
+      return 'busy';
+    }
     if (response.ok) this.renewing = false;
     if (one && response.ok) {
       const job = await response.json().catch(() => null);
@@ -675,7 +687,7 @@ class Watch {
       const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) return this.gone();
-      if (response.status !== 304 && !response.ok) throw new Error(`HTTP ${response.status}`);
+      if (response.status !== 304 && !response.ok) throw this.failure(response);
       this.opened(conn);
       if (response.ok) this.deliver(await response.json());
       if (first && !conn.closed) this.call('onSynced');
@@ -695,7 +707,7 @@ class Watch {
       const response = await fetch(this.jobUrl(), { cache: 'no-store', signal });
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) return this.gone();
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok) throw this.failure(response);
       const job = await response.json();
       this.opened(conn);
       const size = outputSize(job);
@@ -708,7 +720,7 @@ class Watch {
         const page = await fetch(url, { cache: 'no-store', signal });
         if (conn.closed || (await this.pollRefused(conn, page))) return;
         if (page.status === 404 || page.status === 410) return this.gone();
-        if (!page.ok) throw new Error(`HTTP ${page.status}`);
+        if (!page.ok) throw this.failure(page);
         const { chunks } = await page.json();
         if (conn.closed) return;
         if (!this.received(chunks)) throw new Error('a gap in the output');
@@ -720,6 +732,18 @@ class Watch {
       first = false;
       if (!conn.closed) await sleep(this.o.pollInterval ?? 1000, signal);
     }
+  }
+
+  /** Whether the server asked to be left alone a while (429, 503 with Retry-After): noted. */
+  busy(response) {
+    this.retryAfter = retryAfterMs(response);
+    return this.retryAfter > 0;
+  }
+
+  /** The error a poll's failed answer makes; its Retry-After, if any, is noted. */
+  failure(response) {
+    this.busy(response);
+    return new Error(`HTTP ${response.status}`);
   }
 
   /** One job is gone (404, 410): said, and the watch ends. */
@@ -738,7 +762,7 @@ class Watch {
         const params = { limit: 1000, ...this.filters(), cursor };
         const response = await fetch(this.url('/api/jobs', params), { cache: 'no-store', signal });
         if (conn.closed || (await this.pollRefused(conn, response))) return;
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        if (!response.ok) throw this.failure(response);
         const body = await response.json();
         jobs.push(...body.jobs);
         cursor = body.nextCursor;
@@ -984,6 +1008,14 @@ function expiresBefore(token, when) {
   } catch {
     return false;
   }
+}
+
+/** A 429's or 503's Retry-After (seconds, or a date) in ms, at most RETRY_AFTER_CAP_MS; else 0. */
+function retryAfterMs(response) {
+  if (response.status !== 429 && response.status !== 503) return 0;
+  const value = response.headers.get('Retry-After')?.trim() ?? '';
+  const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_CAP_MS) : 0;
 }
 
 function hidden() {

@@ -125,17 +125,41 @@ export function assertIncreasing(versions, what = 'versions') {
  * A TCP proxy to `target` (a URL): `cut()` drops every open connection as a server or a
  * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
  * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
- * requests pass, `retarget(url)` sends new ones elsewhere. `requests` holds the request
- * line of each request seen.
+ * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
+ * the next `count` connections' requests `503` with `Retry-After: seconds`. `requests` holds
+ * the request line of each request seen, `times` when each came (ms since the epoch).
  */
 export async function startProxy(target) {
   let upstream = new URL(target);
   let refusing = false;
   let breaking = false;
+  let busy = { count: 0, seconds: 0 };
   const pairs = new Set();
   const requests = [];
+  const times = [];
+  const seen = (chunk) => {
+    const line = chunk.toString('latin1').split('\r\n', 1)[0];
+    if (!/^[A-Z]+ \S+ HTTP\/1\.1$/.test(line)) return null;
+    requests.push(line);
+    times.push(Date.now());
+    return line;
+  };
   const server = net.createServer((client) => {
     if (refusing) return client.destroy();
+    if (busy.count > 0) {
+      busy.count -= 1;
+      const { seconds } = busy;
+      client.on('error', () => {});
+      client.once('data', (chunk) => {
+        seen(chunk);
+        const body = '{"type":"about:blank","title":"Service Unavailable","status":503}';
+        client.end(
+          'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n' +
+            `Retry-After: ${seconds}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      });
+      return;
+    }
     const remote = net.connect(Number(upstream.port), upstream.hostname);
     const pair = { client, remote };
     pairs.add(pair);
@@ -145,10 +169,8 @@ export async function startProxy(target) {
       remote.destroy();
     };
     client.on('data', (chunk) => {
-      const line = chunk.toString('latin1').split('\r\n', 1)[0];
-      if (!/^[A-Z]+ \S+ HTTP\/1\.1$/.test(line)) return;
-      requests.push(line);
-      if (breaking && /^GET \S*(\/events|\/ws)\b/.test(line)) end();
+      const line = seen(chunk);
+      if (line && breaking && /^GET \S*(\/events|\/ws)\b/.test(line)) end();
     });
     client.pipe(remote);
     remote.pipe(client);
@@ -161,6 +183,7 @@ export async function startProxy(target) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     requests,
+    times,
     get open() {
       return pairs.size;
     },
@@ -179,6 +202,9 @@ export async function startProxy(target) {
     },
     breakStreams(on = true) {
       breaking = on;
+    },
+    busy(count, seconds) {
+      busy = { count, seconds };
     },
     close() {
       this.cut();

@@ -171,6 +171,27 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+describe('a busy server', () => {
+  for (const transport of TRANSPORTS) {
+    it(`is asked again over ${transport} only after its Retry-After`, { timeout: TIMEOUT }, async (t) => {
+      const jobId = await createJob({ message: 'Waiting its turn' });
+      const proxy = await startProxy(SERVER);
+      t.after(() => proxy.close());
+      // A 503 with Retry-After to the first attempt and to the request after it: a probe,
+      // or over polling the next poll. The stream's own 503 hides its headers from
+      // EventSource and WebSocket; the probe's does not.
+      proxy.busy(2, 2);
+      const seen = recorder();
+      const watch = watchJobs({ ...NODE, ...seen.options, baseUrl: proxy.url, transport });
+      t.after(() => watch.close());
+      await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live, with the job');
+      const waited = proxy.times[2] - proxy.times[1];
+      assert.ok(waited >= 1_950, `asked again ${waited} ms after Retry-After: 2`);
+      assert.equal(seen.latest(jobId).message, 'Waiting its turn');
+    });
+  }
+});
+
 describe('the server', () => {
   it('answers 204 to a reconnect holding the terminal state: a client has nothing to resume', async () => {
     const jobId = await createJob();
