@@ -84,6 +84,9 @@ def update(job: Job, change: JobUpdate, at: datetime) -> Job:
         fields["message"] = change.message
     if change.metadata is not None:
         fields["metadata"] = {**job.metadata, **change.metadata}
+    if status == "error":
+        # A failed job always says why: the message this update gives, else the default.
+        fields["error"] = change.message or DEFAULT_FAILED_MESSAGE
     return _advance(job, fields, at)
 
 

@@ -209,6 +209,16 @@ def test_fail_with_message(client: TestClient) -> None:
     assert body.json()["message"] == "Stopped"
 
 
+def test_patch_to_error_says_why(client: TestClient) -> None:
+    """A job failed by PATCH has `error`, as the contract says every failed job has: the
+    message given with it, else "Processing failed"."""
+    said, unsaid = create(client), create(client)
+    client.patch(f"/api/jobs/{said}", json={"status": "error", "message": "Disk full"})
+    client.patch(f"/api/jobs/{unsaid}", json={"status": "error"})
+    assert (get(client, said)["error"], get(client, said)["message"]) == ("Disk full", "Disk full")
+    assert get(client, unsaid)["error"] == "Processing failed"
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

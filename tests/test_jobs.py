@@ -171,6 +171,16 @@ def test_update_changes_only_what_is_given() -> None:
     )
 
 
+def test_an_update_to_error_says_why() -> None:
+    """A job failed by PATCH has an `error`, as every failed job does: the message the
+    update gives, else "Processing failed"; its message is left as it was."""
+    running = at_status("processing")
+    said = jobs.update(running, JobUpdate(status="error", message="Disk full"), T1)
+    assert (said.error, said.message) == ("Disk full", "Disk full")
+    unsaid = jobs.update(running, JobUpdate(status="error"), T1)
+    assert (unsaid.error, unsaid.message) == ("Processing failed", running.message)
+
+
 def test_metadata_is_shallow_merged() -> None:
     """Update metadata replaces top-level keys it names and keeps the others."""
     job = queued(metadata={"a": 1, "nested": {"x": 1}})
