@@ -656,6 +656,7 @@ def test_a_plain_get_of_the_websocket_endpoint_says_what_it_is(client: TestClien
     assert response.status_code == 426
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["upgrade"] == "websocket"
+    assert response.headers["connection"] == "Upgrade"  # Upgrade is hop-by-hop: named there
     assert "WebSocket client" in response.json()["detail"]
     assert "/api/jobs/events" in response.json()["detail"]
 

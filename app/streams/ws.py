@@ -362,7 +362,7 @@ async def not_a_socket(request: Request) -> Response:
         426,
         "this is the live protocol's WebSocket endpoint: connect to it with a WebSocket "
         "client (ws:// or wss://), or stream Server-Sent Events from /api/jobs/events",
-        headers={"Upgrade": "websocket"},
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},  # RFC 9110 7.8
     )
 
 
