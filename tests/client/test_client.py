@@ -460,6 +460,25 @@ async def test_watch_from_the_terminal_version_ends_on_the_204(server: Start, fl
         assert [job.version for job in later] == [version]
 
 
+async def test_watch_from_beyond_the_job_goes_on_from_its_current_state(
+    server: Start, flavor: str
+) -> None:
+    """watch(since=N) with N past the job's version (a mistaken cursor, a backend restored
+    from a backup) yields the job's current state and every change after it, and ends
+    with the job, where it waited for a version the job never reached."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        await api.update(job_id, status="processing", progress=10)
+        seen: list[Job] = []
+        with anyio.fail_after(seconds(10)):
+            async for job in jobs.watch(job_id, since=50):
+                seen.append(job)
+                if len(seen) == 1:
+                    await api.complete(job_id)
+        assert [(job.version, job.status) for job in seen] == [(2, "processing"), (3, "completed")]
+
+
 async def test_watch_resumes_after_a_dropped_connection_without_repeats(
     server: Start, flavor: str, proxy: Callable[[int], CutProxy]
 ) -> None:

@@ -6,7 +6,11 @@ output too, as lists of :class:`OutputChunk`, in the order they happened.
 What the server sends there, and what the watch does with it:
 
 - ``event: job``: the full job. Yielded unless its ``version`` is one the
-  watch has yielded already (a reconnection may send it again).
+  watch has yielded already (a reconnection may send it again). The first
+  one of a connection is the server's current state: one older than the
+  watch holds (a ``since`` ahead of the job, a backend restored from a
+  backup) is yielded too, and the watch goes on from it, rather than
+  wait for a version the job may never reach.
 - ``event: synced``: the snapshot is over, what follows is live. Nothing to
   yield: a watch treats the snapshot's state like any other.
 - ``event: reset``: the server could not resume from the ``Last-Event-ID``
@@ -81,6 +85,7 @@ class Watch:
         self.output = output
         self.offset = 0
         self.done = False
+        self._current = False  # the next job event is the server's current state
         self._call = call
         self._timeout = timeout
 
@@ -112,6 +117,7 @@ class Watch:
             self.done = True
             return None
         if response.status_code == 200:
+            self._current = True
             return None
         pause = self.attempts.after_response(response)
         if pause is None:
@@ -133,7 +139,10 @@ class Watch:
         if event.event != "job":
             return None  # reset, and whatever comes later
         job = parse_job(_decoded(event))
-        if self.version is not None and job.version <= self.version:
+        current, self._current = self._current, False
+        if self.version is not None and (
+            job.version == self.version or (job.version < self.version and not current)
+        ):
             return None
         self.version = job.version
         self.done = job.is_terminal
