@@ -264,8 +264,7 @@ class Demo:
             if index == failing_at:
                 await library.fail_job(job_id, rng.choice(script.errors))
                 return
-            # Logged before it is reported, so the report's outputSize tells the page
-            # (whose list stream carries no output) there is output to follow.
+            # Logged before it is reported, so the report's outputSize counts it.
             if script.output == "log" and (index == 0 or plan[index - 1][1] != message):
                 line = _log_line(message, progress, rng)
                 await library.append_job_output(job_id, [{"data": line, "kind": "log"}])
@@ -289,9 +288,8 @@ class Demo:
 
     async def _stream(self, job_id: str, tokens: list[str], progress: float, message: str) -> bool:
         """Append the answer a batch of tokens at a time, at a model's pace, reporting
-        progress after the first batch and then every second (each report's outputSize
-        tells the page there is output); False when a cancel was asked for meanwhile
-        (the job is failed as canceled then)."""
+        progress after the first batch and then every second; False when a cancel was
+        asked for meanwhile (the job is failed as canceled then)."""
         batch = max(1, round(TOKENS_PER_SECOND * TOKEN_BATCH_SECONDS))
         batches_a_second = round(1 / TOKEN_BATCH_SECONDS)
         for number, start in enumerate(range(0, len(tokens), batch)):

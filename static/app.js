@@ -634,37 +634,41 @@ function shortId(jobId) {
 // Output: a running job's tail under its row, live.
 //
 // The list's stream carries no output (only a stream of one job does), so the page opens
-// a watch of one job, with `output: true`, for each job it shows that has output
-// (`outputSize`) and is not finished, six at most. Over WebSocket each is a socket. Over
-// SSE each would be a stream, and a browser keeps six connections per origin over
-// HTTP/1.1 for all its tabs together: a few tabs with running jobs would take them all,
-// and the next tab, and every write, would wait. So over SSE the page polls output (the
-// job every OUTPUT_POLL_MS, its new chunks when `outputSize` grew) and each tab holds one
-// stream, the list's. Newer jobs (those on top) go first; a job waits for a free watch,
-// and its output comes from its first chunk once it has one. A watch ends with its job
-// (after its last chunk), and the job's tail stays on its row until the row goes.
+// a watch of one job, with `output: true`, for each unfinished job it shows that is
+// processing or has output (`outputSize`), six at most. Appending output changes no
+// version: a worker that streams tokens and reports nothing else until the end would
+// show nothing live if the page waited for the list to tell of output.
 //
-// Appending output changes no version, so the list hears of a job's first chunks with its
-// next change (workers report progress as they go). The tail is bounded: the last
-// OUTPUT_TEXT_MAX characters of `token` chunks, joined as they stream, and the last
-// OUTPUT_LINES lines of every other kind (`log` lines; other data as JSON).
+// Over WebSocket each watch is a socket. Over SSE each would be a stream, and a browser
+// keeps six connections per origin over HTTP/1.1 for all its tabs together: a few tabs
+// with running jobs would take them all, and the next tab, and every write, would wait.
+// So over SSE the page polls output (the job every OUTPUT_POLL_MS, its new chunks when
+// `outputSize` grew) and each tab holds one stream, the list's. Newer jobs (those on top)
+// go first; a job waits for a free watch, and its output comes from its first chunk once
+// it has one. A watch ends with its job (after its last chunk), and the job's tail stays
+// on its row until the row goes.
+//
+// The tail is bounded: the last OUTPUT_TEXT_MAX characters of `token` chunks, joined as
+// they stream, and the last OUTPUT_LINES lines of every other kind (`log` lines; other
+// data as JSON).
 
 const OUTPUT_WATCHES = 6;
 const OUTPUT_TRANSPORT = transport === 'sse' ? 'poll' : transport;
 /** jobId → the watch of its output (a jobcast handle). */
 const outputWatches = new Map();
-/** Jobs with output that wait for a watch. */
+/** Jobs that wait for a watch of their output. */
 const outputWaiting = new Set();
 /** Jobs whose output watch has ended, never to open again. */
 const outputEnded = new Set();
 let outputRefused = false; // the token may read the list but not one job's stream
 let outputStarting = false; // startOutputWatches is due, once this frame's rows are in
 
-/** A row's job has output and runs on: watch its output, now or when a watch is free. */
+/** A row's job runs, or has output: watch its output, now or when a watch is free. */
 function wantOutput(row) {
   const { id, job } = row;
   if (outputWatches.has(id) || outputEnded.has(id) || outputRefused) return;
-  if (row.leaving || isTerminal(job) || !(job.outputSize > 0)) {
+  const mayWrite = job.status === 'processing' || job.outputSize > 0;
+  if (row.leaving || isTerminal(job) || !mayWrite) {
     outputWaiting.delete(id);
     return;
   }

@@ -71,6 +71,22 @@ def test_streamed_tokens_and_log_lines_show_live_under_their_rows(
     expect(row(page, files).locator(".job-output-lines")).to_contain_text("line 29")
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_worker_that_only_streams_shows_live(page: Page, jobcast: Server, transport: str) -> None:
+    """A worker that reports `processing`, then streams tokens and reports nothing else
+    until the end, has its tokens shown as they come: the list never tells of them."""
+    agent = jobcast.create(jobType="llm_agent", message="Answering")
+    jobcast.update(agent, status="processing")
+    open_live(page, jobcast, f"transport={transport}")
+    expect(row(page, agent)).to_have_attribute("data-status", "processing")
+    text = row(page, agent).locator(".job-output-text")
+    append(jobcast, agent, *tokens("Streaming"))
+    expect(text).to_have_text("Streaming")
+    append(jobcast, agent, *tokens(" on"))
+    expect(text).to_have_text("Streaming on")
+    assert jobcast.api.get(f"/api/jobs/{agent}").json()["version"] == 2
+
+
 def test_the_text_shown_is_the_end_of_a_long_stream(page: Page, jobcast: Server) -> None:
     """However much an agent streams, its row holds the last 4 096 characters of it, and
     the last 20 lines of a log, scrolled to the newest."""
