@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import Console, Server, open_live, row, screenshot
+from tests.browser.conftest import Console, Server, open_live, row, screenshot, wait
 
 TRANSPORTS = ["sse", "ws", "poll"]
 KEY = "browser-test-key-" + "k" * 24
@@ -137,13 +137,19 @@ def test_delete_removes_a_finished_row_once_removed_arrives(
     expect(row(page, running)).to_have_count(1)
 
 
-def test_deleted_elsewhere_the_row_goes(page: Page, jobcast: Server) -> None:
-    """A job another client deletes, running or not, leaves the page at once."""
-    open_live(page, jobcast)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_deleted_elsewhere_the_row_goes(page: Page, jobcast: Server, transport: str) -> None:
+    """A job another client deletes, queued or processing (its output followed), leaves
+    the page at once, and the page logs no error for the watch that ends with it."""
+    open_live(page, jobcast, f"transport={transport}")
+    queued = jobcast.create(message="Queued")
     running = jobcast.create(message="Running")
-    expect(row(page, running)).to_have_count(1)
-    assert jobcast.api.delete(f"/api/jobs/{running}").status_code == 204
-    expect(row(page, running)).to_have_count(0)
+    jobcast.update(running, status="processing", progress=5)
+    expect(row(page, running)).to_have_attribute("data-status", "processing")
+    for job_id in (queued, running):
+        assert jobcast.api.delete(f"/api/jobs/{job_id}").status_code == 204
+        expect(row(page, job_id)).to_have_count(0)
+    page.wait_for_timeout(wait(1))  # a poll of the deleted job would have been made by now
 
 
 def test_an_idle_unfinished_job_can_be_deleted(page: Page, jobcast: Server) -> None:
