@@ -13,6 +13,7 @@ const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
 const STALE_AFTER_MS = 3_000; // reconnecting this long marks the rows as last known
 const OUTPUT_POLL_MS = 500; // how often a polled output watch asks (see "Output")
 const COPIED_MS = 2_000; // how long a copy button says "Copied"
+const CONFIRM_MS = 4_000; // how long a Delete waits for the click that confirms it
 // An unfinished job this long without a change looks abandoned (its worker gone): a viewer
 // who may write can delete it. A server with JOBS_STALE_TTL fails such jobs by itself.
 const IDLE_AFTER_MS = 5 * 60_000;
@@ -488,7 +489,8 @@ function saveDismissed() {
 
 // Cancel and Delete: offered only to a viewer who may write (updateWritable). A click
 // changes nothing on the page by itself: the change comes back over the live stream (a
-// new version with cancelRequested, or `removed`), as any other client's would.
+// new version with cancelRequested, or `removed`), as any other client's would. Delete
+// cannot be undone, for anyone: its first click asks for a second (CONFIRM_MS).
 
 const ACTIONS = {
   cancel: {
@@ -502,6 +504,7 @@ const ACTIONS = {
   },
   delete: {
     label: 'Delete',
+    confirm: 'Confirm delete',
     title: 'Delete it on the server, for everyone',
     failed: 'Could not delete',
     request: (jobId) => ({
@@ -539,7 +542,10 @@ function renderActions(row) {
     }
     if (!el[name]) continue;
     el[name].hidden = !shown;
-    if (!shown) el[name].removeAttribute('aria-busy');
+    if (!shown) {
+      el[name].removeAttribute('aria-busy');
+      disarm(row, name);
+    }
   }
   el.actions.hidden = !wanted.length;
   el.root.classList.toggle('has-actions', wanted.length > 0);
@@ -552,15 +558,39 @@ function actionButton(row, name) {
   const button = h('button', `job-action is-${name}`, action.label);
   button.type = 'button';
   button.title = action.title;
-  const label = TYPES[row.job.jobType]?.label ?? 'Generic';
-  button.setAttribute('aria-label', `${action.label} ${label} job ${shortId(row.id)}`);
+  labelAction(row, button, action.label);
   button.addEventListener('click', () => act(row, name));
   return button;
+}
+
+function labelAction(row, button, text) {
+  const label = TYPES[row.job.jobType]?.label ?? 'Generic';
+  button.textContent = text;
+  button.setAttribute('aria-label', `${text} ${label} job ${shortId(row.id)}`);
+}
+
+/** The first click of an action that asks for a second: the button asks, for a while. */
+function arm(row, name) {
+  const button = row.el[name];
+  labelAction(row, button, ACTIONS[name].confirm);
+  button.classList.add('is-armed');
+  row.armedTimer = setTimeout(() => disarm(row, name), CONFIRM_MS);
+  say(`${button.getAttribute('aria-label')}: press again to confirm.`);
+}
+
+function disarm(row, name) {
+  const button = row.el[name];
+  if (!button?.classList.contains('is-armed')) return;
+  clearTimeout(row.armedTimer);
+  button.classList.remove('is-armed');
+  labelAction(row, button, ACTIONS[name].label);
 }
 
 async function act(row, name) {
   const button = row.el[name];
   if (button.getAttribute('aria-busy') === 'true') return;
+  if (ACTIONS[name].confirm && !button.classList.contains('is-armed')) return arm(row, name);
+  disarm(row, name);
   // Busy until the server's change arrives and redraws the row (or removes it).
   button.setAttribute('aria-busy', 'true');
   showProblem(row, '');

@@ -112,9 +112,10 @@ def test_a_cancel_from_elsewhere_shows_and_the_click_cancels(
 def test_delete_removes_a_finished_row_once_removed_arrives(
     page: Page, jobcast: Server, transport: str
 ) -> None:
-    """A finished row's Delete deletes the job: the row stays while the request is held
-    (nothing is removed before the server confirms), goes when `removed` arrives, and the
-    job then answers 410. A running row has no Delete."""
+    """A finished row's Delete, clicked twice (the first asks to confirm), deletes the job:
+    the row stays while the request is held (nothing is removed before the server
+    confirms), goes when `removed` arrives, and the job then answers 410. A running row
+    has no Delete."""
     open_live(page, jobcast, f"transport={transport}")
     done = jobcast.create(jobType="document_analysis", message="Analysing")
     running = jobcast.create(message="Still going")
@@ -127,6 +128,10 @@ def test_delete_removes_a_finished_row_once_removed_arrives(
     held = Held(page, f"**/api/jobs/{done}")
     button = delete_button(page, done)
     expect(button).to_have_accessible_name(f"Delete Document analysis job {done[4:12]}")
+    button.click()
+    expect(button).to_have_text("Confirm delete")
+    expect(button).to_have_accessible_name(f"Confirm delete Document analysis job {done[4:12]}")
+    assert held.routes == []  # one click sends nothing
     button.click()
     expect(button).to_have_attribute("aria-busy", "true")
     expect(row(page, done)).to_have_count(1)
@@ -152,6 +157,25 @@ def test_deleted_elsewhere_the_row_goes(page: Page, jobcast: Server, transport: 
     page.wait_for_timeout(wait(1))  # a poll of the deleted job would have been made by now
 
 
+def test_a_delete_not_confirmed_goes_back(page: Page, jobcast: Server) -> None:
+    """A Delete clicked once and not again within four seconds asks no more, and deletes
+    nothing: the next click asks again."""
+    page.clock.install()
+    open_live(page, jobcast)
+    done = jobcast.create(message="Done")
+    jobcast.complete(done)
+    button = delete_button(page, done)
+    button.click()
+    expect(button).to_have_text("Confirm delete")
+    expect(page.locator("#announcer")).to_contain_text("press again to confirm")
+    screenshot(page, "delete-confirm")
+    page.clock.run_for(4_000)
+    expect(button).to_have_text("Delete")
+    button.click()
+    expect(button).to_have_text("Confirm delete")
+    assert jobcast.api.get(f"/api/jobs/{done}").status_code == 200
+
+
 def test_an_idle_unfinished_job_can_be_deleted(page: Page, jobcast: Server) -> None:
     """An unfinished job without a change for five minutes looks abandoned: besides Cancel
     it gets Delete, which removes it. (The page's clock runs ahead here, the server's does
@@ -168,6 +192,7 @@ def test_an_idle_unfinished_job_can_be_deleted(page: Page, jobcast: Server) -> N
     expect(delete_button(page, idle)).to_be_visible()
     expect(cancel_button(page, idle)).to_be_visible()
 
+    delete_button(page, idle).click()
     delete_button(page, idle).click()
     expect(row(page, idle)).to_have_count(0)
     assert jobcast.api.get(f"/api/jobs/{idle}").status_code == 410
