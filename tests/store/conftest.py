@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from app.store import JobStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from tests.conftest import seconds
 from tests.store.harness import Clock, Harness, Recorder, contract_settings
 from tests.store.redis_server import RedisServer
 
@@ -94,11 +95,13 @@ async def harness(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIte
         )
     else:
         url: str = request.getfixturevalue("redis_server")
-        store = RedisStore(
-            contract_settings(backend="redis", redis_url=url, redis_prefix=redis_prefix),
-            sink,
-            clock=clock,
+        # Some contract tests race twenty writers, which a busy machine (three test
+        # processes on two cores) can hold past a 1 s deadline; the deadline has tests
+        # of its own, with stores of their own.
+        settings = contract_settings(
+            backend="redis", redis_url=url, redis_prefix=redis_prefix, redis_timeout=seconds(10)
         )
+        store = RedisStore(settings, sink, clock=clock)
     await store.start()
     try:
         yield Harness(store, sink, clock)
