@@ -442,31 +442,107 @@ async def test_the_writer_keeps_each_append_under_max_bytes(
         assert data_of(await read_all(jobs, job_id)) == pages
 
 
-async def test_a_batch_refused_for_what_it_holds_is_raised_and_not_sent_again(
+async def test_a_refused_chunk_is_dropped_alone_and_raised(server: Start, flavor: str) -> None:
+    """One chunk over the server's limit among 99 good ones: the writer splits the refused
+    batch until it finds it, appends the 99 in order, drops that one, and raises its 413."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNK_BYTES="1000")
+    good = [f"t{number}" for number in range(99)]
+    items = [*good[:40], "y" * 2000, *good[40:]]
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        with pytest.raises(OutputTooLarge) as refused:
+            await write_all(jobs, job_id, items, max_delay=60)
+        assert "dropped 1 chunk(s)" in "\n".join(refused.value.__notes__)
+        assert data_of(await read_all(jobs, job_id)) == good
+
+
+async def test_a_max_chunks_above_the_servers_limit_settles_below_it(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """max_chunks=25 on a server that takes 10 chunks an append: every chunk lands, in
+    order, and once refused the writer sends at most half as many."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNKS="10")
+    recorder = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        tokens = [f"t{number}" for number in range(75)]
+        await write_all(jobs, job_id, tokens, max_chunks=25, max_delay=60)
+        assert data_of(await read_all(jobs, job_id)) == tokens
+        sizes = [len(body["chunks"]) for body in posts(recorder)]
+        assert sizes[:3] == [25, 12, 6]  # refused, refused, landed
+        assert max(sizes[3:]) <= 6
+
+
+async def test_a_chunk_refused_in_the_background_is_raised_by_the_next_call(
     server: Start, flavor: str
 ) -> None:
-    """A chunk over the server's limit is refused (413): the writer raises it and drops
-    that batch, which would be refused again, and the chunks written after it go."""
+    """The timer's append of a chunk over the limit: the good chunk beside it lands, and
+    the refusal is raised by the next flush, however many sends come between."""
     srv = server(JOBS_OUTPUT_MAX_CHUNK_BYTES="1000")
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
+
+        async def appended() -> bool:
+            return data_of(await read_all(jobs, job_id)) == ["ok"]
+
         if isinstance(jobs, SyncJobs):
-
-            def write() -> None:
-                with jobs.client.output_writer(job_id, max_delay=60) as out:
-                    out.write("y" * 2000)
-                    with pytest.raises(OutputTooLarge):
-                        out.flush()
-                    out.write("fits")
-
-            await _in_thread(write)
+            writer = jobs.client.output_writer(job_id, max_delay=0.01)
+            writer.write("ok")
+            writer.write("y" * 2000)
+            await until_true(appended)
+            with pytest.raises(OutputTooLarge):
+                writer.flush()
+            writer.write("after")
+            writer.close()
         else:
-            async with jobs.client.output_writer(job_id, max_delay=60) as out:
+            async with jobs.client.output_writer(job_id, max_delay=0.01) as out:
+                await out.write("ok")
                 await out.write("y" * 2000)
+                await until_true(appended)
                 with pytest.raises(OutputTooLarge):
                     await out.flush()
-                await out.write("fits")
-        assert data_of(await read_all(jobs, job_id)) == ["fits"]
+                await out.write("after")
+        assert data_of(await read_all(jobs, job_id)) == ["ok", "after"]
+
+
+async def test_a_batch_moved_past_another_writer_is_sent_again_where_it_went(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """The writer's batch, moved past another writer's append, lands but every answer
+    about it is lost until the retries are spent: sent again, it is recognised where it
+    went, not appended twice."""
+    srv = server()
+    lost = 0
+
+    def script(seen: Seen) -> Answer | str:
+        nonlocal lost
+        appending = seen.method == "POST" and seen.path.endswith("/output")
+        if appending and lost < 4 and json.loads(seen.body).get("expectedOffset") == 2:
+            lost += 1
+            return FORWARD_THEN_DROP
+        return FORWARD
+
+    gate = fake(script, upstream=srv.base_url)
+    async with connect(flavor, gate.url) as jobs, srv.client() as api:
+        job_id = (await jobs.create_job()).job_id
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, max_delay=60)
+            writer.write("a")
+            writer.flush()
+            await append(api, job_id, "other")
+            writer.write("b")
+            with pytest.raises(ConnectionFailed):
+                writer.flush()
+            writer.close()
+        else:
+            async with jobs.client.output_writer(job_id, max_delay=60) as out:
+                await out.write("a")
+                await out.flush()
+                await append(api, job_id, "other")
+                await out.write("b")
+                with pytest.raises(ConnectionFailed):
+                    await out.flush()
+        assert data_of(await read_all(jobs, job_id)) == ["a", "other", "b"]
 
 
 async def test_a_background_error_that_a_flush_made_moot_is_not_raised(
@@ -519,6 +595,15 @@ def _waits_in(thread: threading.Thread, function: str) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+async def until_true(check: Callable[[], Any]) -> None:
+    """Await ``check()`` every 10 ms until it holds (what the server holds sends no event)."""
+    with anyio.fail_after(seconds(10)):
+        while True:
+            if await check():
+                return
+            await anyio.sleep(0.01)
 
 
 async def until(check: Callable[[], bool]) -> None:
@@ -736,12 +821,15 @@ async def test_a_plain_watch_never_yields_output(server: Start, flavor: str) -> 
 
 
 def test_bad_arguments_raise_value_error_before_anything_is_sent() -> None:
-    """Writer bounds, a negative offset and a negative `after` are refused at once."""
+    """Writer bounds, a negative offset, a negative `after`, and a chunk no JSON body can
+    carry are refused at once."""
     with JobsClient("http://127.0.0.1:9", retry=FAST) as jobs:
         with pytest.raises(ValueError, match="max_chunks"):
             jobs.output_writer("job_1", max_chunks=0)
         with pytest.raises(ValueError, match="max_delay"):
             jobs.output_writer("job_1", max_delay=-1)
+        with pytest.raises(ValueError, match="max_bytes must be more than 64"):
+            jobs.output_writer("job_1", max_bytes=64)
         with pytest.raises(ValueError, match="expected_offset"):
             jobs.append_output("job_1", "x", expected_offset=-1)
         with pytest.raises(ValueError, match="after"):
@@ -752,6 +840,8 @@ def test_bad_arguments_raise_value_error_before_anything_is_sent() -> None:
             writer.write(object())
         with pytest.raises(ValueError, match="Out of range float"):
             writer.write(float("nan"))
+        with pytest.raises(UnicodeEncodeError):  # a lone surrogate: no UTF-8 can carry it
+            writer.write("half a pair: \ud800")
         writer.close()  # nothing kept: nothing sent
 
 

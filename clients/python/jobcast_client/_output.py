@@ -28,7 +28,7 @@ requests that either client runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ._core import Call, Core, Operation, Reply, expect_json, given, job_path, problem_of
@@ -224,18 +224,25 @@ def _start_offset(core: Core[Any], job_id: str) -> Operation[int]:
 
 
 def _append_batch(
-    core: Core[Any], job_id: str, chunks: list[Chunk], offset: int
+    core: Core[Any],
+    job_id: str,
+    chunks: list[Chunk],
+    offset: int,
+    moved: Callable[[int], None],
 ) -> Operation[OutputAppended]:
     """An output writer's append at ``offset``, moved past what other writers appended.
 
     With ``expectedOffset`` a batch lands at that offset or nowhere, so a
     mismatch that is not this batch itself (:func:`_append_output` checks)
     means another writer got there first: appending at the count the server
-    gave cannot duplicate anything.
+    gave cannot duplicate anything. ``moved`` hears of each new offset before
+    the batch goes there: should that append's answer be lost, the batch is
+    sent again there, where its retry can tell it landed.
     """
     for _ in range(REBASES):
         try:
             return (yield from _append_output(core, job_id, chunks=chunks, expected_offset=offset))
         except OffsetMismatch as mismatch:
             offset = mismatch.next_offset
+            moved(offset)
     return (yield from _append_output(core, job_id, chunks=chunks, expected_offset=offset))
