@@ -12,8 +12,13 @@ const LEAVE_MS = 400; // the fade-out (matches app.css)
 const ANNOUNCE_MS = 1_000; // status announcements are gathered this long
 const STALE_AFTER_MS = 3_000; // reconnecting this long marks the rows as last known
 const OUTPUT_POLL_MS = 500; // how often a polled output watch asks (see "Output")
+const OUTPUT_QUIET_MS = 30_000; // a job's output watch that brought nothing this long ends
+// A tab hidden this long lets go of its connections (see watchOptions); a quick look at
+// another tab costs no reconnection.
+const HIDDEN_GRACE_MS = 10_000;
 const COPIED_MS = 2_000; // how long a copy button says "Copied"
-const CONFIRM_MS = 4_000; // how long a Delete waits for the click that confirms it
+const CONFIRM_MS = 8_000; // how long a Delete waits for the click that confirms it
+const CONFIRM_AFTER_MS = 500; // a click sooner than this after the first (a double-click) is not one
 // An unfinished job this long without a change looks abandoned (its worker gone): a viewer
 // who may write can delete it. A server with JOBS_STALE_TTL fails such jobs by itself.
 const IDLE_AFTER_MS = 5 * 60_000;
@@ -113,8 +118,10 @@ let writesRefused = false; // the server refused a write: offer none again
 
 function showState({ state, transport: used, problem }) {
   if (connection === 'live' && state !== 'live' && !stale) currentUntil = Date.now();
-  // Coming back to a tab reconnects it: as brief as a server restart, not worth marking.
-  if ((connection === 'live' && state !== 'live') || connection === 'paused') quietSince = Date.now();
+  // Coming back to a tab reconnects it: as brief as a server restart, not worth marking
+  // (unless the rows were stale before the tab was hidden: they stay so until live).
+  const resuming = connection === 'paused' && !stale;
+  if ((connection === 'live' && state !== 'live') || resuming) quietSince = Date.now();
   connection = state;
   connectionTransport = used;
   // Jobs created from now on are announced as new; those already running are not.
@@ -149,13 +156,14 @@ function renderConnection() {
   $('connection-transport').textContent = TRANSPORT_TEXT[connectionTransport] ?? connectionTransport;
 }
 
-// A hidden tab holds no connection: over SSE, every tab of a browser shares its six
-// connections per origin (HTTP/1.1), so tabs in the background must not starve the one in
-// front. Shown again, the watch resumes from its last event, missing nothing.
+// A tab hidden for HIDDEN_GRACE_MS holds no connection: over SSE, every tab of a browser
+// shares its six connections per origin (HTTP/1.1), so tabs in the background must not
+// starve the one in front. Shown again, the watch resumes from its last event, missing
+// nothing.
 const watchOptions = {
   transport,
   token,
-  pauseWhenHidden: true,
+  pauseWhenHidden: HIDDEN_GRACE_MS,
   onJob: (job) => schedule(job.jobId, job),
   onRemoved: (jobId) => {
     faded.delete(jobId);
@@ -490,7 +498,9 @@ function saveDismissed() {
 // Cancel and Delete: offered only to a viewer who may write (updateWritable). A click
 // changes nothing on the page by itself: the change comes back over the live stream (a
 // new version with cancelRequested, or `removed`), as any other client's would. Delete
-// cannot be undone, for anyone: its first click asks for a second (CONFIRM_MS).
+// cannot be undone, for anyone: its first click asks for a second, which counts from
+// CONFIRM_AFTER_MS on (a double-click is one gesture) until CONFIRM_MS or the button
+// loses focus.
 
 const ACTIONS = {
   cancel: {
@@ -560,6 +570,7 @@ function actionButton(row, name) {
   button.title = action.title;
   labelAction(row, button, action.label);
   button.addEventListener('click', () => act(row, name));
+  button.addEventListener('blur', () => disarm(row, name));
   return button;
 }
 
@@ -574,6 +585,7 @@ function arm(row, name) {
   const button = row.el[name];
   labelAction(row, button, ACTIONS[name].confirm);
   button.classList.add('is-armed');
+  row.armedAt = Date.now();
   row.armedTimer = setTimeout(() => disarm(row, name), CONFIRM_MS);
   say(`${button.getAttribute('aria-label')}: press again to confirm.`);
 }
@@ -589,8 +601,13 @@ function disarm(row, name) {
 async function act(row, name) {
   const button = row.el[name];
   if (button.getAttribute('aria-busy') === 'true') return;
-  if (ACTIONS[name].confirm && !button.classList.contains('is-armed')) return arm(row, name);
+  if (ACTIONS[name].confirm) {
+    if (!button.classList.contains('is-armed')) return arm(row, name);
+    if (Date.now() - row.armedAt < CONFIRM_AFTER_MS) return; // unread: the same gesture
+  }
   disarm(row, name);
+  // A job about to go needs no output watch: its next poll would only hear 410.
+  if (name === 'delete') endOutputWatch(row.id, false);
   // Busy until the server's change arrives and redraws the row (or removes it).
   button.setAttribute('aria-busy', 'true');
   showProblem(row, '');
@@ -667,7 +684,10 @@ function shortId(jobId) {
 // a watch of one job, with `output: true`, for each unfinished job it shows that is
 // processing or has output (`outputSize`), six at most. Appending output changes no
 // version: a worker that streams tokens and reports nothing else until the end would
-// show nothing live if the page waited for the list to tell of output.
+// show nothing live if the page waited for the list to tell of output. A job that brings
+// no output in OUTPUT_QUIET_MS of watching gives its place up (and is watched again once
+// the list says it has output), and so does one that brought none yet when a job known to
+// have output waits: jobs that never write hold no place for long.
 //
 // Over WebSocket each watch is a socket. Over SSE each would be a stream, and a browser
 // keeps six connections per origin over HTTP/1.1 for all its tabs together: a few tabs
@@ -690,6 +710,9 @@ const outputWatches = new Map();
 const outputWaiting = new Set();
 /** Jobs whose output watch has ended, never to open again. */
 const outputEnded = new Set();
+/** Running jobs whose watch brought no output and gave its place up: watched again once
+ * the list says they have output. */
+const outputQuiet = new Set();
 let outputRefused = false; // the token may read the list but not one job's stream
 let outputStarting = false; // startOutputWatches is due, once this frame's rows are in
 
@@ -697,7 +720,8 @@ let outputStarting = false; // startOutputWatches is due, once this frame's rows
 function wantOutput(row) {
   const { id, job } = row;
   if (outputWatches.has(id) || outputEnded.has(id) || outputRefused) return;
-  const mayWrite = job.status === 'processing' || job.outputSize > 0;
+  if (job.outputSize > 0) outputQuiet.delete(id);
+  const mayWrite = job.outputSize > 0 || (job.status === 'processing' && !outputQuiet.has(id));
   if (row.leaving || isTerminal(job) || !mayWrite) {
     outputWaiting.delete(id);
     return;
@@ -713,40 +737,69 @@ function scheduleOutputWatches() {
   queueMicrotask(startOutputWatches);
 }
 
+/** Which waiting job goes first: one known to have output, then the newest. */
+function outputRank(row) {
+  return [row.job.outputSize > 0 ? 1 : 0, row.created];
+}
+
 function startOutputWatches() {
   outputStarting = false;
-  while (outputWatches.size < OUTPUT_WATCHES && outputWaiting.size && !outputRefused) {
-    let newest = null;
+  while (outputWaiting.size && !outputRefused) {
+    let best = null;
     for (const jobId of outputWaiting) {
       const row = rows.get(jobId);
       if (!row || row.leaving || isTerminal(row.job)) outputWaiting.delete(jobId);
-      else if (!newest || row.created > newest.created) newest = row;
+      else if (!best || compareRanks(outputRank(row), outputRank(best)) > 0) best = row;
     }
-    if (!newest) return;
-    outputWaiting.delete(newest.id);
-    const jobId = newest.id;
-    outputWatches.set(
-      jobId,
-      watchJob(jobId, {
-        transport: OUTPUT_TRANSPORT,
-        pollInterval: OUTPUT_POLL_MS,
-        pauseWhenHidden: true,
-        token,
-        output: true,
-        onOutput: (chunks) => addOutput(jobId, chunks),
-        // The final state comes after the last chunk: the watch is over.
-        onJob: (job) => {
-          if (isTerminal(job)) endOutputWatch(jobId, true);
-        },
-        onRemoved: () => endOutputWatch(jobId, true),
-        onState: ({ state }) => {
-          if (state !== 'unauthorized' && state !== 'forbidden') return;
-          outputRefused = true;
-          endOutputWatch(jobId, true);
-        },
-      }),
-    );
+    if (!best) return;
+    // All taken: a job known to have output may have the place of one that showed none.
+    if (outputWatches.size >= OUTPUT_WATCHES && !(best.job.outputSize > 0 && quietenOne())) return;
+    outputWaiting.delete(best.id);
+    startOutputWatch(best.id);
   }
+}
+
+function compareRanks(a, b) {
+  return a[0] - b[0] || (a[1] > b[1] ? 1 : a[1] < b[1] ? -1 : 0);
+}
+
+function startOutputWatch(jobId) {
+  const watch = watchJob(jobId, {
+    transport: OUTPUT_TRANSPORT,
+    pollInterval: OUTPUT_POLL_MS,
+    pauseWhenHidden: HIDDEN_GRACE_MS,
+    token,
+    output: true,
+    onOutput: (chunks) => addOutput(jobId, chunks),
+    // The final state comes after the last chunk: the watch is over.
+    onJob: (job) => {
+      if (isTerminal(job)) endOutputWatch(jobId, true);
+    },
+    onRemoved: () => endOutputWatch(jobId, true),
+    onState: ({ state }) => {
+      if (state !== 'unauthorized' && state !== 'forbidden') return;
+      outputRefused = true;
+      endOutputWatch(jobId, true);
+    },
+  });
+  outputWatches.set(jobId, { watch, since: Date.now() });
+}
+
+/** Ends the watch of the oldest job that has shown no output in `minAge` ms of watching:
+ * whether there was one. The job waits until the list says it has output. */
+function quietenOne(minAge = 0) {
+  let oldest = null;
+  const now = Date.now();
+  for (const [jobId, { since }] of outputWatches) {
+    const row = rows.get(jobId) ?? { id: jobId, created: '', job: {} };
+    // Output shown, or known to be there (its chunks are on their way): not quiet.
+    if (tails.has(jobId) || row.job.outputSize > 0 || now - since < minAge) continue;
+    if (!oldest || row.created < oldest.created) oldest = row;
+  }
+  if (!oldest) return false;
+  outputQuiet.add(oldest.id);
+  endOutputWatch(oldest.id, false);
+  return true;
 }
 
 /** Closes a job's output watch (`done`: for good) and hands its place to a waiting job. */
@@ -754,12 +807,13 @@ function endOutputWatch(jobId, done) {
   outputWaiting.delete(jobId);
   if (done) {
     outputEnded.add(jobId);
+    outputQuiet.delete(jobId);
     if (outputEnded.size > 10_000) outputEnded.delete(outputEnded.values().next().value);
   }
-  const watch = outputWatches.get(jobId);
-  if (!watch) return;
+  const watched = outputWatches.get(jobId);
+  if (!watched) return;
   outputWatches.delete(jobId);
-  watch.close();
+  watched.watch.close();
   scheduleOutputWatches(); // not from inside the ending watch's own callback
 }
 
@@ -813,14 +867,14 @@ function renderOutput(row) {
 // and nothing on them moves by itself (no elapsed ticking, no fading out).
 
 function updateStale() {
+  if (connection === 'paused') return; // a hidden tab: its rows stay as they were till shown
   const now = Date.now();
   let next = false; // before the first live connection there is nothing to be stale
   if (connectedAt && connection !== 'live') {
-    // A short reconnect (a server restart, say) is not worth marking; anything else is.
-    // A hidden tab's rows are seen by nobody; a short reconnect (a server restart, a tab
-    // shown again) is not worth marking; anything else is.
-    const brief = ['paused', 'connecting', 'reconnecting'].includes(connection);
-    next = connection !== 'paused' && (!brief || now - quietSince >= STALE_AFTER_MS);
+    // A short reconnect (a server restart, a tab shown again) is not worth marking;
+    // anything else is, and stale rows stay so until the connection is live.
+    const brief = connection === 'connecting' || connection === 'reconnecting';
+    next = stale || !brief || now - quietSince >= STALE_AFTER_MS;
   }
   if (connectedAt && navigator.onLine === false) next = true;
   if (next === stale) return;
@@ -881,6 +935,7 @@ function renderSummary() {
 
 // Every second: elapsed times, and finished rows whose time is up fade out.
 setInterval(() => {
+  while (quietenOne(OUTPUT_QUIET_MS)); // watches that brought nothing give their place up
   updateStale();
   if (stale) return;
   const now = Date.now();

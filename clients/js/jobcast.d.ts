@@ -146,8 +146,12 @@ export interface ConnectionOptions {
   fallback?: boolean;
   /** Milliseconds between polls of the job list (transport `poll`). Default 1000. */
   pollInterval?: number;
-  /** In a browser, close the connection while the page is hidden and resume when shown. */
-  pauseWhenHidden?: boolean;
+  /**
+   * In a browser, close the connection while the page is hidden and resume when shown. A
+   * number: close it only once the page has stayed hidden that many milliseconds, so that
+   * a quick look at another tab costs no reconnection.
+   */
+  pauseWhenHidden?: boolean | number;
   /** The EventSource to use (default the global one): in Node, the `eventsource` package's. */
   EventSource?: EventSourceConstructor;
   /** The WebSocket to use (default the global one): on Node 20, the `ws` package's. */

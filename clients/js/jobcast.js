@@ -31,6 +31,7 @@
  *   token: '…',               // optional: a read token, sent as ?token= on every request
  *   getToken: async () => '…',             // or: asked for one on every (re)connect
  *   pauseWhenHidden: true,    // close the stream while the tab is hidden, resume when shown
+ *                             // (a number: only once hidden that many ms, for quick switches)
  * });
  * all.close();
  *
@@ -170,7 +171,8 @@ class Watch {
     this.attempts = 0; // failed attempts since the last live connection
     this.streamFailures = 0;
     this.unreachable = 0;
-    this.retryAfter = 0; // ms the next attempt waits at least: the server's Retry-After
+    this.notBefore = 0; // no attempt before this time (ms since the epoch): a Retry-After
+    this.hideTimer = 0; // pauseWhenHidden's grace: the pause once the page stays hidden
     this.snapshot = null; // while a full snapshot arrives: the held job ids it has not sent
     this.state = null;
     this.closed = false;
@@ -190,8 +192,15 @@ class Watch {
       }
     };
     this.onVisibility = () => {
-      if (hidden()) this.hold('hidden');
-      else this.release('hidden');
+      clearTimeout(this.hideTimer);
+      this.hideTimer = 0;
+      if (!hidden()) return this.release('hidden');
+      const grace = this.o.pauseWhenHidden === true ? 0 : Number(this.o.pauseWhenHidden) || 0;
+      if (grace <= 0) return this.hold('hidden');
+      this.hideTimer = setTimeout(() => {
+        this.hideTimer = 0;
+        this.hold('hidden');
+      }, grace);
     };
   }
 
@@ -222,6 +231,7 @@ class Watch {
     this.closed = true;
     this.generation += 1;
     clearTimeout(this.timer);
+    clearTimeout(this.hideTimer);
     this.aborter.abort();
     this.drop();
     this.listen(false);
@@ -252,13 +262,20 @@ class Watch {
     if (this.holds.size) return;
     this.attempts = 0;
     this.unreachable = 0;
-    this.open(false);
+    const wait = this.notBefore - Date.now(); // a Retry-After outlasts a pause
+    if (wait <= 0) return this.open(false);
+    this.setState('reconnecting');
+    this.timer = setTimeout(() => {
+      this.timer = 0;
+      this.open(true);
+    }, wait);
   }
 
   listen(on) {
     if (on === this.listening || (on && this.closed)) return;
     this.listening = on;
     const method = on ? 'addEventListener' : 'removeEventListener';
+    if (!on) clearTimeout(this.hideTimer);
     globalThis[method]?.('online', this.onOnline);
     if (this.o.pauseWhenHidden)
       globalThis.document?.[method]?.('visibilitychange', this.onVisibility);
@@ -343,6 +360,7 @@ class Watch {
     conn.stable = setTimeout(() => {
       this.streamFailures = 0;
     }, STABLE_MS);
+    this.notBefore = 0;
     this.attempts = 0;
     this.unreachable = 0;
     this.renewing = false;
@@ -377,8 +395,7 @@ class Watch {
     this.setState(offline ? 'offline' : 'reconnecting');
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.attempts - 1));
     const jittered = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
-    const delay = Math.max(jittered, this.retryAfter);
-    this.retryAfter = 0;
+    const delay = Math.max(jittered, this.notBefore - Date.now());
     this.timer = setTimeout(() => {
       this.timer = 0;
       this.open(true);
@@ -402,7 +419,8 @@ class Watch {
     const refusal = await this.refused(response, generation);
     if (refusal) return refusal;
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
-    if (this.busy(response)) {
+    // A probe answered after a pause or a close says nothing about the next attempt.
+    if (generation === this.generation && this.busy(response)) {
       response.body?.cancel().catch(() => {});
       return 'busy';
     }
@@ -736,8 +754,9 @@ class Watch {
 
   /** Whether the server asked to be left alone a while (429, 503 with Retry-After): noted. */
   busy(response) {
-    this.retryAfter = retryAfterMs(response);
-    return this.retryAfter > 0;
+    const wait = retryAfterMs(response);
+    if (wait > 0) this.notBefore = Date.now() + wait;
+    return wait > 0;
   }
 
   /** The error a poll's failed answer makes; its Retry-After, if any, is noted. */

@@ -87,6 +87,30 @@ def test_a_worker_that_only_streams_shows_live(page: Page, jobcast: Server, tran
     assert jobcast.api.get(f"/api/jobs/{agent}").json()["version"] == 2
 
 
+def test_jobs_that_write_nothing_give_their_place_up(page: Page, jobcast: Server) -> None:
+    """Six running jobs that write no output hold every output watch; a newer job whose
+    output the list tells of takes the place of one of them, and one that stays quiet for
+    30 s gives its place up to a running job that waits, and is asked no more."""
+    silent = [jobcast.create(jobType="file_processing") for _ in range(7)]
+    for job_id in silent:
+        jobcast.update(job_id, status="processing", progress=10)
+    page.clock.install()
+    open_live(page, jobcast)
+    agent = jobcast.create(jobType="llm_agent", message="Answering")
+    jobcast.update(agent, status="processing")
+    append(jobcast, agent, *tokens("Hello"))
+    jobcast.update(agent, progress=20)  # its outputSize: the list hears of its output
+    expect(row(page, agent).locator(".job-output-text")).to_have_text("Hello")
+
+    page.clock.run_for(31_000)  # the quiet ones give up: the oldest, unwatched, gets a turn
+    append(jobcast, silent[0], *lines(0, 1))
+    expect(row(page, silent[0]).locator(".job-output-lines")).to_have_text("line 0")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.clock.run_for(2_000)
+    assert [url for url in asked if any(job_id in url for job_id in silent[1:])] == []
+
+
 def test_the_text_shown_is_the_end_of_a_long_stream(page: Page, jobcast: Server) -> None:
     """However much an agent streams, its row holds the last 4 096 characters of it, and
     the last 20 lines of a log, scrolled to the newest."""

@@ -20,6 +20,7 @@ def test_rows_go_stale_while_disconnected_and_come_back(
     dimmed, tagged "Stale" and their elapsed timers stop; back online all of it clears."""
     console.allow(REFUSED)
     console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
+    console.allow(r"ERR_INTERNET_DISCONNECTED")  # the running job's output poll, offline
     jobcast = server()
     page.clock.install()
     open_live(page, jobcast)

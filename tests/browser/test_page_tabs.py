@@ -54,8 +54,9 @@ def test_four_tabs_in_view_are_each_live_and_can_write(
 def test_a_hidden_tab_lets_go_of_its_streams_and_catches_up_when_shown(
     page: Page, jobcast: Server
 ) -> None:
-    """Hidden, the page closes its stream and stops polling output; shown again, even
-    after a long while, it resumes where it was, with no "Not connected" note on the way."""
+    """Hidden for ten seconds, the page closes its stream and stops polling output; shown
+    again, even after a long while, it resumes where it was, with no "Not connected" note
+    on the way."""
     (job_id,) = running_agents(jobcast, 1)
     page.clock.install()
     open_live(page, jobcast)
@@ -71,6 +72,9 @@ def test_a_hidden_tab_lets_go_of_its_streams_and_catches_up_when_shown(
     )
 
     set_visibility(page, "hidden")
+    page.clock.run_for(9_000)  # a glance at another tab: still connected
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.clock.run_for(1_000)  # hidden ten seconds: it lets go
     expect(page.locator("#connection")).to_have_attribute("data-state", "paused")
     eventually(lambda: open_streams(jobcast, "sse") == 0, "the hidden tab's stream to close")
     asked: list[str] = []

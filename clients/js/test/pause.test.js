@@ -136,6 +136,47 @@ describe('pauseWhenHidden', { concurrency: false }, () => {
     await waitFor(() => seen.latest(jobId), 'the job once visible');
   });
 
+  it('with a grace, pauses only a page that stays hidden that long', { timeout: TIMEOUT }, async (t) => {
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    const jobId = await createJob();
+    const seen = recorder();
+    const options = { ...NODE, ...seen.options, baseUrl: proxy.url, pauseWhenHidden: ms(1_000) };
+    const watch = watchJob(jobId, options);
+    t.after(() => watch.close());
+    await waitFor(() => seen.state() === 'live', 'live');
+    const requests = proxy.requests.length;
+    for (let glance = 0; glance < 5; glance += 1) {
+      page.show('hidden'); // a quick look at another tab
+      await sleep(ms(50));
+      page.show('visible');
+    }
+    await sleep(ms(1_200));
+    assert.equal(proxy.requests.length, requests, 'no reconnection for a glance');
+    assert.ok(!seen.states.some(({ state }) => state === 'paused'));
+    page.show('hidden');
+    await waitFor(() => seen.state() === 'paused', 'paused once hidden a second');
+    page.show('visible');
+    await waitFor(() => seen.state() === 'live', 'live again');
+  });
+
+  it('waits out a Retry-After across a pause', { timeout: TIMEOUT }, async (t) => {
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    const jobId = await createJob();
+    const seen = recorder();
+    proxy.busy(1, 2);
+    const options = { ...seen.options, transport: 'poll', baseUrl: proxy.url, pauseWhenHidden: true };
+    const watch = watchJob(jobId, options);
+    t.after(() => watch.close());
+    await waitFor(() => proxy.requests.length === 1, 'the first poll, answered 503');
+    page.show('hidden');
+    page.show('visible');
+    await waitFor(() => seen.state() === 'live', 'live once the wait is over');
+    const waited = proxy.times[1] - proxy.times[0];
+    assert.ok(waited >= 1_950, `asked again ${waited} ms after Retry-After: 2`);
+  });
+
   it('is off by default: a hidden page stays connected', { timeout: TIMEOUT }, async (t) => {
     const jobId = await createJob();
     const seen = recorder();
