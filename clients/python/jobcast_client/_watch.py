@@ -6,11 +6,13 @@ output too, as lists of :class:`OutputChunk`, in the order they happened.
 What the server sends there, and what the watch does with it:
 
 - ``event: job``: the full job. Yielded unless its ``version`` is one the
-  watch has yielded already (a reconnection may send it again). The first
-  one of a connection is the server's current state: one older than the
-  watch holds (a ``since`` ahead of the job, a backend restored from a
-  backup) is yielded too, and the watch goes on from it, rather than
-  wait for a version the job may never reach.
+  watch has yielded already (a reconnection may send it again). Until the
+  watch yields a state, the version it holds is only the caller's ``since``:
+  the first job event of a connection, the server's current state, is
+  yielded even if older (a ``since`` ahead of the job, a backend restored
+  from a backup), and the watch goes on from it rather than wait for a
+  version the job may never reach. Once it yielded one, an older version is
+  a repeat.
 - ``event: synced``: the snapshot is over, what follows is live. Nothing to
   yield: a watch treats the snapshot's state like any other.
 - ``event: reset``: the server could not resume from the ``Last-Event-ID``
@@ -86,6 +88,7 @@ class Watch:
         self.offset = 0
         self.done = False
         self._current = False  # the next job event is the server's current state
+        self._claimed = since is not None  # the version held is the caller's word, unseen
         self._call = call
         self._timeout = timeout
 
@@ -140,11 +143,15 @@ class Watch:
             return None  # reset, and whatever comes later
         job = parse_job(_decoded(event))
         current, self._current = self._current, False
+        # Older than what it holds: a repeat, unless what it holds is only the caller's
+        # word and this is the server's current state.
+        older_is_news = current and self._claimed
         if self.version is not None and (
-            job.version == self.version or (job.version < self.version and not current)
+            job.version == self.version or (job.version < self.version and not older_is_news)
         ):
             return None
         self.version = job.version
+        self._claimed = False
         self.done = job.is_terminal
         self.attempts.reset()  # progress: a later drop starts a fresh round of retries
         return job
