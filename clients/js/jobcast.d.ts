@@ -146,6 +146,8 @@ export interface ConnectionOptions {
   fallback?: boolean;
   /** Milliseconds between polls of the job list (transport `poll`). Default 1000. */
   pollInterval?: number;
+  /** Milliseconds of polling in place of a failing stream before the stream is tried again. Default 300000. */
+  restreamAfter?: number;
   /**
    * In a browser, close the connection while the page is hidden and resume when shown. A
    * number: close it only once the page has stayed hidden that many milliseconds, so that

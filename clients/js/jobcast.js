@@ -53,7 +53,8 @@
  *   (`synced`).
  * - Falls back to polling (`GET /api/jobs`, long-poll for one job) when a stream keeps
  *   failing while the server itself answers: a proxy that breaks streaming, say.
- *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it.
+ *   `fallback: false` turns that off. `pollInterval` (ms, default 1000) paces it. After
+ *   `restreamAfter` ms of it (default five minutes) the stream is tried again.
  * - Delivers each job version once, in order; callbacks always get the full job.
  * - Delivers each output chunk once, in order, none missing, across reconnects and a fall
  *   back to polling; the chunks appended before a change of the job come before that
@@ -75,6 +76,7 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 30_000;
 const RETRY_AFTER_CAP_MS = 300_000; // a longer Retry-After is taken as this
 const FALLBACK_AFTER = 3; // stream failures in a row, the server answering, before polling
+const RESTREAM_AFTER_MS = 5 * 60_000; // polling in place of a stream tries it again after this
 const STABLE_MS = 5_000; // a stream that lived this long was not a failure of streaming
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
@@ -90,7 +92,8 @@ const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
  * chunks it delivered.
  * @param {string} jobId
  * @param {object} [options] onJob, onOutput, onState, onRemoved, onSynced, output, transport,
- *   baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden, EventSource, WebSocket
+ *   baseUrl, token, getToken, fallback, pollInterval, restreamAfter, pauseWhenHidden,
+ *   EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
  */
@@ -101,7 +104,7 @@ export function watchJob(jobId, options = {}) {
 /**
  * Watch every job (or those matching `jobType` and `status`) until closed.
  * @param {object} [options] onJob, onRemoved, onReset, onState, onSynced, jobType, status,
- *   transport, baseUrl, token, getToken, fallback, pollInterval, pauseWhenHidden,
+ *   transport, baseUrl, token, getToken, fallback, pollInterval, restreamAfter, pauseWhenHidden,
  *   EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
@@ -170,6 +173,8 @@ class Watch {
     this.timer = 0;
     this.attempts = 0; // failed attempts since the last live connection
     this.streamFailures = 0;
+    this.streamed = this.transport; // the transport asked for: tried again after a fallback
+    this.restreamAt = 0; // when polling in place of it tries it again (0: not polling so)
     this.unreachable = 0;
     this.notBefore = 0; // no attempt before this time (ms since the epoch): a Retry-After
     this.hideTimer = 0; // pauseWhenHidden's grace: the pause once the page stays hidden
@@ -320,6 +325,7 @@ class Watch {
       if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
         this.transport = 'poll';
         this.streamFailures = 0;
+        this.restreamAt = Date.now() + (this.o.restreamAfter ?? RESTREAM_AFTER_MS);
       }
     }
     const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
@@ -698,7 +704,7 @@ class Watch {
 
   async pollJob(conn, signal) {
     let first = true;
-    while (!conn.closed) {
+    while (!conn.closed && !this.restreaming(conn)) {
       const version = this.versions.get(this.jobId);
       const waiting = version == null ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
@@ -721,7 +727,7 @@ class Watch {
    */
   async pollOutput(conn, signal) {
     let first = true;
-    while (!conn.closed) {
+    while (!conn.closed && !this.restreaming(conn)) {
       const response = await fetch(this.jobUrl(), { cache: 'no-store', signal });
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) return this.gone();
@@ -765,6 +771,19 @@ class Watch {
     return new Error(`HTTP ${response.status}`);
   }
 
+  /**
+   * Polling in place of a failing stream: once `restreamAt` has come, the stream is tried
+   * again (a proxy fixed, a burst of refusals over), and this poll ends; whether it did.
+   */
+  restreaming(conn) {
+    if (!this.restreamAt || Date.now() < this.restreamAt || conn.closed) return false;
+    this.transport = this.streamed;
+    this.restreamAt = 0;
+    this.drop();
+    this.open(true);
+    return true;
+  }
+
   /** One job is gone (404, 410): said, and the watch ends. */
   gone() {
     this.call('onRemoved', this.jobId);
@@ -774,7 +793,7 @@ class Watch {
   async pollAll(conn, signal) {
     const filtered = Boolean(this.o.status);
     let first = true;
-    while (!conn.closed) {
+    while (!conn.closed && !this.restreaming(conn)) {
       const jobs = [];
       let cursor;
       for (let page = 0; page < 20; page += 1) {

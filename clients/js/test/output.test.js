@@ -230,14 +230,14 @@ for (const transport of TRANSPORTS) {
 
 for (const transport of ['sse', 'ws']) {
   it(
-    `falls back from ${transport} to polling without losing or repeating a chunk`,
+    `falls back from ${transport} to polling and back without losing or repeating a chunk`,
     { timeout: ms(60_000) },
     async (t) => {
       const jobId = await createJob({ jobType: 'llm_agent' });
       const { proxy, seen, watch } = await watchThroughProxy(
         t,
         jobId,
-        { transport, pollInterval: 100 },
+        { transport, pollInterval: 100, restreamAfter: ms(1_000) },
         recorder(),
       );
       const appended = tokens('a', 'b', 'c');
@@ -255,6 +255,14 @@ for (const transport of ['sse', 'ws']) {
         await sleep(ms(200));
         assert.ok(n < 100, 'no fall back to polling');
       }
+      proxy.breakStreams(false); // fixed: a while later the stream is tried, and holds
+      await waitFor(
+        () => watch.transport === transport && seen.state() === 'live',
+        `back on ${transport}`,
+      );
+      const streamed = tokens('s', 't');
+      appended.push(...streamed);
+      await appendOutput(jobId, streamed);
       await updateJob(jobId, { status: 'processing', progress: 50 });
       const last = tokens('d', 'e');
       appended.push(...last);
