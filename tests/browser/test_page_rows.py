@@ -28,6 +28,8 @@ def test_row_shows_a_short_id_that_copies_the_full_one(
     )
     open_live(page, jobcast)
     job_id = jobcast.create(jobType="file_processing", message="Upload queued")
+    # Said first, so that the copy's own words come after it in the one live region.
+    expect(page.locator("#announcer")).to_have_text("New file processing job queued.")
     button = row(page, job_id).get_by_role("button", name=f"Copy job ID {job_id}")
     expect(button).to_have_text(job_id.removeprefix("job_")[:8])
     expect(button).to_have_attribute("title", f"{job_id} (copy)")
