@@ -82,7 +82,16 @@ class OffsetMismatch(JobsError):
 
 
 class OutputTooLarge(JobsError):
-    """An append over one of the output limits; nothing was appended."""
+    """An append over one of the output limits; nothing was appended.
+
+    ``errors`` names what is too large: ``chunks`` (too many in one append), or
+    ``chunks.<i>.data`` (that chunk, as a 422 names a field); none for the job's
+    whole output.
+    """
+
+    def __init__(self, detail: str, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.errors = tuple(errors)
 
 
 class IdempotencyConflict(JobsError):

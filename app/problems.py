@@ -86,7 +86,7 @@ def problem(
 def problem_for(exc: JobsError) -> Response:
     """The problem+json response for one of our errors (status, type and headers)."""
     status, slug = _JOBS_ERRORS[type(exc)]
-    errors = exc.errors if isinstance(exc, InvalidJobData) else ()
+    errors = exc.errors if isinstance(exc, InvalidJobData | OutputTooLarge) else ()
     headers: dict[str, str] = {}
     if type(exc) in _RETRY_AFTER:
         headers["Retry-After"] = _RETRY_AFTER[type(exc)]

@@ -115,10 +115,11 @@ class JobService:
         """Append chunks to the job's output, in order, all or none."""
         most = self._settings.output_max_chunks
         if len(request.chunks) > most:
-            raise OutputTooLarge(
+            detail = (
                 f"this append has {len(request.chunks)} chunks; one append may carry at most "
                 f"{most} (JOBS_OUTPUT_MAX_CHUNKS): send them in several"
             )
+            raise OutputTooLarge(detail, [FieldError("chunks", f"at most {most} chunks")])
         bodies = [self._chunk_body(index, chunk) for index, chunk in enumerate(request.chunks)]
         output = await self.store.append_output(job_id, bodies, request.expected_offset)
         self.metrics.output_chunks_appended.inc(len(bodies))
@@ -131,10 +132,12 @@ class JobService:
         data = pydantic_core.to_json(chunk.data)
         most = self._settings.output_max_chunk_bytes
         if len(data) > most:
-            raise OutputTooLarge(
-                f"chunks[{index}].data is {len(data)} bytes as JSON; a chunk may hold at most "
+            detail = (
+                f"chunks.{index}.data is {len(data)} bytes as JSON; a chunk may hold at most "
                 f"{most} (JOBS_OUTPUT_MAX_CHUNK_BYTES): split it"
             )
+            field = f"chunks.{index}.data"
+            raise OutputTooLarge(detail, [FieldError(field, f"at most {most} bytes as JSON")])
         kind = b"" if chunk.kind is None else b',"kind":' + pydantic_core.to_json(chunk.kind)
         return b'{"data":' + data + kind + b"}"
 

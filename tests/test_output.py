@@ -137,14 +137,17 @@ def test_appends_past_each_limit_are_413_naming_it(small: TestClient) -> None:
     job_id = new_job(small)
     url = f"/api/jobs/{job_id}/output"
     too_many = small.post(url, json={"chunks": [{"data": i} for i in range(4)]})
-    assert "JOBS_OUTPUT_MAX_CHUNKS" in assert_problem(too_many, 413, "output-too-large")["detail"]
+    many = assert_problem(too_many, 413, "output-too-large", "chunks")
+    assert "JOBS_OUTPUT_MAX_CHUNKS" in many["detail"]
     too_big = small.post(url, json={"chunks": [{"data": 1}, {"data": "x" * 19}]})
-    detail = assert_problem(too_big, 413, "output-too-large")["detail"]
-    assert "chunks[1].data" in detail
-    assert "JOBS_OUTPUT_MAX_CHUNK_BYTES" in detail
+    big = assert_problem(too_big, 413, "output-too-large", "chunks.1.data")
+    assert "chunks.1.data" in big["detail"]
+    assert "JOBS_OUTPUT_MAX_CHUNK_BYTES" in big["detail"]
     append(small, job_id, "x" * 10, "y" * 10, kind=None)  # 2 x 21 bytes of 60
     over = small.post(url, json={"chunks": [{"data": "z" * 10}]})
-    assert "JOBS_OUTPUT_MAX_BYTES" in assert_problem(over, 413, "output-too-large")["detail"]
+    full = assert_problem(over, 413, "output-too-large")
+    assert "JOBS_OUTPUT_MAX_BYTES" in full["detail"]
+    assert "errors" not in full  # the job's whole output: no part of this append to blame
     assert [c["data"] for c in read_all(small, job_id)] == ["x" * 10, "y" * 10]
     assert small.get(f"/api/jobs/{job_id}").json()["outputSize"] == 2
 
