@@ -226,8 +226,9 @@ async def test_a_lost_answer_is_recognised_after_another_writers_append(
 async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
     fake: Callable[..., FakeServer], server: Start, asynchronous: bool
 ) -> None:
-    """A batch that landed with its answer lost is kept, and the next append sends it
-    again as it was (recognised: nothing twice), then what was written since."""
+    """A batch that landed with its answer lost is kept, and its failure is raised by the
+    next write, which keeps nothing; the next append sends the batch again as it was
+    (recognised: nothing twice), then what was written since."""
     srv = server()
     lossy = fake(in_order(), upstream=srv.base_url)
     with JobsClient(srv.base_url) as direct:
@@ -241,8 +242,9 @@ async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
             client.output_writer(job_id, max_chunks=2, max_delay=60) as out,
         ):
             await out.write("a")
+            await out.write("b")  # full: appended, in the background
             with pytest.raises(ConnectionFailed):
-                await out.write("b")
+                await out.write("c")  # heard now: "c" is not kept
             await out.write("c")
     else:
 
@@ -252,8 +254,9 @@ async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
                 client.output_writer(job_id, max_chunks=2, max_delay=60) as out,
             ):
                 out.write("a")
+                out.write("b")  # full: appended, in the background
                 with pytest.raises(ConnectionFailed):
-                    out.write("b")
+                    out.write("c")  # heard now: "c" is not kept
                 out.write("c")
 
         await _in_thread(write)
@@ -503,6 +506,92 @@ async def test_a_chunk_refused_in_the_background_is_raised_by_the_next_call(
                     await out.flush()
                 await out.write("after")
         assert data_of(await read_all(jobs, job_id)) == ["ok", "after"]
+
+
+async def test_what_a_split_leaves_goes_within_max_delay(server: Start, flavor: str) -> None:
+    """15 chunks in one batch on a server that takes 10: the halves that went leave one
+    chunk waiting, which the timer sends within max_delay, with no other call."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNKS="10")
+    tokens = [f"t{number}" for number in range(15)]
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+
+        async def all_there() -> bool:
+            return data_of(await read_all(jobs, job_id)) == tokens
+
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, max_chunks=15, max_delay=0.2)
+            for token in tokens:
+                writer.write(token)
+            await until_true(all_there)
+            writer.close()
+        else:
+            async with jobs.client.output_writer(job_id, max_chunks=15, max_delay=0.2) as out:
+                for token in tokens:
+                    await out.write(token)
+                await until_true(all_there)
+
+
+async def test_a_body_limit_learned_costs_few_requests(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A body over the server's limit teaches the writer a smaller one: the pages go one
+    by one, and the small chunks after them still a hundred at a time."""
+    srv = server(JOBS_MAX_BODY_BYTES="100000")
+    recorder = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        pages = ["x" * 60_000, "y" * 60_000]
+        tokens = [f"t{number}" for number in range(1000)]
+        await write_all(jobs, job_id, [*pages, *tokens], max_delay=60)
+        assert data_of(await read_all(jobs, job_id)) == [*pages, *tokens]
+        assert len(posts(recorder)) <= 1 + 2 + 10  # refused, each page alone, ten of 100
+
+
+async def test_a_full_output_drops_each_batch_at_once(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """Once the job's output is full, a batch is refused once and dropped whole (no
+    smaller batch would fit), and the refusal is raised by the next write."""
+    srv = server(JOBS_OUTPUT_MAX_BYTES="300")
+    recorder = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        with pytest.raises(OutputTooLarge, match="JOBS_OUTPUT_MAX_BYTES"):
+            await write_all(jobs, job_id, [f"f{number}" for number in range(300)], max_delay=60)
+        assert len(posts(recorder)) == 1
+        assert await read_all(jobs, job_id) == []
+
+
+async def test_a_refusal_is_heard_after_a_failure_that_came_first(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A chunk refused, then the append of the rest lost: flush raises the lost append's
+    failure, and the next flush, once the rest has gone, the refusal."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNK_BYTES="1000")
+    gate = fake(in_order(), upstream=srv.base_url)
+    async with connect(flavor, gate.url, retry=RetryPolicy(retries=0)) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        # The writer reads where to start, its first append is refused (413), the next dropped.
+        gate.script = in_order("forward", "forward", FORWARD_THEN_DROP)
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, max_delay=60)
+            writer.write("y" * 2000)
+            writer.write("kept")
+            with pytest.raises(ConnectionFailed):
+                writer.flush()
+            with pytest.raises(OutputTooLarge):
+                writer.flush()
+            writer.close()
+        else:
+            async with jobs.client.output_writer(job_id, max_delay=60) as out:
+                await out.write("y" * 2000)
+                await out.write("kept")
+                with pytest.raises(ConnectionFailed):
+                    await out.flush()
+                with pytest.raises(OutputTooLarge):
+                    await out.flush()
+        assert data_of(await read_all(jobs, job_id)) == ["kept"]
 
 
 async def test_a_batch_moved_past_another_writer_is_sent_again_where_it_went(

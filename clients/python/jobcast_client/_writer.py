@@ -20,22 +20,26 @@ output: a batch lands at its expected offset or nowhere, so that cannot
 duplicate it. Batches leave in the order they were written, one at a time.
 
 When an append fails (the retries are spent, the job ended), its batch is
-kept as it was sent and the error is raised: by the call that flushed, or,
-when the background flush failed, by the next ``write``, ``flush`` or close.
-The next append sends that batch again first, alone (it may have landed with
-its answer lost: sent as it was, its retry can tell), then what was written
-since. ``flush()`` tries again, exactly once as ever; closing gives up on
-what it could not send. An error that a later append made moot (the kept
-batch went after all) is not raised.
+kept as it was sent. The next append sends it again first, alone (it may have
+landed with its answer lost: sent as it was, where it went, its retry can
+tell), then what was written since. ``flush()`` and close raise the failure
+of the append they made; a failure in the background (the timer's append,
+or the one a full ``write`` makes) is raised by the next ``write`` (which
+then keeps nothing of its chunk), ``flush`` or close, unless an append in
+between went through, which makes it moot. While such a failure waits to be
+heard, the timer sends nothing. Closing gives up on what it could not send.
 
 A batch the server refuses for what it holds (:class:`InvalidJobData`, such
-as :class:`OutputTooLarge`: more chunks or bytes than it takes at once, a
-chunk over its limit, a job's output full) surely did not land, and sent
-again as it is would be refused again. So it is split in halves, which go
-again at once, and later appends carry at most as many chunks as the half;
-a single chunk refused is dropped, and once the rest has gone its error is
-raised, as any other. So one bad chunk costs itself, never the good ones
-around it, and a ``max_chunks`` above the server's limit settles below it.
+as :class:`OutputTooLarge`) surely did not land, and the refusal's
+``errors`` say what to do: a chunk it names (too large, a bad ``kind``) is
+dropped and the others go first in the next append; too many chunks at once,
+or too large a body, make the writer send batches of half the size from then
+on, and the batch goes again so; the job's output full drops the batch. The
+first refusal of what was dropped is raised as any failure is (by ``flush``
+or close once the rest has gone, or by the next call), with a note of how
+many chunks were dropped. So one bad chunk costs itself, never the chunks
+around it, and a ``max_chunks`` or ``max_bytes`` above the server's limits
+settles below them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -51,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._exceptions import InvalidJobData, JobcastError
+from ._exceptions import InvalidJobData, JobcastError, OutputTooLarge
 from ._models import Chunk, OutputAppended
 from ._output import _append_batch, _start_offset
 
@@ -67,8 +72,8 @@ ENVELOPE_BYTES = 64
 
 
 class Batch:
-    """What a writer holds, without the I/O: chunks waiting, since when, where they go,
-    and the error a background append left for the caller."""
+    """What a writer holds, without the I/O: chunks waiting, since when, where they go, what
+    the server taught it of its limits, and the errors the caller has yet to hear."""
 
     def __init__(self, kind: str | None, max_chunks: int, max_delay: float, max_bytes: int) -> None:
         if max_chunks < 1:
@@ -78,10 +83,9 @@ class Batch:
         if max_bytes <= ENVELOPE_BYTES:
             raise ValueError(f"max_bytes must be more than {ENVELOPE_BYTES}")
         self.kind = kind
-        self.max_chunks = max_chunks
         self.max_delay = max_delay
-        self.budget = max_bytes - ENVELOPE_BYTES  # bytes of chunk JSON one append carries
-        self.limit = max_chunks  # chunks one append carries: less after a refusal
+        self.limit = max_chunks  # chunks one append carries: less once the server said so
+        self.budget = max_bytes - ENVELOPE_BYTES  # bytes of chunks one append carries: ditto
         self.chunks: list[Chunk] = []
         self.sizes: list[int] = []  # each waiting chunk's JSON, in bytes, and a comma
         self.bytes = 0  # their sum
@@ -89,13 +93,13 @@ class Batch:
         # again alone, as it was sent, where its retry can tell.
         self.failed: list[Chunk] = []
         self.offset: int | None = None  # where the next batch goes; None until read
-        # A background append's error, for the caller; ``kept`` when its batch is the
-        # failed one, so that sending that batch makes the error moot.
+        # A background send's failure: its batch is the failed one, which waits for the
+        # caller to hear of it; moot once a later send goes through.
         self.error: Exception | None = None
-        self.error_kept = False
+        # The first refusal of chunks dropped since the caller last heard, and how many.
+        self.dropped: InvalidJobData | None = None
+        self.dropped_count = 0
         self._since: float | None = None  # when the oldest waiting chunk was written
-        self._resending = False  # the batch taken is the failed one
-        self._regrow = False  # a single chunk was dropped: the limit was not the count
 
     def add(self, data: Any, kind: str | None) -> bool:
         """Keep one chunk; whether the batch is full.
@@ -116,7 +120,6 @@ class Batch:
         """The next batch to append: a failed one as it was, else the waiting chunks, as
         many as fit in ``limit`` and ``budget`` (at least one); with ``full``, only a
         batch that is full (the rest waits for more, or for its time)."""
-        self._resending = bool(self.failed)
         if self.failed:
             failed, self.failed = self.failed, []
             if not self.chunks:
@@ -141,59 +144,75 @@ class Batch:
         its answer be lost, it is sent again where it may have landed)."""
         self.offset = offset
 
-    def sent(self, appended: OutputAppended) -> bool:
-        """The batch taken landed; whether that made a kept error moot."""
+    def sent(self, appended: OutputAppended) -> None:
         self.offset = appended.next_offset
-        if self._regrow:
-            self.limit, self._regrow = self.max_chunks, False
-        if self._resending and self.error_kept:
-            self.error, self.error_kept = None, False
-            return True
-        return False
 
-    def refused(self, chunks: list[Chunk]) -> bool:
-        """The server refused the batch for what it holds; whether a chunk was dropped.
+    def refused(self, chunks: list[Chunk], refusal: InvalidJobData) -> None:
+        """The server refused the batch for what it holds (it did not land), and its
+        ``errors`` say why: named chunks are dropped and the others go again; too many
+        chunks at once, or too large a body, teach the writer a smaller batch, and the
+        batch goes again in halves; anything else (the job's output full) drops it."""
+        fields = [error.field for error in refusal.errors]
+        named = {int(m[1]) for f in fields if (m := _CHUNK_FIELD.match(f))} & set(
+            range(len(chunks))
+        )
+        if named:
+            self._drop(refusal, len(named))
+            self._wait_first([chunk for i, chunk in enumerate(chunks) if i not in named])
+        elif len(chunks) > 1 and "chunks" in fields:  # too many at once
+            self.limit = min(self.limit, len(chunks) // 2)
+            self._wait_first(chunks)
+        elif len(chunks) > 1 and not isinstance(refusal, OutputTooLarge):  # too large a body
+            self.budget = min(self.budget, sum(map(_size, chunks)) // 2)
+            self._wait_first(chunks)
+        else:
+            self._drop(refusal, len(chunks))
 
-        Several chunks go back first, as two halves, and no later append carries
-        more than a half; a single chunk is dropped.
-        """
-        if len(chunks) == 1:
-            self._regrow = True
-            return True
-        self.limit = max(1, len(chunks) // 2)
+    def _wait_first(self, chunks: list[Chunk]) -> None:
         sizes = [_size(chunk) for chunk in chunks]
         self.chunks[:0], self.sizes[:0] = chunks, sizes
         self.bytes += sum(sizes)
-        self._since = self._since or time.monotonic()
-        return False
+        if self.chunks and self._since is None:
+            self._since = time.monotonic()
+
+    def _drop(self, refusal: InvalidJobData, count: int) -> None:
+        self.dropped = self.dropped or refusal
+        self.dropped_count += count
 
     def put_back(self, chunks: list[Chunk]) -> None:
         """A batch an append could not send: next again, alone, and waited for anew."""
         self.failed = chunks
         self._since = time.monotonic() if chunks or self.chunks else None
 
-    def keep_error(self, error: Exception) -> None:
-        """A background append failed: the caller's to hear."""
-        self.error, self.error_kept = error, bool(self.failed)
-
-    def take_error(self, *, kept: bool) -> Exception | None:
-        """The error the caller has yet to hear, forgotten now; with ``kept`` false, one
-        whose batch is kept is forgotten but not returned (the next send makes it again,
-        or moot)."""
-        error, was_kept = self.error, self.error_kept
-        self.error, self.error_kept = None, False
-        return error if kept or not was_kept else None
+    def heard(self) -> Exception | None:
+        """An error the caller has yet to hear, forgotten now: a background send's first,
+        then the refusal of the chunks dropped (with a note of how many)."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            return error
+        refusal, self.dropped = self.dropped, None
+        if refusal is not None:
+            refusal.add_note(
+                f"jobcast: the output writer dropped {self.dropped_count} chunk(s) the server "
+                "refused, and appended the others"
+            )
+            self.dropped_count = 0
+        return refusal
 
     def give_up(self) -> None:
         """Forget every chunk (the writer closed with what it could not send)."""
         self.chunks, self.sizes, self.bytes, self.failed, self._since = [], [], 0, [], None
 
     def due_in(self) -> float:
-        """Seconds until the oldest waiting chunk must go (inf when nothing waits, or an
-        error waits for the caller)."""
+        """Seconds until the oldest waiting chunk must go (inf when nothing waits, or when
+        a failed batch waits for the caller to hear why)."""
         if self._since is None or self.error is not None:
             return math.inf
         return max(0.0, self._since + self.max_delay - time.monotonic())
+
+
+# A 413 or 422 that names one chunk: "chunks.3.data", "chunks.3.kind".
+_CHUNK_FIELD = re.compile(r"chunks[.\[](\d+)")
 
 
 def _size(chunk: Chunk) -> int:
@@ -201,27 +220,6 @@ def _size(chunk: Chunk) -> int:
     refuses, at the write, what cannot be sent: NaN, a lone surrogate."""
     text = json.dumps(chunk.to_wire(), ensure_ascii=False, allow_nan=False)
     return len(text.encode()) + 1
-
-
-class Dropped:
-    """The chunks one send dropped, refused one by one: the first refusal is raised, once
-    the rest has gone, with a note of how many."""
-
-    def __init__(self) -> None:
-        self.error: InvalidJobData | None = None
-        self.count = 0
-
-    def add(self, error: InvalidJobData) -> None:
-        self.error = self.error or error
-        self.count += 1
-
-    def raise_if_any(self) -> None:
-        if self.error is not None:
-            self.error.add_note(
-                f"jobcast: the output writer dropped {self.count} chunk(s) the server "
-                "refused, and appended the others"
-            )
-            raise self.error
 
 
 class OutputWriter:
@@ -237,7 +235,7 @@ class OutputWriter:
         self._client = client
         self._batch = batch
         self._lock = threading.Lock()  # guards the batch and the flags
-        self._wake = threading.Condition(self._lock)  # the timer's: a write, an error gone
+        self._wake = threading.Condition(self._lock)  # the timer's: something to look at
         self._sending = threading.Lock()  # one append at a time: batches stay in order
         self._closed = False
         self._timer: threading.Thread | None = None
@@ -264,13 +262,17 @@ class OutputWriter:
     def write(self, data: Any, *, kind: str | None = None) -> None:
         """Keep one chunk of any JSON value; append the batch if it is full.
 
-        Raises what the last background append raised, if it failed (and then
-        keeps nothing of this write).
+        Raises, keeping nothing of this write, what the caller has yet to hear: a
+        background append's failure, or the refusal of chunks the writer dropped. The
+        append a full batch makes is such a background append.
         """
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed output writer")
-            self._raise(self._batch.take_error(kept=True))
+            error = self._batch.heard()
+            if error is not None:
+                self._wake.notify()
+                raise error
             full = self._batch.add(data, kind)
             if self._timer is None:
                 self._timer = threading.Thread(
@@ -279,14 +281,16 @@ class OutputWriter:
                 self._timer.start()
             self._wake.notify()
         if full:
-            self._send(full=True)
+            self._send(background=True, full=True)
 
     def flush(self) -> None:
-        """Append every waiting chunk now (and any a failed append left)."""
-        with self._lock:
-            self._raise(self._batch.take_error(kept=False))
-            self._wake.notify()
+        """Append every waiting chunk now (and any a failed append left); raise what
+        failed, or the refusal of chunks dropped."""
         self._send()
+        with self._lock:
+            error = self._batch.heard()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         """Append what is left and stop; a closed writer takes no more chunks."""
@@ -297,60 +301,63 @@ class OutputWriter:
             self._wake.notify()
         if self._timer is not None:
             self._timer.join()
-        with self._lock:
-            dropped = self._batch.take_error(kept=False)
         try:
             self._send()
         except JobcastError as exc:
-            if dropped is not None:
-                exc.add_note(f"jobcast: an earlier append was refused too: {dropped}")
+            with self._lock:
+                _note_dropped(exc, self._batch)
             raise
         finally:
             with self._lock:
                 self._batch.give_up()  # what could not be sent
-        if dropped is not None:
-            raise dropped
+        with self._lock:
+            error = self._batch.heard()
+        if error is not None:
+            raise error
 
     def _send(self, *, background: bool = False, full: bool = False) -> None:
-        """Append until nothing waits (with ``full``, until no full batch waits); in the
-        ``background`` (the timer), an error is kept for the caller's next call rather
-        than raised."""
+        """Append until nothing waits (with ``full``, until no full batch waits). In the
+        ``background`` (the timer, a full write) a failure is kept for the caller's next
+        call rather than raised; whatever happens is news that replaces an older failure."""
         with self._sending:
             try:
                 self._send_all(full)
             except Exception as exc:
+                with self._lock:
+                    self._batch.error = exc if background else None
                 if not background:
                     raise
+            else:
                 with self._lock:
-                    self._batch.keep_error(exc)
+                    self._batch.error = None  # moot: its batch went
+            finally:
+                with self._lock:
+                    self._wake.notify()  # chunks may wait again, and the timer must see them
 
     def _send_all(self, full: bool) -> None:
-        dropped = Dropped()
         while True:  # a failed batch first, then what was written since
             with self._lock:
                 chunks = self._batch.take(full=full)
             if not chunks:
-                break
+                return
             try:
                 if self._batch.offset is None:
-                    self._batch.offset = self._client._run(_start_offset(self._client, self.job_id))
+                    start = _start_offset(self._client, self.job_id)
+                    self._batch.offset = self._client._run(start)
                 appending = _append_batch(
                     self._client, self.job_id, chunks, self._batch.offset, self._batch.moved
                 )
                 appended = self._client._run(appending)
-            except InvalidJobData as exc:  # refused: it did not land
+            except InvalidJobData as refusal:  # it did not land
                 with self._lock:
-                    if self._batch.refused(chunks):
-                        dropped.add(exc)
+                    self._batch.refused(chunks, refusal)
                 continue
             except BaseException:
                 with self._lock:
                     self._batch.put_back(chunks)
                 raise
             with self._lock:
-                if self._batch.sent(appended):
-                    self._wake.notify()
-        dropped.raise_if_any()
+                self._batch.sent(appended)
 
     def _time(self) -> None:
         """The timer thread: append a batch once its oldest chunk has waited max_delay."""
@@ -360,13 +367,7 @@ class OutputWriter:
                     self._wake.wait(None if due == math.inf else due)
                 if self._closed:
                     return
-            self._send(background=True)  # an error is the caller's to hear, at its next write
-
-    def _raise(self, error: Exception | None) -> None:
-        """Raise a background append's error, now heard; the lock is held."""
-        if error is not None:
-            self._wake.notify()
-            raise error
+            self._send(background=True)
 
 
 class AsyncOutputWriter:
@@ -383,7 +384,7 @@ class AsyncOutputWriter:
         self._client = client
         self._batch = batch
         self._sending = anyio.Lock()  # one append at a time: batches stay in order
-        self._wake = anyio.Event()  # set on a write, or an error gone: the timer looks again
+        self._wake = anyio.Event()  # set when the timer has something to look at
         self._closed = False
         self._tasks: TaskGroup | None = None
 
@@ -426,16 +427,21 @@ class AsyncOutputWriter:
             raise ValueError("write to a closed output writer")
         if self._tasks is None:
             raise RuntimeError("use the writer with `async with` before writing")
-        self._raise(self._batch.take_error(kept=True))
+        error = self._batch.heard()
+        if error is not None:
+            self._wake.set()
+            raise error
         if self._batch.add(data, kind):
-            await self._send(full=True)
+            await self._send(background=True, full=True)
         else:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Append every waiting chunk now (and any a failed append left)."""
-        self._raise(self._batch.take_error(kept=False))
+        """As :meth:`OutputWriter.flush`."""
         await self._send()
+        error = self._batch.heard()
+        if error is not None:
+            raise error
 
     async def aclose(self) -> None:
         """Append what is left and stop; a closed writer takes no more chunks."""
@@ -443,17 +449,16 @@ class AsyncOutputWriter:
             return
         self._closed = True
         self._wake.set()
-        dropped = self._batch.take_error(kept=False)
         try:
-            await self._send()
+            await self._send()  # after the timer's send, if one is under way
         except JobcastError as exc:
-            if dropped is not None:
-                exc.add_note(f"jobcast: an earlier append was refused too: {dropped}")
+            _note_dropped(exc, self._batch)
             raise
         finally:
             self._batch.give_up()  # what could not be sent
-        if dropped is not None:
-            raise dropped
+        error = self._batch.heard()
+        if error is not None:
+            raise error
 
     async def _send(self, *, background: bool = False, full: bool = False) -> None:
         """As :meth:`OutputWriter._send`."""
@@ -461,12 +466,15 @@ class AsyncOutputWriter:
             try:
                 await self._send_all(full)
             except Exception as exc:
+                self._batch.error = exc if background else None
                 if not background:
                     raise
-                self._batch.keep_error(exc)
+            else:
+                self._batch.error = None  # moot: its batch went
+            finally:
+                self._wake.set()  # chunks may wait again, and the timer must see them
 
     async def _send_all(self, full: bool) -> None:
-        dropped = Dropped()
         while chunks := self._batch.take(full=full):  # a failed batch first, then the rest
             try:
                 if self._batch.offset is None:
@@ -476,16 +484,13 @@ class AsyncOutputWriter:
                     self._client, self.job_id, chunks, self._batch.offset, self._batch.moved
                 )
                 appended = await self._client._run(appending)
-            except InvalidJobData as exc:  # refused: it did not land
-                if self._batch.refused(chunks):
-                    dropped.add(exc)
+            except InvalidJobData as refusal:  # it did not land
+                self._batch.refused(chunks, refusal)
                 continue
             except BaseException:
                 self._batch.put_back(chunks)
                 raise
-            if self._batch.sent(appended):
-                self._wake.set()
-        dropped.raise_if_any()
+            self._batch.sent(appended)
 
     async def _time(self) -> None:
         """The timer task: append a batch once its oldest chunk has waited max_delay."""
@@ -498,13 +503,16 @@ class AsyncOutputWriter:
                 if wake.is_set():
                     self._wake = anyio.Event()
                 continue
-            await self._send(background=True)  # an error is the caller's, at its next write
+            await self._send(background=True)
 
-    def _raise(self, error: Exception | None) -> None:
-        """Raise a background append's error, now heard."""
-        if error is not None:
-            self._wake.set()
-            raise error
+
+def _note_dropped(exc: BaseException, batch: Batch) -> None:
+    """Closing failed: say so of the chunks dropped too, which the caller will not hear."""
+    if batch.dropped is not None:
+        exc.add_note(
+            f"jobcast: {batch.dropped_count} chunk(s) were refused and dropped: {batch.dropped}"
+        )
+        batch.dropped, batch.dropped_count = None, 0
 
 
 @contextlib.contextmanager
