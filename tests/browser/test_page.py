@@ -61,8 +61,9 @@ def test_page_recovers_after_a_server_restart(
     """After a restart the page reconnects by itself, shows new jobs and drops the lost ones."""
     console.allow(REFUSED)
     console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
-    # The lost job's output watch asks for it again, and the browser logs the 404 it gets.
-    console.allow(r"status of 404 \(Not Found\)")
+    # The lost job's output watch asks for it again, and the browser logs the 404 it gets,
+    # or the poll the kill cut short.
+    console.allow(r"status of 404 \(Not Found\)|ERR_CONTENT_LENGTH_MISMATCH")
     jobcast = server()
     open_live(page, jobcast, f"transport={transport}")
     old = jobcast.create(jobType="generic", message="Before the restart")
