@@ -26,6 +26,7 @@ from jobcast_client import (
     AsyncJobsClient,
     AsyncTrackedJob,
     BackendUnavailable,
+    BodyTooLarge,
     ConnectionFailed,
     Forbidden,
     IdempotencyConflict,
@@ -735,8 +736,9 @@ async def test_other_answers_raise_client_exceptions_with_the_problem(
             await jobs.get_job("job_1")
         with pytest.raises(MalformedJSON, match="not valid JSON"):
             await jobs.update_job_with_notification("job_1", progress=1)
-        with pytest.raises(InvalidJobData, match="larger than") as too_large:
+        with pytest.raises(BodyTooLarge, match="larger than") as too_large:
             await jobs.update_job_with_notification("job_1", message="x")
+        assert isinstance(too_large.value, InvalidJobData)
         assert too_large.value.errors == ()
         with pytest.raises(IdempotencyConflict, match="another body"):
             await jobs.create_job()

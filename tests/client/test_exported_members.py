@@ -10,6 +10,7 @@ PUBLIC = [
     "AsyncOutputWriter",
     "AsyncTrackedJob",
     "BackendUnavailable",
+    "BodyTooLarge",
     "Changes",
     "Chunk",
     "ConnectionFailed",

@@ -548,19 +548,109 @@ async def test_a_body_limit_learned_costs_few_requests(
         assert len(posts(recorder)) <= 1 + 2 + 10  # refused, each page alone, ten of 100
 
 
-async def test_a_full_output_drops_each_batch_at_once(
+async def write_hearing(
+    jobs: SyncJobs | AsyncJobs, job_id: str, items: Iterable[Any], **options: Any
+) -> list[InvalidJobData]:
+    """Write ``items`` as a caller that hears refusals should: a write that raises one kept
+    nothing, so it is made again; the refusals heard, the close's among them."""
+    heard: list[InvalidJobData] = []
+    if isinstance(jobs, SyncJobs):
+
+        def write() -> None:
+            out = jobs.client.output_writer(job_id, **options)
+            for item in items:
+                try:
+                    out.write(item)
+                except InvalidJobData as refusal:
+                    heard.append(refusal)
+                    with contextlib.suppress(InvalidJobData):  # the output is full
+                        out.write(item)
+            try:
+                out.close()
+            except InvalidJobData as refusal:
+                heard.append(refusal)
+
+        await _in_thread(write)
+        return heard
+    async with jobs.client.output_writer(job_id, **options) as out:
+        for item in items:
+            try:
+                await out.write(item)
+            except InvalidJobData as refusal:
+                heard.append(refusal)
+                with contextlib.suppress(InvalidJobData):
+                    await out.write(item)
+        try:
+            await out.flush()
+        except InvalidJobData as refusal:
+            heard.append(refusal)
+    return heard
+
+
+async def test_a_full_output_drops_what_waits_and_takes_no_more(
     fake: Callable[..., FakeServer], server: Start, flavor: str
 ) -> None:
-    """Once the job's output is full, a batch is refused once and dropped whole (no
-    smaller batch would fit), and the refusal is raised by the next write."""
+    """Once a batch is refused for the job's whole output, it and all that waits are
+    dropped at once, and the writer takes no more: the output stays a start of what was
+    written, with no hole, though a later, smaller chunk would fit."""
     srv = server(JOBS_OUTPUT_MAX_BYTES="300")
     recorder = fake(in_order(), upstream=srv.base_url)
+    items = [f"c{number}" for number in range(150)]  # 13 or 14 bytes each: 21 fit
     async with connect(flavor, recorder.url) as jobs:
         job_id = (await jobs.create_job()).job_id
-        with pytest.raises(OutputTooLarge, match="JOBS_OUTPUT_MAX_BYTES"):
-            await write_all(jobs, job_id, [f"f{number}" for number in range(300)], max_delay=60)
-        assert len(posts(recorder)) == 1
-        assert await read_all(jobs, job_id) == []
+        heard = await write_hearing(jobs, job_id, items, max_chunks=10, max_delay=60)
+        assert "JOBS_OUTPUT_MAX_BYTES" in str(heard[0])
+        assert "dropped 10 chunk(s)" in "\n".join(heard[0].__notes__)  # c20..c29
+        assert len(heard) > 1
+        assert all("output is full" in str(refusal) for refusal in heard[1:])
+        assert data_of(await read_all(jobs, job_id)) == items[:20]
+        assert len(posts(recorder)) == 3
+
+
+async def test_a_chunk_the_server_cannot_parse_costs_no_smaller_batches(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A refusal that names no chunk and no limit (a chunk nested deeper than the server
+    parses) is found by halving that batch alone; the chunks after it still go a hundred
+    at a time."""
+    srv = server()
+    recorder = fake(in_order(), upstream=srv.base_url)
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    lines = [f"line {number}" for number in range(400)]
+    async with connect(flavor, recorder.url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        heard = await write_hearing(jobs, job_id, [*lines[:99], deep, *lines[99:]], max_delay=60)
+        assert len(heard) == 1
+        assert data_of(await read_all(jobs, job_id)) == lines
+        assert len(posts(recorder)) <= 1 + 2 * 7 + 4  # the refused batch halved, then 100s
+
+
+async def test_equal_chunks_of_another_writer_never_stand_in_for_the_writers_own(
+    server: Start, flavor: str
+) -> None:
+    """A writer's batch refused at its offset because another writer appended the same
+    chunk there goes after it: both are held, where a first attempt refused was taken
+    for one that landed."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = (await jobs.create_job()).job_id
+        beat = {"data": "heartbeat", "kind": "log"}
+        if isinstance(jobs, SyncJobs):
+            writer = jobs.client.output_writer(job_id, kind="log", max_delay=60)
+            writer.write("heartbeat")
+            writer.flush()
+            await api.post(f"/api/jobs/{job_id}/output", json={"chunks": [beat]})
+            writer.write("heartbeat")
+            writer.close()
+        else:
+            async with jobs.client.output_writer(job_id, kind="log", max_delay=60) as out:
+                await out.write("heartbeat")
+                await out.flush()
+                await api.post(f"/api/jobs/{job_id}/output", json={"chunks": [beat]})
+                await out.write("heartbeat")
+        assert data_of(await read_all(jobs, job_id)) == ["heartbeat"] * 3
 
 
 async def test_a_refusal_is_heard_after_a_failure_that_came_first(

@@ -16,6 +16,7 @@ from ._client import AsyncJobsClient, AsyncTrackedJob, JobsClient, TrackedJob
 from ._core import DEFAULT_URL
 from ._exceptions import (
     BackendUnavailable,
+    BodyTooLarge,
     ConnectionFailed,
     Forbidden,
     IdempotencyConflict,
@@ -56,6 +57,7 @@ __all__ = [
     "AsyncOutputWriter",
     "AsyncTrackedJob",
     "BackendUnavailable",
+    "BodyTooLarge",
     "Changes",
     "Chunk",
     "ConnectionFailed",

@@ -21,6 +21,7 @@ import httpx2
 
 from ._exceptions import (
     BackendUnavailable,
+    BodyTooLarge,
     Forbidden,
     IdempotencyConflict,
     InvalidJobData,
@@ -157,7 +158,9 @@ def raise_for(response: httpx2.Response, job_id: str | None) -> NoReturn:
         raise MalformedJSON(detail, _field_errors(problem))
     if kind == "output-too-large":
         raise OutputTooLarge(detail, _field_errors(problem))
-    if status in (413, 422):
+    if status == 413:  # body-too-large, or a proxy's own 413
+        raise BodyTooLarge(detail, _field_errors(problem))
+    if status == 422:
         raise InvalidJobData(detail, _field_errors(problem))
     if status == 421:
         raise MisdirectedRequest(detail)

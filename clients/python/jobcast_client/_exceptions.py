@@ -8,6 +8,7 @@
     ├── JobCanceled           a tracked job was asked to stop (``cancel_job``): its worker's cue
     ├── InvalidJobData        422, 413: a value is refused (``errors`` names each field)
     │   ├── MalformedJSON     400: the server could not read the request body
+    │   ├── BodyTooLarge      413: the request body is over the server's (or a proxy's) limit
     │   └── OutputTooLarge    413: an append over one of the server's output limits
     ├── IdempotencyConflict   422: an Idempotency-Key reused with another body
     ├── Unauthenticated       401: no credential, or one the server does not accept
@@ -115,6 +116,11 @@ class InvalidJobData(JobcastError):
 
 class MalformedJSON(InvalidJobData):
     """The server could not read the request body as JSON."""
+
+
+class BodyTooLarge(InvalidJobData):
+    """A request body over the server's JOBS_MAX_BODY_BYTES, or a proxy's limit (a 413
+    that is not about output): nothing was done. Send less at once."""
 
 
 class OutputTooLarge(InvalidJobData):

@@ -10,7 +10,10 @@ whose ``nextOffset`` is the expected offset plus the chunks sent, and the
 chunks at the expected offset are the ones sent: the append is recognised
 as applied (:attr:`OutputAppended.already_applied`), not made again. The
 chunks are compared as well as counted, so that another writer's append of
-as many chunks is never taken for this one's.
+as many other chunks is never taken for this one's. Equal chunks cannot be
+told apart: an output writer compares only when its batch may have landed
+before (a retry, or a batch it sends again), so another writer's equal
+chunks (a repeated token, a heartbeat line) never stand in for its own.
 
 Decision: an append *without* ``expected_offset`` is sent as it is and is
 not retried once it may have reached the server (a timeout or a reset
@@ -78,6 +81,7 @@ def _append_output(
     chunks: Iterable[Any] | None = None,
     kind: str | None = None,
     expected_offset: int | None = None,
+    landed_maybe: bool = True,
 ) -> Operation[OutputAppended]:
     """Append one chunk (``data``, any JSON value) or several (``chunks``) to the job's output.
 
@@ -110,8 +114,11 @@ def _append_output(
     if held is not None and expected_offset is not None:
         # Landed already (its answer lost)? Then the chunks at the expected offset are
         # these, whatever other writers appended after them since.
+        # Only an append that may have landed before can tell so: a first attempt refused
+        # is not one, and equal chunks there are another writer's (``landed_maybe``: the
+        # caller may have sent these before; a writer knows which it did).
         end = expected_offset + len(sent)
-        if held >= end:
+        if held >= end and (landed_maybe or reply.attempts > 1):
             there = yield from _read_range(core, job_id, expected_offset, len(sent))
             if _same(there, sent):
                 return OutputAppended(expected_offset, end, already_applied=True)
@@ -228,7 +235,9 @@ def _append_batch(
     job_id: str,
     chunks: list[Chunk],
     offset: int,
+    *,
     moved: Callable[[int], None],
+    resent: bool,
 ) -> Operation[OutputAppended]:
     """An output writer's append at ``offset``, moved past what other writers appended.
 
@@ -237,12 +246,22 @@ def _append_batch(
     means another writer got there first: appending at the count the server
     gave cannot duplicate anything. ``moved`` hears of each new offset before
     the batch goes there: should that append's answer be lost, the batch is
-    sent again there, where its retry can tell it landed.
+    sent again there, where its retry can tell it landed. ``resent``: the
+    batch was sent before (its answer lost), so it may be there already.
     """
     for _ in range(REBASES):
         try:
-            return (yield from _append_output(core, job_id, chunks=chunks, expected_offset=offset))
+            return (
+                yield from _append_output(
+                    core, job_id, chunks=chunks, expected_offset=offset, landed_maybe=resent
+                )
+            )
         except OffsetMismatch as mismatch:
             offset = mismatch.next_offset
             moved(offset)
-    return (yield from _append_output(core, job_id, chunks=chunks, expected_offset=offset))
+            resent = False  # never sent at this offset
+    return (
+        yield from _append_output(
+            core, job_id, chunks=chunks, expected_offset=offset, landed_maybe=resent
+        )
+    )

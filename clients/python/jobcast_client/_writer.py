@@ -29,17 +29,25 @@ then keeps nothing of its chunk), ``flush`` or close, unless an append in
 between went through, which makes it moot. While such a failure waits to be
 heard, the timer sends nothing. Closing gives up on what it could not send.
 
-A batch the server refuses for what it holds (:class:`InvalidJobData`, such
-as :class:`OutputTooLarge`) surely did not land, and the refusal's
-``errors`` say what to do: a chunk it names (too large, a bad ``kind``) is
-dropped and the others go first in the next append; too many chunks at once,
-or too large a body, make the writer send batches of half the size from then
-on, and the batch goes again so; the job's output full drops the batch. The
-first refusal of what was dropped is raised as any failure is (by ``flush``
-or close once the rest has gone, or by the next call), with a note of how
-many chunks were dropped. So one bad chunk costs itself, never the chunks
-around it, and a ``max_chunks`` or ``max_bytes`` above the server's limits
-settles below them.
+A batch the server refuses for what it holds (:class:`InvalidJobData`)
+surely did not land, and what the refusal says decides what comes next:
+
+- chunks it names in ``errors`` (one too large, a ``kind`` too long) are
+  dropped, and the others go first in the next append;
+- too many chunks at once (:class:`OutputTooLarge` naming ``chunks``), or too
+  large a body (:class:`BodyTooLarge`), make the writer send batches half the
+  size from then on;
+- the job's output full (:class:`OutputTooLarge` naming nothing) drops the
+  batch and all that waits, and the writer takes no more (each ``write``
+  raises): the output stays a start of what was written, with no hole;
+- anything else splits the batch in halves, sent as they are, until the
+  chunk it is about goes alone, and is dropped.
+
+The refusal of what was dropped is raised as a failure is (by ``flush`` or
+close once the rest has gone, or by the next call), with a note of how many
+chunks were dropped. So one bad chunk costs itself, never the chunks around
+it, and a ``max_chunks`` or ``max_bytes`` above the server's limits settles
+below them.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._exceptions import InvalidJobData, JobcastError, OutputTooLarge
+from ._exceptions import BodyTooLarge, InvalidJobData, JobcastError, OutputTooLarge
 from ._models import Chunk, OutputAppended
 from ._output import _append_batch, _start_offset
 
@@ -92,6 +100,11 @@ class Batch:
         # A batch whose append failed: it may have landed (its answer lost), so it goes
         # again alone, as it was sent, where its retry can tell.
         self.failed: list[Chunk] = []
+        self.resending = False  # the batch taken last is the failed one
+        # Parts of a refused batch, sent as they are, to find what the server refuses.
+        self.pieces: list[list[Chunk]] = []
+        # The refusal that said the job's output is full: nothing more goes, ever.
+        self.full: OutputTooLarge | None = None
         self.offset: int | None = None  # where the next batch goes; None until read
         # A background send's failure: its batch is the failed one, which waits for the
         # caller to hear of it; moot once a later send goes through.
@@ -107,6 +120,8 @@ class Batch:
         A value JSON cannot carry raises here (TypeError, ValueError), at the
         write that gave it, rather than in every append of the batch it would block.
         """
+        if self.full is not None:
+            raise OutputTooLarge(f"the job's output is full: {self.full}", self.full.errors)
         chunk = Chunk(data, kind if kind is not None else self.kind)
         size = _size(chunk)
         self.chunks.append(chunk)
@@ -117,14 +132,16 @@ class Batch:
         return len(self.chunks) >= self.limit or self.bytes >= self.budget
 
     def take(self, *, full: bool = False) -> list[Chunk]:
-        """The next batch to append: a failed one as it was, else the waiting chunks, as
-        many as fit in ``limit`` and ``budget`` (at least one); with ``full``, only a
-        batch that is full (the rest waits for more, or for its time)."""
-        if self.failed:
-            failed, self.failed = self.failed, []
-            if not self.chunks:
+        """The next batch to append: a failed one as it was, a piece of a refused one, else
+        the waiting chunks, as many as fit in ``limit`` and ``budget`` (at least one);
+        with ``full``, only a batch that is full (the rest waits for more, or its time)."""
+        self.resending = bool(self.failed)
+        if self.failed or self.pieces:
+            taken = self.failed or self.pieces.pop(0)
+            self.failed = []
+            if not self.chunks and not self.pieces:
                 self._since = None
-            return failed
+            return taken
         count, total = 0, 0
         for size in self.sizes[: self.limit]:
             if count and total + size > self.budget:
@@ -148,25 +165,36 @@ class Batch:
         self.offset = appended.next_offset
 
     def refused(self, chunks: list[Chunk], refusal: InvalidJobData) -> None:
-        """The server refused the batch for what it holds (it did not land), and its
-        ``errors`` say why: named chunks are dropped and the others go again; too many
-        chunks at once, or too large a body, teach the writer a smaller batch, and the
-        batch goes again in halves; anything else (the job's output full) drops it."""
+        """The server refused the batch for what it holds (it did not land); what it
+        says decides. Chunks it names are dropped, and the others go as they are. Too
+        many chunks at once, or too large a body, teach the writer smaller batches. The
+        job's output full drops the batch and all that waits, and takes no more. Any
+        other refusal splits the batch in halves, sent as they are, to find the chunk
+        it is about, which goes alone, and is dropped."""
         fields = [error.field for error in refusal.errors]
-        named = {int(m[1]) for f in fields if (m := _CHUNK_FIELD.match(f))} & set(
-            range(len(chunks))
-        )
+        named = {int(m[1]) for f in fields if (m := _CHUNK_FIELD.match(f))}
+        named &= set(range(len(chunks)))
+        many = len(chunks) > 1
         if named:
             self._drop(refusal, len(named))
-            self._wait_first([chunk for i, chunk in enumerate(chunks) if i not in named])
-        elif len(chunks) > 1 and "chunks" in fields:  # too many at once
+            rest = [chunk for i, chunk in enumerate(chunks) if i not in named]
+            self.pieces[:0] = [rest] if rest else []
+        elif many and isinstance(refusal, OutputTooLarge) and "chunks" in fields:
             self.limit = min(self.limit, len(chunks) // 2)
             self._wait_first(chunks)
-        elif len(chunks) > 1 and not isinstance(refusal, OutputTooLarge):  # too large a body
+        elif many and isinstance(refusal, BodyTooLarge):
             self.budget = min(self.budget, sum(map(_size, chunks)) // 2)
             self._wait_first(chunks)
+        elif isinstance(refusal, OutputTooLarge) and not fields:  # the job's output is full
+            self.full = refusal
+            waiting = sum(map(len, self.pieces)) + len(self.chunks)
+            self._drop(refusal, len(chunks) + waiting)
+            self.pieces, self.chunks, self.sizes, self.bytes, self._since = [], [], [], 0, None
+        elif many:
+            half = len(chunks) // 2
+            self.pieces[:0] = [chunks[:half], chunks[half:]]
         else:
-            self._drop(refusal, len(chunks))
+            self._drop(refusal, 1)
 
     def _wait_first(self, chunks: list[Chunk]) -> None:
         sizes = [_size(chunk) for chunk in chunks]
@@ -201,7 +229,8 @@ class Batch:
 
     def give_up(self) -> None:
         """Forget every chunk (the writer closed with what it could not send)."""
-        self.chunks, self.sizes, self.bytes, self.failed, self._since = [], [], 0, [], None
+        self.chunks, self.sizes, self.bytes, self._since = [], [], 0, None
+        self.failed, self.pieces = [], []
 
     def due_in(self) -> float:
         """Seconds until the oldest waiting chunk must go (inf when nothing waits, or when
@@ -289,6 +318,7 @@ class OutputWriter:
         self._send()
         with self._lock:
             error = self._batch.heard()
+            self._wake.notify()  # a failure heard: the timer may send again
         if error is not None:
             raise error
 
@@ -345,7 +375,12 @@ class OutputWriter:
                     start = _start_offset(self._client, self.job_id)
                     self._batch.offset = self._client._run(start)
                 appending = _append_batch(
-                    self._client, self.job_id, chunks, self._batch.offset, self._batch.moved
+                    self._client,
+                    self.job_id,
+                    chunks,
+                    self._batch.offset,
+                    moved=self._batch.moved,
+                    resent=self._batch.resending,
                 )
                 appended = self._client._run(appending)
             except InvalidJobData as refusal:  # it did not land
@@ -481,7 +516,12 @@ class AsyncOutputWriter:
                     start = _start_offset(self._client, self.job_id)
                     self._batch.offset = await self._client._run(start)
                 appending = _append_batch(
-                    self._client, self.job_id, chunks, self._batch.offset, self._batch.moved
+                    self._client,
+                    self.job_id,
+                    chunks,
+                    self._batch.offset,
+                    moved=self._batch.moved,
+                    resent=self._batch.resending,
                 )
                 appended = await self._client._run(appending)
             except InvalidJobData as refusal:  # it did not land
