@@ -189,7 +189,8 @@ class Watch {
     this.listening = false;
     this.aborter = new AbortController();
     this.onOnline = () => {
-      if (this.timer) {
+      // Back online: try now, unless the server asked for a wait (Retry-After) not yet over.
+      if (this.timer && Date.now() >= this.notBefore) {
         clearTimeout(this.timer);
         this.timer = 0;
         this.attempts = 0;
@@ -325,7 +326,10 @@ class Watch {
       if (this.o.fallback !== false && this.streamFailures >= FALLBACK_AFTER) {
         this.transport = 'poll';
         this.streamFailures = 0;
-        this.restreamAt = Date.now() + (this.o.restreamAfter ?? RESTREAM_AFTER_MS);
+        // Polling keeps no feed position: the stream, tried again, starts from a snapshot.
+        this.cursor = null;
+        const after = this.o.restreamAfter ?? RESTREAM_AFTER_MS;
+        this.restreamAt = after > 0 ? Date.now() + after : 0;
       }
     }
     const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
@@ -706,7 +710,9 @@ class Watch {
     let first = true;
     while (!conn.closed && !this.restreaming(conn)) {
       const version = this.versions.get(this.jobId);
-      const waiting = version == null ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
+      // The first ask answers at once, so the watch is live as soon as the server answers.
+      const waiting =
+        version == null || first ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
       const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
       if (conn.closed || (await this.pollRefused(conn, response))) return;

@@ -146,7 +146,7 @@ export interface ConnectionOptions {
   fallback?: boolean;
   /** Milliseconds between polls of the job list (transport `poll`). Default 1000. */
   pollInterval?: number;
-  /** Milliseconds of polling in place of a failing stream before the stream is tried again. Default 300000. */
+  /** Milliseconds of polling in place of a failing stream before the stream is tried again (0: never). Default 300000. */
   restreamAfter?: number;
   /**
    * In a browser, close the connection while the page is hidden and resume when shown. A

@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import { isTerminal, watchJob, watchJobs } from 'jobcast';
 import {
   NODE,
+  api,
   SERVER,
   TRANSPORTS,
   assertIncreasing,
@@ -170,6 +171,51 @@ for (const transport of TRANSPORTS) {
     );
   });
 }
+
+describe('a fallback to polling', () => {
+  for (const transport of ['sse', 'ws']) {
+    it(
+      `over ${transport}, streams again later with each version and removal once`,
+      { timeout: ms(60_000) },
+      async (t) => {
+        const kept = await createJob({ message: 'Kept' });
+        const doomed = await createJob({ message: 'Doomed' });
+        const proxy = await startProxy(SERVER);
+        t.after(() => proxy.close());
+        const seen = recorder();
+        const options = { ...NODE, ...seen.options, baseUrl: proxy.url, transport };
+        const watch = watchJobs({ ...options, pollInterval: 100, restreamAfter: ms(2_000) });
+        t.after(() => watch.close());
+        await waitFor(() => seen.state() === 'live' && seen.synced, 'live');
+        await updateJob(kept, { progress: 10 }); // the stream's cursor moves past it
+        await waitFor(() => seen.latest(kept)?.version === 2, 'the change, streamed');
+
+        proxy.breakStreams();
+        proxy.cut();
+        await waitFor(() => watch.transport === 'poll' && seen.state() === 'live', 'polling');
+        await updateJob(kept, { progress: 20 });
+        await api('DELETE', `/api/jobs/${doomed}`);
+        await waitFor(() => seen.removed.includes(doomed), 'the deletion, polled');
+        proxy.breakStreams(false);
+        await waitFor(() => watch.transport === transport && seen.state() === 'live', 'streaming');
+        await updateJob(kept, { progress: 30 });
+        await waitFor(() => seen.latest(kept)?.version === 4, 'the next change, streamed');
+        assert.deepEqual(seen.versions(kept), [1, 2, 3, 4]);
+        assert.deepEqual(seen.removed, [doomed]);
+      },
+    );
+  }
+
+  it('of one job is live at once, not after a long-poll', { timeout: ms(60_000) }, async (t) => {
+    const jobId = await createJob();
+    const { proxy, seen, watch } = await watchThroughProxy(t, jobId, { transport: 'sse' });
+    await waitFor(() => seen.state() === 'live', 'live');
+    proxy.breakStreams();
+    proxy.cut();
+    await waitFor(() => watch.transport === 'poll', 'the fall back');
+    await waitFor(() => seen.state() === 'live', 'live on polling', ms(10_000));
+  });
+});
 
 describe('a busy server', () => {
   for (const transport of TRANSPORTS) {
