@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx2
 import pytest
 from jobcast_client import (
     AsyncJobsClient,
@@ -625,6 +626,49 @@ async def test_a_chunk_the_server_cannot_parse_costs_no_smaller_batches(
         assert len(heard) == 1
         assert data_of(await read_all(jobs, job_id)) == lines
         assert len(posts(recorder)) <= 1 + 2 * 7 + 4  # the refused batch halved, then 100s
+
+
+async def test_a_chunk_found_among_pieces_keeps_the_order_of_the_rest(
+    server: Start, flavor: str
+) -> None:
+    """A batch refused for a chunk the server cannot parse is halved, and a half is then
+    refused for holding more chunks than an append may: every other chunk still lands,
+    in the order written."""
+    srv = server(JOBS_OUTPUT_MAX_CHUNKS="2")
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    items = list(range(7))
+    async with connect(flavor, srv.base_url) as jobs:
+        job_id = (await jobs.create_job()).job_id
+        heard = await write_hearing(jobs, job_id, [*items, deep], max_chunks=8, max_delay=60)
+        assert len(heard) == 1
+        assert data_of(await read_all(jobs, job_id)) == items
+
+
+def test_an_attempt_that_never_left_makes_no_equal_chunk_the_writers_own(server: Start) -> None:
+    """The first attempt of an append is refused at connect while another writer appends
+    an equal chunk: the retry's 409 is not taken for this append having landed."""
+    srv = server()
+
+    class RefusedOnce(httpx2.HTTPTransport):
+        refused = False
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.url.path.endswith("/output") and not self.refused:
+                self.refused = True
+                other.append_output(job_id, "tick")  # meanwhile, the other writer
+                raise httpx2.ConnectError("refused", request=request)
+            return super().handle_request(request)
+
+    with (
+        JobsClient(srv.base_url, retry=FAST) as other,
+        JobsClient(srv.base_url, retry=FAST, transport=RefusedOnce()) as jobs,
+    ):
+        job_id = jobs.create_job().job_id
+        with jobs.output_writer(job_id, max_delay=60) as out:
+            out.write("tick")
+        assert [chunk.data for chunk in jobs.output(job_id)] == ["tick", "tick"]
 
 
 async def test_equal_chunks_of_another_writer_never_stand_in_for_the_writers_own(

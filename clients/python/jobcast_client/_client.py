@@ -425,7 +425,7 @@ class JobsClient(Core[httpx2.BaseTransport]):
                 pause = attempts.after_error(exc)
             else:
                 if (retry := attempts.after_response(response)) is None:
-                    return Reply(response, attempts.count)
+                    return Reply(response, attempts.count, attempts.reached > 0)
                 pause = retry
             time.sleep(pause)
 
@@ -577,6 +577,6 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                 pause = attempts.after_error(exc)
             else:
                 if (retry := attempts.after_response(response)) is None:
-                    return Reply(response, attempts.count)
+                    return Reply(response, attempts.count, attempts.reached > 0)
                 pause = retry
             await anyio.sleep(pause)

@@ -72,10 +72,12 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The answer to a :class:`Call`, and how many attempts it took."""
+    """The answer to a :class:`Call`, how many attempts it took, and whether an earlier
+    one may have reached the server (and been applied there, its answer lost)."""
 
     response: httpx2.Response
     attempts: int
+    reached_before: bool = False
 
 
 # A call: yields the requests it needs, receives their replies, returns the result.

@@ -118,7 +118,7 @@ def _append_output(
         # is not one, and equal chunks there are another writer's (``landed_maybe``: the
         # caller may have sent these before; a writer knows which it did).
         end = expected_offset + len(sent)
-        if held >= end and (landed_maybe or reply.attempts > 1):
+        if held >= end and (landed_maybe or reply.reached_before):
             there = yield from _read_range(core, job_id, expected_offset, len(sent))
             if _same(there, sent):
                 return OutputAppended(expected_offset, end, already_applied=True)

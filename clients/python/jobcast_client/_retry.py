@@ -76,6 +76,7 @@ class Attempts:
         self.what = what
         self.replayable = replayable
         self.count = 0
+        self.reached = 0  # failed attempts that may have reached the server (been applied)
 
     def after_error(self, exc: Exception | None) -> float:
         """The pause before the next attempt after ``exc`` (None: a stream just ended).
@@ -83,6 +84,8 @@ class Attempts:
         Raises ConnectionFailed when there is none.
         """
         self.count += 1
+        if not isinstance(exc, NEVER_SENT):
+            self.reached += 1
         transient = exc is None or isinstance(exc, TRANSIENT if self.replayable else NEVER_SENT)
         pause = self.policy.pause(self.count) if transient else None
         if pause is None:
@@ -98,11 +101,13 @@ class Attempts:
         self.count += 1
         if response.status_code not in ((429, 503) if self.replayable else (429,)):
             return None
+        if response.status_code == 503:  # a proxy's, maybe, with the server's work done
+            self.reached += 1
         return self.policy.pause(self.count, retry_after(response))
 
     def reset(self) -> None:
         """Start a fresh round of retries (a stream made progress)."""
-        self.count = 0
+        self.count = self.reached = 0
 
 
 def retry_after(response: httpx2.Response) -> float | None:

@@ -197,6 +197,10 @@ class Batch:
             self._drop(refusal, 1)
 
     def _wait_first(self, chunks: list[Chunk]) -> None:
+        """``chunks`` wait first, to go in batches of the limits learned; so do the pieces
+        that were to go after them, in their order."""
+        chunks = chunks + [chunk for piece in self.pieces for chunk in piece]
+        self.pieces = []
         sizes = [_size(chunk) for chunk in chunks]
         self.chunks[:0], self.sizes[:0] = chunks, sizes
         self.bytes += sum(sizes)
