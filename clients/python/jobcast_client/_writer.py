@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from ._core import Core, Operation
 from ._exceptions import BodyTooLarge, InvalidJobData, JobcastError, OutputTooLarge
 from ._models import Chunk, OutputAppended
 from ._output import _append_batch, _start_offset
@@ -155,6 +156,19 @@ class Batch:
         if not self.chunks:
             self._since = None
         return chunks
+
+    def append(
+        self, core: Core[Any], job_id: str, chunks: list[Chunk]
+    ) -> Operation[OutputAppended]:
+        """The append of ``chunks`` just taken (the job's output size read first, the first
+        time), moved past other writers' appends."""
+        if self.offset is None:
+            self.offset = yield from _start_offset(core, job_id)
+        return (
+            yield from _append_batch(
+                core, job_id, chunks, self.offset, moved=self.moved, resent=self.resending
+            )
+        )
 
     def moved(self, offset: int) -> None:
         """Another writer appended first: the batch goes at ``offset`` now (so that, should
@@ -375,18 +389,7 @@ class OutputWriter:
             if not chunks:
                 return
             try:
-                if self._batch.offset is None:
-                    start = _start_offset(self._client, self.job_id)
-                    self._batch.offset = self._client._run(start)
-                appending = _append_batch(
-                    self._client,
-                    self.job_id,
-                    chunks,
-                    self._batch.offset,
-                    moved=self._batch.moved,
-                    resent=self._batch.resending,
-                )
-                appended = self._client._run(appending)
+                appended = self._client._run(self._batch.append(self._client, self.job_id, chunks))
             except InvalidJobData as refusal:  # it did not land
                 with self._lock:
                     self._batch.refused(chunks, refusal)
@@ -516,17 +519,7 @@ class AsyncOutputWriter:
     async def _send_all(self, full: bool) -> None:
         while chunks := self._batch.take(full=full):  # a failed batch first, then the rest
             try:
-                if self._batch.offset is None:
-                    start = _start_offset(self._client, self.job_id)
-                    self._batch.offset = await self._client._run(start)
-                appending = _append_batch(
-                    self._client,
-                    self.job_id,
-                    chunks,
-                    self._batch.offset,
-                    moved=self._batch.moved,
-                    resent=self._batch.resending,
-                )
+                appending = self._batch.append(self._client, self.job_id, chunks)
                 appended = await self._client._run(appending)
             except InvalidJobData as refusal:  # it did not land
                 self._batch.refused(chunks, refusal)
