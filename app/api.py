@@ -287,9 +287,10 @@ async def _poll(request: Request) -> tuple[Change, bool]:
         wait = query.timeout
         if access.expires_at is not None:
             wait = max(0.0, min(wait, access.expires_at - time.time()))
-        change = await wait_for_change(
-            store, runtime.hub, job_id, query.wait_for_version, wait, request.receive
-        )
+        with runtime.metrics.long_polls.track_inprogress():
+            change = await wait_for_change(
+                store, runtime.hub, job_id, query.wait_for_version, wait, request.receive
+            )
         if change.version <= query.wait_for_version:
             return change, False
     return change, not _matches(request.headers.get("if-none-match"), change)

@@ -51,6 +51,9 @@ class Metrics:
         self.connections = Gauge(
             "jobcast_connections", "Open streaming connections.", ["transport"], registry=r
         )
+        self.long_polls = Gauge(
+            "jobcast_long_polls", "Long-polls (GET with waitForVersion) waiting now.", registry=r
+        )
         self.events_conflated = Counter(
             "jobcast_events_conflated",
             "Intermediate states skipped for subscribers that read slower than jobs change.",

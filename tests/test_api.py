@@ -420,6 +420,7 @@ def test_long_poll_at_current_version_times_out_with_304(client: TestClient) -> 
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["etag"] == '"1"'
+    assert "jobcast_long_polls 0.0" in client.get("/metrics").text  # no longer waiting
 
 
 # -- health, metrics -------------------------------------------------------------------------

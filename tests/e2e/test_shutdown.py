@@ -96,7 +96,7 @@ async def test_sigint_answers_a_pending_long_poll_and_exits_promptly(server: Sta
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(poll)
-            assert (await api.get("/healthz")).status_code == 200  # the poll is in
+            await api.wait_for_metric("jobcast_long_polls", lambda waiting: waiting == 1)
             srv.interrupt()
             interrupted = time.monotonic()
             await wait_for_exit(srv, seconds(15))
