@@ -132,11 +132,11 @@ class JobService:
         data = pydantic_core.to_json(chunk.data)
         most = self._settings.output_max_chunk_bytes
         if len(data) > most:
+            field = f"chunks.{index}.data"
             detail = (
-                f"chunks.{index}.data is {len(data)} bytes as JSON; a chunk may hold at most "
+                f"{field} is {len(data)} bytes as JSON; a chunk may hold at most "
                 f"{most} (JOBS_OUTPUT_MAX_CHUNK_BYTES): split it"
             )
-            field = f"chunks.{index}.data"
             raise OutputTooLarge(detail, [FieldError(field, f"at most {most} bytes as JSON")])
         kind = b"" if chunk.kind is None else b',"kind":' + pydantic_core.to_json(chunk.kind)
         return b'{"data":' + data + kind + b"}"

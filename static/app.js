@@ -737,9 +737,11 @@ function scheduleOutputWatches() {
   queueMicrotask(startOutputWatches);
 }
 
-/** Which waiting job goes first: one known to have output, then the newest. */
-function outputRank(row) {
-  return [row.job.outputSize > 0 ? 1 : 0, row.created];
+/** Whether `row` goes before `other` for a watch: one known to have output, else newer. */
+function outranks(row, other) {
+  const hasOutput = (r) => r.job.outputSize > 0;
+  if (hasOutput(row) !== hasOutput(other)) return hasOutput(row);
+  return row.created > other.created;
 }
 
 function startOutputWatches() {
@@ -749,7 +751,7 @@ function startOutputWatches() {
     for (const jobId of outputWaiting) {
       const row = rows.get(jobId);
       if (!row || row.leaving || isTerminal(row.job)) outputWaiting.delete(jobId);
-      else if (!best || compareRanks(outputRank(row), outputRank(best)) > 0) best = row;
+      else if (!best || outranks(row, best)) best = row;
     }
     if (!best) return;
     // All taken: a job known to have output may have the place of one that showed none.
@@ -757,10 +759,6 @@ function startOutputWatches() {
     outputWaiting.delete(best.id);
     startOutputWatch(best.id);
   }
-}
-
-function compareRanks(a, b) {
-  return a[0] - b[0] || (a[1] > b[1] ? 1 : a[1] < b[1] ? -1 : 0);
 }
 
 function startOutputWatch(jobId) {

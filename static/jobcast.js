@@ -271,10 +271,15 @@ class Watch {
     const wait = this.notBefore - Date.now(); // a Retry-After outlasts a pause
     if (wait <= 0) return this.open(false);
     this.setState('reconnecting');
+    this.later(wait);
+  }
+
+  /** The next attempt, in `delay` ms (asking the server first). */
+  later(delay) {
     this.timer = setTimeout(() => {
       this.timer = 0;
       this.open(true);
-    }, wait);
+    }, delay);
   }
 
   listen(on) {
@@ -405,11 +410,7 @@ class Watch {
     this.setState(offline ? 'offline' : 'reconnecting');
     const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.attempts - 1));
     const jittered = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"
-    const delay = Math.max(jittered, this.notBefore - Date.now());
-    this.timer = setTimeout(() => {
-      this.timer = 0;
-      this.open(true);
-    }, delay);
+    this.later(Math.max(jittered, this.notBefore - Date.now()));
   }
 
   /**

@@ -326,8 +326,8 @@ class JobsClient(Core[httpx2.BaseTransport]):
         a batch is appended once ``max_chunks`` chunks wait, once the oldest
         has waited ``max_delay`` seconds, on ``out.flush()`` and when the block
         ends. Each append is exactly once (it carries ``expected_offset``), and
-        carries at most ``max_chunks`` chunks and ``max_bytes`` bytes of chunk
-        JSON: keep that under the server's ``JOBS_MAX_BODY_BYTES``.
+        carries at most ``max_chunks`` chunks in a body of at most ``max_bytes``
+        bytes: keep that under the server's ``JOBS_MAX_BODY_BYTES``.
         """
         return OutputWriter(self, job_id, Batch(kind, max_chunks, max_delay, max_bytes))
 

@@ -203,7 +203,7 @@ class Batch:
             self.full = refusal
             waiting = sum(map(len, self.pieces)) + len(self.chunks)
             self._drop(refusal, len(chunks) + waiting)
-            self.pieces, self.chunks, self.sizes, self.bytes, self._since = [], [], [], 0, None
+            self.give_up()
         elif many:
             half = len(chunks) // 2
             self.pieces[:0] = [chunks[:half], chunks[half:]]
@@ -236,14 +236,23 @@ class Batch:
         if self.error is not None:
             error, self.error = self.error, None
             return error
-        refusal, self.dropped = self.dropped, None
+        refusal = self.dropped
         if refusal is not None:
-            refusal.add_note(
-                f"jobcast: the output writer dropped {self.dropped_count} chunk(s) the server "
-                "refused, and appended the others"
-            )
-            self.dropped_count = 0
+            refusal.add_note(f"{self._dropped_words()}, and appended the others")
+            self.dropped, self.dropped_count = None, 0
         return refusal
+
+    def note_dropped(self, failure: BaseException) -> None:
+        """Closing failed with ``failure``: say on it what was dropped too, which the caller
+        will not hear otherwise."""
+        if self.dropped is not None:
+            failure.add_note(f"{self._dropped_words()}: {self.dropped}")
+            self.dropped, self.dropped_count = None, 0
+
+    def _dropped_words(self) -> str:
+        return (
+            f"jobcast: the output writer dropped {self.dropped_count} chunk(s) the server refused"
+        )
 
     def give_up(self) -> None:
         """Forget every chunk (the writer closed with what it could not send)."""
@@ -353,7 +362,7 @@ class OutputWriter:
             self._send()
         except JobcastError as exc:
             with self._lock:
-                _note_dropped(exc, self._batch)
+                self._batch.note_dropped(exc)
             raise
         finally:
             with self._lock:
@@ -494,7 +503,7 @@ class AsyncOutputWriter:
         try:
             await self._send()  # after the timer's send, if one is under way
         except JobcastError as exc:
-            _note_dropped(exc, self._batch)
+            self._batch.note_dropped(exc)
             raise
         finally:
             self._batch.give_up()  # what could not be sent
@@ -541,15 +550,6 @@ class AsyncOutputWriter:
                     self._wake = anyio.Event()
                 continue
             await self._send(background=True)
-
-
-def _note_dropped(exc: BaseException, batch: Batch) -> None:
-    """Closing failed: say so of the chunks dropped too, which the caller will not hear."""
-    if batch.dropped is not None:
-        exc.add_note(
-            f"jobcast: {batch.dropped_count} chunk(s) were refused and dropped: {batch.dropped}"
-        )
-        batch.dropped, batch.dropped_count = None, 0
 
 
 @contextlib.contextmanager
