@@ -119,8 +119,8 @@ let writesRefused = false; // the server refused a write: offer none again
 function showState({ state, transport: used, problem }) {
   if (connection === 'live' && state !== 'live' && !stale) currentUntil = Date.now();
   // Coming back to a tab reconnects it: as brief as a server restart, not worth marking
-  // (unless the rows were stale before the tab was hidden: they stay so until live).
-  const resuming = connection === 'paused' && !stale;
+  // (rows stale before the tab was hidden stay so until live: see updateStale).
+  const resuming = connection === 'paused';
   if ((connection === 'live' && state !== 'live') || resuming) quietSince = Date.now();
   connection = state;
   connectionTransport = used;

@@ -9,7 +9,15 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import REFUSED, Console, Server, open_live, row, screenshot
+from tests.browser.conftest import (
+    REFUSED,
+    Console,
+    Server,
+    open_live,
+    row,
+    screenshot,
+    set_visibility,
+)
 
 
 @pytest.mark.parametrize("cut", ["browser-offline", "server-down"])
@@ -68,3 +76,48 @@ def test_rows_go_stale_while_disconnected_and_come_back(
     expect(row(page, running).locator(".stale-tag")).to_be_hidden()
     page.clock.run_for(2_000)
     expect(elapsed).not_to_have_text(frozen)
+
+
+def test_rows_stale_before_a_tab_is_hidden_stay_stale_when_it_is_shown(
+    page: Page, server: Callable[..., Server], console: Console
+) -> None:
+    """Rows that went stale while the tab was in view are still stale when it is shown
+    again and the server is still away: the note never lapses on the way, and it clears
+    only once the connection is live."""
+    console.allow(REFUSED)
+    console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
+    # The restarted memory backend has lost the job: its output poll may ask first.
+    console.allow(r"status of 404 \(Not Found\)|ERR_CONTENT_LENGTH_MISMATCH")
+    jobcast = server()
+    page.clock.install()
+    open_live(page, jobcast)
+    running = jobcast.create(jobType="file_processing", message="Uploading")
+    jobcast.update(running, status="processing", progress=30)
+    expect(row(page, running).locator(".job-message")).to_have_text("Uploading")
+    jobcast.stop()
+    page.clock.run_for(3_000)
+    note = page.locator("#stale-note")
+    expect(note).to_be_visible()
+    page.evaluate(
+        """() => {
+            const note = document.getElementById('stale-note');
+            window.staleLapsed = false;
+            new MutationObserver(() => { if (note.hidden) window.staleLapsed = true; })
+                .observe(note, { attributes: true });
+        }"""
+    )
+
+    set_visibility(page, "hidden")
+    page.clock.run_for(10_000)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "paused")
+    set_visibility(page, "visible")
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "paused")
+    page.clock.run_for(1_000)  # well within the grace a fresh reconnect gets
+    expect(note).to_be_visible()
+    expect(row(page, running).locator(".stale-tag")).to_be_visible()
+    assert page.evaluate("() => window.staleLapsed") is False
+
+    jobcast.start()
+    page.clock.run_for(30_000)  # past the longest backoff the outage can have reached
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(note).to_be_hidden()
