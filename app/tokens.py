@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -67,8 +68,11 @@ class Tokens:
 
     def mint(self, kind: ScopeKind, value: str, ttl: float | None = None) -> tuple[str, float]:
         """A token for ``kind:value`` and when it expires (unix seconds)."""
-        issued = int(self._clock())
-        expires = issued + max(1, round(self.ttl if ttl is None else ttl))
+        now = self._clock()
+        issued = int(now)
+        # The claims are whole seconds: rounded up, a token lasts at least what was asked
+        # (rounded down, a one-second token could be expired when it is first used).
+        expires = math.ceil(now + max(1, round(self.ttl if ttl is None else ttl)))
         claims = {"scope": f"{kind}:{value}", "aud": AUDIENCE, "iat": issued, "exp": expires}
         return jwt.encode(claims, self._keys[0], algorithm=ALGORITHM), float(expires)
 

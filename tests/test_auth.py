@@ -281,7 +281,7 @@ def test_minted_token_reports_its_expiry(world: World) -> None:
     claims = jwt.decode(body["token"], options={"verify_signature": False})
     assert claims["aud"] == "jobcast"
     assert claims["scope"] == f"job:{world.job_a}"
-    assert claims["exp"] - claims["iat"] == 120
+    assert claims["exp"] - claims["iat"] in (120, 121)  # whole seconds: iat down, exp up
 
 
 @pytest.mark.parametrize(
@@ -465,3 +465,15 @@ def test_rotating_the_first_key_ends_derived_tokens() -> None:
     assert Tokens(Settings(api_key=f"{KEY_ONE},{KEY_TWO}")).verify(token).value == "alice"
     with pytest.raises(Unauthenticated):
         Tokens(Settings(api_key=f"{KEY_TWO},{KEY_ONE}")).verify(token)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.999])
+def test_a_token_lasts_at_least_its_ttl(fraction: float) -> None:
+    """Its claims are whole seconds, rounded up: minted late in a second, a one-second
+    token still lasts a second."""
+    now = 1_800_000_000 + fraction
+    token, expires = Tokens(Settings(api_key=KEY_ONE), clock=lambda: now).mint("owner", "al", 1)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] == expires
+    assert now + 1 <= expires < now + 2
+    assert claims["iat"] <= now
