@@ -337,6 +337,9 @@ class Watch {
         this.restreamAt = after > 0 ? Date.now() + after : 0;
       }
     }
+    // Retrying over another transport than the last attempt's (polling, or streaming again)
+    // is said before the attempt, not only once it is live.
+    if (this.attempts) this.setState(this.state);
     const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
     conn.close = () => {};
     this.conn = conn;

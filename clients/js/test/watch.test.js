@@ -206,6 +206,33 @@ describe('a fallback to polling', () => {
     );
   }
 
+  it('says which transport it is reconnecting over once it goes back to streaming', { timeout: ms(60_000) }, async (t) => {
+    await createJob();
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    const seen = recorder();
+    const options = { ...NODE, ...seen.options, baseUrl: proxy.url, transport: 'sse' };
+    const watch = watchJobs({ ...options, pollInterval: 100, restreamAfter: ms(1_000) });
+    t.after(() => watch.close());
+    await waitFor(() => seen.state() === 'live', 'live');
+    proxy.breakStreams();
+    proxy.cut();
+    await waitFor(() => watch.transport === 'poll' && seen.state() === 'live', 'polling');
+    const polling = Date.now();
+    // The server goes away while polling, and stays away past the time to stream again.
+    proxy.refuse();
+    proxy.cut();
+    await waitFor(() => seen.state() === 'reconnecting', 'a failed poll');
+    await sleep(Math.max(0, polling + ms(1_000) - Date.now()));
+    proxy.refuse(false);
+    proxy.breakStreams(false);
+    await waitFor(() => watch.transport === 'sse' && seen.state() === 'live', 'streaming');
+    const states = seen.states.map(({ state, transport }) => `${state}/${transport}`);
+    const streaming = states.lastIndexOf('live/sse');
+    assert.notEqual(states[streaming - 1], 'reconnecting/poll', states.join(' '));
+    assert.match(states[streaming - 1], /\/sse$/, states.join(' '));
+  });
+
   it('of one job is live at once, not after a long-poll', { timeout: ms(60_000) }, async (t) => {
     const jobId = await createJob();
     const { proxy, seen, watch } = await watchThroughProxy(t, jobId, { transport: 'sse' });
