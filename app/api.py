@@ -365,9 +365,7 @@ async def delete_job(request: Request) -> Response:
 async def append_output(request: Request) -> Response:
     asked = parse(OutputAppend, await read_body(request))
     job_id = request.path_params["jobId"]
-    output = await runtime_of(request).service.append_output(job_id, asked)
-    answer = OutputAppended(job_id=job_id, offset=output.offset, next_offset=output.next_offset)
-    return json_response(encode(answer))
+    return json_response(encode(await runtime_of(request).service.append_output(job_id, asked)))
 
 
 async def read_output(request: Request) -> Response:

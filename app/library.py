@@ -118,8 +118,7 @@ async def append_job_output(
     ``expected_offset``: append only if the job has exactly that many chunks."""
     fields = _given(chunks=chunks, expected_offset=expected_offset)
     request = parse(OutputAppend, fields, by_name=True)
-    output = await current_service().append_output(job_id, request)
-    return OutputAppended(job_id=job_id, offset=output.offset, next_offset=output.next_offset)
+    return await current_service().append_output(job_id, request)
 
 
 async def get_job(job_id: str) -> Job:

@@ -264,11 +264,17 @@ class OutputAppend(RequestModel):
 
 
 class OutputAppended(WireModel):
-    """Answer to an append: where its chunks went."""
+    """Answer to an append: where its chunks went, and whether the job's worker was asked
+    to stop (the cancel flag every write's answer carries)."""
 
     job_id: str
     offset: int = Field(description="The offset of the first chunk appended.")
     next_offset: int = Field(description="The job's chunks now: the next chunk's offset.")
+    cancel_requested: bool | None = Field(
+        default=None,
+        description="Present, true, once a cancel was asked for: the worker's cue to stop.",
+    )
+    cancel_reason: str | None = None
 
 
 class OutputChunk(WireModel):

@@ -29,10 +29,10 @@ from app.models import (
     NewChunk,
     NewJob,
     OutputAppend,
+    OutputAppended,
 )
 from app.settings import Settings
 from app.store import Idempotency, JobStore
-from app.streams.events import Output
 from app.validation import describe
 from app.webhooks import policy as webhook_policy
 
@@ -111,8 +111,9 @@ class JobService:
         await self.store.delete(job_id)
         self.metrics.jobs_deleted.inc()
 
-    async def append_output(self, job_id: str, request: OutputAppend) -> Output:
-        """Append chunks to the job's output, in order, all or none."""
+    async def append_output(self, job_id: str, request: OutputAppend) -> OutputAppended:
+        """Append chunks to the job's output, in order, all or none: where they went, and
+        the job's cancel flag (a worker that only streams output hears a cancel so)."""
         most = self._settings.output_max_chunks
         if len(request.chunks) > most:
             detail = (
@@ -121,10 +122,17 @@ class JobService:
             )
             raise OutputTooLarge(detail, [FieldError("chunks", f"at most {most} chunks")])
         bodies = [self._chunk_body(index, chunk) for index, chunk in enumerate(request.chunks)]
-        output = await self.store.append_output(job_id, bodies, request.expected_offset)
+        appended = await self.store.append_output(job_id, bodies, request.expected_offset)
         self.metrics.output_chunks_appended.inc(len(bodies))
         self.metrics.output_bytes_appended.inc(sum(map(len, bodies)))
-        return output
+        output, job = appended.output, appended.job
+        return OutputAppended(
+            job_id=job_id,
+            offset=output.offset,
+            next_offset=output.next_offset,
+            cancel_requested=job.cancel_requested,
+            cancel_reason=job.cancel_reason,
+        )
 
     def _chunk_body(self, index: int, chunk: NewChunk) -> bytes:
         """The chunk as stored: its JSON without the offset the store gives it."""

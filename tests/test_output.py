@@ -62,6 +62,24 @@ def test_append_answers_where_the_chunks_went(client: TestClient) -> None:
     ]
 
 
+def test_an_append_answers_the_cancel_flag_once_a_cancel_was_asked(client: TestClient) -> None:
+    """A worker that only streams output hears a cancel in its append's answer, as every
+    write's answer carries the flag; the chunks are appended all the same."""
+    job_id = new_job(client)
+    client.patch(f"/api/jobs/{job_id}", json={"status": "processing"})
+    canceled = client.post(f"/api/jobs/{job_id}/cancel", json={"reason": "the user left"})
+    assert canceled.status_code == 200, canceled.text
+    answer = append(client, job_id, "more")
+    assert answer == {
+        "jobId": job_id,
+        "offset": 0,
+        "nextOffset": 1,
+        "cancelRequested": True,
+        "cancelReason": "the user left",
+    }
+    assert read_all(client, job_id) == [{"offset": 0, "data": "more", "kind": "token"}]
+
+
 def test_pages_resume_from_next_offset(client: TestClient) -> None:
     job_id = new_job(client)
     append(client, job_id, *range(5))

@@ -79,6 +79,15 @@ class Replay:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """An append as the store made it: its chunks, and the job as it left it (its
+    ``outputSize`` grown; a ``cancelRequested`` there is the appending worker's cue)."""
+
+    output: Output
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
 class OutputRead:
     """A stretch of a job's output read back: the chunks from ``output.offset`` on,
     how many the job has in all, and whether the job has ended (so no more come)."""
@@ -145,12 +154,13 @@ class JobStore(Protocol):
         """
         ...
 
-    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Appended:
         """Append chunks (their JSON without offsets) to an unfinished job's output,
-        atomically, publish them, and return them as appended. ``expected``: append only
-        if the job has exactly that many chunks. Raises JobNotFound, JobGone,
-        InvalidTransition (the job has ended), OffsetMismatch, OutputTooLarge (the job's
-        output would pass JOBS_OUTPUT_MAX_BYTES); nothing is appended then."""
+        atomically, publish them, and return them as appended, with the job.
+        ``expected``: append only if the job has exactly that many chunks. Raises
+        JobNotFound, JobGone, InvalidTransition (the job has ended), OffsetMismatch,
+        OutputTooLarge (the job's output would pass JOBS_OUTPUT_MAX_BYTES); nothing is
+        appended then."""
         ...
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:

@@ -35,6 +35,7 @@ from app.jobs import JobFilter
 from app.models import JOB_STATUSES, Job, JobList, JobStatus, JobType
 from app.settings import Settings
 from app.store import (
+    Appended,
     Bodies,
     Idempotency,
     Mutation,
@@ -290,7 +291,7 @@ class MemoryStore:
             self._latest[change.job_id] = change
         self._publish(change)
 
-    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Appended:
         change = await self.get_change(job_id)
         job = change.job
         assert job is not None  # the latest change of a live job
@@ -311,7 +312,7 @@ class MemoryStore:
         self._latest[job_id] = Change.of(grown, change.position, change.previous_status)
         appended = Output(job_id, job.version, held, bodies)
         self._publish_output(appended)
-        return appended
+        return Appended(appended, grown)
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
         job = self._current(job_id)

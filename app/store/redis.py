@@ -91,6 +91,7 @@ from app.jobs import JobFilter
 from app.models import JOB_STATUSES, Job, JobList, JobStatus, encode
 from app.settings import Settings
 from app.store import (
+    Appended,
     Bodies,
     FeedSink,
     Idempotency,
@@ -311,7 +312,7 @@ class RedisStore:
         # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
         return position_of(reply[1]) if int(reply[0]) == 1 else None
 
-    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Output:
+    async def append_output(self, job_id: str, bodies: Bodies, expected: int | None) -> Appended:
         # As updates do: decide in Python, write if nothing changed since (the job's
         # JSON carries outputSize, so appends and changes are one sequence per job).
         def grow(job: Job) -> Job:
@@ -346,10 +347,10 @@ class RedisStore:
             return position_of(reply[1]) if int(reply[0]) == 1 else None
 
         async with self._call() as deadline:
-            before, _, position = await self._change(job_id, grow, write)
+            before, after, position = await self._change(job_id, grow, write)
         assert position is not None  # grow never leaves a job as it is
         await self._feed.until_delivered(position, deadline)
-        return Output(job_id, before.version, before.output_size or 0, bodies)
+        return Appended(Output(job_id, before.version, before.output_size or 0, bodies), after)
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
         if not _JOB_ID.fullmatch(job_id):

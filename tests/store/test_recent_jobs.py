@@ -100,7 +100,7 @@ async def test_a_refusal_is_decided_on_the_stored_state(deaf: Harness, other: Ha
     job = await deaf.create()
     await deaf.store.append_output(job.job_id, [CHUNK], None)
     await other.store.append_output(job.job_id, [CHUNK], None)
-    output = await deaf.store.append_output(job.job_id, [CHUNK], expected=2)
+    output = (await deaf.store.append_output(job.job_id, [CHUNK], expected=2)).output
     assert (output.offset, output.next_offset) == (2, 3)
     assert (await other.store.get(job.job_id)).output_size == 3
 

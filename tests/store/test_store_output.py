@@ -21,8 +21,8 @@ def bodies(*words: str) -> list[bytes]:
 
 async def test_appended_chunks_read_back_in_order_without_a_new_version(harness: Harness) -> None:
     job = await harness.create("llm_agent")
-    first = await harness.store.append_output(job.job_id, bodies("Hel", "lo"), None)
-    second = await harness.store.append_output(job.job_id, bodies(" world"), None)
+    first = (await harness.store.append_output(job.job_id, bodies("Hel", "lo"), None)).output
+    second = (await harness.store.append_output(job.job_id, bodies(" world"), None)).output
     assert (first.offset, first.next_offset, second.offset, second.next_offset) == (0, 2, 2, 3)
     read = await harness.store.read_output(job.job_id, 0, None)
     assert read.output.bodies == bodies("Hel", "lo", " world")
@@ -101,6 +101,19 @@ async def test_pages_start_where_the_reader_is(harness: Harness) -> None:
     assert (farthest.output.offset, farthest.output.bodies, farthest.total) == (4, [], 4)
     counted = await harness.store.read_output(job.job_id, 0, 0)
     assert (counted.output.bodies, counted.total) == ([], 4)
+
+
+async def test_an_append_answers_with_the_job_as_it_left_it(harness: Harness) -> None:
+    """The job after the append: its outputSize grown, its version not, and a cancel
+    asked for meanwhile (the cue of a worker that only streams output)."""
+    job = await harness.create("llm_agent")
+    first = await harness.store.append_output(job.job_id, bodies("a"), None)
+    assert (first.job.output_size, first.job.version, first.job.cancel_requested) == (1, 1, None)
+    canceled = await harness.cancel(job.job_id)
+    second = await harness.store.append_output(job.job_id, bodies("b", "c"), None)
+    assert second.job.cancel_requested is True
+    assert second.job.cancel_reason == canceled.cancel_reason
+    assert (second.job.output_size, second.job.version) == (3, canceled.version)
 
 
 async def test_output_goes_with_its_job(harness: Harness) -> None:
