@@ -29,6 +29,7 @@ from jobcast_client import (
     InvalidJobData,
     InvalidTransition,
     Job,
+    JobCanceled,
     JobNotFound,
     JobsClient,
     OffsetMismatch,
@@ -888,6 +889,95 @@ async def test_a_tracked_job_writes_its_output_before_it_completes(
             (", ", "token"),
             ("world", "token"),
         ]
+
+
+@pytest.mark.parametrize("writer", [False, True], ids=["append_output", "output_writer"])
+async def test_a_tracked_job_that_only_streams_output_hears_a_cancel(
+    server: Start, flavor: str, writer: bool
+) -> None:
+    """A worker that appends and never updates hears an ordinary cancel: its append raises
+    JobCanceled (the chunk appended all the same), and so does its writer's next write once
+    an append heard it; track() then fails the job as canceled."""
+    srv = server()
+
+    def cancel(job_id: str) -> None:
+        with JobsClient(srv.base_url) as user:
+            user.cancel_job(job_id, "the user closed the tab")
+
+    async with connect(flavor, srv.base_url) as jobs:
+        written: list[int] = []
+        if isinstance(jobs, SyncJobs):
+
+            def work(client: JobsClient = jobs.client) -> str:
+                with client.track(job_type="llm_agent") as job:
+                    job.append_output("before", kind="log")
+                    cancel(job.job_id)
+                    if not writer:
+                        job.append_output("heard", kind="log")
+                    with job.output_writer(kind="token", max_delay=60) as out:
+                        for token in range(100):
+                            out.write(token)
+                            if token % 10 == 9:
+                                out.flush()
+                            written.append(token)
+                return job.job_id
+
+            with pytest.raises(JobCanceled) as raised:
+                await _in_thread(work)
+        else:
+
+            async def awork(client: AsyncJobsClient = jobs.client) -> str:
+                async with client.track(job_type="llm_agent") as job:
+                    await job.append_output("before", kind="log")
+                    await _in_thread(cancel, job.job_id)
+                    if not writer:
+                        await job.append_output("heard", kind="log")
+                    async with job.output_writer(kind="token", max_delay=60) as out:
+                        for token in range(100):
+                            await out.write(token)
+                            if token % 10 == 9:
+                                await out.flush()
+                            written.append(token)
+                return job.job_id
+
+            with pytest.raises(JobCanceled) as raised:
+                await awork()
+        canceled = raised.value
+        assert canceled.reason == "the user closed the tab"
+        assert canceled.job.cancel_requested is True
+        ended = await jobs.get_job(canceled.job_id)
+        assert (ended.status, ended.error) == ("error", "canceled")
+        data = [chunk.data for chunk in await read_all(jobs, canceled.job_id)]
+        if writer:
+            # The first flush heard it: its ten tokens are there, and it raised.
+            assert (data, written) == (["before", *range(10)], list(range(9)))
+        else:
+            assert (data, written) == (["before", "heard"], [])
+
+
+async def test_plain_appends_report_a_cancel_and_go_on(server: Start, flavor: str) -> None:
+    """Only tracked jobs raise: a plain append answers the flag, and a plain writer goes on."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job = await jobs.create_job(job_type="llm_agent")
+        await jobs.cancel_job(job.job_id, "stop please")
+        answer = await jobs.append_output(job.job_id, "still", kind="log")
+        assert (answer.cancel_requested, answer.cancel_reason) == (True, "stop please")
+        if isinstance(jobs, SyncJobs):
+
+            def write() -> None:
+                with jobs.client.output_writer(job.job_id) as out:
+                    out.write("on")
+                    out.flush()
+                    out.write("and on")
+
+            await _in_thread(write)
+        else:
+            async with jobs.client.output_writer(job.job_id) as aout:
+                await aout.write("on")
+                await aout.flush()
+                await aout.write("and on")
+        assert [c.data for c in await read_all(jobs, job.job_id)] == ["still", "on", "and on"]
 
 
 # --- watch(output=True) ------------------------------------------------------------------

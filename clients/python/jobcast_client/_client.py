@@ -24,8 +24,9 @@ a delete on the ``410`` of the retry, an output append with an
 when it surely did not arrive: :mod:`._output`), and a watch resumes after
 the last version (and output chunk) it yielded.
 
-Only a tracked job's ``update`` raises :class:`JobCanceled`: the plain calls
-return the job, ``cancel_requested`` and all, and leave the decision to the caller.
+Only a tracked job's ``update``, ``append_output`` and output writer raise
+:class:`JobCanceled`: the plain calls return the job (or an append's answer),
+``cancel_requested`` and all, and leave the decision to the caller.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from dataclasses import replace
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
 import anyio
@@ -127,6 +129,19 @@ class _Tracked:
             raise JobCanceled(state)
         return state
 
+    def _heard(self, appended: OutputAppended) -> OutputAppended:
+        """An append's answer; JobCanceled if it says the job was canceled."""
+        if appended.cancel_requested:
+            raise self._canceled(appended)
+        return appended
+
+    def _canceled(self, appended: OutputAppended) -> JobCanceled:
+        """What an append's cancel flag means for the worker: the job as last seen, with
+        the flag (an append's answer carries no more of the job)."""
+        reason = appended.cancel_reason
+        self.state = replace(self.state, cancel_requested=True, cancel_reason=reason)
+        return JobCanceled(self.state)
+
 
 class TrackedJob(_Tracked):
     """The job of a ``JobsClient.track()`` block: report progress with :meth:`update`."""
@@ -147,9 +162,12 @@ class TrackedJob(_Tracked):
         kind: str | None = None,
         expected_offset: int | None = None,
     ) -> OutputAppended:
-        """``append_output`` for this job."""
-        return self._client.append_output(
-            self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+        """``append_output`` for this job; JobCanceled once it was canceled (the chunks
+        are appended all the same)."""
+        return self._heard(
+            self._client.append_output(
+                self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+            )
         )
 
     def output_writer(
@@ -160,10 +178,10 @@ class TrackedJob(_Tracked):
         max_delay: float = DEFAULT_MAX_DELAY,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> OutputWriter:
-        """``output_writer`` for this job: close it (``with``) before the block ends."""
-        return self._client.output_writer(
-            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay, max_bytes=max_bytes
-        )
+        """``output_writer`` for this job: close it (``with``) before the block ends. Once
+        the job was canceled, its next ``write`` or ``flush`` raises JobCanceled."""
+        batch = Batch(kind, max_chunks, max_delay, max_bytes, on_cancel=self._canceled)
+        return OutputWriter(self._client, self.job_id, batch)
 
 
 class AsyncTrackedJob(_Tracked):
@@ -185,9 +203,12 @@ class AsyncTrackedJob(_Tracked):
         kind: str | None = None,
         expected_offset: int | None = None,
     ) -> OutputAppended:
-        """``append_output`` for this job."""
-        return await self._client.append_output(
-            self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+        """``append_output`` for this job; JobCanceled once it was canceled (the chunks
+        are appended all the same)."""
+        return self._heard(
+            await self._client.append_output(
+                self.job_id, data, chunks=chunks, kind=kind, expected_offset=expected_offset
+            )
         )
 
     def output_writer(
@@ -198,10 +219,10 @@ class AsyncTrackedJob(_Tracked):
         max_delay: float = DEFAULT_MAX_DELAY,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> AsyncOutputWriter:
-        """``output_writer`` for this job: ``async with`` it inside the block."""
-        return self._client.output_writer(
-            self.job_id, kind=kind, max_chunks=max_chunks, max_delay=max_delay, max_bytes=max_bytes
-        )
+        """``output_writer`` for this job: ``async with`` it inside the block. Once the job
+        was canceled, its next ``write`` or ``flush`` raises JobCanceled."""
+        batch = Batch(kind, max_chunks, max_delay, max_bytes, on_cancel=self._canceled)
+        return AsyncOutputWriter(self._client, self.job_id, batch)
 
 
 def _report(core: Core[Any], job_id: str, changes: Changes) -> Operation[Job]:

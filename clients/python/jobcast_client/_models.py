@@ -221,12 +221,15 @@ class OutputAppended:
 
     ``already_applied`` is true when this call found its chunks already there:
     an earlier attempt, whose answer was lost, had appended them, and they
-    were not appended again.
+    were not appended again. ``cancel_requested`` (and ``cancel_reason``) say,
+    as the job does, that someone asked its worker to stop.
     """
 
     offset: int
     next_offset: int
     already_applied: bool = False
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
 
     @classmethod
     def from_wire(cls, data: object) -> OutputAppended:
@@ -234,7 +237,12 @@ class OutputAppended:
         if not isinstance(data, Mapping):
             raise ValueError(f"an append's answer is a JSON object, not {type(data).__name__}")
         read = _Reader(data)
-        return cls(offset=read.integer("offset"), next_offset=read.integer("nextOffset"))
+        return cls(
+            offset=read.integer("offset"),
+            next_offset=read.integer("nextOffset"),
+            cancel_requested=read.flag("cancelRequested"),
+            cancel_reason=read.optional_text("cancelReason"),
+        )
 
 
 class Changes(TypedDict, total=False):

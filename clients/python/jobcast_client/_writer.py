@@ -58,14 +58,14 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ._core import Core, Operation
-from ._exceptions import BodyTooLarge, InvalidJobData, JobcastError, OutputTooLarge
+from ._exceptions import BodyTooLarge, InvalidJobData, JobCanceled, JobcastError, OutputTooLarge
 from ._models import Chunk, OutputAppended
 from ._output import _append_batch, _start_offset
 
@@ -84,7 +84,14 @@ class Batch:
     """What a writer holds, without the I/O: chunks waiting, since when, where they go, what
     the server taught it of its limits, and the errors the caller has yet to hear."""
 
-    def __init__(self, kind: str | None, max_chunks: int, max_delay: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        kind: str | None,
+        max_chunks: int,
+        max_delay: float,
+        max_bytes: int,
+        on_cancel: Callable[[OutputAppended], JobCanceled] | None = None,
+    ) -> None:
         if max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         if max_delay < 0:
@@ -113,6 +120,11 @@ class Batch:
         # The first refusal of chunks dropped since the caller last heard, and how many.
         self.dropped: InvalidJobData | None = None
         self.dropped_count = 0
+        # A tracked job's writer: what an append's cancel flag makes, for the caller to
+        # hear once (a plain writer leaves the flag to whoever reads the job).
+        self.on_cancel = on_cancel
+        self.canceled: JobCanceled | None = None
+        self._cancel_heard = False
         self._since: float | None = None  # when the oldest waiting chunk was written
 
     def add(self, data: Any, kind: str | None) -> bool:
@@ -177,6 +189,16 @@ class Batch:
 
     def sent(self, appended: OutputAppended) -> None:
         self.offset = appended.next_offset
+        if appended.cancel_requested and self.on_cancel is not None and self.canceled is None:
+            self.canceled = self.on_cancel(appended)
+
+    def cancel_news(self) -> JobCanceled | None:
+        """The cancel a tracked job's appends heard, once: ``write`` and ``flush`` raise it
+        (closing does not: the work that reaches the end of its block is done)."""
+        if self.canceled is None or self._cancel_heard:
+            return None
+        self._cancel_heard = True
+        return self.canceled
 
     def refused(self, chunks: list[Chunk], refusal: InvalidJobData) -> None:
         """The server refused the batch for what it holds (it did not land); what it
@@ -325,7 +347,7 @@ class OutputWriter:
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed output writer")
-            error = self._batch.heard()
+            error = self._batch.cancel_news() or self._batch.heard()
             if error is not None:
                 self._wake.notify()
                 raise error
@@ -344,7 +366,7 @@ class OutputWriter:
         failed, or the refusal of chunks dropped."""
         self._send()
         with self._lock:
-            error = self._batch.heard()
+            error = self._batch.cancel_news() or self._batch.heard()
             self._wake.notify()  # a failure heard: the timer may send again
         if error is not None:
             raise error
@@ -478,7 +500,7 @@ class AsyncOutputWriter:
             raise ValueError("write to a closed output writer")
         if self._tasks is None:
             raise RuntimeError("use the writer with `async with` before writing")
-        error = self._batch.heard()
+        error = self._batch.cancel_news() or self._batch.heard()
         if error is not None:
             self._wake.set()
             raise error
@@ -490,7 +512,7 @@ class AsyncOutputWriter:
     async def flush(self) -> None:
         """As :meth:`OutputWriter.flush`."""
         await self._send()
-        error = self._batch.heard()
+        error = self._batch.cancel_news() or self._batch.heard()
         if error is not None:
             raise error
 
