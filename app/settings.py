@@ -64,6 +64,25 @@ def _hosts(name: str, raw: str) -> tuple[str, ...]:
     return tuple(host.lower() for host in split(raw))
 
 
+def _proxies(name: str, raw: str) -> str:
+    """Proxy addresses or networks, as uvicorn takes them. A value it cannot read as one
+    it would take for a Unix socket path and match nothing: every client would look like
+    the proxy, so refused here."""
+    proxies = split(raw)
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name}: {proxy!r} is not an address or network: give the proxies' addresses "
+                "or networks, comma-separated, as in 127.0.0.1,::1 or 10.0.0.0/24 (* believes "
+                "every peer)"
+            ) from None
+    return ",".join(proxies)
+
+
 def _redis_url(name: str, raw: str) -> str:
     scheme, sep, _ = raw.partition("://")
     if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
@@ -228,7 +247,9 @@ class Settings:
         read=_hosts,
     )
     forwarded_allow_ips: str = setting(
-        "127.0.0.1,::1", "Proxies whose `X-Forwarded-For`/`-Proto` are believed."
+        "127.0.0.1,::1",
+        "Proxies whose `X-Forwarded-For`/`-Proto` are believed: addresses or networks.",
+        read=_proxies,
     )
     snapshot_rate: float = setting(
         2.0, "All-jobs snapshots per second per client address (bursts of 10 s' worth).", low=0.01
@@ -349,6 +370,14 @@ class Settings:
             raw = env.get(definition.variable, "")
             if raw.strip():
                 given[definition.name] = definition.read(raw)
+        if "redis_url" in given and "backend" not in given:
+            # Most likely a deployment that meant Redis: each of its processes would keep
+            # jobs of its own, unseen by the others, and nothing would say so.
+            raise SettingsError(
+                "JOBS_REDIS_URL is set but JOBS_BACKEND is not: jobs would be kept in this "
+                "process's memory and the URL ignored. Set JOBS_BACKEND=redis to keep them in "
+                "Redis (or JOBS_BACKEND=memory if memory is meant)."
+            )
         return cls(**given)
 
 

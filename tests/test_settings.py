@@ -167,12 +167,30 @@ def test_settings_are_frozen() -> None:
         ("JOBS_STALE_TTL", "inf"),
         ("JOBS_API_KEY", "hunter2"),
         ("JOBS_API_KEY", "x" * 31),
+        ("JOBS_FORWARDED_ALLOW_IPS", "127.0.0.l"),
+        ("JOBS_FORWARDED_ALLOW_IPS", "127.0.0.1/33"),
+        ("JOBS_FORWARDED_ALLOW_IPS", "127.0.0.1;::1"),
+        ("JOBS_FORWARDED_ALLOW_IPS", "proxy.example.com"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:
     """Each invalid value raises SettingsError whose message names the variable."""
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.5", "10.0.0.5"),
+        (" 10.0.0.0/24 , fd00::/8 ", "10.0.0.0/24,fd00::/8"),
+        ("*", "*"),
+        ("", "127.0.0.1,::1"),
+    ],
+)
+def test_forwarded_allow_ips_takes_addresses_and_networks(value: str, expected: str) -> None:
+    """Proxies are addresses or networks (or * for every peer); empty is the default."""
+    assert Settings.from_env({"JOBS_FORWARDED_ALLOW_IPS": value}).forwarded_allow_ips == expected
 
 
 @pytest.mark.parametrize(
@@ -190,6 +208,16 @@ def test_demo_defaults_follow_the_backend() -> None:
     assert Settings(backend="redis").demo_enabled is False
     assert Settings(demo=False).demo_enabled is False
     assert Settings(backend="redis", demo=True).demo_enabled is True
+
+
+def test_a_redis_url_without_a_backend_is_refused() -> None:
+    """JOBS_REDIS_URL alone would be ignored (memory is the default): start-up says so, and
+    an explicit JOBS_BACKEND takes either choice."""
+    url = {"JOBS_REDIS_URL": "redis://cache:6379/0"}
+    with pytest.raises(SettingsError, match="JOBS_REDIS_URL is set but JOBS_BACKEND is not"):
+        Settings.from_env(url)
+    assert Settings.from_env({**url, "JOBS_BACKEND": "memory"}).backend == "memory"
+    assert Settings.from_env({**url, "JOBS_BACKEND": "redis"}).backend == "redis"
 
 
 @pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379/0", "not a url"])
