@@ -88,12 +88,13 @@ def documented_site() -> str:
     return site
 
 
-def with_ports(site: str, listen: int, upstream: int) -> str:
-    """The documented block, listening on loopback ``listen`` and proxying to ``upstream``."""
+def with_ports(site: str, listen: int, upstream: int, folder: Path) -> str:
+    """The documented block, listening on loopback ``listen``, proxying to ``upstream``, and
+    logging into ``folder``."""
     site, listens = re.subn(r"\blisten 80;", f"listen 127.0.0.1:{listen};", site)
     site, servers = re.subn(r"\bserver 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream};", site)
     assert (listens, servers) == (1, 1), "the block has one `listen 80;` and one upstream server"
-    return site
+    return site.replace("/var/log/nginx/", f"{folder}/")
 
 
 @dataclass
@@ -158,7 +159,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
                 # enter pytest's private temp folder; a non-root one runs them as itself.
                 user="user root;\n" if os.geteuid() == 0 else "",
                 folder=folder,
-                site=with_ports(site or documented_site(), port, upstream.port),
+                site=with_ports(site or documented_site(), port, upstream.port, folder),
             )
         )
         with (folder / "output.log").open("wb") as output:
@@ -217,6 +218,23 @@ async def test_sse_events_pass_through_as_they_happen(proxy: Nginx) -> None:
             job = await next_job_event(stream, seconds(2))
             assert (job["version"], job["progress"]) == (2, 40)
             assert (stream.ended, stream.eof) == (False, False), "the stream stays open"
+
+
+async def test_read_tokens_stay_out_of_the_proxys_access_log(proxy: Nginx) -> None:
+    """A browser's read token travels in the URL: the documented log format leaves query
+    strings (and referrers, the page's own URL) out, while it still logs the path."""
+    async with proxy.client() as api:
+        job_id = await api.create_job()
+        minted = await api.post("/api/tokens", json={"jobId": job_id})
+        token = minted.json()["token"]
+    page = f"{proxy.origin}/?token={token}"
+    async with JobsClient(base_url=proxy.origin, headers={"Referer": page}) as browser:
+        polled = await browser.get(f"/api/jobs/{job_id}", params={"token": token})
+        assert polled.status_code == 200, polled.text
+    log = (proxy.folder / "jobcast.access.log").read_text()
+    assert f'"GET /api/jobs/{job_id} HTTP/1.1" 200' in log
+    assert token not in log
+    assert "token=" not in log
 
 
 async def test_browser_on_the_proxys_origin_writes_and_opens_websockets(proxy: Nginx) -> None:
