@@ -943,6 +943,32 @@ async def test_503_on_every_attempt_raises_backend_unavailable(
         assert len(down.requests) == 6
 
 
+BAD_GATEWAY = Answer(502, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
+GATEWAY_TIMEOUT = Answer(504, b"<html>504 Gateway Time-out</html>", {"Content-Type": "text/html"})
+
+
+async def test_a_proxys_502_and_504_are_retried(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A proxy answers 502 while Jobcast restarts and 504 while it is slow: each call is
+    retried (a create with its key, so one job), but an append without expected_offset,
+    which the server may have applied, is raised."""
+    srv = server()
+    proxy = fake(in_order(BAD_GATEWAY, GATEWAY_TIMEOUT, BAD_GATEWAY), upstream=srv.base_url)
+    async with connect(flavor, proxy.url) as jobs, srv.client() as api:
+        job = await jobs.create_job(message="once")
+        posts = [request for request in proxy.requests if request.method == "POST"]
+        assert len(posts) == 4
+        assert len({request.headers["idempotency-key"] for request in posts}) == 1
+        listed = (await api.get("/api/jobs")).json()["jobs"]
+        assert [item["jobId"] for item in listed] == [job.job_id]
+        proxy.script = in_order(GATEWAY_TIMEOUT)
+        with pytest.raises(ServerError) as failed:
+            await jobs.append_output(job.job_id, "maybe there")
+        assert failed.value.status_code == 504
+        assert (await jobs.get_job(job.job_id)).output_size == 0
+
+
 async def test_a_429_is_retried_then_raised_as_rate_limited(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:

@@ -182,36 +182,51 @@ def _wait_until_healthy(server: RunningServer, deadline: float) -> bool:
     raise AssertionError(f"the server did not answer /healthz in time:\n{server.log()}")
 
 
-def _start(tmp_path: Path, number: int, settings: dict[str, str]) -> RunningServer:
+def _launch(port: int, settings: dict[str, str], log_path: Path) -> RunningServer:
+    """``python -m app`` on loopback ``port`` with ``settings``, started (not yet healthy)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("JOBS_")}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(settings)
-    for attempt in range(3):
-        port = free_port()
-        env.update(JOBS_HOST="127.0.0.1", JOBS_PORT=str(port))
-        log_path = tmp_path / f"server-{number}-{attempt}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "app"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        server = RunningServer("127.0.0.1", port, process, log_path, dict(settings))
-        try:
-            healthy = _wait_until_healthy(server, time.monotonic() + seconds(15))
-        except BaseException:
-            server.stop()
-            raise
-        if healthy:
-            return server
+    env.update(JOBS_HOST="127.0.0.1", JOBS_PORT=str(port))
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    return RunningServer("127.0.0.1", port, process, log_path, dict(settings))
+
+
+def _healthy_or_stopped(server: RunningServer) -> bool:
+    try:
+        healthy = _wait_until_healthy(server, time.monotonic() + seconds(15))
+    except BaseException:
         server.stop()
+        raise
+    if not healthy:
+        server.stop()
+    return healthy
+
+
+def _start(tmp_path: Path, number: int, settings: dict[str, str]) -> RunningServer:
+    for attempt in range(3):
+        server = _launch(free_port(), settings, tmp_path / f"server-{number}-{attempt}.log")
+        if _healthy_or_stopped(server):
+            return server
         if "address already in use" not in server.log().lower():
             break
     raise AssertionError(f"the server did not start:\n{server.log()}")
+
+
+def restart(server: RunningServer, log_path: Path) -> RunningServer:
+    """A new server on the stopped ``server``'s port, with its settings (a restart)."""
+    again = _launch(server.port, server.env, log_path)
+    assert _healthy_or_stopped(again), f"the server did not start again:\n{again.log()}"
+    return again
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from jobcast_client import JobsClient as PythonClient, RetryPolicy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.conftest import seconds
 
-from .conftest import ROOT, JobsClient, _die_with_parent, free_port
+from .conftest import ROOT, JobsClient, _die_with_parent, free_port, restart
 from .sse_reader import SSEStream
 
 if TYPE_CHECKING:
@@ -235,6 +237,33 @@ async def test_read_tokens_stay_out_of_the_proxys_access_log(proxy: Nginx) -> No
     assert f'"GET /api/jobs/{job_id} HTTP/1.1" 200' in log
     assert token not in log
     assert "token=" not in log
+
+
+def test_a_worker_rides_out_a_restart_behind_the_proxy(
+    nginx: Callable[..., Nginx], server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """While Jobcast restarts behind nginx, nginx answers 502: the Python client retries
+    through it, and its create lands once, when the server is back."""
+    first = server(JOBS_API_KEY=KEY)
+    proxy = nginx(first)
+    first.stop()
+    policy = RetryPolicy(retries=20, backoff=0.05, max_backoff=0.5)
+    created: list[str] = []
+    with PythonClient(proxy.origin, api_key=KEY, retry=policy) as worker:
+        thread = threading.Thread(target=lambda: created.append(worker.create_job().job_id))
+        thread.start()
+        log = proxy.folder / "jobcast.access.log"
+        deadline = time.monotonic() + seconds(10)
+        while '"POST /api/jobs HTTP/1.1" 502' not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "nginx never answered the create 502"
+            time.sleep(0.02)
+        again = restart(first, tmp_path / "again.log")
+        try:
+            thread.join(seconds(10))
+            assert created, "the create gave up"
+            assert [job.job_id for job in worker.list_jobs()] == created
+        finally:
+            again.stop()
 
 
 async def test_browser_on_the_proxys_origin_writes_and_opens_websockets(proxy: Nginx) -> None:

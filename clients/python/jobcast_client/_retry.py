@@ -1,16 +1,18 @@
 """Retrying: :class:`RetryPolicy` (how often, how patiently) and the count of one request.
 
 Retried: connection errors (refused, reset, timed out), ``503`` and ``429``,
-each after a pause that grows exponentially with jitter, or after the
-server's ``Retry-After`` when that is longer. Nothing else is retried: any
-other answer is the server's decision and is raised at once.
+and a proxy's ``502`` and ``504`` (Jobcast never answers those: its proxy
+does, while the server restarts or is slow), each after a pause that grows
+exponentially with jitter, or after the server's ``Retry-After`` when that
+is longer. Nothing else is retried: any other answer is the server's
+decision and is raised at once.
 
 A request that must not be applied twice and has nothing that makes a
 second copy harmless (an output append without ``expected_offset``) is
 retried only when it surely never reached the server: the connection was
 not made, or the server answered 429 (it refuses those before reading
-them). A timeout or a reset after sending, or a 503, may follow a request
-the server applied, so they are raised instead.
+them). A timeout or a reset after sending, a 503, or a proxy's 502 or 504,
+may follow a request the server applied, so they are raised instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ._exceptions import ConnectionFailed
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently to retry connection errors, 503 and 429.
+    """How often and how patiently to retry connection errors, 429, 503 and a proxy's 502
+    and 504.
 
     Retry ``n`` (from 1) waits between half and all of
     ``min(max_backoff, backoff * 2 ** (n - 1))`` seconds ("equal jitter"),
@@ -62,6 +65,8 @@ class RetryPolicy:
 TRANSIENT = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 # The transient errors that happen before a request is sent: it cannot have been applied.
 NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+# Answers worth another attempt; all but a 429 may follow a request the server applied.
+RETRIED_STATUSES = (429, 502, 503, 504)
 
 
 class Attempts:
@@ -96,12 +101,13 @@ class Attempts:
         return pause
 
     def after_response(self, response: httpx2.Response) -> float | None:
-        """The pause before retrying a 503 or a 429 (only a 429 if not replayable), or None
-        to keep this answer."""
+        """The pause before retrying a 429, 502, 503 or 504 (only a 429 if not replayable),
+        or None to keep this answer."""
         self.count += 1
-        if response.status_code not in ((429, 503) if self.replayable else (429,)):
+        status = response.status_code
+        if status not in (RETRIED_STATUSES if self.replayable else (429,)):
             return None
-        if response.status_code == 503:  # a proxy's, maybe, with the server's work done
+        if status != 429:  # a proxy's, maybe, with the server's work done
             self.reached += 1
         return self.policy.pause(self.count, retry_after(response))
 
