@@ -249,6 +249,26 @@ async def test_mint_token_reads_one_job_for_its_lifetime(server: Start, flavor: 
             await reader.mint_token(job_id=job.job_id)
 
 
+@pytest.mark.parametrize("job_id", ["", "  ", None, 123])
+async def test_what_cannot_be_a_job_id_is_a_value_error(
+    server: Start, flavor: str, job_id: Any
+) -> None:
+    """A job call given no id (or not a string) raises ValueError saying what a job id is;
+    nothing is sent (an empty id would have been a request for the list)."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("get_job", (), {}),
+            ("update_job_with_notification", (), {"progress": 1}),
+            ("complete_job", (), {}),
+            ("delete_job", (), {}),
+            ("append_output", ("x",), {}),
+        ]
+        for name, args, kwargs in calls:
+            with pytest.raises(ValueError, match="job_id must be a job's id"):
+                await getattr(jobs, name)(job_id, *args, **kwargs)
+
+
 async def test_mint_token_needs_exactly_one_scope(server: Start, flavor: str) -> None:
     """mint_token with neither or both of job_id and owner is a ValueError; nothing is sent."""
     srv = server()

@@ -317,6 +317,14 @@ async def test_refused_appends_raise_with_the_servers_reason(server: Start, flav
             await jobs.append_output(job_id, "x", chunks=["y"])
         with pytest.raises(ValueError, match="empty"):
             await jobs.append_output(job_id, chunks=[])
+        for letters in ("abc", b"abc", {"a": 1}):
+            with pytest.raises(
+                ValueError, match=r"chunks is a list .* append one chunk with data="
+            ):
+                await jobs.append_output(job_id, chunks=letters)
+        for offset in ("0", -1, 1.0, True):
+            with pytest.raises(ValueError, match="expected_offset must be a count of chunks"):
+                await jobs.append_output(job_id, "x", expected_offset=offset)
         await jobs.complete_job(job_id)
         with pytest.raises(InvalidTransition, match="ended"):
             await jobs.append_output(job_id, "too late")

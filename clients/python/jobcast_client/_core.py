@@ -85,6 +85,11 @@ Operation: TypeAlias = Generator[Call, Reply, T]
 
 
 def job_path(job_id: str, suffix: str = "") -> str:
+    """The path of a job's resource; ValueError for what cannot be a job's id."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError(
+            f"job_id must be a job's id as create_job returned it (job_…), not {job_id!r}"
+        )
     return f"/api/jobs/{quote(job_id, safe='')}{suffix}"
 
 

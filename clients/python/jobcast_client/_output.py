@@ -31,7 +31,7 @@ requests that either client runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ._core import Call, Core, Operation, Reply, expect_json, given, job_path, problem_of
@@ -61,6 +61,12 @@ def wire_chunks(data: Any, chunks: Iterable[Any] | None, kind: str | None) -> li
     """
     if (data is NOTHING) == (chunks is None):
         raise ValueError("give exactly one of data or chunks")
+    if isinstance(chunks, str | bytes | Mapping):
+        # Each would append one chunk per letter (or key): surely not what was meant.
+        raise ValueError(
+            f"chunks is a list (or other iterable) of chunks, not a {type(chunks).__name__}: "
+            "append one chunk with data="
+        )
     items = [data] if chunks is None else list(chunks)
     if not items:
         raise ValueError("chunks is empty: an append needs at least one chunk")
@@ -101,8 +107,14 @@ def _append_output(
     (:class:`InvalidJobData`).
     """
     sent = wire_chunks(data, chunks, kind)
-    if expected_offset is not None and expected_offset < 0:
-        raise ValueError("expected_offset must not be negative")
+    if expected_offset is not None and (
+        isinstance(expected_offset, bool)
+        or not isinstance(expected_offset, int)
+        or expected_offset < 0
+    ):
+        raise ValueError(
+            f"expected_offset must be a count of chunks, 0 or more, not {expected_offset!r}"
+        )
     reply = yield core._request(
         "POST",
         job_path(job_id, "/output"),
