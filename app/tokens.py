@@ -99,7 +99,12 @@ class Tokens:
             break
         if expired:
             raise Unauthenticated("the token has expired: ask for a new one", presented=True)
-        raise Unauthenticated("the token is not valid here", presented=True)
+        # Said of any Bearer credential that is no key too: name both, as the caller may
+        # have sent either.
+        raise Unauthenticated(
+            "the credential is neither an API key of this server nor a read token it issued",
+            presented=True,
+        )
 
 
 def _signing_key(secret: str) -> bytes:

@@ -99,7 +99,8 @@ def test_protected_page_with_a_bad_or_expired_token_says_so(
     gate = page.locator("#gate")
     expect(gate.get_by_role("heading")).to_have_text("This token is not valid")
     expect(gate.locator(".gate-detail")).to_have_text(
-        "The server says: the token is not valid here"
+        "The server says: the credential is neither an API key of this server nor a read "
+        "token it issued"
     )
     expect(page.locator("#connection-label")).to_have_text("Token invalid")
 
