@@ -156,6 +156,7 @@ class NotServing(JobsError):
         super().__init__(
             "no Jobcast server runs in this process: the in-process functions (app.create_job "
             "and the rest) work inside the server (python -m app, make run); from another "
-            "process, use the Python client: pip install jobcast-client, then "
+            "process, use the Python client (pip install ./clients/python from Jobcast's "
+            "repository), then "
             "jobcast_client.JobsClient(url).create_job(...)"
         )

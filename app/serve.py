@@ -55,7 +55,7 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"jobcast: {exc}")
     if settings.backend == "redis" and importlib.util.find_spec("redis") is None:
-        sys.exit("jobcast: JOBS_BACKEND=redis needs redis-py: pip install 'jobcast-server[redis]'")
+        sys.exit("jobcast: JOBS_BACKEND=redis needs redis-py: pip install 'redis>=5.0.1'")
     log_config = configuration(access_log=settings.access_log)
     # uvicorn applies it again in run(): done now too, so what is said before serving
     # looks like what uvicorn says.

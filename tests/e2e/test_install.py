@@ -104,7 +104,7 @@ def test_redis_without_its_extra_says_what_to_install(installed: Path, tmp_path:
         check=False,
     )
     assert result.returncode != 0
-    assert "pip install 'jobcast-server[redis]'" in result.stderr
+    assert "pip install 'redis>=5.0.1'" in result.stderr
 
 
 def _wait_for(client: httpx2.Client, server: subprocess.Popen[bytes], log: Path) -> None:
