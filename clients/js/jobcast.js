@@ -575,6 +575,7 @@ class Watch {
   }
 
   call(name, ...args) {
+    if (this.closed) return; // closed, even from a callback: nothing is called after
     try {
       this.o[name]?.(...args);
     } catch (error) {
@@ -1098,14 +1099,16 @@ function parse(text) {
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+    if (signal.aborted) return reject(signal.reason);
+    const abort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    // A poll sleeps on its watch's one signal: each sleep takes its listener off again.
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', abort, { once: true });
   });
 }

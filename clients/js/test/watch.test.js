@@ -172,6 +172,34 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+describe('close() from a callback', () => {
+  for (const transport of TRANSPORTS) {
+    it(`ends the watch there over ${transport}: nothing is called after`, async (t) => {
+      await createJob();
+      await createJob();
+      const called = [];
+      const watch = watchJobs({
+        ...NODE,
+        transport,
+        baseUrl: SERVER,
+        pollInterval: ms(60_000),
+        onJob: (job) => {
+          called.push(`job ${job.jobId}`);
+          watch.close();
+        },
+        onSynced: () => called.push('synced'),
+        onState: ({ state }) => called.push(state),
+      });
+      t.after(() => watch.close());
+      await waitFor(() => called.some((name) => name.startsWith('job ')), 'the first job');
+      await sleep(ms(300)); // what a closed watch would still have called by now
+      assert.ok(watch.closed);
+      assert.deepEqual(called.slice(-1), [called.find((name) => name.startsWith('job '))]);
+      assert.equal(called.filter((name) => name.startsWith('job ')).length, 1, called.join(' '));
+    });
+  }
+});
+
 describe('a fallback to polling', () => {
   for (const transport of ['sse', 'ws']) {
     it(
