@@ -423,10 +423,19 @@ class Watch {
    */
   async probe(generation) {
     const one = this.jobId !== null;
-    const url = one ? this.jobUrl() : this.url('/api/jobs', { limit: 1, ...this.filters() });
+    // All jobs: HEAD on the stream answers what opening it would (a 429 past the
+    // server's snapshot budget above all, which EventSource and WebSocket hide), and
+    // spends none of that budget.
+    const url = one ? this.jobUrl() : this.url('/api/jobs/events', this.filters());
+    const method = one ? 'GET' : 'HEAD';
     let response;
     try {
-      response = await fetch(url, { cache: 'no-store', signal: this.aborter.signal });
+      response = await fetch(url, { method, cache: 'no-store', signal: this.aborter.signal });
+      if (method === 'HEAD' && (response.status === 401 || response.status === 403)) {
+        // A HEAD has no body: the refusal's own words come from the list, refused alike.
+        const list = this.url('/api/jobs', { limit: 1, ...this.filters() });
+        response = await fetch(list, { cache: 'no-store', signal: this.aborter.signal });
+      }
     } catch {
       return 'down';
     }

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from app.errors import TooManyStreams
+from app.errors import RateLimited, TooManyStreams
 from app.main import create_app
 from app.settings import Settings
 from app.streams.limits import StreamSlots, TokenBucket
@@ -170,6 +170,18 @@ def test_stream_slots_refuse_past_capacity_and_release_once() -> None:
     slots.acquire()
     with pytest.raises(TooManyStreams):
         slots.acquire()
+
+
+def test_a_snapshot_check_spends_nothing() -> None:
+    """check_snapshot says what admit_snapshot would, for that client only, taking nothing."""
+    slots = StreamSlots(10, snapshot_rate=0.1)  # a burst of one
+    for _ in range(5):
+        slots.check_snapshot("a")
+    slots.admit_snapshot("a")
+    with pytest.raises(RateLimited, match="JOBS_SNAPSHOT_RATE") as refused:
+        slots.check_snapshot("a")
+    assert refused.value.retry_after == 10
+    slots.check_snapshot("b")
 
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:

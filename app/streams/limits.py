@@ -35,19 +35,31 @@ class StreamSlots:
 
     def admit_snapshot(self, client: str | None) -> None:
         """Spend one of ``client``'s snapshots; raises RateLimited past its budget."""
+        if not self._budget(client).take():
+            raise self._too_often()
+
+    def check_snapshot(self, client: str | None) -> None:
+        """Raise RateLimited when ``client`` has no snapshot left, spending none (what a
+        HEAD answers: a client may ask whether to stream without costing its stream)."""
+        if not self._budget(client).ready():
+            raise self._too_often()
+
+    def _budget(self, client: str | None) -> TokenBucket:
         budget = self._budgets.get(client)
         if budget is None:
             if len(self._budgets) >= _MAX_CLIENTS:
                 self._forget_full()
             burst = max(1.0, self.snapshot_rate * BURST_SECONDS)
             budget = self._budgets[client] = TokenBucket(self.snapshot_rate, burst)
-        if not budget.take():
-            raise RateLimited(
-                "this client opens all-jobs streams too often "
-                f"(JOBS_SNAPSHOT_RATE = {self.snapshot_rate:g} per second): wait, then resume "
-                "with the last event id",
-                retry_after=1 / self.snapshot_rate,
-            )
+        return budget
+
+    def _too_often(self) -> RateLimited:
+        return RateLimited(
+            "this client opens all-jobs streams too often "
+            f"(JOBS_SNAPSHOT_RATE = {self.snapshot_rate:g} per second): wait, then resume "
+            "with the last event id",
+            retry_after=1 / self.snapshot_rate,
+        )
 
     def _forget_full(self) -> None:
         """Drop the budgets that have refilled: forgetting them changes nothing."""
@@ -104,6 +116,11 @@ class TokenBucket:
             self._level -= 1
             return True
         return False
+
+    def ready(self) -> bool:
+        """Whether a token is there to take (none is taken)."""
+        self._refill()
+        return self._level >= 1
 
     def is_full(self) -> bool:
         self._refill()

@@ -340,13 +340,15 @@ async def all_events(request: Request) -> Response | EventStream:
     runtime = runtime_of(request)
     access = runtime.guard.identify(request)
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
+    client = request.client.host if request.client else None
     if request.method == "HEAD":
-        # Answers what GET would, in its order: 503 when every slot is taken, 401, 403.
+        # Answers what GET would, in its order (503 when every slot is taken, 401, 403,
+        # 429 past the snapshot budget), spending nothing: a client's way to ask.
         runtime.streams.check()
         scope_filter(access, where)
+        runtime.streams.check_snapshot(client)
         return StreamHead()
     lease = Lease(runtime, runtime.metrics.sse)
-    client = request.client.host if request.client else None
     try:
         followed = await follow_all(
             runtime, access, lease.mailbox, where, _last_event_id(request, query), client

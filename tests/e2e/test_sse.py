@@ -706,6 +706,8 @@ async def test_all_jobs_snapshots_past_the_clients_budget_get_429(server: Start)
     srv = server(JOBS_SNAPSHOT_RATE="0.1")  # bursts are 10 s worth: one snapshot
     async with srv.client() as api:
         job_id = await api.create_job()
+        for _ in range(3):
+            assert (await api.head("/api/jobs/events")).status_code == 200
         async with await all_stream(srv) as first:
             assert first.status == 200
             async with await all_stream(srv) as second:
@@ -716,6 +718,10 @@ async def test_all_jobs_snapshots_past_the_clients_budget_get_429(server: Start)
                 problem = json.loads(await second.body(seconds(5)))
             assert problem["status"] == 429
             assert "JOBS_SNAPSHOT_RATE" in problem["detail"]
+            # HEAD asks whether a stream would be admitted, and spends nothing.
+            refused = await api.head("/api/jobs/events")
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == second.headers["retry-after"]
             for _ in range(3):
                 async with await job_stream(srv, job_id) as one:
                     assert one.status == 200
