@@ -34,6 +34,8 @@ export interface Job {
   readonly metadata: { readonly [key: string]: JsonValue };
   /** Who the job belongs to, when created with one (read tokens can cover an owner). */
   readonly owner?: string;
+  /** Where this job's own webhook deliveries go, when it was created with one. */
+  readonly webhookUrl?: string;
   /** ISO 8601 UTC with milliseconds and `Z`. */
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -160,10 +162,12 @@ export interface ConnectionOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-/** Which jobs a watch of many follows. */
+/** Which jobs a watch of many follows: those matching every filter given. */
 export interface JobFilter {
   jobType?: JobType;
   status?: JobStatus;
+  /** The jobs created with this `owner` (an owner's read token reads only those anyway). */
+  owner?: string;
 }
 
 /** What a watch tells. Callbacks may throw: the error is reported, the watch goes on. */

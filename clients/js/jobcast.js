@@ -856,7 +856,7 @@ class Watch {
   // URLs -----------------------------------------------------------------------
 
   filters() {
-    return { jobType: this.o.jobType, status: this.o.status };
+    return { jobType: this.o.jobType, status: this.o.status, owner: this.o.owner };
   }
 
   jobUrl(params = {}, jobId = this.jobId) {
@@ -925,10 +925,14 @@ class JobStore {
     };
   }
 
-  /** Whether `job` is one the store's filter (`jobType`, `status`) holds. */
+  /** Whether `job` is one the store's filter (`jobType`, `status`, `owner`) holds. */
   admits(job) {
-    const { jobType, status } = this.options;
-    return (!jobType || job.jobType === jobType) && (!status || job.status === status);
+    const { jobType, status, owner } = this.options;
+    return (
+      (!jobType || job.jobType === jobType) &&
+      (!status || job.status === status) &&
+      (!owner || job.owner === owner)
+    );
   }
 
   begin() {

@@ -99,7 +99,7 @@ describe('pauseWhenHidden', { concurrency: false }, () => {
           if (transport === 'sse') {
             const resumed = proxy.requests
               .slice(requests)
-              .filter((line) => line.includes('/events'));
+              .filter((line) => line.startsWith('GET ') && line.includes('/events'));
             assert.ok(
               resumed.length === 2 && resumed.every((line) => line.includes('lastEventId=')),
               resumed.join('\n'),

@@ -135,7 +135,9 @@ for (const transport of TRANSPORTS) {
           await waitFor(() => single.state() === 'live' && all.state() === 'live', 'live again');
           if (transport === 'sse') {
             // The reconnect asked for what came after the last event it had.
-            const asked = proxy.requests.slice(before).filter((line) => line.includes('/events'));
+            const asked = proxy.requests
+              .slice(before)
+              .filter((line) => line.startsWith('GET ') && line.includes('/events'));
             assert.ok(
               asked.length >= 2 && asked.every((line) => line.includes('lastEventId=')),
               asked.join('\n'),
@@ -171,6 +173,25 @@ for (const transport of TRANSPORTS) {
     );
   });
 }
+
+describe('an owner filter', () => {
+  for (const transport of TRANSPORTS) {
+    it(`follows that owner's jobs only over ${transport}`, async (t) => {
+      const owner = `owner-${transport}-${Date.now()}`;
+      const mine = await createJob({ owner });
+      const theirs = await createJob({ owner: `${owner}-other` });
+      const seen = recorder();
+      const options = { ...NODE, ...seen.options, transport, baseUrl: SERVER, pollInterval: 100 };
+      const watch = watchJobs({ ...options, owner });
+      t.after(() => watch.close());
+      await waitFor(() => seen.synced && seen.latest(mine), 'the owner\'s job');
+      await updateJob(theirs, { progress: 50 });
+      await updateJob(mine, { progress: 50 });
+      await waitFor(() => seen.latest(mine).version === 2, 'the owner\'s change');
+      assert.deepEqual([...new Set(seen.jobs.map((job) => job.jobId))], [mine]);
+    });
+  }
+});
 
 describe('close() from a callback', () => {
   for (const transport of TRANSPORTS) {

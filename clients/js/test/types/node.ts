@@ -41,6 +41,8 @@ const all = watchJobs({
   onJob: (job) => console.log(job.jobId),
 });
 const polled = watchJobs({ baseUrl, transport: 'poll', pollInterval: 5_000, status: 'error' });
+const alices = createJobStore({ baseUrl, transport: 'poll', owner: 'alice' });
+alices.close();
 const lines = watchJob('job_abc', {
   baseUrl,
   transport: 'poll',
