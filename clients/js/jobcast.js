@@ -81,6 +81,8 @@ const STABLE_MS = 5_000; // a stream that lived this long was not a failure of s
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
+const QUIET_CHECK_MS = 45_000; // an SSE stream this long without an event asks the server
+const PROBE_TIMEOUT_MS = 10_000; // a question to the server unanswered this long: no answer
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 const OUTPUT_PAGE = 1_000; // chunks per GET of a job's output (the server's most)
 const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
@@ -92,7 +94,7 @@ const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
  * chunks it delivered.
  * @param {string} jobId
  * @param {object} [options] onJob, onOutput, onState, onRemoved, onSynced, output, transport,
- *   baseUrl, token, getToken, fallback, pollInterval, restreamAfter, pauseWhenHidden,
+ *   baseUrl, token, getToken, fallback, pollInterval, restreamAfter, quietCheck, pauseWhenHidden,
  *   EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
@@ -102,10 +104,10 @@ export function watchJob(jobId, options = {}) {
 }
 
 /**
- * Watch every job (or those matching `jobType` and `status`) until closed.
+ * Watch every job (or those matching `jobType`, `status` and `owner`) until closed.
  * @param {object} [options] onJob, onRemoved, onReset, onState, onSynced, jobType, status,
- *   transport, baseUrl, token, getToken, fallback, pollInterval, restreamAfter, pauseWhenHidden,
- *   EventSource, WebSocket
+ *   owner, transport, baseUrl, token, getToken, fallback, pollInterval, restreamAfter,
+ *   quietCheck, pauseWhenHidden, EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
  */
@@ -422,6 +424,16 @@ class Watch {
    * 'gone' (404/410).
    */
   async probe(generation) {
+    // A path gone silent would hold the probe (and every attempt after it) for ever.
+    const asking = linked(this.aborter.signal, PROBE_TIMEOUT_MS);
+    try {
+      return await this.ask(generation, asking.signal);
+    } finally {
+      asking.done();
+    }
+  }
+
+  async ask(generation, signal) {
     const one = this.jobId !== null;
     // All jobs: HEAD on the stream answers what opening it would (a 429 past the
     // server's snapshot budget above all, which EventSource and WebSocket hide), and
@@ -430,11 +442,11 @@ class Watch {
     const method = one ? 'GET' : 'HEAD';
     let response;
     try {
-      response = await fetch(url, { method, cache: 'no-store', signal: this.aborter.signal });
+      response = await fetch(url, { method, cache: 'no-store', signal });
       if (method === 'HEAD' && (response.status === 401 || response.status === 403)) {
         // A HEAD has no body: the refusal's own words come from the list, refused alike.
         const list = this.url('/api/jobs', { limit: 1, ...this.filters() });
-        response = await fetch(list, { cache: 'no-store', signal: this.aborter.signal });
+        response = await fetch(list, { cache: 'no-store', signal });
       }
     } catch {
       return 'down';
@@ -603,16 +615,20 @@ class Watch {
     let last = one ? version : this.cursor;
     if (this.output && version != null) last = `${version}.${this.outputOffset}`;
     const path = one ? `/api/jobs/${encodeURIComponent(this.jobId)}/events` : '/api/jobs/events';
-    const source = new this.EventSource(
-      this.url(path, {
-        ...(one ? {} : this.filters()),
-        output: this.output ? 1 : undefined,
-        lastEventId: last,
-      }),
-    );
-    conn.close = () => source.close();
+    const url = this.url(path, {
+      ...(one ? {} : this.filters()),
+      output: this.output ? 1 : undefined,
+      lastEventId: last,
+    });
+    const source = new this.EventSource(url);
+    const quiet = quietWatch(url, this.o.quietCheck ?? QUIET_CHECK_MS, () => this.failed(conn, true));
+    conn.close = () => {
+      quiet.stop();
+      source.close();
+    };
     const on = (type, handle) =>
       source.addEventListener(type, (event) => {
+        quiet.heard();
         if (!conn.closed) handle(event);
       });
     on('open', () => {
@@ -1108,6 +1124,59 @@ function parse(text) {
   } catch {
     return null;
   }
+}
+
+/**
+ * An SSE stream's check on itself. EventSource hides the server's heartbeats (comments),
+ * so a connection that died without a word (a proxy or a network gone silent) would pass
+ * for a quiet job for ever. After `after` ms without an event it asks the server, with a
+ * HEAD of the stream's URL: no answer within PROBE_TIMEOUT_MS (or `after`, if shorter)
+ * means the path to the server is gone, and `dead()` is called. Any answer will do.
+ */
+function quietWatch(url, after, dead) {
+  let heard = Date.now();
+  let asking = null;
+  let stopped = false;
+  const check = async () => {
+    if (asking || Date.now() - heard < after) return;
+    asking = new AbortController();
+    const timeout = setTimeout(() => asking?.abort(), Math.min(PROBE_TIMEOUT_MS, after));
+    try {
+      await fetch(url, { method: 'HEAD', cache: 'no-store', signal: asking.signal });
+      heard = Date.now();
+    } catch {
+      if (!stopped) dead();
+    } finally {
+      clearTimeout(timeout);
+      asking = null;
+    }
+  };
+  const timer = after > 0 ? setInterval(() => check().catch(report), after / 3) : 0;
+  return {
+    heard: () => {
+      heard = Date.now();
+    },
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+      asking?.abort();
+    },
+  };
+}
+
+/** A signal aborted with `parent`, or after `ms`; `done()` lets go of both. */
+function linked(parent, ms) {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  const timer = setTimeout(abort, ms);
+  parent.addEventListener('abort', abort, { once: true });
+  return {
+    signal: controller.signal,
+    done: () => {
+      clearTimeout(timer);
+      parent.removeEventListener('abort', abort);
+    },
+  };
 }
 
 function sleep(ms, signal) {

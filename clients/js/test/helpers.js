@@ -126,15 +126,19 @@ export function assertIncreasing(versions, what = 'versions') {
  * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
  * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
  * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
- * the next `count` connections' requests `503` with `Retry-After: seconds`. `requests` holds
+ * the next `count` connections' requests `503` with `Retry-After: seconds`, `hold()` stops
+ * passing anything on, closing nothing (a network gone silent: new connections are taken
+ * and never answered; `hold(false)` passes new ones on again). `requests` holds
  * the request line of each request seen, `times` when each came (ms since the epoch).
  */
 export async function startProxy(target) {
   let upstream = new URL(target);
   let refusing = false;
   let breaking = false;
+  let holding = false;
   let busy = { count: 0, seconds: 0 };
   const pairs = new Set();
+  const held = new Set();
   const requests = [];
   const times = [];
   const seen = (chunk) => {
@@ -146,6 +150,11 @@ export async function startProxy(target) {
   };
   const server = net.createServer((client) => {
     if (refusing) return client.destroy();
+    if (holding) {
+      held.add(client);
+      client.on('error', () => {});
+      return;
+    }
     if (busy.count > 0) {
       busy.count -= 1;
       const { seconds } = busy;
@@ -196,9 +205,21 @@ export async function startProxy(target) {
         remote.destroy();
       }
       pairs.clear();
+      for (const client of held) client.destroy();
+      held.clear();
     },
     refuse(on = true) {
       refusing = on;
+    },
+    hold(on = true) {
+      holding = on;
+      if (!on) return;
+      for (const { client, remote } of pairs) {
+        client.unpipe(remote);
+        remote.unpipe(client);
+        client.pause();
+        remote.pause();
+      }
     },
     breakStreams(on = true) {
       breaking = on;

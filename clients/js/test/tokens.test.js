@@ -52,10 +52,11 @@ describe('getToken', { concurrency: true }, () => {
         ];
         t.after(() => watches.forEach((watch) => watch.close()));
 
-        // Long enough for several tokens to expire under both watches.
+        // Long enough for several tokens to expire under both watches (a one-second token
+        // lasts one to two seconds: its expiry is a whole second, rounded up).
         for (let progress = 10; progress <= 90; progress += 10) {
           await updateJob(jobId, { status: 'processing', progress, message: `step ${progress}` });
-          await sleep(ms(400));
+          await sleep(ms(700));
         }
         await completeJob(jobId);
         await waitFor(() => watches[0].closed, 'the one-job watch to end at the terminal state');
