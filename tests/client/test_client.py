@@ -269,6 +269,18 @@ async def test_what_cannot_be_a_job_id_is_a_value_error(
                 await getattr(jobs, name)(job_id, *args, **kwargs)
 
 
+async def test_nan_and_infinities_are_refused_naming_the_field(server: Start, flavor: str) -> None:
+    """A NaN or an infinity anywhere in a body is a ValueError naming where, before sending."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs:
+        job = await jobs.create_job()
+        with pytest.raises(ValueError, match=r"^progress: NaN and infinities are not JSON"):
+            await jobs.update_job_with_notification(job.job_id, progress=float("nan"))
+        with pytest.raises(ValueError, match=r"^metadata\.scores\.1: NaN"):
+            await jobs.create_job(metadata={"scores": [1.0, float("inf")]})
+        assert (await jobs.get_job(job.job_id)).version == 1
+
+
 async def test_mint_token_needs_exactly_one_scope(server: Start, flavor: str) -> None:
     """mint_token with neither or both of job_id and owner is a ValueError; nothing is sent."""
     srv = server()

@@ -11,6 +11,7 @@ errors exist once.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,13 @@ class Call:
     # did not (see _retry). Every call but an output append without expectedOffset.
     replayable: bool = True
 
+    def __post_init__(self) -> None:
+        # NaN and infinities are no JSON: refused here, naming the field, rather than by
+        # the encoder (which names nothing) or the server.
+        where = _not_finite(self.json)
+        if where is not None:
+            raise ValueError(f"{where}: NaN and infinities are not JSON numbers: give a finite one")
+
     @property
     def options(self) -> dict[str, Any]:
         """The keyword arguments of ``httpx2.Client.request`` besides method and URL."""
@@ -82,6 +90,24 @@ class Reply:
 
 # A call: yields the requests it needs, receives their replies, returns the result.
 Operation: TypeAlias = Generator[Call, Reply, T]
+
+
+def _not_finite(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (a JSON body) a float is NaN or infinite (``progress``,
+    ``metadata.scores.1``); None if nowhere."""
+    if isinstance(value, float):
+        return where if not math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def job_path(job_id: str, suffix: str = "") -> str:

@@ -95,9 +95,15 @@ class Attempts:
         pause = self.policy.pause(self.count) if transient else None
         if pause is None:
             reason = f"{type(exc).__name__}: {exc}" if exc is not None else "the stream ended"
-            raise ConnectionFailed(
+            failed = ConnectionFailed(
                 f"{self.what} failed after {self.count} attempt(s) ({reason})"
-            ) from exc
+            )
+            if not self.replayable and self.reached:
+                failed.add_note(
+                    "jobcast: it may have reached the server and been applied, its answer "
+                    "lost; an append with expected_offset can be retried safely"
+                )
+            raise failed from exc
         return pause
 
     def after_response(self, response: httpx2.Response) -> float | None:
