@@ -142,14 +142,21 @@ class RedisQueue:
         renewed = loop.time()
         while True:
             await asyncio.sleep(RENEW_EVERY)
+            unreachable = False
             try:
                 held = await self._renew(keys=[self._keys.hooks_leader], args=[self.name, lease_ms])
             except RedisError:
+                unreachable = True
                 held = loop.time() - renewed < LEASE  # unknown: held until it would have expired
             else:
                 renewed = loop.time() if held else renewed
             if not held:
-                logger.warning("webhooks: this process lost the lead; another one delivers")
+                logger.warning(
+                    "webhooks: this process lost the lead; %s",
+                    "Redis is unreachable: whichever process reaches it first delivers"
+                    if unreachable
+                    else "another one delivers",
+                )
                 self._leading, self._lost, self._renewer = False, True, None
                 return
 

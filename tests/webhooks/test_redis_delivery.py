@@ -19,6 +19,7 @@ from .receiver import SECRET, Delivery, Receiver, failing_for
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import JobsClient, RunningServer
+    from tests.store.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -145,3 +146,26 @@ async def test_queued_events_survive_a_restart(
     assert_delivered_once_each_in_order(receiver.deliveries, expected)
     async with second.client() as api:
         await api.wait_for_metric("jobcast_webhooks_pending", lambda value: value == 0)
+
+
+async def test_a_deliverer_that_loses_redis_says_no_other_process_has_the_lead(
+    server: Start, receiver: Receiver, private_redis: RedisServer, redis_prefix: str
+) -> None:
+    """Redis gone past the lead's lease: the deliverer lets go of it, and its log says that
+    whichever process reaches Redis first delivers, not that another one does."""
+    srv = server(
+        JOBS_BACKEND="redis",
+        JOBS_REDIS_URL=private_redis.url,
+        JOBS_REDIS_PREFIX=redis_prefix,
+        JOBS_WEBHOOK_SECRET=SECRET,
+        JOBS_WEBHOOK_URLS=receiver.url,
+    )
+    assert await leader_of([srv]) is srv
+    private_redis.stop()
+    said = "lost the lead; Redis is unreachable: whichever process reaches it first delivers"
+    with anyio.fail_after(seconds(30)):
+        while said not in srv.log():  # noqa: ASYNC110 (another process's log is no event)
+            await asyncio.sleep(0.1)
+    assert "another one delivers" not in srv.log()
+    private_redis.start()
+    assert await leader_of([srv]) is srv
