@@ -692,8 +692,9 @@ function shortId(jobId) {
 // Over WebSocket each watch is a socket. Over SSE each would be a stream, and a browser
 // keeps six connections per origin over HTTP/1.1 for all its tabs together: a few tabs
 // with running jobs would take them all, and the next tab, and every write, would wait.
-// So over SSE the page polls output (the job every OUTPUT_POLL_MS, its new chunks when
-// `outputSize` grew) and each tab holds one stream, the list's. Newer jobs (those on top)
+// So over SSE on HTTP/1.1 the page polls output (the job every OUTPUT_POLL_MS, its new
+// chunks when `outputSize` grew) and each tab holds one stream, the list's. Served over
+// HTTP/2 or HTTP/3 (an HTTPS proxy), every stream shares one connection: output streams. Newer jobs (those on top)
 // go first; a job waits for a free watch, and its output comes from its first chunk once
 // it has one. A watch ends with its job (after its last chunk), and the job's tail stays
 // on its row until the row goes.
@@ -703,7 +704,11 @@ function shortId(jobId) {
 // data as JSON).
 
 const OUTPUT_WATCHES = 6;
-const OUTPUT_TRANSPORT = transport === 'sse' ? 'poll' : transport;
+// How the page itself came: 'h2' or 'h3' when one connection carries every request.
+const MULTIPLEXED = ['h2', 'h3'].includes(
+  performance.getEntriesByType?.('navigation')[0]?.nextHopProtocol,
+);
+const OUTPUT_TRANSPORT = transport === 'sse' && !MULTIPLEXED ? 'poll' : transport;
 /** jobId → the watch of its output (a jobcast handle). */
 const outputWatches = new Map();
 /** Jobs that wait for a watch of their output. */

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx2
 import pytest
 from jobcast_client import JobsClient as PythonClient, RetryPolicy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import seconds
 
 from .conftest import ROOT, JobsClient, _die_with_parent, free_port, restart
@@ -99,6 +101,25 @@ def with_ports(site: str, listen: int, upstream: int, folder: Path) -> str:
     return site.replace("/var/log/nginx/", f"{folder}/")
 
 
+def with_tls(site: str, port: int, folder: Path) -> str:
+    """The block serving HTTPS and HTTP/2 (`listen … ssl http2;`, as the manual's HTTPS
+    paragraph says), with a self-signed certificate made in ``folder``."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run(
+        ["openssl", *request, "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    listen = f"listen 127.0.0.1:{port};"
+    assert site.count(listen) == 1
+    return site.replace(
+        listen,
+        f"listen 127.0.0.1:{port} ssl http2;\n"
+        f"    ssl_certificate {cert};\n    ssl_certificate_key {key};",
+    )
+
+
 @dataclass
 class Nginx:
     """One nginx master process in the foreground, in its own folder."""
@@ -106,11 +127,12 @@ class Nginx:
     port: int
     process: subprocess.Popen[bytes]
     folder: Path
+    scheme: str = "http"
 
     @property
     def origin(self) -> str:
         """The origin a browser that loaded a page through this proxy sends."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def client(self, **kwargs: Any) -> JobsClient:
         """An HTTP client that reaches Jobcast through this proxy, with the API key."""
@@ -150,10 +172,14 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
     binary = nginx_binary()
     started: list[Nginx] = []
 
-    def start(upstream: RunningServer, site: str | None = None) -> Nginx:
+    def start(upstream: RunningServer, site: str | None = None, tls: bool = False) -> Nginx:
+        """``tls``: HTTPS and HTTP/2 with a certificate of its own, as the manual says."""
         folder = tmp_path / f"nginx-{len(started)}"
         folder.mkdir()
         port = free_port()
+        site = with_ports(site or documented_site(), port, upstream.port, folder)
+        if tls:
+            site = with_tls(site, port, folder)
         config = folder / "nginx.conf"
         config.write_text(
             MAIN_CONFIG.format(
@@ -161,7 +187,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
                 # enter pytest's private temp folder; a non-root one runs them as itself.
                 user="user root;\n" if os.geteuid() == 0 else "",
                 folder=folder,
-                site=with_ports(site or documented_site(), port, upstream.port, folder),
+                site=site,
             )
         )
         with (folder / "output.log").open("wb") as output:
@@ -172,7 +198,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
-        proxy = Nginx(port, process, folder)
+        proxy = Nginx(port, process, folder, "https" if tls else "http")
         started.append(proxy)
         proxy.wait_until_listening(time.monotonic() + seconds(10))
         return proxy
@@ -325,3 +351,46 @@ async def test_proxy_that_drops_the_port_from_host_gets_browser_writes_refused(
             f"/api/jobs/{job_id}", json={"progress": 10}, headers={"Origin": dropping.origin}
         )
         assert response.status_code == 403, response.text
+
+
+def test_the_page_streams_output_over_http2(
+    nginx: Callable[..., Nginx], server: Callable[..., RunningServer]
+) -> None:
+    """Served over HTTPS with HTTP/2, every stream of the page shares one connection, so
+    it streams a running job's output on the job's own SSE stream instead of polling it."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium")
+        pytest.skip("install Debian's chromium for the browser tests: apt-get install chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    jobcast = server()
+    proxy = nginx(jobcast, tls=True)
+    with httpx2.Client(base_url=jobcast.base_url, timeout=seconds(10)) as api:
+        agent = api.post("/api/jobs", json={"jobType": "llm_agent"}).json()["jobId"]
+        api.patch(f"/api/jobs/{agent}", json={"status": "processing", "message": "Answering"})
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_context(ignore_https_errors=True).new_page()
+                asked: list[str] = []
+                page.on("request", lambda request: asked.append(request.url))
+                page.goto(f"{proxy.origin}/")
+                served = "() => performance.getEntriesByType('navigation')[0].nextHopProtocol"
+                assert page.evaluate(served) == "h2"
+                live = page.locator("#connection")
+                expect(live).to_have_attribute("data-state", "live", timeout=seconds(10) * 1000)
+                chunks = [{"data": word, "kind": "token"} for word in ("Hello", ", ", "world")]
+                appended = api.post(f"/api/jobs/{agent}/output", json={"chunks": chunks})
+                assert appended.status_code == 200, appended.text
+                text = page.locator(f'.job[data-job-id="{agent}"] .job-output-text')
+                expect(text).to_have_text("Hello, world", timeout=seconds(10) * 1000)
+            finally:
+                browser.close()
+    streamed = [url for url in asked if f"/api/jobs/{agent}/events" in url]
+    assert streamed, asked
+    assert all("output=1" in url for url in streamed), asked
+    polled = [url for url in asked if url.split("?")[0].endswith(f"/api/jobs/{agent}")]
+    assert polled == [], "output streamed, not polled"
