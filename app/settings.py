@@ -65,22 +65,27 @@ def _hosts(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _proxies(name: str, raw: str) -> str:
-    """Proxy addresses or networks, as uvicorn takes them. A value it cannot read as one
-    it would take for a Unix socket path and match nothing: every client would look like
-    the proxy, so refused here."""
+    """Proxy addresses or networks, written as uvicorn reads them. What it cannot read (a
+    typo, a network with host bits, a ``*`` among others) it would take for a name that
+    matches no peer: every client would look like the proxy, so refused or mended here."""
     proxies = split(raw)
+    if proxies == ("*",):
+        return "*"
+    written = []
     for proxy in proxies:
-        if proxy == "*":
-            continue
         try:
-            ipaddress.ip_network(proxy, strict=False)
+            network = ipaddress.ip_network(proxy, strict=False)
         except ValueError:
+            alone = " (* believes every peer, and goes alone)" if proxy == "*" else ""
             raise SettingsError(
-                f"{name}: {proxy!r} is not an address or network: give the proxies' addresses "
-                "or networks, comma-separated, as in 127.0.0.1,::1 or 10.0.0.0/24 (* believes "
-                "every peer)"
+                f"{name}: {proxy!r} is not an address or network{alone}: give the proxies' "
+                "addresses or networks, comma-separated, as in 127.0.0.1,::1 or 10.0.0.0/24, "
+                "or * alone to believe every peer"
             ) from None
-    return ",".join(proxies)
+        # 127.0.0.1/8 is the network 127.0.0.0/8; a lone address is written without a mask.
+        single = network.num_addresses == 1 and "/" not in proxy
+        written.append(str(network.network_address) if single else str(network))
+    return ",".join(written)
 
 
 def _redis_url(name: str, raw: str) -> str:

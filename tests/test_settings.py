@@ -171,6 +171,7 @@ def test_settings_are_frozen() -> None:
         ("JOBS_FORWARDED_ALLOW_IPS", "127.0.0.1/33"),
         ("JOBS_FORWARDED_ALLOW_IPS", "127.0.0.1;::1"),
         ("JOBS_FORWARDED_ALLOW_IPS", "proxy.example.com"),
+        ("JOBS_FORWARDED_ALLOW_IPS", "::1,*"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:
@@ -184,6 +185,8 @@ def test_invalid_value_names_the_variable(name: str, value: str) -> None:
     [
         ("10.0.0.5", "10.0.0.5"),
         (" 10.0.0.0/24 , fd00::/8 ", "10.0.0.0/24,fd00::/8"),
+        ("127.0.0.1/8,10.0.0.5/32", "127.0.0.0/8,10.0.0.5/32"),
+        ("0:0:0:0:0:0:0:1", "::1"),
         ("*", "*"),
         ("", "127.0.0.1,::1"),
     ],

@@ -132,3 +132,19 @@ async def handshake(address: str, port: int, host: str) -> int:
         return int(status_line.split()[1])
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("proxies", ["127.0.0.1", "127.0.0.1/8", "::1, 127.0.0.0/24"])
+async def test_a_proxy_named_any_way_has_its_forwarded_client_believed(
+    server: Start, proxies: str
+) -> None:
+    """However JOBS_FORWARDED_ALLOW_IPS names the loopback proxy (an address, a network
+    with host bits, a list), the client it forwards for is the one checked: without a key
+    a remote client is refused, and a local one served."""
+    srv = server(JOBS_FORWARDED_ALLOW_IPS=proxies)
+    async with srv.client() as api:
+        remote = await api.get("/api/jobs", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert remote.status_code == 403, remote.text
+        assert "JOBS_API_KEY" in remote.json()["detail"]
+        local = await api.get("/api/jobs", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert local.status_code == 200, local.text
