@@ -388,6 +388,12 @@ class StreamQuery(QueryModel):
         max_length=200,
         description="Resume after this event id, for clients that cannot set `Last-Event-ID`.",
     )
+    ping: bool = Field(
+        default=False,
+        description='Heartbeats as `event: ping` with `data: {"every": <seconds>}` (one '
+        "first of all), not comments: for clients that cannot see comments (EventSource) "
+        "and would notice a stream that died silently.",
+    )
 
 
 class JobStreamQuery(StreamQuery):

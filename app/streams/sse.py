@@ -119,6 +119,7 @@ class EventStream:
         "ends_after_final",
         "frame",
         "lease",
+        "ping",
         "prefix",
         "send",
         "subscription",
@@ -132,6 +133,7 @@ class EventStream:
         subscription: Subscription,
         frame: Callable[[Event], bytes],
         prefix: bytes,
+        ping: bytes,
         ends_after_final: bool,
     ) -> None:
         self.lease = lease
@@ -139,6 +141,7 @@ class EventStream:
         self.subscription = subscription
         self.frame = frame
         self.prefix = prefix
+        self.ping = ping
         self.ends_after_final = ends_after_final
         self.send: Send | None = None  # the server's, once the stream has started
         self.cycle: RequestResponseCycle | None = None  # uvicorn's, when it is httptools'
@@ -179,7 +182,7 @@ class EventStream:
         """
         if len(changes) == 1:  # the usual live write: no generator, no copy
             return [self.frame(changes.pop())]
-        return _joined(encoded(changes, self.frame)) if changes else [PING]
+        return _joined(encoded(changes, self.frame)) if changes else [self.ping]
 
     @staticmethod
     async def write(send: Send, mailbox: Mailbox, chunks: Iterable[bytes]) -> bool:
@@ -284,8 +287,19 @@ def _version_and_offset(last_id: str | None) -> tuple[int | None, int]:
     return version, offset or 0
 
 
-def _prefix(settings: Settings) -> bytes:
-    return f"retry: {settings.sse_retry_ms}\n\n".encode()
+def _prefix(settings: Settings, ping: bytes) -> bytes:
+    """What a stream begins with: the reconnection delay, and a heartbeat the client
+    can see (``?ping=1``), so that it knows from the start how often they come."""
+    retry = f"retry: {settings.sse_retry_ms}\n\n".encode()
+    return retry if ping is PING else retry + ping
+
+
+def _ping(settings: Settings, query: StreamQuery) -> bytes:
+    """A heartbeat: a comment, or with ``?ping=1`` an event a client can see, which says
+    how often it comes (and also opens the stream, so the client knows from the start)."""
+    if not query.ping:
+        return PING
+    return b'event: ping\ndata: {"every":%s}\n\n' % format(settings.heartbeat, "g").encode()
 
 
 async def job_events(request: Request) -> Response | EventStream:
@@ -316,12 +330,14 @@ async def job_events(request: Request) -> Response | EventStream:
     if followed.subscription is None:
         lease.end()
         return _NOTHING_MORE
+    ping = _ping(runtime.settings, query)
     return EventStream(
         lease=lease,
         access=access,
         subscription=followed.subscription,
         frame=output_stream_frame if query.output else job_stream_frame,
-        prefix=_prefix(runtime.settings),
+        prefix=_prefix(runtime.settings, ping),
+        ping=ping,
         ends_after_final=True,
     )
 
@@ -356,11 +372,13 @@ async def all_events(request: Request) -> Response | EventStream:
     except BaseException:
         lease.end()
         raise
+    ping = _ping(runtime.settings, query)
     return EventStream(
         lease=lease,
         access=access,
         subscription=followed.subscription,
         frame=all_stream_frame,
-        prefix=_prefix(runtime.settings) + (RESET if followed.reset else b""),
+        prefix=_prefix(runtime.settings, ping) + (RESET if followed.reset else b""),
+        ping=ping,
         ends_after_final=False,
     )

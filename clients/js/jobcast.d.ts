@@ -151,13 +151,6 @@ export interface ConnectionOptions {
   /** Milliseconds of polling in place of a failing stream before the stream is tried again (0: never). Default 300000. */
   restreamAfter?: number;
   /**
-   * Milliseconds an SSE stream may go without an event before the watch asks the server
-   * whether it can still be reached (a `HEAD` of the stream), reconnecting if no answer
-   * comes: EventSource hides the server's heartbeats, so a connection that died silently
-   * would otherwise look like a quiet job for ever (0: never ask). Default 45000.
-   */
-  quietCheck?: number;
-  /**
    * In a browser, close the connection while the page is hidden and resume when shown. A
    * number: close it only once the page has stayed hidden that many milliseconds, so that
    * a quick look at another tab costs no reconnection.

@@ -81,7 +81,7 @@ const STABLE_MS = 5_000; // a stream that lived this long was not a failure of s
 const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
-const QUIET_CHECK_MS = 45_000; // an SSE stream this long without an event asks the server
+const PING_SLACK = 2.5; // an SSE stream silent for this many of its heartbeats is dead
 const PROBE_TIMEOUT_MS = 10_000; // a question to the server unanswered this long: no answer
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 const OUTPUT_PAGE = 1_000; // chunks per GET of a job's output (the server's most)
@@ -94,7 +94,7 @@ const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
  * chunks it delivered.
  * @param {string} jobId
  * @param {object} [options] onJob, onOutput, onState, onRemoved, onSynced, output, transport,
- *   baseUrl, token, getToken, fallback, pollInterval, restreamAfter, quietCheck, pauseWhenHidden,
+ *   baseUrl, token, getToken, fallback, pollInterval, restreamAfter, pauseWhenHidden,
  *   EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
@@ -107,7 +107,7 @@ export function watchJob(jobId, options = {}) {
  * Watch every job (or those matching `jobType`, `status` and `owner`) until closed.
  * @param {object} [options] onJob, onRemoved, onReset, onState, onSynced, jobType, status,
  *   owner, transport, baseUrl, token, getToken, fallback, pollInterval, restreamAfter,
- *   quietCheck, pauseWhenHidden, EventSource, WebSocket
+ *   pauseWhenHidden, EventSource, WebSocket
  * @returns {{close(): void, readonly state: string, readonly transport: string,
  *   readonly closed: boolean, readonly outputOffset: number}}
  */
@@ -615,22 +615,25 @@ class Watch {
     let last = one ? version : this.cursor;
     if (this.output && version != null) last = `${version}.${this.outputOffset}`;
     const path = one ? `/api/jobs/${encodeURIComponent(this.jobId)}/events` : '/api/jobs/events';
-    const url = this.url(path, {
-      ...(one ? {} : this.filters()),
-      output: this.output ? 1 : undefined,
-      lastEventId: last,
-    });
-    const source = new this.EventSource(url);
-    const quiet = quietWatch(url, this.o.quietCheck ?? QUIET_CHECK_MS, () => this.failed(conn, true));
+    const source = new this.EventSource(
+      this.url(path, {
+        ...(one ? {} : this.filters()),
+        output: this.output ? 1 : undefined,
+        lastEventId: last,
+        ping: 1,
+      }),
+    );
+    const alive = watchdog(() => this.failed(conn));
     conn.close = () => {
-      quiet.stop();
+      alive.stop();
       source.close();
     };
     const on = (type, handle) =>
       source.addEventListener(type, (event) => {
-        quiet.heard();
+        alive.heard();
         if (!conn.closed) handle(event);
       });
+    on('ping', (event) => alive.every(parse(event.data)?.every));
     on('open', () => {
       if (last == null) this.beginSnapshot();
       this.opened(conn);
@@ -1127,39 +1130,30 @@ function parse(text) {
 }
 
 /**
- * An SSE stream's check on itself. EventSource hides the server's heartbeats (comments),
- * so a connection that died without a word (a proxy or a network gone silent) would pass
- * for a quiet job for ever. After `after` ms without an event it asks the server, with a
- * HEAD of the stream's URL: no answer within PROBE_TIMEOUT_MS (or `after`, if shorter)
- * means the path to the server is gone, and `dead()` is called. Any answer will do.
+ * An SSE stream's check on itself. EventSource hides comments, so the stream asks for its
+ * heartbeats as events (`?ping=1`), each saying how often they come (`every`, seconds):
+ * past PING_SLACK of those without any event the connection died without a word (a proxy
+ * or a network gone silent), and `dead()` is called. A server that says nothing of its
+ * heartbeats is not watched.
  */
-function quietWatch(url, after, dead) {
+function watchdog(dead) {
   let heard = Date.now();
-  let asking = null;
-  let stopped = false;
-  const check = async () => {
-    if (asking || Date.now() - heard < after) return;
-    asking = new AbortController();
-    const timeout = setTimeout(() => asking?.abort(), Math.min(PROBE_TIMEOUT_MS, after));
-    try {
-      await fetch(url, { method: 'HEAD', cache: 'no-store', signal: asking.signal });
-      heard = Date.now();
-    } catch {
-      if (!stopped) dead();
-    } finally {
-      clearTimeout(timeout);
-      asking = null;
-    }
-  };
-  const timer = after > 0 ? setInterval(() => check().catch(report), after / 3) : 0;
+  let timer = 0;
   return {
-    heard: () => {
+    heard() {
       heard = Date.now();
     },
-    stop: () => {
-      stopped = true;
+    every(seconds) {
+      if (timer || !(seconds > 0)) return;
+      const limit = seconds * 1000 * PING_SLACK;
+      timer = setInterval(() => {
+        if (Date.now() - heard <= limit) return;
+        clearInterval(timer);
+        dead();
+      }, limit / 2);
+    },
+    stop() {
       clearInterval(timer);
-      asking?.abort();
     },
   };
 }

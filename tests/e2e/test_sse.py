@@ -473,6 +473,29 @@ async def test_idle_streams_get_ping_comments(server: Start) -> None:
                 assert await stream.next_comment(seconds(5)) == "ping"
 
 
+async def test_heartbeats_asked_for_as_events_say_how_often_they_come(server: Start) -> None:
+    """With `?ping=1` (as EventSource clients ask, which cannot see comments) each stream
+    opens with `event: ping` saying the interval, and sends the same, not comments, at it;
+    `ping=` of anything but a flag is refused by name."""
+    srv = server(JOBS_HEARTBEAT="0.1")
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        one = await SSEStream.open(f"{srv.base_url}/api/jobs/{job_id}/events?ping=1")
+        every = await all_stream(srv, "?ping=1")
+        async with one, every:
+            for stream in (one, every):
+                opening = await stream.next_event(seconds(5))
+                assert (opening.event, opening.json(), opening.id) == ("ping", {"every": 0.1}, "")
+                await snapshot(stream)
+                for _ in range(2):
+                    beat = await stream.next_event(seconds(5))
+                    assert (beat.event, beat.json()) == ("ping", {"every": 0.1})
+                assert stream.comments == []
+        refused = await api.get(f"/api/jobs/{job_id}/events?ping=maybe")
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["field"] == "ping"
+
+
 async def test_job_type_filter_sends_only_that_type(server: Start) -> None:
     """`?jobType=` limits the snapshot and the live changes to jobs of that type."""
     srv = server()

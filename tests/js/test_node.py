@@ -25,6 +25,7 @@ FILES = sorted(path.name for path in (JS / "test").glob("*.test.js"))
 SETTINGS: dict[str, dict[str, str]] = {
     "tokens.test.js": {"JOBS_API_KEY": API_KEY},
     "snapshots.test.js": {"JOBS_SNAPSHOT_RATE": "0.2"},
+    "silence.test.js": {"JOBS_HEARTBEAT": "0.5"},
 }
 
 

@@ -415,7 +415,7 @@ describe('output, as the client orders it (a scripted stream)', () => {
     const watch = watchJob(jobId, { ...seen.options, EventSource, baseUrl: SERVER });
     t.after(() => watch.close());
     const source = await waitFor(() => sources[0], 'the stream');
-    assert.match(source.url, /\/events\?output=1$/);
+    assert.match(source.url, /\/events\?output=1&ping=1$/);
     source.emit('open');
     source.emit('job', job, '1.0');
     source.emit('output', { jobId, chunks: [0, 1].map((offset) => ({ offset, data: offset })) });
@@ -454,7 +454,7 @@ describe('output, as the client orders it (a scripted stream)', () => {
       assert.equal(sources[0].closed, true);
       assert.equal(seen.state(), 'reconnecting');
       await waitFor(() => sources.length === 2, 'the reconnect');
-      assert.match(sources[1].url, /output=1&lastEventId=1\.2$/);
+      assert.match(sources[1].url, /output=1&lastEventId=1\.2&ping=1$/);
       sources[1].emit('open');
       sources[1].emit('output', { jobId, chunks: [chunk(2), chunk(3)] });
       assert.deepEqual(

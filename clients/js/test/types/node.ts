@@ -41,7 +41,7 @@ const all = watchJobs({
   onJob: (job) => console.log(job.jobId),
 });
 const polled = watchJobs({ baseUrl, transport: 'poll', pollInterval: 5_000, status: 'error' });
-const alices = createJobStore({ baseUrl, transport: 'sse', owner: 'alice', quietCheck: 30_000 });
+const alices = createJobStore({ baseUrl, transport: 'sse', owner: 'alice' });
 alices.close();
 const lines = watchJob('job_abc', {
   baseUrl,
