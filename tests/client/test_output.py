@@ -198,12 +198,38 @@ async def test_an_append_whose_answer_was_lost_is_retried_exactly_once(
             ("POST", "/output"),
             ("POST", "/output"),
             ("GET", "/output"),
+            ("GET", job_id[-7:]),  # the job: the cancel flag the lost answer carried
         ]
         assert [body["expectedOffset"] for body in posts(lossy)] == [0, 0]
         assert await read_all(jobs, job_id) == [
             OutputChunk(0, "x", "log"),
             OutputChunk(1, "y", "log"),
         ]
+
+
+async def test_a_tracked_append_whose_answer_was_lost_still_hears_a_cancel(
+    fake: Callable[..., FakeServer], server: Start
+) -> None:
+    """The answer that carried the cancel flag was lost; the retry recognises the append as
+    landed and takes the flag from the job, so the worker hears JobCanceled all the same."""
+    srv = server()
+    lossy = fake(in_order(), upstream=srv.base_url)
+
+    def work() -> None:
+        with (
+            JobsClient(lossy.url) as worker,
+            JobsClient(srv.base_url) as user,
+            worker.track(job_type="llm_agent") as job,
+        ):
+            user.cancel_job(job.job_id, "stop now")
+            lossy.script = in_order(FORWARD_THEN_DROP)
+            job.append_output("landed", expected_offset=0)
+
+    with pytest.raises(JobCanceled, match="stop now") as canceled:
+        await _in_thread(work)
+    async with connect("async", srv.base_url) as jobs:
+        ended = await jobs.get_job(canceled.value.job_id)
+    assert (ended.status, ended.error, ended.output_size) == ("error", "canceled", 1)
 
 
 async def test_a_lost_answer_is_recognised_after_another_writers_append(

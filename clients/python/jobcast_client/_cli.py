@@ -257,7 +257,7 @@ def _exit_code(last: Job | None) -> int:
     type=click.IntRange(min=0),
     default=3,
     show_default=True,
-    help="Retries on connection errors, 503 and 429.",
+    help="Retries on connection errors, 429, 503 and a proxy's 502 and 504.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for scripts, whatever the command."

@@ -133,7 +133,15 @@ def _append_output(
         if held >= end and (landed_maybe or reply.reached_before):
             there = yield from _read_range(core, job_id, expected_offset, len(sent))
             if _same(there, sent):
-                return OutputAppended(expected_offset, end, already_applied=True)
+                # The lost answer carried the job's cancel flag: the job tells it now.
+                job = yield from core._get_job(job_id)
+                return OutputAppended(
+                    expected_offset,
+                    end,
+                    already_applied=True,
+                    cancel_requested=job.cancel_requested,
+                    cancel_reason=job.cancel_reason,
+                )
         raise OffsetMismatch(_detail(reply), expected_offset=expected_offset, next_offset=held)
     answer = expect_json(reply, "append's answer", job_id)
     try:
