@@ -20,22 +20,31 @@ from tests.browser.conftest import (
 )
 
 
-@pytest.mark.parametrize("cut", ["browser-offline", "server-down"])
-def test_rows_go_stale_while_disconnected_and_come_back(
-    page: Page, server: Callable[..., Server], console: Console, cut: str
-) -> None:
-    """Offline (the browser's network, or the server gone for a while) active rows are
-    dimmed, tagged "Stale" and their elapsed timers stop; back online all of it clears."""
+def a_running_job_on_a_live_page(
+    page: Page, server: Callable[..., Server], console: Console
+) -> tuple[Server, str]:
+    """A page live on a fresh server (its clock the test's) and a job running there. The
+    server may go away: the console may then tell of connections cut, and (the memory
+    backend restarted) of an output poll asking for the job it lost."""
     console.allow(REFUSED)
     console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
-    console.allow(r"ERR_INTERNET_DISCONNECTED")  # the running job's output poll, offline
-    # The restarted memory backend has lost the job: its output poll may ask first.
     console.allow(r"status of 404 \(Not Found\)|ERR_CONTENT_LENGTH_MISMATCH")
     jobcast = server()
     page.clock.install()
     open_live(page, jobcast)
     running = jobcast.create(jobType="file_processing", message="Uploading")
     jobcast.update(running, status="processing", progress=30)
+    return jobcast, running
+
+
+@pytest.mark.parametrize("cut", ["browser-offline", "server-down"])
+def test_rows_go_stale_while_disconnected_and_come_back(
+    page: Page, server: Callable[..., Server], console: Console, cut: str
+) -> None:
+    """Offline (the browser's network, or the server gone for a while) active rows are
+    dimmed, tagged "Stale" and their elapsed timers stop; back online all of it clears."""
+    console.allow(r"ERR_INTERNET_DISCONNECTED")  # the running job's output poll, offline
+    jobcast, running = a_running_job_on_a_live_page(page, server, console)
     done = jobcast.create(message="Finished")
     jobcast.complete(done)
     elapsed = row(page, running).locator(".job-elapsed")
@@ -88,15 +97,7 @@ def test_rows_stale_before_a_tab_is_hidden_stay_stale_when_it_is_shown(
     """Rows that went stale while the tab was in view are still stale when it is shown
     again and the server is still away: the note never lapses on the way, and it clears
     only once the connection is live."""
-    console.allow(REFUSED)
-    console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET")
-    # The restarted memory backend has lost the job: its output poll may ask first.
-    console.allow(r"status of 404 \(Not Found\)|ERR_CONTENT_LENGTH_MISMATCH")
-    jobcast = server()
-    page.clock.install()
-    open_live(page, jobcast)
-    running = jobcast.create(jobType="file_processing", message="Uploading")
-    jobcast.update(running, status="processing", progress=30)
+    jobcast, running = a_running_job_on_a_live_page(page, server, console)
     expect(row(page, running).locator(".job-message")).to_have_text("Uploading")
     jobcast.stop()
     page.clock.run_for(3_000)
