@@ -82,7 +82,7 @@ const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
 const PING_SLACK = 2.5; // an SSE stream silent for this many of its heartbeats is dead
-const PROBE_TIMEOUT_MS = 10_000; // a question to the server unanswered this long: no answer
+const ANSWER_WITHIN_MS = 10_000; // a request unanswered this long has no answer coming
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 const OUTPUT_PAGE = 1_000; // chunks per GET of a job's output (the server's most)
 const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
@@ -424,16 +424,7 @@ class Watch {
    * 'gone' (404/410).
    */
   async probe(generation) {
-    // A path gone silent would hold the probe (and every attempt after it) for ever.
-    const asking = linked(this.aborter.signal, PROBE_TIMEOUT_MS);
-    try {
-      return await this.ask(generation, asking.signal);
-    } finally {
-      asking.done();
-    }
-  }
-
-  async ask(generation, signal) {
+    const signal = this.aborter.signal;
     const one = this.jobId !== null;
     // All jobs: HEAD on the stream answers what opening it would (a 429 past the
     // server's snapshot budget above all, which EventSource and WebSocket hide), and
@@ -442,11 +433,11 @@ class Watch {
     const method = one ? 'GET' : 'HEAD';
     let response;
     try {
-      response = await fetch(url, { method, cache: 'no-store', signal });
+      response = await request(url, { method }, signal);
       if (method === 'HEAD' && (response.status === 401 || response.status === 403)) {
         // A HEAD has no body: the refusal's own words come from the list, refused alike.
         const list = this.url('/api/jobs', { limit: 1, ...this.filters() });
-        response = await fetch(list, { cache: 'no-store', signal });
+        response = await request(list, {}, signal);
       }
     } catch {
       return 'down';
@@ -455,17 +446,14 @@ class Watch {
     if (refusal) return refusal;
     if (one && (response.status === 404 || response.status === 410)) return 'gone';
     // A probe answered after a pause or a close says nothing about the next attempt.
-    if (generation === this.generation && this.busy(response)) {
-      response.body?.cancel().catch(() => {});
-      return 'busy';
-    }
+    if (generation === this.generation && this.busy(response)) return 'busy';
     if (response.ok) this.renewing = false;
     if (one && response.ok) {
       const job = await response.json().catch(() => null);
       // A job whose output has gone on without us comes after that output, over the
       // stream that resumes it: delivered now, it would overtake its chunks.
       if (!this.output || !(outputSize(job) > this.outputOffset)) this.deliver(job);
-    } else response.body?.cancel().catch(() => {});
+    }
     return 'up';
   }
 
@@ -747,7 +735,7 @@ class Watch {
       const waiting =
         version == null || first ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
-      const response = await fetch(this.jobUrl(waiting), { cache: 'no-store', signal, headers });
+      const response = await request(this.jobUrl(waiting), { headers }, signal, LONG_POLL_S);
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) return this.gone();
       if (response.status !== 304 && !response.ok) throw this.failure(response);
@@ -767,7 +755,7 @@ class Watch {
   async pollOutput(conn, signal) {
     let first = true;
     while (!conn.closed && !this.restreaming(conn)) {
-      const response = await fetch(this.jobUrl(), { cache: 'no-store', signal });
+      const response = await request(this.jobUrl(), {}, signal);
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (response.status === 404 || response.status === 410) return this.gone();
       if (!response.ok) throw this.failure(response);
@@ -780,7 +768,7 @@ class Watch {
           after: this.outputOffset,
           limit,
         });
-        const page = await fetch(url, { cache: 'no-store', signal });
+        const page = await request(url, {}, signal);
         if (conn.closed || (await this.pollRefused(conn, page))) return;
         if (page.status === 404 || page.status === 410) return this.gone();
         if (!page.ok) throw this.failure(page);
@@ -837,7 +825,7 @@ class Watch {
       let cursor;
       for (let page = 0; page < 20; page += 1) {
         const params = { limit: 1000, ...this.filters(), cursor };
-        const response = await fetch(this.url('/api/jobs', params), { cache: 'no-store', signal });
+        const response = await request(this.url('/api/jobs', params), {}, signal);
         if (conn.closed || (await this.pollRefused(conn, response))) return;
         if (!response.ok) throw this.failure(response);
         const body = await response.json();
@@ -856,7 +844,7 @@ class Watch {
         if (listed.has(jobId)) continue;
         // Gone from the list: cleaned up, or (with a status filter) moved out of it.
         const response = filtered
-          ? await fetch(this.jobUrl({}, jobId), { cache: 'no-store', signal })
+          ? await request(this.jobUrl({}, jobId), {}, signal)
           : null;
         if (conn.closed) return;
         if (response?.ok) {
@@ -1158,19 +1146,31 @@ function watchdog(dead) {
   };
 }
 
-/** A signal aborted with `parent`, or after `ms`; `done()` lets go of both. */
-function linked(parent, ms) {
+/**
+ * A GET (or `init.method`) of `url`, answered whole, body read, within ANSWER_WITHIN_MS
+ * (and `waits` seconds the server may hold it, for a long-poll), or aborted with `signal`.
+ * A path gone silent so fails the request rather than holding the watch for ever, and each
+ * request listens to `signal` only while it runs (a watch's one signal would otherwise
+ * gather a listener for every poll it ever made).
+ */
+async function request(url, init, signal, waits = 0) {
   const controller = new AbortController();
   const abort = () => controller.abort();
-  const timer = setTimeout(abort, ms);
-  parent.addEventListener('abort', abort, { once: true });
-  return {
-    signal: controller.signal,
-    done: () => {
-      clearTimeout(timer);
-      parent.removeEventListener('abort', abort);
-    },
-  };
+  const timer = setTimeout(abort, ANSWER_WITHIN_MS + waits * 1000);
+  signal.addEventListener('abort', abort, { once: true });
+  try {
+    const response = await fetch(url, { ...init, cache: 'no-store', signal: controller.signal });
+    const body = await response.arrayBuffer();
+    const { status, statusText, headers } = response;
+    return new Response(status === 204 || status === 304 ? null : body, {
+      status,
+      statusText,
+      headers,
+    });
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', abort);
+  }
 }
 
 function sleep(ms, signal) {

@@ -217,9 +217,16 @@ export async function startProxy(target) {
       for (const { client, remote } of pairs) {
         client.unpipe(remote);
         remote.unpipe(client);
-        client.pause();
-        remote.pause();
+        // Neither end hears of the other any more, not even that it closed.
+        for (const socket of [client, remote]) {
+          socket.removeAllListeners('close');
+          socket.removeAllListeners('error');
+          socket.on('error', () => {});
+          socket.pause();
+          held.add(socket);
+        }
       }
+      pairs.clear();
     },
     breakStreams(on = true) {
       breaking = on;

@@ -3,7 +3,18 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { createJob, ms, settle, updateJob, waitFor, watchThroughProxy } from './helpers.js';
+import { watchJobs } from 'jobcast';
+import {
+  SERVER,
+  createJob,
+  ms,
+  recorder,
+  settle,
+  startProxy,
+  updateJob,
+  waitFor,
+  watchThroughProxy,
+} from './helpers.js';
 
 after(() => settle());
 
@@ -28,6 +39,25 @@ describe('an SSE connection that dies silently', { concurrency: false }, () => {
       assert.equal(watch.transport, 'sse');
     });
   }
+
+  it('is noticed when polling too: a request unanswered is given up', async (t) => {
+    const jobId = await createJob({ message: 'Before the silence' });
+    const seen = recorder();
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    const watch = watchJobs({ ...seen.options, transport: 'poll', baseUrl: proxy.url, pollInterval: 100 });
+    t.after(() => watch.close());
+    await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live');
+    proxy.hold();
+    await updateJob(jobId, { progress: 30 });
+    await waitFor(() => seen.state() !== 'live', 'the silence noticed', ms(20_000));
+    proxy.hold(false);
+    await waitFor(
+      () => seen.state() === 'live' && seen.latest(jobId).version === 2,
+      'resumed, with the change made meanwhile',
+      ms(20_000),
+    );
+  });
 
   it('is not taken for dead while its heartbeats come', async (t) => {
     const jobId = await createJob();
