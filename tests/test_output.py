@@ -254,6 +254,24 @@ def test_the_stream_sends_output_before_the_state_that_followed_it(client: TestC
     ]
 
 
+def test_a_long_output_already_held_is_sent_in_pieces(client: TestClient) -> None:
+    """Held output goes in events of about 64 KiB each, so a reader on a slow link hears of
+    its stream between them; together they are every chunk, in order, once."""
+    job_id = new_job(client)
+    words = [f"{n:04d}" + "x" * 2000 for n in range(300)]  # about 600 KB
+    for start in range(0, len(words), 100):
+        append(client, job_id, *words[start : start + 100])
+    client.post(f"/api/jobs/{job_id}/complete", json={})
+    events = stream(client, f"/api/jobs/{job_id}/events?output=1")
+    pieces = [event for event in events if event.event == "output"]
+    assert len(pieces) >= 9
+    assert all(len(event.data) < 70 * 1024 for event in pieces)
+    chunks = [chunk for event in pieces for chunk in event.json()["chunks"]]
+    assert [chunk["offset"] for chunk in chunks] == list(range(300))
+    assert [chunk["data"] for chunk in chunks] == words
+    assert pieces[-1].id == "0.300"  # held before the state the client lacks
+
+
 def test_a_resume_from_the_output_before_a_state_sends_that_state(client: TestClient) -> None:
     """A client that drops after the output that precedes the state it lacks, and resumes
     from that event's id (as EventSource does), still gets the state."""

@@ -181,6 +181,22 @@ class Output:
             return self
         return Output(self.job_id, self.version, offset, self.bodies[offset - self.offset :])
 
+    def pieces(self, most: int) -> list[Output]:
+        """These chunks as consecutive events of at most ``most`` bytes of chunks each (one
+        chunk larger than that alone): a reader gets a long output a piece at a time."""
+        pieces: list[Output] = []
+        start, size = 0, 0
+        for index, body in enumerate(self.bodies):
+            if index > start and size + len(body) > most:
+                pieces.append(
+                    Output(self.job_id, self.version, self.offset + start, self.bodies[start:index])
+                )
+                start, size = index, 0
+            size += len(body)
+        if start < len(self.bodies) or not pieces:
+            pieces.append(self.after(self.offset + start))
+        return pieces
+
     def until(self, offset: int) -> Output:
         """The chunks before ``offset``."""
         return Output(

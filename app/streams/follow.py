@@ -33,6 +33,11 @@ from app.streams.hub import Subscription
 from app.streams.limits import Slot
 from app.streams.mailbox import Mailbox, WriteThrough
 
+# A job's output already held is sent in events of at most this many bytes of chunks: a
+# reader on a slow link hears of its stream between them (one 4 MiB event could take
+# minutes, and a client watching for heartbeats would take the stream for dead).
+OUTPUT_EVENT_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Followed:
@@ -86,9 +91,10 @@ async def follow_job(
             if earlier.bodies:
                 # Sent before the state the client lacks, at the version it holds: its id
                 # must not claim that state, or a resume from it would never send it.
-                snapshot.insert(0, Output(job_id, known or 0, earlier.offset, earlier.bodies))
+                before = Output(job_id, known or 0, earlier.offset, earlier.bodies)
+                snapshot[:0] = before.pieces(OUTPUT_EVENT_BYTES)
         if chunks.bodies:
-            snapshot.append(chunks)
+            snapshot.extend(chunks.pieces(OUTPUT_EVENT_BYTES))
     # A client claiming more than there is gets what comes next, from the real end.
     subscription.prime(snapshot, version=current.version, offset=total, final=current.is_final)
     return Followed(subscription, current)
