@@ -82,6 +82,7 @@ const OFFLINE_AFTER = 4; // unreachable attempts in a row before 'offline'
 const LONG_POLL_S = 25;
 const WS_PING_MS = 20_000;
 const PING_SLACK = 2.5; // an SSE stream silent for this many of its heartbeats is dead
+const WATCH_EVERY_MAX_MS = 60_000; // how often, at most, that silence is looked at
 const ANSWER_WITHIN_MS = 10_000; // a request unanswered this long has no answer coming
 const EXPIRY_SLACK_MS = 5_000; // a stream ending this close to its token's expiry ended for it
 const OUTPUT_PAGE = 1_000; // chunks per GET of a job's output (the server's most)
@@ -713,7 +714,9 @@ class Watch {
     conn.close = () => aborter.abort();
     const run = this.jobId === null ? this.pollAll : this.output ? this.pollOutput : this.pollJob;
     run.call(this, conn, aborter.signal).catch((error) => {
-      if (!conn.closed) this.failed(conn, error instanceof TypeError);
+      // A network error, or no answer in time (an abort the watch did not make): unreachable.
+      const unanswered = error instanceof TypeError || error?.name === 'AbortError';
+      if (!conn.closed) this.failed(conn, unanswered);
     });
   }
 
@@ -1119,26 +1122,41 @@ function parse(text) {
 
 /**
  * An SSE stream's check on itself. EventSource hides comments, so the stream asks for its
- * heartbeats as events (`?ping=1`), each saying how often they come (`every`, seconds):
- * past PING_SLACK of those without any event the connection died without a word (a proxy
- * or a network gone silent), and `dead()` is called. A server that says nothing of its
- * heartbeats is not watched.
+ * heartbeats as events (`?ping=1`), each saying how often they come (`every`, seconds).
+ * Until the first event the stream has ANSWER_WITHIN_MS; then, once a heartbeat has said
+ * how often they come, PING_SLACK of them. Past that without any event the connection died
+ * without a word (a proxy or a network gone silent), and `dead()` is called. Time is the
+ * monotonic clock's: a wall clock set forward or back proves nothing.
  */
 function watchdog(dead) {
-  let heard = Date.now();
+  const now = () => globalThis.performance?.now() ?? Date.now();
+  let heard = now();
+  let limit = ANSWER_WITHIN_MS;
   let timer = 0;
-  return {
-    heard() {
-      heard = Date.now();
-    },
-    every(seconds) {
-      if (timer || !(seconds > 0)) return;
-      const limit = seconds * 1000 * PING_SLACK;
-      timer = setInterval(() => {
-        if (Date.now() - heard <= limit) return;
+  const watch = (every) => {
+    clearInterval(timer);
+    timer = setInterval(
+      () => {
+        if (now() - heard <= limit) return;
         clearInterval(timer);
         dead();
-      }, limit / 2);
+      },
+      Math.min(every, WATCH_EVERY_MAX_MS),
+    );
+  };
+  watch(ANSWER_WITHIN_MS / 2);
+  let first = true;
+  return {
+    heard() {
+      heard = now();
+      if (!first) return;
+      first = false;
+      clearInterval(timer); // a server that says nothing of its heartbeats is not watched
+    },
+    every(seconds) {
+      if (!(seconds > 0) || limit === seconds * 1000 * PING_SLACK) return;
+      limit = seconds * 1000 * PING_SLACK;
+      watch(limit / 5);
     },
     stop() {
       clearInterval(timer);
@@ -1147,26 +1165,36 @@ function watchdog(dead) {
 }
 
 /**
- * A GET (or `init.method`) of `url`, answered whole, body read, within ANSWER_WITHIN_MS
- * (and `waits` seconds the server may hold it, for a long-poll), or aborted with `signal`.
- * A path gone silent so fails the request rather than holding the watch for ever, and each
- * request listens to `signal` only while it runs (a watch's one signal would otherwise
- * gather a listener for every poll it ever made).
+ * A GET (or `init.method`) of `url`: its answer, body read, or a failure once the server
+ * says nothing for ANSWER_WITHIN_MS (beyond the `waits` seconds a long-poll may hold it),
+ * or when `signal` aborts. A silent path so fails the request rather than holding the
+ * watch for ever, however slowly a large answer comes; and each request listens to
+ * `signal` only while it runs (a watch's one signal would gather a listener per poll).
+ * The answer has what the watch reads of one: status, ok, headers, json().
  */
 async function request(url, init, signal, waits = 0) {
+  if (signal.aborted) throw signal.reason;
   const controller = new AbortController();
   const abort = () => controller.abort();
-  const timer = setTimeout(abort, ANSWER_WITHIN_MS + waits * 1000);
+  let timer = setTimeout(abort, ANSWER_WITHIN_MS + waits * 1000);
+  const heard = () => {
+    clearTimeout(timer);
+    timer = setTimeout(abort, ANSWER_WITHIN_MS);
+  };
   signal.addEventListener('abort', abort, { once: true });
   try {
     const response = await fetch(url, { ...init, cache: 'no-store', signal: controller.signal });
-    const body = await response.arrayBuffer();
-    const { status, statusText, headers } = response;
-    return new Response(status === 204 || status === 304 ? null : body, {
-      status,
-      statusText,
-      headers,
-    });
+    heard();
+    const reader = response.body?.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    for (let part = await reader?.read(); part && !part.done; part = await reader.read()) {
+      heard();
+      text += decoder.decode(part.value, { stream: true });
+    }
+    text += decoder.decode();
+    const { status, statusText, ok, headers } = response;
+    return { status, statusText, ok, headers, json: async () => JSON.parse(text) };
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', abort);

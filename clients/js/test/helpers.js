@@ -128,14 +128,47 @@ export function assertIncreasing(versions, what = 'versions') {
  * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
  * the next `count` connections' requests `503` with `Retry-After: seconds`, `hold()` stops
  * passing anything on, closing nothing (a network gone silent: new connections are taken
- * and never answered; `hold(false)` passes new ones on again). `requests` holds
+ * and never answered; `hold(false)` passes new ones on again), `pace(bytesPerSecond)` passes
+ * what the server sends on new connections no faster than that (a slow link). `requests` holds
  * the request line of each request seen, `times` when each came (ms since the epoch).
  */
+/**
+ * Pass what `from` sends on to `to`, `rate` bytes a second at most, in tenth-second slices;
+ * once `from` has closed and all of it is passed on, `done()` (as a kernel delivers what
+ * a socket closed with before its end).
+ */
+function paced(from, to, rate, done) {
+  const slice = Math.max(1, Math.round(rate / 10));
+  let queue = Buffer.alloc(0);
+  let timer = null;
+  let closed = false;
+  const drip = () => {
+    timer = null;
+    if (to.destroyed) return;
+    if (queue.length) {
+      to.write(queue.subarray(0, slice));
+      queue = queue.subarray(slice);
+    }
+    if (queue.length) timer = setTimeout(drip, 100);
+    else if (closed) done();
+  };
+  from.on('data', (data) => {
+    queue = Buffer.concat([queue, data]);
+    if (!timer) drip();
+  });
+  from.on('error', () => {});
+  from.on('close', () => {
+    closed = true;
+    if (!timer) drip();
+  });
+}
+
 export async function startProxy(target) {
   let upstream = new URL(target);
   let refusing = false;
   let breaking = false;
   let holding = false;
+  let rate = 0; // bytes a second from the server to the client; 0: as fast as they come
   let busy = { count: 0, seconds: 0 };
   const pairs = new Set();
   const held = new Set();
@@ -182,8 +215,9 @@ export async function startProxy(target) {
       if (line && breaking && /^GET \S*(\/events|\/ws)\b/.test(line)) end();
     });
     client.pipe(remote);
-    remote.pipe(client);
-    for (const socket of [client, remote]) {
+    if (rate) paced(remote, client, rate, end);
+    else remote.pipe(client);
+    for (const socket of rate ? [client] : [client, remote]) {
       socket.on('error', end);
       socket.on('close', end);
     }
@@ -210,6 +244,9 @@ export async function startProxy(target) {
     },
     refuse(on = true) {
       refusing = on;
+    },
+    pace(bytesPerSecond) {
+      rate = bytesPerSecond;
     },
     hold(on = true) {
       holding = on;

@@ -3,9 +3,11 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { watchJobs } from 'jobcast';
+import { watchJob, watchJobs } from 'jobcast';
 import {
+  NODE,
   SERVER,
+  appendOutput,
   createJob,
   ms,
   recorder,
@@ -57,6 +59,39 @@ describe('an SSE connection that dies silently', { concurrency: false }, () => {
       'resumed, with the change made meanwhile',
       ms(20_000),
     );
+  });
+
+  it('is given up when it is never answered at all', async (t) => {
+    const jobId = await createJob();
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.hold(); // the stream's connection is taken, and nothing ever comes back
+    const seen = recorder();
+    const watch = watchJob(jobId, { ...NODE, ...seen.options, transport: 'sse', baseUrl: proxy.url });
+    t.after(() => watch.close());
+    await waitFor(() => seen.state() === 'reconnecting', 'the silence noticed', ms(20_000));
+    proxy.hold(false);
+    await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live', ms(30_000));
+  });
+
+  it('takes a large answer however slowly it comes, while it comes', async (t) => {
+    const jobId = await createJob({ jobType: 'llm_agent' });
+    const chunks = Array.from({ length: 360 }, (_, n) => ({ data: `${n} ${'x'.repeat(2000)}` }));
+    for (let start = 0; start < chunks.length; start += 120)
+      await appendOutput(jobId, chunks.slice(start, start + 120));
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.pace(60_000); // 720 KB of output: twelve seconds on this link
+    const seen = recorder();
+    const watch = watchJob(jobId, {
+      ...seen.options,
+      onOutput: () => {},
+      transport: 'poll',
+      baseUrl: proxy.url,
+    });
+    t.after(() => watch.close());
+    await waitFor(() => watch.outputOffset === chunks.length, 'every chunk', ms(40_000));
+    assert.ok(!seen.states.some(({ state }) => state === 'reconnecting'), JSON.stringify(seen.states));
   });
 
   it('is not taken for dead while its heartbeats come', async (t) => {
