@@ -74,6 +74,17 @@ describe('an SSE connection that dies silently', { concurrency: false }, () => {
     await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live', ms(30_000));
   });
 
+  it('when polling, goes offline once requests keep going unanswered', async (t) => {
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.hold(); // every request is taken, and none is ever answered
+    const seen = recorder();
+    const watch = watchJobs({ ...seen.options, transport: 'poll', baseUrl: proxy.url });
+    t.after(() => watch.close());
+    // Four attempts, each given up after ten seconds without an answer.
+    await waitFor(() => seen.state() === 'offline', 'offline', ms(70_000));
+  });
+
   it('takes a large answer however slowly it comes, while it comes', async (t) => {
     const jobId = await createJob({ jobType: 'llm_agent' });
     const chunks = Array.from({ length: 360 }, (_, n) => ({ data: `${n} ${'x'.repeat(2000)}` }));
