@@ -27,6 +27,7 @@ would, without opening the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
@@ -287,19 +288,22 @@ def _version_and_offset(last_id: str | None) -> tuple[int | None, int]:
     return version, offset or 0
 
 
-def _prefix(settings: Settings, ping: bytes) -> bytes:
-    """What a stream begins with: the reconnection delay, and a heartbeat the client
-    can see (``?ping=1``), so that it knows from the start how often they come."""
-    retry = f"retry: {settings.sse_retry_ms}\n\n".encode()
-    return retry if ping is PING else retry + ping
+def _opening(settings: Settings, query: StreamQuery) -> tuple[bytes, bytes]:
+    """What a stream begins with, and its heartbeat."""
+    return _heartbeats(settings.sse_retry_ms, settings.heartbeat, query.ping)
 
 
-def _ping(settings: Settings, query: StreamQuery) -> bytes:
-    """A heartbeat: a comment, or with ``?ping=1`` an event a client can see, which says
-    how often it comes (and also opens the stream, so the client knows from the start)."""
-    if not query.ping:
-        return PING
-    return b'event: ping\ndata: {"every":%s}\n\n' % format(settings.heartbeat, "g").encode()
+@functools.cache
+def _heartbeats(retry_ms: int, heartbeat: float, visible: bool) -> tuple[bytes, bytes]:
+    """The reconnection delay and a heartbeat: a comment, or (``?ping=1``) an event a
+    client can see, which says how often it comes, and which also opens the stream so the
+    client knows that from the start. Made once for every stream alike: each holds its
+    bytes for its whole life."""
+    retry = f"retry: {retry_ms}\n\n".encode()
+    if not visible:
+        return retry, PING
+    ping = b'event: ping\ndata: {"every":%s}\n\n' % format(heartbeat, "g").encode()
+    return retry + ping, ping
 
 
 async def job_events(request: Request) -> Response | EventStream:
@@ -330,13 +334,13 @@ async def job_events(request: Request) -> Response | EventStream:
     if followed.subscription is None:
         lease.end()
         return _NOTHING_MORE
-    ping = _ping(runtime.settings, query)
+    prefix, ping = _opening(runtime.settings, query)
     return EventStream(
         lease=lease,
         access=access,
         subscription=followed.subscription,
         frame=output_stream_frame if query.output else job_stream_frame,
-        prefix=_prefix(runtime.settings, ping),
+        prefix=prefix,
         ping=ping,
         ends_after_final=True,
     )
@@ -372,13 +376,13 @@ async def all_events(request: Request) -> Response | EventStream:
     except BaseException:
         lease.end()
         raise
-    ping = _ping(runtime.settings, query)
+    prefix, ping = _opening(runtime.settings, query)
     return EventStream(
         lease=lease,
         access=access,
         subscription=followed.subscription,
         frame=all_stream_frame,
-        prefix=_prefix(runtime.settings, ping) + (RESET if followed.reset else b""),
+        prefix=prefix + (RESET if followed.reset else b""),
         ping=ping,
         ends_after_final=False,
     )
