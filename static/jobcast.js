@@ -651,13 +651,15 @@ class Watch {
     const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new this.WebSocket(url.href);
-    let heard = Date.now();
+    // uvicorn answers protocol pings, which a WebSocket hides; the server answers these
+    // frames, so a connection that died silently is noticed.
+    const alive = watchdog(() => this.failed(conn));
+    alive.every(WS_PING_MS / 1000);
     const pinger = setInterval(() => {
-      // uvicorn answers protocol pings; this notices a connection that died silently.
-      if (Date.now() - heard > 2.5 * WS_PING_MS) return this.failed(conn);
       if (socket.readyState === 1) socket.send('{"type":"ping"}'); // 1: OPEN
     }, WS_PING_MS);
     conn.close = () => {
+      alive.stop();
       clearInterval(pinger);
       socket.close();
     };
@@ -692,7 +694,7 @@ class Watch {
       }
     };
     socket.addEventListener('message', (event) => {
-      heard = Date.now();
+      alive.heard();
       const frame = parse(event.data);
       if (!frame) return;
       // With ?batch=1 what was pending on the server arrives as one frame.
@@ -1121,17 +1123,20 @@ function parse(text) {
 }
 
 /**
- * An SSE stream's check on itself. EventSource hides comments, so the stream asks for its
- * heartbeats as events (`?ping=1`), each saying how often they come (`every`, seconds).
- * Until the first event the stream has ANSWER_WITHIN_MS; then, once a heartbeat has said
- * how often they come, PING_SLACK of them. Past that without any event the connection died
- * without a word (a proxy or a network gone silent), and `dead()` is called. Time is the
- * monotonic clock's: a wall clock set forward or back proves nothing.
+ * A connection's check on itself: `heard()` on everything that arrives, `every(seconds)`
+ * once it is known how often something must (an SSE stream's heartbeats, asked for as
+ * events with `?ping=1` since EventSource hides comments; a WebSocket's answers to its
+ * pings). Until then it has ANSWER_WITHIN_MS for its first word, and one that says nothing
+ * of its heartbeats is not watched after it; then PING_SLACK of those intervals. Past that
+ * without a word the connection died silently (a proxy or a network gone quiet), and
+ * `dead()` is called. Time is the monotonic clock's: a wall clock set forward or back
+ * proves nothing.
  */
 function watchdog(dead) {
   const now = () => globalThis.performance?.now() ?? Date.now();
   let heard = now();
   let limit = ANSWER_WITHIN_MS;
+  let known = false; // how often something must come
   let timer = 0;
   const watch = (every) => {
     clearInterval(timer);
@@ -1145,16 +1150,14 @@ function watchdog(dead) {
     );
   };
   watch(ANSWER_WITHIN_MS / 2);
-  let first = true;
   return {
     heard() {
       heard = now();
-      if (!first) return;
-      first = false;
-      clearInterval(timer); // a server that says nothing of its heartbeats is not watched
+      if (!known) clearInterval(timer); // it said nothing of its heartbeats: not watched
     },
     every(seconds) {
       if (!(seconds > 0) || limit === seconds * 1000 * PING_SLACK) return;
+      known = true;
       limit = seconds * 1000 * PING_SLACK;
       watch(limit / 5);
     },
