@@ -694,9 +694,9 @@ function shortId(jobId) {
 // with running jobs would take them all, and the next tab, and every write, would wait.
 // So over SSE on HTTP/1.1 the page polls output (the job every OUTPUT_POLL_MS, its new
 // chunks when `outputSize` grew) and each tab holds one stream, the list's. Served over
-// HTTP/2 or HTTP/3 (an HTTPS proxy), every stream shares one connection: output streams. Newer jobs (those on top)
-// go first; a job waits for a free watch, and its output comes from its first chunk once
-// it has one. A watch ends with its job (after its last chunk), and the job's tail stays
+// HTTP/2 or HTTP/3 (an HTTPS proxy), every stream shares one connection: output streams.
+// Newer jobs (those on top) go first; a job waits for a free watch, and its output comes
+// from its first chunk once it has one. A watch ends with its job (after its last chunk), and the job's tail stays
 // on its row until the row goes.
 //
 // The tail is bounded: the last OUTPUT_TEXT_MAX characters of `token` chunks, joined as
