@@ -990,6 +990,42 @@ async def test_a_tracked_job_that_only_streams_output_hears_a_cancel(
             assert (data, written) == (["before", "heard"], [])
 
 
+async def test_a_background_append_leaves_the_tracked_jobs_state_to_its_worker(
+    server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's timer thread hears the cancel; the job's state changes only when the
+    worker's own thread hears it, so the timer never overwrites a newer state the worker
+    kept meanwhile (its update's answer, with its progress)."""
+    from jobcast_client import _writer
+
+    srv = server()
+    sent = threading.Event()
+    send_answered = _writer.Batch.sent
+
+    def answered(batch: _writer.Batch, appended: OutputAppended) -> None:
+        send_answered(batch, appended)
+        sent.set()
+
+    monkeypatch.setattr(_writer.Batch, "sent", answered)
+
+    def work() -> tuple[Job, Job]:
+        with JobsClient(srv.base_url) as client, client.track(job_type="llm_agent") as job:
+            client.cancel_job(job.job_id, "stop")
+            with job.output_writer(max_delay=0) as out:
+                out.write("token")  # the timer thread appends it, and hears the cancel
+                assert sent.wait(seconds(10))
+                before = job.state
+                with pytest.raises(JobCanceled):
+                    job.update(progress=50)
+                with pytest.raises(JobCanceled):
+                    out.write("next")  # the writer's own news, heard on this thread
+            return before, job.state
+
+    before, after = await _in_thread(work)
+    assert before.cancel_requested is False  # the timer thread left it alone
+    assert (after.cancel_requested, after.cancel_reason, after.progress) == (True, "stop", 50)
+
+
 async def test_plain_appends_report_a_cancel_and_go_on(server: Start, flavor: str) -> None:
     """Only tracked jobs raise: a plain append answers the flag, and a plain writer goes on."""
     srv = server()

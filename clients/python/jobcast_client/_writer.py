@@ -120,10 +120,12 @@ class Batch:
         # The first refusal of chunks dropped since the caller last heard, and how many.
         self.dropped: InvalidJobData | None = None
         self.dropped_count = 0
-        # A tracked job's writer: what an append's cancel flag makes, for the caller to
-        # hear once (a plain writer leaves the flag to whoever reads the job).
+        # A tracked job's writer: the first answer that carried the cancel flag, for the
+        # caller to hear once (a plain writer leaves the flag to whoever reads the job).
+        # on_cancel turns it into the job's state on the caller's own thread, never the
+        # timer's, so it cannot overwrite a newer state the caller kept meanwhile.
         self.on_cancel = on_cancel
-        self.canceled: JobCanceled | None = None
+        self.canceled: OutputAppended | None = None
         self._cancel_heard = False
         self._since: float | None = None  # when the oldest waiting chunk was written
 
@@ -190,15 +192,15 @@ class Batch:
     def sent(self, appended: OutputAppended) -> None:
         self.offset = appended.next_offset
         if appended.cancel_requested and self.on_cancel is not None and self.canceled is None:
-            self.canceled = self.on_cancel(appended)
+            self.canceled = appended
 
     def cancel_news(self) -> JobCanceled | None:
         """The cancel a tracked job's appends heard, once: ``write`` and ``flush`` raise it
         (closing does not: the work that reaches the end of its block is done)."""
-        if self.canceled is None or self._cancel_heard:
+        if self.canceled is None or self.on_cancel is None or self._cancel_heard:
             return None
         self._cancel_heard = True
-        return self.canceled
+        return self.on_cancel(self.canceled)
 
     def refused(self, chunks: list[Chunk], refusal: InvalidJobData) -> None:
         """The server refused the batch for what it holds (it did not land); what it
