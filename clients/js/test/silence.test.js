@@ -105,6 +105,24 @@ describe('an SSE connection that dies silently', { concurrency: false }, () => {
     assert.ok(!seen.states.some(({ state }) => state === 'reconnecting'), JSON.stringify(seen.states));
   });
 
+  it('is timed on the monotonic clock: a wall clock set forward is no silence', async (t) => {
+    const jobId = await createJob();
+    const { seen } = await watchThroughProxy(t, jobId, { transport: 'sse' });
+    await waitFor(() => seen.state() === 'live', 'live');
+    const wallClock = Date.now;
+    Date.now = () => wallClock() + 3_600_000; // the machine's clock synced, an hour on
+    t.after(() => {
+      Date.now = wallClock;
+    });
+    await new Promise((resolve) => setTimeout(resolve, ms(1_500))); // the watchdog's limit
+    await updateJob(jobId, { progress: 50 });
+    await waitFor(() => seen.latest(jobId).version === 2, 'the change');
+    assert.deepEqual(
+      seen.states.map(({ state }) => state),
+      ['connecting', 'live'],
+    );
+  });
+
   it('is not taken for dead while its heartbeats come', async (t) => {
     const jobId = await createJob();
     const { seen } = await watchThroughProxy(t, jobId, { transport: 'sse' });
