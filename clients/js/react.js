@@ -42,9 +42,10 @@ export function useJob(jobId, options = {}) {
   return useStore(jobId == null ? null : { ...options, jobId: String(jobId) });
 }
 
-/** Every job, or those matching `{jobType, status}`, newest first: `{jobs, state, …}`. */
+/** Every job, or those matching `{jobType, status, owner}`, newest first: `{jobs, state, …}`. */
 export function useJobs(filter = {}, options = {}) {
-  return useStore({ ...options, jobId: null, jobType: filter?.jobType, status: filter?.status });
+  const { jobType, status, owner } = filter ?? {};
+  return useStore({ ...options, jobId: null, jobType, status, owner });
 }
 
 function useStore(options) {
@@ -80,12 +81,14 @@ function keyOf(options) {
     options.jobId,
     options.jobType,
     options.status,
+    options.owner,
     options.transport,
     String(options.baseUrl ?? ''),
     options.token,
     Boolean(options.getToken),
     options.fallback,
     options.pollInterval,
+    options.restreamAfter,
     options.pauseWhenHidden,
     options.output === true,
     String(options.keepOutput),

@@ -139,6 +139,22 @@ def test_use_jobs_lists_every_job_live(page: Page, origin: str, jobcast: Server)
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_use_jobs_filters_by_owner(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """useJobs({owner}) lists that owner's jobs only, and only theirs as they change."""
+    theirs = jobcast.create(message="Alice's", owner="alice")
+    other = jobcast.create(message="Bob's", owner="bob")
+    open_app(page, origin, jobcast, f"owner=alice&transport={transport}")
+    expect(page.locator("#jobs")).to_have_attribute("data-synced", "true", timeout=wait(10))
+    jobcast.update(other, progress=50)
+    newer = jobcast.create(message="Alice's next", owner="alice")
+    expect(page.locator(f'li[data-job-id="{newer}"]')).to_have_text("Alice's next 0%")
+    items = page.locator("li")
+    assert items.evaluate_all("(li) => li.map((item) => item.dataset.jobId)") == [newer, theirs]
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
 def test_pause_when_hidden_closes_the_stream_and_resumes_from_its_cursor(
     page: Page, origin: str, jobcast: Server, transport: str
 ) -> None:

@@ -1,7 +1,8 @@
 // A small React app on jobcast/react, for tests/browser/test_react.py: bundled with esbuild
 // (React included, nothing from a CDN) and served from an origin of its own. The query
 // string says what to watch: ?server=<Jobcast URL>&job=<id>&transport=ws&pause=1, or no
-// job for the list of every job; &output=<chunks to keep> follows the job's output too.
+// job for the list of every job (&owner=<owner>: of that owner's); &output=<chunks to keep>
+// follows the job's output too.
 
 import { StrictMode, useEffect } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -51,7 +52,8 @@ function Job({ jobId }) {
 }
 
 function Jobs() {
-  const { jobs, state, synced } = useJobs({}, options);
+  const filter = params.has('owner') ? { owner: params.get('owner') } : {};
+  const { jobs, state, synced } = useJobs(filter, options);
   return (
     <section id="jobs" data-state={state} data-synced={synced}>
       <ul>
