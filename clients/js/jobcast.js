@@ -279,6 +279,7 @@ class Watch {
 
   /** The next attempt, in `delay` ms (asking the server first). */
   later(delay) {
+    if (this.closed) return; // closed from the onState just called
     this.timer = setTimeout(() => {
       this.timer = 0;
       this.open(true);
@@ -343,6 +344,7 @@ class Watch {
     // Retrying over another transport than the last attempt's (polling, or streaming again)
     // is said before the attempt, not only once it is live.
     if (this.attempts) this.setState(this.state);
+    if (generation !== this.generation) return; // closed or paused from onState
     const conn = { closed: false, live: false, liveAt: 0, stable: 0, token, generation };
     conn.close = () => {};
     this.conn = conn;
@@ -422,7 +424,7 @@ class Watch {
   /**
    * 'up', 'down' (no answer), 'busy' (429 or 503 with Retry-After), 'stop' (refused: the
    * watch is closed now), 'renew' (refused, getToken gave another token), or for one job
-   * 'gone' (404/410).
+   * 'gone' (its 404, or 410).
    */
   async probe(generation) {
     const signal = this.aborter.signal;
@@ -445,7 +447,7 @@ class Watch {
     }
     const refusal = await this.refused(response, generation);
     if (refusal) return refusal;
-    if (one && (response.status === 404 || response.status === 410)) return 'gone';
+    if (one && (await saysGone(response))) return 'gone';
     // A probe answered after a pause or a close says nothing about the next attempt.
     if (generation === this.generation && this.busy(response)) return 'busy';
     if (response.ok) this.renewing = false;
@@ -653,8 +655,8 @@ class Watch {
     const socket = new this.WebSocket(url.href);
     // uvicorn answers protocol pings, which a WebSocket hides; the server answers these
     // frames, so a connection that died silently is noticed.
+    // Until the socket opens, its upgrade must be answered as any request is.
     const alive = watchdog(() => this.failed(conn));
-    alive.every(WS_PING_MS / 1000);
     const pinger = setInterval(() => {
       if (socket.readyState === 1) socket.send('{"type":"ping"}'); // 1: OPEN
     }, WS_PING_MS);
@@ -665,6 +667,8 @@ class Watch {
     };
     socket.addEventListener('open', () => {
       if (conn.closed) return;
+      alive.every(WS_PING_MS / 1000);
+      alive.heard();
       const frame = one
         ? { type: 'subscribe', jobId: this.jobId }
         : { type: 'subscribe', all: true, ...this.filters() };
@@ -742,7 +746,7 @@ class Watch {
       const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
       const response = await request(this.jobUrl(waiting), { headers }, signal, LONG_POLL_S);
       if (conn.closed || (await this.pollRefused(conn, response))) return;
-      if (response.status === 404 || response.status === 410) return this.gone();
+      if (await saysGone(response)) return this.gone();
       if (response.status !== 304 && !response.ok) throw this.failure(response);
       this.opened(conn);
       if (response.ok) this.deliver(await response.json());
@@ -762,7 +766,7 @@ class Watch {
     while (!conn.closed && !this.restreaming(conn)) {
       const response = await request(this.jobUrl(), {}, signal);
       if (conn.closed || (await this.pollRefused(conn, response))) return;
-      if (response.status === 404 || response.status === 410) return this.gone();
+      if (await saysGone(response)) return this.gone();
       if (!response.ok) throw this.failure(response);
       const job = await response.json();
       this.opened(conn);
@@ -775,7 +779,7 @@ class Watch {
         });
         const page = await request(url, {}, signal);
         if (conn.closed || (await this.pollRefused(conn, page))) return;
-        if (page.status === 404 || page.status === 410) return this.gone();
+        if (await saysGone(page)) return this.gone();
         if (!page.ok) throw this.failure(page);
         const { chunks } = await page.json();
         if (conn.closed) return;
@@ -816,7 +820,7 @@ class Watch {
     return true;
   }
 
-  /** One job is gone (404, 410): said, and the watch ends. */
+  /** One job is gone (the server's 404 for it, or 410): said, and the watch ends. */
   gone() {
     this.call('onRemoved', this.jobId);
     this.close();
@@ -855,7 +859,7 @@ class Watch {
         if (response?.ok) {
           this.deliver(await response.json());
           this.versions.delete(jobId);
-        } else if (!response || response.status === 404 || response.status === 410) {
+        } else if (!response || (await saysGone(response))) {
           this.removed(jobId);
         }
       }
@@ -1156,9 +1160,10 @@ function watchdog(dead) {
       if (!known) clearInterval(timer); // it said nothing of its heartbeats: not watched
     },
     every(seconds) {
-      if (!(seconds > 0) || limit === seconds * 1000 * PING_SLACK) return;
+      const wanted = seconds * 1000 * PING_SLACK;
+      if (!(seconds > 0) || (known && limit === wanted)) return;
       known = true;
-      limit = seconds * 1000 * PING_SLACK;
+      limit = wanted;
       watch(limit / 5);
     },
     stop() {
@@ -1202,6 +1207,17 @@ async function request(url, init, signal, waits = 0) {
     clearTimeout(timer);
     signal.removeEventListener('abort', abort);
   }
+}
+
+/**
+ * Whether an answer says the job is gone: a 410, or the server's own 404 for the job. A
+ * 404 of something else (a proxy's, a wrong baseUrl's) is a failure, tried again.
+ */
+async function saysGone(response) {
+  if (response.status === 410) return true;
+  if (response.status !== 404) return false;
+  const body = await response.json().catch(() => null);
+  return typeof body?.type === 'string' && body.type.endsWith(':job-not-found');
 }
 
 function sleep(ms, signal) {

@@ -26,6 +26,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "tokens.test.js": {"JOBS_API_KEY": API_KEY},
     "snapshots.test.js": {"JOBS_SNAPSHOT_RATE": "0.2"},
     "silence.test.js": {"JOBS_HEARTBEAT": "0.5"},
+    "heartbeat.test.js": {"JOBS_HEARTBEAT": "4"},
 }
 
 

@@ -126,7 +126,8 @@ export function assertIncreasing(versions, what = 'versions') {
  * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
  * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
  * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
- * the next `count` connections' requests `503` with `Retry-After: seconds`, `hold()` stops
+ * the next `count` connections' requests `503` with `Retry-After: seconds`, `notFound(count)`
+ * answers them `404` as a proxy with no route would, `hold()` stops
  * passing anything on, closing nothing (a network gone silent: new connections are taken
  * and never answered; `hold(false)` passes new ones on again), `pace(bytesPerSecond)` passes
  * what the server sends on new connections no faster than that (a slow link). `requests` holds
@@ -169,7 +170,7 @@ export async function startProxy(target) {
   let breaking = false;
   let holding = false;
   let rate = 0; // bytes a second from the server to the client; 0: as fast as they come
-  let busy = { count: 0, seconds: 0 };
+  let canned = { count: 0, answer: '' }; // answered by the proxy itself, not the server
   const pairs = new Set();
   const held = new Set();
   const requests = [];
@@ -188,17 +189,13 @@ export async function startProxy(target) {
       client.on('error', () => {});
       return;
     }
-    if (busy.count > 0) {
-      busy.count -= 1;
-      const { seconds } = busy;
+    if (canned.count > 0) {
+      canned.count -= 1;
+      const { answer } = canned;
       client.on('error', () => {});
       client.once('data', (chunk) => {
         seen(chunk);
-        const body = '{"type":"about:blank","title":"Service Unavailable","status":503}';
-        client.end(
-          'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n' +
-            `Retry-After: ${seconds}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-        );
+        client.end(answer);
       });
       return;
     }
@@ -269,7 +266,22 @@ export async function startProxy(target) {
       breaking = on;
     },
     busy(count, seconds) {
-      busy = { count, seconds };
+      const body = '{"type":"about:blank","title":"Service Unavailable","status":503}';
+      canned = {
+        count,
+        answer:
+          'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n' +
+          `Retry-After: ${seconds}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      };
+    },
+    notFound(count) {
+      const body = '<html><body><h1>404 Not Found</h1></body></html>';
+      canned = {
+        count,
+        answer:
+          'HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n' +
+          `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      };
     },
     close() {
       this.cut();

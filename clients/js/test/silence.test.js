@@ -20,7 +20,7 @@ import {
 
 after(() => settle());
 
-describe('an SSE connection that dies silently', { concurrency: false }, () => {
+describe('a connection that dies silently', { concurrency: false }, () => {
   for (const path of ['while the server stays reachable', 'with the whole path']) {
     it(`is noticed and resumed, ${path}`, async (t) => {
       const jobId = await createJob({ message: 'Before the silence' });
@@ -61,18 +61,20 @@ describe('an SSE connection that dies silently', { concurrency: false }, () => {
     );
   });
 
-  it('is given up when it is never answered at all', async (t) => {
-    const jobId = await createJob();
-    const proxy = await startProxy(SERVER);
-    t.after(() => proxy.close());
-    proxy.hold(); // the stream's connection is taken, and nothing ever comes back
-    const seen = recorder();
-    const watch = watchJob(jobId, { ...NODE, ...seen.options, transport: 'sse', baseUrl: proxy.url });
-    t.after(() => watch.close());
-    await waitFor(() => seen.state() === 'reconnecting', 'the silence noticed', ms(20_000));
-    proxy.hold(false);
-    await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live', ms(30_000));
-  });
+  for (const transport of ['sse', 'ws']) {
+    it(`is given up when it is never answered at all, over ${transport}`, async (t) => {
+      const jobId = await createJob();
+      const proxy = await startProxy(SERVER);
+      t.after(() => proxy.close());
+      proxy.hold(); // the connection is taken, and nothing ever comes back
+      const seen = recorder();
+      const watch = watchJob(jobId, { ...NODE, ...seen.options, transport, baseUrl: proxy.url });
+      t.after(() => watch.close());
+      await waitFor(() => seen.state() === 'reconnecting', 'the silence noticed', ms(20_000));
+      proxy.hold(false);
+      await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live', ms(30_000));
+    });
+  }
 
   it('when polling, goes offline once requests keep going unanswered', async (t) => {
     const proxy = await startProxy(SERVER);

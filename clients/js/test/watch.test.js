@@ -1,6 +1,7 @@
 // watchJob and watchJobs against a real server, over each transport, from Node 20.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { isTerminal, watchJob, watchJobs } from 'jobcast';
 import {
@@ -217,6 +218,72 @@ describe('close() from a callback', () => {
       assert.ok(watch.closed);
       assert.deepEqual(called.slice(-1), [called.find((name) => name.startsWith('job '))]);
       assert.equal(called.filter((name) => name.startsWith('job ')).length, 1, called.join(' '));
+    });
+  }
+});
+
+describe('close() from onState', () => {
+  it('as the watch falls back to polling: no poll starts', { timeout: TIMEOUT }, async (t) => {
+    await createJob();
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.breakStreams(); // every stream fails: the watch falls back to polling
+    let closedAt = -1;
+    const watch = watchJobs({
+      ...NODE,
+      transport: 'sse',
+      baseUrl: proxy.url,
+      pollInterval: 50,
+      onState: ({ transport }) => {
+        if (transport !== 'poll' || closedAt >= 0) return;
+        watch.close();
+        closedAt = proxy.requests.length;
+      },
+    });
+    t.after(() => watch.close());
+    await waitFor(() => closedAt >= 0, 'the fall back', ms(20_000));
+    await sleep(ms(500)); // ten poll intervals
+    assert.deepEqual(proxy.requests.slice(closedAt), []);
+  });
+
+  it('while it waits out a Retry-After: nothing is left to keep Node running', async (t) => {
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.busy(1, 120);
+    // A process of its own, which ends once nothing is pending in it.
+    const script = `
+      import { watchJobs } from 'jobcast';
+      const watch = watchJobs({
+        transport: 'poll',
+        baseUrl: ${JSON.stringify(proxy.url)},
+        onState: ({ state }) => {
+          if (state === 'reconnecting') watch.close();
+        },
+      });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: 'inherit',
+    });
+    t.after(() => child.kill());
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    const still = sleep(ms(20_000)).then(() => 'still running: it waits for the Retry-After');
+    assert.equal(await Promise.race([exited, still]), 0);
+  });
+});
+
+describe('a 404 that is not the server\'s', () => {
+  for (const transport of TRANSPORTS) {
+    it(`over ${transport}, is tried again, not taken for a deleted job`, { timeout: TIMEOUT }, async (t) => {
+      const jobId = await createJob({ message: 'Still here' });
+      const proxy = await startProxy(SERVER);
+      t.after(() => proxy.close());
+      proxy.notFound(2); // a proxy with no route yet: the first attempt and the one after it
+      const seen = recorder();
+      const watch = watchJob(jobId, { ...NODE, ...seen.options, baseUrl: proxy.url, transport });
+      t.after(() => watch.close());
+      await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live, with the job');
+      assert.deepEqual(seen.removed, []);
+      assert.equal(seen.latest(jobId).message, 'Still here');
+      assert.equal(watch.closed, false);
     });
   }
 });
