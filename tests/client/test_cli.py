@@ -409,6 +409,8 @@ def test_no_server_is_one_line_and_exit_1() -> None:
         ["update", "job_1", "--progress", "inf"],
         ["create", "--metadata", '{"ratio": NaN}'],
         ["append", "job_1", "--json-data", "Infinity"],
+        ["append", "job_1", "--json-data", "1e999"],  # too large: Python reads infinity
+        ["update", "job_1", "--metadata", '{"x": 1e999}'],
         ["token", "--ttl", "0", "--job", "job_1"],
         ["frobnicate"],
     ],
@@ -418,6 +420,24 @@ def test_a_usage_error_prints_one_line_and_exits_2(args: list[str]) -> None:
     result = jobcast(*args)
     assert result.returncode == 2
     assert "--help" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["get", ""], "job_id"),
+        (["--api-key", "clé", "get", "job_1"], "api_key"),
+    ],
+)
+def test_an_argument_the_client_refuses_prints_one_line_and_exits_2(
+    args: list[str], named: str
+) -> None:
+    """What the client refuses before sending anything is one line naming it, no traceback."""
+    result = jobcast("--url", f"http://127.0.0.1:{free_port()}", *args)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert line.startswith("jobcast: error: ")
+    assert named in line
 
 
 def test_version_names_the_client_distribution() -> None:

@@ -903,6 +903,44 @@ async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
         assert [r.method for r in lossy.requests] == ["POST", "POST", "GET"]
 
 
+async def test_an_update_that_ended_the_job_with_its_answer_lost_is_not_a_conflict(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A PATCH that completes the job, retried after its first attempt landed, returns the
+    job it made (read back), not the retry's 409; a job another writer ended otherwise is
+    still a conflict."""
+    srv = server()
+    lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        done = await jobs.update_job_with_notification(
+            job_id, status="completed", message="All done", metadata={"pages": 3}
+        )
+        assert (done.status, done.message, done.metadata["pages"]) == ("completed", "All done", 3)
+        assert [r.method for r in lossy.requests] == ["PATCH", "PATCH", "GET"]
+        other = await api.create_job()
+        await api.fail(other, "someone else failed it")
+        lossy.script = in_order(FORWARD_THEN_DROP)
+        with pytest.raises(InvalidTransition):
+            await jobs.update_job_with_notification(other, status="completed")
+
+
+async def test_a_delete_refused_429_first_still_says_the_job_was_gone(
+    fake: Callable[..., FakeServer], server: Start, flavor: str
+) -> None:
+    """A 429 never reached the server: the 410 after it is the job's own (someone else
+    deleted it), not an earlier attempt's deletion whose answer was lost."""
+    srv = server()
+    busy = problem(429, "rate-limited", "too often", **{"Retry-After": "0"})
+    lossy = fake(in_order(busy), upstream=srv.base_url)
+    async with connect(flavor, lossy.url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        assert (await api.delete(f"/api/jobs/{job_id}")).status_code == 204
+        with pytest.raises(JobGone):
+            await jobs.delete_job(job_id)
+        assert [r.method for r in lossy.requests] == ["DELETE", "DELETE"]
+
+
 async def test_a_cancel_whose_answer_was_lost_lands_once(
     fake: Callable[..., FakeServer], server: Start, flavor: str
 ) -> None:

@@ -78,12 +78,19 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 
 def _strict_json(text: str) -> Any:
-    """``text`` as JSON, which has no NaN or Infinity (Python's reader takes them)."""
+    """``text`` as JSON, which has no NaN or Infinity (Python's reader takes them, and
+    reads a number too large for a float, 1e999, as infinity)."""
 
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
-    return json.loads(text, parse_constant=refuse)
+    def number(digits: str) -> float:
+        value = float(digits)
+        if not math.isfinite(value):
+            raise ValueError(f"{digits} is too large a number")
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=number)
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -624,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail("jobcast: interrupted", 130)
     except JobcastError as exc:
         _fail(_error_lines(exc), 1)
+    except ValueError as exc:  # the client refused an argument before sending anything
+        _fail(f"jobcast: error: {exc}", 2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -155,6 +155,15 @@ def expect_job(reply: Reply, job_id: str | None = None) -> Job:
     return parse_job(expect_json(reply, "Job", job_id), reply.response.status_code)
 
 
+def _changed(job: Job, changes: Changes) -> bool:
+    """Whether ``job`` shows every change of an update (its metadata merged in)."""
+    merged = changes.get("metadata") or {}
+    if any(key not in job.metadata or job.metadata[key] != merged[key] for key in merged):
+        return False
+    fields = ("status", "progress", "message")
+    return all(changes.get(name) in (None, getattr(job, name)) for name in fields)
+
+
 def problem_of(response: httpx2.Response) -> Mapping[str, Any] | None:
     """The answer's problem+json document, or None when it carries none."""
     if "json" not in response.headers.get("content-type", ""):
@@ -297,6 +306,10 @@ class Core(Generic[Transport]):
             raise ValueError(f"base_url is not a valid URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
+        for name, secret in (("api_key", api_key), ("token", token)):
+            # Sent in a header: anything else fails every request, and later.
+            if secret and not (secret.isascii() and secret.isprintable() and " " not in secret):
+                raise ValueError(f"{name} must be printable ASCII without spaces")
         self.base_url = base_url
         self.retry = retry or RetryPolicy()
         self._api_key = api_key
@@ -377,6 +390,11 @@ class Core(Generic[Transport]):
         """
         body = given(**changes)
         reply = yield self._request("PATCH", job_path(job_id), json=body, job_id=job_id)
+        if reply.response.status_code == 409 and reply.reached_before:
+            # An earlier attempt that ended the job may have landed, its answer lost.
+            current = yield from self._get_job(job_id)
+            if _changed(current, changes):
+                return current
         return expect_job(reply, job_id)
 
     def _complete_job(
@@ -424,7 +442,7 @@ class Core(Generic[Transport]):
         Reading it afterwards raises :class:`JobGone`, and so does deleting it again.
         """
         reply = yield self._request("DELETE", job_path(job_id), job_id=job_id)
-        if reply.response.status_code == 410 and reply.attempts > 1:
+        if reply.response.status_code == 410 and reply.reached_before:
             return  # an earlier attempt deleted it; only its answer was lost
         if not reply.response.is_success:
             raise_for(reply.response, job_id)
@@ -435,7 +453,7 @@ class Core(Generic[Transport]):
         reply = yield self._request(
             "POST", job_path(job_id, f"/{action}"), json=body, job_id=job_id
         )
-        if reply.response.status_code == 409 and reply.attempts > 1:
+        if reply.response.status_code == 409 and reply.reached_before:
             # An earlier attempt may have landed and only its answer been lost.
             current = yield from self._get_job(job_id)
             if landed(current):
