@@ -43,23 +43,27 @@ from app import collector
 from app.edge.protocol import open_files_warning
 from app.logs import configuration
 from app.main import Jobcast, create_app
-from app.settings import Settings, SettingsError, definitions
+from app.settings import Settings, SettingsError, definitions, unknown_variables
 
 logger = logging.getLogger("uvicorn.error")
 
 
 def main() -> None:
     """Serve with the settings of the environment, until interrupted."""
+    unknown = unknown_variables()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        sys.exit(f"jobcast: {exc}")
+        # A misspelt name is often why a setting looks unset: said with the refusal.
+        sys.exit("\n".join(f"jobcast: {line}" for line in (str(exc), *unknown)))
     if settings.backend == "redis" and importlib.util.find_spec("redis") is None:
         sys.exit("jobcast: JOBS_BACKEND=redis needs redis-py: pip install 'redis>=5.0.1'")
     log_config = configuration(access_log=settings.access_log)
     # uvicorn applies it again in run(): done now too, so what is said before serving
     # looks like what uvicorn says.
     logging.config.dictConfig(log_config)
+    for line in unknown:
+        logger.warning(line)
     warning = open_files_warning(settings, raise_open_file_limit())
     if warning is not None:
         logger.warning(warning)

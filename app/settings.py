@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import difflib
 import functools
 import ipaddress
 import math
@@ -470,6 +471,21 @@ def markdown_table() -> str:
 
 def variables() -> Iterator[str]:
     return (definition.variable for definition in definitions())
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``JOBS_*`` variable that is no setting: a misspelt one is
+    otherwise ignored, and its setting left at its default (``JOBS_API_KEYS``: no key)."""
+    env = os.environ if environ is None else environ
+    known = list(variables())
+    warnings = []
+    for name in sorted(variable for variable in env if variable.startswith(PREFIX)):
+        if name in known:
+            continue
+        meant = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {meant[0]}?" if meant else "see docs/deployment.md for the settings"
+        warnings.append(f"{name} is not a setting of Jobcast and is ignored: {hint}")
+    return warnings
 
 
 # The manual's table sits between these lines; `make docs` rewrites what is between.
