@@ -65,7 +65,7 @@ def test_a_protected_server_serves_other_machines_with_the_key() -> None:
 
 def test_a_unix_socket_counts_as_this_machine() -> None:
     """A connection without a peer address (a Unix socket) is local."""
-    scope = {"type": "http", "client": None, "headers": [(b"host", b"localhost")]}
+    scope = {"type": "http", "path": "/", "client": None, "headers": [(b"host", b"localhost")]}
     assert Reach(Settings()).refusal(scope) is None
 
 
@@ -105,7 +105,7 @@ def test_loopback_names_are_served_on_any_port(host: str) -> None:
 def test_missing_or_malformed_hosts_are_refused(host: str) -> None:
     """No Host, a malformed one, or a name that only starts like a loopback one: 421."""
     headers = [(b"host", host.encode())] if host else []
-    scope = {"type": "http", "client": HERE, "headers": headers}
+    scope = {"type": "http", "path": "/api/jobs", "client": HERE, "headers": headers}
     refusal = Reach(Settings()).refusal(scope)
     assert refusal is not None
     assert type(refusal).__name__ == "MisdirectedRequest"
@@ -133,6 +133,21 @@ def test_a_protected_server_checks_hosts_only_when_told() -> None:
         assert named.get("/api/jobs", headers=AUTH).status_code == 200
     with client(listed, host="localhost") as local:
         assert local.get("/api/jobs", headers=AUTH).status_code == 421
+
+
+def test_the_probes_answer_to_any_host_the_rest_names_the_one_to_add() -> None:
+    """Load balancers ask /healthz and /readyz by address: served whatever JOBS_ALLOWED_HOSTS
+    lists. Everything else is refused naming the host as the setting takes it (no port)."""
+    listed = Settings(api_key=KEY, allowed_hosts=("jobs.example.com",))
+    with client(listed, host="10.0.0.5:8000") as balancer:
+        assert balancer.get("/healthz").status_code == 200
+        assert balancer.get("/readyz").status_code == 200
+        refused = balancer.get("/metrics", headers=AUTH)
+        assert refused.status_code == 421
+        assert "the host '10.0.0.5': add it to JOBS_ALLOWED_HOSTS" in refused.json()["detail"]
+    with client(Settings(), host="attacker.example") as rebound:
+        assert rebound.get("/healthz").status_code == 200
+        assert rebound.get("/api/jobs").status_code == 421
 
 
 def test_a_star_serves_every_host() -> None:

@@ -18,7 +18,9 @@ port) and the names in ``JOBS_ALLOWED_HOSTS`` are served; with an API key
 the attacker's page has no credential, and ``JOBS_ALLOWED_HOSTS`` applies
 only when set. Anything else gets 421 (Misdirected Request). Patterns
 follow Starlette's ``TrustedHostMiddleware``: a name, ``*.example.com``
-for its subdomains, or ``*``.
+for its subdomains, or ``*``. The liveness and readiness probes answer to
+any name: load balancers and orchestrators ask them by address, and they
+tell a rebinding page nothing.
 
 Both answers are the same for every request with the same peer or Host
 header, so each is cached (bounded): the check costs a poll two dict look-ups.
@@ -36,6 +38,7 @@ from app.errors import Forbidden, JobsError, MisdirectedRequest
 from app.settings import Settings, is_loopback
 
 _CACHE_SIZE = 1024
+PROBES = frozenset({"/healthz", "/readyz"})
 K = TypeVar("K")
 
 LOCAL_ONLY = Forbidden(
@@ -61,11 +64,11 @@ class Reach:
             peer = client[0] if client else None
             if not _cached(self._peers, peer, _is_local):
                 return LOCAL_ONLY
-        if self.any_host:
+        if self.any_host or scope["path"] in PROBES:
             return None
         host = _host_header(scope)
         if not _cached(self._hosts, host, self._serves):
-            named = host.decode("latin-1") if host is not None else None
+            named = _name(host)
             return MisdirectedRequest(
                 f"this server does not answer to the host {named!r}: add it to "
                 "JOBS_ALLOWED_HOSTS if it is one of this server's names"
@@ -91,6 +94,17 @@ class Reach:
             name == pattern or (pattern.startswith("*") and name.endswith(pattern[1:]))
             for pattern in self.patterns
         )
+
+
+def _name(host: bytes | None) -> str | None:
+    """The name a Host header asks for, as JOBS_ALLOWED_HOSTS would hold it (no port)."""
+    if not host:
+        return None
+    text = host.decode("latin-1")
+    try:
+        return urlsplit("//" + text).hostname or text
+    except ValueError:
+        return text
 
 
 def _is_local(peer: str | None) -> bool:
