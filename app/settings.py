@@ -366,6 +366,14 @@ class Settings:
                 "JOBS_CORS_CREDENTIALS=1 cannot be combined with JOBS_CORS_ORIGINS=*: any "
                 "site could then make credentialed requests; list the allowed origins instead"
             )
+        if "*" in self.cors_origins and not self.protected and not self.allow_anonymous:
+            # Without a key the Origin check is what keeps web pages off this machine's
+            # server: * would let any page a user visits read and write its jobs.
+            raise SettingsError(
+                "JOBS_CORS_ORIGINS=* without JOBS_API_KEY would let any web page its users "
+                "visit read and write this server's jobs: list the origins allowed instead "
+                "(as in http://localhost:3000), or set JOBS_API_KEY"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

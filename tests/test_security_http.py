@@ -86,6 +86,7 @@ def test_python_m_app_refuses_a_public_bind_without_a_key() -> None:
         ({"JOBS_CORS_ORIGINS": "app.example.com"}, "JOBS_CORS_ORIGINS"),
         ({"JOBS_CORS_ORIGINS": "https://a.example/path"}, "JOBS_CORS_ORIGINS"),
         ({"JOBS_CORS_ORIGINS": "*", "JOBS_CORS_CREDENTIALS": "1"}, "JOBS_CORS_CREDENTIALS"),
+        ({"JOBS_CORS_ORIGINS": "*"}, "JOBS_CORS_ORIGINS=\\* without JOBS_API_KEY"),
         ({"JOBS_TOKEN_TTL": "0"}, "JOBS_TOKEN_TTL"),
         ({"JOBS_MAX_STREAMS": "0"}, "JOBS_MAX_STREAMS"),
         ({"JOBS_WS_RATE": "0"}, "JOBS_WS_RATE"),
@@ -99,6 +100,13 @@ def test_invalid_security_settings_name_the_variable(env: dict[str, str], name: 
     """Each invalid security or limit setting stops start-up with a message naming it."""
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
+
+
+def test_any_origin_needs_a_key_or_anonymous_access_on_purpose() -> None:
+    """JOBS_CORS_ORIGINS=* is refused only where it would open the machine's own server."""
+    assert Settings.from_env({"JOBS_CORS_ORIGINS": "*", "JOBS_API_KEY": KEY_A}).cors_origins
+    anonymous = {"JOBS_CORS_ORIGINS": "*", "JOBS_ALLOW_ANONYMOUS": "1"}
+    assert Settings.from_env(anonymous).cors_origins == ("*",)
 
 
 def test_security_settings_are_read() -> None:
