@@ -34,6 +34,7 @@ from websockets.typing import Origin
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import seconds
+from tests.store.redis_server import RedisServer
 
 from .conftest import ROOT, JobsClient, _die_with_parent, free_port, restart
 from .sse_reader import SSEStream
@@ -92,11 +93,18 @@ def documented_site() -> str:
     return site
 
 
-def with_ports(site: str, listen: int, upstream: int, folder: Path) -> str:
-    """The documented block, listening on loopback ``listen``, proxying to ``upstream``, and
-    logging into ``folder``."""
+def with_ports(site: str, listen: int, upstreams: list[int], folder: Path) -> str:
+    """The documented block, listening on loopback ``listen``, proxying to ``upstreams`` (a
+    ``server`` line each, with the documented line's parameters), and logging into
+    ``folder``."""
     site, listens = re.subn(r"\blisten 80;", f"listen 127.0.0.1:{listen};", site)
-    site, servers = re.subn(r"\bserver 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream};", site)
+
+    def each(line: re.Match[str]) -> str:
+        indent, parameters = line.group(1), line.group(2)
+        return "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in upstreams)
+
+    pattern = r"^( *)server 127\.0\.0\.1:8000\b([^;]*);"
+    site, servers = re.subn(pattern, each, site, flags=re.MULTILINE)
     assert (listens, servers) == (1, 1), "the block has one `listen 80;` and one upstream server"
     return site.replace("/var/log/nginx/", f"{folder}/")
 
@@ -172,12 +180,13 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
     binary = nginx_binary()
     started: list[Nginx] = []
 
-    def start(upstream: RunningServer, site: str | None = None, tls: bool = False) -> Nginx:
+    def start(*upstreams: RunningServer, site: str | None = None, tls: bool = False) -> Nginx:
         """``tls``: HTTPS and HTTP/2 with a certificate of its own, as the manual says."""
         folder = tmp_path / f"nginx-{len(started)}"
         folder.mkdir()
         port = free_port()
-        site = with_ports(site or documented_site(), port, upstream.port, folder)
+        ports = [upstream.port for upstream in upstreams]
+        site = with_ports(site or documented_site(), port, ports, folder)
         if tls:
             site = with_tls(site, port, folder)
         config = folder / "nginx.conf"
@@ -292,6 +301,39 @@ def test_a_worker_rides_out_a_restart_behind_the_proxy(
             again.stop()
 
 
+def test_a_rolling_restart_behind_the_proxy_fails_no_write(
+    nginx: Callable[..., Nginx], server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """Two workers on Redis in the documented upstream, restarted one at a time as the
+    manual says (the next once the one before answers again): a worker with the Python
+    client's default retries writes through it all, none of its writes answered 502."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    settings = {"JOBS_API_KEY": KEY, "JOBS_BACKEND": "redis", "JOBS_REDIS_URL": redis.url}
+    first, second = server(**settings), server(**settings)
+    proxy = nginx(first, second)
+    restarted: list[RunningServer] = []
+    try:
+        with PythonClient(proxy.origin, api_key=KEY) as worker:
+            job_id = worker.create_job().job_id
+            second.stop()
+            # Round robin: one of these is sent to the stopped worker first.
+            for progress in (10, 20):
+                worker.update_job_with_notification(job_id, progress=progress)
+            restarted.append(restart(second, tmp_path / "second-again.log"))
+            first.stop()
+            for progress in (30, 40, 50):
+                worker.update_job_with_notification(job_id, progress=progress)
+            restarted.append(restart(first, tmp_path / "first-again.log"))
+            assert worker.get_job(job_id).progress == 50
+    finally:
+        for again in restarted:
+            again.stop()
+        redis.stop()
+    log = (proxy.folder / "jobcast.access.log").read_text()
+    assert '" 502 ' not in log, log
+
+
 async def test_browser_on_the_proxys_origin_writes_and_opens_websockets(proxy: Nginx) -> None:
     """A page served by the proxy may PATCH a job and subscribe to it over a WebSocket."""
     async with proxy.client() as api:
@@ -343,7 +385,7 @@ async def test_proxy_that_drops_the_port_from_host_gets_browser_writes_refused(
     """Proxied with `Host $host` on a non-default port, the page's own PATCH is refused: 403."""
     site = documented_site()
     assert site.count(HOST_AS_SENT) == 1
-    dropping = nginx(server(JOBS_API_KEY=KEY), site.replace(HOST_AS_SENT, HOST_WITHOUT_PORT))
+    dropping = nginx(server(JOBS_API_KEY=KEY), site=site.replace(HOST_AS_SENT, HOST_WITHOUT_PORT))
     async with dropping.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, progress=5)  # proxied fine: only the browser's Origin fails
