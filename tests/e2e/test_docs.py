@@ -204,6 +204,45 @@ def test_every_served_module_has_its_client() -> None:
             assert after[0].served_as is None, f"{example.where}: two modules in a row"
 
 
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings (``## The `jobcast` command``:
+    ``the-jobcast-command``; a repeated heading gets ``-1``, ``-2``…)."""
+    found: set[str] = set()
+    fenced = False
+    for line in page.read_text().splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        if fenced or not (heading := re.match(r"#{1,6} (.*)", line)):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        repeat = 0
+        while (f"{slug}-{repeat}" if repeat else slug) in found:
+            repeat += 1
+        found.add(f"{slug}-{repeat}" if repeat else slug)
+    return found
+
+
+def test_every_link_between_pages_leads_somewhere() -> None:
+    """Each relative link names a file that exists and, after ``#``, a heading of it."""
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+        for link in LINK.finditer(text):
+            target = link.group("target")
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto: — outside the repository
+            path, _, anchor = target.partition("#")
+            goal = (page.parent / path).resolve() if path else page
+            if not goal.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and goal.suffix == ".md" and anchor not in anchors(goal):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == [], "\n".join(broken)
+
+
 def test_the_runner_finds_the_examples() -> None:
     """The pages hold run blocks of every kind (a broken parser would find none)."""
     kinds = {case.example.kind for case in cases()}
