@@ -101,10 +101,13 @@ def complete(job: Job, completion: Completion, at: datetime) -> Job:
 
 
 def fail(job: Job, failure: Failure, at: datetime) -> Job:
+    message = failure.message or DEFAULT_FAILED_MESSAGE
     fields: dict[str, Any] = {
         "status": "error",
-        "error": failure.error,
-        "message": failure.message or DEFAULT_FAILED_MESSAGE,
+        # A blank error (a JavaScript `new Error().message`) says why as a PATCH does:
+        # refusing it would leave the failing worker's job running.
+        "error": failure.error if failure.error.strip() else message,
+        "message": message,
     }
     return _advance(job, fields, at)
 

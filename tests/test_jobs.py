@@ -232,6 +232,20 @@ def test_fail_message_and_error(failure: Failure, message: str) -> None:
     assert job.document_id is None
 
 
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (Failure(error=""), "Processing failed"),
+        (Failure(error="  "), "Processing failed"),
+        (Failure(error="", message="Upload rejected"), "Upload rejected"),
+    ],
+)
+def test_a_blank_error_says_why_as_a_patch_does(failure: Failure, error: str) -> None:
+    """A failed job always says why: a blank error is the message, else the default."""
+    job = jobs.fail(at_status("processing"), failure, T1)
+    assert (job.status, job.error) == ("error", error)
+
+
 def test_job_id_is_prefixed_url_safe_and_long_enough() -> None:
     """Ids are `job_` followed by URL-safe characters carrying at least 128 bits."""
     for _ in range(50):
