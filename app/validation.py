@@ -11,6 +11,7 @@ is an unknown field, refused with the name to use.
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -85,12 +86,37 @@ def field_errors(model: type[BaseModel], exc: ValidationError) -> list[FieldErro
         if error["type"] == "missing" and where in hinted:
             continue
         if where not in found:
-            found[where] = FieldError(where, _message(error, fields))
+            found[where] = FieldError(where, _message(error, fields, model))
     return list(found.values())
 
 
 def _wire_names(model: type[BaseModel]) -> list[str]:
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[int | str]) -> list[str] | None:
+    """The wire names of the object at ``path`` in ``model`` (``chunks.0``: a chunk's),
+    if it is a model."""
+    for part in path:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's model
+        fields = model.model_fields.items()
+        field = next((f for name, f in fields if (f.alias or name) == part), None)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return _wire_names(model)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field's type holds (``list[Chunk] | None``: Chunk), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
 
 
 def _suggestion(name: str, fields: Sequence[str]) -> str | None:
@@ -134,7 +160,7 @@ _PATTERN_WORDS = {
 }
 
 
-def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
+def _message(error: ErrorDetails, fields: Sequence[str], model: type[BaseModel]) -> str:
     """What is wrong, in a few words; pydantic's own message for anything unusual."""
     kind, ctx = error["type"], error.get("ctx", {})
     if kind in _TYPE_WORDS:
@@ -159,10 +185,19 @@ def _message(error: ErrorDetails, fields: Sequence[str]) -> str:
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     if kind == "extra_forbidden":
-        hint = _suggestion(str(error["loc"][-1]), fields) if len(error["loc"]) == 1 else None
+        where = error["loc"]
+        if len(where) == 1:
+            hint = _suggestion(str(where[0]), fields)
+            if hint is not None:
+                return f"is not a field of this request; did you mean {hint}?"
+            return "is not a field of this request; it takes " + ", ".join(fields)
+        inner = _fields_at(model, where[:-1])
+        if inner is None:
+            return error["msg"]
+        hint = _suggestion(str(where[-1]), inner)
         if hint is not None:
-            return f"is not a field of this request; did you mean {hint}?"
-        return "is not a field of this request; it takes " + ", ".join(fields)
+            return f"is not a field here; did you mean {hint}?"
+        return "is not a field here; it takes " + ", ".join(inner)
     return error["msg"]
 
 

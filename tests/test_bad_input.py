@@ -415,6 +415,16 @@ DETAILS = {
         {"bogus": 1},
         "bogus: is not a field of this request; it takes status, progress, message, metadata",
     ),
+    "chunk-unknown": (
+        OUTPUT,
+        {"chunks": [{"data": 1, "extra": 2}]},
+        "chunks.0.extra: is not a field here; it takes data, kind",
+    ),
+    "chunk-typo": (
+        OUTPUT,
+        {"chunks": [{"data": 1}, {"data": 2, "knd": "log"}]},
+        "chunks.1.knd: is not a field here; did you mean kind?",
+    ),
     "several": (
         PATCH,
         {"progress": 500, "status": "done", "message": 5},
