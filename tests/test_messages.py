@@ -167,3 +167,45 @@ def test_a_snake_case_frame_gets_an_error_frame_and_the_socket_stays_usable(
         assert "jobId" in reply["error"]
         socket.send_json({"type": "ping"})
         assert socket.receive_json() == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "error", "about"),
+    [
+        ("{}", "a frame needs a `type`: use subscribe, unsubscribe or ping", {}),
+        ('{"type": 5}', "unknown frame type 5: use subscribe, unsubscribe or ping", {}),
+        (
+            '{"type": "subscribe", "jobId": "job_abc", "since": "abc"}',
+            "subscribe: since: must be an integer",
+            {"jobId": "job_abc"},
+        ),
+        (
+            '{"type": "subscribe", "jobId": "job_abc", "since": 1e400}',
+            "subscribe: since: must be an integer",
+            {"jobId": "job_abc"},
+        ),
+        (
+            '{"type": "subscribe", "all": true, "since": 5}',
+            "subscribe: since: must be a string",
+            {"all": True},
+        ),
+        (
+            '{"type": "subscribe", "all": true, "jobId": "job_abc"}',
+            "subscribe: give jobId, or all: true, not both",
+            {},
+        ),
+    ],
+)
+def test_a_refused_frame_says_why_and_names_the_subscription_it_meant(
+    client: TestClient, frame: str, error: str, about: dict[str, object]
+) -> None:
+    """An error frame says what to fix in the client's terms, and names the subscription
+    (jobId, or all) the frame asked for: a client with several pending can tell which."""
+    with client.websocket_connect("/api/jobs/ws") as socket:
+        socket.send_text(frame)
+        assert socket.receive_json() == {
+            "type": "error",
+            "code": "bad_request",
+            "error": error,
+            **about,
+        }

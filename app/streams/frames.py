@@ -10,7 +10,9 @@ pending joined into ``{"type":"batch","messages":[…]}`` frames
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -26,28 +28,60 @@ FEW = 32  # pending changes encoded at once; a snapshot's are encoded one by one
 
 
 class FrameError(ValueError):
-    """A client frame that is not one of the protocol's; the message says why."""
+    """A client frame that is not one of the protocol's; the message says why, and
+    ``about`` which subscription it meant (``jobId``, or ``all``), when it named one."""
+
+    def __init__(self, message: str, about: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.about = about or {}
 
 
 def decode_frame(text: str) -> ClientFrame:
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise FrameError("the frame is not JSON") from None
+    data = _json(text)
     if not isinstance(data, dict):
         raise FrameError("a frame is a JSON object with a `type`")
     kind = data.get("type")
     model: type[ClientFrame] | None
+    about: dict[str, Any] = {}
     if kind == "subscribe":
+        if "all" in data and "jobId" in data:
+            raise FrameError("subscribe: give jobId, or all: true, not both")
         model = SubscribeAll if "all" in data else SubscribeJob
+        job_id = data.get("jobId")
+        named = isinstance(job_id, str) and len(job_id) <= 200
+        about = {"all": True} if "all" in data else {"jobId": job_id} if named else {}
     else:
         model = Unsubscribe if kind == "unsubscribe" else Ping if kind == "ping" else None
     if model is None:
-        raise FrameError(f"unknown frame type {kind!r}: use subscribe, unsubscribe or ping")
+        said = "a frame needs a `type`" if kind is None else f"unknown frame type {_shown(kind)}"
+        raise FrameError(f"{said}: use subscribe, unsubscribe or ping")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise FrameError(f"{kind}: {describe(field_errors(model, exc))}") from None
+        raise FrameError(f"{kind}: {describe(field_errors(model, exc))}", about) from None
+
+
+def _json(text: str) -> Any:
+    """The frame's JSON; a number too large for a double, which orjson refuses, is read
+    as infinity (as a request body's is) for validation to name its field."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError:
+        raise FrameError("the frame is not JSON") from None
+
+
+def _shown(value: Any) -> str:
+    """A frame's value as JSON, cut short: what the client sent, in its own terms."""
+    shown = orjson.dumps(value).decode()
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def frames(replies: list[str], changes: list[Event], *, batch: bool) -> list[str] | Iterator[str]:

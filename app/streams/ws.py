@@ -169,7 +169,7 @@ class Connection:
         try:
             frame = decode_frame(text)
         except FrameError as exc:
-            self._error("bad_request", str(exc))
+            self._error("bad_request", str(exc), exc.about)
             return
         if isinstance(frame, Ping):
             self._say({"type": "pong"})
