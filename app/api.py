@@ -51,7 +51,7 @@ from app.store import JobStore
 from app.streams.events import Change
 from app.streams.hub import Hub, Subscription
 from app.streams.mailbox import Mailbox
-from app.validation import parse, whole_number
+from app.validation import parse, parse_query, whole_number
 
 JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")
@@ -238,7 +238,7 @@ async def create_job(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    query = parse(ListQuery, dict(request.query_params))
+    query = parse_query(ListQuery, request.query_params)
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
     runtime = runtime_of(request)
     where = scope_filter(runtime.guard.identify(request), where)
@@ -280,7 +280,7 @@ async def _poll(request: Request) -> tuple[Change, bool]:
     access = runtime.guard.identify(request)
     query = NO_QUERY
     if request.scope["query_string"]:  # most polls carry none: nothing to validate
-        query = parse(JobQuery, dict(request.query_params))
+        query = parse_query(JobQuery, request.query_params)
     store = runtime.store
     change = await load_job(access, job_id, store)
     if query.wait_for_version is not None:
@@ -369,7 +369,7 @@ async def append_output(request: Request) -> Response:
 
 
 async def read_output(request: Request) -> Response:
-    query = parse(OutputQuery, dict(request.query_params))
+    query = parse_query(OutputQuery, request.query_params)
     job_id: str = request.path_params["jobId"]
     runtime = runtime_of(request)
     await load_job(runtime.guard.identify(request), job_id, runtime.store)

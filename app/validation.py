@@ -10,6 +10,7 @@ is an unknown field, refused with the name to use.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import typing
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
+from starlette.datastructures import QueryParams
 
 from app.errors import FieldError, InvalidJobData, MalformedJSON
 from app.models import OWNER_PATTERN, WEBHOOK_URL_PATTERN, RequestModel
@@ -44,6 +46,25 @@ def parse(model: type[M], data: bytes | Mapping[str, Any], *, by_name: bool = Fa
                 raise MalformedJSON(f"the body is not valid JSON: {error['msg']}") from None
         errors = field_errors(model, exc)
         raise InvalidJobData(describe(errors), errors) from None
+
+
+def parse_query(model: type[M], params: QueryParams) -> M:
+    """:func:`parse` for a query string. A parameter of ``model`` given twice
+    (``?status=queued&status=processing``), or under both its names (``jobType`` and
+    ``job_type``), is refused: one of them would silently win. Other parameters (a
+    cache-buster, the token) are not the model's to judge."""
+    counts = collections.Counter(key for key, _ in params.multi_items())
+    errors = []
+    for name, field in model.model_fields.items():
+        wire = field.alias or name
+        given = counts[wire] + (counts[name] if name != wire else 0)
+        if given > 1:
+            twice = name != wire and counts[name] and counts[wire]
+            said = f"is given as {wire} and as {name}" if twice else f"is given {given} times"
+            errors.append(FieldError(wire, f"{said}: give it once"))
+    if errors:
+        raise InvalidJobData(describe(errors), errors)
+    return parse(model, dict(params))
 
 
 def whole_number(text: str, most_digits: int) -> int | None:

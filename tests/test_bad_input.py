@@ -565,6 +565,8 @@ LIST_QUERIES = {
     "limit-decimal": ("limit=1.0", "limit"),  # a count is digits: not 1
     "owner-empty": ("owner=", "owner"),
     "cursor-too-long": ("cursor=" + "a" * 300, "cursor"),
+    "status-twice": ("status=queued&status=processing", "status"),  # one would win, silently
+    "jobType-under-both-names": ("jobType=generic&job_type=llm_agent", "jobType"),
 }
 
 GET_QUERIES = {
@@ -580,6 +582,7 @@ GET_QUERIES = {
     "timeout-nan": ("waitForVersion=2&timeout=nan", "timeout"),
     "timeout-inf": ("waitForVersion=2&timeout=inf", "timeout"),
     "timeout-word": ("waitForVersion=2&timeout=soon", "timeout"),
+    "waitForVersion-twice": ("waitForVersion=1&waitForVersion=2", "waitForVersion"),
 }
 
 STREAM_QUERIES = {
@@ -587,6 +590,7 @@ STREAM_QUERIES = {
     "jobType-unknown": ("jobType=video", "jobType"),
     "lastEventId-too-long": ("lastEventId=" + "1" * 300, "lastEventId"),
     "owner-space": ("owner=a%20b", "owner"),
+    "status-twice": ("status=queued&status=error", "status"),
 }
 
 
@@ -612,6 +616,15 @@ def test_invalid_query_is_422_naming_it(
     """A bad query parameter answers 422 naming it, before any long-poll or stream starts."""
     response = client.get(f"{path.format(id=guard.job_id)}?{query}")
     guard.refused(response, 422, "invalid-request", field=field)
+
+
+def test_a_query_parameter_given_twice_says_how(client: TestClient) -> None:
+    """The detail says what was given twice; parameters no route reads are left alone."""
+    twice = client.get("/api/jobs?status=queued&status=processing")
+    assert twice.json()["detail"] == "status: is given 2 times: give it once"
+    both = client.get("/api/jobs?jobType=generic&job_type=llm_agent")
+    assert both.json()["detail"] == "jobType: is given as jobType and as job_type: give it once"
+    assert client.get("/api/jobs?status=queued&_=1&_=2").status_code == 200
 
 
 # -- routes, methods, ids --------------------------------------------------------------------

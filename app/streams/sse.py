@@ -58,7 +58,7 @@ from app.streams.events import (
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
 from app.streams.hub import Subscription
 from app.streams.mailbox import Mailbox
-from app.validation import parse, whole_number
+from app.validation import parse_query, whole_number
 
 logger = logging.getLogger("jobcast")
 
@@ -311,7 +311,7 @@ async def job_events(request: Request) -> Response | EventStream:
     runtime = runtime_of(request)
     access = runtime.guard.identify(request)
     check_job(access, job_id)
-    query = parse(JobStreamQuery, dict(request.query_params))
+    query = parse_query(JobStreamQuery, request.query_params)
     last_id = _last_event_id(request, query)
     held: int | None = None
     if query.output:
@@ -356,7 +356,7 @@ async def all_events(request: Request) -> Response | EventStream:
             "output is streamed on a job's own stream: /api/jobs/{jobId}/events?output=1",
             [FieldError("output", "not on the all-jobs stream")],
         )
-    query = parse(StreamQuery, dict(request.query_params))
+    query = parse_query(StreamQuery, request.query_params)
     runtime = runtime_of(request)
     access = runtime.guard.identify(request)
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
