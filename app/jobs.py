@@ -17,6 +17,7 @@ from typing import Any
 
 from app.errors import InvalidTransition
 from app.models import (
+    JOB_ID_PATTERN,
     CancelRequest,
     Completion,
     Failure,
@@ -46,7 +47,7 @@ def now() -> datetime:
 
 
 # What an id this server made looks like (room to spare: ids once made stay valid).
-JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
+JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 def new_job_id() -> str:

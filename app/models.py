@@ -95,6 +95,7 @@ Progress = Annotated[
 Text = str
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
 OWNER_PATTERN = r"^[!-~]+$"
+JOB_ID_PATTERN = r"^job_[A-Za-z0-9_-]{1,64}$"  # what the server makes: new_job_id
 Owner = Annotated[
     str,
     Field(
@@ -307,7 +308,7 @@ class JobCreated(WireModel):
 class TokenRequest(RequestModel):
     """Body of `POST /api/tokens`: one of `jobId` or `owner`, and an optional lifetime."""
 
-    job_id: str | None = Field(default=None, min_length=1, max_length=200)
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     owner: Owner | None = None
     ttl: int | None = Field(
         default=None, ge=1, le=MAX_TOKEN_TTL, description="Seconds (default JOBS_TOKEN_TTL)."

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 from starlette.datastructures import QueryParams
 
 from app.errors import FieldError, InvalidJobData, MalformedJSON
-from app.models import OWNER_PATTERN, WEBHOOK_URL_PATTERN, RequestModel
+from app.models import JOB_ID_PATTERN, OWNER_PATTERN, WEBHOOK_URL_PATTERN, RequestModel
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -176,6 +176,7 @@ _BOUND_WORDS = {
     "too_short": ("min_length", "must hold at least {}", "item"),
 }
 _PATTERN_WORDS = {
+    JOB_ID_PATTERN: "must be a job id (job_…)",
     OWNER_PATTERN: "must be visible ASCII characters, without spaces",
     WEBHOOK_URL_PATTERN: "must be an absolute http:// or https:// URL, with no user or password",
 }

@@ -295,6 +295,15 @@ def test_token_request_needs_exactly_one_scope(world: World, body: dict[str, Any
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("job_id", ["nonsense", "", "job_", "job_a b", "job_" + "x" * 65])
+def test_a_token_for_what_is_no_job_id_is_refused(world: World, job_id: str) -> None:
+    """A token's jobId is one the server could have made, as a WebSocket's must be."""
+    body = {"jobId": job_id}
+    response = world.client.post("/api/tokens", json=body, headers=world.headers("key"))
+    assert response.status_code == 422
+    assert response.json()["detail"] == "jobId: must be a job id (job_…)"
+
+
 def test_expired_token_says_it_expired(world: World) -> None:
     """An expired token is 401 whose detail says it expired, so a client knows to renew it."""
     response = world.client.get("/api/jobs", headers=world.headers("expired"))
