@@ -1364,7 +1364,7 @@ async def test_output_events_that_are_old_or_broken(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
     """An output event holding only chunks already yielded yields nothing; one whose data is
-    not JSON, or whose chunk is not one, raises ResponseError."""
+    not JSON, whose chunk is not one, or that skips chunks, raises ResponseError."""
 
     def stream(*frames: bytes) -> Answer:
         return Answer(200, b"retry: 10\n\n" + b"".join(frames), EVENT_STREAM)
@@ -1379,6 +1379,7 @@ async def test_output_events_that_are_old_or_broken(
             stream(out(0, 1), out(1), out(0), job),
             stream(b"event: output\ndata: {nope\n\n"),
             stream(b'event: output\ndata: {"chunks": [{"offset": "x"}]}\n\n'),
+            stream(out(0), out(2, 3)),
         )
     )
     async with connect(flavor, answers.url) as jobs:
@@ -1390,4 +1391,7 @@ async def test_output_events_that_are_old_or_broken(
         with pytest.raises(ResponseError, match="not JSON"):
             _ = [update async for update in follow(jobs, "job_fake")]
         with pytest.raises(ResponseError, match="chunk is not one"):
+            _ = [update async for update in follow(jobs, "job_fake")]
+        skipped = r"skips chunks: the next one is 1, it holds 2\.\.3"
+        with pytest.raises(ResponseError, match=skipped):
             _ = [update async for update in follow(jobs, "job_fake")]

@@ -169,6 +169,13 @@ class Watch:
         fresh = [chunk for chunk in chunks if chunk.offset >= self.offset]
         if not fresh:
             return None
+        if [chunk.offset for chunk in fresh] != list(range(self.offset, self.offset + len(fresh))):
+            # Chunks come in order, none missing: a stream that skips some is not the server's.
+            raise ResponseError(
+                f"an output event skips chunks: the next one is {self.offset}, "
+                f"it holds {fresh[0].offset}..{fresh[-1].offset}",
+                status_code=200,
+            )
         self.offset = fresh[-1].offset + 1
         self.attempts.reset()  # progress, as for a job
         return fresh
