@@ -35,9 +35,10 @@ def wanted(job: Job, settings: Settings) -> bool:
 
 
 def endpoints(job: Job, settings: Settings) -> list[Endpoint]:
-    """Where ``job``'s events go: the operator's endpoints, then the job's own."""
+    """Where ``job``'s events go: the operator's endpoints, then the job's own (unless it
+    is one of the operator's, which gets each event once)."""
     found = [Endpoint(url) for url in settings.webhook_urls]
-    if job.webhook_url:
+    if job.webhook_url and job.webhook_url not in settings.webhook_urls:
         listing = host_listing(urlsplit(job.webhook_url).hostname or "", settings.webhook_hosts)
         if listing is not None:  # a list shortened since the job was created drops it
             found.append(Endpoint(job.webhook_url, guarded=True, listed_exactly=listing))

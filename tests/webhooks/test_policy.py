@@ -118,6 +118,13 @@ def test_endpoints_are_the_operators_then_the_jobs_own() -> None:
     assert endpoints(job, settings(webhook_hosts=("hooks.example.com",))) == []
 
 
+def test_a_jobs_own_url_that_is_the_operators_gets_each_event_once() -> None:
+    own = "https://x.partner.example/done"
+    job = jobs.create(NewJob(webhook_url=own), jobs.now())
+    both = settings(webhook_urls=(own,), webhook_hosts=("*.partner.example",))
+    assert endpoints(job, both) == [Endpoint(own)]
+
+
 @pytest.mark.parametrize(
     ("host", "listing"),
     [
