@@ -890,16 +890,20 @@ async def test_a_completion_whose_answer_was_lost_is_not_a_conflict(
             await jobs.complete_job(other)
 
 
+@pytest.mark.parametrize(
+    ("error", "stored"), [("disk full", "disk full"), ("", "Processing failed")]
+)
 async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], server: Start, flavor: str, error: str, stored: str
 ) -> None:
-    """fail_job retried after its first attempt landed returns the failed job, no 409."""
+    """fail_job retried after its first attempt landed returns the failed job, no 409 (a
+    blank error landed as the default)."""
     srv = server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
-        failed = await jobs.fail_job(job_id, "disk full")
-        assert (failed.status, failed.error) == ("error", "disk full")
+        failed = await jobs.fail_job(job_id, error)
+        assert (failed.status, failed.error) == ("error", stored)
         assert [r.method for r in lossy.requests] == ["POST", "POST", "GET"]
 
 

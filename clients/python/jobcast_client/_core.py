@@ -412,7 +412,8 @@ class Core(Generic[Transport]):
         """Mark the job ``error`` with ``error``; ``message`` defaults to ``Processing failed``."""
 
         def landed(job: Job) -> bool:
-            return job.status == "error" and job.error == error
+            # A blank error is stored as the message (the server's default if none).
+            return job.status == "error" and (job.error == error or not error.strip())
 
         body = given(error=error, message=message)
         return (yield from self._finish(job_id, "fail", body, landed))
