@@ -429,7 +429,7 @@ class JobQuery(QueryModel):
 
 class SubscribeJob(FrameModel):
     type: Literal["subscribe"]
-    job_id: str = Field(max_length=200)
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
     since: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     output: bool = False
     since_offset: int | None = Field(default=None, ge=0, le=MAX_COUNT)

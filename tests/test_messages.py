@@ -194,6 +194,8 @@ def test_a_snake_case_frame_gets_an_error_frame_and_the_socket_stays_usable(
             "subscribe: give jobId, or all: true, not both",
             {},
         ),
+        ('{"type": "\\ud800"}', "the frame is not JSON", {}),  # a lone surrogate
+        ('{"type": "subscribe", "jobId": "\\ud800", "since": 1e400}', "the frame is not JSON", {}),
     ],
 )
 def test_a_refused_frame_says_why_and_names_the_subscription_it_meant(

@@ -73,7 +73,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -87,7 +86,7 @@ from app.errors import (
     JobsError,
     OffsetMismatch,
 )
-from app.jobs import JobFilter
+from app.jobs import JobFilter, is_job_id
 from app.models import JOB_STATUSES, Job, JobList, JobStatus, encode
 from app.settings import Settings
 from app.store import (
@@ -126,7 +125,6 @@ from app.store.redis_keys import Keys
 from app.streams.events import Change, Output, Position
 from app.webhooks import policy as webhook_policy
 
-_JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{1,64}")
 _SWEEP_BATCH = 200  # jobs removed per script call, so one call never holds Redis long
 _MAX_ATTEMPTS = 1000  # version conflicts one update may lose before giving up
 _RECENT_JOBS = 1024  # jobs whose newest state a process keeps, to change them without a read
@@ -353,7 +351,7 @@ class RedisStore:
         return Appended(Output(job_id, before.version, before.output_size or 0, bodies), after)
 
     async def read_output(self, job_id: str, after: int, limit: int | None) -> OutputRead:
-        if not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise JobNotFound(job_id)
         keys = self._keys
         async with self._call(), self._redis.pipeline(transaction=True) as pipe:
@@ -374,7 +372,7 @@ class RedisStore:
         return "1" if webhook_policy.wanted(job, self._settings) else ""
 
     async def delete(self, job_id: str) -> None:
-        if not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise JobNotFound(job_id)
         settings = self._settings
         async with self._call() as deadline:
@@ -469,7 +467,7 @@ class RedisStore:
     async def _current(self, job_id: str) -> tuple[Job, Position, str]:
         """The stored job, the feed position of its last change, and that of its last write
         ('' if no write has recorded it yet: written by an earlier version)."""
-        if not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise JobNotFound(job_id)
         await self._feed.pin_start(self._redis)
         fields: Any = await self._redis.hmget(self._keys.job(job_id), ["job", "pos", "w"])

@@ -10,11 +10,11 @@ pending joined into ``{"type":"batch","messages":[…]}`` frames
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import pydantic_core
 from pydantic import ValidationError
 
 from app.errors import FieldError, InvalidJobData
@@ -62,18 +62,15 @@ def decode_frame(text: str) -> ClientFrame:
 
 
 def _json(text: str) -> Any:
-    """The frame's JSON; a number too large for a double, which orjson refuses, is read
-    as infinity (as a request body's is) for validation to name its field."""
+    """The frame's JSON. orjson refuses a number too large for a double: the parser of
+    request bodies reads it as infinity, for validation to name its field, and refuses
+    what is not JSON (a lone surrogate, NaN) as orjson does."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(constant)
-
     try:
-        return json.loads(text, parse_constant=refuse)
+        return pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError:
         raise FrameError("the frame is not JSON") from None
 

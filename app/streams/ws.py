@@ -53,7 +53,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from app.auth import Access
 from app.edge import DIRECT_SEND, streaming
 from app.errors import InvalidJobData, JobsError, TooManyStreams, Unauthenticated
-from app.jobs import JobFilter, is_job_id
+from app.jobs import JobFilter
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
 from app.problems import frame_code, problem, refuse_websocket
 from app.runtime import Runtime, runtime_of
@@ -187,9 +187,6 @@ class Connection:
 
     async def _subscribe(self, frame: SubscribeAll | SubscribeJob) -> None:
         about = _about(frame)
-        if isinstance(frame, SubscribeJob) and not is_job_id(frame.job_id):
-            self._error("bad_request", "subscribe: jobId: not a job id (job_…)", about)
-            return
         limit = self.settings.ws_max_subscriptions
         known = (
             self.everything is not None
