@@ -918,9 +918,10 @@ async def test_an_update_that_ended_the_job_with_its_answer_lost_is_not_a_confli
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
         done = await jobs.update_job_with_notification(
-            job_id, status="completed", message="All done", metadata={"pages": 3}
+            job_id, status="completed", progress=90, message="All done", metadata={"pages": 3}
         )
         assert (done.status, done.message, done.metadata["pages"]) == ("completed", "All done", 3)
+        assert done.progress == 100  # completing sets it, whatever the update said
         assert [r.method for r in lossy.requests] == ["PATCH", "PATCH", "GET"]
         other = await api.create_job()
         await api.fail(other, "someone else failed it")

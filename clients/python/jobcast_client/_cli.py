@@ -606,8 +606,8 @@ def serve(args: tuple[str, ...]) -> None:
     """
     if shutil.which(SERVER_COMMAND) is None:
         _fail(
-            f"jobcast: {SERVER_COMMAND} is not installed: pip install jobcast-server "
-            "(or run `make run` in a checkout of Jobcast)",
+            f"jobcast: {SERVER_COMMAND} is not installed: in a checkout of Jobcast, "
+            "pip install . (or run `make run` there)",
             1,
         )
     sys.stdout.flush()

@@ -392,6 +392,8 @@ class JobsClient(Core[httpx2.BaseTransport]):
                                 yield job
                             if watch.done:
                                 return
+                            if watch.broken:
+                                break
             except httpx2.SSEError as exc:  # a RequestError: it must come first
                 raise watch.not_a_stream(exc) from exc
             except httpx2.RequestError as exc:
@@ -546,6 +548,8 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                                     yield job
                                 if watch.done:
                                     return
+                                if watch.broken:
+                                    break
             except httpx2.SSEError as exc:  # a RequestError: it must come first
                 raise watch.not_a_stream(exc) from exc
             except httpx2.RequestError as exc:

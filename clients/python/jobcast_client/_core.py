@@ -38,7 +38,16 @@ from ._exceptions import (
     TooManyStreams,
     Unauthenticated,
 )
-from ._models import CANCELED, Changes, FieldError, Job, JobStatus, JobType, ReadToken
+from ._models import (
+    CANCELED,
+    DEFAULT_FAILED_MESSAGE,
+    Changes,
+    FieldError,
+    Job,
+    JobStatus,
+    JobType,
+    ReadToken,
+)
 from ._retry import Attempts, RetryPolicy, retry_after
 from ._version import __version__
 
@@ -155,12 +164,17 @@ def expect_job(reply: Reply, job_id: str | None = None) -> Job:
     return parse_job(expect_json(reply, "Job", job_id), reply.response.status_code)
 
 
-def _changed(job: Job, changes: Changes) -> bool:
-    """Whether ``job`` shows every change of an update (its metadata merged in)."""
+def _ended_by(job: Job, changes: Changes) -> bool:
+    """Whether ``job`` is what an update that ends it made: its status, message and
+    metadata (merged in), and its progress but where completing set it to 100. Only an
+    update that ends the job is refused when sent again; any other 409 is the job's."""
+    status = changes.get("status")
+    if status not in ("completed", "error") or job.status != status:
+        return False
     merged = changes.get("metadata") or {}
     if any(key not in job.metadata or job.metadata[key] != merged[key] for key in merged):
         return False
-    fields = ("status", "progress", "message")
+    fields = ("message",) if status == "completed" else ("progress", "message")
     return all(changes.get(name) in (None, getattr(job, name)) for name in fields)
 
 
@@ -393,7 +407,7 @@ class Core(Generic[Transport]):
         if reply.response.status_code == 409 and reply.reached_before:
             # An earlier attempt that ended the job may have landed, its answer lost.
             current = yield from self._get_job(job_id)
-            if _changed(current, changes):
+            if _ended_by(current, changes):
                 return current
         return expect_job(reply, job_id)
 
@@ -411,9 +425,11 @@ class Core(Generic[Transport]):
     def _fail_job(self, job_id: str, error: str, message: str | None = None) -> Operation[Job]:
         """Mark the job ``error`` with ``error``; ``message`` defaults to ``Processing failed``."""
 
+        # A blank error is stored as the message, or the server's default.
+        stored = error if error.strip() else (message or DEFAULT_FAILED_MESSAGE)
+
         def landed(job: Job) -> bool:
-            # A blank error is stored as the message (the server's default if none).
-            return job.status == "error" and (job.error == error or not error.strip())
+            return job.status == "error" and job.error == stored
 
         body = given(error=error, message=message)
         return (yield from self._finish(job_id, "fail", body, landed))

@@ -28,6 +28,7 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "processing", "completed", "err
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "error"})
 # The error of a job a cancel ended: a forced one, or a tracked job whose worker stopped.
 CANCELED = "canceled"
+DEFAULT_FAILED_MESSAGE = "Processing failed"  # what the server says of a failure without one
 
 # The wire name of each attribute, in the order the server writes them.
 _WIRE_NAMES = {

@@ -87,6 +87,7 @@ class Watch:
         self.output = output
         self.offset = 0
         self.done = False
+        self.broken = False  # the stream skipped output chunks: it is opened again
         self._current = False  # the next job event is the server's current state
         self._claimed = since is not None  # the version held is the caller's word, unseen
         self._call = call
@@ -121,6 +122,7 @@ class Watch:
             return None
         if response.status_code == 200:
             self._current = True
+            self.broken = False
             return None
         pause = self.attempts.after_response(response)
         if pause is None:
@@ -166,16 +168,18 @@ class Watch:
             raise ResponseError(
                 f"an output event's chunk is not one ({exc})", status_code=200
             ) from None
-        fresh = [chunk for chunk in chunks if chunk.offset >= self.offset]
+        fresh: list[OutputChunk] = []
+        for chunk in chunks:
+            expected = self.offset + len(fresh)
+            if chunk.offset > expected:
+                # Chunks missing (a stream gone wrong on its way): what came before them is
+                # yielded, and the stream opened again after it, as jobcast.js does.
+                self.broken = True
+                break
+            if chunk.offset == expected:
+                fresh.append(chunk)
         if not fresh:
             return None
-        if [chunk.offset for chunk in fresh] != list(range(self.offset, self.offset + len(fresh))):
-            # Chunks come in order, none missing: a stream that skips some is not the server's.
-            raise ResponseError(
-                f"an output event skips chunks: the next one is {self.offset}, "
-                f"it holds {fresh[0].offset}..{fresh[-1].offset}",
-                status_code=200,
-            )
         self.offset = fresh[-1].offset + 1
         self.attempts.reset()  # progress, as for a job
         return fresh
