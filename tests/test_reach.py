@@ -150,6 +150,18 @@ def test_the_probes_answer_to_any_host_the_rest_names_the_one_to_add() -> None:
         assert rebound.get("/api/jobs").status_code == 421
 
 
+def test_an_ipv6_address_is_listed_and_named_in_brackets() -> None:
+    """JOBS_ALLOWED_HOSTS takes [fd00::5], which then serves Host: [fd00::5]:8000; a 421
+    for another address names it in the form to add."""
+    listed = Settings(api_key=KEY, allowed_hosts=("[fd00::5]",))
+    with client(listed, host="[fd00::5]:8000") as named:
+        assert named.get("/api/jobs", headers=AUTH).status_code == 200
+    with client(listed, host="[fd00::6]:8000") as other:
+        refused = other.get("/api/jobs", headers=AUTH)
+        assert refused.status_code == 421
+        assert "the host '[fd00::6]': add it to JOBS_ALLOWED_HOSTS" in refused.json()["detail"]
+
+
 def test_a_star_serves_every_host() -> None:
     """JOBS_ALLOWED_HOSTS=* turns the Host check off, open mode included."""
     with client(Settings(allowed_hosts=("*",)), host="anything.example") as named:

@@ -89,6 +89,7 @@ class Reach:
             return False  # a port that is not a number, an unclosed bracket
         if self.loopback_names and is_loopback(name):
             return True
+        name = _as_listed(name)
         # TrustedHostMiddleware's rule: the name itself, or a subdomain of "*.<domain>".
         return any(
             name == pattern or (pattern.startswith("*") and name.endswith(pattern[1:]))
@@ -102,9 +103,15 @@ def _name(host: bytes | None) -> str | None:
         return None
     text = host.decode("latin-1")
     try:
-        return urlsplit("//" + text).hostname or text
+        name = urlsplit("//" + text).hostname
     except ValueError:
         return text
+    return _as_listed(name) if name else text
+
+
+def _as_listed(name: str) -> str:
+    """A host name as JOBS_ALLOWED_HOSTS lists it: an IPv6 address in brackets."""
+    return f"[{name}]" if ":" in name else name
 
 
 def _is_local(peer: str | None) -> bool:
