@@ -279,7 +279,7 @@ class Watch {
 
   /** The next attempt, in `delay` ms (asking the server first). */
   later(delay) {
-    if (this.closed) return; // closed from the onState just called
+    if (this.closed || this.holds.size) return; // closed or paused from the onState just called
     this.timer = setTimeout(() => {
       this.timer = 0;
       this.open(true);

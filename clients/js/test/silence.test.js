@@ -112,11 +112,15 @@ describe('a connection that dies silently', { concurrency: false }, () => {
     const { seen } = await watchThroughProxy(t, jobId, { transport: 'sse' });
     await waitFor(() => seen.state() === 'live', 'live');
     const wallClock = Date.now;
-    Date.now = () => wallClock() + 3_600_000; // the machine's clock synced, an hour on
+    let skew = 0;
+    // The machine's clock set an hour on, and on again at every reading: a watchdog on
+    // it would find every heartbeat an hour old.
+    Date.now = () => wallClock() + (skew += 3_600_000);
     t.after(() => {
       Date.now = wallClock;
     });
-    await new Promise((resolve) => setTimeout(resolve, ms(1_500))); // the watchdog's limit
+    await new Promise((resolve) => setTimeout(resolve, ms(1_500))); // past its 1.25 s limit
+    Date.now = wallClock; // the tests' own waits keep time on it
     await updateJob(jobId, { progress: 50 });
     await waitFor(() => seen.latest(jobId).version === 2, 'the change');
     assert.deepEqual(
