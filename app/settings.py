@@ -372,7 +372,8 @@ class Settings:
             raise SettingsError(
                 "JOBS_CORS_ORIGINS=* without JOBS_API_KEY would let any web page its users "
                 "visit read and write this server's jobs: list the origins allowed instead "
-                "(as in http://localhost:3000), or set JOBS_API_KEY"
+                "(as in http://localhost:3000), or set JOBS_API_KEY (or JOBS_ALLOW_ANONYMOUS=1 "
+                "to open the server to everyone on purpose)"
             )
 
     @classmethod
