@@ -18,9 +18,10 @@ app.edge.protocol:HttpProtocol`` to get the same bounds (without it there are no
   or a stream, has no deadline here.
 - **Connections.** At most ``JOBS_MAX_CONNECTIONS`` that are not streams
   (streams, SSE and WebSocket, are bounded by ``JOBS_MAX_STREAMS``). One
-  more closes the connection that has waited longest for a request head, so
-  idle sockets cannot lock others out; when every one is busy with a request,
-  the newcomer gets ``503`` once its head is read.
+  more closes the connection nearest its deadline among those waiting for a
+  request's head or body, so sockets that only hold a place, idle or
+  trickling bytes, cannot lock others out; when every one is busy with a
+  request being answered, the newcomer gets ``503`` once its head is read.
 
 Every answer is ``application/problem+json`` naming the setting, with
 ``Connection: close``; the connection closes after it. A refused request
@@ -238,7 +239,7 @@ class Watch:
         return len(self.connections) - streams > self.max_connections
 
     def make_room(self, newcomer: HttpProtocol) -> bool:
-        """Close the connection that has waited longest for a request head; False if none is."""
+        """Close the waiting connection nearest its deadline; False if none is waiting."""
         waiting = [
             connection
             for connection in self.connections
@@ -394,33 +395,20 @@ class HttpProtocol(HttpToolsProtocol):
 
     @property
     def waiting(self) -> bool:
-        """Waiting for a request head, or receiving one, with no request in progress."""
-        cycle = self.cycle
-        return (
-            self.deadline != NEVER
-            and self.phase != "body"
-            and (cycle is None or cycle.response_complete)
-            and not self.transport.is_closing()
-        )
+        """Waiting for what the client owes under a deadline: a request head, or a body
+        (one the app reads, or the rest of one it answered without reading). A body
+        trickled in a byte at a time holds a place as an idle socket does."""
+        return self.deadline != NEVER and not self.transport.is_closing()
 
     def expire(self) -> None:
         """Its deadline passed: 408 for a late head or body, a bare close if nothing came."""
         self.deadline = NEVER
         if self.transport.is_closing():
             return
-        cycle = self.cycle
         if self.phase == "head":
             self.refuse(self.watch.late_head)
-        elif self.phase == "body" and not cycle.response_complete:
-            # The app reading the body hears the client left (its receive() says so).
-            cycle.disconnected = True
-            cycle.message_event.set()
-            if cycle.response_started:
-                self.transport.close()
-            else:
-                self._close_with(self.watch.late_body)
         else:
-            self.transport.close()
+            self._give_up_body(self.watch.late_body)
 
     def shutdown(self) -> None:
         """The server is shutting down (uvicorn calls this on every connection)."""
@@ -428,12 +416,25 @@ class HttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def evict(self) -> None:
-        """Make room for a newer connection: 503 for a head in progress, else a bare close."""
+        """Make room for a newer connection: 503 for a request not answered yet, else a
+        bare close."""
         self.deadline = NEVER
         if self.phase == "head":
             self.refuse(self.watch.too_many_connections)
         else:
-            self.transport.close()
+            self._give_up_body(self.watch.too_many_connections)
+
+    def _give_up_body(self, answer: Answer) -> None:
+        """Close, answering ``answer`` if the app reading a body had not answered yet (it
+        hears the client left: its receive() says so); a bare close otherwise."""
+        cycle = self.cycle
+        if self.phase == "body" and cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if not cycle.response_started:
+                self._close_with(answer)
+                return
+        self.transport.close()
 
     def refuse(self, answer: Answer) -> None:
         """Parse no more; answer ``answer`` and close, once the requests before are answered."""

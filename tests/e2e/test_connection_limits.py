@@ -288,6 +288,37 @@ async def test_idle_sockets_past_the_limit_make_room_for_new_requests(server: St
             sock.close()
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/api/jobs"), ("GET", "/healthz")], ids=["read", "unread"]
+)
+async def test_bodies_still_coming_past_the_limit_make_room_for_new_requests(
+    server: Start, method: str, path: str
+) -> None:
+    """JOBS_MAX_CONNECTIONS=20 connections owing most of a body (which the app reads, or
+    answered without reading): a trickle of bytes would keep each for its
+    JOBS_BODY_TIMEOUT, so they make room as idle sockets do. /healthz is answered; the
+    oldest body, if the app still waited for it, gets 503, its job never made."""
+    srv = server(JOBS_MAX_CONNECTIONS="20")
+    owing = (
+        f"{method} {path} HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    ).encode()
+    holders = []
+    try:
+        for _ in range(20):
+            holders.append(sock := await connected(srv))
+            await asyncio.get_running_loop().sock_sendall(sock, owing)
+        await until_read_by_server(srv, holders)
+        assert statuses(await exchange(srv, get(srv))) == [200]
+        first = await read_until_closed(holders[0])
+        assert statuses(first) == ([503] if path == "/api/jobs" else [200])
+        async with srv.client() as api:
+            assert (await api.get("/api/jobs")).json()["jobs"] == []
+    finally:
+        for sock in holders:
+            sock.close()
+
+
 async def test_when_every_connection_is_busy_a_new_request_gets_503(server: Start) -> None:
     """Five long-polls hold JOBS_MAX_CONNECTIONS=5: the next request gets 503
     problem+json with Retry-After, and the long-polls are not cut for it."""
