@@ -2,7 +2,10 @@
 
 Each (endpoint, job) pair is a *lane*: its events go one after the other, each
 retried until delivered, so a receiver sees a job's events in the order they
-happened. Lanes run side by side, at most :data:`IN_FLIGHT` requests at once.
+happened. Lanes run side by side, at most :data:`IN_FLIGHT` requests at once,
+and at most :data:`PER_RECEIVER` of them to one receiver (a scheme, host and
+port, whatever the paths): a receiver that answers slowly holds a few of the
+places, never those of the others.
 
 Each endpoint has a *gate*. While the endpoint answers, the gate is open. Once
 it fails, the gate closes for a backoff that doubles with each failure in a
@@ -20,9 +23,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from app.backoff import backoff
 from app.errors import BackendUnavailable
@@ -35,7 +39,9 @@ from app.webhooks.sender import Outcome, Sender
 
 logger = logging.getLogger("jobcast")
 
+T = TypeVar("T")
 IN_FLIGHT = 32  # requests at once, across endpoints
+PER_RECEIVER = 8  # of those, to one receiver
 HOLD = 10_000  # events held in this process at most; the rest wait in the queue
 FIRST_BACKOFF = 1.0
 
@@ -135,6 +141,37 @@ class _Gate:
                 waiter.set_result(None)
 
 
+class _Kept(Generic[T]):
+    """What is kept per key (an endpoint's gate, a receiver's places) while deliveries
+    use it, and let go after: every job's own URL would otherwise keep it for ever."""
+
+    def __init__(self, make: Callable[[str], T]) -> None:
+        self._make = make
+        self._kept: dict[str, tuple[T, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @contextlib.contextmanager
+    def use(self, key: str) -> Iterator[T]:
+        value, users = self._kept.get(key) or (self._make(key), 0)
+        self._kept[key] = (value, users + 1)
+        try:
+            yield value
+        finally:
+            value, users = self._kept[key]
+            if users == 1:
+                del self._kept[key]
+            else:
+                self._kept[key] = (value, users - 1)
+
+
+def _receiver(url: str) -> str:
+    """Who answers ``url``: its scheme, host and port."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Deliverer:
     def __init__(
         self,
@@ -150,7 +187,9 @@ class Deliverer:
         self._metrics = metrics
         self._clock = clock
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._gates: dict[str, _Gate] = {}
+        most = settings.webhook_backoff_max
+        self._gates = _Kept(lambda url: _Gate(url, most, clock))
+        self._places = _Kept(lambda _: asyncio.Semaphore(PER_RECEIVER))
         self._held: dict[str, _Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending = asyncio.Semaphore(IN_FLIGHT)
@@ -229,17 +268,22 @@ class Deliverer:
 
     async def _deliver(self, endpoint: Endpoint, event: QueuedEvent) -> None:
         """Send ``event`` until delivered, refused, or given up."""
-        gate = self._gates.get(endpoint.url)
-        if gate is None:
-            most = self._settings.webhook_backoff_max
-            gate = self._gates[endpoint.url] = _Gate(endpoint.url, most, self._clock)
+        with (
+            self._gates.use(endpoint.url) as gate,
+            self._places.use(_receiver(endpoint.url)) as places,
+        ):
+            await self._through(gate, places, endpoint, event)
+
+    async def _through(
+        self, gate: _Gate, places: asyncio.Semaphore, endpoint: Endpoint, event: QueuedEvent
+    ) -> None:
         give_up_at = event.queued_at + self._settings.webhook_retry_for
         failures = 0
         while True:
             probe = await gate.admit(give_up_at)
             if probe is None:
                 return self._given_up(endpoint, event, "its endpoint kept failing")
-            async with self._sending:
+            async with places, self._sending:  # one of its receiver's, then one of all
                 attempt = await self._sender.attempt(endpoint, event)
             delivered = attempt.outcome is Outcome.DELIVERED
             said = None if attempt.outcome is Outcome.REFUSED else delivered
