@@ -130,7 +130,8 @@ class FrameModel(RequestModel):
     model_config = ConfigDict(validate_by_name=False)
 
 
-WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\s@]+(/\S*)?$"
+# No whitespace or control characters (a URL goes into log lines as it is).
+WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\s@\x00-\x1f\x7f]+(/[^\s\x00-\x1f\x7f]*)?$"
 WebhookUrl = Annotated[
     str,
     Field(

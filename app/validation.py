@@ -178,7 +178,8 @@ _BOUND_WORDS = {
 _PATTERN_WORDS = {
     JOB_ID_PATTERN: "must be a job id (job_…)",
     OWNER_PATTERN: "must be visible ASCII characters, without spaces",
-    WEBHOOK_URL_PATTERN: "must be an absolute http:// or https:// URL, with no user or password",
+    WEBHOOK_URL_PATTERN: "must be an absolute http:// or https:// URL, with no user or "
+    "password, spaces or control characters",
 }
 
 

@@ -176,6 +176,9 @@ def test_a_url_on_the_host_list_is_taken(client: TestClient, url: str) -> None:
         ("https://user@hooks.example.com/x", "absolute http:// or https:// URL"),
         ("hooks.example.com/x", "absolute http:// or https:// URL"),
         ("https://hooks.example.com/" + "x" * 2100, "at most 2048"),
+        # Control characters would reach log lines as they are (a forged line, say).
+        ("https://hooks.example.com/\x1b[2KWARNING: forged", "absolute http:// or https:// URL"),
+        ("https://hooks.example.com\x7f/x", "absolute http:// or https:// URL"),
     ],
 )
 def test_a_url_off_the_host_list_or_malformed_is_422(
