@@ -625,7 +625,11 @@ class Watch {
         if (!conn.closed) handle(event);
       });
     on('ping', (event) => alive.every(parse(event.data)?.every));
-    on('open', () => {
+    // Not heard: the headers alone say nothing of heartbeats, and the first event (a
+    // ping) must still come within the limit, or a stream held after them is never
+    // watched.
+    source.addEventListener('open', () => {
+      if (conn.closed) return;
       if (last == null) this.beginSnapshot();
       this.opened(conn);
     });

@@ -231,7 +231,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def fail(self, job_id: str, error: str) -> None:
         failed = self._attempt(job_id, "error", self.service.fail(job_id, Failure(error=error)))
         if failed is not None:
-            assert failed.error == error
+            assert failed.error == (error if error.strip() else "Processing failed")
 
     @rule(seconds=st.sampled_from([1.0, TTL / 2, TTL + 1]))
     def time_passes(self, seconds: float) -> None:

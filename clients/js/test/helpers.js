@@ -130,9 +130,24 @@ export function assertIncreasing(versions, what = 'versions') {
  * answers them `404` as a proxy with no route would, `hold()` stops
  * passing anything on, closing nothing (a network gone silent: new connections are taken
  * and never answered; `hold(false)` passes new ones on again), `pace(bytesPerSecond)` passes
- * what the server sends on new connections no faster than that (a slow link). `requests` holds
+ * what the server sends on new connections no faster than that (a slow link), `headsOnly()`
+ * passes on only the head of each answer on new connections (a stream held after its
+ * headers). `requests` holds
  * the request line of each request seen, `times` when each came (ms since the epoch).
  */
+/** Pass on what `from` sends up to the end of its response's head, and nothing after. */
+function passHead(from, to) {
+  let head = Buffer.alloc(0);
+  const reading = (chunk) => {
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    from.off('data', reading);
+    to.write(head.subarray(0, end + 4));
+  };
+  from.on('data', reading);
+}
+
 /**
  * Pass what `from` sends on to `to`, `rate` bytes a second at most, in tenth-second slices;
  * once `from` has closed and all of it is passed on, `done()` (as a kernel delivers what
@@ -169,6 +184,7 @@ export async function startProxy(target) {
   let refusing = false;
   let breaking = false;
   let holding = false;
+  let headsOnly = false;
   let rate = 0; // bytes a second from the server to the client; 0: as fast as they come
   let canned = { count: 0, answer: '' }; // answered by the proxy itself, not the server
   const pairs = new Set();
@@ -213,6 +229,7 @@ export async function startProxy(target) {
     });
     client.pipe(remote);
     if (rate) paced(remote, client, rate, end);
+    else if (headsOnly) passHead(remote, client);
     else remote.pipe(client);
     for (const socket of rate ? [client] : [client, remote]) {
       socket.on('error', end);
@@ -244,6 +261,9 @@ export async function startProxy(target) {
     },
     pace(bytesPerSecond) {
       rate = bytesPerSecond;
+    },
+    headsOnly(on = true) {
+      headsOnly = on;
     },
     hold(on = true) {
       holding = on;

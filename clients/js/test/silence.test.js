@@ -76,6 +76,20 @@ describe('a connection that dies silently', { concurrency: false }, () => {
     });
   }
 
+  it('is given up when only its headers come', async (t) => {
+    const jobId = await createJob();
+    const proxy = await startProxy(SERVER);
+    t.after(() => proxy.close());
+    proxy.headsOnly(); // the stream opens, and not one event of it comes
+    const seen = recorder();
+    const watch = watchJob(jobId, { ...NODE, ...seen.options, transport: 'sse', baseUrl: proxy.url });
+    t.after(() => watch.close());
+    await waitFor(() => seen.state() === 'live', 'open');
+    await waitFor(() => seen.state() === 'reconnecting', 'the silence noticed', ms(20_000));
+    proxy.headsOnly(false);
+    await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live', ms(30_000));
+  });
+
   it('when polling, goes offline once requests keep going unanswered', async (t) => {
     const proxy = await startProxy(SERVER);
     t.after(() => proxy.close());
