@@ -1,6 +1,7 @@
 """Security headers on every response (:mod:`app.edge` adds them).
 
-Every response the edge sees gets ``X-Content-Type-Options: nosniff`` and
+Every response the edge sees (and every answer of the connection edge's own, in
+:mod:`app.edge.protocol`) gets ``X-Content-Type-Options: nosniff`` and
 ``Referrer-Policy: no-referrer`` (read tokens ride in URLs: a link followed
 from the page must not carry them to another site); only CORS preflights,
 answered by the CORS layer outside the edge with a bare ``OK``, go without.
@@ -17,8 +18,8 @@ PAGE_POLICY = (
     "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
 # Pre-encoded: they go on every response, so appending them must cost next to nothing.
-_EVERYWHERE = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
-_ON_PAGES = [*_EVERYWHERE, (b"content-security-policy", PAGE_POLICY.encode())]
+EVERY_RESPONSE = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_ON_PAGES = [*EVERY_RESPONSE, (b"content-security-policy", PAGE_POLICY.encode())]
 
 
 def is_page(path: str) -> bool:
@@ -27,4 +28,4 @@ def is_page(path: str) -> bool:
 
 def security_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     """The headers a response to ``scope`` gets (no route sets any of them itself)."""
-    return _ON_PAGES if scope["type"] == "http" and is_page(scope["path"]) else _EVERYWHERE
+    return _ON_PAGES if scope["type"] == "http" and is_page(scope["path"]) else EVERY_RESPONSE

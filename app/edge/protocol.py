@@ -58,6 +58,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.edge.headers import EVERY_RESPONSE
 from app.models import Problem, encode
 from app.problems import MEDIA_TYPE, TYPE_PREFIX
 from app.runtime import Runtime, found_in
@@ -113,6 +114,7 @@ class Answer:
             b"content-type: " + MEDIA_TYPE.encode(),
             b"content-length: %d" % len(self.body),
             b"connection: close",
+            *(name + b": " + value for name, value in EVERY_RESPONSE),
         ]
         if retry_after:
             headers.append(b"retry-after: %d" % retry_after)

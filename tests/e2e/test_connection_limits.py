@@ -150,6 +150,17 @@ async def flood(srv: RunningServer, megabytes: int) -> bytes:
         sock.close()
 
 
+async def test_the_edges_own_answers_carry_the_security_headers(server: Start) -> None:
+    """A 431 (or any answer the connection edge makes itself) has the headers every
+    response has: nosniff, and no referrer (read tokens ride in URLs)."""
+    srv = server()
+    answer = await exchange(srv, padded(srv, HEAD_LIMIT + 1))
+    assert statuses(answer) == [431]
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert b"\r\nx-content-type-options: nosniff" in head
+    assert b"\r\nreferrer-policy: no-referrer" in head
+
+
 async def test_huge_headers_get_431_and_cost_no_memory(server: Start) -> None:
     """Four parallel 50 MB headers: each gets 431 and a close, and memory stays flat."""
     srv = server()
