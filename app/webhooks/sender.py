@@ -205,7 +205,26 @@ def _address(text: str) -> Address:
     return ipaddress.ip_address(text.split("%", 1)[0])  # no IPv6 zone index
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address reached through them: mapped,
+# translated (SIIT), the deprecated IPv4-compatible, and NAT64's well-known one (a
+# gateway on the network turns 64:ff9b::a9fe:a9fe into 169.254.169.254).
+_CARRYING_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in ("::ffff:0:0/96", "::ffff:0:0:0/96", "::/96", "64:ff9b::/96")
+)
+# Never public: NAT64's local-use prefix (its IPv4 may sit anywhere in it), and the
+# deprecated site-local one.
+_LOCAL = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
+
+
 def _public(address: Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_global
+    """Whether ``address`` is on the public internet; an IPv4 address carried inside an
+    IPv6 one (mapped, translated, 6to4, NAT64) is judged as itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _CARRYING_IPV4):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF).is_global
+        if address.sixtofour is not None:
+            return address.sixtofour.is_global
+        if any(address in network for network in _LOCAL):
+            return False
     return address.is_global

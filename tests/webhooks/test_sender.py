@@ -86,6 +86,33 @@ async def test_a_host_listed_by_name_may_be_private_and_keeps_its_name(
     assert delivery.verified
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 to 169.254.169.254, a cloud's metadata service
+        "64:ff9b:1::a00:5",  # NAT64's local-use prefix
+        "::ffff:0:7f00:1",  # translated (SIIT) 127.0.0.1
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "2002:a00:5::1",  # 6to4 of 10.0.0.5
+        "fec0::1",  # site-local
+    ],
+)
+async def test_an_ipv4_address_inside_an_ipv6_one_is_judged_as_itself(
+    sender: Sender, monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    """A name listed through a wildcard that resolves to an IPv6 address carrying a private
+    IPv4 one (which a gateway on the network would reach) is refused, never called."""
+
+    async def resolve(*_: object, **__: object) -> list[Any]:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, 80, 0, 0))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    guarded = Endpoint("http://hooks.rebind.test/hooks", guarded=True, listed_exactly=False)
+    attempt = await sender.attempt(guarded, event())
+    assert attempt.outcome is Outcome.REFUSED
+    assert address in attempt.detail
+
+
 async def test_each_checked_address_is_tried_until_one_connects(
     sender: Sender, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
