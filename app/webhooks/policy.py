@@ -49,11 +49,11 @@ def check_job_url(url: str | None, settings: Settings) -> None:
     """Refuse (``422``) a job's own ``webhookUrl`` whose host is not on JOBS_WEBHOOK_HOSTS."""
     if url is None:
         return
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        port = -1
+    except ValueError:  # an unclosed [ (an IPv6 address), a port that is not a number
+        parts, port = urlsplit(""), -1
     if port == -1 or port == 0 or not parts.hostname:
         reason = "is not a URL with a valid host and port"
     elif not settings.webhook_hosts:

@@ -172,6 +172,7 @@ def test_a_url_on_the_host_list_is_taken(client: TestClient, url: str) -> None:
         ("http://partner.example/x", "not on this server's JOBS_WEBHOOK_HOSTS"),
         ("http://hooks.example.com:99999/x", "valid host and port"),
         ("http://hooks.example.com:0/x", "valid host and port"),
+        ("https://[hooks.example.com/x", "valid host and port"),  # an unclosed IPv6 bracket
         ("ftp://hooks.example.com/x", "absolute http:// or https:// URL"),
         ("https://user@hooks.example.com/x", "absolute http:// or https:// URL"),
         ("hooks.example.com/x", "absolute http:// or https:// URL"),
