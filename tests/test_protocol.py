@@ -392,6 +392,45 @@ async def test_an_evicted_head_in_progress_is_told_why() -> None:
     assert first_transport.problem()["type"] == "tag:jobcast,2026:too-many-connections"
 
 
+async def test_a_body_still_coming_makes_room_after_idle_connections_and_is_told_why() -> None:
+    """A slow body is pushed out for a newcomer (it would hold its place for
+    JOBS_BODY_TIMEOUT), but after any idle connection, whose deadline is nearer yet
+    which costs its client less; the app reading the body hears the client leave."""
+    server = Server(max_connections=2)
+    uploading, upload_transport = server.connect()
+    uploading.data_received(head(200, method="POST", extra="Content-Length: 100\r\n") + b"{")
+    await settle()
+    idle, idle_transport = server.connect()
+    answered, _ = server.connect()
+    assert idle_transport.closed
+    assert not upload_transport.closed
+    answered.data_received(head(100, path="/wait"))  # busy now: not one to push out
+    await settle()
+    server.connect()
+    assert upload_transport.statuses() == [503]
+    assert "body was still coming" in upload_transport.problem()["detail"]
+    await settle()
+    assert "http.disconnect" in server.app.heard
+    server.app.release.set()
+    await settle()
+    del idle
+
+
+async def test_a_head_pipelined_behind_an_answer_is_not_pushed_out() -> None:
+    """A head begun behind a request still being answered could only be refused after that
+    answer: it holds its place, and a newcomer past the limit gets 503."""
+    server = Server(max_connections=1)
+    busy, busy_transport = server.connect()
+    busy.data_received(head(100, path="/wait") + b"GET / HTTP/1.1\r\n")
+    await settle()
+    newcomer, transport = server.connect()
+    newcomer.data_received(head(100))
+    assert transport.statuses() == [503]
+    assert not busy_transport.closed
+    server.app.release.set()
+    await settle()
+
+
 async def test_when_every_connection_is_busy_a_newcomer_gets_503() -> None:
     """Connections with a request in progress are never cut for a newcomer: it gets 503."""
     server = Server(max_connections=2)

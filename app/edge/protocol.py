@@ -18,10 +18,11 @@ app.edge.protocol:HttpProtocol`` to get the same bounds (without it there are no
   or a stream, has no deadline here.
 - **Connections.** At most ``JOBS_MAX_CONNECTIONS`` that are not streams
   (streams, SSE and WebSocket, are bounded by ``JOBS_MAX_STREAMS``). One
-  more closes the connection nearest its deadline among those waiting for a
-  request's head or body, so sockets that only hold a place, idle or
-  trickling bytes, cannot lock others out; when every one is busy with a
-  request being answered, the newcomer gets ``503`` once its head is read.
+  more closes one that is waiting for a request's head or body (idle ones and
+  heads first, then bodies, nearest their deadline first), so sockets that
+  only hold a place, idle or trickling bytes, cannot lock others out; when
+  every one is busy with a request being answered, the newcomer gets ``503``
+  once its head is read.
 
 Every answer is ``application/problem+json`` naming the setting, with
 ``Connection: close``; the connection closes after it. A refused request
@@ -185,6 +186,14 @@ class Watch:
             "request; retry shortly",
             retry_after=1,
         )
+        self.body_pushed_out = Answer(
+            503,
+            "too-many-connections",
+            f"this server holds its limit of {self.max_connections} connections "
+            f"(JOBS_MAX_CONNECTIONS = {self.max_connections}), and this request's body was "
+            "still coming, slowly: send the whole body at once, and retry",
+            retry_after=1,
+        )
         self.bad_request = Answer(
             400,
             "malformed-request",
@@ -241,7 +250,7 @@ class Watch:
         return len(self.connections) - streams > self.max_connections
 
     def make_room(self, newcomer: HttpProtocol) -> bool:
-        """Close the waiting connection nearest its deadline; False if none is waiting."""
+        """Close the waiting connection to go first (see _waited); False if none is waiting."""
         waiting = [
             connection
             for connection in self.connections
@@ -255,9 +264,11 @@ class Watch:
         return True
 
 
-def _waited(connection: HttpProtocol) -> tuple[float, int]:
-    # Deadlines set in one turn of the loop are equal (its clock is read once a turn).
-    return connection.deadline, connection.arrival
+def _waited(connection: HttpProtocol) -> tuple[bool, float, int]:
+    # Idle connections and heads first (a body's deadline is further off, and it may be
+    # an honest upload); nearest the deadline first within each. Deadlines set in one
+    # turn of the loop are equal (its clock is read once a turn).
+    return connection.phase == "body", connection.deadline, connection.arrival
 
 
 _WATCHES: weakref.WeakKeyDictionary[ServerState, Watch] = weakref.WeakKeyDictionary()
@@ -397,10 +408,17 @@ class HttpProtocol(HttpToolsProtocol):
 
     @property
     def waiting(self) -> bool:
-        """Waiting for what the client owes under a deadline: a request head, or a body
-        (one the app reads, or the rest of one it answered without reading). A body
-        trickled in a byte at a time holds a place as an idle socket does."""
-        return self.deadline != NEVER and not self.transport.is_closing()
+        """Waiting for what the client owes under a deadline: a request head with no request
+        being answered before it, or a body (one the app reads, or the rest of one it
+        answered without reading). A body trickled in a byte at a time holds a place as
+        an idle socket does. A head pipelined behind a request being answered is not:
+        its refusal would wait for that answer, and close nothing meanwhile."""
+        cycle = self.cycle
+        return (
+            self.deadline != NEVER
+            and (self.phase == "body" or cycle is None or cycle.response_complete)
+            and not self.transport.is_closing()
+        )
 
     def expire(self) -> None:
         """Its deadline passed: 408 for a late head or body, a bare close if nothing came."""
@@ -424,7 +442,7 @@ class HttpProtocol(HttpToolsProtocol):
         if self.phase == "head":
             self.refuse(self.watch.too_many_connections)
         else:
-            self._give_up_body(self.watch.too_many_connections)
+            self._give_up_body(self.watch.body_pushed_out)
 
     def _give_up_body(self, answer: Answer) -> None:
         """Close, answering ``answer`` if the app reading a body had not answered yet (it
