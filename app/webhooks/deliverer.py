@@ -4,8 +4,8 @@ Each (endpoint, job) pair is a *lane*: its events go one after the other, each
 retried until delivered, so a receiver sees a job's events in the order they
 happened. Lanes run side by side, at most :data:`IN_FLIGHT` requests at once,
 and at most :data:`PER_RECEIVER` of them to one receiver (a scheme, host and
-port, whatever the paths): a receiver that answers slowly holds a few of the
-places, never those of the others.
+port, whatever the paths): a receiver that answers slowly holds a quarter of
+the places at most, and the others' deliveries go on.
 
 Each endpoint has a *gate*. While the endpoint answers, the gate is open. Once
 it fails, the gate closes for a backoff that doubles with each failure in a
@@ -167,9 +167,12 @@ class _Kept(Generic[T]):
 
 
 def _receiver(url: str) -> str:
-    """Who answers ``url``: its scheme, host and port."""
+    """Who answers ``url``: its scheme, host and port, however the URL spells them
+    (``HTTPS://Hooks.example.com.:443`` is ``https://hooks.example.com:443``)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    return f"{scheme}://{host}:{parts.port or (443 if scheme == 'https' else 80)}"
 
 
 class Deliverer:

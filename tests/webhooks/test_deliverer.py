@@ -14,7 +14,7 @@ from app.metrics import Metrics
 from app.models import Completion, NewJob
 from app.settings import Settings
 from app.streams.events import Change, Position
-from app.webhooks.deliverer import PER_RECEIVER, Deliverer
+from app.webhooks.deliverer import PER_RECEIVER, Deliverer, _receiver
 from app.webhooks.queue import MemoryQueue
 from app.webhooks.sender import Sender
 from tests.conftest import seconds
@@ -67,6 +67,12 @@ async def test_a_slow_receiver_takes_only_its_own_places(
         receiver.hold.set()
         server.should_exit = True
         await task
+
+
+def test_a_receiver_is_its_scheme_host_and_port_however_spelt() -> None:
+    spellings = ["http://hooks.example/a", "HTTP://Hooks.Example.:80/b", "http://hooks.example:80"]
+    assert {_receiver(url) for url in spellings} == {"http://hooks.example:80"}
+    assert _receiver("https://hooks.example/a") != _receiver("http://hooks.example/a")
 
 
 async def test_an_endpoint_is_forgotten_once_its_deliveries_are_done(
