@@ -131,7 +131,9 @@ class FrameModel(RequestModel):
 
 
 # No whitespace or control characters (a URL goes into log lines as it is).
-WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#\s@\x00-\x1f\x7f]+(/[^\s\x00-\x1f\x7f]*)?$"
+WEBHOOK_URL_PATTERN = (
+    r"^[hH][tT][tT][pP][sS]?://[^/?#\s@\x00-\x1f\x7f-\x9f]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$"
+)
 WebhookUrl = Annotated[
     str,
     Field(

@@ -178,7 +178,8 @@ def test_a_url_on_the_host_list_is_taken(client: TestClient, url: str) -> None:
         ("hooks.example.com/x", "absolute http:// or https:// URL"),
         ("https://hooks.example.com/" + "x" * 2100, "at most 2048"),
         # Control characters would reach log lines as they are (a forged line, say).
-        ("https://hooks.example.com/\x1b[2KWARNING: forged", "absolute http:// or https:// URL"),
+        ("https://hooks.example.com/\x1b[2KWARNING:forged", "absolute http:// or https:// URL"),
+        ("https://hooks.example.com/\x9b2K", "absolute http:// or https:// URL"),  # C1 CSI
         ("https://hooks.example.com\x7f/x", "absolute http:// or https:// URL"),
     ],
 )
