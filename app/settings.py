@@ -353,7 +353,8 @@ class Settings:
             if not _HOST_PATTERN.fullmatch(pattern):
                 raise SettingsError(
                     f"JOBS_ALLOWED_HOSTS: {pattern!r} is not a host name: give names as in "
-                    "jobs.example.com or *.example.com (no scheme, no port), or *"
+                    "jobs.example.com or *.example.com (no scheme, no port), an IPv6 address "
+                    "in brackets ([fd00::5]), or *"
                 )
         if self.webhooks and self.webhook_secret is None:
             raise SettingsError(

@@ -28,6 +28,7 @@ header, so each is cached (bounded): the check costs a poll two dict look-ups.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -52,7 +53,7 @@ class Reach:
         self.local_only = not settings.protected and not settings.allow_anonymous
         patterns = settings.allowed_hosts
         self.any_host = "*" in patterns or (settings.protected and not patterns)
-        self.patterns = patterns
+        self.patterns = tuple(_as_listed(pattern) for pattern in patterns)
         self.loopback_names = not settings.protected
         self._peers: dict[str | None, bool] = {}
         self._hosts: dict[bytes | None, bool] = {}
@@ -110,8 +111,15 @@ def _name(host: bytes | None) -> str | None:
 
 
 def _as_listed(name: str) -> str:
-    """A host name as JOBS_ALLOWED_HOSTS lists it: an IPv6 address in brackets."""
-    return f"[{name}]" if ":" in name else name
+    """A host name as JOBS_ALLOWED_HOSTS lists it: an IPv6 address in brackets, in its
+    shortest form (``[fd00:0::5]`` is ``[fd00::5]``)."""
+    address = name.strip("[]")
+    if ":" not in address:
+        return name
+    try:
+        return f"[{ipaddress.IPv6Address(address).compressed}]"
+    except ValueError:
+        return f"[{address}]"
 
 
 def _is_local(peer: str | None) -> bool:
