@@ -449,7 +449,7 @@ class SubscribeAll(FrameModel):
 
 class Unsubscribe(FrameModel):
     type: Literal["unsubscribe"]
-    job_id: str | None = Field(default=None, max_length=200)
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     all: bool = False
 
 

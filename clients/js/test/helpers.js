@@ -121,20 +121,6 @@ export function assertIncreasing(versions, what = 'versions') {
   }
 }
 
-/**
- * A TCP proxy to `target` (a URL): `cut()` drops every open connection as a server or a
- * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
- * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
- * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
- * the next `count` connections' requests `503` with `Retry-After: seconds`, `notFound(count)`
- * answers them `404` as a proxy with no route would, `hold()` stops
- * passing anything on, closing nothing (a network gone silent: new connections are taken
- * and never answered; `hold(false)` passes new ones on again), `pace(bytesPerSecond)` passes
- * what the server sends on new connections no faster than that (a slow link), `headsOnly()`
- * passes on only the head of each answer on new connections (a stream held after its
- * headers). `requests` holds
- * the request line of each request seen, `times` when each came (ms since the epoch).
- */
 /** Pass on what `from` sends up to the end of its response's head, and nothing after. */
 function passHead(from, to) {
   let head = Buffer.alloc(0);
@@ -147,6 +133,7 @@ function passHead(from, to) {
   };
   from.on('data', reading);
 }
+
 
 /**
  * Pass what `from` sends on to `to`, `rate` bytes a second at most, in tenth-second slices;
@@ -179,6 +166,20 @@ function paced(from, to, rate, done) {
   });
 }
 
+/**
+ * A TCP proxy to `target` (a URL): `cut()` drops every open connection as a server or a
+ * network would, `refuse()` turns new ones away (the server seems down), `breakStreams()`
+ * drops each SSE or WebSocket request as it comes (a proxy that cannot stream) while other
+ * requests pass, `retarget(url)` sends new ones elsewhere, `busy(count, seconds)` answers
+ * the next `count` connections' requests `503` with `Retry-After: seconds`, `notFound(count)`
+ * answers them `404` as a proxy with no route would, `hold()` stops
+ * passing anything on, closing nothing (a network gone silent: new connections are taken
+ * and never answered; `hold(false)` passes new ones on again), `pace(bytesPerSecond)` passes
+ * what the server sends on new connections no faster than that (a slow link), `headsOnly()`
+ * passes on only the head of each answer on new connections (a stream held after its
+ * headers). `requests` holds the request line of each request seen, `times` when each came
+ * (ms since the epoch).
+ */
 export async function startProxy(target) {
   let upstream = new URL(target);
   let refusing = false;
