@@ -1360,25 +1360,31 @@ async def test_answers_that_are_not_the_servers_raise_response_error(
             await jobs.append_output("job_fake", "x", expected_offset=0)
 
 
+def event_stream(*frames: bytes) -> Answer:
+    """An event stream that sends ``frames`` and ends."""
+    return Answer(200, b"retry: 10\n\n" + b"".join(frames), EVENT_STREAM)
+
+
+def output_event(*offsets: int) -> bytes:
+    """An output event holding the chunks at ``offsets`` (each one's data its offset)."""
+    chunks = [{"offset": o, "data": o} for o in offsets]
+    return b"event: output\ndata: %s\n\n" % json.dumps({"chunks": chunks}).encode()
+
+
+FINAL = b"event: job\ndata: %s\n\n" % json.dumps(job_data(1, "completed")).encode()
+
+
 async def test_output_events_that_are_old_or_broken(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
     """An output event holding only chunks already yielded yields nothing; one whose data is
     not JSON, or whose chunk is not one, raises ResponseError."""
 
-    def stream(*frames: bytes) -> Answer:
-        return Answer(200, b"retry: 10\n\n" + b"".join(frames), EVENT_STREAM)
-
-    def out(*offsets: int) -> bytes:
-        chunks = [{"offset": o, "data": o} for o in offsets]
-        return b"event: output\ndata: %s\n\n" % json.dumps({"chunks": chunks}).encode()
-
-    job = b"event: job\ndata: %s\n\n" % json.dumps(job_data(1, "completed")).encode()
     answers = fake(
         in_order(
-            stream(out(0, 1), out(1), out(0), job),
-            stream(b"event: output\ndata: {nope\n\n"),
-            stream(b'event: output\ndata: {"chunks": [{"offset": "x"}]}\n\n'),
+            event_stream(output_event(0, 1), output_event(1), output_event(0), FINAL),
+            event_stream(b"event: output\ndata: {nope\n\n"),
+            event_stream(b'event: output\ndata: {"chunks": [{"offset": "x"}]}\n\n'),
         )
     )
     async with connect(flavor, answers.url) as jobs:
@@ -1399,15 +1405,12 @@ async def test_an_output_event_that_skips_chunks_is_read_again_from_the_gap(
     """Chunks missing from a stream: what came before them is yielded, and the stream is
     opened again after it (as jobcast.js does), so nothing is missing and nothing twice."""
 
-    def stream(*frames: bytes) -> Answer:
-        return Answer(200, b"retry: 10\n\n" + b"".join(frames), EVENT_STREAM)
-
-    def out(*offsets: int) -> bytes:
-        chunks = [{"offset": o, "data": o} for o in offsets]
-        return b"event: output\ndata: %s\n\n" % json.dumps({"chunks": chunks}).encode()
-
-    job = b"event: job\ndata: %s\n\n" % json.dumps(job_data(1, "completed")).encode()
-    answers = fake(in_order(stream(out(0), out(1, 3, 4)), stream(out(2, 3), job)))
+    answers = fake(
+        in_order(
+            event_stream(output_event(0), output_event(1, 3, 4)),
+            event_stream(output_event(2, 3), FINAL),
+        )
+    )
     async with connect(flavor, answers.url, retry=FAST) as jobs:
         seen = [update async for update in follow(jobs, "job_fake")]
     assert [[c.offset for c in u] if isinstance(u, list) else u.version for u in seen] == [
