@@ -11,7 +11,7 @@ describe('an SSE stream whose heartbeat is four seconds', () => {
   it('is watched too: its silence is noticed, and it resumes', { timeout: ms(60_000) }, async (t) => {
     const jobId = await createJob();
     const { proxy, seen } = await watchThroughProxy(t, jobId, { transport: 'sse' });
-    await waitFor(() => seen.state() === 'live', 'live');
+    await waitFor(() => seen.state() === 'live' && seen.latest(jobId), 'live, with the job');
     proxy.hold(); // nothing passes on the open connection, and nothing closes
     proxy.hold(false); // new connections get through
     await updateJob(jobId, { progress: 40 });
