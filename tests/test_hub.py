@@ -191,6 +191,17 @@ def test_prime_sends_the_snapshot_first_then_only_newer_early_changes(feed: Feed
     assert mailbox.conflated == 0
 
 
+def test_a_snapshot_asked_for_again_and_again_does_not_loosen_the_backlog(feed: Feed) -> None:
+    """Each snapshot gets room beside the backlog, but the room is not added up: a socket
+    that subscribes over and over keeps the bound of its largest snapshot."""
+    mailbox = Mailbox(capacity=4)
+    jobs = [feed.new() for _ in range(6)]
+    for _ in range(10):
+        Subscription(mailbox).prime(jobs, head=jobs[-1].position)
+        mailbox.take()
+    assert mailbox.capacity == 4 + 6 + 1
+
+
 def test_prime_of_a_job_stream_drops_versions_the_snapshot_covers(feed: Feed) -> None:
     """Per job, early changes at or below the snapshot's version are not sent again."""
     mailbox = Mailbox(capacity=10)

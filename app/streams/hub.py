@@ -114,10 +114,8 @@ class Subscription:
         self._floor_position = head
         self._floor_offset = offset
         snapshot = list(snapshot)
-        # The backlog bounds how far a reader falls behind live changes: the
-        # state it asked for on connect does not count against it.
-        self.mailbox.capacity += len(snapshot) + 1
         mailbox = self.mailbox
+        mailbox.make_room(len(snapshot))
         for event in snapshot:
             if isinstance(event, Output):
                 mailbox.add_output(event)

@@ -102,6 +102,7 @@ class Mailbox:
         "_underway",
         "_waiter",
         "_writer",
+        "backlog",
         "capacity",
         "closed",
         "conflated",
@@ -110,6 +111,7 @@ class Mailbox:
     )
 
     def __init__(self, capacity: int) -> None:
+        self.backlog = capacity  # how far a reader may fall behind live changes
         self.capacity = capacity
         # A change is keyed by its job (a newer one replaces it), a marker or output by itself.
         self._pending: dict[str | Synced | Output, Event] = {}
@@ -199,6 +201,13 @@ class Mailbox:
     def put(self, change: Change) -> None:
         if self._queue(change):
             self._wake()
+
+    def make_room(self, snapshot: int) -> None:
+        """Room for a snapshot of ``snapshot`` events beside what is pending: the state a
+        reader asked for does not count against its backlog. Asked again (a socket that
+        subscribes over and over), the room is not added up: the bound stays the largest
+        one asked for."""
+        self.capacity = max(self.capacity, len(self._pending) + snapshot + 1 + self.backlog)
 
     def add_output(self, output: Output) -> None:
         """Queue chunks of a job's output after what is pending. Output is never
