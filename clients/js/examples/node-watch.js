@@ -1,6 +1,6 @@
 // Follow one job from a Node 20 program until it completes or fails, then exit:
 //
-//   npm install /path/to/jobcast/clients/js eventsource
+//   npm install --install-links /path/to/jobcast/clients/js eventsource
 //   node node-watch.js http://127.0.0.1:8000 job_…  [read token]
 //
 // Node 20 has fetch but no EventSource: the `eventsource` package's is passed in.
