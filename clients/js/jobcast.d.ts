@@ -130,68 +130,68 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** Where and how to connect: the options every watch and store take. */
 export interface ConnectionOptions {
   /** Default `sse`. */
-  transport?: Transport;
+  transport?: Transport | undefined;
   /**
    * The server, e.g. `https://jobs.example.com` (may end in a path). Default: the page's
    * origin; required outside a browser.
    */
-  baseUrl?: string | URL;
+  baseUrl?: string | URL | undefined;
   /** A read token, sent as `?token=` on every request. */
-  token?: string;
+  token?: string | undefined;
   /**
    * Asked for a read token on every (re)connect, and once more after a 401: a different
    * token is then tried at once, the same one ends the watch as `unauthorized`. Wins
    * over `token`.
    */
-  getToken?: TokenSource;
+  getToken?: TokenSource | undefined;
   /** Fall back to polling when streaming keeps failing while the server answers. Default true. */
-  fallback?: boolean;
+  fallback?: boolean | undefined;
   /** Milliseconds between polls of the job list (transport `poll`). Default 1000. */
-  pollInterval?: number;
+  pollInterval?: number | undefined;
   /** Milliseconds of polling in place of a failing stream before the stream is tried again (0: never). Default 300000. */
-  restreamAfter?: number;
+  restreamAfter?: number | undefined;
   /**
    * In a browser, close the connection while the page is hidden and resume when shown. A
    * number: close it only once the page has stayed hidden that many milliseconds, so that
    * a quick look at another tab costs no reconnection.
    */
-  pauseWhenHidden?: boolean | number;
+  pauseWhenHidden?: boolean | number | undefined;
   /** The EventSource to use (default the global one): in Node, the `eventsource` package's. */
-  EventSource?: EventSourceConstructor;
+  EventSource?: EventSourceConstructor | undefined;
   /** The WebSocket to use (default the global one): on Node 20, the `ws` package's. */
-  WebSocket?: WebSocketConstructor;
+  WebSocket?: WebSocketConstructor | undefined;
 }
 
 /** Which jobs a watch of many follows: those matching every filter given. */
 export interface JobFilter {
-  jobType?: JobType;
-  status?: JobStatus;
+  jobType?: JobType | undefined;
+  status?: JobStatus | undefined;
   /** The jobs created with this `owner` (an owner's read token reads only those anyway). */
-  owner?: string;
+  owner?: string | undefined;
 }
 
 /** What a watch tells. Callbacks may throw: the error is reported, the watch goes on. */
 export interface WatchCallbacks {
   /** A job, new or changed: each version once, in order. */
-  onJob?: (job: Job) => void;
+  onJob?: ((job: Job) => void) | undefined;
   /** A job was cleaned up or deleted (for one job: it does not exist, or no longer). */
-  onRemoved?: (jobId: string) => void;
+  onRemoved?: ((jobId: string) => void) | undefined;
   /** The server could not resume (it restarted, say): a full snapshot follows. */
-  onReset?: () => void;
-  onState?: (change: StateChange) => void;
+  onReset?: (() => void) | undefined;
+  onState?: ((change: StateChange) => void) | undefined;
   /** What was delivered so far is the server's whole state: the snapshot is over. */
-  onSynced?: () => void;
+  onSynced?: (() => void) | undefined;
 }
 
 export interface WatchJobOptions extends ConnectionOptions, WatchCallbacks {
   /** Follow the job's output too. Default: whether `onOutput` is given. */
-  output?: boolean;
+  output?: boolean | undefined;
   /**
    * New output chunks: each once, in order, none missing, across reconnects and a fall back
    * to polling. Those appended before a change of the job come before that change's
    * `onJob`, and every chunk before the final state's.
    */
-  onOutput?: (chunks: readonly OutputChunk[]) => void;
+  onOutput?: ((chunks: readonly OutputChunk[]) => void) | undefined;
 }
 export interface WatchJobsOptions extends ConnectionOptions, WatchCallbacks, JobFilter {}
 
@@ -228,17 +228,17 @@ export function isTerminal<T extends { readonly status: string }>(
 /** What a store of one job keeps of its output. */
 export interface OutputOptions {
   /** Follow the job's output too (a store of one job only). Default false. */
-  output?: boolean;
+  output?: boolean | undefined;
   /**
    * How many of the newest chunks `output` holds (default 1000; `Infinity` for all): the
    * older ones are dropped, and only counted in `outputOffset`.
    */
-  keepOutput?: number;
+  keepOutput?: number | undefined;
 }
 
 /** A store of one job (`jobId`) or of many (`jobType`, `status`; all when neither). */
 export interface JobStoreOptions extends ConnectionOptions, JobFilter, OutputOptions {
-  jobId?: string | null;
+  jobId?: string | null | undefined;
 }
 
 /**

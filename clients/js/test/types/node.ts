@@ -41,7 +41,9 @@ const all = watchJobs({
   onJob: (job) => console.log(job.jobId),
 });
 const polled = watchJobs({ baseUrl, transport: 'poll', pollInterval: 5_000, status: 'error' });
-const alices = createJobStore({ baseUrl, transport: 'sse', owner: 'alice' });
+// exactOptionalPropertyTypes: an option that may be undefined is passed as it is.
+const maybeOwner: string | undefined = process.env.JOBS_OWNER;
+const alices = createJobStore({ baseUrl, transport: 'sse', owner: maybeOwner, token: undefined });
 alices.close();
 const lines = watchJob('job_abc', {
   baseUrl,
