@@ -200,6 +200,16 @@ class Watch {
         this.open(true);
       }
     };
+    this.onOffline = () => {
+      // The browser lost its network: its connection may linger, silent, until the
+      // watchdog gives up on it. Said now, and tried again once back online.
+      if (this.closed || this.holds.size || !this.conn) return;
+      this.generation += 1;
+      clearTimeout(this.timer);
+      this.drop();
+      this.interrupted();
+      this.retry();
+    };
     this.onVisibility = () => {
       clearTimeout(this.hideTimer);
       this.hideTimer = 0;
@@ -292,6 +302,7 @@ class Watch {
     const method = on ? 'addEventListener' : 'removeEventListener';
     if (!on) clearTimeout(this.hideTimer);
     globalThis[method]?.('online', this.onOnline);
+    globalThis[method]?.('offline', this.onOffline);
     if (this.o.pauseWhenHidden)
       globalThis.document?.[method]?.('visibilitychange', this.onVisibility);
   }

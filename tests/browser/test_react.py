@@ -138,6 +138,31 @@ def test_use_jobs_lists_every_job_live(page: Page, origin: str, jobcast: Server)
     expect(page.locator("#jobs")).to_have_attribute("data-state", "live")
 
 
+NETWORK = """(online) => {
+  Object.defineProperty(navigator, 'onLine', { configurable: true, get: () => online });
+  window.dispatchEvent(new Event(online ? 'online' : 'offline'));
+}"""
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws", "poll"])
+def test_the_browser_going_offline_is_said_at_once_and_recovered_from(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """The browser says it lost its network (its connection may linger, silent, for half
+    a minute before the watchdog gives up on it): the hook says offline at once, and is
+    live again, with what changed meanwhile, once the network is back."""
+    job_id = jobcast.create(message="Before")
+    open_app(page, origin, jobcast, f"job={job_id}&transport={transport}")
+    view = page.locator("#job")
+    expect(view).to_have_attribute("data-state", "live", timeout=wait(10))
+    page.evaluate(NETWORK, False)
+    expect(view).to_have_attribute("data-state", "offline", timeout=2000)
+    jobcast.update(job_id, status="processing", message="Meanwhile")
+    page.evaluate(NETWORK, True)
+    expect(view).to_have_attribute("data-state", "live", timeout=wait(20))
+    expect(page.locator("#message")).to_have_text("Meanwhile")
+
+
 @pytest.mark.parametrize("transport", ["sse", "ws"])
 def test_use_jobs_filters_by_owner(
     page: Page, origin: str, jobcast: Server, transport: str
