@@ -40,8 +40,6 @@ from ._models import Chunk, OutputAppended, OutputChunk
 
 # The server's largest page (``limit`` of GET /api/jobs/{jobId}/output).
 OUTPUT_PAGE_SIZE: Final = 1000
-# How often an output writer moves past other writers' appends before giving up.
-REBASES: Final = 10
 
 
 class _Nothing:
@@ -268,8 +266,12 @@ def _append_batch(
     the batch goes there: should that append's answer be lost, the batch is
     sent again there, where its retry can tell it landed. ``resent``: the
     batch was sent before (its answer lost), so it may be there already.
+
+    It moves as often as other writers' appends land (two `jobcast append` on one
+    job, a process's stdout and stderr, take turns by the hundred), and gives up
+    only when refused where nobody appended: the server's count did not move.
     """
-    for _ in range(REBASES):
+    while True:
         try:
             return (
                 yield from _append_output(
@@ -277,11 +279,8 @@ def _append_batch(
                 )
             )
         except OffsetMismatch as mismatch:
+            if mismatch.next_offset <= offset:
+                raise
             offset = mismatch.next_offset
             moved(offset)
             resent = False  # never sent at this offset
-    return (
-        yield from _append_output(
-            core, job_id, chunks=chunks, expected_offset=offset, landed_maybe=resent
-        )
-    )
