@@ -9,6 +9,7 @@ and an HTTP server that answers from a script.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -1156,6 +1157,50 @@ async def test_track_fails_the_job_with_the_exception_and_reraises(
             async with jobs.track() as silent:
                 raise KeyError
         assert (await api.job(silent.job_id))["error"] == "KeyError"
+
+
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [
+        (ValueError("x" * 20_000), "x" * 999 + "…"),  # over the server's 10 000 characters
+        (OSError("cannot read caf\udce9.pdf"), "cannot read caf\\udce9.pdf"),  # no JSON for it
+        (ExceptionGroup("in a TaskGroup", [KeyError("page 3")]), "'page 3'"),
+    ],
+    ids=["long", "lone-surrogate", "group"],
+)
+async def test_track_fails_the_job_with_any_exceptions_text(
+    server: Start, flavor: str, raised: Exception, error: str
+) -> None:
+    """An exception whose text the server would refuse is still the job's error, cut short
+    or escaped; a TaskGroup's error is its first exception's."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        with pytest.raises(type(raised)):
+            async with jobs.track() as job:
+                raise raised
+        assert (await api.job(job.job_id))["error"] == error
+
+
+async def test_a_cancel_raised_in_a_task_group_fails_the_job_as_canceled(server: Start) -> None:
+    """JobCanceled inside a TaskGroup's error is the job's cancel, with its reason."""
+    srv = server()
+    async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs, srv.client() as api:
+        tracked: list[AsyncTrackedJob] = []
+
+        async def work() -> None:
+            async with jobs.track() as job, asyncio.TaskGroup() as group:
+                tracked.append(job)
+                await jobs.cancel_job(job.job_id, "not needed")
+                group.create_task(job.update(progress=10))
+
+        with pytest.raises(ExceptionGroup):
+            await work()
+        stored = await api.job(tracked[0].job_id)
+    assert (stored["status"], stored["error"], stored["message"]) == (
+        "error",
+        "canceled",
+        "not needed",
+    )
 
 
 async def test_track_takes_an_existing_job_by_id(server: Start, flavor: str) -> None:

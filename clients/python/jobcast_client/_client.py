@@ -68,6 +68,9 @@ __all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
+# Of an exception's text, as its job's error: the server takes 10 000 characters by
+# default, and whoever reads the job wants the start of it.
+REASON_CHARS = 1000
 
 
 def _public(call: Callable[..., Any], operation: Callable[..., Any]) -> None:
@@ -250,15 +253,40 @@ def _settle(core: Core[Any], tracked: _Tracked, exc: BaseException | None) -> Op
         if exc is None:
             document_id, message = tracked.document_id, tracked.completion_message
             return (yield from core._complete_job(tracked.job_id, document_id, message))
-        if isinstance(exc, JobCanceled) and exc.job_id == tracked.job_id:
-            return (yield from core._fail_job(tracked.job_id, CANCELED, exc.reason or "Canceled"))
-        return (yield from core._fail_job(tracked.job_id, str(exc) or type(exc).__name__))
+        cancel = _cancel_in(exc, tracked.job_id)
+        if cancel is not None:
+            reason = cancel.reason or "Canceled"
+            return (yield from core._fail_job(tracked.job_id, CANCELED, reason))
+        return (yield from core._fail_job(tracked.job_id, _reason(exc)))
     except InvalidTransition:
         current = yield from core._get_job(tracked.job_id)
         canceled = current.is_terminal and current.cancel_requested
         if canceled and (exc is None or isinstance(exc, InvalidTransition)):
             raise JobCanceled(current) from exc
         raise
+
+
+def _cancel_in(exc: BaseException, job_id: str) -> JobCanceled | None:
+    """The cancel of this job that ``exc`` is, or holds (a TaskGroup's error), if any."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = exc.subgroup(lambda inner: isinstance(inner, JobCanceled))
+        exc = _first(found) if found is not None else exc
+    return exc if isinstance(exc, JobCanceled) and exc.job_id == job_id else None
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failed block's job says went wrong: the exception's text (a TaskGroup's
+    first), cut short, and with what JSON cannot carry escaped (a lone surrogate of a file
+    name): failing the job must not fail for its reason."""
+    exc = _first(exc)
+    text = (str(exc) or type(exc).__name__).encode("utf-8", "backslashreplace").decode()
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
+
+
+def _first(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 @contextlib.contextmanager
