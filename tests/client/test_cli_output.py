@@ -119,6 +119,25 @@ async def test_append_without_data_appends_each_line_of_stdin(server: Start) -> 
         assert "--expected-offset goes with DATA" in one_error_line(mixed)
 
 
+async def test_a_line_the_server_refuses_costs_itself_not_the_rest_of_the_pipe(
+    server: Start,
+) -> None:
+    """A line over the server's chunk limit is said on stderr, with how many were dropped;
+    every other line is appended, in order, and the command exits 1."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        lines = [f"line {number}" for number in range(300)]
+        lines[10] = "x" * 70_000  # over JOBS_OUTPUT_MAX_CHUNK_BYTES (64 KiB)
+        result = jobcast_reading(
+            "".join(f"{line}\n" for line in lines), "--url", srv.base_url, "append", job_id
+        )
+        assert result.returncode == 1
+        assert "dropped 1 chunk(s)" in result.stderr, result.stderr
+        got = [chunk["data"] for chunk in await output_of(api, job_id)]
+        assert got == lines[:10] + lines[11:]
+
+
 async def test_tail_prints_the_output_so_far_then_follows_it_to_the_end(
     server: Start, watcher: Watcher
 ) -> None:

@@ -530,12 +530,27 @@ def append(
         return
     if expected_offset is not None:
         raise click.UsageError("--expected-offset goes with DATA, not with lines of stdin")
-    with client.output_writer(job_id, kind=kind) as out:
-        for line in sys.stdin:
-            out.write(parse(line.removesuffix("\n").removesuffix("\r")))
+    refused = False
+    try:
+        with client.output_writer(job_id, kind=kind) as out:
+            for line in sys.stdin:
+                data = parse(line.removesuffix("\n").removesuffix("\r"))
+                try:
+                    out.write(data)
+                except InvalidJobData as refusal:
+                    # Lines the server refused (one too large, say) cost themselves, not
+                    # the rest of the pipe: said, and the reading goes on.
+                    refused = True
+                    click.echo(_error_lines(refusal, notes=True), err=True)
+                    out.write(data)
+    except InvalidJobData as refusal:  # refused in the last batch, heard on closing
+        refused = True
+        click.echo(_error_lines(refusal, notes=True), err=True)
     if _wants_json(as_json):
         held = out.offset if out.offset is not None else client.get_job(job_id).output_size
         click.echo(_dumps({"jobId": job_id, "nextOffset": held}))
+    if refused:
+        sys.exit(1)
 
 
 def _json_value(text: str) -> Any:
@@ -636,11 +651,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _error_lines(exc: JobcastError) -> str:
-    """The server's reason; then each refused field, when there are several."""
+def _error_lines(exc: JobcastError, *, notes: bool = False) -> str:
+    """The server's reason; then each refused field, when there are several (and with
+    ``notes``, what the client noted on the error)."""
     lines = [f"jobcast: error: {exc}"]
     if isinstance(exc, InvalidJobData) and len(exc.errors) > 1:
         lines += [f"  {error.field}: {error.message}" for error in exc.errors]
+    if notes:
+        lines += [f"  {note}" for note in getattr(exc, "__notes__", ())]
     return "\n".join(lines)
 
 
