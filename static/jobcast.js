@@ -981,7 +981,9 @@ class JobStore {
         if (!this.jobs.has(job.jobId)) this.added = true;
         this.jobs.set(job.jobId, deepFreeze(job));
         if (this.one) this.current.synced = true;
-        this.touch();
+        // The first snapshot's jobs are told together, once it is whole (its synced): a
+        // stream brings them an event each, and a list would re-render for every one.
+        if (this.one || this.current.synced) this.touch();
       },
       onOutput: (chunks) => {
         for (const chunk of chunks) this.output.push(deepFreeze(chunk));

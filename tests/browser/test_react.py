@@ -138,6 +138,20 @@ def test_use_jobs_lists_every_job_live(page: Page, origin: str, jobcast: Server)
     expect(page.locator("#jobs")).to_have_attribute("data-state", "live")
 
 
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_use_jobs_renders_its_first_snapshot_whole(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """A stream brings the jobs there are an event each; the list renders them together,
+    once the snapshot is whole, not once per job."""
+    made = [jobcast.create(message=f"Job {n}") for n in range(40)]
+    open_app(page, origin, jobcast, f"transport={transport}")
+    expect(page.locator("#jobs")).to_have_attribute("data-synced", "true", timeout=wait(10))
+    expect(page.locator("li")).to_have_count(len(made))
+    lengths = page.evaluate("window.listLengths")
+    assert [length for length in lengths if 0 < length < len(made)] == [], lengths
+
+
 NETWORK = """(online) => {
   Object.defineProperty(navigator, 'onLine', { configurable: true, get: () => online });
   window.dispatchEvent(new Event(online ? 'online' : 'offline'));

@@ -18,8 +18,10 @@ const options = {
 const outputOptions = params.has('output')
   ? { output: true, keepOutput: Number(params.get('output')) }
   : {};
-// Every job version the page rendered, in order: the tests read it.
+// Every job version the page rendered, in order, and the length of every list it
+// rendered: the tests read them.
 window.jobVersions = [];
+window.listLengths = [];
 
 function Job({ jobId }) {
   const { job, state, transport, synced, closed, output, outputOffset } = useJob(jobId, {
@@ -54,6 +56,9 @@ function Job({ jobId }) {
 function Jobs() {
   const filter = params.has('owner') ? { owner: params.get('owner') } : {};
   const { jobs, state, synced } = useJobs(filter, options);
+  useEffect(() => {
+    window.listLengths.push(jobs.length);
+  }, [jobs]);
   return (
     <section id="jobs" data-state={state} data-synced={synced}>
       <ul>
