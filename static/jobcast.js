@@ -204,10 +204,7 @@ class Watch {
       // The browser lost its network: its connection may linger, silent, until the
       // watchdog gives up on it. Said now, and tried again once back online.
       if (this.closed || this.holds.size || !this.conn) return;
-      this.generation += 1;
-      clearTimeout(this.timer);
-      this.drop();
-      this.interrupted();
+      this.letGo();
       this.retry();
     };
     this.onVisibility = () => {
@@ -263,12 +260,17 @@ class Watch {
     this.holds.add(reason);
     if (reason === 'idle') this.listen(false);
     if (this.holds.size > 1) return;
+    this.letGo();
+    this.setState('paused');
+  }
+
+  /** Forget whatever is in flight, and close the connection: the position is kept. */
+  letGo() {
     this.generation += 1;
     clearTimeout(this.timer);
     this.timer = 0;
     this.drop();
     this.interrupted();
-    this.setState('paused');
   }
 
   release(reason) {
@@ -668,10 +670,10 @@ class Watch {
     const url = new URL(this.url('/api/jobs/ws', { batch: 1 }));
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new this.WebSocket(url.href);
-    // uvicorn answers protocol pings, which a WebSocket hides; the server answers these
-    // frames, so a connection that died silently is noticed.
     // Until the socket opens, its upgrade must be answered as any request is.
     const alive = watchdog(() => this.failed(conn));
+    // uvicorn answers protocol pings, which a WebSocket hides; the server answers these
+    // frames, so a connection that died silently is noticed.
     const pinger = setInterval(() => {
       if (socket.readyState === 1) socket.send('{"type":"ping"}'); // 1: OPEN
     }, WS_PING_MS);

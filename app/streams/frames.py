@@ -48,6 +48,7 @@ def decode_frame(text: str) -> ClientFrame:
             raise FrameError("subscribe: give jobId, or all: true, not both")
         model = SubscribeAll if "all" in data else SubscribeJob
         job_id = data.get("jobId")
+        # Named back as sent, even if it is no job id ("*"), but not at any length.
         named = isinstance(job_id, str) and len(job_id) <= 200
         about = {"all": True} if "all" in data else {"jobId": job_id} if named else {}
     else:

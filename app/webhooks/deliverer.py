@@ -169,10 +169,9 @@ class _Kept(Generic[T]):
 def _receiver(url: str) -> str:
     """Who answers ``url``: its scheme, host and port, however the URL spells them
     (``HTTPS://Hooks.example.com.:443`` is ``https://hooks.example.com:443``)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    parts = urlsplit(url)  # scheme and hostname in lower case
     host = (parts.hostname or "").rstrip(".")
-    return f"{scheme}://{host}:{parts.port or (443 if scheme == 'https' else 80)}"
+    return f"{parts.scheme}://{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 class Deliverer:
