@@ -194,6 +194,11 @@ def test_a_snake_case_frame_gets_an_error_frame_and_the_socket_stays_usable(
             "subscribe: give jobId, or all: true, not both",
             {},
         ),
+        (
+            '{"type": "unsubscribe", "jobId": "*"}',
+            "unsubscribe: jobId: must be a job id (job_…)",
+            {"jobId": "*"},
+        ),
         ('{"type": "\\ud800"}', "the frame is not JSON", {}),  # a lone surrogate
         ('{"type": "subscribe", "jobId": "\\ud800", "since": 1e400}', "the frame is not JSON", {}),
     ],

@@ -42,15 +42,14 @@ def decode_frame(text: str) -> ClientFrame:
         raise FrameError("a frame is a JSON object with a `type`")
     kind = data.get("type")
     model: type[ClientFrame] | None
-    about: dict[str, Any] = {}
+    job_id = data.get("jobId")
+    # Named back as sent, even if it is no job id ("*"), but not at any length.
+    named = isinstance(job_id, str) and len(job_id) <= 200
+    about = {"all": True} if data.get("all") is True else {"jobId": job_id} if named else {}
     if kind == "subscribe":
         if "all" in data and "jobId" in data:
             raise FrameError("subscribe: give jobId, or all: true, not both")
         model = SubscribeAll if "all" in data else SubscribeJob
-        job_id = data.get("jobId")
-        # Named back as sent, even if it is no job id ("*"), but not at any length.
-        named = isinstance(job_id, str) and len(job_id) <= 200
-        about = {"all": True} if "all" in data else {"jobId": job_id} if named else {}
     else:
         model = Unsubscribe if kind == "unsubscribe" else Ping if kind == "ping" else None
     if model is None:
