@@ -42,8 +42,9 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # Every expect() waits at most this long unless a test says otherwise.
 expect.set_options(timeout=seconds(10) * 1000)
-# While the server is down, Chromium itself logs each refused connection.
-REFUSED = r"ERR_CONNECTION_REFUSED|WebSocket connection to .* failed"
+# While the server is down, Chromium itself logs each refused connection, and, as it
+# goes down, each request it cut (the favicon, still loading when a test stops it).
+REFUSED = r"ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|WebSocket connection to .* failed"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
