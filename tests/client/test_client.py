@@ -1216,6 +1216,24 @@ async def test_track_takes_an_existing_job_by_id(server: Start, flavor: str) -> 
                 pytest.fail("the block runs only for a job that exists")
 
 
+@pytest.mark.parametrize(
+    "creating",
+    [{"message": "Queued"}, {"metadata": {}}, {"owner": "team-a"}, {"job_type": "llm_agent"}],
+)
+async def test_track_refuses_what_describes_a_new_job_beside_a_job_id(
+    server: Start, flavor: str, creating: dict[str, Any]
+) -> None:
+    """track(job_id, message=…) used to drop the message silently: the job exists already."""
+    srv = server()
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = await api.create_job()
+        with pytest.raises(ValueError, match=r"track\(job_id\) takes an existing job"):
+            async with jobs.track(job_id, **creating):
+                pytest.fail("the block must not run")
+        stored = await api.job(job_id)
+        assert (stored["status"], stored["version"]) == ("queued", 1)
+
+
 async def test_track_leaves_a_job_the_block_ended_itself(server: Start, flavor: str) -> None:
     """A block that completes or fails its own job ends without another call or a 409."""
     srv = server()

@@ -508,6 +508,12 @@ class Core(Generic[Transport]):
         owner: str | None,
     ) -> Operation[Job]:
         if job_id is not None:
+            if message or metadata is not None or owner is not None or job_type != "generic":
+                # They describe a job to create; the job taken was created with its own.
+                raise ValueError(
+                    "track(job_id) takes an existing job: job_type, message, metadata and "
+                    "owner are for creating one; report with job.update() inside the block"
+                )
             return (yield from self._get_job(job_id))
         return (
             yield from self._create_job(
