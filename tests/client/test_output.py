@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -706,6 +707,45 @@ def test_an_attempt_that_never_left_makes_no_equal_chunk_the_writers_own(server:
         with jobs.output_writer(job_id, max_delay=60) as out:
             out.write("tick")
         assert [chunk.data for chunk in jobs.output(job_id)] == ["tick", "tick"]
+
+
+def test_closing_the_client_appends_what_an_unclosed_writer_holds(server: Start) -> None:
+    """A writer used without ``with`` and never closed: its chunks wait for a daemon timer,
+    so the client's close appends them before the connections go."""
+    srv = server()
+    with JobsClient(srv.base_url) as jobs:
+        job_id = jobs.create_job().job_id
+        out = jobs.output_writer(job_id, max_delay=60)
+        out.write("left in the writer")
+    with JobsClient(srv.base_url) as reader:
+        assert [chunk.data for chunk in reader.output(job_id)] == ["left in the writer"]
+    with pytest.raises(ValueError, match="closed output writer"):
+        out.write("after")
+
+
+def test_the_exit_of_the_interpreter_appends_what_an_unclosed_writer_holds(
+    server: Start,
+) -> None:
+    """A script that never closes its client nor its writer: the exit, which stops the
+    daemon timer, appends what the writer holds first."""
+    srv = server()
+    script = (
+        "import sys; from jobcast_client import JobsClient\n"
+        "jobs = JobsClient(sys.argv[1])\n"
+        "out = jobs.output_writer(sys.argv[2], max_delay=60)\n"
+        "out.write('the last tokens')\n"
+    )
+    with JobsClient(srv.base_url) as jobs:
+        job_id = jobs.create_job().job_id
+        ran = subprocess.run(
+            [sys.executable, "-c", script, srv.base_url, job_id],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (ran.returncode, ran.stderr) == (0, "")
+        assert [chunk.data for chunk in jobs.output(job_id)] == ["the last tokens"]
 
 
 async def test_equal_chunks_of_another_writer_never_stand_in_for_the_writers_own(

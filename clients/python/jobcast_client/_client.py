@@ -62,6 +62,7 @@ from ._writer import (
     AsyncOutputWriter,
     Batch,
     OutputWriter,
+    close_writers,
 )
 
 __all__ = ["AsyncJobsClient", "AsyncTrackedJob", "JobsClient", "TrackedJob"]
@@ -333,8 +334,12 @@ class JobsClient(Core[httpx2.BaseTransport]):
         self.close()
 
     def close(self) -> None:
-        """Close the connections (a client cannot be used afterwards)."""
-        self._http.close()
+        """Append what this client's unclosed output writers hold, then close the
+        connections (a client cannot be used afterwards). Raises a writer's failure."""
+        try:
+            close_writers(self)
+        finally:
+            self._http.close()
 
     def list_jobs(
         self,

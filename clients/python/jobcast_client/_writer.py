@@ -52,12 +52,15 @@ below them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
 import re
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
@@ -302,12 +305,40 @@ def _size(chunk: Chunk) -> int:
     return len(text.encode()) + 1
 
 
+# Sync writers written to and not closed yet. Their timer is a daemon thread, which
+# the interpreter's exit stops mid-wait: the client's close, or the exit itself,
+# appends what they hold, as closing a file flushes it.
+_UNCLOSED: weakref.WeakSet[OutputWriter] = weakref.WeakSet()
+
+
+def close_writers(client: JobsClient) -> None:
+    """Close ``client``'s writers left open; raise the first failure once all are closed."""
+    failure: Exception | None = None
+    for writer in [writer for writer in list(_UNCLOSED) if writer._client is client]:
+        try:
+            writer.close()
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for writer in list(_UNCLOSED):
+        try:
+            writer.close()
+        except Exception as exc:
+            print(f"jobcast: {writer!r} was never closed, and at exit {exc}", file=sys.stderr)
+
+
 class OutputWriter:
     """Appends the chunks written to one job's output in batches (``JobsClient.output_writer``).
 
     A context manager: leaving the block appends what is left. ``write(data)``
     keeps one chunk (``kind`` overrides the writer's); :meth:`flush` appends
-    now; :meth:`close` appends the rest and stops. Safe to share between threads.
+    now; :meth:`close` appends the rest and stops. Safe to share between threads. One
+    left open is closed by its client's ``close``, or at the interpreter's exit.
     """
 
     def __init__(self, client: JobsClient, job_id: str, batch: Batch) -> None:
@@ -359,6 +390,7 @@ class OutputWriter:
                     target=self._time, name=f"jobcast output {self.job_id}", daemon=True
                 )
                 self._timer.start()
+                _UNCLOSED.add(self)
             self._wake.notify()
         if full:
             self._send(background=True, full=True)
@@ -380,6 +412,7 @@ class OutputWriter:
                 return
             self._closed = True
             self._wake.notify()
+        _UNCLOSED.discard(self)
         if self._timer is not None:
             self._timer.join()
         try:
