@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -79,7 +80,8 @@ LIST = Operation(
     "/api/jobs",
     "List jobs, newest first",
     query=ListQuery,
-    responses={200: JobList, 422: Problem},
+    headers={"If-None-Match": "The ETag of the page you have: 304 while it is the same."},
+    responses={200: JobList, 304: "Not modified: the page is the same", 422: Problem},
     auth="read",
 )
 GET = Operation(
@@ -242,7 +244,14 @@ async def list_jobs(request: Request) -> Response:
     where = JobFilter(job_type=query.job_type, status=query.status, owner=query.owner)
     runtime = runtime_of(request)
     where = scope_filter(runtime.guard.identify(request), where)
-    return json_response(encode(await runtime.store.list(where, query.limit, query.cursor)))
+    body = encode(await runtime.store.list(where, query.limit, query.cursor))
+    # A page has no version of its own: its bytes are its state. A client polling the
+    # list (a browser revalidates by itself) is told 304 rather than sent it again.
+    etag = b'"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest().encode()
+    headers = {"ETag": etag.decode(), "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag.decode()})
+    return json_response(body, headers=headers)
 
 
 class JobRoute:
@@ -293,7 +302,7 @@ async def _poll(request: Request) -> tuple[Change, bool]:
             )
         if change.version <= query.wait_for_version:
             return change, False
-    return change, not _matches(request.headers.get("if-none-match"), change)
+    return change, not _matches(request.headers.get("if-none-match"), _etag(change))
 
 
 async def wait_for_change(
@@ -404,10 +413,10 @@ def _etag(change: Change) -> bytes:
     return b'"%d"' % change.version if size is None else b'"%d.%d"' % (change.version, size)
 
 
-def _matches(if_none_match: str | None, change: Change) -> bool:
+def _matches(if_none_match: str | None, etag: bytes) -> bool:
     if if_none_match is None:
         return False
-    wanted = _etag(change).decode()
+    wanted = etag.decode()
     tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
     return any(tag in ("*", wanted) for tag in tags)
 

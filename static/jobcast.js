@@ -846,15 +846,23 @@ class Watch {
   async pollAll(conn, signal) {
     const filtered = Boolean(this.o.status);
     let first = true;
+    let pages = new Map(); // url → the last answer's { etag, body }: a page unchanged is a 304
     while (!conn.closed && !this.restreaming(conn)) {
       const jobs = [];
+      const kept = pages;
+      pages = new Map();
       let cursor;
       for (let page = 0; page < 20; page += 1) {
-        const params = { limit: 1000, ...this.filters(), cursor };
-        const response = await request(this.url('/api/jobs', params), {}, signal);
+        const url = this.url('/api/jobs', { limit: 1000, ...this.filters(), cursor });
+        const known = kept.get(url);
+        const headers = known ? { 'If-None-Match': known.etag } : {};
+        const response = await request(url, { headers }, signal);
         if (conn.closed || (await this.pollRefused(conn, response))) return;
-        if (!response.ok) throw this.failure(response);
-        const body = await response.json();
+        const same = response.status === 304 && known;
+        if (!response.ok && !same) throw this.failure(response);
+        const body = same ? known.body : await response.json();
+        const etag = response.headers.get('etag');
+        if (etag) pages.set(url, { etag, body });
         jobs.push(...body.jobs);
         cursor = body.nextCursor;
         if (!cursor) break;

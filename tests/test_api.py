@@ -344,6 +344,26 @@ def test_if_none_match_current_answers_304(client: TestClient, tag: str) -> None
     assert response.headers["etag"] == '"1"'
 
 
+def test_a_list_page_answers_304_until_it_changes(client: TestClient) -> None:
+    """A page of the list has an ETag of its bytes: the same page is a bare 304, a change
+    to a job on it, or a new job, gives the new page."""
+    job_id = create(client)
+    first = client.get("/api/jobs?limit=5")
+    tag = first.headers["etag"]
+    assert first.headers["cache-control"] == "no-cache"
+    same = client.get("/api/jobs?limit=5", headers={"If-None-Match": tag})
+    assert (same.status_code, same.content, same.headers["etag"]) == (304, b"", tag)
+    patch(client, job_id, {"progress": 5})
+    changed = client.get("/api/jobs?limit=5", headers={"If-None-Match": tag})
+    assert changed.status_code == 200
+    assert changed.json()["jobs"][0]["progress"] == 5
+    create(client)
+    grown = client.get("/api/jobs?limit=5", headers={"If-None-Match": changed.headers["etag"]})
+    assert len(grown.json()["jobs"]) == 2
+    other = client.get("/api/jobs?limit=1", headers={"If-None-Match": grown.headers["etag"]})
+    assert other.status_code == 200, "another page is another ETag"
+
+
 @pytest.mark.parametrize("tag", ['"2"', 'W/"0"', '"1x"', "1"])
 def test_if_none_match_other_version_answers_200(client: TestClient, tag: str) -> None:
     """If-None-Match with another version (or an unquoted one) gives the job again."""

@@ -288,6 +288,35 @@ describe('a 404 that is not the server\'s', () => {
   }
 });
 
+describe('polling the list', () => {
+  it('sends each page ETag back, and takes a 304 as the page it had', { timeout: TIMEOUT }, async (t) => {
+    const owner = `etag-${Date.now()}`; // a list no other test changes
+    const jobId = await createJob({ message: 'Listed', owner });
+    const answers = [];
+    const real = globalThis.fetch;
+    globalThis.fetch = async (url, init) => {
+      const response = await real(url, init);
+      if (new URL(url).pathname === '/api/jobs') {
+        answers.push({ etag: init?.headers?.['If-None-Match'], status: response.status });
+      }
+      return response;
+    };
+    t.after(() => {
+      globalThis.fetch = real;
+    });
+    const seen = recorder();
+    const watch = watchJobs({ ...seen.options, owner, transport: 'poll', baseUrl: SERVER, pollInterval: 50 });
+    t.after(() => watch.close());
+    await waitFor(() => answers.filter((a) => a.status === 304).length >= 2, 'the same page, 304');
+    assert.equal(answers[0].etag, undefined, 'the first ask has no ETag to send');
+    assert.ok(answers.slice(1).every((a) => a.etag), 'each later one sends the last');
+    await updateJob(jobId, { progress: 40 });
+    await waitFor(() => seen.latest(jobId)?.version === 2, 'the change, polled');
+    assert.deepEqual(seen.versions(jobId), [1, 2]);
+    assert.deepEqual(seen.removed, [], 'a job on a page answered 304 is still listed');
+  });
+});
+
 describe('a fallback to polling', () => {
   for (const transport of ['sse', 'ws']) {
     it(
