@@ -11,13 +11,16 @@
  * }
  *
  * Each hook returns the snapshot of a store (`createJobStore`): frozen, replaced only when
- * something in it changed, so a component re-renders only then. The hook connects while a
- * component uses it, and pauses when none does. A new store is made when the job id, the
- * filter or an option that shapes the connection changes; `getToken` is always the
- * latest function given, so an inline arrow function costs nothing.
+ * something in it changed, so a component re-renders only then. Hooks given the same job
+ * id (or filter) and the same options share one store, and so one connection: a progress
+ * bar in the header and the job's page below it cost one stream. The store connects while
+ * a component uses it, and is closed once none does. A new store is made when the job id,
+ * the filter or an option that shapes the connection changes; `getToken` is the latest
+ * function the hook that made the store was given, so an inline arrow function costs
+ * nothing.
  */
 
-import { useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
 import { createJobStore } from './jobcast.js';
 
 const NOTHING = Object.freeze({
@@ -54,17 +57,71 @@ function useStore(options) {
     latest.current = options;
   });
   const key = options && keyOf(options);
-  // A store does nothing until subscribed: one made by a render React throws away
-  // (StrictMode renders twice) costs nothing.
-  const store = useMemo(() => {
-    if (!options) return IDLE_STORE;
+  const share = useMemo(() => {
+    if (!options) return IDLE_SHARE;
     const { getToken } = options;
-    return createJobStore({
-      ...options,
-      getToken: getToken && (() => (latest.current?.getToken ?? getToken)()),
-    });
+    const make = () =>
+      createJobStore({
+        ...options,
+        getToken: getToken && (() => (latest.current?.getToken ?? getToken)()),
+      });
+    return shareOf(key, make);
   }, [key]); // eslint-disable-line react-hooks/exhaustive-deps
-  return useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
+  const subscribe = useCallback((listener) => share.subscribe(listener), [share]);
+  const getSnapshot = useCallback(() => share.store.getSnapshot(), [share]);
+  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
+const IDLE_SHARE = { store: IDLE_STORE, subscribe: IDLE_STORE.subscribe };
+const shares = new Map(); // key → the share its hooks use now
+
+/**
+ * The store of `key` that every hook with it uses: made (by `make`) for the first, closed
+ * and forgotten a tick after the last one leaves (React's StrictMode and re-renders leave
+ * and come back at once). A store does nothing until subscribed, so one made for a render
+ * React throws away costs nothing; it is forgotten on the next tick too.
+ */
+function shareOf(key, make) {
+  const existing = shares.get(key);
+  if (existing) return existing;
+  const share = {
+    store: make(),
+    users: 0,
+    timer: 0,
+    subscribe(listener) {
+      clearTimeout(share.timer);
+      share.timer = 0;
+      if (shares.get(key) !== share) {
+        // Forgotten while a render that took it waited to commit: it starts again, with a
+        // store of its own if another took its place meanwhile.
+        if (share.users === 0 && share.store.getSnapshot().closed) share.store = make();
+        if (!shares.has(key)) shares.set(key, share);
+      }
+      share.users += 1;
+      const unsubscribe = share.store.subscribe(listener);
+      let left = false;
+      return () => {
+        if (left) return;
+        left = true;
+        unsubscribe();
+        share.users -= 1;
+        if (share.users === 0) forgetLater(share, key);
+      };
+    },
+  };
+  shares.set(key, share);
+  forgetLater(share, key);
+  return share;
+}
+
+function forgetLater(share, key) {
+  clearTimeout(share.timer);
+  share.timer = setTimeout(() => {
+    share.timer = 0;
+    if (share.users > 0) return;
+    if (shares.get(key) === share) shares.delete(key);
+    share.store.close();
+  });
 }
 
 const ids = new WeakMap();

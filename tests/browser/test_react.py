@@ -152,6 +152,28 @@ def test_use_jobs_renders_its_first_snapshot_whole(
     assert [length for length in lengths if 0 < length < len(made)] == [], lengths
 
 
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_hooks_on_one_job_share_one_connection(
+    page: Page, origin: str, jobcast: Server, transport: str
+) -> None:
+    """Three components useJob the same job: one stream carries it to all three; one
+    leaving keeps it for the others; the last leaving closes it."""
+    job_id = jobcast.create(message="Shared")
+    open_app(page, origin, jobcast, f"job={job_id}&transport={transport}&copies=3")
+    views = [page.locator(f"#job-{n}") for n in (1, 2, 3)]
+    for view in views:
+        expect(view).to_have_attribute("data-state", "live", timeout=wait(10))
+    eventually(lambda: open_streams(jobcast, transport) == 1, "one stream for the three")
+    page.evaluate("window.showCopies(1)")
+    expect(page.locator(".job")).to_have_count(1)
+    jobcast.update(job_id, status="processing", progress=60, message="Still heard")
+    expect(views[0].locator("#message")).to_have_text("Still heard")
+    assert open_streams(jobcast, transport) == 1
+    page.evaluate("window.showCopies(0)")
+    expect(page.locator(".job")).to_have_count(0)
+    eventually(lambda: open_streams(jobcast, transport) == 0, "the stream closed")
+
+
 NETWORK = """(online) => {
   Object.defineProperty(navigator, 'onLine', { configurable: true, get: () => online });
   window.dispatchEvent(new Event(online ? 'online' : 'offline'));

@@ -2,9 +2,10 @@
 // (React included, nothing from a CDN) and served from an origin of its own. The query
 // string says what to watch: ?server=<Jobcast URL>&job=<id>&transport=ws&pause=1, or no
 // job for the list of every job (&owner=<owner>: of that owner's); &output=<chunks to keep>
-// follows the job's output too.
+// follows the job's output too; &copies=<n> renders the job's view n times (each with
+// its own useJob), and window.showCopies(n) changes how many.
 
-import { StrictMode, useEffect } from 'react';
+import { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { useJob, useJobs } from 'jobcast/react';
 
@@ -23,7 +24,7 @@ const outputOptions = params.has('output')
 window.jobVersions = [];
 window.listLengths = [];
 
-function Job({ jobId }) {
+function Job({ jobId, copy = 0 }) {
   const { job, state, transport, synced, closed, output, outputOffset } = useJob(jobId, {
     ...options,
     ...outputOptions,
@@ -33,7 +34,8 @@ function Job({ jobId }) {
   }, [job]);
   return (
     <section
-      id="job"
+      id={copy ? `job-${copy}` : 'job'}
+      className="job"
       data-state={state}
       data-transport={transport}
       data-synced={synced}
@@ -72,7 +74,14 @@ function Jobs() {
   );
 }
 
+function Copies({ jobId }) {
+  const [count, setCount] = useState(Number(params.get('copies')));
+  useEffect(() => {
+    window.showCopies = setCount;
+  }, []);
+  return Array.from({ length: count }, (_, i) => <Job key={i} jobId={jobId} copy={i + 1} />);
+}
+
 const jobId = params.get('job');
-createRoot(document.getElementById('root')).render(
-  <StrictMode>{jobId ? <Job jobId={jobId} /> : <Jobs />}</StrictMode>,
-);
+const app = !jobId ? <Jobs /> : params.has('copies') ? <Copies jobId={jobId} /> : <Job jobId={jobId} />;
+createRoot(document.getElementById('root')).render(<StrictMode>{app}</StrictMode>);
