@@ -188,6 +188,7 @@ class Watch {
     this.token = options.token || undefined; // the credential of the current attempt
     this.renewed = undefined; // what getToken gave after a 401: the next attempt's token
     this.renewing = false; // getToken was asked after a 401: another one ends the watch
+    this.handingOver = false; // the next attempt replaces a connection its token ended
     this.holds = new Set(); // why the watch is paused: 'hidden', 'idle' (a store unwatched)
     this.listening = false;
     this.aborter = new AbortController();
@@ -267,6 +268,7 @@ class Watch {
   /** Forget whatever is in flight, and close the connection: the position is kept. */
   letGo() {
     this.generation += 1;
+    this.handingOver = false;
     clearTimeout(this.timer);
     this.timer = 0;
     this.drop();
@@ -289,12 +291,12 @@ class Watch {
     this.later(wait);
   }
 
-  /** The next attempt, in `delay` ms (asking the server first). */
-  later(delay) {
+  /** The next attempt, in `delay` ms (asking the server first, unless `probeFirst` is false). */
+  later(delay, probeFirst = true) {
     if (this.closed || this.holds.size) return; // closed or paused from the onState just called
     this.timer = setTimeout(() => {
       this.timer = 0;
-      this.open(true);
+      this.open(probeFirst);
     }, delay);
   }
 
@@ -319,7 +321,9 @@ class Watch {
   async attempt(probeFirst) {
     if (this.closed || this.holds.size) return;
     const generation = ++this.generation;
-    if (!this.attempts) this.setState('connecting');
+    const handover = this.handingOver;
+    this.handingOver = false;
+    if (!this.attempts && !handover) this.setState('connecting');
     let token;
     try {
       token = await this.credential();
@@ -414,7 +418,17 @@ class Watch {
     const lasted = conn.live && Date.now() - conn.liveAt >= STABLE_MS;
     if (this.transport !== 'poll' && !expired && !lasted) this.streamFailures += 1;
     if (down) this.unreachable += 1;
+    if (expired && conn.live && !down && !this.attempts) return this.handOver();
     this.retry();
+  }
+
+  /**
+   * A live connection ended with its token, as the server ends them: no outage, so the
+   * state stays as it is while the next connection, with a fresh token, opens at once.
+   */
+  handOver() {
+    this.handingOver = true;
+    this.later(Math.max(0, this.notBefore - Date.now()), false);
   }
 
   /** A connection ended mid-snapshot: ask for a whole one next time. */
@@ -748,6 +762,7 @@ class Watch {
     const refusal = await this.refused(response, conn.generation);
     if (refusal === 'renew' && !conn.closed) {
       this.drop();
+      this.handingOver = conn.live; // its token ran out: no outage to tell
       this.open(false);
     }
     return refusal !== null;

@@ -23,11 +23,11 @@ import {
 const TIMEOUT = ms(60_000);
 after(() => settle());
 
-/** A getToken that mints a fresh one-second token for `scope` on every call, and counts. */
-function freshTokens(scope) {
+/** A getToken that mints a fresh `ttl`-second token for `scope` on every call, and counts. */
+function freshTokens(scope, ttl = 1) {
   const getToken = async () => {
     getToken.calls += 1;
-    return mintToken(scope, 1);
+    return mintToken(scope, ttl);
   };
   getToken.calls = 0;
   return getToken;
@@ -88,6 +88,28 @@ describe('getToken', { concurrency: true }, () => {
         assert.equal(watches[1].transport, transport, 'no fallback to polling');
       },
     );
+  }
+});
+
+describe('a token running out under a live watch', { concurrency: true }, () => {
+  for (const transport of TRANSPORTS) {
+    it(`is handed over to the next one over ${transport}, the watch live throughout`, { timeout: TIMEOUT }, async (t) => {
+      const jobId = await createJob({ message: 'queued' });
+      const seen = recorder();
+      const getToken = freshTokens({ jobId }, 2);
+      const options = { ...NODE, ...seen.options, transport, baseUrl: SERVER, pollInterval: 100 };
+      const watch = watchJob(jobId, { ...options, getToken });
+      t.after(() => watch.close());
+      await waitFor(() => watch.state === 'live', 'live');
+      for (let progress = 10; progress <= 60; progress += 10) {
+        await updateJob(jobId, { status: 'processing', progress });
+        await sleep(ms(1_000));
+      }
+      await waitFor(() => seen.latest(jobId)?.version === 7, 'every change');
+      assert.ok(getToken.calls >= 3, `getToken called ${getToken.calls} times`);
+      const states = seen.states.map(({ state }) => state);
+      assert.deepEqual(states, ['connecting', 'live'], 'a renewal is no outage to tell');
+    });
   }
 });
 
