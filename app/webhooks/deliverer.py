@@ -14,6 +14,12 @@ goes first as a probe, and the others follow only once one succeeds. So a
 receiver that is down gets one request per backoff, not one per event, and
 gets everything soon after it is back. A delivery is given up (and counted
 as failed) JOBS_WEBHOOK_RETRY_FOR seconds after its event was queued.
+
+The process holds :data:`HOLD` events at most, and takes no more from the queue
+while it holds that many. Held events waiting on a receiver that fails would
+then stop every other receiver's deliveries too: so once the hold is full, the
+oldest deliveries to the failing receiver that holds the most are given up
+early, to make room.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -43,6 +49,7 @@ T = TypeVar("T")
 IN_FLIGHT = 32  # requests at once, across endpoints
 PER_RECEIVER = 8  # of those, to one receiver
 HOLD = 10_000  # events held in this process at most; the rest wait in the queue
+EVICT = HOLD // 100  # deliveries given up at once to make room in a full hold, at least
 FIRST_BACKOFF = 1.0
 
 
@@ -56,7 +63,10 @@ class _Held:
 
 @dataclass(eq=False, slots=True)
 class _Lane:
+    receiver: str
     deliveries: deque[_Held] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    evicted: bool = False  # given up to make room: its task is cancelled for it
 
 
 class _Gate:
@@ -69,6 +79,7 @@ class _Gate:
     """
 
     def __init__(self, url: str, most: float, clock: Callable[[], float]) -> None:
+        self.url = url
         self._most = most
         self._clock = clock
         self._failures = 0
@@ -78,6 +89,10 @@ class _Gate:
         self._waiters: dict[asyncio.Future[None], None] = {}  # in the order they came
         self._recovered = asyncio.Event()
         self.outage = Outage(f"webhook endpoint {url} fails", f"webhook endpoint {url} answers")
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
 
     async def admit(self, deadline: float) -> bool | None:
         """Wait for a turn: False to go as one of many, True to go as the probe, None
@@ -152,6 +167,9 @@ class _Kept(Generic[T]):
     def __len__(self) -> int:
         return len(self._kept)
 
+    def values(self) -> Iterator[T]:
+        return (value for value, _ in self._kept.values())
+
     @contextlib.contextmanager
     def use(self, key: str) -> Iterator[T]:
         value, users = self._kept.get(key) or (self._make(key), 0)
@@ -182,8 +200,10 @@ class Deliverer:
         sender: Sender,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        hold: int = HOLD,
     ) -> None:
         self._settings = settings
+        self._hold = hold
         self._queue = queue
         self._sender = sender
         self._metrics = metrics
@@ -193,6 +213,7 @@ class Deliverer:
         self._gates = _Kept(lambda url: _Gate(url, most, clock))
         self._places = _Kept(lambda _: asyncio.Semaphore(PER_RECEIVER))
         self._held: dict[str, _Held] = {}
+        self._holding: Counter[str] = Counter()  # deliveries held, per receiver
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending = asyncio.Semaphore(IN_FLIGHT)
         self._room = asyncio.Event()
@@ -207,10 +228,13 @@ class Deliverer:
         """Take events from the queue and deliver them, until cancelled."""
         try:
             while True:
-                room = HOLD - len(self._held)
+                room = self._hold - len(self._held)
                 if room <= 0:
                     self._room.clear()
-                    await self._room.wait()
+                    self._make_room()
+                    # Looked at again each second: a receiver may start failing meanwhile.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), 1.0)
                     continue
                 try:
                     events = await self._queue.take(room)
@@ -243,9 +267,35 @@ class Deliverer:
             key = (endpoint.url, event.job.job_id)
             lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[key] = _Lane()
-                self._start(self._drain(key, endpoint, lane))
+                lane = self._lanes[key] = _Lane(_receiver(endpoint.url))
+                lane.task = self._start(self._drain(key, endpoint, lane))
             lane.deliveries.append(held)
+            self._holding[lane.receiver] += 1
+
+    def _make_room(self) -> None:
+        """The hold is full: give up the oldest deliveries to the receiver that holds the
+        most, if it fails (one that answers makes room by itself)."""
+        if not self._holding:
+            return
+        receiver = self._holding.most_common(1)[0][0]
+        gates = self._gates.values()
+        failing = {gate.url for gate in gates if gate.failing and _receiver(gate.url) == receiver}
+        evicted = 0
+        for (url, _), lane in self._lanes.items():  # the oldest lanes first
+            if evicted >= EVICT:
+                break
+            if url in failing and not lane.evicted and lane.task is not None:
+                lane.evicted = True
+                lane.task.cancel()
+                evicted += len(lane.deliveries)
+        if evicted:
+            logger.warning(
+                "webhooks: %d deliveries to %s, which fails, given up early: this process "
+                "holds %d events at most, and the others' deliveries wait behind them",
+                evicted,
+                receiver,
+                self._hold,
+            )
 
     def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
@@ -255,18 +305,35 @@ class Deliverer:
 
     async def _drain(self, key: tuple[str, str], endpoint: Endpoint, lane: _Lane) -> None:
         # _accept appends the lane's first delivery before this task first runs.
-        while lane.deliveries:
-            held = lane.deliveries[0]
-            try:
-                await self._deliver(endpoint, held.event)
-            except Exception as exc:  # a bug: lose this delivery, not the lane behind it
-                logger.exception("webhooks: delivering %s failed", held.event.webhook_id)
-                self._given_up(endpoint, held.event, repr(exc))
-            lane.deliveries.popleft()
-            held.left -= 1
-            if held.left == 0:
-                await self._finish(held)
+        try:
+            while lane.deliveries:
+                held = lane.deliveries[0]
+                try:
+                    await self._deliver(endpoint, held.event)
+                except Exception as exc:  # a bug: lose this delivery, not the lane behind it
+                    logger.exception("webhooks: delivering %s failed", held.event.webhook_id)
+                    self._given_up(endpoint, held.event, repr(exc))
+                await self._leave(lane)
+        except asyncio.CancelledError:
+            if not lane.evicted:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the cancel was ours, and is handled: later awaits are not cut
+            while lane.deliveries:  # given up to make room, as _make_room said
+                self._metrics.webhooks_failed.inc()
+                await self._leave(lane)
         del self._lanes[key]
+
+    async def _leave(self, lane: _Lane) -> None:
+        """The lane's first delivery is over, delivered or not."""
+        held = lane.deliveries.popleft()
+        self._holding[lane.receiver] -= 1
+        if self._holding[lane.receiver] == 0:
+            del self._holding[lane.receiver]
+        held.left -= 1
+        if held.left == 0:
+            await self._finish(held)
 
     async def _deliver(self, endpoint: Endpoint, event: QueuedEvent) -> None:
         """Send ``event`` until delivered, refused, or given up."""
@@ -296,11 +363,13 @@ class Deliverer:
             if attempt.outcome is Outcome.REFUSED:
                 return self._given_up(endpoint, event, attempt.detail)
             failures += 1
-            wait = backoff(failures, FIRST_BACKOFF, self._settings.webhook_backoff_max)
-            if self._clock() + wait >= give_up_at:
+            left = give_up_at - self._clock()
+            if left <= 0:
                 return self._given_up(endpoint, event, attempt.detail)
+            # The last wait ends at the deadline: its attempt is the last, if the gate lets it.
+            wait = backoff(failures, FIRST_BACKOFF, self._settings.webhook_backoff_max)
             self._metrics.webhooks_retried.inc()
-            await gate.rest(wait)
+            await gate.rest(min(wait, left))
 
     def _given_up(self, endpoint: Endpoint, event: QueuedEvent, why: str) -> None:
         self._metrics.webhooks_failed.inc()
@@ -314,13 +383,14 @@ class Deliverer:
         )
 
     async def _finish(self, held: _Held) -> None:
+        # Let go of it first: a lane evicted while this waits must not keep it held.
+        self._held.pop(held.event.key, None)
+        self._room.set()
         try:
             await self._queue.done(held.event)
         except BackendUnavailable as exc:
             # Still pending in the queue: delivered again by whoever leads next (same id).
             self._queue_outage.failed(str(exc))
-        self._held.pop(held.event.key, None)
-        self._room.set()
 
     async def stop(self) -> None:
         """Stop every delivery in progress, and wait until they have stopped."""
@@ -334,6 +404,7 @@ class Deliverer:
             task.cancel()
         self._lanes.clear()
         self._held.clear()
+        self._holding.clear()
         self._room.set()
 
     def _oldest_age(self) -> float:

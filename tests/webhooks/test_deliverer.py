@@ -4,6 +4,7 @@ the places deliveries share, and what it keeps once its deliveries are done."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -14,10 +15,11 @@ from app.metrics import Metrics
 from app.models import Completion, NewJob
 from app.settings import Settings
 from app.streams.events import Change, Position
-from app.webhooks.deliverer import PER_RECEIVER, Deliverer, _receiver
+from app.webhooks.deliverer import HOLD, PER_RECEIVER, Deliverer, _receiver
 from app.webhooks.queue import MemoryQueue
 from app.webhooks.sender import Sender
 from tests.conftest import seconds
+from tests.e2e.conftest import free_port
 
 from .receiver import SECRET, Receiver, serve
 
@@ -25,12 +27,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
 @pytest.fixture
-async def delivering() -> AsyncIterator[tuple[Deliverer, MemoryQueue]]:
+def hold() -> int:
+    return HOLD
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(webhook_secret=SECRET, webhook_hosts=("127.0.0.1",))
+
+
+@pytest.fixture
+async def delivering(settings: Settings, hold: int) -> AsyncIterator[tuple[Deliverer, MemoryQueue]]:
     """A deliverer running on a memory queue, to jobs' own URLs on 127.0.0.1."""
-    settings = Settings(webhook_secret=SECRET, webhook_hosts=("127.0.0.1",))
     queue = MemoryQueue(settings)
     sender = Sender(settings)
-    deliverer = Deliverer(settings, queue, sender, Metrics())
+    deliverer = Deliverer(settings, queue, sender, Metrics(), hold=hold)
     task = asyncio.create_task(deliverer.run())
     try:
         yield deliverer, queue
@@ -88,3 +99,49 @@ async def test_an_endpoint_is_forgotten_once_its_deliveries_are_done(
         # Let go as each delivery returns, after its answer: no event says so.
         while len(deliverer._gates) or len(deliverer._places):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("hold", [5])
+async def test_a_full_hold_of_a_failing_receivers_events_gives_the_oldest_up(
+    delivering: tuple[Deliverer, MemoryQueue], receiver: Receiver
+) -> None:
+    """Every event held waits on a receiver that is down: the hold is full, and took no
+    more from the queue. The failing receiver's oldest deliveries are given up early to
+    make room, and another receiver's events go on."""
+    deliverer, queue = delivering
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused, and refused again
+    for number in range(5):
+        queue.offer(completed(f"{dead}/{number}", number))
+    for number in range(5, 8):
+        queue.offer(completed(receiver.url, number))
+    await receiver.wait_for(lambda r: len(r.accepted()) == 3)
+    failed = deliverer._metrics.webhooks_failed._value.get()
+    assert failed >= 1, "the room was made by giving up the dead receiver's deliveries"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(
+            webhook_secret=SECRET,
+            webhook_hosts=("127.0.0.1",),
+            webhook_retry_for=2,
+            webhook_backoff_max=5,
+        )
+    ],
+)
+async def test_a_delivery_is_tried_until_its_retry_window_has_passed(
+    delivering: tuple[Deliverer, MemoryQueue], receiver: Receiver
+) -> None:
+    """Given up JOBS_WEBHOOK_RETRY_FOR after its event, not as soon as the next backoff
+    would pass it: the last wait ends at the deadline."""
+    deliverer, queue = delivering
+    receiver.status = lambda: 500
+    queue.offer(completed(receiver.url, 1))
+    queued = time.time()
+    failed = deliverer._metrics.webhooks_failed
+    with anyio.fail_after(seconds(10)):
+        while not failed._value.get():  # noqa: ASYNC110 (no event says a delivery gave up)
+            await asyncio.sleep(0.02)
+    assert time.time() - queued >= 2 - 0.05
+    assert len(receiver.deliveries) >= 2
