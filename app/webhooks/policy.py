@@ -54,7 +54,7 @@ def check_job_url(url: str | None, settings: Settings) -> None:
         port = parts.port
     except ValueError:  # an unclosed [ (an IPv6 address), a port that is not a number
         parts, port = urlsplit(""), -1
-    if port == -1 or port == 0 or not parts.hostname:
+    if port == -1 or port == 0 or not parts.hostname or not _can_be_looked_up(parts.hostname):
         reason = "is not a URL with a valid host and port"
     elif not settings.webhook_hosts:
         reason = "cannot be used: this server delivers to no job's own URL (JOBS_WEBHOOK_HOSTS)"
@@ -78,6 +78,26 @@ def host_listing(host: str, hosts: tuple[str, ...]) -> bool | None:
         if listed.startswith("*.") and host.endswith(listed[1:]):
             return False
     return None
+
+
+def _can_be_looked_up(host: str) -> bool:
+    """Whether ``host`` is an address, or a name each of whose labels is 1 to 63 characters
+    (an address with a dot after it names nothing)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_address(host.rstrip("."))
+        return False
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _canonical(host: str) -> str:

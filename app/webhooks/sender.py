@@ -183,7 +183,10 @@ async def _pinned(endpoint: Endpoint) -> list[_Target]:
     host = parts.hostname or ""
     https = parts.scheme.lower() == "https"
     port = parts.port or (443 if https else 80)
-    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # an empty label, or one over 63 characters: no name to look up
+        raise _Refused(f"{host} is not a host name that can be looked up") from None
     addresses = list(dict.fromkeys(_address(str(info[4][0])) for info in found))
     if not endpoint.listed_exactly:
         hidden = [address for address in addresses if not _public(address)]

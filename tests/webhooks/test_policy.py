@@ -173,6 +173,11 @@ def test_a_url_on_the_host_list_is_taken(client: TestClient, url: str) -> None:
         ("http://hooks.example.com:99999/x", "valid host and port"),
         ("http://hooks.example.com:0/x", "valid host and port"),
         ("https://[hooks.example.com/x", "valid host and port"),  # an unclosed IPv6 bracket
+        # Names no lookup takes: a label over 63 characters, an empty one, an address with
+        # a dot after it (each failed every delivery with a traceback).
+        (f"http://{'a' * 64}.partner.example/x", "valid host and port"),
+        ("http://b..partner.example/x", "valid host and port"),
+        ("http://10.0.0.5./hook", "valid host and port"),
         ("ftp://hooks.example.com/x", "absolute http:// or https:// URL"),
         ("https://user@hooks.example.com/x", "absolute http:// or https:// URL"),
         ("hooks.example.com/x", "absolute http:// or https:// URL"),

@@ -75,6 +75,14 @@ async def test_a_jobs_own_url_to_a_private_address_is_refused(
     assert receiver.deliveries == []
 
 
+async def test_a_jobs_own_url_whose_name_no_lookup_takes_is_refused(sender: Sender) -> None:
+    """Refused at creation now; one stored before (on Redis) is refused, not a traceback."""
+    name = "a" * 64 + ".partner.example"
+    attempt = await sender.attempt(Endpoint(f"http://{name}/x", guarded=True), event())
+    assert attempt.outcome is Outcome.REFUSED
+    assert "not a host name that can be looked up" in attempt.detail
+
+
 async def test_a_host_listed_by_name_may_be_private_and_keeps_its_name(
     sender: Sender, receiver: Receiver
 ) -> None:
