@@ -125,17 +125,22 @@ def _webhook_hosts(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _webhook_secret(name: str, raw: str) -> str:
-    key = raw.removeprefix("whsec_")
-    try:
-        size = len(base64.b64decode(key, validate=True))
-    except (binascii.Error, ValueError):
-        size = 0
-    if not raw.startswith("whsec_") or not 24 <= size <= 64:
-        raise SettingsError(
-            f"{name} must be whsec_ and 24 to 64 random bytes in base64, as the Standard "
-            f"Webhooks specification says; make one with: {WEBHOOK_KEYGEN}"
-        )
-    return raw
+    """One ``whsec_`` secret, or several comma-separated (the new one first) while receivers
+    move to it: each delivery is signed with each."""
+    secrets = [secret.strip() for secret in raw.split(",")]
+    for secret in secrets:
+        key = secret.removeprefix("whsec_")
+        try:
+            size = len(base64.b64decode(key, validate=True))
+        except (binascii.Error, ValueError):
+            size = 0
+        if not secret.startswith("whsec_") or not 24 <= size <= 64:
+            raise SettingsError(
+                f"{name} must be whsec_ and 24 to 64 random bytes in base64, as the Standard "
+                "Webhooks specification says (or several such, comma-separated, to rotate "
+                f"them); make one with: {WEBHOOK_KEYGEN}"
+            )
+    return ",".join(secrets)
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,7 @@ class Settings:
     webhook_secret: str | None = setting(
         None,
         "Signs every delivery (`whsec_…`, `jobcast keygen --webhook-secret`); needed with "
-        "webhooks.",
+        "webhooks. Several, comma-separated, sign each delivery with each (to rotate them).",
         read=_webhook_secret,
         secret=True,
     )

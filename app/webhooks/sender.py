@@ -74,7 +74,7 @@ def body_of(job: Job) -> bytes:
 class Sender:
     def __init__(self, settings: Settings) -> None:
         assert settings.webhook_secret is not None  # Settings refuses webhooks without one
-        self._signer = Webhook(settings.webhook_secret)
+        self._signers = [Webhook(key.strip()) for key in settings.webhook_secret.split(",")]
         self._timeout = settings.webhook_timeout
         self._kept = _client(settings, httpx2.Limits())  # the operator's endpoints
         self._fresh = _client(settings, httpx2.Limits(max_keepalive_connections=0))  # jobs' own
@@ -90,7 +90,10 @@ class Sender:
             "content-type": "application/json",
             "webhook-id": event.webhook_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._signer.sign(event.webhook_id, now, body),
+            # One signature per secret, space-separated: a receiver takes any it can check.
+            "webhook-signature": " ".join(
+                signer.sign(event.webhook_id, now, body) for signer in self._signers
+            ),
         }
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:

@@ -49,6 +49,8 @@ def client() -> Iterator[TestClient]:
         ("JOBS_WEBHOOK_SECRET", "not-a-secret"),
         ("JOBS_WEBHOOK_SECRET", "whsec_c2hvcnQ="),  # 5 bytes
         ("JOBS_WEBHOOK_SECRET", "whsec_!!!!notbase64!!!!notbase64!!!!"),
+        ("JOBS_WEBHOOK_SECRET", f"{SECRET},not-a-secret"),  # each of several is checked
+        ("JOBS_WEBHOOK_SECRET", f"{SECRET},"),
         ("JOBS_WEBHOOK_EVENTS", "some"),
         ("JOBS_WEBHOOK_RETRY_FOR", "0"),
         ("JOBS_WEBHOOK_RETRY_FOR", "a day"),

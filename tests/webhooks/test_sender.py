@@ -63,6 +63,23 @@ async def test_a_forged_or_foreign_signature_does_not_verify(receiver: Receiver)
     assert [d.verified for d in receiver.deliveries] == [False]
 
 
+@pytest.mark.parametrize("order", ["new first", "old first"])
+async def test_several_secrets_sign_each_delivery_with_each(receiver: Receiver, order: str) -> None:
+    """Rotating the secret: the receiver, which checks the one it knows, takes a delivery
+    signed by it and another, whichever comes first."""
+    other = "whsec_" + "QUFB" * 8
+    secrets = [other, SECRET] if order == "new first" else [SECRET, other]
+    sending = Sender(Settings(webhook_secret=", ".join(secrets)))
+    try:
+        attempt = await sending.attempt(Endpoint(receiver.url), event())
+    finally:
+        await sending.aclose()
+    assert attempt.outcome is Outcome.DELIVERED
+    [delivery] = receiver.deliveries
+    assert delivery.verified
+    assert [part[:3] for part in delivery.headers["webhook-signature"].split(" ")] == ["v1,"] * 2
+
+
 async def test_a_jobs_own_url_to_a_private_address_is_refused(
     sender: Sender, receiver: Receiver
 ) -> None:
