@@ -276,7 +276,7 @@ class Settings:
         secret=True,
     )
     webhook_events: Literal["terminal", "all"] = setting(
-        "terminal", "Which events are delivered: `terminal` (completed, failed) or `all`."
+        "terminal", "Which events are delivered: `terminal` (completed, error) or `all`."
     )
     webhook_hosts: tuple[str, ...] = setting(
         (),
