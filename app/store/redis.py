@@ -218,7 +218,7 @@ class RedisStore:
         if idempotency is not None:
             script_keys.append(keys.idempotency(idempotency.key))
             args.append(idempotency.fingerprint)
-        async with self._call() as deadline:
+        async with self._call(writes=True) as deadline:
             await self._feed.pin_start(self._redis)
             reply = await self._create(keys=script_keys, args=args)
         if int(reply[0]) == 0:
@@ -233,7 +233,7 @@ class RedisStore:
         return job, True
 
     async def update(self, job_id: str, mutation: Mutation) -> Job:
-        async with self._call() as deadline:
+        async with self._call(writes=True) as deadline:
             _, after, position = await self._change(job_id, mutation, self._write_if_unchanged)
         if position is not None:
             await self._feed.until_delivered(position, deadline)
@@ -344,7 +344,7 @@ class RedisStore:
             # 0: removed meanwhile, -1: changed meanwhile; either way, read it again.
             return position_of(reply[1]) if int(reply[0]) == 1 else None
 
-        async with self._call() as deadline:
+        async with self._call(writes=True) as deadline:
             before, after, position = await self._change(job_id, grow, write)
         assert position is not None  # grow never leaves a job as it is
         await self._feed.until_delivered(position, deadline)
@@ -354,7 +354,10 @@ class RedisStore:
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
         keys = self._keys
-        async with self._call(), self._redis.pipeline(transaction=True) as pipe:
+        # Not a MULTI, which a Redis out of memory refuses even to read: chunks appended
+        # between the reads are cut off below (the job's size comes first), and the next
+        # read or the stream brings them.
+        async with self._call(), self._redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.job(job_id), "v", "osize", "status")
             pipe.exists(keys.tombstone(job_id))
             if limit != 0:
@@ -363,7 +366,7 @@ class RedisStore:
         if version is None:
             raise JobGone(job_id) if gone else JobNotFound(job_id)
         total = int(size or 0)
-        bodies: Bodies = list(pages[0]) if pages else []
+        bodies: Bodies = list(pages[0][: max(0, total - after)]) if pages else []
         output = Output(job_id, int(version), min(after, total), bodies)
         return OutputRead(output, total, status.decode() in ("completed", "error"))
 
@@ -375,7 +378,7 @@ class RedisStore:
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
         settings = self._settings
-        async with self._call() as deadline:
+        async with self._call(writes=True) as deadline:
             await self._feed.pin_start(self._redis)
             position = await self._delete(
                 keys=self._removal_keys(),
@@ -408,7 +411,7 @@ class RedisStore:
         now = self._clock()
         settings, keys = self._settings, self._keys
         last: Position | None = None
-        async with self._call() as deadline:
+        async with self._call(writes=True) as deadline:
             await self._feed.pin_start(self._redis)
             while True:
                 due, forgotten, position = await self._sweep(

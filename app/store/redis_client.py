@@ -39,7 +39,7 @@ from contextvars import ContextVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from app.errors import BackendUnavailable, JobsError
 from app.settings import SettingsError
@@ -69,12 +69,19 @@ class RedisClient:
             f"Redis at {self.where} is unavailable, requests get 503",
             f"Redis at {self.where} answers again",
         )
+        # Reachable, but out of memory (maxmemory): it refuses writes, and answers reads,
+        # which say nothing of whether it takes writes again.
+        self._full = Outage(
+            f"Redis at {self.where} is out of memory (maxmemory), writes get 503",
+            f"Redis at {self.where} takes writes again",
+        )
 
     @contextlib.asynccontextmanager
-    async def call(self) -> AsyncIterator[asyncio.Timeout]:
+    async def call(self, writes: bool = False) -> AsyncIterator[asyncio.Timeout]:
         """One operation against Redis: under one deadline, its errors translated.
 
         Yields the deadline, for a wait that follows the operation (delivery).
+        ``writes``: the operation writes, so its success ends a lack of memory.
         """
         seconds = self._timeout
         deadline = asyncio.timeout(seconds)
@@ -82,6 +89,10 @@ class RedisClient:
         try:
             async with deadline:
                 yield deadline
+        except OutOfMemoryError as exc:
+            self._outage.over()  # it answered
+            self._full.failed(str(exc))
+            raise BackendUnavailable(UNAVAILABLE) from exc
         except (RedisError, OSError) as exc:  # the deadline's TimeoutError is an OSError
             self._outage.failed(
                 f"no reply within {seconds:g}s" if deadline.expired() else str(exc) or repr(exc)
@@ -92,6 +103,8 @@ class RedisClient:
             raise
         else:
             self._outage.over()
+            if writes:
+                self._full.over()
         finally:
             _DEADLINE.reset(token)
 

@@ -178,7 +178,9 @@ class FeedListener:
 
 async def bounds(redis: Redis, key: str) -> tuple[Position | None, Position | None]:
     """The first and last positions still in the feed (None when it is empty)."""
-    async with redis.pipeline(transaction=True) as pipe:
+    # Not a MULTI: a Redis out of memory refuses every transaction, even one that only
+    # reads, and these two reads need none (an entry added between them is no harm).
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.xrange(key, count=1)
         pipe.xrevrange(key, count=1)
         first, last = await pipe.execute()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import jobs
@@ -223,3 +224,50 @@ async def test_the_feed_listener_logs_an_outage_once(
     assert back.levelno == logging.INFO
     took = float(back.getMessage().split(" after ")[1].split("s,")[0])
     assert took >= 2.0
+
+
+async def test_a_full_redis_refuses_writes_and_still_answers_reads(
+    private_redis: RedisServer, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory (`maxmemory`, `noeviction`), Redis refuses writes, and every
+    transaction, even one that only reads: the reads are no transactions, so dashboards
+    and streams still see the jobs, on a worker that started after it filled up too."""
+    caplog.set_level(logging.INFO, logger="jobcast")
+    sink = Recorder()
+    store = await open_redis_store(private_redis.url, redis_prefix, sink, redis_timeout=TIMEOUT)
+    harness = Harness(store, sink, Clock())
+    job = await harness.create()
+    await store.append_output(job.job_id, [b'{"data":"hello"}'], None)
+    cursor = (await store.get_change(job.job_id)).position
+    await store.aclose()
+    admin = Redis.from_url(private_redis.url)
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", "1")
+    try:
+        started = await open_redis_store(private_redis.url, redis_prefix, sink)
+        try:
+            assert (await started.get(job.job_id)).job_id == job.job_id
+            assert (await started.get_change(job.job_id)).version == job.version
+            assert [j.job_id for j in (await started.list(JobFilter(), 10, None)).jobs] == [
+                job.job_id
+            ]
+            assert await started.replay(JobFilter(), None) is not None
+            assert await started.replay(JobFilter(), cursor) is not None
+            read = await started.read_output(job.job_id, 0, None)
+            assert (read.total, len(read.output.bodies)) == (1, 1)
+            writer = Harness(started, sink, Clock())
+            for progress in (5, 6):
+                with pytest.raises(BackendUnavailable):
+                    await writer.update(job.job_id, progress=progress)
+                await started.get(job.job_id)  # a read between: no "answers again"
+            # One line for the lack of memory, however reads and writes alternate.
+            assert len(logged(caplog, "out of memory (maxmemory), writes get 503")) == 1
+            assert logged(caplog, "answers again") == logged(caplog, "takes writes again") == []
+            await admin.config_set("maxmemory", "0")
+            await writer.update(job.job_id, progress=7)
+            assert len(logged(caplog, "takes writes again")) == 1
+        finally:
+            await started.aclose()
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
