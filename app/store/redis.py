@@ -620,14 +620,25 @@ class RedisStore:
         """Every change after ``after`` (of ``owner``'s jobs only, if given), oldest first;
         None if some were trimmed away."""
         changes: Changes = []
-        cursor = after
+        # The first page starts at ``after`` itself, which must be there: a feed that
+        # holds the entries around it but not it lost it (a Redis rolled back to its last
+        # snapshot, then written again), and what follows is not what the client missed.
+        check = after != START
+        bound = str(after) if check else f"({after}"
         while True:
-            entries: Any = await self._redis.xrange(self._keys.feed, f"({cursor}", "+", count=PAGE)
+            entries: Any = await self._redis.xrange(self._keys.feed, bound, "+", count=PAGE)
             progressed()
+            full = len(entries) == PAGE
+            if check:
+                if not entries or position_of(entries[0][0]) != after:
+                    return None
+                check = False
+                bound = f"({after}"
+                entries = entries[1:]
             changes += readable_changes(entries, owner)
-            if len(entries) < PAGE:
+            if not full:
                 break
-            cursor = position_of(entries[-1][0])
+            bound = f"({position_of(entries[-1][0])}"
         # Trimming only removes the oldest entries: if the first one is still at or
         # before ``after``, nothing after it was ever removed. (START means the feed
         # was empty: what follows it is complete unless a whole feed length was

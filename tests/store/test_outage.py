@@ -271,3 +271,36 @@ async def test_a_full_redis_refuses_writes_and_still_answers_reads(
     finally:
         await admin.config_set("maxmemory", "0")
         await admin.aclose()
+
+
+async def test_a_resume_past_what_a_rolled_back_redis_lost_is_a_reset(
+    private_redis: RedisServer, redis_prefix: str
+) -> None:
+    """Redis restarts from its last snapshot (RDB, or the second AOF loses), and is
+    written again: the feed holds entries before and after a client's cursor, but not the
+    cursor's own. What follows it is not what the client missed: a full state, reset."""
+    sink = Recorder()
+    store = await open_redis_store(private_redis.url, redis_prefix, sink, redis_timeout=TIMEOUT)
+    harness = Harness(store, sink, Clock())
+    try:
+        kept = await harness.create(message="kept")
+        admin = Redis.from_url(private_redis.url)
+        await admin.save()
+        await admin.aclose()
+        await harness.update(kept.job_id, message="lost with the restart")
+        cursor = (await store.replay(JobFilter(), None)).head
+        private_redis.stop()
+        private_redis.start()  # from the snapshot: the update and its feed entry are gone
+        with anyio.fail_after(seconds(10)):
+            while True:  # the pool reconnects on its next use
+                try:
+                    await harness.update(kept.job_id, message="written after")
+                    break
+                except BackendUnavailable:
+                    await anyio.sleep(0.05)
+        await harness.create(message="new")
+        replay = await store.replay(JobFilter(), cursor)
+        assert replay.reset
+        assert {c.job.message for c in replay.changes if c.job} == {"written after", "new"}
+    finally:
+        await store.aclose()
