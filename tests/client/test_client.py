@@ -557,6 +557,24 @@ async def test_watch_never_yields_a_version_twice_even_if_the_server_repeats(
     assert events.requests[0].headers["accept"] == "text/event-stream"
 
 
+async def test_watch_yields_an_end_at_a_version_it_has_seen(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A Redis rolled back to its last snapshot issues versions again: the job, seen at 3,
+    ends at 2. The watch, which has yielded no end, yields that one and stops (it dropped
+    it as a repeat, and reconnected for ever)."""
+    events = fake(
+        in_order(
+            Answer(200, sse((1, "queued"), (3, "processing")), EVENT_STREAM, truncated=True),
+            then=Answer(200, sse((2, "completed")), EVENT_STREAM),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [(job.version, job.status) async for job in jobs.watch("job_fake")]
+    assert seen == [(1, "queued"), (3, "processing"), (2, "completed")]
+
+
 async def test_watch_ignores_synced_reset_and_events_it_does_not_know(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:

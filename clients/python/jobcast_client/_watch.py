@@ -148,9 +148,12 @@ class Watch:
         # Older than what it holds: a repeat, unless what it holds is only the caller's
         # word and this is the server's current state.
         older_is_news = current and self._claimed
-        if self.version is not None and (
+        repeat = self.version is not None and (
             job.version == self.version or (job.version < self.version and not older_is_news)
-        ):
+        )
+        # The watch has yielded no end (it stops at one): an end at a version it has seen
+        # is news, from a Redis that rolled back and issued that version again.
+        if repeat and not job.is_terminal:
             return None
         self.version = job.version
         self._claimed = False
