@@ -542,7 +542,10 @@ class Watch {
     }
     this.snapshot?.delete(job.jobId);
     const known = this.versions.get(job.jobId);
-    if (known === undefined || !(job.version <= known)) {
+    // A one-job watch still open has delivered no end (it closes at one): an end at a
+    // version it has seen is news, from a Redis that rolled back and issued it again.
+    const end = this.jobId !== null && TERMINAL.has(job.status);
+    if (known === undefined || !(job.version <= known) || end) {
       this.versions.set(job.jobId, job.version);
       this.call('onJob', job);
     }

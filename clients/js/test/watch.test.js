@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { after, describe, it } from 'node:test';
 import { isTerminal, watchJob, watchJobs } from 'jobcast';
 import {
@@ -286,6 +287,34 @@ describe('a 404 that is not the server\'s', () => {
       assert.equal(watch.closed, false);
     });
   }
+});
+
+describe('an end at a version already seen', () => {
+  it('is delivered, and ends the watch (a Redis rolled back issues versions again)', { timeout: TIMEOUT }, async (t) => {
+    // A server of this test's own: the job at version 3, then, after a reconnect, ended
+    // at version 2.
+    const job = (version, status) => ({ jobId: 'job_rolled', jobType: 'generic', status, progress: 0, message: '', version, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z' });
+    let streams = 0;
+    const server = http.createServer((request, response) => {
+      if (!request.url.startsWith('/api/jobs/job_rolled/events')) {
+        response.writeHead(200, { 'Content-Type': 'application/json' });
+        return response.end(JSON.stringify(job(3, 'processing')));
+      }
+      streams += 1;
+      response.writeHead(200, { 'Content-Type': 'text/event-stream' });
+      const [version, status] = streams === 1 ? [3, 'processing'] : [2, 'completed'];
+      response.end(`retry: 10\nid: ${version}\nevent: job\ndata: ${JSON.stringify(job(version, status))}\n\n`);
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const seen = recorder();
+    const baseUrl = `http://127.0.0.1:${server.address().port}`;
+    const watch = watchJob('job_rolled', { ...NODE, ...seen.options, baseUrl });
+    t.after(() => watch.close());
+    await waitFor(() => watch.closed, 'the watch to end');
+    assert.deepEqual(seen.versions('job_rolled'), [3, 2]);
+    assert.equal(seen.latest('job_rolled').status, 'completed');
+  });
 });
 
 describe('polling the list', () => {
