@@ -150,6 +150,13 @@ class Change:
         return self._ws
 
 
+# Output is sent in events of at most this many bytes of chunks (one larger chunk alone),
+# whatever an append held: a reader on a slow link hears of its stream between them (one
+# 4 MiB event could take minutes, and a client watching for heartbeats would take the
+# stream for dead), and no event outgrows what a client reads as one (httpx's 1 MiB).
+OUTPUT_EVENT_BYTES = 64 * 1024
+
+
 class Output:
     """Chunks appended to one job's output, as one append made them (or a slice of
     that, or a page read back from the store), with the offset of the first.

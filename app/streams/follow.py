@@ -28,15 +28,10 @@ from app.auth import Access, load_job, scope_filter
 from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
-from app.streams.events import Change, Event, Output, Position
+from app.streams.events import OUTPUT_EVENT_BYTES, Change, Event, Output, Position
 from app.streams.hub import Subscription
 from app.streams.limits import Slot
 from app.streams.mailbox import Mailbox, WriteThrough
-
-# A job's output already held is sent in events of at most this many bytes of chunks: a
-# reader on a slow link hears of its stream between them (one 4 MiB event could take
-# minutes, and a client watching for heartbeats would take the stream for dead).
-OUTPUT_EVENT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.jobs import JobFilter
-from app.streams.events import Change, Event, Output, Position, Synced
+from app.streams.events import OUTPUT_EVENT_BYTES, Change, Event, Output, Position, Synced
 from app.streams.mailbox import Flush, Mailbox
 
 
@@ -168,8 +168,10 @@ class Hub:
     def publish_output(self, output: Output) -> None:
         """Chunks appended to a job's output: only its own subscriptions may want them."""
         self.flush.begin()
-        for subscription in self._by_job.get(output.job_id, ()):
-            subscription.offer_output(output)
+        subscriptions = self._by_job.get(output.job_id, ())
+        for piece in output.pieces(OUTPUT_EVENT_BYTES) if subscriptions else ():
+            for subscription in subscriptions:
+                subscription.offer_output(piece)
 
     def subscribe(self, subscription: Subscription) -> Subscription:
         if subscription.job_id is None:

@@ -1151,6 +1151,28 @@ async def test_watch_with_output_yields_every_chunk_then_the_terminal_state(
         assert updates[0] == [OutputChunk(0, "early", "log")], "output before the state it preceded"
 
 
+async def test_watch_with_output_takes_an_append_larger_than_an_event_may_be(
+    server: Start, flavor: str
+) -> None:
+    """One append of 2 MB (a server whose JOBS_MAX_BODY_BYTES allows it) reaches a live
+    reader whole: the server sends it in events of 64 KiB, under the 1 MiB a client reads
+    as one event (a reader following it live failed on it)."""
+    srv = server(JOBS_MAX_BODY_BYTES=str(4 * 1024 * 1024))
+    big = ["y" * 20_000 for _ in range(100)]
+    async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
+        job_id = await api.create_job(jobType="llm_agent")
+        updates: list[Job | list[OutputChunk]] = []
+        with anyio.fail_after(seconds(20)):
+            async for update in jobs.watch(job_id, output=True):
+                updates.append(update)
+                if isinstance(update, Job) and update.version == 1:
+                    await jobs.append_output(job_id, chunks=big, kind="token")
+                elif isinstance(update, list) and len(flatten(updates)) == len(big):
+                    await api.complete(job_id)
+        assert [chunk.data for chunk in flatten(updates)] == big
+        assert sum(1 for update in updates if isinstance(update, list)) > 1, "in pieces"
+
+
 async def test_watch_with_output_resumes_after_a_cut_without_repeats(
     server: Start, flavor: str, proxy: Callable[[int], CutProxy]
 ) -> None:

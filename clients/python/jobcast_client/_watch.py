@@ -44,7 +44,8 @@ load a second HTTP client and mix two exception trees. httpx2 ships the
 same code (derived from httpx-sse, MIT) built in: no extra dependency, the
 same types and exceptions as the rest of the client, and a bound on the
 size of one event (1 MiB by default, far above the largest job a server
-accepts with its default limits). Writing our own decoder would mean
+accepts with its default limits; output comes in events of 64 KiB, however
+large an append, one larger chunk alone). Writing our own decoder would mean
 owning the corner cases (CR/LF/CRLF, split chunks, ``id`` with NUL) that
 this one already handles. One thing to know: ``SSEError`` is an
 ``httpx2.TransportError``, so the clients catch it *before* transport
