@@ -623,6 +623,32 @@ async def test_watch_gives_up_after_the_retries_when_the_stream_keeps_dropping(
     assert len(events.requests) == 3
 
 
+async def test_watch_reconnects_through_an_outage_longer_than_its_retries(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A server restarting (503s, then refused connections) for longer than the retries
+    last: a watch reconnects for reconnect_for seconds, and resumes once it is back. A
+    request gives up after its retries."""
+    unavailable = problem(503, "backend-unavailable", "restarting", **{"Retry-After": "0"})
+    events = fake(
+        in_order(
+            Answer(200, sse((1, "processing")), EVENT_STREAM, truncated=True),
+            *[unavailable] * 6,  # twice the retries
+            then=Answer(200, sse((2, "completed")), EVENT_STREAM),
+        )
+    )
+    policy = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, reconnect_for=30)
+    async with connect(flavor, events.url, retry=policy) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [job.version async for job in jobs.watch("job_fake")]
+        assert seen == [1, 2]
+        assert len(events.requests) == 8
+        events.script = in_order(then=unavailable)
+        with pytest.raises(BackendUnavailable):
+            await jobs.get_job("job_fake")
+        assert len(events.requests) == 8 + 4
+
+
 async def test_watch_keeps_going_while_each_reconnection_is_served(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:
@@ -1027,7 +1053,8 @@ async def test_503_on_every_attempt_raises_backend_unavailable(
     down = fake(
         in_order(then=problem(503, "backend-unavailable", "redis is down", **{"Retry-After": "0"}))
     )
-    async with connect(flavor, down.url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
+    impatient = RetryPolicy(retries=2, backoff=0.01, reconnect_for=0)
+    async with connect(flavor, down.url, retry=impatient) as jobs:
         with pytest.raises(BackendUnavailable, match="redis is down"):
             await jobs.get_job("job_1")
         assert len(down.requests) == 3
@@ -1101,14 +1128,18 @@ async def test_a_retry_after_beyond_max_backoff_is_not_waited_for(
 
 
 async def test_no_server_raises_connection_failed_after_the_retries(flavor: str) -> None:
-    """Connection refused on every attempt ends in ConnectionFailed, naming the attempts."""
+    """Connection refused on every attempt ends in ConnectionFailed, naming the attempts
+    (a watch's, once its reconnect_for has passed)."""
     url = f"http://127.0.0.1:{free_port()}"
-    async with connect(flavor, url, retry=RetryPolicy(retries=2, backoff=0.01)) as jobs:
+    policy = RetryPolicy(retries=2, backoff=0.01, max_backoff=0.05, reconnect_for=0.5)
+    async with connect(flavor, url, retry=policy) as jobs:
         with pytest.raises(ConnectionFailed, match="after 3 attempt") as failed:
             await jobs.create_job()
         assert isinstance(failed.value.__cause__, httpx2.ConnectError)
-        with pytest.raises(ConnectionFailed, match="after 3 attempt"):
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed, match=r"after \d+ attempt"):
             _ = [job async for job in jobs.watch("job_1")]
+        assert time.monotonic() - started >= 0.5
 
 
 async def test_an_answer_that_cannot_be_decoded_raises_connection_failed_at_once(

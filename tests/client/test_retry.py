@@ -22,11 +22,18 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:
     assert policy.pause(1, retry_after=3) == 3
     assert policy.pause(1, retry_after=5) is None
     assert RetryPolicy(retries=0).pause(1) is None
+    assert policy.pause(7, patient=True) is not None, "a watch counts reconnect_for instead"
+    assert RetryPolicy(retries=0).pause(1, patient=True) is None, "retries=0: none at all"
 
 
 def test_a_negative_setting_is_refused() -> None:
-    """RetryPolicy refuses negative retries, backoff or max_backoff when it is made."""
-    for settings in ({"retries": -1}, {"backoff": -0.1}, {"max_backoff": -1.0}):
+    """RetryPolicy refuses a negative setting when it is made."""
+    for settings in (
+        {"retries": -1},
+        {"backoff": -0.1},
+        {"max_backoff": -1.0},
+        {"reconnect_for": -1.0},
+    ):
         with pytest.raises(ValueError, match="must not be negative"):
             RetryPolicy(**settings)
 

@@ -303,7 +303,8 @@ def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
 
 def _watch(core: Core[Any], job_id: str, since: int | None, output: bool) -> Watch:
     call = core._request("GET", job_path(job_id, "/events"), job_id=job_id)
-    return Watch(core._attempts(call), call, core._stream_timeout, job_id, since, output)
+    attempts = core._attempts(call, watch=True)
+    return Watch(attempts, call, core._stream_timeout, job_id, since, output)
 
 
 # --- the clients ---------------------------------------------------------------------

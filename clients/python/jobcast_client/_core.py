@@ -347,9 +347,9 @@ class Core(Generic[Transport]):
         headers = {**self._credentials(method != "GET"), **parts.pop("headers", {})}
         return Call(method, path, headers=headers, **parts)
 
-    def _attempts(self, call: Call) -> Attempts:
+    def _attempts(self, call: Call, *, watch: bool = False) -> Attempts:
         what = f"{call.method} {self.base_url.rstrip('/')}{call.path}"
-        return Attempts(self.retry, what, replayable=call.replayable)
+        return Attempts(self.retry, what, replayable=call.replayable, watch=watch)
 
     def _create_job(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,19 +39,29 @@ class RetryPolicy:
     or the server's ``Retry-After`` if that is longer. A ``Retry-After``
     beyond ``max_backoff`` is not waited for: the error is raised at once.
     ``RetryPolicy(retries=0)`` turns retrying off.
+
+    A watch is more patient with a server it cannot reach, or that answers
+    503 (or a proxy's 502 or 504): it reconnects for ``reconnect_for``
+    seconds from its first failed attempt, however many retries that takes,
+    so a restart or a short outage does not end it. A stream that is served
+    and keeps ending without news gives up after ``retries``.
     """
 
     retries: int = 3
     backoff: float = 0.5
     max_backoff: float = 10.0
+    reconnect_for: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("retries, backoff and max_backoff must not be negative")
+        if min(self.retries, self.backoff, self.max_backoff, self.reconnect_for) < 0:
+            raise ValueError("retries, backoff, max_backoff and reconnect_for must not be negative")
 
-    def pause(self, retry: int, retry_after: float | None = None) -> float | None:
-        """Seconds to wait before retry number ``retry``, or None to give up."""
-        if retry > self.retries:
+    def pause(
+        self, retry: int, retry_after: float | None = None, *, patient: bool = False
+    ) -> float | None:
+        """Seconds to wait before retry number ``retry``, or None to give up (past
+        ``retries``, unless ``patient``: the caller counts ``reconnect_for``)."""
+        if retry > self.retries and not (patient and self.retries):
             return None
         ceiling = min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
         pause = ceiling / 2 + random.uniform(0, ceiling / 2)
@@ -76,12 +87,23 @@ class Attempts:
     twice: it is retried only when the last attempt surely never did.
     """
 
-    def __init__(self, policy: RetryPolicy, what: str, *, replayable: bool = True) -> None:
+    def __init__(
+        self, policy: RetryPolicy, what: str, *, replayable: bool = True, watch: bool = False
+    ) -> None:
         self.policy = policy
         self.what = what
         self.replayable = replayable
+        self.watch = watch  # reconnects for the policy's reconnect_for when unreachable
         self.count = 0
         self.reached = 0  # failed attempts that may have reached the server (been applied)
+        self.failing_since: float | None = None  # the round's first failure (monotonic)
+
+    def _patient(self) -> bool:
+        """Whether a watch's round of failures is still within ``reconnect_for``."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        return self.watch and now - self.failing_since < self.policy.reconnect_for
 
     def after_error(self, exc: Exception | None) -> float:
         """The pause before the next attempt after ``exc`` (None: a stream just ended).
@@ -92,7 +114,9 @@ class Attempts:
         if not isinstance(exc, NEVER_SENT):
             self.reached += 1
         transient = exc is None or isinstance(exc, TRANSIENT if self.replayable else NEVER_SENT)
-        pause = self.policy.pause(self.count) if transient else None
+        # A stream that ended (no error) was served: no outage to be patient with.
+        patient = exc is not None and self._patient()
+        pause = self.policy.pause(self.count, patient=patient) if transient else None
         if pause is None:
             reason = f"{type(exc).__name__}: {exc}" if exc is not None else "the stream ended"
             failed = ConnectionFailed(
@@ -115,11 +139,13 @@ class Attempts:
             return None
         if status != 429:  # a proxy's, maybe, with the server's work done
             self.reached += 1
-        return self.policy.pause(self.count, retry_after(response))
+        patient = status != 429 and self._patient()
+        return self.policy.pause(self.count, retry_after(response), patient=patient)
 
     def reset(self) -> None:
         """Start a fresh round of retries (a stream made progress)."""
         self.count = self.reached = 0
+        self.failing_since = None
 
 
 def retry_after(response: httpx2.Response) -> float | None:
