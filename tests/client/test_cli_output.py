@@ -12,7 +12,15 @@ import pytest
 
 from tests.conftest import seconds
 
-from .test_cli import command, environment, jobcast, next_line, one_error_line, watcher as watcher
+from .test_cli import (
+    command,
+    environment,
+    jobcast,
+    next_line,
+    one_error_line,
+    terminal,
+    watcher as watcher,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import RunningServer
@@ -40,6 +48,32 @@ def jobcast_reading(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=seconds(30),
         check=False,
     )
+
+
+def run_bytes(stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``jobcast ARGS`` with ``stdin`` (bytes, any) as its standard input, to the end."""
+    return subprocess.run(
+        command(*args),
+        input=stdin,
+        env=environment(),
+        capture_output=True,
+        timeout=seconds(30),
+        check=False,
+    )
+
+
+def on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """Run ``jobcast ARGS`` to the end with a pseudo-terminal as its stdout; what it wrote."""
+    with terminal() as (tty, written):
+        ran = subprocess.run(
+            command(*args),
+            env=environment(),
+            stdout=tty,
+            stderr=subprocess.PIPE,
+            timeout=seconds(30),
+            check=False,
+        )
+    return ran, bytes(written)
 
 
 def token(text: str) -> dict[str, Any]:
@@ -138,6 +172,43 @@ async def test_a_line_the_server_refuses_costs_itself_not_the_rest_of_the_pipe(
         assert got == lines[:10] + lines[11:]
 
 
+async def test_a_line_that_is_not_utf8_costs_itself_not_the_rest_of_the_pipe(
+    server: Start,
+) -> None:
+    """A Latin-1 byte in a piped log: that line is said on stderr and left out, the lines
+    after it are appended, and the command exits 1 (it stopped at the line, with status 2)."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        result = run_bytes(
+            b"first\nlatin1 caf\xe9\nafter\n",
+            "--url",
+            srv.base_url,
+            "append",
+            job_id,
+            "--kind",
+            "log",
+        )
+        assert result.returncode == 1
+        assert result.stderr == b"jobcast: error: line 2 is not UTF-8; not appended\n"
+        assert [chunk["data"] for chunk in await output_of(api, job_id)] == ["first", "after"]
+
+
+async def test_tail_on_a_terminal_shows_control_characters_escaped(server: Start) -> None:
+    """Output is anyone's text: on a terminal, an escape sequence in it is shown, not obeyed
+    (it would retitle the terminal, clear it); piped, it passes as it is."""
+    srv = server()
+    async with srv.client() as api:
+        job_id = await api.create_job()
+        await append(api, job_id, token("a\x1b]0;pwned\x07\x1b[2Jb\tc\x9b"))
+        await api.complete(job_id)
+    shown, written = on_a_terminal("--url", srv.base_url, "tail", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert written.decode() == "a\\x1b]0;pwned\\x07\\x1b[2Jb\tc\\x9b\r\n"
+    piped = jobcast("--url", srv.base_url, "tail", job_id)
+    assert piped.stdout == "a\x1b]0;pwned\x07\x1b[2Jb\tc\x9b"
+
+
 async def test_tail_prints_the_output_so_far_then_follows_it_to_the_end(
     server: Start, watcher: Watcher
 ) -> None:
@@ -158,7 +229,7 @@ async def test_tail_prints_the_output_so_far_then_follows_it_to_the_end(
         await api.complete(job_id)
         stdout, stderr = process.communicate(timeout=seconds(20))
     assert process.returncode == 0, stderr
-    assert (stdout, stderr) == ("bye\n", "")
+    assert (stdout, stderr) == ("bye", ""), "piped, the output as it was, no newline added"
 
 
 async def test_tail_of_a_failed_job_exits_1_with_its_error(server: Start) -> None:
@@ -170,7 +241,7 @@ async def test_tail_of_a_failed_job_exits_1_with_its_error(server: Start) -> Non
         await append(api, job_id, token("par"), token("tial"))
         await api.fail(job_id, "out of tokens")
     result = jobcast("--url", srv.base_url, "tail", job_id)
-    assert (result.returncode, result.stdout) == (1, "partial\n")
+    assert (result.returncode, result.stdout) == (1, "partial")
     assert result.stderr == f"jobcast: job {job_id} failed: out of tokens\n"
     as_json = jobcast("--url", srv.base_url, "tail", job_id, "--json")
     assert as_json.returncode == 1

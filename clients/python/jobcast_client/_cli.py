@@ -31,6 +31,7 @@ import base64
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -216,13 +217,20 @@ class _ProgressLine:
             self._drawn = False
 
 
+# Control characters but newline and tab: C0, DEL and C1.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 class _OutputLines:
     """A job's output on stdout as it comes: ``token`` chunks run on, as an LLM's text does;
-    any other chunk is a line of its own. Text data is printed as it is, other data as JSON."""
+    any other chunk is a line of its own. Text data is printed as it is, other data as JSON;
+    on a terminal, control characters are shown escaped (``\x1b``): output is anyone's text,
+    and an escape sequence in it would drive the terminal (retitle it, clear it)."""
 
     def __init__(self, as_json: bool) -> None:
         self._as_json = as_json
         self._mid_line = False  # a token run left the cursor after text
+        self.terminal = sys.stdout.isatty()
 
     def show(self, chunks: Iterable[OutputChunk]) -> None:
         for chunk in chunks:
@@ -230,12 +238,16 @@ class _OutputLines:
                 click.echo(_dumps(chunk.to_wire()))
                 continue
             text = chunk.data if isinstance(chunk.data, str) else _dumps(chunk.data)
+            if self.terminal:
+                text = _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+            # color=True: piped, click would strip what looks like a colour code from the
+            # text, and the output must pass as it was.
             if chunk.kind == "token":
-                click.echo(text, nl=False)
+                click.echo(text, nl=False, color=True)
                 self._mid_line = not text.endswith("\n") if text else self._mid_line
             else:
                 self.end_line()
-                click.echo(text)
+                click.echo(text, color=True)
 
     def end_line(self) -> None:
         """End a token run's line, so that what follows starts a line of its own."""
@@ -481,7 +493,8 @@ def _follow_output(job_id: str, as_json: bool, *, show_states: bool) -> int:
         if show_states:
             lines.end_line()
             _show(last, as_json)
-    lines.end_line()
+    if show_states or lines.terminal:  # piped, `tail` adds nothing to the output as it was
+        lines.end_line()
     if not show_states and last is not None and last.status == "error":
         click.echo(f"jobcast: job {job_id} failed: {last.error}", err=True)
     return _exit_code(last)
@@ -533,8 +546,17 @@ def append(
     refused = False
     try:
         with client.output_writer(job_id, kind=kind) as out:
-            for line in sys.stdin:
-                data = parse(line.removesuffix("\n").removesuffix("\r"))
+            for number, raw in enumerate(sys.stdin.buffer, 1):
+                try:
+                    text = raw.decode().removesuffix("\n").removesuffix("\r")
+                except UnicodeDecodeError:
+                    # Refused alone, as the server refuses a line: the rest of the pipe goes on.
+                    refused = True
+                    click.echo(
+                        f"jobcast: error: line {number} is not UTF-8; not appended", err=True
+                    )
+                    continue
+                data = parse(text)
                 try:
                     out.write(data)
                 except InvalidJobData as refusal:
