@@ -820,6 +820,11 @@ function endOutputWatch(jobId, done) {
   scheduleOutputWatches(); // not from inside the ending watch's own callback
 }
 
+/** The last `most` UTF-16 units of `text`, never starting with half a character. */
+function lastChars(text, most) {
+  return text.slice(-most).replace(/^[\udc00-\udfff]/, '');
+}
+
 function addOutput(jobId, chunks) {
   let tail = tails.get(jobId);
   if (!tail) tails.set(jobId, (tail = { text: '', lines: [] }));
@@ -827,15 +832,13 @@ function addOutput(jobId, chunks) {
     const text = typeof data === 'string' ? data : JSON.stringify(data);
     if (kind === 'token') {
       tail.text += text;
-      if (tail.text.length > 2 * OUTPUT_TEXT_MAX) tail.text = tail.text.slice(-OUTPUT_TEXT_MAX);
+      if (tail.text.length > 2 * OUTPUT_TEXT_MAX) tail.text = lastChars(tail.text, OUTPUT_TEXT_MAX);
     } else {
       tail.lines.push(...text.replace(/\r?\n$/, '').split(/\r?\n/).slice(-OUTPUT_LINES));
       if (tail.lines.length > 2 * OUTPUT_LINES) tail.lines.splice(0, tail.lines.length - OUTPUT_LINES);
     }
   }
-  if (tail.text.length > OUTPUT_TEXT_MAX) {
-    tail.text = tail.text.slice(-OUTPUT_TEXT_MAX).replace(/^[\udc00-\udfff]/, ''); // no half a character
-  }
+  if (tail.text.length > OUTPUT_TEXT_MAX) tail.text = lastChars(tail.text, OUTPUT_TEXT_MAX);
   if (tail.lines.length > OUTPUT_LINES) tail.lines.splice(0, tail.lines.length - OUTPUT_LINES);
   tailsChanged.add(jobId);
   if (!frame) frame = requestAnimationFrame(flush);

@@ -140,6 +140,18 @@ def test_the_text_shown_is_the_end_of_a_long_stream(page: Page, jobcast: Server)
     assert following
 
 
+def test_the_text_shown_never_starts_with_half_a_character(page: Page, jobcast: Server) -> None:
+    """An emoji (two UTF-16 units) where the text is cut: the row's text starts after it,
+    not with its second half (which showed as a replacement character)."""
+    open_live(page, jobcast)
+    agent = jobcast.create(jobType="llm_agent")
+    append(jobcast, agent, *tokens("a" * 4097, "\U0001f600", "b" * 4095))
+    jobcast.update(agent, status="processing", progress=50)
+    text = row(page, agent).locator(".job-output-text")
+    expect(text).to_contain_text("b" * 4095, timeout=wait(10))
+    assert text.text_content() == "b" * 4095
+
+
 def test_a_finished_job_shows_no_output_and_opens_no_stream(page: Page, jobcast: Server) -> None:
     """Output is followed only while a job runs: a job finished before the page opened
     shows its row without output, and the page asks for none."""
