@@ -220,9 +220,14 @@ class Deliverer:
         self._queue_outage = Outage(
             "webhook queue unavailable, deliveries wait", "webhook queue available again"
         )
-        metrics.webhooks_pending.set_function(lambda: len(self._held) + queue.pending)
+        metrics.webhooks_pending.set_function(lambda: self.pending)
         metrics.webhooks_oldest.set_function(self._oldest_age)
         metrics.webhooks_delivering.set_function(lambda: int(queue.delivering))
+
+    @property
+    def pending(self) -> int:
+        """Events held or queued, not delivered (or given up) everywhere yet."""
+        return len(self._held) + self._queue.pending
 
     async def run(self) -> None:
         """Take events from the queue and deliver them, until cancelled."""

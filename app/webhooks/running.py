@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from app.metrics import Metrics
 from app.settings import Settings
@@ -11,6 +12,8 @@ from app.store import FeedSink
 from app.webhooks.deliverer import Deliverer
 from app.webhooks.queue import EventQueue, MemoryQueue
 from app.webhooks.sender import Sender
+
+logger = logging.getLogger("jobcast")
 
 
 class Webhooks:
@@ -37,6 +40,13 @@ class Webhooks:
         self._task = asyncio.create_task(self._deliverer.run(), name="jobcast-webhooks")
 
     async def aclose(self) -> None:
+        if self._memory is not None and (lost := self._deliverer.pending):
+            # Held by this process alone (as its jobs are): said, for whoever must know.
+            logger.warning(
+                "webhooks: %d event(s) not delivered yet are lost with this process "
+                "(the memory backend keeps them nowhere else)",
+                lost,
+            )
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -147,3 +147,18 @@ async def test_redirects_are_not_followed(server: Start, receiver: Receiver) -> 
         ("/hooks", 200),
     ]
     assert len({d.webhook_id for d in receiver.deliveries}) == 1
+
+
+async def test_a_memory_server_stopping_says_how_many_events_it_loses(
+    server: Start, receiver: Receiver
+) -> None:
+    """The memory backend keeps undelivered events in its process only: stopping, it says
+    how many go with it (they went without a word)."""
+    receiver.status = lambda: 500
+    srv = server(**hooked(receiver))
+    async with srv.client() as api:
+        for _ in range(3):
+            await api.complete(await api.create_job())
+        await receiver.wait_for(lambda r: len(r.deliveries) >= 1)
+    srv.stop()
+    assert "webhooks: 3 event(s) not delivered yet are lost with this process" in srv.log()
