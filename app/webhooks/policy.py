@@ -38,11 +38,20 @@ def endpoints(job: Job, settings: Settings) -> list[Endpoint]:
     """Where ``job``'s events go: the operator's endpoints, then the job's own (unless it
     is one of the operator's, which gets each event once)."""
     found = [Endpoint(url) for url in settings.webhook_urls]
-    if job.webhook_url and job.webhook_url not in settings.webhook_urls:
-        listing = host_listing(urlsplit(job.webhook_url).hostname or "", settings.webhook_hosts)
+    own = job.webhook_url
+    if own and _request_of(own) not in {_request_of(url) for url in settings.webhook_urls}:
+        listing = host_listing(urlsplit(own).hostname or "", settings.webhook_hosts)
         if listing is not None:  # a list shortened since the job was created drops it
-            found.append(Endpoint(job.webhook_url, guarded=True, listed_exactly=listing))
+            found.append(Endpoint(own, guarded=True, listed_exactly=listing))
     return found
+
+
+def _request_of(url: str) -> tuple[str, str, int, str, str]:
+    """What a POST to ``url`` asks for, however the URL spells it: the scheme, host and
+    port as compared, the path, and the query (a fragment is never sent)."""
+    parts = urlsplit(url)  # scheme and hostname in lower case
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, _canonical(parts.hostname or ""), port, parts.path or "/", parts.query
 
 
 def check_job_url(url: str | None, settings: Settings) -> None:

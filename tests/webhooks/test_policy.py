@@ -120,11 +120,22 @@ def test_endpoints_are_the_operators_then_the_jobs_own() -> None:
     assert endpoints(job, settings(webhook_hosts=("hooks.example.com",))) == []
 
 
-def test_a_jobs_own_url_that_is_the_operators_gets_each_event_once() -> None:
-    own = "https://x.partner.example/done"
+@pytest.mark.parametrize(
+    "own",
+    [
+        "https://x.partner.example/done",
+        "https://x.partner.example/done?",  # an empty query asks for the same
+        "https://x.partner.example/done#part",  # a fragment is never sent
+        "HTTPS://X.Partner.Example:443/done",
+    ],
+)
+def test_a_jobs_own_url_that_is_the_operators_gets_each_event_once(own: str) -> None:
+    operators = "https://x.partner.example/done"
     job = jobs.create(NewJob(webhook_url=own), jobs.now())
-    both = settings(webhook_urls=(own,), webhook_hosts=("*.partner.example",))
-    assert endpoints(job, both) == [Endpoint(own)]
+    both = settings(webhook_urls=(operators,), webhook_hosts=("*.partner.example",))
+    assert endpoints(job, both) == [Endpoint(operators)]
+    other = jobs.create(NewJob(webhook_url=operators + "?id=1"), jobs.now())
+    assert len(endpoints(other, both)) == 2, "another query is another endpoint"
 
 
 @pytest.mark.parametrize(
