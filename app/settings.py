@@ -20,6 +20,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -141,6 +142,17 @@ def _webhook_secret(name: str, raw: str) -> str:
                 f"them); make one with: {WEBHOOK_KEYGEN}"
             )
     return ",".join(secrets)
+
+
+def _ca_file(name: str, raw: str) -> str:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=raw)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"{name}={raw!r}: no CA certificates can be read from it ({exc}); give a PEM "
+            "file of the certificates that sign your receivers"
+        ) from None
+    return raw
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,12 @@ class Settings:
     )
     webhook_backoff_max: float = setting(
         60.0, "Seconds at most between two attempts of a delivery.", low=0.1
+    )
+    webhook_ca_file: str | None = setting(
+        None,
+        "A PEM file of CA certificates that https receivers may be signed by too (an "
+        "internal CA), beside the system's.",
+        read=_ca_file,
     )
 
     @property

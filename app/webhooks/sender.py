@@ -27,6 +27,7 @@ import contextlib
 import enum
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -147,9 +148,20 @@ def _client(settings: Settings, limits: httpx2.Limits) -> httpx2.AsyncClient:
         timeout=settings.webhook_timeout,
         limits=limits,
         follow_redirects=False,
-        trust_env=False,  # a proxy from the environment would skip the address checks
+        # Not the environment's: a proxy from it would skip the address checks (and its
+        # SSL_CERT_FILE goes with it, so JOBS_WEBHOOK_CA_FILE says which CAs are added).
+        trust_env=False,
+        verify=_trusted(settings.webhook_ca_file),
         headers={"user-agent": USER_AGENT},
     )
+
+
+def _trusted(ca_file: str | None) -> ssl.SSLContext:
+    """The system's CAs (as httpx2 finds them, without the environment), and ``ca_file``'s."""
+    context = httpx2.create_ssl_context(trust_env=False)
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 async def _read_answer(response: httpx2.Response, deadline: float) -> None:

@@ -115,15 +115,27 @@ def failing_for(duration: float) -> Callable[[], int]:
     return status
 
 
-async def serve(receiver: Receiver) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def serve(
+    receiver: Receiver, tls: tuple[str, str] | None = None, host: str = "127.0.0.1"
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Serve ``receiver`` on a free port; over https with ``tls`` (its key and certificate
+    files), at ``host`` in its URL."""
     app = Starlette(routes=[Route("/{path:path}", receiver.handle, methods=["POST"])])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)  # connections wait in the backlog until uvicorn accepts them
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    keyfile, certfile = tls or (None, None)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        ssl_keyfile=keyfile,
+        ssl_certfile=certfile,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    receiver.url = f"http://127.0.0.1:{port}/hooks"
+    receiver.url = f"{'https' if tls else 'http'}://{host}:{port}/hooks"
     return server, task

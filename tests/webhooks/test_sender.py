@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import trustme
 
 from app import jobs
 from app.models import NewJob
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from app.webhooks.policy import Endpoint
 from app.webhooks.queue import QueuedEvent
 from app.webhooks.sender import ANSWER_READ, Outcome, Sender
 
-from .receiver import SECRET, Receiver
+from .receiver import SECRET, Receiver, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -252,3 +254,37 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried(
 async def test_a_receiver_that_is_not_there_is_retried(sender: Sender) -> None:
     attempt = await sender.attempt(Endpoint("http://127.0.0.1:9/hooks"), event())
     assert attempt.outcome is Outcome.RETRY
+
+
+async def test_an_https_receiver_signed_by_the_ca_file_is_trusted(tmp_path: Path) -> None:
+    """An internal CA: its receivers are refused unless JOBS_WEBHOOK_CA_FILE names it, and
+    then delivered to (the system's CAs are still trusted beside it)."""
+    authority = trustme.CA()
+    served = authority.issue_cert("localhost")
+    key, chain, ca = tmp_path / "key.pem", tmp_path / "chain.pem", tmp_path / "ca.pem"
+    served.private_key_pem.write_to_path(str(key))
+    served.cert_chain_pems[0].write_to_path(str(chain))
+    authority.cert_pem.write_to_path(str(ca))
+    receiver = Receiver()
+    server, task = await serve(receiver, tls=(str(key), str(chain)), host="localhost")
+    try:
+        endpoint = Endpoint(receiver.url)
+        for ca_file, outcome in [(None, Outcome.RETRY), (str(ca), Outcome.DELIVERED)]:
+            sending = Sender(Settings(webhook_secret=SECRET, webhook_ca_file=ca_file))
+            try:
+                attempt = await sending.attempt(endpoint, event())
+            finally:
+                await sending.aclose()
+            assert attempt.outcome is outcome, attempt.detail
+        assert [d.verified for d in receiver.deliveries] == [True]
+    finally:
+        server.should_exit = True
+        await task
+
+
+def test_a_ca_file_that_holds_no_certificates_stops_start_up(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    for path in (str(empty), str(tmp_path / "missing.pem")):
+        with pytest.raises(SettingsError, match=r"JOBS_WEBHOOK_CA_FILE.*no CA certificates"):
+            Settings.from_env({"JOBS_WEBHOOK_CA_FILE": path})
