@@ -8,5 +8,7 @@ import random
 def backoff(failures: int, first: float, cap: float) -> float:
     """Doubling from ``first`` per failure up to ``cap``, with jitter (between half and the
     whole of it) so that many waiters do not all try again at the same moment."""
-    delay = min(cap, first * 2.0 ** (max(1, failures) - 1))
+    # The exponent stops growing long before the cap is passed: 2.0 ** 1024 overflows, and
+    # a receiver down for a day fails more than a thousand times in a row.
+    delay = min(cap, first * 2.0 ** min(max(1, failures) - 1, 60))
     return delay * random.uniform(0.5, 1.0)

@@ -266,7 +266,7 @@ class Deliverer:
         held = _Held(event, len(targets))
         self._held[event.key] = held
         if not targets:  # its endpoint left the configuration meanwhile
-            self._start(self._finish(held))
+            self._finish(held)
             return
         for endpoint in targets:
             key = (endpoint.url, event.job.job_id)
@@ -278,21 +278,29 @@ class Deliverer:
             self._holding[lane.receiver] += 1
 
     def _make_room(self) -> None:
-        """The hold is full: give up the oldest deliveries to the receiver that holds the
-        most, if it fails (one that answers makes room by itself)."""
-        if not self._holding:
+        """The hold is full: give up the oldest deliveries to the failing receiver that holds
+        the most (a receiver that answers makes room by itself)."""
+        failing = {gate.url for gate in self._gates.values() if gate.failing}
+        receivers = {_receiver(url) for url in failing}
+        held = [(count, r) for r, count in self._holding.items() if r in receivers]
+        if not held:
             return
-        receiver = self._holding.most_common(1)[0][0]
-        gates = self._gates.values()
-        failing = {gate.url for gate in gates if gate.failing and _receiver(gate.url) == receiver}
+        receiver = max(held)[1]
         evicted = 0
-        for (url, _), lane in self._lanes.items():  # the oldest lanes first
+        for key, lane in list(self._lanes.items()):  # the oldest lanes first
             if evicted >= EVICT:
                 break
-            if url in failing and not lane.evicted and lane.task is not None:
+            if key[0] in failing and lane.receiver == receiver:
+                # Given up here, at once: its task may not have started, and a cancelled
+                # task that never started runs nothing. A newer event starts a new lane.
+                del self._lanes[key]
                 lane.evicted = True
-                lane.task.cancel()
+                if lane.task is not None:
+                    lane.task.cancel()
                 evicted += len(lane.deliveries)
+                while lane.deliveries:
+                    self._metrics.webhooks_failed.inc()
+                    self._leave(lane)
         if evicted:
             logger.warning(
                 "webhooks: %d deliveries to %s, which fails, given up early: this process "
@@ -318,19 +326,14 @@ class Deliverer:
                 except Exception as exc:  # a bug: lose this delivery, not the lane behind it
                     logger.exception("webhooks: delivering %s failed", held.event.webhook_id)
                     self._given_up(endpoint, held.event, repr(exc))
-                await self._leave(lane)
+                self._leave(lane)
         except asyncio.CancelledError:
-            if not lane.evicted:
-                raise
-            task = asyncio.current_task()
-            assert task is not None
-            task.uncancel()  # the cancel was ours, and is handled: later awaits are not cut
-            while lane.deliveries:  # given up to make room, as _make_room said
-                self._metrics.webhooks_failed.inc()
-                await self._leave(lane)
+            if lane.evicted:
+                return  # _make_room gave its deliveries up, and took it off the lanes
+            raise
         del self._lanes[key]
 
-    async def _leave(self, lane: _Lane) -> None:
+    def _leave(self, lane: _Lane) -> None:
         """The lane's first delivery is over, delivered or not."""
         held = lane.deliveries.popleft()
         self._holding[lane.receiver] -= 1
@@ -338,7 +341,7 @@ class Deliverer:
             del self._holding[lane.receiver]
         held.left -= 1
         if held.left == 0:
-            await self._finish(held)
+            self._finish(held)
 
     async def _deliver(self, endpoint: Endpoint, event: QueuedEvent) -> None:
         """Send ``event`` until delivered, refused, or given up."""
@@ -357,8 +360,12 @@ class Deliverer:
             probe = await gate.admit(give_up_at)
             if probe is None:
                 return self._given_up(endpoint, event, "its endpoint kept failing")
-            async with places, self._sending:  # one of its receiver's, then one of all
-                attempt = await self._sender.attempt(endpoint, event)
+            try:
+                async with places, self._sending:  # one of its receiver's, then one of all
+                    attempt = await self._sender.attempt(endpoint, event)
+            except asyncio.CancelledError:
+                gate.report(probe, None, "cancelled")  # a probe cut short: another may go
+                raise
             delivered = attempt.outcome is Outcome.DELIVERED
             said = None if attempt.outcome is Outcome.REFUSED else delivered
             gate.report(probe, said, attempt.detail)
@@ -387,12 +394,16 @@ class Deliverer:
             why,
         )
 
-    async def _finish(self, held: _Held) -> None:
-        # Let go of it first: a lane evicted while this waits must not keep it held.
+    def _finish(self, held: _Held) -> None:
+        """The event is done everywhere: let it go, and tell the queue in a task of its own
+        (a lane given up while it waited must not cut the acknowledgement short)."""
         self._held.pop(held.event.key, None)
         self._room.set()
+        self._start(self._acknowledge(held.event))
+
+    async def _acknowledge(self, event: QueuedEvent) -> None:
         try:
-            await self._queue.done(held.event)
+            await self._queue.done(event)
         except BackendUnavailable as exc:
             # Still pending in the queue: delivered again by whoever leads next (same id).
             self._queue_outage.failed(str(exc))

@@ -24,6 +24,7 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:
     assert RetryPolicy(retries=0).pause(1) is None
     assert policy.pause(7, patient=True) is not None, "a watch counts reconnect_for instead"
     assert RetryPolicy(retries=0).pause(1, patient=True) is None, "retries=0: none at all"
+    assert policy.pause(5000, patient=True) is not None, "however many retries a watch counts"
 
 
 def test_a_negative_setting_is_refused() -> None:

@@ -107,16 +107,29 @@ async def test_a_full_hold_of_a_failing_receivers_events_gives_the_oldest_up(
 ) -> None:
     """Every event held waits on a receiver that is down: the hold is full, and took no
     more from the queue. The failing receiver's oldest deliveries are given up early to
-    make room, and another receiver's events go on."""
+    make room (lanes whose task had not started yet too), and another receiver's events
+    go on."""
     deliverer, queue = delivering
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused, and refused again
-    for number in range(5):
+    for number in range(2):
         queue.offer(completed(f"{dead}/{number}", number))
+    with anyio.fail_after(seconds(10)):
+        while not any(gate.failing for gate in deliverer._gates.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    for number in range(2, 5):  # the hold fills with lanes whose tasks have not run yet
+        queue.offer(completed(f"{dead}/{number % 2}", number))
     for number in range(5, 8):
         queue.offer(completed(receiver.url, number))
     await receiver.wait_for(lambda r: len(r.accepted()) == 3)
-    failed = deliverer._metrics.webhooks_failed._value.get()
-    assert failed >= 1, "the room was made by giving up the dead receiver's deliveries"
+    failed = deliverer._metrics.webhooks_failed
+    with anyio.fail_after(seconds(5)):
+        # Each event delivered (let go once its answer is in), held, or given up.
+        while len(deliverer._held) + failed._value.get() != 5:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert failed._value.get() >= 1, "the room was made by giving up the dead receiver's"
+    lanes = list(deliverer._lanes.values())
+    assert all(lane.task is not None and not lane.task.done() for lane in lanes), "no lane left"
+    assert sum(deliverer._holding.values()) == sum(len(lane.deliveries) for lane in lanes)
 
 
 @pytest.mark.parametrize(

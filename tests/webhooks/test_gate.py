@@ -74,3 +74,13 @@ async def test_a_watcher_that_gives_up_hands_the_watch_on() -> None:
     # The one left watches now, and goes as the probe once the gate reopens.
     gate._wake_one()
     assert await asyncio.wait_for(later, 5) is True
+
+
+def test_a_gate_failing_for_a_day_keeps_its_backoff_at_the_cap() -> None:
+    """Over a thousand failures in a row (a receiver down for a day, at one a minute): the
+    backoff stays at its cap (the doubling overflowed a float at the 1 025th)."""
+    gate = _Gate("http://down.example/hook", 60.0, Clock())
+    for _ in range(1_100):
+        gate.report(False, False, "refused")
+        gate._reopens_at = 0.0  # the next failure closes it again
+    assert gate.failing

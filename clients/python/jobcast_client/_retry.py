@@ -63,7 +63,8 @@ class RetryPolicy:
         ``retries``, unless ``patient``: the caller counts ``reconnect_for``)."""
         if retry > self.retries and not (patient and self.retries):
             return None
-        ceiling = min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
+        # A patient watch counts retries past any limit: 2.0 ** 1024 would overflow.
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(retry - 1, 60))
         pause = ceiling / 2 + random.uniform(0, ceiling / 2)
         if retry_after is not None:
             if retry_after > self.max_backoff:
