@@ -12,11 +12,11 @@
  *
  * Each hook returns the snapshot of a store (`createJobStore`): frozen, replaced only when
  * something in it changed, so a component re-renders only then. Hooks given the same job
- * id (or filter) and the same options share one store, and so one connection: a progress
- * bar in the header and the job's page below it cost one stream. The store connects while
- * a component uses it, and is closed once none does. A new store is made when the job id,
- * the filter or an option that shapes the connection changes; `getToken` is the latest
- * function the hook that made the store was given, so an inline arrow function costs
+ * id (or filter) and the same options, and no `getToken`, share one store, and so one
+ * connection: a progress bar in the header and the job's page below it cost one stream.
+ * The store connects while a component uses it, and is closed once none does. A new store
+ * is made when the job id, the filter or an option that shapes the connection changes;
+ * `getToken` is always the latest function given, so an inline arrow function costs
  * nothing.
  */
 
@@ -56,7 +56,11 @@ function useStore(options) {
   useEffect(() => {
     latest.current = options;
   });
-  const key = options && keyOf(options);
+  // A hook with getToken shares with no other: two getTokens may give tokens of two
+  // scopes, and one connection would show one's jobs to the other.
+  const own = useRef(null);
+  if (options?.getToken && own.current === null) own.current = `own-${(lastId += 1)}`;
+  const key = options && (options.getToken ? own.current : '') + keyOf(options);
   const share = useMemo(() => {
     if (!options) return IDLE_SHARE;
     const { getToken } = options;

@@ -174,6 +174,17 @@ def test_hooks_on_one_job_share_one_connection(
     eventually(lambda: open_streams(jobcast, transport) == 0, "the stream closed")
 
 
+def test_hooks_with_get_token_keep_a_connection_each(
+    page: Page, origin: str, jobcast: Server
+) -> None:
+    """Two getTokens may give tokens of two scopes: hooks given one share with no other."""
+    job_id = jobcast.create(message="Mine")
+    open_app(page, origin, jobcast, f"job={job_id}&copies=2&gettoken=1")
+    for n in (1, 2):
+        expect(page.locator(f"#job-{n}")).to_have_attribute("data-state", "live", timeout=wait(10))
+    eventually(lambda: open_streams(jobcast, "sse") == 2, "a stream for each")
+
+
 NETWORK = """(online) => {
   Object.defineProperty(navigator, 'onLine', { configurable: true, get: () => online });
   window.dispatchEvent(new Event(online ? 'online' : 'offline'));

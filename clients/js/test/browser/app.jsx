@@ -15,6 +15,8 @@ const options = {
   transport: params.get('transport') ?? 'sse',
   pauseWhenHidden: params.has('pause'),
   token: params.get('token') ?? undefined,
+  // &gettoken: the token (if any) through getToken, as a page that renews its tokens would.
+  ...(params.has('gettoken') ? { getToken: async () => params.get('token') ?? '' } : {}),
 };
 const outputOptions = params.has('output')
   ? { output: true, keepOutput: Number(params.get('output')) }
