@@ -250,7 +250,7 @@ async def list_jobs(request: Request) -> Response:
     etag = b'"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest().encode()
     headers = {"ETag": etag.decode(), "Cache-Control": "no-cache"}
     if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers={"ETag": etag.decode()})
+        return Response(status_code=304, headers=headers)
     return json_response(body, headers=headers)
 
 

@@ -353,6 +353,7 @@ def test_a_list_page_answers_304_until_it_changes(client: TestClient) -> None:
     assert first.headers["cache-control"] == "no-cache"
     same = client.get("/api/jobs?limit=5", headers={"If-None-Match": tag})
     assert (same.status_code, same.content, same.headers["etag"]) == (304, b"", tag)
+    assert same.headers["cache-control"] == "no-cache"
     patch(client, job_id, {"progress": 5})
     changed = client.get("/api/jobs?limit=5", headers={"If-None-Match": tag})
     assert changed.status_code == 200

@@ -181,7 +181,7 @@ async def test_a_line_that_is_not_utf8_costs_itself_not_the_rest_of_the_pipe(
     async with srv.client() as api:
         job_id = await api.create_job()
         result = run_bytes(
-            b"first\nlatin1 caf\xe9\nafter\n",
+            b"first\nlatin1 caf\xe9\nafter\r50%\r\n",  # a lone \r ends a line too
             "--url",
             srv.base_url,
             "append",
@@ -191,7 +191,8 @@ async def test_a_line_that_is_not_utf8_costs_itself_not_the_rest_of_the_pipe(
         )
         assert result.returncode == 1
         assert result.stderr == b"jobcast: error: line 2 is not UTF-8; not appended\n"
-        assert [chunk["data"] for chunk in await output_of(api, job_id)] == ["first", "after"]
+        got = [chunk["data"] for chunk in await output_of(api, job_id)]
+        assert got == ["first", "after", "50%"]
 
 
 async def test_tail_on_a_terminal_shows_control_characters_escaped(server: Start) -> None:

@@ -28,6 +28,7 @@ one-line progress bar on stderr, so the command needs nothing else (no rich).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import os
@@ -217,6 +218,8 @@ class _ProgressLine:
             self._drawn = False
 
 
+# What surrogateescape makes of a byte that is not UTF-8.
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
 # Control characters but newline and tab: C0, DEL and C1.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -546,10 +549,12 @@ def append(
     refused = False
     try:
         with client.output_writer(job_id, kind=kind) as out:
-            for number, raw in enumerate(sys.stdin.buffer, 1):
-                try:
-                    text = raw.decode().removesuffix("\n").removesuffix("\r")
-                except UnicodeDecodeError:
+            # Lines as text mode splits them (\n, \r\n, or a lone \r, as progress bars
+            # write), bytes that are not UTF-8 kept as surrogates to be found below.
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+            for number, line in enumerate(lines, 1):
+                text = line.removesuffix("\n")
+                if _SURROGATE.search(text):
                     # Refused alone, as the server refuses a line: the rest of the pipe goes on.
                     refused = True
                     click.echo(

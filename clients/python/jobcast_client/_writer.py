@@ -309,12 +309,18 @@ def _size(chunk: Chunk) -> int:
 # the interpreter's exit stops mid-wait: the client's close, or the exit itself,
 # appends what they hold, as closing a file flushes it.
 _UNCLOSED: weakref.WeakSet[OutputWriter] = weakref.WeakSet()
+_UNCLOSED_LOCK = threading.Lock()  # a first write on another thread adds to it meanwhile
+
+
+def _unclosed() -> list[OutputWriter]:
+    with _UNCLOSED_LOCK:
+        return list(_UNCLOSED)
 
 
 def close_writers(client: JobsClient) -> None:
     """Close ``client``'s writers left open; raise the first failure once all are closed."""
     failure: Exception | None = None
-    for writer in [writer for writer in list(_UNCLOSED) if writer._client is client]:
+    for writer in [writer for writer in _unclosed() if writer._client is client]:
         try:
             writer.close()
         except Exception as exc:
@@ -325,7 +331,7 @@ def close_writers(client: JobsClient) -> None:
 
 @atexit.register
 def _close_at_exit() -> None:
-    for writer in list(_UNCLOSED):
+    for writer in _unclosed():
         try:
             writer.close()
         except Exception as exc:
@@ -390,7 +396,8 @@ class OutputWriter:
                     target=self._time, name=f"jobcast output {self.job_id}", daemon=True
                 )
                 self._timer.start()
-                _UNCLOSED.add(self)
+                with _UNCLOSED_LOCK:
+                    _UNCLOSED.add(self)
             self._wake.notify()
         if full:
             self._send(background=True, full=True)
@@ -412,7 +419,8 @@ class OutputWriter:
                 return
             self._closed = True
             self._wake.notify()
-        _UNCLOSED.discard(self)
+        with _UNCLOSED_LOCK:
+            _UNCLOSED.discard(self)
         if self._timer is not None:
             self._timer.join()
         try:
