@@ -575,6 +575,25 @@ async def test_watch_yields_an_end_at_a_version_it_has_seen(
     assert seen == [(1, "queued"), (3, "processing"), (2, "completed")]
 
 
+async def test_watch_reads_an_end_the_server_says_it_has_but_it_never_yielded(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """A Redis rolled back ends the job at version 3, which the watch yielded as processing:
+    its reconnection (Last-Event-ID: 3) is told 204, and the watch reads the job and yields
+    its end, rather than end without it."""
+    events = fake(
+        in_order(
+            Answer(200, sse((1, "queued"), (3, "processing")), EVENT_STREAM, truncated=True),
+            Answer(204, b"", {}),
+            then=job_answer(3, "completed"),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [(job.version, job.status) async for job in jobs.watch("job_fake")]
+    assert seen == [(1, "queued"), (3, "processing"), (3, "completed")]
+
+
 async def test_watch_ignores_synced_reset_and_events_it_does_not_know(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:

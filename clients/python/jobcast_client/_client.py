@@ -420,6 +420,10 @@ class JobsClient(Core[httpx2.BaseTransport]):
                     if response.status_code not in (200, 204):
                         response.read()
                     pause = watch.opened(response)
+                    if watch.end_unheard:
+                        if (ended := self.get_job(job_id)).is_terminal:
+                            yield ended
+                        return
                     if pause is None and not watch.done:
                         for event in httpx2.EventSource(response):
                             if (job := watch.receive(event)) is not None:
@@ -571,6 +575,10 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                     if response.status_code not in (200, 204):
                         await response.aread()
                     pause = watch.opened(response)
+                    if watch.end_unheard:
+                        if (ended := await self.get_job(job_id)).is_terminal:
+                            yield ended
+                        return
                     if pause is None and not watch.done:
                         events = cast(
                             AsyncGenerator[httpx2.ServerSentEvent, None],

@@ -26,7 +26,9 @@ What the server sends there, and what the watch does with it:
   some again); without it the server sends none.
 - any other event (whatever a newer server adds): ignored.
 - ``204 No Content`` on a reconnection: the watch already has the terminal
-  state, so it ends. A per-job stream ends after the terminal state anyway.
+  state, so it ends (after reading the job, if the end it has is only a
+  version it yielded before a Redis rolled back). A per-job stream ends after
+  the terminal state anyway.
 
 A dropped connection is reopened with ``Last-Event-ID: <last version>``
 (``<last version>.<next offset>`` when following output: the server resumes
@@ -89,6 +91,7 @@ class Watch:
         self.offset = 0
         self.done = False
         self.broken = False  # the stream skipped output chunks: it is opened again
+        self.end_unheard = False  # a 204 for an end it never yielded: read the job
         self._current = False  # the next job event is the server's current state
         self._claimed = since is not None  # the version held is the caller's word, unseen
         self._call = call
@@ -118,8 +121,12 @@ class Watch:
 
         The body of an error answer must have been read.
         """
-        if response.status_code == 204:  # we already have the terminal state
+        if response.status_code == 204:  # the server holds that we have the terminal state
             self.done = True
+            # From the caller's ``since`` that is their word. From a version this watch
+            # yielded (not an end: it stops at one), a Redis rolled back ended the job at
+            # that version again: the end is still to be read, and yielded.
+            self.end_unheard = not self._claimed
             return None
         if response.status_code == 200:
             self._current = True
