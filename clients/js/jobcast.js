@@ -715,6 +715,7 @@ class Watch {
         if (frame.reset) this.reset();
         else if (since == null) this.beginSnapshot();
         this.opened(conn);
+        if (one && frame.final) this.readEnd(conn);
       } else if (frame.type === 'job') {
         if (!one && frame.cursor) this.cursor = frame.cursor;
         this.deliver(frame.job);
@@ -775,10 +776,11 @@ class Watch {
     let first = true;
     while (!conn.closed && !this.restreaming(conn)) {
       const version = this.versions.get(this.jobId);
-      // The first ask answers at once, so the watch is live as soon as the server answers.
+      // The first ask answers at once, so the watch is live as soon as the server answers,
+      // and with the job whatever its version: an end at a version seen is news too.
       const waiting =
         version == null || first ? {} : { waitForVersion: version, timeout: LONG_POLL_S };
-      const headers = version == null ? {} : { 'If-None-Match': `"${version}"` };
+      const headers = version == null || first ? {} : { 'If-None-Match': `"${version}"` };
       const response = await request(this.jobUrl(waiting), { headers }, signal, LONG_POLL_S);
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (await saysGone(response)) return this.gone();
@@ -853,6 +855,19 @@ class Watch {
     this.drop();
     this.open(true);
     return true;
+  }
+
+  /**
+   * The server holds that this watch has the job's end, and it delivered none (it closes at
+   * one): a Redis rolled back ended the job at a version it saw. The job is read, and its
+   * end delivered.
+   */
+  readEnd(conn) {
+    request(this.jobUrl(), {}, this.aborter.signal)
+      .then(async (response) => {
+        if (!conn.closed && response.ok) this.deliver(await response.json());
+      })
+      .catch(() => {}); // unanswered: the stream goes on, and its next end says it again
   }
 
   /** One job is gone (the server's 404 for it, or 410): said, and the watch ends. */

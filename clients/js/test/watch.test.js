@@ -315,6 +315,33 @@ describe('an end at a version already seen', () => {
     assert.deepEqual(seen.versions('job_rolled'), [3, 2]);
     assert.equal(seen.latest('job_rolled').status, 'completed');
   });
+
+  it('is read when polling again, though its version is the one seen', { timeout: TIMEOUT }, async (t) => {
+    // Polled at version 3, processing; a long-poll fails; the job has ended at version 3.
+    const job = (status) => ({ jobId: 'job_rolled', jobType: 'generic', status, progress: 0, message: '', version: 3, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z' });
+    let asks = 0;
+    const server = http.createServer((request, response) => {
+      asks += 1;
+      if (asks === 2) {
+        response.writeHead(500);
+        return response.end();
+      }
+      if (request.headers['if-none-match'] === '"3"') {
+        response.writeHead(304, { ETag: '"3"' });
+        return response.end();
+      }
+      response.writeHead(200, { 'Content-Type': 'application/json', ETag: '"3"' });
+      response.end(JSON.stringify(job(asks === 1 ? 'processing' : 'completed')));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const seen = recorder();
+    const baseUrl = `http://127.0.0.1:${server.address().port}`;
+    const watch = watchJob('job_rolled', { ...seen.options, baseUrl, transport: 'poll' });
+    t.after(() => watch.close());
+    await waitFor(() => watch.closed, 'the watch to end', ms(15_000));
+    assert.deepEqual(seen.jobs.map((j) => j.status), ['processing', 'completed']);
+  });
 });
 
 describe('polling the list', () => {
