@@ -63,8 +63,10 @@ def check_job_url(url: str | None, settings: Settings) -> None:
         port = parts.port
     except ValueError:  # an unclosed [ (an IPv6 address), a port that is not a number
         parts, port = urlsplit(""), -1
-    if port == -1 or port == 0 or not parts.hostname or not _can_be_looked_up(parts.hostname):
+    if port == -1 or port == 0 or not parts.hostname:
         reason = "is not a URL with a valid host and port"
+    elif (unfit := _why_no_lookup(parts.hostname)) is not None:
+        reason = f"has a host no lookup takes: {unfit}"
     elif not settings.webhook_hosts:
         reason = "cannot be used: this server delivers to no job's own URL (JOBS_WEBHOOK_HOSTS)"
     elif host_listing(parts.hostname, settings.webhook_hosts) is None:
@@ -89,24 +91,24 @@ def host_listing(host: str, hosts: tuple[str, ...]) -> bool | None:
     return None
 
 
-def _can_be_looked_up(host: str) -> bool:
-    """Whether ``host`` is an address, or a name each of whose labels is 1 to 63 characters
-    (an address with a dot after it names nothing)."""
+def _why_no_lookup(host: str) -> str | None:
+    """Why ``host`` cannot be looked up, if it cannot: a name needs each of its labels 1 to
+    63 characters, and an address with a dot after it names nothing."""
     try:
         ipaddress.ip_address(host)
-        return True
+        return None
     except ValueError:
         pass
     try:
         ipaddress.ip_address(host.rstrip("."))
-        return False
+        return "an address has no dot after it"
     except ValueError:
         pass
     try:
         host.encode("idna")
     except UnicodeError:
-        return False
-    return True
+        return "each part of a name between dots must be 1 to 63 characters"
+    return None
 
 
 def _canonical(host: str) -> str:
