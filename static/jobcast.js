@@ -715,7 +715,7 @@ class Watch {
         if (frame.reset) this.reset();
         else if (since == null) this.beginSnapshot();
         this.opened(conn);
-        if (one && frame.final) this.readEnd(conn);
+        if (one && frame.final) this.readEnd(conn).catch(report);
       } else if (frame.type === 'job') {
         if (!one && frame.cursor) this.cursor = frame.cursor;
         this.deliver(frame.job);
@@ -862,12 +862,18 @@ class Watch {
    * one): a Redis rolled back ended the job at a version it saw. The job is read, and its
    * end delivered.
    */
-  readEnd(conn) {
-    request(this.jobUrl(), {}, this.aborter.signal)
-      .then(async (response) => {
-        if (!conn.closed && response.ok) this.deliver(await response.json());
-      })
-      .catch(() => {}); // unanswered: the stream goes on, and its next end says it again
+  async readEnd(conn) {
+    try {
+      const response = await request(this.jobUrl(), {}, this.aborter.signal);
+      if (conn.closed || (await this.pollRefused(conn, response))) return;
+      if (await saysGone(response)) return this.gone();
+      if (response.ok) this.deliver(await response.json());
+    } catch {
+      // Unanswered: below, as any failure.
+    }
+    // Not ended by it: the server keeps no subscription for this socket, so nothing else
+    // would come. Connected again, it is told the same, and asks again.
+    if (!conn.closed && !this.closed) this.failed(conn);
   }
 
   /** One job is gone (the server's 404 for it, or 410): said, and the watch ends. */

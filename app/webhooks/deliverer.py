@@ -109,21 +109,36 @@ class _Gate:
             until = min(deadline, self._reopens_at) if watching else deadline
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[waiter] = None
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for on a future woken just
+            # before a cancel returns, and the cancelled delivery (a lane given up) goes on.
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, until - now)
-            finally:
-                del self._waiters[waiter]
-                if watching:
-                    self._watched = False
-                    self._wake_one()  # the watch is someone else's now (if not ours again)
+                    async with asyncio.timeout(until - now):
+                        await waiter
+            except asyncio.CancelledError:
+                # Woken, then cancelled before it ran: the wake-up goes to another.
+                self._stop_waiting(waiter, watching, woken=not waiter.cancelled())
+                raise
+            self._stop_waiting(waiter, watching)
         return False
+
+    def _stop_waiting(
+        self, waiter: asyncio.Future[None], watching: bool, woken: bool = False
+    ) -> None:
+        """``waiter`` waits no more. A watch it kept is someone else's now (if not ours
+        again), and a wake-up it will not use goes to the next one."""
+        del self._waiters[waiter]
+        if watching:
+            self._watched = False
+        if watching or woken:
+            self._wake_one()
 
     async def rest(self, seconds: float) -> None:
         """Wait ``seconds`` before trying again, or less if the endpoint answers meanwhile."""
         recovered = self._recovered
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(recovered.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await recovered.wait()
 
     def report(self, probe: bool, ok: bool | None, detail: str) -> None:
         """An attempt's result (None: it says nothing about the endpoint)."""
@@ -281,11 +296,13 @@ class Deliverer:
         """The hold is full: give up the oldest deliveries to the failing receiver that holds
         the most (a receiver that answers makes room by itself)."""
         failing = {gate.url for gate in self._gates.values() if gate.failing}
-        receivers = {_receiver(url) for url in failing}
-        held = [(count, r) for r, count in self._holding.items() if r in receivers]
-        if not held:
+        stuck: Counter[str] = Counter()  # deliveries waiting on a failing endpoint
+        for (url, _), lane in self._lanes.items():
+            if url in failing:
+                stuck[lane.receiver] += len(lane.deliveries)
+        if not stuck:
             return
-        receiver = max(held)[1]
+        receiver = stuck.most_common(1)[0][0]
         evicted = 0
         for key, lane in list(self._lanes.items()):  # the oldest lanes first
             if evicted >= EVICT:
@@ -326,6 +343,8 @@ class Deliverer:
                 except Exception as exc:  # a bug: lose this delivery, not the lane behind it
                     logger.exception("webhooks: delivering %s failed", held.event.webhook_id)
                     self._given_up(endpoint, held.event, repr(exc))
+                if lane.evicted:
+                    return  # given up meanwhile, its cancel to come: _make_room did the rest
                 self._leave(lane)
         except asyncio.CancelledError:
             if lane.evicted:

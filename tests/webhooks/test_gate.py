@@ -84,3 +84,26 @@ def test_a_gate_failing_for_a_day_keeps_its_backoff_at_the_cap() -> None:
         gate.report(False, False, "refused")
         gate._reopens_at = 0.0  # the next failure closes it again
     assert gate.failing
+
+
+async def test_a_delivery_woken_then_cancelled_hands_its_wake_up_on() -> None:
+    """A delivery woken to look at the gate, then given up (its lane made room) before it
+    ran: it stops, and the next waiting delivery is woken in its place (on Python 3.11 it
+    went on as if never cancelled; on later ones the wake-up was lost)."""
+    clock = Clock()
+    gate = _Gate("http://receiver.example/hook", 60.0, clock)
+    gate.report(False, False, "answered 500")
+    tasks = [asyncio.ensure_future(gate.admit(clock.now + FAR)) for _ in range(3)]
+    await settle()
+    watcher, woken, next_one = tasks
+    clock.reads = 0
+    list(gate._waiters)[1].set_result(None)  # `woken`'s wake-up...
+    woken.cancel()  # ...and its cancel, in the same turn of the loop
+    await settle()
+    assert woken.cancelled()
+    assert clock.reads >= 1, "another delivery looked at the gate in its place"
+    assert not watcher.done()
+    assert not next_one.done()
+    for task in (watcher, next_one):
+        task.cancel()
+    await settle()

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { WebSocketServer } from 'ws';
 import { after, describe, it } from 'node:test';
 import { isTerminal, watchJob, watchJobs } from 'jobcast';
 import {
@@ -315,6 +316,53 @@ describe('an end at a version already seen', () => {
     assert.deepEqual(seen.versions('job_rolled'), [3, 2]);
     assert.equal(seen.latest('job_rolled').status, 'completed');
   });
+
+  for (const [what, answers] of [
+    ['read when a WebSocket is told it holds the end', ['processing', 'completed']],
+    ['read again when that read fails', ['processing', 503, 'completed']],
+  ]) {
+    it(`is ${what}`, { timeout: TIMEOUT }, async (t) => {
+      // The socket's first subscription gets version 3, processing, and the socket closes;
+      // subscribed again from 3, it is told `final` (the job ended at 3) and kept open.
+      const job = (status) => ({ jobId: 'job_rolled', jobType: 'generic', status, progress: 0, message: '', version: 3, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z' });
+      const gets = [...answers];
+      const server = http.createServer((request, response) => {
+        const answer = gets.length > 1 ? gets.shift() : gets[0];
+        if (typeof answer === 'number') {
+          response.writeHead(answer);
+          return response.end();
+        }
+        response.writeHead(200, { 'Content-Type': 'application/json' });
+        response.end(JSON.stringify(job(answer)));
+      });
+      const sockets = new WebSocketServer({ server });
+      sockets.on('connection', (socket) => {
+        socket.on('message', (data) => {
+          const frame = JSON.parse(String(data));
+          if (frame.type !== 'subscribe') return;
+          if (frame.since == null) {
+            socket.send(JSON.stringify({ type: 'subscribed', jobId: 'job_rolled', version: 3 }));
+            socket.send(JSON.stringify({ type: 'job', job: job('processing') }));
+            socket.close();
+          } else {
+            socket.send(JSON.stringify({ type: 'subscribed', jobId: 'job_rolled', version: 3, final: true }));
+          }
+        });
+      });
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+      t.after(() => {
+        for (const client of sockets.clients) client.terminate();
+        sockets.close();
+        server.close();
+      });
+      const seen = recorder();
+      const baseUrl = `http://127.0.0.1:${server.address().port}`;
+      const watch = watchJob('job_rolled', { ...NODE, ...seen.options, baseUrl, transport: 'ws' });
+      t.after(() => watch.close());
+      await waitFor(() => watch.closed, 'the watch to end', ms(15_000));
+      assert.deepEqual(seen.jobs.map((j) => j.status), ['processing', 'completed']);
+    });
+  }
 
   it('is read when polling again, though its version is the one seen', { timeout: TIMEOUT }, async (t) => {
     // Polled at version 3, processing; a long-poll fails; the job has ended at version 3.
