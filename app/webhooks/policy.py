@@ -107,7 +107,10 @@ def _why_no_lookup(host: str) -> str | None:
     try:
         host.encode("idna")
     except UnicodeError:
-        return "each part of a name between dots must be 1 to 63 characters"
+        return (
+            "a name needs each part between dots 1 to 63 characters long, "
+            "of letters, digits and hyphens"
+        )
     return None
 
 

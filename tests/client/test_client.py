@@ -594,6 +594,25 @@ async def test_watch_reads_an_end_the_server_says_it_has_but_it_never_yielded(
     assert seen == [(1, "queued"), (3, "processing"), (3, "completed")]
 
 
+async def test_watch_from_since_reads_an_end_at_the_version_the_server_sent_it(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """watch(since=3): the server sends version 3, processing (the caller's version is the
+    server's word now), then a Redis rolled back ends the job at 3: the 204 is for an end
+    the watch never yielded, and it reads it."""
+    events = fake(
+        in_order(
+            Answer(200, sse((3, "processing")), EVENT_STREAM, truncated=True),
+            Answer(204, b"", {}),
+            then=job_answer(3, "completed"),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)):
+            seen = [(job.version, job.status) async for job in jobs.watch("job_fake", since=3)]
+    assert seen == [(3, "completed")]
+
+
 async def test_watch_ignores_synced_reset_and_events_it_does_not_know(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:

@@ -159,6 +159,8 @@ class Watch:
         repeat = self.version is not None and (
             job.version == self.version or (job.version < self.version and not older_is_news)
         )
+        if job.version == self.version:
+            self._claimed = False  # the server's word now, not only the caller's
         # The watch has yielded no end (it stops at one): an end at a version it has seen
         # is news, from a Redis that rolled back and issued that version again.
         if repeat and not job.is_terminal:
