@@ -254,7 +254,8 @@ class Deliverer:
                     self._make_room()
                     # Looked at again each second: a receiver may start failing meanwhile.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), 1.0)
+                        async with asyncio.timeout(1.0):  # not wait_for: see _Gate.admit
+                            await self._room.wait()
                     continue
                 try:
                     events = await self._queue.take(room)

@@ -114,8 +114,11 @@ class MemoryQueue:
     async def take(self, most: int) -> list[QueuedEvent]:
         if not self._events:
             self._arrived.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # comes with an event's arrival, and a stopping server would wait for ever.
             try:
-                await asyncio.wait_for(self._arrived.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._arrived.wait()
             except TimeoutError:
                 return []
         count = min(most, len(self._events))

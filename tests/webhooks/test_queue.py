@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -52,3 +53,18 @@ async def test_a_full_queue_drops_its_oldest_and_says_so(
     assert len(drops) == 2
     assert [event.job for event in await waiting.take(10)] == [c.job for c in ends[2:]]
     assert len([r for r in caplog.records if "webhook queue full" in r.getMessage()]) == 1
+
+
+async def test_a_take_cancelled_as_an_event_arrives_is_cancelled() -> None:
+    """A stopping server cancels the deliverer just as an event arrives: the take ends
+    cancelled (Python 3.11's wait_for returned the event instead, and the deliverer went
+    on, so the server waited for it for ever)."""
+    waiting = MemoryQueue(hooked())
+    take = asyncio.ensure_future(waiting.take(10))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiting.offer(finished(1))  # sets the event the take waits on...
+    take.cancel()  # ...in the same turn as the cancel
+    with pytest.raises(asyncio.CancelledError):
+        await take
+    assert take.cancelled()
