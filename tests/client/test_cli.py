@@ -205,6 +205,29 @@ def test_get_and_list_show_jobs_for_people_and_scripts(server: Start) -> None:
     assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "no jobs\n")
 
 
+def test_a_jobs_text_is_shown_on_one_line_with_control_characters_escaped(
+    server: Start,
+) -> None:
+    """A job's message is anyone's text: a newline in it would break the line a job gets,
+    an escape sequence would drive the terminal. get, list and update show them escaped;
+    --json keeps them as they are."""
+    srv = server()
+    url = ("--url", srv.base_url)
+    text = "line one\nline two \x1b]0;pwned\x07\x1b[2J"
+    job_id = jobcast(*url, "create", "-m", text).stdout.strip()
+    escaped = "line one\\x0aline two \\x1b]0;pwned\\x07\\x1b[2J"
+    shown = jobcast(*url, "get", job_id).stdout.splitlines()
+    assert [line.split(maxsplit=1)[1] for line in shown if line.startswith("message")] == [escaped]
+    listed = jobcast(*url, "list").stdout.splitlines()
+    assert len(listed) == 2
+    assert listed[1].endswith(escaped)
+    updated = jobcast(*url, "update", job_id, "--progress", "5").stdout
+    assert updated.count("\n") == 1
+    assert escaped in updated
+    as_json = jobcast(*url, "get", job_id, "--json").stdout
+    assert json.loads(as_json)["message"] == text
+
+
 def test_get_json_keeps_the_fields_a_newer_server_adds(fake: Callable[..., FakeServer]) -> None:
     """`get --json` prints every field the server sent, known to this client or not."""
     newer = {"priority": "high", "shard": 2}

@@ -145,24 +145,40 @@ def _percent(job: Job) -> str:
     return f"{job.progress:g}%"
 
 
+# What surrogateescape makes of a byte that is not UTF-8.
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+# Control characters but newline and tab: C0, DEL and C1.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Every control character: C0 (newline and tab too), DEL and C1.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _cancel_note(job: Job) -> str:
     """``cancel requested`` (with its reason) once someone asked the job to stop; else empty."""
     if not job.cancel_requested:
         return ""
-    note = "cancel requested" + (f": {job.cancel_reason}" if job.cancel_reason else "")
+    reason = job.cancel_reason
+    note = "cancel requested" + (f": {_one_line(reason)}" if reason else "")
     return click.style(note, fg="magenta")
 
 
+def _one_line(text: str) -> str:
+    """A job's text as a line for people: every control character shown escaped. A job's
+    text is anyone's (who may write it): a newline would break the line a job gets, an
+    escape sequence would drive the terminal."""
+    return _ANY_CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+
+
 def _summary(job: Job) -> str:
-    extra = f"  document {job.document_id}" if job.document_id else ""
-    extra += f"  error: {job.error}" if job.error else ""
+    extra = f"  document {_one_line(job.document_id)}" if job.document_id else ""
+    extra += f"  error: {_one_line(job.error)}" if job.error else ""
     extra += f"  {_cancel_note(job)}" if job.cancel_requested else ""
-    return f"{job.job_id}  {_status(job)}  {_percent(job)}  {job.message}{extra}"
+    return f"{job.job_id}  {_status(job)}  {_percent(job)}  {_one_line(job.message)}{extra}"
 
 
 def _listed_message(job: Job) -> str:
     """The message column of ``list``: the cancel request first, when there is one."""
-    return "  ".join(part for part in (_cancel_note(job), job.message) if part)
+    return "  ".join(part for part in (_cancel_note(job), _one_line(job.message)) if part)
 
 
 def _show(job: Job, as_json: bool) -> None:
@@ -207,7 +223,7 @@ class _ProgressLine:
         head = f"{job.status:<10} [{bar}] {_percent(job):>5}  "
         if job.cancel_requested:
             head += "cancel requested  "
-        message = job.message[: max(0, columns - len(head) - 1)]
+        message = _one_line(job.message)[: max(0, columns - len(head) - 1)]
         styled = click.style(f"{job.status:<10}", fg=_STATUS_COLOUR.get(job.status)) + head[10:]
         click.echo(f"\r\x1b[2K{styled}{message}", file=self._stream, nl=False)
         self._drawn = True
@@ -216,12 +232,6 @@ class _ProgressLine:
         if self._drawn:
             click.echo("\r\x1b[2K", file=self._stream, nl=False)
             self._drawn = False
-
-
-# What surrogateescape makes of a byte that is not UTF-8.
-_SURROGATE = re.compile(r"[\udc80-\udcff]")
-# Control characters but newline and tab: C0, DEL and C1.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class _OutputLines:
@@ -404,9 +414,8 @@ def get(job_id: str, as_json: bool) -> None:
     rows = []
     for name, value in job.to_wire().items():
         shown = _status(job) if name == "status" else value
-        rows.append(
-            (click.style(name, bold=True), shown if isinstance(shown, str) else _dumps(shown))
-        )
+        cell = _one_line(shown) if isinstance(shown, str) and name != "status" else shown
+        rows.append((click.style(name, bold=True), cell if isinstance(cell, str) else _dumps(cell)))
     _table(rows)
 
 
@@ -499,7 +508,7 @@ def _follow_output(job_id: str, as_json: bool, *, show_states: bool) -> int:
     if show_states or lines.terminal:  # piped, `tail` adds nothing to the output as it was
         lines.end_line()
     if not show_states and last is not None and last.status == "error":
-        click.echo(f"jobcast: job {job_id} failed: {last.error}", err=True)
+        click.echo(f"jobcast: job {job_id} failed: {_one_line(last.error or '')}", err=True)
     return _exit_code(last)
 
 
