@@ -594,6 +594,23 @@ async def test_watch_reads_an_end_the_server_says_it_has_but_it_never_yielded(
     assert seen == [(1, "queued"), (3, "processing"), (3, "completed")]
 
 
+async def test_watch_told_204_for_an_end_it_never_yielded_of_a_job_now_gone_raises_gone(
+    fake: Callable[..., FakeServer], flavor: str
+) -> None:
+    """The end it reads after the 204 is gone too (cleaned up meanwhile): JobGone, as a
+    watched job removed says, not JobNotFound."""
+    events = fake(
+        in_order(
+            Answer(200, sse((3, "processing")), EVENT_STREAM, truncated=True),
+            Answer(204, b"", {}),
+            then=problem(404, "job-not-found", "no job with id 'job_fake'"),
+        )
+    )
+    async with connect(flavor, events.url) as jobs:
+        with anyio.fail_after(seconds(10)), pytest.raises(JobGone):
+            _ = [job async for job in jobs.watch("job_fake")]
+
+
 async def test_watch_from_since_reads_an_end_at_the_version_the_server_sent_it(
     fake: Callable[..., FakeServer], flavor: str
 ) -> None:

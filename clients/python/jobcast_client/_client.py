@@ -51,7 +51,7 @@ import anyio
 import httpx2
 
 from ._core import Call, Core, Operation, Reply, job_path
-from ._exceptions import InvalidTransition, JobCanceled, JobcastError
+from ._exceptions import InvalidTransition, JobCanceled, JobcastError, JobGone, JobNotFound
 from ._models import CANCELED, Changes, Job, JobStatus, JobType, OutputAppended, OutputChunk
 from ._output import NOTHING, OutputPages, _append_output
 from ._watch import Update, Watch
@@ -301,6 +301,11 @@ def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
         exc.add_note(f"jobcast: job {job_id} could not be marked as failed: {error}")
 
 
+def _gone(job_id: str) -> JobGone:
+    """A watched job's 404: it was there, so it is gone (cleaned up meanwhile)."""
+    return JobGone(f"job {job_id!r} was removed while watched", job_id=job_id)
+
+
 def _watch(core: Core[Any], job_id: str, since: int | None, output: bool) -> Watch:
     call = core._request("GET", job_path(job_id, "/events"), job_id=job_id)
     attempts = core._attempts(call, watch=True)
@@ -420,10 +425,6 @@ class JobsClient(Core[httpx2.BaseTransport]):
                     if response.status_code not in (200, 204):
                         response.read()
                     pause = watch.opened(response)
-                    if watch.end_unheard:
-                        if (ended := self.get_job(job_id)).is_terminal:
-                            yield ended
-                        return
                     if pause is None and not watch.done:
                         for event in httpx2.EventSource(response):
                             if (job := watch.receive(event)) is not None:
@@ -436,6 +437,14 @@ class JobsClient(Core[httpx2.BaseTransport]):
                 raise watch.not_a_stream(exc) from exc
             except httpx2.RequestError as exc:
                 pause = watch.dropped(exc)
+            if watch.end_unheard:  # read once its stream is closed
+                try:
+                    ended = self.get_job(job_id)
+                except JobNotFound as exc:
+                    raise _gone(job_id) from exc
+                if ended.is_terminal:
+                    yield ended
+                return
             time.sleep(watch.pause_after(pause))
 
     @contextlib.contextmanager
@@ -575,10 +584,6 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                     if response.status_code not in (200, 204):
                         await response.aread()
                     pause = watch.opened(response)
-                    if watch.end_unheard:
-                        if (ended := await self.get_job(job_id)).is_terminal:
-                            yield ended
-                        return
                     if pause is None and not watch.done:
                         events = cast(
                             AsyncGenerator[httpx2.ServerSentEvent, None],
@@ -596,6 +601,14 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                 raise watch.not_a_stream(exc) from exc
             except httpx2.RequestError as exc:
                 pause = watch.dropped(exc)
+            if watch.end_unheard:  # read once its stream is closed
+                try:
+                    ended = await self.get_job(job_id)
+                except JobNotFound as exc:
+                    raise _gone(job_id) from exc
+                if ended.is_terminal:
+                    yield ended
+                return
             await anyio.sleep(watch.pause_after(pause))
 
     @contextlib.asynccontextmanager
