@@ -32,14 +32,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 from app.backoff import backoff
 from app.errors import BackendUnavailable
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.outage import Outage
-from app.webhooks.policy import Endpoint, endpoints
+from app.webhooks.policy import Endpoint, endpoints, request_of
 from app.webhooks.queue import EventQueue, LeadershipLost, QueuedEvent
 from app.webhooks.sender import Outcome, Sender
 
@@ -202,9 +201,8 @@ class _Kept(Generic[T]):
 def _receiver(url: str) -> str:
     """Who answers ``url``: its scheme, host and port, however the URL spells them
     (``HTTPS://Hooks.example.com.:443`` is ``https://hooks.example.com:443``)."""
-    parts = urlsplit(url)  # scheme and hostname in lower case
-    host = (parts.hostname or "").rstrip(".")
-    return f"{parts.scheme}://{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    scheme, host, port, _, _ = request_of(url)
+    return f"{scheme}://{host}:{port}"
 
 
 class Deliverer:
@@ -228,7 +226,6 @@ class Deliverer:
         self._gates = _Kept(lambda url: _Gate(url, most, clock))
         self._places = _Kept(lambda _: asyncio.Semaphore(PER_RECEIVER))
         self._held: dict[str, _Held] = {}
-        self._holding: Counter[str] = Counter()  # deliveries held, per receiver
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending = asyncio.Semaphore(IN_FLIGHT)
         self._room = asyncio.Event()
@@ -291,7 +288,6 @@ class Deliverer:
                 lane = self._lanes[key] = _Lane(_receiver(endpoint.url))
                 lane.task = self._start(self._drain(key, endpoint, lane))
             lane.deliveries.append(held)
-            self._holding[lane.receiver] += 1
 
     def _make_room(self) -> None:
         """The hold is full: give up the oldest deliveries to the failing receiver that holds
@@ -356,9 +352,6 @@ class Deliverer:
     def _leave(self, lane: _Lane) -> None:
         """The lane's first delivery is over, delivered or not."""
         held = lane.deliveries.popleft()
-        self._holding[lane.receiver] -= 1
-        if self._holding[lane.receiver] == 0:
-            del self._holding[lane.receiver]
         held.left -= 1
         if held.left == 0:
             self._finish(held)
@@ -440,7 +433,6 @@ class Deliverer:
             task.cancel()
         self._lanes.clear()
         self._held.clear()
-        self._holding.clear()
         self._room.set()
 
     def _oldest_age(self) -> float:

@@ -39,14 +39,14 @@ def endpoints(job: Job, settings: Settings) -> list[Endpoint]:
     is one of the operator's, which gets each event once)."""
     found = [Endpoint(url) for url in settings.webhook_urls]
     own = job.webhook_url
-    if own and _request_of(own) not in {_request_of(url) for url in settings.webhook_urls}:
+    if own and request_of(own) not in {request_of(url) for url in settings.webhook_urls}:
         listing = host_listing(urlsplit(own).hostname or "", settings.webhook_hosts)
         if listing is not None:  # a list shortened since the job was created drops it
             found.append(Endpoint(own, guarded=True, listed_exactly=listing))
     return found
 
 
-def _request_of(url: str) -> tuple[str, str, int, str, str]:
+def request_of(url: str) -> tuple[str, str, int, str, str]:
     """What a POST to ``url`` asks for, however the URL spells it: the scheme, host and
     port as compared, the path, and the query (a fragment is never sent)."""
     parts = urlsplit(url)  # scheme and hostname in lower case
