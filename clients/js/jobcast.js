@@ -863,14 +863,8 @@ class Watch {
    * end delivered.
    */
   async readEnd(conn) {
-    try {
-      const response = await request(this.jobUrl(), {}, this.aborter.signal);
-      if (conn.closed || (await this.pollRefused(conn, response))) return;
-      if (await saysGone(response)) return this.gone();
-      if (response.ok) this.deliver(await response.json());
-    } catch {
-      // Unanswered: below, as any failure.
-    }
+    // The probe reads the job and delivers it (and says a refusal, or that it is gone).
+    if ((await this.probe(conn.generation)) === 'gone') return this.gone();
     // Not ended by it: the server keeps no subscription for this socket, so nothing else
     // would come. Connected again, it is told the same, and asks again.
     if (!conn.closed && !this.closed) this.failed(conn);

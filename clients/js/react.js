@@ -20,7 +20,7 @@
  * nothing.
  */
 
-import { useCallback, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
+import { useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
 import { createJobStore } from './jobcast.js';
 
 const NOTHING = Object.freeze({
@@ -62,7 +62,7 @@ function useStore(options) {
   if (options?.getToken && own.current === null) own.current = `own-${(lastId += 1)}`;
   const key = options && (options.getToken ? own.current : '') + keyOf(options);
   const share = useMemo(() => {
-    if (!options) return IDLE_SHARE;
+    if (!options) return IDLE_STORE; // a share's shape: subscribe, getSnapshot
     const { getToken } = options;
     const make = () =>
       createJobStore({
@@ -71,12 +71,9 @@ function useStore(options) {
       });
     return shareOf(key, make);
   }, [key]); // eslint-disable-line react-hooks/exhaustive-deps
-  const subscribe = useCallback((listener) => share.subscribe(listener), [share]);
-  const getSnapshot = useCallback(() => share.store.getSnapshot(), [share]);
-  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+  return useSyncExternalStore(share.subscribe, share.getSnapshot, share.getSnapshot);
 }
 
-const IDLE_SHARE = { store: IDLE_STORE, subscribe: IDLE_STORE.subscribe };
 const shares = new Map(); // key → the share its hooks use now
 
 /**
@@ -92,6 +89,7 @@ function shareOf(key, make) {
     store: make(),
     users: 0,
     timer: 0,
+    getSnapshot: () => share.store.getSnapshot(), // its store, which a revival replaces
     subscribe(listener) {
       clearTimeout(share.timer);
       share.timer = 0;
