@@ -162,11 +162,16 @@ def _cancel_note(job: Job) -> str:
     return click.style(note, fg="magenta")
 
 
+def _escaped(controls: re.Pattern[str], text: str) -> str:
+    """``text`` with the characters ``controls`` matches shown as ``\\xNN``."""
+    return controls.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+
+
 def _one_line(text: str) -> str:
     """A job's text as a line for people: every control character shown escaped. A job's
     text is anyone's (who may write it): a newline would break the line a job gets, an
     escape sequence would drive the terminal."""
-    return _ANY_CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+    return _escaped(_ANY_CONTROL, text)
 
 
 def _summary(job: Job) -> str:
@@ -252,7 +257,7 @@ class _OutputLines:
                 continue
             text = chunk.data if isinstance(chunk.data, str) else _dumps(chunk.data)
             if self.terminal:
-                text = _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+                text = _escaped(_CONTROL, text)
             # color=True: piped, click would strip what looks like a colour code from the
             # text, and the output must pass as it was.
             if chunk.kind == "token":
@@ -413,9 +418,11 @@ def get(job_id: str, as_json: bool) -> None:
         return
     rows = []
     for name, value in job.to_wire().items():
-        shown = _status(job) if name == "status" else value
-        cell = _one_line(shown) if isinstance(shown, str) and name != "status" else shown
-        rows.append((click.style(name, bold=True), cell if isinstance(cell, str) else _dumps(cell)))
+        if name == "status":
+            cell = _status(job)
+        else:
+            cell = _one_line(value) if isinstance(value, str) else _dumps(value)
+        rows.append((click.style(name, bold=True), cell))
     _table(rows)
 
 

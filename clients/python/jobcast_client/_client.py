@@ -51,7 +51,7 @@ import anyio
 import httpx2
 
 from ._core import Call, Core, Operation, Reply, job_path
-from ._exceptions import InvalidTransition, JobCanceled, JobcastError, JobGone, JobNotFound
+from ._exceptions import InvalidTransition, JobCanceled, JobcastError, JobNotFound
 from ._models import CANCELED, Changes, Job, JobStatus, JobType, OutputAppended, OutputChunk
 from ._output import NOTHING, OutputPages, _append_output
 from ._watch import Update, Watch
@@ -301,11 +301,6 @@ def _noting(exc: BaseException, job_id: str) -> Iterator[None]:
         exc.add_note(f"jobcast: job {job_id} could not be marked as failed: {error}")
 
 
-def _gone(job_id: str) -> JobGone:
-    """A watched job's 404: it was there, so it is gone (cleaned up meanwhile)."""
-    return JobGone(f"job {job_id!r} was removed while watched", job_id=job_id)
-
-
 def _watch(core: Core[Any], job_id: str, since: int | None, output: bool) -> Watch:
     call = core._request("GET", job_path(job_id, "/events"), job_id=job_id)
     attempts = core._attempts(call, watch=True)
@@ -441,7 +436,7 @@ class JobsClient(Core[httpx2.BaseTransport]):
                 try:
                     ended = self.get_job(job_id)
                 except JobNotFound as exc:
-                    raise _gone(job_id) from exc
+                    raise watch.gone() from exc
                 if ended.is_terminal:
                     yield ended
                 return
@@ -605,7 +600,7 @@ class AsyncJobsClient(Core[httpx2.AsyncBaseTransport]):
                 try:
                     ended = await self.get_job(job_id)
                 except JobNotFound as exc:
-                    raise _gone(job_id) from exc
+                    raise watch.gone() from exc
                 if ended.is_terminal:
                     yield ended
                 return

@@ -137,11 +137,16 @@ class Watch:
             raise_for(response, self.job_id)
         return pause
 
+    def gone(self) -> JobGone:
+        """What the watch raises once the job is gone (removed, or a 404 for the job it
+        watched: it was there)."""
+        return JobGone(f"job {self.job_id!r} was removed while watched", job_id=self.job_id)
+
     def receive(self, event: httpx2.ServerSentEvent) -> Update | None:
         """The job an event carries, unless this watch has yielded that version already;
         or, following output, the chunks it carries that this watch has not yielded."""
         if event.event == "removed":
-            raise JobGone(f"job {self.job_id!r} was removed while watched", job_id=self.job_id)
+            raise self.gone()
         if event.event == "output" and self.output:
             return self._new_chunks(_decoded(event))
         if event.event == "synced":
