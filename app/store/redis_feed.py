@@ -14,7 +14,10 @@ removal) or an output append (the chunks, with their lengths).
   Redis error it calls ``sink.close()`` (open streams end cleanly, clients
   reconnect and resume by cursor), waits with exponential backoff and
   jitter, and resumes from the last entry it delivered, so it never skips
-  one. It logs an outage once when it starts and once when it ends.
+  one. It logs an outage once when it starts and once when it ends. A
+  feed that lost the listener's last entry (Redis restored from an older
+  snapshot, or wiped) is noticed at the next read: the listener starts again
+  from the feed's end, and the streams end so that their clients reset.
 - **Read your writes.** A write waits (:meth:`FeedListener.until_delivered`)
   until this process's listener has published it, so "stored and pushed to
   every subscriber before the call returns" holds for local subscribers.
@@ -149,11 +152,41 @@ class FeedListener:
 
     async def _read(self) -> Rows:
         await self.pin_start(self._redis)
-        assert self._cursor is not None
-        reply: Any = await self._redis.xread(
-            {self._key: str(self._cursor)}, count=PAGE, block=round(BLOCK_SECONDS * 1000)
-        )
+        cursor = self._cursor
+        assert cursor is not None
+        # The cursor's own entry is asked for in the same round trip, after the wait: if
+        # it is gone, what follows the cursor is not what this process has yet to deliver.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xread({self._key: str(cursor)}, count=PAGE, block=round(BLOCK_SECONDS * 1000))
+            pipe.xrange(self._key, str(cursor), str(cursor))
+            reply, own = await pipe.execute()
+        if not own and cursor != START:
+            await self._start_again_after_loss(cursor)
+            return []
         return list(reply[0][1]) if reply else []
+
+    async def _start_again_after_loss(self, cursor: Position) -> None:
+        """Start again from the feed's end, ending every live stream.
+
+        The feed lost the entry at ``cursor``, the last one delivered: Redis came
+        back from an older snapshot, a replica was promoted before it caught up,
+        its keys were wiped, or trimming overtook this listener. New entries may
+        even take ids before the cursor (when the lost ones were stamped by a
+        clock ahead), where an XREAD after it would never see them. The clients
+        resume by cursor into a reset, a full state read from Redis as it is.
+        """
+        _, last = await bounds(self._redis, self._key)
+        end = last or START
+        logger.warning(
+            "Redis change feed no longer holds %s, the last entry this process delivered "
+            "(Redis restored from an older snapshot, its keys wiped, or the feed trimmed "
+            "past it): live streams start again from a snapshot at %s",
+            cursor,
+            end,
+        )
+        self._cursor = self._delivered = end
+        self._sink.close()
+        self._recent.clear()
 
     def _deliver(self, entries: Rows) -> None:
         if not entries:

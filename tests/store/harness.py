@@ -22,6 +22,8 @@ TTL = 300.0
 TOMBSTONE_TTL = 3600.0
 OUTPUT_LIMIT = 4096  # JOBS_OUTPUT_MAX_BYTES of the contract's stores
 WAIT = seconds(5)  # any awaited event may take this long
+# What the feed listener logs when the feed lost its place (a Redis that came back without it).
+LOST_ITS_PLACE = "Redis change feed no longer holds"
 
 
 class Recorder:

@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -22,7 +23,15 @@ from app.store.redis import RedisStore
 from app.store.redis_client import POOL_SIZE, UNAVAILABLE
 from app.streams.events import Position
 from tests.conftest import seconds
-from tests.store.harness import WAIT, Clock, Harness, Recorder, contract_settings, open_redis_store
+from tests.store.harness import (
+    LOST_ITS_PLACE,
+    WAIT,
+    Clock,
+    Harness,
+    Recorder,
+    contract_settings,
+    open_redis_store,
+)
 from tests.store.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -213,7 +222,8 @@ async def test_the_feed_listener_logs_an_outage_once(
         # Every failed attempt ends the live streams: wait for a good many of them.
         await outage.sink.wait_for(lambda sink: sink.closed >= 6)
     await anyio.sleep(max(0.0, seconds(2.0) - (time.monotonic() - started)))
-    private_redis.start()
+    private_redis.start()  # with nothing: the listener's last entry is gone
+    await outage.sink.wait_for(lambda _: LOST_ITS_PLACE in caplog.text)
     again = await outage.create()
     await outage.sink.wait_for(lambda sink: sink.changes[-1].job_id == again.job_id)
 
@@ -303,4 +313,48 @@ async def test_a_resume_past_what_a_rolled_back_redis_lost_is_a_reset(
         assert replay.reset
         assert {c.job.message for c in replay.changes if c.job} == {"written after", "new"}
     finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("stamped_ahead", [False, True], ids=["wiped", "stamped ahead"])
+async def test_a_feed_that_lost_the_listeners_place_is_followed_again(
+    private_redis: RedisServer,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    stamped_ahead: bool,
+) -> None:
+    """The feed loses the listener's last entry: its keys wiped, or Redis restored from a
+    snapshot that never had it. What follows the cursor then is not what the listener
+    missed, and when the lost entry was stamped by a clock ahead, new entries even take
+    ids before it. The listener notices at its next read, says so, ends the streams
+    (their clients resume into a reset, which holds the changes since) and delivers what
+    comes next."""
+    caplog.set_level(logging.INFO, logger="jobcast")
+    sink = Recorder()
+    store = await open_redis_store(private_redis.url, redis_prefix, sink, redis_timeout=TIMEOUT)
+    harness = Harness(store, sink, Clock())
+    admin = Redis.from_url(private_redis.url)
+    try:
+        job = await harness.create()
+        feed = f"{redis_prefix}feed"
+        last = sink.changes[-1].position
+        if stamped_ahead:
+            last = Position(int(time.time() * 1000) + 3_600_000, 0)
+            entries: Any = await admin.xrevrange(feed, count=1)
+            [(_, creation)] = entries  # the job's creation, again, stamped an hour ahead
+            await admin.xadd(feed, creation, str(last))
+            await sink.wait_for(lambda s: s.changes[-1].position == last)
+        await admin.delete(feed)
+        closed = sink.closed
+        await harness.update(job.job_id, message="before it noticed")
+        await sink.wait_for(lambda s: s.closed > closed)
+        await harness.update(job.job_id, message="after")
+        await sink.wait_for(
+            lambda s: s.changes[-1].job is not None and s.changes[-1].job.message == "after"
+        )
+        [lost] = logged(caplog, LOST_ITS_PLACE)
+        assert lost.levelno == logging.WARNING
+        assert str(last) in lost.getMessage()
+    finally:
+        await admin.aclose()
         await store.aclose()
