@@ -11,9 +11,9 @@ import pytest
 from app import jobs
 from app.jobs import JobFilter
 from app.models import Job, JobStatus, JobType, JobUpdate, NewJob
-from app.streams.events import Change, Event, Output, Position, Synced
+from app.streams.events import Change, Output, Position, Synced
 from app.streams.hub import Hub, Subscription
-from app.streams.mailbox import CloseReason, Mailbox
+from app.streams.mailbox import CloseReason, Mailbox, Pending
 from tests.conftest import seconds
 
 
@@ -71,7 +71,7 @@ def primed(
     return subscription
 
 
-def described(events: list[Event]) -> list[Change | Output | tuple[str, int, Position | None]]:
+def described(events: list[Pending]) -> list[Pending | tuple[str, int, Position | None]]:
     """Changes as themselves, a snapshot's end as ("synced", its version, its head)."""
     return [
         ("synced", event.version, event.head) if isinstance(event, Synced) else event
@@ -554,7 +554,7 @@ def appended(change: Change, offset: int, count: int) -> Output:
     return Output(change.job_id, change.version, offset, bodies)
 
 
-def offsets(events: list[Event]) -> list[object]:
+def offsets(events: list[Pending]) -> list[object]:
     """Each output's chunk offsets, and each change as its version."""
     return [
         list(range(e.offset, e.next_offset)) if isinstance(e, Output) else ("v", e.version)

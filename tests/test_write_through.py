@@ -9,6 +9,7 @@ import asyncio
 import gc
 import logging
 import weakref
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +23,7 @@ from app.streams.events import Change, Event, Position
 from app.streams.follow import Lease
 from app.streams.hub import Hub, Subscription
 from app.streams.limits import StreamSlots
-from app.streams.mailbox import Mailbox
+from app.streams.mailbox import Mailbox, Pending
 from tests.conftest import seconds
 
 pytestmark = pytest.mark.anyio
@@ -149,7 +150,7 @@ class Stream:
             self.wrote.set()
 
 
-def versions(events: list[Event]) -> str:
+def versions(events: Sequence[Pending]) -> str:
     return ",".join(str(event.version) for event in events)
 
 

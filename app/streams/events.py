@@ -167,7 +167,7 @@ class Output:
     that sends them holds ``<version>.<next_offset>``.
     """
 
-    __slots__ = ("_sse", "_ws", "bodies", "job_id", "offset", "version")
+    __slots__ = ("_size", "_sse", "_ws", "bodies", "job_id", "offset", "version")
     is_final = False
 
     def __init__(self, job_id: str, version: int, offset: int, bodies: list[bytes]) -> None:
@@ -175,12 +175,20 @@ class Output:
         self.version = version
         self.offset = offset
         self.bodies = bodies
+        self._size: int | None = None
         self._sse: bytes | None = None
         self._ws: str | None = None
 
     @property
     def next_offset(self) -> int:
         return self.offset + len(self.bodies)
+
+    @property
+    def size(self) -> int:
+        """The chunks' bytes (counted once: every subscriber is offered the same event)."""
+        if self._size is None:
+            self._size = sum(map(len, self.bodies))
+        return self._size
 
     def after(self, offset: int) -> Output:
         """The chunks from ``offset`` on (this event itself when that is all of them)."""
@@ -230,6 +238,27 @@ class Output:
         if self._ws is None:
             self._ws = (b'{"type":"output",' + self.data()[1:]).decode()
         return self._ws
+
+
+class Backfill:
+    """Chunks ``offset`` to ``end`` of a job's output that a connection has coming, left
+    in the store until its writer gets to them: a connection holds at most a bounded
+    share of a job's output, however far behind it is or however much it asked for.
+
+    Sent as :class:`Output` events at ``version``, read back a page at a time.
+    """
+
+    __slots__ = ("end", "job_id", "offset", "version")
+    is_final = False
+
+    def __init__(self, job_id: str, version: int, offset: int, end: int) -> None:
+        self.job_id = job_id
+        self.version = version
+        self.offset = offset
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Backfill({self.job_id!r}, {self.version}, {self.offset}, {self.end})"
 
 
 def chunk_json(offset: int, body: bytes) -> bytes:

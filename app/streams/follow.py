@@ -15,23 +15,35 @@ they send (:mod:`app.streams.sse`, :mod:`app.streams.ws`):
   whole life: a stream slot, its mailbox's place in the hub (shutdown,
   heartbeats, the slow-reader check), the connection gauge, and the end of
   its credential (the stream closes when its token expires). Ending the
-  lease gives all of it back and counts what the connection cost.
+  lease gives all of it back and counts what the connection cost. What its
+  writer takes from the mailbox it sends through :meth:`Lease.sendable`,
+  which reads back the output left in the store a page at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from app.auth import Access, load_job, scope_filter
+from app.errors import BackendUnavailable, JobGone, JobNotFound
 from app.jobs import JobFilter
 from app.metrics import TransportMetrics
 from app.runtime import Runtime
-from app.streams.events import OUTPUT_EVENT_BYTES, Change, Event, Output, Position
+from app.store import JobStore
+from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Event, Output, Position
 from app.streams.hub import Subscription
 from app.streams.limits import Slot
-from app.streams.mailbox import Mailbox, WriteThrough
+from app.streams.mailbox import Mailbox, Pending, WriteThrough
+
+# A stream reads a job's output a page at a time, of about PAGE_BYTES: the first, with
+# the job, and each after it once the one before it has gone out. The first page of a
+# read is FIRST_PAGE chunks (at most 64 KiB each); the next are sized by what it weighed.
+PAGE_BYTES = 4 * OUTPUT_EVENT_BYTES
+FIRST_PAGE = PAGE_BYTES // OUTPUT_EVENT_BYTES
+_MOST_CHUNKS_A_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +79,9 @@ async def follow_job(
     subscription = hub.subscribe(Subscription(mailbox, job_id=job_id, output=output))
     try:
         current = await load_job(access, job_id, runtime.store)
-        read = await runtime.store.read_output(job_id, held, None) if held is not None else None
+        read = None
+        if held is not None:
+            read = await runtime.store.read_output(job_id, held, FIRST_PAGE)
     except BaseException:
         hub.unsubscribe(subscription)
         raise
@@ -75,24 +89,57 @@ async def follow_job(
     if holds_the_end(known, current) and (held is None or held >= total):
         hub.unsubscribe(subscription)
         return Followed(None, current)
-    snapshot: list[Change | Output] = [] if known == current.version else [current]
+    snapshot: list[Change | Output | Backfill] = [] if known == current.version else [current]
     if read is not None:
-        # At the version the client will hold (the read may have seen a later one).
-        chunks = Output(job_id, current.version, read.output.offset, read.output.bodies)
+        page = read.output
         if snapshot:  # the output the job had at its current state goes before that state
             assert current.job is not None  # a removed job cannot be read
             split = current.job.output_size or 0
-            earlier, chunks = chunks.until(split), chunks.after(split)
-            if earlier.bodies:
-                # Sent before the state the client lacks, at the version it holds: its id
-                # must not claim that state, or a resume from it would never send it.
-                before = Output(job_id, known or 0, earlier.offset, earlier.bodies)
-                snapshot[:0] = before.pieces(OUTPUT_EVENT_BYTES)
-        if chunks.bodies:
-            snapshot.extend(chunks.pieces(OUTPUT_EVENT_BYTES))
+            # Sent before the state the client lacks, at the version it holds: its id
+            # must not claim that state, or a resume from it would never send it.
+            snapshot[:0] = output_events(page, known or 0, page.offset, min(split, total))
+            snapshot += output_events(page, current.version, split, total)
+        else:
+            # At the version the client will hold (the read may have seen a later one).
+            snapshot += output_events(page, current.version, page.offset, total)
     # A client claiming more than there is gets what comes next, from the real end.
     subscription.prime(snapshot, version=current.version, offset=total, final=current.is_final)
     return Followed(subscription, current)
+
+
+def output_events(page: Output, version: int, start: int, stop: int) -> list[Output | Backfill]:
+    """Chunks ``start`` to ``stop`` of a job's output as events at ``version``: those
+    ``page`` holds in pieces, the rest left in the store."""
+    events: list[Output | Backfill] = []
+    first = max(start, page.offset)
+    chunks = page.after(first).until(stop)
+    if chunks.bodies:
+        events += Output(page.job_id, version, chunks.offset, chunks.bodies).pieces(
+            OUTPUT_EVENT_BYTES
+        )
+    rest = max(first, page.next_offset)
+    if rest < stop:
+        events.append(Backfill(page.job_id, version, rest, stop))
+    return events
+
+
+async def read_back(store: JobStore, backfill: Backfill) -> AsyncIterator[list[Event]]:
+    """The chunks ``backfill`` left in the store, a page of output events at a time."""
+    offset, limit = backfill.offset, FIRST_PAGE
+    while offset < backfill.end:
+        try:
+            read = await store.read_output(
+                backfill.job_id, offset, min(limit, backfill.end - offset)
+            )
+        except (JobNotFound, JobGone):
+            return  # deleted meanwhile: its removal follows
+        if read.output.offset != offset or not read.output.bodies:
+            return  # never, as output is only appended to; nothing to send if it were
+        page = Output(backfill.job_id, backfill.version, offset, read.output.bodies)
+        yield list(page.pieces(OUTPUT_EVENT_BYTES))
+        offset = page.next_offset
+        # About PAGE_BYTES a read, whether the chunks are a token or 64 KiB each.
+        limit = max(1, min(_MOST_CHUNKS_A_PAGE, limit * PAGE_BYTES // max(1, page.size)))
 
 
 def holds_the_end(known: int | None, current: Change) -> bool:
@@ -171,6 +218,30 @@ class Lease:
         """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`);
         once its response has started."""
         self.mailbox.write_through(write, self._runtime.hub.flush)
+
+    async def sendable(self, pending: list[Pending]) -> AsyncGenerator[list[Event]]:
+        """What the writer took from the mailbox, in batches to send in order, with
+        each backfill read back a page at a time as the batch before it has gone out;
+        at least one batch (one empty batch: nothing to send, or only a ping). A store
+        that cannot be read closes the mailbox: the client resumes from what it got."""
+        batch: list[Event] = []
+        sent_any = False
+        try:
+            for item in pending:
+                if not isinstance(item, Backfill):
+                    batch.append(item)
+                    continue
+                if batch:
+                    yield batch
+                    batch, sent_any = [], True
+                async for page in read_back(self._runtime.store, item):
+                    yield page
+                    sent_any = True
+        except BackendUnavailable:
+            self.mailbox.close("unavailable")
+            return
+        if batch or not sent_any:
+            yield batch
 
     def sent(self, events: list[Event], *, output: bool) -> None:
         """Count ``events`` as written, and the states skipped before them; with

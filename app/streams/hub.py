@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.jobs import JobFilter
-from app.streams.events import OUTPUT_EVENT_BYTES, Change, Event, Output, Position, Synced
-from app.streams.mailbox import Flush, Mailbox
+from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Output, Position, Synced
+from app.streams.mailbox import Flush, Mailbox, Pending
 
 
 class Subscription:
@@ -94,7 +94,7 @@ class Subscription:
 
     def prime(
         self,
-        snapshot: Iterable[Change | Output],
+        snapshot: Iterable[Change | Output | Backfill],
         *,
         version: int = 0,
         head: Position | None = None,
@@ -117,7 +117,7 @@ class Subscription:
         mailbox = self.mailbox
         mailbox.make_room(len(snapshot))
         for event in snapshot:
-            if isinstance(event, Output):
+            if not isinstance(event, Change):
                 mailbox.add_output(event)
             else:
                 mailbox.put(event)
@@ -133,9 +133,9 @@ class Subscription:
             elif self._admits(event):
                 mailbox.put(event)
 
-    def covers(self, event: Event) -> bool:
+    def covers(self, event: Pending) -> bool:
         """Whether this subscription would deliver ``event`` (ignoring what was sent)."""
-        if isinstance(event, Synced | Output) or self.job_id is not None:
+        if isinstance(event, Synced | Output | Backfill) or self.job_id is not None:
             return event.job_id == self.job_id  # a marker names its subscription's job
         return self.where.admits(event)
 

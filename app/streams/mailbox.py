@@ -29,16 +29,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, cast
 
 from app.streams.eager import Suspended
-from app.streams.events import Change, Event, Output, Synced
+from app.streams.events import Backfill, Change, Event, Output, Synced
 
 logger = logging.getLogger("jobcast")
 # A stream's write-through: writes live events now, or returns the send it began and
 # that has to wait, for the stream's writer to finish.
 WriteThrough = Callable[[list[Event]], Suspended | None]
-CloseReason = Literal["gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big"]
+CloseReason = Literal[
+    "gone", "overflow", "slow", "shutdown", "done", "expired", "flood", "too_big", "unavailable"
+]
+# What a writer takes: events, and output it has coming that is left in the store.
+Pending = Event | Backfill
+# A connection holds at most this much of jobs' output: the rest waits in the store, and
+# its writer reads it back as it goes (a stalled reader of a 4 MiB output holds this).
+OUTPUT_HELD_BYTES = 256 * 1024
 
 
 class Flush:
@@ -96,6 +103,8 @@ class Mailbox:
         "_due",
         "_flush",
         "_markers",
+        "_open",
+        "_output_bytes",
         "_pending",
         "_through",
         "_through_last",
@@ -114,7 +123,10 @@ class Mailbox:
         self.backlog = capacity  # how far a reader may fall behind live changes
         self.capacity = capacity
         # A change is keyed by its job (a newer one replaces it), a marker or output by itself.
-        self._pending: dict[str | Synced | Output, Event] = {}
+        self._pending: dict[str | Synced | Output | Backfill, Pending] = {}
+        self._output_bytes = 0  # of the output events among what is pending
+        # Each job's last pending backfill, while later output of the job may extend it.
+        self._open: dict[str, Backfill] | None = None
         self._markers: list[Synced] | None = None  # the markers among what is pending
         self._control: list[str] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -179,7 +191,8 @@ class Mailbox:
         waiter = self._waiter
         if waiter is None or waiter.done() or not self._pending:
             return  # the writer woke meanwhile (a marker, a reply, a close): it takes it all
-        self._write_through(self.take())
+        # No backfill: queuing one wakes the writer.
+        self._write_through(cast(list[Event], self.take()))
 
     def _write_through(self, events: list[Event]) -> None:
         assert self._through is not None
@@ -209,25 +222,25 @@ class Mailbox:
         one asked for."""
         self.capacity = max(self.capacity, len(self._pending) + snapshot + 1 + self.backlog)
 
-    def add_output(self, output: Output) -> None:
+    def add_output(self, output: Output | Backfill) -> None:
         """Queue chunks of a job's output after what is pending. Output is never
-        conflated: each append is its own entry, counted against ``capacity``; a
-        reader that far behind is closed, and resumes from its offset."""
+        conflated: each append is its own entry, counted against ``capacity`` (a
+        reader that far behind is closed, and resumes from its offset), until the
+        output pending reaches OUTPUT_HELD_BYTES: more is left in the store, as one
+        backfill per job while no change of the job comes between."""
         if self._queue(output):
             self._wake()
 
-    def _queue(self, event: Change | Output) -> bool:
-        """Queue ``event`` (without waking the writer); False if the mailbox is, or
-        now is, closed."""
+    def _queue(self, event: Change | Output | Backfill) -> bool:
+        """Queue ``event`` (without waking the writer, unless it left output in the
+        store); False if the mailbox is, or now is, closed."""
         if self.closed is not None:
             return False
         pending = self._pending
-        if isinstance(event, Output):
-            if len(pending) >= self.capacity:
-                self.close("overflow")
-                return False
-            pending[event] = event
-            return True
+        if not isinstance(event, Change):
+            return self._queue_output(event)
+        if self._open:  # the job's later output goes after this change
+            self._open.pop(event.job_id, None)
         if pending.get(event.job_id) is event:
             return True  # offered again (a second subscription): already pending
         # Moving a replaced job to the end keeps the buffer in feed order, so
@@ -248,9 +261,36 @@ class Mailbox:
                 pending[marker] = marker
         return True
 
+    def _queue_output(self, output: Output | Backfill) -> bool:
+        opened = self._open.get(output.job_id) if self._open else None
+        if isinstance(output, Output):
+            if opened and opened.end == output.offset and opened.version == output.version:
+                opened.end = output.next_offset
+                return True
+            if self._output_bytes + output.size <= OUTPUT_HELD_BYTES:
+                return self._add(output)
+            output = Backfill(output.job_id, output.version, output.offset, output.next_offset)
+        if not self._add(output):
+            return False
+        if self._open is None:
+            self._open = {}
+        self._open[output.job_id] = output
+        self._wake()  # nothing is written through before it: the writer reads it back
+        return True
+
+    def _add(self, output: Output | Backfill) -> bool:
+        if len(self._pending) >= self.capacity:
+            self.close("overflow")
+            return False
+        self._pending[output] = output
+        if isinstance(output, Output):
+            self._output_bytes += output.size
+        return True
+
     def mark(self, marker: Synced) -> None:
         """Queue a snapshot's end after what is pending."""
         if self.closed is None:
+            self._open = None  # live output after it stays after it
             self._pending[marker] = marker
             self._markers = [*(self._markers or ()), marker]
             self._wake()
@@ -349,19 +389,24 @@ class Mailbox:
         count, self.conflated = self.conflated, 0
         return count
 
-    def take(self) -> list[Event]:
+    def take(self) -> list[Pending]:
         changes = list(self._pending.values())
         self._pending.clear()
-        self._markers = None
+        self._markers = self._open = None
+        self._output_bytes = 0
         self.ping_due = False
         return changes
 
-    def retain(self, wanted: Callable[[Event], bool]) -> None:
+    def retain(self, wanted: Callable[[Pending], bool]) -> None:
         """Drop pending events nobody wants any more (an unsubscribed job's, say)."""
-        for key in [key for key, event in self._pending.items() if not wanted(event)]:
-            del self._pending[key]
+        pending = self._pending
+        for key in [key for key, event in pending.items() if not wanted(event)]:
+            del pending[key]
         if self._markers:
-            self._markers = [marker for marker in self._markers if marker in self._pending]
+            self._markers = [marker for marker in self._markers if marker in pending]
+        if self._open:
+            self._open = {job: kept for job, kept in self._open.items() if kept in pending}
+        self._output_bytes = sum(e.size for e in pending.values() if isinstance(e, Output))
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

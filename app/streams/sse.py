@@ -27,6 +27,7 @@ would, without opening the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -161,15 +162,18 @@ class EventStream:
 
     async def write_pending(self, send: Send, mailbox: Mailbox) -> bool:
         """Write what is pending (a ping if nothing); False once the stream is over."""
-        changes = mailbox.take()
-        if mailbox.closed is not None and (mailbox.closed != "shutdown" or not changes):
+        pending = mailbox.take()
+        if mailbox.closed is not None and (mailbox.closed != "shutdown" or not pending):
             return False
-        self._count(changes)
-        final = self.ends_after_final and any(change.is_final for change in changes)
+        final = self.ends_after_final and any(event.is_final for event in pending)
         if final:
             mailbox.close("done")
-        written = await self.write(send, mailbox, self._chunks(changes))
-        return written and not final
+        async with contextlib.aclosing(self.lease.sendable(pending)) as batches:
+            async for changes in batches:
+                self._count(changes)
+                if not await self.write(send, mailbox, self._chunks(changes)):
+                    return False
+        return not final
 
     def _count(self, events: list[Event]) -> None:
         self.lease.sent(events, output=self.frame is output_stream_frame)
@@ -256,7 +260,7 @@ class StreamRoute:
             while going:
                 await mailbox.wait()
                 going = await mailbox.settle() and await stream.write_pending(send, mailbox)
-            if mailbox.closed in ("done", "shutdown", "expired"):
+            if mailbox.closed in ("done", "shutdown", "expired", "unavailable"):
                 end = {"type": "http.response.body", "body": b"", "more_body": False}
                 await mailbox.deliver(send(end))
         finally:

@@ -66,7 +66,8 @@ from app.streams.hub import Subscription
 from app.streams.limits import TokenBucket
 
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
-# token, flooding); 1009: a frame too large; 1013: too many connections, try later.
+# token, flooding); 1009: a frame too large; 1013: try later (too many connections, or
+# the job store could not be read).
 _CLOSE_CODES = {
     "shutdown": 1012,
     "slow": 1008,
@@ -75,6 +76,7 @@ _CLOSE_CODES = {
     "flood": 1008,
     "too_big": 1009,
     "bug": 1011,
+    "unavailable": 1013,
 }
 _CLOSE_REASONS = {
     "slow": "not reading",
@@ -83,6 +85,7 @@ _CLOSE_REASONS = {
     "flood": "too many messages",
     "too_big": "frame too large",
     "bug": "internal error",
+    "unavailable": "job store unavailable, try again",
 }
 BURST_SECONDS = 5  # a client may send this many seconds' worth of frames at once
 
@@ -278,14 +281,18 @@ class Connection:
             if mailbox.closed is not None and mailbox.closed != "shutdown":
                 return
             replies = mailbox.take_control()
-            changes = mailbox.take()
-            self.lease.sent(changes, output=self.follows_output)
-            for change in changes:
-                if change.is_final and change.job_id in self.jobs:
-                    self._drop_job(change.job_id)
-            for text in frames(replies, changes, batch=self.batch):
-                if not await mailbox.deliver(send({"type": "websocket.send", "text": text})):
-                    return
+            pending = mailbox.take()
+            for event in pending:
+                if event.is_final and event.job_id in self.jobs:
+                    self._drop_job(event.job_id)
+            async with contextlib.aclosing(self.lease.sendable(pending)) as batches:
+                async for changes in batches:
+                    self.lease.sent(changes, output=self.follows_output)
+                    for text in frames(replies, changes, batch=self.batch):
+                        message = {"type": "websocket.send", "text": text}
+                        if not await mailbox.deliver(send(message)):
+                            return
+                    replies = []
             if mailbox.closed is not None:
                 return
 
