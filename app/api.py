@@ -58,6 +58,10 @@ JSON = "application/json"
 _ACCEPTED_MEDIA = ("", "application/json", "text/plain")
 _JOB = "/api/jobs/{jobId}"
 NO_QUERY = JobQuery()
+# Reads a client may keep and must revalidate (by ETag), and a shared cache may not keep:
+# each answers one caller's credentials, which may be a token in the URL.
+READ_CACHING = "private, no-cache"
+_READ_CACHING_HEADER = (b"cache-control", READ_CACHING.encode())
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 CREATE = Operation(
@@ -234,9 +238,10 @@ async def create_job(request: Request) -> Response:
     # With no keys every route is open: a token would grant nothing, so none is sent.
     token = guard.tokens.mint("job", job.job_id)[0] if guard.protected else None
     answer = JobCreated(job_id=job.job_id, status=job.status, timestamp=job.updated_at, token=token)
-    return json_response(
-        encode(answer), 201 if created else 200, {"Location": f"/api/jobs/{job.job_id}"}
-    )
+    headers = {"Location": f"/api/jobs/{job.job_id}"}
+    if token is not None:
+        headers["Cache-Control"] = "no-store"  # it carries a credential
+    return json_response(encode(answer), 201 if created else 200, headers)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -248,7 +253,7 @@ async def list_jobs(request: Request) -> Response:
     # A page has no version of its own: its bytes are its state. A client polling the
     # list (a browser revalidates by itself) is told 304 rather than sent it again.
     etag = b'"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest().encode()
-    headers = {"ETag": etag.decode(), "Cache-Control": "no-cache"}
+    headers = {"ETag": etag.decode(), "Cache-Control": READ_CACHING}
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return json_response(body, headers=headers)
@@ -275,7 +280,7 @@ class JobRoute:
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
             (b"etag", etag),
-            (b"cache-control", b"no-cache"),
+            _READ_CACHING_HEADER,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # Every layer is done with the response once it has started.
@@ -391,7 +396,7 @@ async def read_output(request: Request) -> Response:
         output.next_offset,
         b"true" if read.ended and output.next_offset >= read.total else b"false",
     )
-    return json_response(page)
+    return json_response(page, headers={"Cache-Control": READ_CACHING})
 
 
 async def mint_token(request: Request) -> Response:

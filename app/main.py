@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -31,6 +32,7 @@ from app.edge.origins import OriginPolicy
 from app.edge.reach import Reach
 from app.metrics import Metrics
 from app.openapi import Operation, openapi_document
+from app.problems import problem
 from app.runtime import Runtime
 from app.service import JobService
 from app.settings import Settings
@@ -148,6 +150,9 @@ class Jobcast(Starlette):
     def __init__(self, edge: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
         self._edge = edge
         super().__init__(**options)
+        # A path with a slash too many or too few is a 404 like any other: Starlette's
+        # redirect would name whatever host the request did, before any check.
+        self.router.redirect_slashes = False
 
     def build_middleware_stack(self) -> ASGIApp:
         app = self._edge(self.router)
@@ -170,7 +175,7 @@ def _cors(settings: Settings) -> list[Middleware]:
     if settings.cors_origins:
         cors.append(
             Middleware(
-                CORSMiddleware,
+                ProblemCORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=[
@@ -218,3 +223,24 @@ def __getattr__(name: str) -> Starlette:
     if name == "app":
         return create_app_from_env()
     raise AttributeError(name)
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, whose refused preflights say what to fix as problem+json, as
+    every other refusal does (its own are plain text: "Disallowed CORS origin")."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        refused = bytes(answer.body).decode().removeprefix("Disallowed CORS ")
+        kept = {
+            name: value
+            for name, value in answer.headers.items()
+            if name.startswith("access-control-") or name == "vary"
+        }
+        detail = (
+            f"CORS preflight refused ({refused}): the origins allowed are JOBS_CORS_ORIGINS, "
+            "the methods GET, POST, PATCH and DELETE"
+        )
+        return problem(answer.status_code, detail, headers=kept)

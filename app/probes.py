@@ -51,7 +51,8 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
     counts = await runtime.store.count_by_status()
-    return Response(runtime.metrics.render(counts), media_type=CONTENT_TYPE)
+    headers = {"Cache-Control": "no-store"}  # a reading of now, behind the API key
+    return Response(runtime.metrics.render(counts), media_type=CONTENT_TYPE, headers=headers)
 
 
 ROUTES = [(HEALTH, healthz), (READY, readyz), (METRICS, metrics)]

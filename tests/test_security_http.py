@@ -220,6 +220,23 @@ def test_other_origins_get_no_cors_headers(cors: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
+@pytest.mark.parametrize(
+    ("origin", "method", "refused"),
+    [("https://evil.example", "POST", "origin"), (APP_ORIGIN, "PUT", "method")],
+)
+def test_a_refused_preflight_says_why_as_a_problem(
+    cors: TestClient, origin: str, method: str, refused: str
+) -> None:
+    preflight = cors.options(
+        "/api/jobs", headers={"Origin": origin, "Access-Control-Request-Method": method}
+    )
+    assert preflight.status_code == 400
+    assert preflight.headers["content-type"] == "application/problem+json"
+    detail = preflight.json()["detail"]
+    assert f"({refused})" in detail
+    assert "JOBS_CORS_ORIGINS" in detail
+
+
 def test_cross_site_write_from_an_unlisted_origin_is_403(cors: TestClient) -> None:
     """A browser POST from an unlisted origin is refused before it creates anything."""
     evil = cors.post("/api/jobs", content=b"{}", headers={"Origin": "https://evil.example"})
@@ -301,3 +318,32 @@ def test_an_internal_error_gets_the_headers_and_is_timed(caplog: pytest.LogCaptu
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert 'route="/broken",status="500"' in metrics
+
+
+# -- redirects and caching -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/static", "/api/jobs/events/"])
+def test_a_path_with_a_slash_too_many_or_few_is_a_404_not_a_redirect(
+    client: TestClient, path: str
+) -> None:
+    """A redirect would be built from the request's Host header, whatever it names."""
+    response = client.get(path, follow_redirects=False)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+
+
+def test_answers_with_a_credential_or_a_callers_reads_are_kept_by_no_shared_cache() -> None:
+    key = "k" * 32
+    with local_client(create_app(Settings(api_key=key))) as keyed:
+        keyed.headers["Authorization"] = f"Bearer {key}"
+        created = keyed.post("/api/jobs", json={})
+        assert created.json()["token"]
+        assert created.headers["cache-control"] == "no-store"
+        job_id = created.json()["jobId"]
+        token = created.json()["token"]
+        for path in [f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/output", "/api/jobs"]:
+            read = keyed.get(path, params={"token": token} if "list" not in path else None)
+            assert read.headers["cache-control"] == "private, no-cache", path
+        assert keyed.get("/metrics").headers["cache-control"] == "no-store"
