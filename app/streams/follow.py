@@ -38,12 +38,13 @@ from app.streams.hub import Subscription
 from app.streams.limits import Slot
 from app.streams.mailbox import Mailbox, Pending, WriteThrough
 
-# A stream reads a job's output a page at a time, of about PAGE_BYTES: the first, with
-# the job, and each after it once the one before it has gone out. The first page of a
-# read is FIRST_PAGE chunks (at most 64 KiB each); the next are sized by what it weighed.
-PAGE_BYTES = 4 * OUTPUT_EVENT_BYTES
-FIRST_PAGE = PAGE_BYTES // OUTPUT_EVENT_BYTES
-_MOST_CHUNKS_A_PAGE = 4096
+# A stream reads a job's output a page at a time, of about PAGE_BYTES (one event): the
+# first with the job, each after it once the one before it has gone out. The job's read
+# asks for FIRST_PAGE chunks (at most 64 KiB each) and keeps a page of them; a read back
+# asks for one, and then for as many as the one before suggests fit a page.
+PAGE_BYTES = OUTPUT_EVENT_BYTES
+FIRST_PAGE = 4
+_MOST_CHUNKS_A_PAGE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ async def follow_job(
         return Followed(None, current)
     snapshot: list[Change | Output | Backfill] = [] if known == current.version else [current]
     if read is not None:
-        page = read.output
+        page = read.output.pieces(PAGE_BYTES)[0]
         if snapshot:  # the output the job had at its current state goes before that state
             assert current.job is not None  # a removed job cannot be read
             split = current.job.output_size or 0
@@ -125,7 +126,7 @@ def output_events(page: Output, version: int, start: int, stop: int) -> list[Out
 
 async def read_back(store: JobStore, backfill: Backfill) -> AsyncIterator[list[Event]]:
     """The chunks ``backfill`` left in the store, a page of output events at a time."""
-    offset, limit = backfill.offset, FIRST_PAGE
+    offset, limit = backfill.offset, 1  # chunks: until one is read, any may be 64 KiB
     while offset < backfill.end:
         try:
             read = await store.read_output(
@@ -138,8 +139,10 @@ async def read_back(store: JobStore, backfill: Backfill) -> AsyncIterator[list[E
         page = Output(backfill.job_id, backfill.version, offset, read.output.bodies)
         yield list(page.pieces(OUTPUT_EVENT_BYTES))
         offset = page.next_offset
-        # About PAGE_BYTES a read, whether the chunks are a token or 64 KiB each.
-        limit = max(1, min(_MOST_CHUNKS_A_PAGE, limit * PAGE_BYTES // max(1, page.size)))
+        # About PAGE_BYTES a read, whether the chunks are a token or 64 KiB each; growing
+        # by four at most, so that a few small chunks before large ones ask for few.
+        fitting = limit * PAGE_BYTES // max(1, page.size)
+        limit = max(1, min(_MOST_CHUNKS_A_PAGE, 4 * limit, fitting))
 
 
 def holds_the_end(known: int | None, current: Change) -> bool:

@@ -43,9 +43,9 @@ CloseReason = Literal[
 ]
 # What a writer takes: events, and output it has coming that is left in the store.
 Pending = Event | Backfill
-# A connection holds at most this much of jobs' output: the rest waits in the store, and
-# its writer reads it back as it goes (a stalled reader of a 4 MiB output holds this).
-OUTPUT_HELD_BYTES = 256 * 1024
+# A connection holds about this much of jobs' output waiting (one event's worth): the
+# rest waits in the store, and its writer reads it back as it goes.
+OUTPUT_HELD_BYTES = 64 * 1024
 
 
 class Flush:
