@@ -57,6 +57,7 @@ const STATE_TEXT = {
   reconnecting: 'Reconnecting…',
   offline: 'Offline',
   paused: 'Paused',
+  closed: 'Closed',
   unauthorized: 'Token needed',
   forbidden: 'Not allowed',
 };

@@ -75,12 +75,20 @@ export type TerminalJob = Job & { readonly status: 'completed' | 'error' };
 export type Transport = 'sse' | 'ws' | 'poll';
 
 /**
- * Where a watch is. `unauthorized` (401) and `forbidden` (403) are final: the watch has
- * ended, and `problem` says why. `paused`: hidden (`pauseWhenHidden`) or, for a store,
- * nothing subscribed.
+ * Where a watch is. `closed`, `unauthorized` (401) and `forbidden` (403) are final: the
+ * watch ended by itself (its job ended, or is gone) or was refused, and then `problem`
+ * says why (`close()` changes no state). `paused`: hidden (`pauseWhenHidden`) or, for a
+ * store, nothing subscribed.
  */
 export type WatchState =
-  'connecting' | 'live' | 'reconnecting' | 'offline' | 'paused' | 'unauthorized' | 'forbidden';
+  | 'connecting'
+  | 'live'
+  | 'reconnecting'
+  | 'offline'
+  | 'paused'
+  | 'closed'
+  | 'unauthorized'
+  | 'forbidden';
 
 /** The server's problem+json (RFC 9457) for a refusal. */
 export interface Problem {

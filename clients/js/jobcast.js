@@ -101,7 +101,16 @@ const KEEP_OUTPUT = 1_000; // chunks a store keeps by default
  *   readonly closed: boolean, readonly outputOffset: number}}
  */
 export function watchJob(jobId, options = {}) {
-  return new Watch({ ...options, jobId: String(jobId) }).start();
+  return new Watch({ ...options, jobId: jobIdOf(jobId) }).start();
+}
+
+/** A job id as given (a number is taken as its digits); anything else is a mistake to say. */
+function jobIdOf(jobId) {
+  const id = typeof jobId === 'number' ? String(jobId) : jobId;
+  if (typeof id !== 'string' || id === '') {
+    throw new TypeError(`a job id is a non-empty string, not ${JSON.stringify(jobId) ?? jobId}`);
+  }
+  return id;
 }
 
 /**
@@ -253,6 +262,12 @@ class Watch {
     this.drop();
     this.listen(false);
     this.ended?.();
+  }
+
+  /** The watch ends by itself (its job ended, or is gone): said, then closed. */
+  finish() {
+    this.setState('closed');
+    this.close();
   }
 
   /** Pause (close the connection, keep the position) until every reason is released. */
@@ -519,6 +534,12 @@ class Watch {
         return 'renew';
       }
     }
+    // This credential read the job a moment ago: a 403 now is the server not saying
+    // that the job no longer exists (it never tells an owner token which ids exist).
+    if (response.status === 403 && this.jobId !== null && this.versions.has(this.jobId)) {
+      this.gone();
+      return 'stop';
+    }
     const { status, statusText } = response;
     const problem = {
       title: statusText,
@@ -549,7 +570,7 @@ class Watch {
       this.versions.set(job.jobId, job.version);
       this.call('onJob', job);
     }
-    if (this.jobId !== null && TERMINAL.has(job.status)) this.close();
+    if (this.jobId !== null && TERMINAL.has(job.status)) this.finish();
   }
 
   /**
@@ -590,7 +611,7 @@ class Watch {
     this.versions.delete(jobId);
     this.call('onRemoved', jobId);
     // A deleted job's stream ends after `removed`: reconnecting would only be told 410.
-    if (this.jobId !== null) this.close();
+    if (this.jobId !== null) this.finish();
   }
 
   /** The server could not resume: a full snapshot follows. */
@@ -785,8 +806,12 @@ class Watch {
       if (conn.closed || (await this.pollRefused(conn, response))) return;
       if (await saysGone(response)) return this.gone();
       if (response.status !== 304 && !response.ok) throw this.failure(response);
+      const job = response.ok ? await response.json() : null;
+      // Something else answered (a proxy's page, say): asked again at once, it would
+      // answer the same, as fast as it can.
+      if (response.ok && job?.jobId !== this.jobId) throw new Error('the answer was not the job');
       this.opened(conn);
-      if (response.ok) this.deliver(await response.json());
+      if (job) this.deliver(job);
       if (first && !conn.closed) this.call('onSynced');
       first = false;
     }
@@ -873,7 +898,7 @@ class Watch {
   /** One job is gone (the server's 404 for it, or 410): said, and the watch ends. */
   gone() {
     this.call('onRemoved', this.jobId);
-    this.close();
+    this.finish();
   }
 
   async pollAll(conn, signal) {
@@ -917,7 +942,9 @@ class Watch {
         if (response?.ok) {
           this.deliver(await response.json());
           this.versions.delete(jobId);
-        } else if (!response || (await saysGone(response))) {
+        } else if (!response || response.status === 403 || (await saysGone(response))) {
+          // A 403 for a job this credential listed: gone, and the server does not say so
+          // to an owner token (it never tells which ids exist).
           this.removed(jobId);
         }
       }
@@ -950,6 +977,7 @@ class Watch {
 /** The snapshots of createJobStore: a Watch whose callbacks fill a map of frozen jobs. */
 class JobStore {
   constructor(options) {
+    if (options.jobId != null) options = { ...options, jobId: jobIdOf(options.jobId) };
     const { onJob, onOutput, onRemoved, onReset, onState, onSynced, keepOutput, ...connection } =
       options;
     this.options = connection;

@@ -8,7 +8,7 @@ export interface UseJobOptions extends ConnectionOptions, OutputOptions {}
 /**
  * One job, live, until it completes or fails: read `job` (undefined until known, or once
  * removed) and `state`; with `output: true`, `output` (the newest `keepOutput` chunks) and
- * `outputOffset`. `null` or `undefined` watches nothing.
+ * `outputOffset`. `null`, `undefined` or `''` watches nothing.
  */
 export function useJob(jobId: string | null | undefined, options?: UseJobOptions): JobStoreSnapshot;
 

@@ -39,10 +39,11 @@ const IDLE_STORE = { subscribe: () => () => {}, getSnapshot: () => NOTHING };
 /**
  * One job, live, until it completes or fails: `{job, state, transport, problem, synced,
  * closed}`, and with `output: true` its `output` (the newest `keepOutput` chunks) and
- * `outputOffset`. `jobId` null or undefined watches nothing (the snapshot is then closed).
+ * `outputOffset`. `jobId` null, undefined or '' watches nothing (the snapshot is then closed).
  */
 export function useJob(jobId, options = {}) {
-  return useStore(jobId == null ? null : { ...options, jobId: String(jobId) });
+  // '' is React's usual "none yet" (an empty field, a route without its id).
+  return useStore(jobId == null || jobId === '' ? null : { ...options, jobId: String(jobId) });
 }
 
 /** Every job, or those matching `{jobType, status, owner}`, newest first: `{jobs, state, …}`. */

@@ -11,6 +11,7 @@ import {
   assertIncreasing,
   completeJob,
   createJob,
+  deleteJob,
   mintToken,
   ms,
   recorder,
@@ -216,5 +217,54 @@ describe('a refused credential', { concurrency: true }, () => {
       'reconnecting',
     ]);
     assert.equal(logged[0].message, 'the token service is down');
+  });
+});
+
+describe('an owner token, told 403 for a job it was reading', { concurrency: true }, () => {
+  // The server never tells an owner token which ids exist: a job deleted is a 403 to it.
+  for (const transport of TRANSPORTS) {
+    it(`ends a one-job watch as gone over ${transport}, not as refused`, { timeout: TIMEOUT }, async (t) => {
+      const owner = `erin-${transport}`;
+      const jobId = await createJob({ owner });
+      await updateJob(jobId, { status: 'processing', progress: 20 });
+      const seen = recorder();
+      const watch = watchJob(jobId, {
+        ...NODE,
+        ...seen.options,
+        transport,
+        baseUrl: SERVER,
+        pollInterval: 100,
+        token: await mintToken({ owner }),
+      });
+      t.after(() => watch.close());
+      await waitFor(() => seen.latest(jobId)?.version === 2, 'the job, processing');
+      await deleteJob(jobId);
+      await waitFor(() => watch.closed, 'the watch to end');
+      assert.deepEqual(seen.removed, [jobId]);
+      assert.equal(seen.state(), 'closed');
+    });
+  }
+
+  it('drops it from a polled list with a status filter', { timeout: TIMEOUT }, async (t) => {
+    const owner = 'frank';
+    const [kept, deleted] = [await createJob({ owner }), await createJob({ owner })];
+    await updateJob(kept, { status: 'processing' });
+    await updateJob(deleted, { status: 'processing' });
+    const seen = recorder();
+    const watch = watchJobs({
+      ...seen.options,
+      transport: 'poll',
+      baseUrl: SERVER,
+      pollInterval: 100,
+      status: 'processing',
+      owner,
+      token: await mintToken({ owner }),
+    });
+    t.after(() => watch.close());
+    await waitFor(() => seen.latest(kept) && seen.latest(deleted), 'both jobs');
+    await deleteJob(deleted);
+    await waitFor(() => seen.removed.includes(deleted), 'the deleted job removed');
+    assert.deepEqual(seen.removed, [deleted]);
+    assert.equal(watch.closed, false);
   });
 });

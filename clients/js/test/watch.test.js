@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
 import { after, describe, it } from 'node:test';
-import { isTerminal, watchJob, watchJobs } from 'jobcast';
+import { createJobStore, isTerminal, watchJob, watchJobs } from 'jobcast';
 import {
   NODE,
   api,
@@ -520,6 +520,62 @@ describe('the server', () => {
     const job = await completeJob(jobId);
     const response = await fetch(`${SERVER}/api/jobs/${jobId}/events?lastEventId=${job.version}`);
     assert.equal(response.status, 204);
+  });
+});
+
+describe('a job id', () => {
+  for (const jobId of ['', null, undefined, {}]) {
+    it(`${JSON.stringify(jobId) ?? 'undefined'} is refused, saying what a job id is`, () => {
+      const options = { ...NODE, baseUrl: SERVER };
+      assert.throws(() => watchJob(jobId, options), /a job id is a non-empty string/);
+      if (jobId !== null && jobId !== undefined) {
+        assert.throws(() => createJobStore({ ...options, jobId }), /a job id is a non-empty string/);
+      }
+    });
+  }
+});
+
+describe('a watch that ended', () => {
+  for (const transport of TRANSPORTS) {
+    it(`says closed over ${transport}, whether its job ended or was never there`, { timeout: TIMEOUT }, async (t) => {
+      const jobId = await createJob();
+      const options = { ...NODE, baseUrl: SERVER, transport, pollInterval: 100 };
+      const ended = recorder();
+      const missing = recorder();
+      const watches = [
+        watchJob(jobId, { ...options, ...ended.options }),
+        watchJob('job_never_there', { ...options, ...missing.options }),
+      ];
+      t.after(() => watches.forEach((watch) => watch.close()));
+      await waitFor(() => ended.state() === 'live', 'live');
+      await completeJob(jobId);
+      await waitFor(() => watches.every((watch) => watch.closed), 'both watches to end');
+      assert.equal(ended.state(), 'closed');
+      assert.equal(missing.state(), 'closed');
+      assert.deepEqual(missing.removed, ['job_never_there']);
+    });
+  }
+});
+
+describe('a poll answered by something other than the job', () => {
+  it('is tried again after a while, not at once', { timeout: TIMEOUT }, async (t) => {
+    let asked = 0;
+    const other = http.createServer((request, response) => {
+      asked += 1;
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end('{"jobs":[]}'); // a list, say, where a job was asked for
+    });
+    await new Promise((resolve) => other.listen(0, '127.0.0.1', resolve));
+    t.after(() => other.close());
+    const watch = watchJob('job_elsewhere', {
+      baseUrl: `http://127.0.0.1:${other.address().port}`,
+      transport: 'poll',
+    });
+    t.after(() => watch.close());
+    await waitFor(() => asked >= 2, 'asked again');
+    await sleep(ms(1_000));
+    assert.ok(asked < 10, `asked ${asked} times in about a second`);
+    assert.equal(watch.state, 'reconnecting');
   });
 });
 
