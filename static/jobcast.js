@@ -992,6 +992,7 @@ class JobStore {
     this.idle = 0; // the timer that pauses the watch once nothing is subscribed
     this.queued = false; // a publish() is due (changes are gathered per microtask)
     this.added = false; // a job came or went since the last snapshot: sort again
+    this.gathering = false; // a reset's snapshot is arriving: told once it is whole
     this.current = {
       state: 'connecting',
       transport: TRANSPORTS.includes(options.transport) ? options.transport : 'sse',
@@ -1052,9 +1053,13 @@ class JobStore {
         if (!this.jobs.has(job.jobId)) this.added = true;
         this.jobs.set(job.jobId, deepFreeze(job));
         if (this.one) this.current.synced = true;
-        // The first snapshot's jobs are told together, once it is whole (its synced): a
-        // stream brings them an event each, and a list would re-render for every one.
-        if (this.one || this.current.synced) this.touch();
+        // A whole snapshot's jobs (the first, or one after a reset) are told together,
+        // once it is whole (its synced): a stream brings them an event each, and a list
+        // would re-render for every one, and show the old jobs beside the new.
+        if (this.one || (this.current.synced && !this.gathering)) this.touch();
+      },
+      onReset: () => {
+        this.gathering = true;
       },
       onOutput: (chunks) => {
         for (const chunk of chunks) this.output.push(deepFreeze(chunk));
@@ -1075,6 +1080,7 @@ class JobStore {
         this.touch();
       },
       onSynced: () => {
+        this.gathering = false;
         this.current.synced = true;
         this.touch();
       },

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Server, eventually, open_streams, wait
+from tests.browser.conftest import REFUSED, Console, Server, eventually, open_streams, wait
 from tests.conftest import seconds
 from tests.js.npm import JS, install
 
@@ -150,6 +150,28 @@ def test_use_jobs_renders_its_first_snapshot_whole(
     expect(page.locator("li")).to_have_count(len(made))
     lengths = page.evaluate("window.listLengths")
     assert [length for length in lengths if 0 < length < len(made)] == [], lengths
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_use_jobs_renders_a_reset_snapshot_whole(
+    page: Page, origin: str, jobcast: Server, console: Console, transport: str
+) -> None:
+    """A restarted server cannot resume the list: its snapshot (a reset) replaces the old
+    jobs at once, not after showing each new job beside them."""
+    console.allow(REFUSED)
+    console.allow(r"ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_EMPTY_RESPONSE")
+    for n in range(40):
+        jobcast.create(message=f"Old {n}")
+    open_app(page, origin, jobcast, f"transport={transport}")
+    expect(page.locator("li")).to_have_count(40, timeout=wait(10))
+    jobcast.stop()
+    expect(page.locator("#jobs")).not_to_have_attribute("data-state", "live", timeout=wait(10))
+    jobcast.start()  # in memory: it starts with none of them
+    for n in range(20):
+        jobcast.create(message=f"New {n}")
+    expect(page.locator("li")).to_have_count(20, timeout=wait(20))
+    lengths = page.evaluate("window.listLengths")
+    assert max(lengths) == 40, lengths  # never the old jobs and new ones side by side
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
