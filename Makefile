@@ -28,11 +28,13 @@ run: $(SERVING) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment 
 	$(BIN)/python -m app
 
 # Most tests wait on a server process, a browser or a socket rather than compute, so
-# three test processes finish the suite in half the time even on two cores.
+# three test processes finish the suite in half the time even on two cores. worksteal:
+# a process that runs out of tests takes some of another's, so none is left alone at
+# the end with a long queue (tests marked slow start first, see tests/conftest.py).
 TEST_WORKERS ?= 3
 
 test: $(DEVELOPING) ## Run the whole test suite, with branch coverage (fails under its floor)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) --cov
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) --cov
 
 check: $(DEVELOPING) ## Lint, format check and type check
 	$(BIN)/ruff check app clients tests bench

@@ -24,6 +24,13 @@ def seconds(value: float) -> float:
     return value * TIME_SCALE
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests run first. Test processes share out what is left to do (xdist's
+    worksteal), but none can share one test: a slow one started last keeps the whole run
+    waiting for it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings()

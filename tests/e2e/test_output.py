@@ -167,6 +167,7 @@ async def api_of() -> AsyncIterator[Callable[[RunningServer], JobsClient]]:
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_every_subscriber_gets_every_chunk_once_in_order(
     server: Start, backend: dict[str, str], api_of: Callable[[RunningServer], JobsClient]
 ) -> None:

@@ -34,9 +34,16 @@ def test_every_file_with_settings_exists() -> None:
     """The Node tests are there, and every file given settings is one of them."""
     assert FILES
     assert set(SETTINGS) <= set(FILES)
+    assert set(FILES) >= SLOW
 
 
-@pytest.mark.parametrize("name", FILES)
+# The files that wait out real timeouts (a minute and more): the suite starts them first.
+SLOW = {"silence.test.js", "watch.test.js"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in FILES]
+)
 def test_node_file(name: str, node: Node, control: Callable[..., Control]) -> None:
     """The Node test file passes against a real Jobcast server."""
     settings = SETTINGS.get(name, {})
