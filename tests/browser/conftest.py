@@ -256,6 +256,16 @@ def row(page: Page, job_id: str) -> Locator:
     return page.locator(f'.job[data-job-id="{job_id}"]')
 
 
+def settled(locator: Locator) -> None:
+    """Wait until no transition runs in ``locator``'s element (a new row reveals over
+    300 ms). Playwright checks that a target is still once per action, and a double-click
+    is one action: its second click can land where a growing row has moved the target
+    from. Under ``page.clock`` its check counts faked frames, and can pass mid-reveal."""
+    locator.evaluate(
+        "element => Promise.all(element.getAnimations({subtree: true}).map(a => a.finished))"
+    )
+
+
 def open_live(page: Page, server: Server, query: str = "") -> None:
     """Open the status page (``query`` like ``transport=ws``) and wait until it is live."""
     page.goto(server.url + (f"/?{query}" if query else "/"))

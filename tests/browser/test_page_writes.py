@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import Console, Server, open_live, row, screenshot, wait
+from tests.browser.conftest import Console, Server, open_live, row, screenshot, settled, wait
 
 TRANSPORTS = ["sse", "ws", "poll"]
 KEY = "browser-test-key-" + "k" * 24
@@ -176,6 +176,7 @@ def test_a_delete_not_confirmed_goes_back(page: Page, jobcast: Server) -> None:
     done = jobcast.create(message="Done")
     jobcast.complete(done)
     button = delete_button(page, done)
+    settled(row(page, done))
     button.dblclick()  # one gesture: it asks, and the second click is not the answer
     expect(button).to_have_text("Confirm delete")
     expect(page.locator("#announcer")).to_contain_text("press again to confirm")
