@@ -96,9 +96,9 @@ def watcher() -> Iterator[Callable[..., subprocess.Popen[str]]]:
 # --- job commands -------------------------------------------------------------------
 
 
-def test_create_prints_the_id_and_json_prints_the_job(server: Start) -> None:
+def test_create_prints_the_id_and_json_prints_the_job(shared_server: Start) -> None:
     """`create` prints the new job's id alone; with --json, the whole job as one JSON line."""
-    srv = server()
+    srv = shared_server()
     plain = jobcast("--url", srv.base_url, "create")
     assert plain.returncode == 0, plain.stderr
     job_id = plain.stdout.strip()
@@ -131,9 +131,9 @@ def test_create_prints_the_id_and_json_prints_the_job(server: Start) -> None:
     assert json.loads(got.stdout) == job
 
 
-def test_json_before_the_command_works_as_after_it(server: Start) -> None:
+def test_json_before_the_command_works_as_after_it(shared_server: Start) -> None:
     """`jobcast --json get ID` prints the same JSON as `jobcast get ID --json`."""
-    srv = server()
+    srv = shared_server()
     job_id = jobcast("--url", srv.base_url, "create").stdout.strip()
     before = jobcast("--url", srv.base_url, "--json", "get", job_id)
     after = jobcast("--url", srv.base_url, "get", job_id, "--json")
@@ -142,9 +142,9 @@ def test_json_before_the_command_works_as_after_it(server: Start) -> None:
     assert json.loads(before.stdout)["jobId"] == job_id
 
 
-def test_update_complete_and_fail_print_the_changed_job(server: Start) -> None:
+def test_update_complete_and_fail_print_the_changed_job(shared_server: Start) -> None:
     """The worker commands change the job and print it (JSON with --json, a summary without)."""
-    srv = server()
+    srv = shared_server()
     url = ("--url", srv.base_url)
     job_id = jobcast(*url, "create").stdout.strip()
     updated = jobcast(
@@ -277,10 +277,10 @@ def test_cancel_prints_the_flagged_job_and_force_ends_it(server: Start) -> None:
     assert one_error_line(missing) == "jobcast: error: no job with id 'job_nope'"
 
 
-def test_delete_removes_the_job_and_prints_nothing(server: Start) -> None:
+def test_delete_removes_the_job_and_prints_nothing(shared_server: Start) -> None:
     """`delete` prints nothing and exits 0; the job then reads as gone, and deleting it
     again, or an id that never existed, is one error line and exit 1."""
-    srv = server()
+    srv = shared_server()
     url = ("--url", srv.base_url)
     job_id = jobcast(*url, "create").stdout.strip()
     jobcast(*url, "update", job_id, "-s", "processing")
@@ -298,19 +298,19 @@ def test_delete_removes_the_job_and_prints_nothing(server: Start) -> None:
     assert jobcast(*url, "delete").returncode == 2
 
 
-def test_the_url_comes_from_jobcast_url(server: Start) -> None:
+def test_the_url_comes_from_jobcast_url(shared_server: Start) -> None:
     """Without --url the commands use JOBCAST_URL."""
-    srv = server()
+    srv = shared_server()
     result = jobcast("create", JOBCAST_URL=srv.base_url)
     assert result.returncode == 0, result.stderr
     assert jobcast("get", result.stdout.strip(), JOBCAST_URL=srv.base_url).returncode == 0
 
 
 def test_the_api_key_is_sent_as_a_bearer_token(
-    server: Start, fake: Callable[..., FakeServer]
+    shared_server: Start, fake: Callable[..., FakeServer]
 ) -> None:
     """--api-key (or JOBS_API_KEY) reaches the server as Authorization: Bearer."""
-    srv = server()
+    srv = shared_server()
     recorder = fake(in_order(), upstream=srv.base_url)
     assert jobcast("--url", recorder.url, "--api-key", "k1", "create").returncode == 0
     assert jobcast("--url", recorder.url, "create", JOBS_API_KEY="k2").returncode == 0
@@ -321,9 +321,9 @@ def test_the_api_key_is_sent_as_a_bearer_token(
 # --- token ----------------------------------------------------------------------------
 
 
-def test_token_prints_a_read_token_for_one_job(server: Start) -> None:
+def test_token_prints_a_read_token_for_one_job(shared_server: Start) -> None:
     """`token --job ID --ttl S` prints a token that reads that job and expires in S seconds."""
-    srv = server(JOBS_API_KEY=KEY)
+    srv = shared_server(JOBS_API_KEY=KEY)
     job_id = jobcast("--url", srv.base_url, "create", JOBS_API_KEY=KEY).stdout.strip()
     minted = jobcast("--url", srv.base_url, "token", "--job", job_id, JOBS_API_KEY=KEY)
     assert minted.returncode == 0, minted.stderr
@@ -363,9 +363,9 @@ def test_token_needs_exactly_one_of_job_and_owner(args: list[str]) -> None:
     assert "exactly one of --job or --owner" in one_error_line(result)
 
 
-def test_token_without_the_api_key_is_one_line_and_exit_1(server: Start) -> None:
+def test_token_without_the_api_key_is_one_line_and_exit_1(shared_server: Start) -> None:
     """Minting needs the API key: without it, the server's reason on one line, exit 1."""
-    srv = server(JOBS_API_KEY=KEY)
+    srv = shared_server(JOBS_API_KEY=KEY)
     refused = jobcast("--url", srv.base_url, "token", "--owner", "alice")
     assert refused.returncode == 1
     assert one_error_line(refused).startswith("jobcast: error: ")
@@ -374,9 +374,9 @@ def test_token_without_the_api_key_is_one_line_and_exit_1(server: Start) -> None
 # --- errors -------------------------------------------------------------------------
 
 
-def test_a_failed_call_prints_one_line_and_exits_1(server: Start) -> None:
+def test_a_failed_call_prints_one_line_and_exits_1(shared_server: Start) -> None:
     """An error answer is one `jobcast: error:` line on stderr and exit status 1."""
-    srv = server()
+    srv = shared_server()
     missing = jobcast("--url", srv.base_url, "get", "job_nope")
     assert missing.returncode == 1
     assert one_error_line(missing) == "jobcast: error: no job with id 'job_nope'"
@@ -390,9 +390,9 @@ def test_a_failed_call_prints_one_line_and_exits_1(server: Start) -> None:
     assert "can no longer change" in one_error_line(conflict)
 
 
-def test_several_refused_fields_print_the_detail_then_one_line_each(server: Start) -> None:
+def test_several_refused_fields_print_the_detail_then_one_line_each(shared_server: Start) -> None:
     """A change refused for several fields prints the server's detail, then each field's reason."""
-    srv = server()
+    srv = shared_server()
     job_id = jobcast("--url", srv.base_url, "create").stdout.strip()
     deep = '{"a": ' * 40 + "1" + "}" * 40
     refused = jobcast(
@@ -513,10 +513,10 @@ async def next_line(process: subprocess.Popen[str], within: float = 10) -> str:
 
 
 async def test_watch_json_prints_each_state_as_it_happens_and_exits_0(
-    server: Start, watcher: Callable[..., subprocess.Popen[str]]
+    shared_server: Start, watcher: Callable[..., subprocess.Popen[str]]
 ) -> None:
     """`watch --json` prints each state as a JSON line while the job runs, and exits 0."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job(message="Upload queued")
         process = watcher("--url", srv.base_url, "watch", job_id, "--json")

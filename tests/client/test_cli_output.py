@@ -87,10 +87,10 @@ async def output_of(api: Any, job_id: str) -> list[dict[str, Any]]:
     return chunks
 
 
-async def test_append_takes_each_argument_as_a_chunk(server: Start) -> None:
+async def test_append_takes_each_argument_as_a_chunk(shared_server: Start) -> None:
     """`append JOB DATA...` appends one chunk per argument (as JSON with --json-data), with
     --kind; --json prints where they went; --expected-offset makes a second run a no-op."""
-    srv = server()
+    srv = shared_server()
     url = ("--url", srv.base_url)
     async with srv.client() as api:
         job_id = await api.create_job()
@@ -125,9 +125,9 @@ async def test_append_takes_each_argument_as_a_chunk(server: Start) -> None:
         )
 
 
-async def test_append_without_data_appends_each_line_of_stdin(server: Start) -> None:
+async def test_append_without_data_appends_each_line_of_stdin(shared_server: Start) -> None:
     """`cmd | jobcast append JOB --kind log` appends one chunk per line, in batches."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         lines = "".join(f"line {number}\n" for number in range(250))
@@ -154,11 +154,11 @@ async def test_append_without_data_appends_each_line_of_stdin(server: Start) -> 
 
 
 async def test_a_line_the_server_refuses_costs_itself_not_the_rest_of_the_pipe(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """A line over the server's chunk limit is said on stderr, with how many were dropped;
     every other line is appended, in order, and the command exits 1."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         lines = [f"line {number}" for number in range(300)]
@@ -173,11 +173,11 @@ async def test_a_line_the_server_refuses_costs_itself_not_the_rest_of_the_pipe(
 
 
 async def test_a_line_that_is_not_utf8_costs_itself_not_the_rest_of_the_pipe(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """A Latin-1 byte in a piped log: that line is said on stderr and left out, the lines
     after it are appended, and the command exits 1 (it stopped at the line, with status 2)."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         result = run_bytes(
@@ -195,10 +195,10 @@ async def test_a_line_that_is_not_utf8_costs_itself_not_the_rest_of_the_pipe(
         assert got == ["first", "after", "50%"]
 
 
-async def test_tail_on_a_terminal_shows_control_characters_escaped(server: Start) -> None:
+async def test_tail_on_a_terminal_shows_control_characters_escaped(shared_server: Start) -> None:
     """Output is anyone's text: on a terminal, an escape sequence in it is shown, not obeyed
     (it would retitle the terminal, clear it); piped, it passes as it is."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await append(api, job_id, token("a\x1b]0;pwned\x07\x1b[2Jb\tc\x9b"))
@@ -211,11 +211,11 @@ async def test_tail_on_a_terminal_shows_control_characters_escaped(server: Start
 
 
 async def test_tail_prints_the_output_so_far_then_follows_it_to_the_end(
-    server: Start, watcher: Watcher
+    shared_server: Start, watcher: Watcher
 ) -> None:
     """`tail` prints what the job has, then each append as it comes: token chunks run on,
     others a line each; it exits 0 when the job completes, printing nothing else."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job(jobType="llm_agent")
         await append(api, job_id, {"data": "Thinking...", "kind": "log"})
@@ -233,10 +233,10 @@ async def test_tail_prints_the_output_so_far_then_follows_it_to_the_end(
     assert (stdout, stderr) == ("bye", ""), "piped, the output as it was, no newline added"
 
 
-async def test_tail_of_a_failed_job_exits_1_with_its_error(server: Start) -> None:
+async def test_tail_of_a_failed_job_exits_1_with_its_error(shared_server: Start) -> None:
     """`tail` of a job that failed prints all its output, the error on stderr, and exits 1;
     with --json, one chunk per line."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await append(api, job_id, token("par"), token("tial"))
@@ -256,11 +256,11 @@ async def test_tail_of_a_failed_job_exits_1_with_its_error(server: Start) -> Non
 
 
 async def test_watch_output_prints_states_and_output_as_they_happen(
-    server: Start, watcher: Watcher
+    shared_server: Start, watcher: Watcher
 ) -> None:
     """`watch --output` prints each state as a line and the output between them, in the order
     it happened; with --json, jobs and chunks as JSON lines. Exit 0 once completed."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job(message="Queued")
         process = watcher("--url", srv.base_url, "watch", "--output", job_id)

@@ -184,9 +184,9 @@ def test_a_base_url_that_is_not_http_is_refused_at_once() -> None:
             client_class("http://[::1")
 
 
-async def test_create_and_get_return_the_servers_job(server: Start, flavor: str) -> None:
+async def test_create_and_get_return_the_servers_job(shared_server: Start, flavor: str) -> None:
     """create_job returns the full queued Job, and get_job returns the same state."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         metadata = {"fileName": "contract.pdf", "fileSize": 1024000}
         job = await jobs.create_job(
@@ -226,9 +226,9 @@ async def test_create_with_an_owner_makes_a_job_that_an_owner_token_reads(
             await reader.get_job(other.job_id)
 
 
-async def test_mint_token_reads_one_job_for_its_lifetime(server: Start, flavor: str) -> None:
+async def test_mint_token_reads_one_job_for_its_lifetime(shared_server: Start, flavor: str) -> None:
     """mint_token(job_id=, ttl=) answers a ReadToken that reads that job only, until expires_at."""
-    srv = server(JOBS_API_KEY=KEY)
+    srv = shared_server(JOBS_API_KEY=KEY)
     async with connect(flavor, srv.base_url, api_key=KEY) as jobs:
         job = await jobs.create_job()
         other = await jobs.create_job()
@@ -252,11 +252,11 @@ async def test_mint_token_reads_one_job_for_its_lifetime(server: Start, flavor: 
 
 @pytest.mark.parametrize("job_id", ["", "  ", None, 123])
 async def test_what_cannot_be_a_job_id_is_a_value_error(
-    server: Start, flavor: str, job_id: Any
+    shared_server: Start, flavor: str, job_id: Any
 ) -> None:
     """A job call given no id (or not a string) raises ValueError saying what a job id is;
     nothing is sent (an empty id would have been a request for the list)."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
             ("get_job", (), {}),
@@ -270,9 +270,11 @@ async def test_what_cannot_be_a_job_id_is_a_value_error(
                 await getattr(jobs, name)(job_id, *args, **kwargs)
 
 
-async def test_nan_and_infinities_are_refused_naming_the_field(server: Start, flavor: str) -> None:
+async def test_nan_and_infinities_are_refused_naming_the_field(
+    shared_server: Start, flavor: str
+) -> None:
     """A NaN or an infinity anywhere in a body is a ValueError naming where, before sending."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job = await jobs.create_job()
         with pytest.raises(ValueError, match=r"^progress: NaN and infinities are not JSON"):
@@ -282,9 +284,9 @@ async def test_nan_and_infinities_are_refused_naming_the_field(server: Start, fl
         assert (await jobs.get_job(job.job_id)).version == 1
 
 
-async def test_mint_token_needs_exactly_one_scope(server: Start, flavor: str) -> None:
+async def test_mint_token_needs_exactly_one_scope(shared_server: Start, flavor: str) -> None:
     """mint_token with neither or both of job_id and owner is a ValueError; nothing is sent."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         with pytest.raises(ValueError, match="exactly one"):
             await jobs.mint_token()
@@ -294,9 +296,9 @@ async def test_mint_token_needs_exactly_one_scope(server: Start, flavor: str) ->
             await jobs.mint_token(owner="alice", ttl=0)
 
 
-async def test_update_complete_and_fail_change_the_job(server: Start, flavor: str) -> None:
+async def test_update_complete_and_fail_change_the_job(shared_server: Start, flavor: str) -> None:
     """The three worker calls each return the changed job, as the server stored it."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = (await jobs.create_job(metadata={"a": 1})).job_id
         updated = await jobs.update_job_with_notification(
@@ -364,11 +366,11 @@ async def test_fields_a_newer_server_adds_are_ignored(
 
 
 async def test_cancel_sets_the_flag_once_and_every_write_carries_it(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """cancel_job flags the job (a new version); asking again changes nothing; the worker's
     plain calls return the flag without raising; a finished job cannot be canceled."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         await jobs.update_job_with_notification(job_id, status="processing", progress=10)
@@ -395,9 +397,9 @@ async def test_cancel_sets_the_flag_once_and_every_write_carries_it(
         assert not done.cancel_requested
 
 
-async def test_a_forced_cancel_ends_the_job_now(server: Start, flavor: str) -> None:
+async def test_a_forced_cancel_ends_the_job_now(shared_server: Start, flavor: str) -> None:
     """force=True ends the job as error "canceled", its message the reason or "Canceled"."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         explained = (await jobs.create_job()).job_id
         ended = await jobs.cancel_job(explained, "worker machine lost", force=True)
@@ -416,10 +418,10 @@ async def test_a_forced_cancel_ends_the_job_now(server: Start, flavor: str) -> N
             await jobs.cancel_job(silent, force=True)
 
 
-async def test_delete_removes_a_job_in_any_state(server: Start, flavor: str) -> None:
+async def test_delete_removes_a_job_in_any_state(shared_server: Start, flavor: str) -> None:
     """delete_job returns None; the job then reads as JobGone, a watcher of it gets JobGone,
     a second delete is JobGone, and an id that never existed is JobNotFound."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         running = (await jobs.create_job()).job_id
         await jobs.update_job_with_notification(running, status="processing")
@@ -447,10 +449,10 @@ async def test_delete_removes_a_job_in_any_state(server: Start, flavor: str) -> 
 
 
 async def test_watch_yields_every_state_and_ends_at_the_terminal_one(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """watch yields the current state, then each change live, and stops after completion."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job(message="Upload queued")
         seen: list[Job] = []
@@ -470,10 +472,10 @@ async def test_watch_yields_every_state_and_ends_at_the_terminal_one(
 
 
 async def test_watch_of_a_failed_job_yields_its_final_state_once(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """Watching a job that already failed yields that one state and ends."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job()
         await api.fail(job_id, "Invalid file format")
@@ -482,9 +484,11 @@ async def test_watch_of_a_failed_job_yields_its_final_state_once(
         assert [(job.status, job.error) for job in seen] == [("error", "Invalid file format")]
 
 
-async def test_watch_from_the_terminal_version_ends_on_the_204(server: Start, flavor: str) -> None:
+async def test_watch_from_the_terminal_version_ends_on_the_204(
+    shared_server: Start, flavor: str
+) -> None:
     """watch(since=terminal version) gets 204 No Content and ends at once, yielding nothing."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job()
         version = (await api.complete(job_id))["version"]
@@ -495,12 +499,12 @@ async def test_watch_from_the_terminal_version_ends_on_the_204(server: Start, fl
 
 
 async def test_watch_from_beyond_the_job_goes_on_from_its_current_state(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """watch(since=N) with N past the job's version (a mistaken cursor, a backend restored
     from a backup) yields the job's current state and every change after it, and ends
     with the job, where it waited for a version the job never reached."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, status="processing", progress=10)
@@ -514,10 +518,10 @@ async def test_watch_from_beyond_the_job_goes_on_from_its_current_state(
 
 
 async def test_watch_resumes_after_a_dropped_connection_without_repeats(
-    server: Start, flavor: str, proxy: Callable[[int], CutProxy]
+    shared_server: Start, flavor: str, proxy: Callable[[int], CutProxy]
 ) -> None:
     """A cut stream is reopened with Last-Event-ID: the states go on, none twice, none lost."""
-    srv = server()
+    srv = shared_server()
     tunnel = proxy(srv.port)
     async with connect(flavor, tunnel.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -797,9 +801,9 @@ async def test_server_errors_raise_the_matching_exceptions(server: Start, flavor
         assert gone.value.job_id == job_id
 
 
-async def test_each_exception_says_what_the_server_said(server: Start, flavor: str) -> None:
+async def test_each_exception_says_what_the_server_said(shared_server: Start, flavor: str) -> None:
     """str() of every problem-mapped exception is the server's detail, field errors included."""
-    srv = server(JOBS_API_KEY=KEY)
+    srv = shared_server(JOBS_API_KEY=KEY)
     deep: dict[str, Any] = {}
     for _ in range(40):
         deep = {"a": deep}
@@ -892,10 +896,10 @@ async def test_other_answers_raise_client_exceptions_with_the_problem(
 
 
 async def test_api_key_and_read_token_are_sent_as_bearer(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """api_key goes with writes and token with reads, each as Authorization: Bearer."""
-    srv = server()
+    srv = shared_server()
     recorder = fake(in_order(), upstream=srv.base_url)
     async with connect(flavor, recorder.url, api_key="the-key", token="the-token") as jobs:
         job = await jobs.create_job()
@@ -961,10 +965,10 @@ async def test_a_create_whose_answer_was_lost_makes_one_job(
 
 
 async def test_a_given_idempotency_key_is_sent_and_makes_one_job(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """create_job(idempotency_key=) twice with the same body returns the same job."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         first = await jobs.create_job(message="once", idempotency_key="upload-42")
         again = await jobs.create_job(message="once", idempotency_key="upload-42")
@@ -974,10 +978,10 @@ async def test_a_given_idempotency_key_is_sent_and_makes_one_job(
 
 
 async def test_a_completion_whose_answer_was_lost_is_not_a_conflict(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """complete_job retried after its first attempt landed returns the completed job, no 409."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -994,11 +998,11 @@ async def test_a_completion_whose_answer_was_lost_is_not_a_conflict(
     ("error", "stored"), [("disk full", "disk full"), ("", "Processing failed")]
 )
 async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
-    fake: Callable[..., FakeServer], server: Start, flavor: str, error: str, stored: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str, error: str, stored: str
 ) -> None:
     """fail_job retried after its first attempt landed returns the failed job, no 409 (a
     blank error landed as the default)."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -1008,12 +1012,12 @@ async def test_a_failure_whose_answer_was_lost_is_not_a_conflict(
 
 
 async def test_an_update_that_ended_the_job_with_its_answer_lost_is_not_a_conflict(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """A PATCH that completes the job, retried after its first attempt landed, returns the
     job it made (read back), not the retry's 409; a job another writer ended otherwise is
     still a conflict."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -1031,11 +1035,11 @@ async def test_an_update_that_ended_the_job_with_its_answer_lost_is_not_a_confli
 
 
 async def test_a_delete_refused_429_first_still_says_the_job_was_gone(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """A 429 never reached the server: the 410 after it is the job's own (someone else
     deleted it), not an earlier attempt's deletion whose answer was lost."""
-    srv = server()
+    srv = shared_server()
     busy = problem(429, "rate-limited", "too often", **{"Retry-After": "0"})
     lossy = fake(in_order(busy), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
@@ -1047,11 +1051,11 @@ async def test_a_delete_refused_429_first_still_says_the_job_was_gone(
 
 
 async def test_a_cancel_whose_answer_was_lost_lands_once(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """A cancel retried after its first attempt landed returns the flagged job (one new
     version); a forced one is recognised on the retry's 409, as a finish is."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         asked_id = await api.create_job()
@@ -1070,10 +1074,10 @@ async def test_a_cancel_whose_answer_was_lost_lands_once(
 
 
 async def test_a_forced_cancel_refused_on_its_retry_is_a_conflict_if_it_did_not_land(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """A retried forced cancel whose 409 comes from a job someone else ended still raises."""
-    srv = server()
+    srv = shared_server()
     cut = Answer(200, b'{"jobId": ', {"Content-Type": "application/json"}, truncated=True)
     flaky = fake(in_order(cut), upstream=srv.base_url)
     async with connect(flavor, flaky.url) as jobs, srv.client() as api:
@@ -1086,11 +1090,11 @@ async def test_a_forced_cancel_refused_on_its_retry_is_a_conflict_if_it_did_not_
 
 
 async def test_a_delete_whose_answer_was_lost_is_not_gone(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """delete_job retried after its first attempt landed returns None: the retry's 410 is its own
     success. A first attempt that gets 410 still raises JobGone."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(FORWARD_THEN_DROP), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -1213,9 +1217,11 @@ async def test_an_answer_that_cannot_be_decoded_raises_connection_failed_at_once
 # --- track ----------------------------------------------------------------------------
 
 
-async def test_track_completes_the_job_when_the_block_succeeds(server: Start, flavor: str) -> None:
+async def test_track_completes_the_job_when_the_block_succeeds(
+    shared_server: Start, flavor: str
+) -> None:
     """A track() block that ends normally completes its job with the document id it set."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         async with jobs.track(
             job_type="file_processing", message="Upload queued", owner="alice"
@@ -1236,10 +1242,10 @@ async def test_track_completes_the_job_when_the_block_succeeds(server: Start, fl
 
 
 async def test_track_fails_the_job_with_the_exception_and_reraises(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """An exception in the block fails the job with its message (or type) and propagates."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         tracked: list[Any] = []
 
@@ -1273,11 +1279,11 @@ async def test_track_fails_the_job_with_the_exception_and_reraises(
     ids=["long", "lone-surrogate", "group"],
 )
 async def test_track_fails_the_job_with_any_exceptions_text(
-    server: Start, flavor: str, raised: Exception, error: str
+    shared_server: Start, flavor: str, raised: Exception, error: str
 ) -> None:
     """An exception whose text the server would refuse is still the job's error, cut short
     or escaped; a TaskGroup's error is its first exception's."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         with pytest.raises(type(raised)):
             async with jobs.track() as job:
@@ -1285,9 +1291,11 @@ async def test_track_fails_the_job_with_any_exceptions_text(
         assert (await api.job(job.job_id))["error"] == error
 
 
-async def test_a_cancel_raised_in_a_task_group_fails_the_job_as_canceled(server: Start) -> None:
+async def test_a_cancel_raised_in_a_task_group_fails_the_job_as_canceled(
+    shared_server: Start,
+) -> None:
     """JobCanceled inside a TaskGroup's error is the job's cancel, with its reason."""
-    srv = server()
+    srv = shared_server()
     async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs, srv.client() as api:
         tracked: list[AsyncTrackedJob] = []
 
@@ -1307,9 +1315,9 @@ async def test_a_cancel_raised_in_a_task_group_fails_the_job_as_canceled(server:
     )
 
 
-async def test_track_takes_an_existing_job_by_id(server: Start, flavor: str) -> None:
+async def test_track_takes_an_existing_job_by_id(shared_server: Start, flavor: str) -> None:
     """track(job_id) reports on a job created elsewhere, and completes it at the end."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job(jobType="document_analysis")
         async with jobs.track(job_id) as job:
@@ -1325,10 +1333,10 @@ async def test_track_takes_an_existing_job_by_id(server: Start, flavor: str) -> 
     [{"message": "Queued"}, {"metadata": {}}, {"owner": "team-a"}, {"job_type": "llm_agent"}],
 )
 async def test_track_refuses_what_describes_a_new_job_beside_a_job_id(
-    server: Start, flavor: str, creating: dict[str, Any]
+    shared_server: Start, flavor: str, creating: dict[str, Any]
 ) -> None:
     """track(job_id, message=…) used to drop the message silently: the job exists already."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job()
         with pytest.raises(ValueError, match=r"track\(job_id\) takes an existing job"):
@@ -1338,9 +1346,9 @@ async def test_track_refuses_what_describes_a_new_job_beside_a_job_id(
         assert (stored["status"], stored["version"]) == ("queued", 1)
 
 
-async def test_track_leaves_a_job_the_block_ended_itself(server: Start, flavor: str) -> None:
+async def test_track_leaves_a_job_the_block_ended_itself(shared_server: Start, flavor: str) -> None:
     """A block that completes or fails its own job ends without another call or a 409."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         async with jobs.track() as job:
             job.state = await jobs.fail_job(job.job_id, "gave up")
@@ -1349,10 +1357,10 @@ async def test_track_leaves_a_job_the_block_ended_itself(server: Start, flavor: 
 
 
 async def test_track_keeps_the_original_error_when_failing_the_job_fails(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """If the job cannot be failed (it already ended), the block's own exception still wins."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         tracked: list[Any] = []
 
@@ -1368,9 +1376,11 @@ async def test_track_keeps_the_original_error_when_failing_the_job_fails(
         assert (await api.job(tracked[0].job_id))["status"] == "completed"
 
 
-async def test_a_cancelled_async_block_fails_its_job_and_stays_cancelled(server: Start) -> None:
+async def test_a_cancelled_async_block_fails_its_job_and_stays_cancelled(
+    shared_server: Start,
+) -> None:
     """Cancelling an async track() block fails the job (shielded), then the cancel goes on."""
-    srv = server()
+    srv = shared_server()
     async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs, srv.client() as api:
         with anyio.CancelScope() as scope:
             async with jobs.track() as job:
@@ -1382,11 +1392,11 @@ async def test_a_cancelled_async_block_fails_its_job_and_stays_cancelled(server:
 
 
 async def test_a_tracked_worker_stops_at_its_first_update_after_a_cancel(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """Another client's cancel makes the worker's next update raise JobCanceled (the state
     stored first); track() fails the job as canceled with the reason, and re-raises."""
-    srv = server()
+    srv = shared_server()
     async with (
         connect(flavor, srv.base_url) as worker,
         connect(flavor, srv.base_url) as operator,
@@ -1427,11 +1437,11 @@ async def test_a_tracked_worker_stops_at_its_first_update_after_a_cancel(
 
 
 async def test_a_forced_cancel_under_a_tracked_worker_raises_job_canceled(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """An update refused because a forced cancel ended the job raises JobCanceled, not
     InvalidTransition; the job stays as the cancel ended it, with nothing tried after."""
-    srv = server()
+    srv = shared_server()
     async with (
         connect(flavor, srv.base_url) as worker,
         connect(flavor, srv.base_url) as operator,
@@ -1478,11 +1488,11 @@ async def test_a_forced_cancel_under_a_tracked_worker_raises_job_canceled(
 
 @pytest.mark.parametrize("then", ["nothing", "output"])
 async def test_a_forced_cancel_heard_only_at_the_blocks_end_is_job_canceled(
-    server: Start, flavor: str, then: str
+    shared_server: Start, flavor: str, then: str
 ) -> None:
     """A worker that never updates again after a forced cancel (it finishes, or only
     writes output, which the ended job refuses) hears JobCanceled, not InvalidTransition."""
-    srv = server()
+    srv = shared_server()
     async with (
         connect(flavor, srv.base_url) as worker,
         connect(flavor, srv.base_url) as operator,
@@ -1504,11 +1514,11 @@ async def test_a_forced_cancel_heard_only_at_the_blocks_end_is_job_canceled(
 
 
 async def test_a_cancel_of_an_inner_tracked_job_fails_the_outer_one_as_an_error(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """JobCanceled of another job crossing a track() block fails that block's job like any
     exception: only the canceled job ends as "canceled"."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         tracked: list[Any] = []
 

@@ -118,12 +118,12 @@ def posts(fake: FakeServer) -> list[dict[str, Any]]:
 
 
 async def test_appended_chunks_are_read_back_in_order_with_their_offsets(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """One chunk, then several (plain values with the call's kind, Chunk items with their own,
     a dict and a null as data): output() gives them all back, numbered from 0, and the job
     counts them in output_size without a new version."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job = await jobs.create_job(job_type="llm_agent")
         first = await jobs.append_output(job.job_id, "Hel", kind="token")
@@ -146,9 +146,9 @@ async def test_appended_chunks_are_read_back_in_order_with_their_offsets(
         assert "outputSize" not in job.to_wire()
 
 
-async def test_output_pages_through_more_than_one_page(server: Start, flavor: str) -> None:
+async def test_output_pages_through_more_than_one_page(shared_server: Start, flavor: str) -> None:
     """output() follows the pages (1000 chunks each) to the end of what the job holds."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         for start in range(0, 2500, 500):
@@ -159,12 +159,12 @@ async def test_output_pages_through_more_than_one_page(server: Start, flavor: st
 
 
 async def test_an_append_made_again_with_its_expected_offset_lands_once(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """The same append with the same expected_offset twice (a worker retrying after it heard
     nothing) is reported as already applied, and its chunks are there once; other chunks at
     that offset raise OffsetMismatch with the count the job holds."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         sent = await jobs.append_output(job_id, chunks=["a", ("b", 1)], expected_offset=0)
@@ -184,11 +184,11 @@ async def test_an_append_made_again_with_its_expected_offset_lands_once(
 
 
 async def test_an_append_whose_answer_was_lost_is_retried_exactly_once(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """The first attempt reaches the server and its answer is lost; the retry gets 409, the
     client reads the chunks at its offset, finds its own, and returns: nothing twice."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs:
         job_id = (await jobs.create_job()).job_id
@@ -210,11 +210,11 @@ async def test_an_append_whose_answer_was_lost_is_retried_exactly_once(
 
 
 async def test_a_tracked_append_whose_answer_was_lost_still_hears_a_cancel(
-    fake: Callable[..., FakeServer], server: Start
+    fake: Callable[..., FakeServer], shared_server: Start
 ) -> None:
     """The answer that carried the cancel flag was lost; the retry recognises the append as
     landed and takes the flag from the job, so the worker hears JobCanceled all the same."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(), upstream=srv.base_url)
 
     def work() -> None:
@@ -235,11 +235,11 @@ async def test_a_tracked_append_whose_answer_was_lost_still_hears_a_cancel(
 
 
 async def test_a_lost_answer_is_recognised_after_another_writers_append(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """The append landed (its answer lost) and another writer appended after it: the
     retry finds its chunks at its offset all the same, and appends nothing again."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(), upstream=srv.base_url)
     async with connect(flavor, lossy.url, retry=RetryPolicy(retries=0)) as jobs:
         job_id = (await jobs.create_job()).job_id
@@ -254,12 +254,12 @@ async def test_a_lost_answer_is_recognised_after_another_writers_append(
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
-    fake: Callable[..., FakeServer], server: Start, asynchronous: bool
+    fake: Callable[..., FakeServer], shared_server: Start, asynchronous: bool
 ) -> None:
     """A batch that landed with its answer lost is kept, and its failure is raised by the
     next write, which keeps nothing; the next append sends the batch again as it was
     (recognised: nothing twice), then what was written since."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(), upstream=srv.base_url)
     with JobsClient(srv.base_url) as direct:
         job_id = direct.create_job().job_id
@@ -296,11 +296,11 @@ async def test_a_writer_sends_a_batch_whose_answer_was_lost_again_alone(
 
 
 async def test_an_append_without_expected_offset_is_never_sent_twice(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """Without expected_offset a lost answer or a 503 is raised, not retried (the chunk may
     have landed: it did, once); a refused connection's 429 is retried."""
-    srv = server()
+    srv = shared_server()
     lossy = fake(in_order(), upstream=srv.base_url)
     async with connect(flavor, lossy.url) as jobs:
         job_id = (await jobs.create_job()).job_id
@@ -366,11 +366,11 @@ async def test_refused_appends_raise_with_the_servers_reason(server: Start, flav
 
 
 async def test_the_writer_batches_writes_into_few_exactly_once_appends(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """95 writes with max_chunks=10 make 10 appends (9 full, the rest on close), each with
     expectedOffset, starting after the output the job had; every chunk arrives, in order."""
-    srv = server()
+    srv = shared_server()
     recorder = fake(in_order(), upstream=srv.base_url)
     async with connect(flavor, recorder.url) as jobs:
         job_id = (await jobs.create_job()).job_id
@@ -388,11 +388,11 @@ async def test_the_writer_batches_writes_into_few_exactly_once_appends(
 
 
 async def test_the_writer_appends_after_max_delay_without_another_write(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """A batch that is not full goes once its oldest chunk has waited max_delay, though no
     write or flush follows (a background thread or task sees to it)."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         writer: OutputWriter | AsyncOutputWriter
@@ -419,11 +419,11 @@ async def test_the_writer_appends_after_max_delay_without_another_write(
 
 
 async def test_writers_of_one_job_take_turns_without_losing_or_doubling(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """Two writers on one job (tokens and log lines) append in turns: each moves past the
     other's batches, so every chunk is there once and each writer's stay in order."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         tokens = [f"t{number}" for number in range(30)]
@@ -442,11 +442,11 @@ async def test_writers_of_one_job_take_turns_without_losing_or_doubling(
 
 
 async def test_a_batch_the_server_refuses_is_kept_raised_and_given_up_on_close(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """flush() raises what the append raised and keeps the batch (a later flush tries it
     again); close() raises it too, then drops it; a closed writer takes no more."""
-    srv = server()
+    srv = shared_server()
     with JobsClient(srv.base_url, retry=FAST) as jobs:
         job_id = jobs.create_job().job_id
         writer = jobs.output_writer(job_id, max_delay=60)
@@ -647,12 +647,12 @@ async def test_a_full_output_drops_what_waits_and_takes_no_more(
 
 
 async def test_a_chunk_the_server_cannot_parse_costs_no_smaller_batches(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """A refusal that names no chunk and no limit (a chunk nested deeper than the server
     parses) is found by halving that batch alone; the chunks after it still go a hundred
     at a time."""
-    srv = server()
+    srv = shared_server()
     recorder = fake(in_order(), upstream=srv.base_url)
     deep: Any = "bottom"
     for _ in range(300):
@@ -684,10 +684,12 @@ async def test_a_chunk_found_among_pieces_keeps_the_order_of_the_rest(
         assert data_of(await read_all(jobs, job_id)) == items
 
 
-def test_an_attempt_that_never_left_makes_no_equal_chunk_the_writers_own(server: Start) -> None:
+def test_an_attempt_that_never_left_makes_no_equal_chunk_the_writers_own(
+    shared_server: Start,
+) -> None:
     """The first attempt of an append is refused at connect while another writer appends
     an equal chunk: the retry's 409 is not taken for this append having landed."""
-    srv = server()
+    srv = shared_server()
 
     class RefusedOnce(httpx2.HTTPTransport):
         refused = False
@@ -709,10 +711,10 @@ def test_an_attempt_that_never_left_makes_no_equal_chunk_the_writers_own(server:
         assert [chunk.data for chunk in jobs.output(job_id)] == ["tick", "tick"]
 
 
-def test_closing_the_client_appends_what_an_unclosed_writer_holds(server: Start) -> None:
+def test_closing_the_client_appends_what_an_unclosed_writer_holds(shared_server: Start) -> None:
     """A writer used without ``with`` and never closed: its chunks wait for a daemon timer,
     so the client's close appends them before the connections go."""
-    srv = server()
+    srv = shared_server()
     with JobsClient(srv.base_url) as jobs:
         job_id = jobs.create_job().job_id
         out = jobs.output_writer(job_id, max_delay=60)
@@ -724,11 +726,11 @@ def test_closing_the_client_appends_what_an_unclosed_writer_holds(server: Start)
 
 
 def test_the_exit_of_the_interpreter_appends_what_an_unclosed_writer_holds(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """A script that never closes its client nor its writer: the exit, which stops the
     daemon timer, appends what the writer holds first."""
-    srv = server()
+    srv = shared_server()
     script = (
         "import sys; from jobcast_client import JobsClient\n"
         "jobs = JobsClient(sys.argv[1])\n"
@@ -749,12 +751,12 @@ def test_the_exit_of_the_interpreter_appends_what_an_unclosed_writer_holds(
 
 
 async def test_equal_chunks_of_another_writer_never_stand_in_for_the_writers_own(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """A writer's batch refused at its offset because another writer appended the same
     chunk there goes after it: both are held, where a first attempt refused was taken
     for one that landed."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = (await jobs.create_job()).job_id
         beat = {"data": "heartbeat", "kind": "log"}
@@ -806,12 +808,12 @@ async def test_a_refusal_is_heard_after_a_failure_that_came_first(
 
 
 async def test_a_batch_moved_past_another_writer_is_sent_again_where_it_went(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """The writer's batch, moved past another writer's append, lands but every answer
     about it is lost until the retries are spent: sent again, it is recognised where it
     went, not appended twice."""
-    srv = server()
+    srv = shared_server()
     lost = 0
 
     def script(seen: Seen) -> Answer | str:
@@ -846,11 +848,11 @@ async def test_a_batch_moved_past_another_writer_is_sent_again_where_it_went(
 
 
 async def test_a_background_error_that_a_flush_made_moot_is_not_raised(
-    fake: Callable[..., FakeServer], server: Start, flavor: str
+    fake: Callable[..., FakeServer], shared_server: Start, flavor: str
 ) -> None:
     """The timer's append fails while a flush waits its turn; the flush sends that batch
     again, and it lands. Nothing is lost, so the next write raises nothing."""
-    srv = server()
+    srv = shared_server()
     arrived, answer = threading.Event(), threading.Event()
 
     def script(seen: Seen) -> Answer | str:
@@ -915,10 +917,12 @@ async def until(check: Callable[[], bool]) -> None:
             await anyio.sleep(0.01)
 
 
-async def test_an_async_writer_must_be_entered_and_flushes_when_cancelled(server: Start) -> None:
+async def test_an_async_writer_must_be_entered_and_flushes_when_cancelled(
+    shared_server: Start,
+) -> None:
     """The async writer refuses writes outside `async with`; a cancelled block still appends
     what it holds (shielded), and the cancellation goes on."""
-    srv = server()
+    srv = shared_server()
     async with AsyncJobsClient(srv.base_url, retry=FAST) as jobs:
         job_id = (await jobs.create_job()).job_id
         with pytest.raises(RuntimeError, match="async with"):
@@ -933,11 +937,11 @@ async def test_an_async_writer_must_be_entered_and_flushes_when_cancelled(server
 
 
 async def test_a_tracked_job_writes_its_output_before_it_completes(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """track()'s job appends with append_output() and an output_writer(); all of it is there
     when the job completes."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         if isinstance(jobs, SyncJobs):
 
@@ -969,12 +973,12 @@ async def test_a_tracked_job_writes_its_output_before_it_completes(
 
 @pytest.mark.parametrize("writer", [False, True], ids=["append_output", "output_writer"])
 async def test_a_tracked_job_that_only_streams_output_hears_a_cancel(
-    server: Start, flavor: str, writer: bool
+    shared_server: Start, flavor: str, writer: bool
 ) -> None:
     """A worker that appends and never updates hears an ordinary cancel: its append raises
     JobCanceled (the chunk appended all the same), and so does its writer's next write once
     an append heard it; track() then fails the job as canceled."""
-    srv = server()
+    srv = shared_server()
 
     def cancel(job_id: str) -> None:
         with JobsClient(srv.base_url) as user:
@@ -1032,14 +1036,14 @@ async def test_a_tracked_job_that_only_streams_output_hears_a_cancel(
 
 
 async def test_a_background_append_leaves_the_tracked_jobs_state_to_its_worker(
-    server: Start, monkeypatch: pytest.MonkeyPatch
+    shared_server: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer's timer thread hears the cancel; the job's state changes only when the
     worker's own thread hears it, so the timer never overwrites a newer state the worker
     kept meanwhile (its update's answer, with its progress)."""
     from jobcast_client import _writer
 
-    srv = server()
+    srv = shared_server()
     sent = threading.Event()
     send_answered = _writer.Batch.sent
 
@@ -1067,9 +1071,9 @@ async def test_a_background_append_leaves_the_tracked_jobs_state_to_its_worker(
     assert (after.cancel_requested, after.cancel_reason, after.progress) == (True, "stop", 50)
 
 
-async def test_plain_appends_report_a_cancel_and_go_on(server: Start, flavor: str) -> None:
+async def test_plain_appends_report_a_cancel_and_go_on(shared_server: Start, flavor: str) -> None:
     """Only tracked jobs raise: a plain append answers the flag, and a plain writer goes on."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job = await jobs.create_job(job_type="llm_agent")
         await jobs.cancel_job(job.job_id, "stop please")
@@ -1114,11 +1118,11 @@ def flatten(updates: Iterable[Job | list[OutputChunk]]) -> list[OutputChunk]:
 
 
 async def test_watch_with_output_yields_every_chunk_then_the_terminal_state(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """watch(output=True) yields the output the job had, then each append live, between the
     states; everything appended before the completion comes before the completed state."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = await api.create_job(jobType="llm_agent")
         await jobs.append_output(job_id, "early", kind="log")
@@ -1174,11 +1178,11 @@ async def test_watch_with_output_takes_an_append_larger_than_an_event_may_be(
 
 
 async def test_watch_with_output_resumes_after_a_cut_without_repeats(
-    server: Start, flavor: str, proxy: Callable[[int], CutProxy]
+    shared_server: Start, flavor: str, proxy: Callable[[int], CutProxy]
 ) -> None:
     """A cut stream is reopened with Last-Event-ID <version>.<nextOffset>: the output goes on
     from the next chunk, none twice, none lost, and the watch ends at the terminal state."""
-    srv = server()
+    srv = shared_server()
     tunnel = proxy(srv.port)
     async with connect(flavor, tunnel.url) as jobs, srv.client() as api:
         job_id = await api.create_job()
@@ -1251,9 +1255,9 @@ async def test_an_output_event_that_is_not_one_raises(
             _ = [update async for update in follow(jobs, "job_fake")]
 
 
-async def test_a_plain_watch_never_yields_output(server: Start, flavor: str) -> None:
+async def test_a_plain_watch_never_yields_output(shared_server: Start, flavor: str) -> None:
     """Without output=True a watch yields states only, and asks for no output."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
         await jobs.append_output(job_id, "x")
@@ -1293,11 +1297,11 @@ def test_bad_arguments_raise_value_error_before_anything_is_sent() -> None:
 
 
 async def test_a_background_append_that_fails_is_raised_by_the_next_write(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """When the timer's append fails (the job ended meanwhile), the next write raises that
     error; the chunks stay, and the writer's end raises it again, then gives them up."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = (await jobs.create_job()).job_id
         if isinstance(jobs, SyncJobs):
@@ -1326,11 +1330,11 @@ async def test_a_background_append_that_fails_is_raised_by_the_next_write(
 
 
 async def test_an_error_in_the_block_appends_the_rest_and_propagates(
-    server: Start, flavor: str
+    shared_server: Start, flavor: str
 ) -> None:
     """A block that raises still appends what its writer holds, and its own error goes on;
     when that append fails too, the block's error carries a note saying so."""
-    srv = server()
+    srv = shared_server()
     async with connect(flavor, srv.base_url) as jobs, srv.client() as api:
         job_id = (await jobs.create_job()).job_id
         ended_id = (await jobs.create_job()).job_id
@@ -1391,10 +1395,10 @@ async def test_a_writer_refused_where_nobody_appended_gives_up(
     assert [body["expectedOffset"] for body in posts(answers)] == [0, 99]
 
 
-async def test_writers_on_one_job_take_turns_however_often_they_must(server: Start) -> None:
+async def test_writers_on_one_job_take_turns_however_often_they_must(shared_server: Start) -> None:
     """Four writers of small batches on one job: every chunk of each lands, once, in its
     writer's order, however many times a batch moves past the others'."""
-    srv = server()
+    srv = shared_server()
     async with connect("sync", srv.base_url) as jobs:
         job_id = (await jobs.create_job()).job_id
 

@@ -4,6 +4,11 @@
 with those settings, waits until ``/healthz`` answers, and returns a
 :class:`RunningServer`. Every process it started is stopped at teardown,
 and teardown fails if the server logged a traceback.
+
+``shared_server`` is the same factory for tests that touch only the jobs they
+create: it hands every such test of a test process the same server for the same
+settings. A server start is most of what such a test costs (about a second of CPU
+with coverage on), and the suite has hundreds of them.
 """
 
 from __future__ import annotations
@@ -266,6 +271,50 @@ def server(
             print(f"--- server log ({running.base_url}, {running.env}) ---\n{log}")
         else:
             assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+
+
+@pytest.fixture(scope="session")
+def _shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningServer]]:
+    started: dict[str, RunningServer] = {}
+    yield started
+    for running in started.values():
+        running.stop()
+
+
+@pytest.fixture
+def shared_server(
+    _shared_servers: dict[str, RunningServer],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., RunningServer]]:
+    """``server``, shared: the test process's server with these settings, started by the
+    first test that asks. For tests that neither count what the server holds (the list of
+    all jobs, metrics) nor stop it. All-jobs snapshots are not rate-limited on it, since
+    every test on it comes from the same address.
+
+    Teardown judges only what the server logged during this test."""
+    used: list[tuple[RunningServer, int]] = []
+
+    def start(**settings: str) -> RunningServer:
+        key = repr(sorted(settings.items()))
+        running = _shared_servers.get(key)
+        if running is None or running.process.poll() is not None:
+            folder = tmp_path_factory.mktemp("shared-server")
+            running = _start(folder, 0, {"JOBS_SNAPSHOT_RATE": "1000", **settings})
+            _shared_servers[key] = running
+        used.append((running, running.log_path.stat().st_size))
+        return running
+
+    yield start
+    failed = request.node.stash.get(_CALL_FAILED, True)
+    for running, offset in used:
+        with running.log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        if failed:
+            print(f"--- shared server log, this test ({running.base_url}) ---\n{text}")
+        else:
+            assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
 
 
 @pytest.fixture
