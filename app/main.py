@@ -9,6 +9,7 @@ importing this module reads nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -105,20 +106,7 @@ def create_app(settings: Settings | None = None) -> Jobcast:
             library.install(previous)
             await store.aclose()
 
-    async def openapi(_: Request) -> Response:
-        return JSONResponse(document)
-
-    operations: list[tuple[Operation, Any]] = [
-        *api.ROUTES,
-        (sse.ALL_EVENTS, sse.StreamRoute(sse.all_events)),
-        (sse.JOB_EVENTS, sse.StreamRoute(sse.job_events)),
-        *probes.ROUTES,
-        (OPENAPI, openapi),
-        (PAGE, index),
-    ]
-    document = openapi_document([op for op, _ in operations], title="Jobcast", version=VERSION)
-
-    ordered = sorted(operations, key=lambda pair: _route_rank(pair[0]))
+    ordered = sorted(_operations(), key=lambda pair: _route_rank(pair[0]))
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/jobs/ws", SocketRoute()),
         Route("/api/jobs/ws", not_a_socket, methods=["GET"]),
@@ -213,6 +201,29 @@ def _key_required(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
 
 async def index(_: Request) -> Response:
     return FileResponse(STATIC / "index.html")
+
+
+async def openapi(_: Request) -> Response:
+    return JSONResponse(_openapi_document())
+
+
+def _operations() -> list[tuple[Operation, Any]]:
+    """Every documented route, with its endpoint."""
+    return [
+        *api.ROUTES,
+        (sse.ALL_EVENTS, sse.StreamRoute(sse.all_events)),
+        (sse.JOB_EVENTS, sse.StreamRoute(sse.job_events)),
+        *probes.ROUTES,
+        (OPENAPI, openapi),
+        (PAGE, index),
+    ]
+
+
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    # Built when first asked for, once per process: it is the code's, the same for every
+    # app whatever its settings, and building it is most of what creating an app costs.
+    return openapi_document([op for op, _ in _operations()], title="Jobcast", version=VERSION)
 
 
 def create_app_from_env() -> Starlette:
