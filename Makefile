@@ -33,7 +33,11 @@ run: $(SERVING) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment 
 # the end with a long queue (tests marked slow start first, see tests/conftest.py).
 TEST_WORKERS ?= 3
 
+# The suite starts hundreds of Python processes (servers, the jobcast command). Where
+# PYTHONDONTWRITEBYTECODE is set, as in some containers, each would compile the packages
+# again (a seventh of a server's start): compile them once, first.
 test: $(DEVELOPING) ## Run the whole test suite, with branch coverage (fails under its floor)
+	$(BIN)/python -m compileall -q app clients/python/jobcast_client
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) --cov
 
 check: $(DEVELOPING) ## Lint, format check and type check
