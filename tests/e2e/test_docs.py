@@ -3,13 +3,13 @@ clients') and docs/.
 
 docs/README.md ("Examples are tested") gives the rules to whoever writes a page.
 In short: a ``python``, ``sh`` (``bash``, ``shell``, ``console``) or ``js``
-(``javascript``) block says ``run`` or ``norun`` after its language; each
-``run`` block runs against a fresh ``python -m app`` started with the settings
-its info string declares, ``127.0.0.1:8000`` standing for that server; shell
-and Python blocks must exit 0, browser blocks must log and throw nothing while
-this test plays the worker; ``serve=NAME`` marks a module that uvicorn serves
-for the next ``run`` block. The settings table of docs/deployment.md must be
-the one ``make docs`` writes.
+(``javascript``) block says ``run`` or ``norun`` after its language; each ``run`` block
+runs against a ``python -m app`` started with the settings its info string declares
+(shared by the blocks that declare the same), ``127.0.0.1:8000`` standing for that
+server; shell and Python blocks must exit 0, browser blocks must log and throw nothing
+while this test plays the worker; ``serve=NAME`` marks a module that uvicorn serves for
+the next ``run`` block. The settings table of docs/deployment.md must be the one ``make
+docs`` writes.
 """
 
 from __future__ import annotations
@@ -464,17 +464,19 @@ def module_server(tmp_path: Path) -> Iterator[Callable[[Example], Target]]:
 @pytest.mark.parametrize("case", cases(), ids=lambda case: case.example.where)
 def test_example_runs(
     case: Case,
-    server: Callable[..., RunningServer],
+    shared_server: Callable[..., RunningServer],
     module_server: Callable[[Example], Target],
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    """The example runs as written against a fresh server, and succeeds."""
+    """The example runs as written against a server with the settings it declares, and
+    succeeds. The examples that declare the same settings share one server, as readers
+    share theirs: an example may not count on being alone on it."""
     example = case.example
     if case.module is not None:
         target = module_server(case.module)
     else:
-        running = server(**example.settings)
+        running = shared_server(**example.settings)
         keys = example.settings.get("JOBS_API_KEY", "")
         target = Target(running.base_url, keys.split(",")[0] or None)
     if example.kind == "js":
