@@ -36,9 +36,9 @@ async def settle(api: JobsClient) -> None:
     assert (await api.get("/healthz")).status_code == 200
 
 
-async def test_long_poll_answers_as_soon_as_a_change_lands(server: Start) -> None:
+async def test_long_poll_answers_as_soon_as_a_change_lands(shared_server: Start) -> None:
     """A waiting long-poll returns the new state when another client changes the job."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
         responses: list[httpx2.Response] = []
@@ -55,9 +55,9 @@ async def test_long_poll_answers_as_soon_as_a_change_lands(server: Start) -> Non
         assert elapsed < seconds(10), "answered on the change, not at the 30 s timeout"
 
 
-async def test_one_change_wakes_every_waiting_long_poll(server: Start) -> None:
+async def test_one_change_wakes_every_waiting_long_poll(shared_server: Start) -> None:
     """Several clients long-polling the same job are all answered by one change."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
         responses: list[httpx2.Response] = []
@@ -70,9 +70,9 @@ async def test_one_change_wakes_every_waiting_long_poll(server: Start) -> None:
         assert all(response.json() == updated for response in responses)
 
 
-async def test_long_poll_waits_past_versions_it_already_has(server: Start) -> None:
+async def test_long_poll_waits_past_versions_it_already_has(shared_server: Start) -> None:
     """A long-poll for version 3 ignores the change to version 3 and answers with version 4."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, srv.client() as worker:
         job_id = await api.create_job()
         await api.update(job_id, progress=1)
@@ -86,9 +86,11 @@ async def test_long_poll_waits_past_versions_it_already_has(server: Start) -> No
         assert responses[0].json() == fourth
 
 
-async def test_long_poll_returns_at_once_when_the_job_is_already_newer(server: Start) -> None:
+async def test_long_poll_returns_at_once_when_the_job_is_already_newer(
+    shared_server: Start,
+) -> None:
     """A long-poll for an older version is answered immediately with the current job."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         updated = await api.update(job_id, progress=40)
@@ -100,9 +102,9 @@ async def test_long_poll_returns_at_once_when_the_job_is_already_newer(server: S
         assert time.monotonic() - started < seconds(10)
 
 
-async def test_long_poll_times_out_with_304(server: Start) -> None:
+async def test_long_poll_times_out_with_304(shared_server: Start) -> None:
     """With no change during the wait, the long-poll answers 304 Not Modified after S seconds."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, progress=5)
@@ -132,9 +134,9 @@ async def test_long_poll_answers_410_when_the_job_is_cleaned_up_meanwhile(
         assert time.monotonic() - started < seconds(10)
 
 
-async def test_long_poll_refuses_bad_requests(server: Start) -> None:
+async def test_long_poll_refuses_bad_requests(shared_server: Start) -> None:
     """An unknown job is 404 and out-of-range parameters are 422, as problem+json."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         cases: list[tuple[str, dict[str, Any], int]] = [

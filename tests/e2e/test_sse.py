@@ -132,9 +132,9 @@ async def test_all_jobs_stream_opens_with_every_current_job(server: Start) -> No
             assert change.json()["progress"] == 10
 
 
-async def test_every_change_arrives_with_its_version_as_id(server: Start) -> None:
+async def test_every_change_arrives_with_its_version_as_id(shared_server: Start) -> None:
     """A subscriber that keeps up gets each change as it happens; `id` is the job's version."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as stream:
@@ -147,9 +147,9 @@ async def test_every_change_arrives_with_its_version_as_id(server: Start) -> Non
                 assert event.json() == updated
 
 
-async def test_a_burst_of_changes_arrives_in_version_order_none_twice(server: Start) -> None:
+async def test_a_burst_of_changes_arrives_in_version_order_none_twice(shared_server: Start) -> None:
     """Under a burst of updates a job's events come in increasing version order, to the last."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as stream:
@@ -239,9 +239,9 @@ async def test_two_concurrent_first_subscribers_each_get_every_change(server: St
 
 
 @pytest.mark.parametrize("via", ["header", "query"])
-async def test_job_stream_resumes_after_last_event_id(server: Start, via: str) -> None:
+async def test_job_stream_resumes_after_last_event_id(shared_server: Start, via: str) -> None:
     """A job stream resumed from version 2 sends the current state only, then new changes."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, progress=10)
@@ -258,10 +258,10 @@ async def test_job_stream_resumes_after_last_event_id(server: Start, via: str) -
 
 
 async def test_job_stream_resumed_at_the_current_version_sends_only_new_changes(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """A client that already has the current version is sent just `synced`, then new changes."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await api.update(job_id, progress=10)
@@ -272,9 +272,9 @@ async def test_job_stream_resumed_at_the_current_version_sends_only_new_changes(
             assert (event.id, event.json()["progress"]) == ("3", 20)
 
 
-async def test_job_stream_ignores_a_last_event_id_it_cannot_use(server: Start) -> None:
+async def test_job_stream_ignores_a_last_event_id_it_cannot_use(shared_server: Start) -> None:
     """A job stream resumed from an id that is no version sends the current state, never a 5xx."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         current = await api.update(job_id, progress=10)
@@ -372,9 +372,9 @@ async def test_resuming_after_a_removal_replays_the_removed_event(server: Start)
 # --- the end of a job --------------------------------------------------------------------
 
 
-async def test_job_stream_ends_after_the_terminal_event(server: Start) -> None:
+async def test_job_stream_ends_after_the_terminal_event(shared_server: Start) -> None:
     """The job stream sends the terminal state and then ends the response body."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         async with await job_stream(srv, job_id) as stream:
@@ -387,9 +387,9 @@ async def test_job_stream_ends_after_the_terminal_event(server: Start) -> None:
             assert failed["error"] == "disk full"
 
 
-async def test_job_stream_of_a_finished_job_sends_it_and_ends(server: Start) -> None:
+async def test_job_stream_of_a_finished_job_sends_it_and_ends(shared_server: Start) -> None:
     """Connecting to an already finished job sends its final state once, `synced`, and ends."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         done = await api.complete(job_id, documentId="doc-1")
@@ -402,9 +402,9 @@ async def test_job_stream_of_a_finished_job_sends_it_and_ends(server: Start) -> 
             assert stream.ended
 
 
-async def test_reconnect_with_the_terminal_version_gets_204(server: Start) -> None:
+async def test_reconnect_with_the_terminal_version_gets_204(shared_server: Start) -> None:
     """A reconnect whose Last-Event-ID is the terminal version is told to stop: 204."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api:
         job_id = await api.create_job()
         await api.complete(job_id)
@@ -413,9 +413,9 @@ async def test_reconnect_with_the_terminal_version_gets_204(server: Start) -> No
             assert await stream.body(seconds(5)) == b""
 
 
-async def test_unknown_job_stream_is_404_problem_json(server: Start) -> None:
+async def test_unknown_job_stream_is_404_problem_json(shared_server: Start) -> None:
     """A stream for an id that never existed is refused with a 404 problem document."""
-    srv = server()
+    srv = shared_server()
     async with await job_stream(srv, "job_doesnotexist") as stream:
         assert stream.status == 404
         assert stream.headers["content-type"] == "application/problem+json"
@@ -534,9 +534,9 @@ async def test_status_filter_sends_the_event_of_a_job_leaving_it(server: Start) 
             assert (await next_job(stream))["jobId"] == marker
 
 
-async def test_newlines_in_job_text_stay_inside_one_data_line(server: Start) -> None:
+async def test_newlines_in_job_text_stay_inside_one_data_line(shared_server: Start) -> None:
     """Newlines and SSE-looking text in messages and metadata arrive JSON-escaped, not injected."""
-    srv = server()
+    srv = shared_server()
     hostile = "line one\n\nevent: removed\ndata: {}\r\nid: 999\rretry: 1\n: ping\u2028\u0085end"
     async with srv.client() as api:
         job_id = await api.create_job(message=hostile, metadata={"note\nkey": hostile})

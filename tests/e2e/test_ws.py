@@ -95,9 +95,9 @@ async def wait_for_ws_connections(api: JobsClient, count: int) -> None:
     await api.wait_for_metric("jobcast_connections", lambda value: value == count, transport="ws")
 
 
-async def test_subscribe_sends_subscribed_then_snapshot_then_changes(server: Start) -> None:
+async def test_subscribe_sends_subscribed_then_snapshot_then_changes(shared_server: Start) -> None:
     """Subscribing to a job answers `subscribed`, then its current state, then each change."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         job_id = await api.create_job(message="start")
         await api.update(job_id, progress=5)
@@ -110,9 +110,9 @@ async def test_subscribe_sends_subscribed_then_snapshot_then_changes(server: Sta
             assert await next_job(ws) == updated
 
 
-async def test_job_frames_come_in_version_order_under_a_burst(server: Start) -> None:
+async def test_job_frames_come_in_version_order_under_a_burst(shared_server: Start) -> None:
     """A burst of updates reaches the socket in increasing version order, ending at the last."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         job_id = await api.create_job()
         await subscribe(ws, job_id)
@@ -129,9 +129,11 @@ async def test_job_frames_come_in_version_order_under_a_burst(server: Start) -> 
 
 
 @pytest.mark.parametrize(("since", "expected"), [(2, 4), (4, None)])
-async def test_subscribe_since_resumes(server: Start, since: int, expected: int | None) -> None:
+async def test_subscribe_since_resumes(
+    shared_server: Start, since: int, expected: int | None
+) -> None:
     """`since` sends only the current state if it is newer, nothing if the client has it."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         job_id = await api.create_job()
         for progress in (1, 2, 3):
@@ -169,10 +171,10 @@ async def test_subscription_ends_after_the_terminal_state(server: Start) -> None
 
 
 async def test_subscribe_to_a_finished_job_already_known_sends_nothing_more(
-    server: Start,
+    shared_server: Start,
 ) -> None:
     """Subscribing with `since` = a finished job's version answers `subscribed` and nothing else."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         job_id = await api.create_job()
         await api.complete(job_id)
@@ -253,9 +255,9 @@ async def test_subscribe_all_with_an_unusable_cursor_resets(server: Start) -> No
         assert await all_snapshot(ws, again) == []
 
 
-async def test_unsubscribe_stops_the_events(server: Start) -> None:
+async def test_unsubscribe_stops_the_events(shared_server: Start) -> None:
     """After `unsubscribed`, changes to that job are no longer sent; others still are."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         dropped = await api.create_job()
         kept = await api.create_job()
@@ -291,9 +293,9 @@ async def test_one_socket_gets_a_change_once_however_many_subscriptions_match(
         assert (first["jobId"], first["version"], second["jobId"]) == (job_id, 2, marker)
 
 
-async def test_ping_gets_pong(server: Start) -> None:
+async def test_ping_gets_pong(shared_server: Start) -> None:
     """An application-level ping frame is answered with a pong frame."""
-    srv = server()
+    srv = shared_server()
     async with socket_to(srv) as ws:
         for _ in range(2):
             await send(ws, {"type": "ping"})
@@ -317,9 +319,11 @@ MALFORMED: list[str | bytes] = [
 ]
 
 
-async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(server: Start) -> None:
+async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(
+    shared_server: Start,
+) -> None:
     """Each frame outside the protocol gets an `error` frame; the socket keeps working after it."""
-    srv = server()
+    srv = shared_server()
     async with srv.client() as api, socket_to(srv) as ws:
         job_id = await api.create_job()
         await subscribe(ws, job_id)
@@ -343,9 +347,9 @@ async def test_malformed_frames_get_an_error_and_the_socket_stays_usable(server:
         assert await next_job(ws) == updated
 
 
-async def test_subscribing_to_an_unknown_job_gets_an_error_frame(server: Start) -> None:
+async def test_subscribing_to_an_unknown_job_gets_an_error_frame(shared_server: Start) -> None:
     """A subscription to an id that does not exist gets a `not_found` error naming it."""
-    srv = server()
+    srv = shared_server()
     async with socket_to(srv) as ws:
         await send(ws, {"type": "subscribe", "jobId": "job_nope"})
         await error_frame(ws, "not_found", jobId="job_nope")
