@@ -27,11 +27,11 @@ $(DEVELOPING): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 run: $(SERVING) ## Serve on http://127.0.0.1:8000 (settings: JOBS_* environment variables)
 	$(BIN)/python -m app
 
-# Most tests wait on a server process, a browser or a socket rather than compute, so
-# three test processes finish the suite in half the time even on two cores. worksteal:
-# a process that runs out of tests takes some of another's, so none is left alone at
-# the end with a long queue (tests marked slow start first, see tests/conftest.py).
-TEST_WORKERS ?= 3
+# Many tests wait on a server process, a browser or a socket rather than compute, and
+# the slow ones (marked slow: they wait out real timeouts) start first and hold one test
+# process for minutes: four processes keep two cores busy meanwhile. worksteal: a process
+# that runs out of tests takes some of another's, so none is left alone with a queue.
+TEST_WORKERS ?= 4
 
 # The suite starts hundreds of Python processes (servers, the jobcast command). Where
 # PYTHONDONTWRITEBYTECODE is set, as in some containers, each would compile the packages
