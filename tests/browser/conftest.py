@@ -275,10 +275,14 @@ def open_live(page: Page, server: Server, query: str = "") -> None:
 def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     """Save a screenshot to artifacts/screenshots/ (git-ignored) for a human to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # Let rows finish sliding in (the endless pulse of the live dot does not count).
+    # Let rows finish sliding in (what runs for as long as a state lasts does not count).
     page.wait_for_function(
-        """() => document.getAnimations().every(
-            (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)"""
+        """() => {
+            const list = document.querySelector('.job-list');
+            const running = list ? list.getAnimations({subtree: true}) : document.getAnimations();
+            return running.every(
+                (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity);
+        }"""
     )
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
 

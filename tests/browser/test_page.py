@@ -85,9 +85,15 @@ def test_page_recovers_after_a_server_restart(
 def test_connection_indicator_shows_the_outage(
     page: Page, jobcast: Server, console: Console
 ) -> None:
-    """While the server is down the indicator leaves 'live', and returns once it is back."""
+    """While the server is down the indicator leaves 'live', and returns once it is back.
+    Live, its dot pulses a few times and then rests: an idle page does not redraw forever."""
     console.allow(REFUSED)
     open_live(page, jobcast)
+    pulses = page.locator("#connection").evaluate(
+        "element => element.getAnimations({subtree: true}).map(a => a.effect.getTiming()"
+        ".iterations)"
+    )
+    assert pulses == [3]
     jobcast.stop()
     expect(page.locator("#connection")).to_have_attribute(
         "data-state", re.compile("reconnecting|offline")
