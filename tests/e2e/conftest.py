@@ -264,17 +264,21 @@ def server(
     yield start
     for running in started:
         running.stop()
-    failed = request.node.stash.get(_CALL_FAILED, True)
     for running in started:
-        log = running.log()
-        if failed:
-            print(f"--- server log ({running.base_url}, {running.env}) ---\n{log}")
-        else:
-            assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+        _judge(request, f"server log ({running.base_url}, {running.env})", running.log())
+
+
+def _judge(request: pytest.FixtureRequest, heading: str, log: str) -> None:
+    """After a test: print what its server logged if the test failed, else fail the test
+    if that log holds a traceback."""
+    if request.node.stash.get(_CALL_FAILED, True):
+        print(f"--- {heading} ---\n{log}")
+    else:
+        assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
 
 
 @pytest.fixture(scope="session")
-def _shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningServer]]:
+def _shared_servers() -> Iterator[dict[str, RunningServer]]:
     started: dict[str, RunningServer] = {}
     yield started
     for running in started.values():
@@ -306,15 +310,11 @@ def shared_server(
         return running
 
     yield start
-    failed = request.node.stash.get(_CALL_FAILED, True)
     for running, offset in used:
         with running.log_path.open("rb") as log:
             log.seek(offset)
             text = log.read().decode(errors="replace")
-        if failed:
-            print(f"--- shared server log, this test ({running.base_url}) ---\n{text}")
-        else:
-            assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
+        _judge(request, f"shared server log, this test ({running.base_url})", text)
 
 
 @pytest.fixture
