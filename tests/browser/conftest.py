@@ -257,12 +257,16 @@ def row(page: Page, job_id: str) -> Locator:
 
 
 def settled(locator: Locator) -> None:
-    """Wait until no transition runs in ``locator``'s element (a new row reveals over
-    300 ms). Playwright checks that a target is still once per action, and a double-click
-    is one action: its second click can land where a growing row has moved the target
-    from. Under ``page.clock`` its check counts faked frames, and can pass mid-reveal."""
-    locator.evaluate(
-        "element => Promise.all(element.getAnimations({subtree: true}).map(a => a.finished))"
+    """Wait until nothing moves in ``locator``'s element: no animation or transition runs
+    there but those that last as long as a state does (a processing row's dot). A new row
+    reveals over 300 ms. Playwright checks that a target is still once per action, and a
+    double-click is one action: its second click can land where a growing row has moved
+    the target from. Under ``page.clock`` its check counts faked frames, and can pass
+    mid-reveal."""
+    locator.page.wait_for_function(
+        """element => element.getAnimations({subtree: true}).every(
+            (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)""",
+        arg=locator.element_handle(),
     )
 
 
@@ -275,15 +279,9 @@ def open_live(page: Page, server: Server, query: str = "") -> None:
 def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     """Save a screenshot to artifacts/screenshots/ (git-ignored) for a human to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # Let rows finish sliding in (what runs for as long as a state lasts does not count).
-    page.wait_for_function(
-        """() => {
-            const list = document.querySelector('.job-list');
-            const running = list ? list.getAnimations({subtree: true}) : document.getAnimations();
-            return running.every(
-                (a) => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity);
-        }"""
-    )
+    # Let rows finish sliding in (the live dot's few pulses need not end first).
+    rows = page.locator(".job-list")
+    settled(rows if rows.count() else page.locator("body"))
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
 
 
