@@ -40,6 +40,12 @@ SMALL_RCVBUF = 4096
 MiB = 1024 * 1024
 
 
+# A stall that lasts while thousands of updates are published, then resumes: under a
+# loaded machine that can outlast the default send timeout (30 s), which would cut the
+# reader these tests want to see resume. The timeout has tests of its own below.
+STALL_FOR_AS_LONG_AS_IT_TAKES = "600"
+
+
 async def publish(api: JobsClient, job_ids: list[str], updates: int, lanes: int = 4) -> int:
     """Send `updates` large updates spread over the jobs, `lanes` at a time; bytes sent."""
     sent = 0
@@ -80,7 +86,7 @@ async def test_stalled_job_stream_keeps_server_memory_bounded_then_gets_the_fina
     server: Start,
 ) -> None:
     """A stalled job stream costs the server bounded memory; on resume it gets the final state."""
-    srv = server()
+    srv = server(JOBS_SEND_TIMEOUT=STALL_FOR_AS_LONG_AS_IT_TAKES)
     async with srv.client() as api:
         job_id = await api.create_job(metadata={"blob": BLOB})
         await publish(api, [job_id], 100)  # warm the server up before measuring
@@ -105,7 +111,7 @@ async def test_stalled_all_jobs_stream_keeps_server_memory_bounded_then_gets_eve
     server: Start,
 ) -> None:
     """A stalled all-jobs stream over several busy jobs gets each job's final state on resume."""
-    srv = server()
+    srv = server(JOBS_SEND_TIMEOUT=STALL_FOR_AS_LONG_AS_IT_TAKES)
     async with srv.client() as api:
         job_ids = [await api.create_job(metadata={"blob": BLOB}) for _ in range(5)]
         await publish(api, job_ids, 100)
@@ -212,7 +218,7 @@ async def drain_until_closed(ws: ClientConnection) -> ConnectionClosed:
 
 async def test_stalled_websocket_is_conflated_then_gets_the_final_state(server: Start) -> None:
     """A WebSocket that stops reading costs bounded memory and gets the final state on resume."""
-    srv = server()
+    srv = server(JOBS_SEND_TIMEOUT=STALL_FOR_AS_LONG_AS_IT_TAKES)
     async with srv.client() as api:
         job_id = await api.create_job(metadata={"blob": BLOB})
         await publish(api, [job_id], 100)
