@@ -9,17 +9,25 @@ import asyncio
 import gc
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
 import pytest
 
 from app import jobs
+from app.jobs import JobFilter
 from app.metrics import Metrics, TransportMetrics
 from app.models import JobStatus, NewJob
 from app.streams import eager
 from app.streams.eager import Suspended
-from app.streams.events import Change, Event, Position
+from app.streams.events import (
+    Change,
+    Event,
+    Position,
+    all_stream_frame,
+    job_stream_frame,
+    output_stream_frame,
+)
 from app.streams.follow import Lease
 from app.streams.hub import Hub, Subscription
 from app.streams.limits import StreamSlots
@@ -346,6 +354,198 @@ async def test_a_write_through_that_fails_closes_its_stream_only(
     assert failing.mailbox.closed == "gone"
     assert fine.socket.written == ["live 2"]
     # A client that left is no error of the server's; anything else is logged.
+    logged = [record.getMessage() for record in caplog.records]
+    assert bool(logged) is isinstance(error, RuntimeError)
+    await asyncio.wait_for(writers[0], seconds(1))
+    writers[1].cancel()
+
+
+# --- the hub's own loop: a job's change to its idle SSE streams' sockets ------------------
+
+
+class Response:
+    """An SSE response as the hub writes to it itself: what it reads of uvicorn's request
+    cycle (its flow control, its state, its transport) and of the stream (its frame, its
+    count of events sent). ``chunks`` is what reached the socket that way."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.flow = SimpleNamespace(write_paused=False)
+        self.disconnected = self.response_complete = False
+        self.transport = SimpleNamespace(write=self.write)
+        self.fail: BaseException | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.chunks.append(chunk)
+
+
+class SSEStream(Stream):
+    """A :class:`Stream` whose live changes the hub may write to its response itself, as
+    an SSE stream on uvicorn's httptools (``Mailbox.direct``)."""
+
+    def __init__(
+        self, mailbox: Mailbox, hub: Hub, frame: Callable[[Event], bytes] = job_stream_frame
+    ) -> None:
+        super().__init__(mailbox, Socket(), hub)
+        self.cycle = Response()
+        self.frame = frame
+        self.lease = SimpleNamespace(metrics=TransportMetrics.of(Metrics(), "sse"))
+        mailbox.write_through(self.write_through, hub.flush, self)  # type: ignore[arg-type]
+
+
+def chunk(frame: bytes) -> bytes:
+    """``frame`` as one chunk of a chunked response."""
+    return b"%x\r\n%b\r\n" % (len(frame), frame)
+
+
+async def test_the_hub_writes_a_jobs_change_to_an_idle_sse_streams_socket_itself() -> None:
+    hub = Hub()
+    streams = [SSEStream(Mailbox(4), hub) for _ in range(3)]
+    writers = [await idle(stream) for stream in streams]
+    for stream in streams:
+        live(hub, stream.mailbox)
+    published = change(2)
+    hub.publish(published)
+    for stream in streams:
+        assert stream.cycle.chunks == [chunk(published.sse_for_job_stream())]
+        assert stream.socket.written == []  # not through the stream's own write-through
+        assert stream.mailbox.waiting  # the writer never woke
+        assert stream.lease.metrics.sent == 1
+    hub.publish(change(3))  # the turn's second change: queued, for the turn's end
+    await end_of_turn()
+    assert [stream.socket.written for stream in streams] == [["live 3"]] * 3
+    for writer in writers:
+        writer.cancel()
+
+
+async def test_a_jobs_stream_and_its_output_stream_each_get_their_own_frame() -> None:
+    hub = Hub()
+    plain, output = SSEStream(Mailbox(4), hub), SSEStream(Mailbox(4), hub, output_stream_frame)
+    writers = [await idle(plain), await idle(output), await idle(SSEStream(Mailbox(4), hub))]
+    for stream in (plain, output):
+        live(hub, stream.mailbox)
+    published = change(2)
+    hub.publish(published)
+    assert plain.cycle.chunks == [chunk(published.sse_for_job_stream())]
+    assert output.cycle.chunks == [chunk(published.sse_for_output_stream())]
+    for writer in writers:
+        writer.cancel()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "paused",
+        "disconnected",
+        "complete",
+        "writer busy",
+        "writer woken",
+        "conflated",
+        "at its floor",
+    ],
+)
+async def test_the_hub_leaves_a_stream_it_cannot_write_at_once_to_the_usual_way(
+    state: str,
+) -> None:
+    """A socket that cannot take the write now, a writer with something to send, a state
+    skipped and not yet counted, a change the client has: each goes as before (the
+    stream's write-through through the server, or the writer)."""
+    hub = Hub()
+    stream, other = SSEStream(Mailbox(4), hub), SSEStream(Mailbox(4), hub)
+    writers = [await idle(stream), await idle(other)]
+    subscription = live(hub, stream.mailbox)
+    live(hub, other.mailbox)
+    if state == "paused":
+        stream.cycle.flow.write_paused = True
+    elif state == "disconnected":
+        stream.cycle.disconnected = True
+    elif state == "complete":
+        stream.cycle.response_complete = True
+    elif state == "writer busy":
+        writers[0].cancel()
+        await asyncio.sleep(0)
+    elif state == "writer woken":
+        stream.mailbox.ping()  # woken this turn: it has yet to run, and takes what comes
+    elif state == "conflated":
+        stream.mailbox.conflated = 1
+    else:
+        subscription.prime([], version=2, synced=False)
+    published = change(2)
+    hub.publish(published)
+    await end_of_turn()
+    assert stream.cycle.chunks == []
+    expected = {
+        "writer busy": ([], "2"),  # queued for the writer
+        "writer woken": (["queued 2"], ""),  # which it sent when it ran
+        "at its floor": ([], ""),  # not sent at all
+    }.get(state, (["live 2"], ""))
+    assert (stream.socket.written, versions(stream.mailbox.take())) == expected
+    assert other.cycle.chunks == [chunk(published.sse_for_job_stream())]
+    for writer in writers:
+        writer.cancel()
+
+
+async def test_the_hub_leaves_a_jobs_last_change_and_an_unprimed_stream_to_the_usual_way() -> None:
+    hub = Hub()
+    ending, unprimed = SSEStream(Mailbox(4), hub), SSEStream(Mailbox(4), hub)
+    writers = [await idle(ending), await idle(unprimed)]
+    live(hub, ending.mailbox)
+    held = hub.subscribe(Subscription(unprimed.mailbox, job_id=JOB))
+    hub.publish(change(2, status="completed"))  # may end the stream: the writer's
+    await asyncio.wait_for(ending.wrote.wait(), seconds(1))
+    assert (ending.cycle.chunks, ending.socket.written) == ([], ["queued 2"])
+    held.prime([], version=1, synced=False)  # what came before it is held, then sent
+    await asyncio.wait_for(unprimed.wrote.wait(), seconds(1))
+    assert (unprimed.cycle.chunks, unprimed.socket.written) == ([], ["queued 2"])
+    for writer in writers:
+        writer.cancel()
+
+
+@pytest.mark.parametrize("where", ["every job", "filtered", "at its head"])
+async def test_the_hub_writes_to_an_all_jobs_stream_itself_only_without_a_filter(
+    where: str,
+) -> None:
+    """A filter is the usual way's to apply; a change at or before the stream's head
+    (its snapshot's end) is one the client has."""
+    hub = Hub()
+    stream = SSEStream(Mailbox(4), hub, all_stream_frame)
+    writer = await idle(stream)
+    published = change(2)
+    subscription = hub.subscribe(
+        Subscription(stream.mailbox, where=JobFilter(job_type="generic"))
+        if where == "filtered"
+        else Subscription(stream.mailbox, where=JobFilter())
+    )
+    subscription.prime([], head=published.position if where == "at its head" else None)
+    await asyncio.wait_for(stream.wrote.wait(), seconds(1))  # the snapshot's end
+    hub.publish(published)
+    await end_of_turn()
+    expected = {
+        "every job": ([chunk(published.sse_for_all_stream())], []),
+        "filtered": ([], ["live 2"]),  # it matches: sent the usual way
+        "at its head": ([], []),
+    }[where]
+    assert (stream.cycle.chunks, stream.socket.written[1:]) == expected
+    writer.cancel()
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("reset"), RuntimeError("a bug")])
+async def test_a_socket_the_hub_fails_to_write_closes_its_stream_only(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub()
+    failing, fine = SSEStream(Mailbox(4), hub), SSEStream(Mailbox(4), hub)
+    writers = [await idle(failing), await idle(fine)]
+    for stream in (failing, fine):
+        live(hub, stream.mailbox)
+    failing.cycle.fail = error
+    published = change(2)
+    with caplog.at_level(logging.ERROR, logger="jobcast"):
+        hub.publish(published)
+    assert failing.mailbox.closed == "gone"
+    assert fine.cycle.chunks == [chunk(published.sse_for_job_stream())]
     logged = [record.getMessage() for record in caplog.records]
     assert bool(logged) is isinstance(error, RuntimeError)
     await asyncio.wait_for(writers[0], seconds(1))

@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.auth import Access, load_job, scope_filter
 from app.errors import BackendUnavailable, JobGone, JobNotFound
@@ -37,6 +38,9 @@ from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Event, Outp
 from app.streams.hub import Subscription
 from app.streams.limits import Slot
 from app.streams.mailbox import Mailbox, Pending, WriteThrough
+
+if TYPE_CHECKING:
+    from app.streams.sse import EventStream
 
 # A stream reads a job's output a page at a time, of about PAGE_BYTES (one event): the
 # first with the job, each after it once the one before it has gone out. The job's read
@@ -217,10 +221,10 @@ class Lease:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay, self.mailbox.close, "expired")
 
-    def write_through(self, write: WriteThrough) -> None:
-        """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`);
-        once its response has started."""
-        self.mailbox.write_through(write, self._runtime.hub.flush)
+    def write_through(self, write: WriteThrough, direct: EventStream | None = None) -> None:
+        """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`),
+        or to ``direct``'s socket if given; once its response has started."""
+        self.mailbox.write_through(write, self._runtime.hub.flush, direct)
 
     async def sendable(self, pending: list[Pending]) -> AsyncGenerator[list[Event]]:
         """What the writer took from the mailbox, in batches to send in order, with

@@ -5,7 +5,9 @@
 
 Publishing never awaits, so one slow socket cannot hold up others: each
 connection's :class:`~app.streams.mailbox.Mailbox` buffers, conflates, and
-writes through (see :mod:`app.streams.mailbox`).
+writes through (see :mod:`app.streams.mailbox`). The common case skips the
+arrows: a change for SSE streams whose writers are idle goes from the hub's
+own loop straight to their sockets (:meth:`Hub.publish`).
 
 A :class:`Subscription` starts *unprimed*: it collects live changes while
 its stream reads the current state from the store, then ``prime`` merges
@@ -21,6 +23,8 @@ from collections.abc import Iterable
 from app.jobs import JobFilter
 from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Output, Position, Synced
 from app.streams.mailbox import Flush, Mailbox, Pending
+
+EVERY_JOB = JobFilter()
 
 
 class Subscription:
@@ -48,7 +52,8 @@ class Subscription:
     ) -> None:
         self.mailbox = mailbox
         self.job_id = job_id
-        self.where = where or JobFilter()
+        # Every unfiltered subscription shares one filter: the hub's loop tells it by identity.
+        self.where = EVERY_JOB if where is None or where == EVERY_JOB else where
         self.output = output
         self._early: list[Change | Output] | None = []
         self._floor_version = 0
@@ -159,11 +164,78 @@ class Hub:
         return len(self._all) + sum(len(subs) for subs in self._by_job.values())
 
     def publish(self, change: Change) -> None:
-        self.flush.begin()
-        for subscription in self._by_job.get(change.job_id, ()):
+        flush = self.flush
+        flush.begin()
+        subscriptions = self._by_job.get(change.job_id, ())
+        if flush.direct and not change.is_final:
+            self._write_idle(change, subscriptions)
+            self._write_idle(change, self._all)
+            return
+        for subscription in subscriptions:
             subscription.offer(change)
         for subscription in self._all:
             subscription.offer(change)
+
+    def _write_idle(self, change: Change, subscriptions: Iterable[Subscription]) -> None:
+        """Offer a change to ``subscriptions``, writing it to each idle SSE stream's socket
+        right here.
+
+        What ``offer`` → :meth:`Mailbox.live` → the stream's write-through would do
+        for such a stream (primed and behind this change, with no filter; its writer
+        waits with nothing due; its socket takes writes now), done in this one loop: a
+        Python call per subscriber is what a live change costs most, and here there
+        are none (see docs/performance.md). Every other case takes ``offer``: a
+        WebSocket, a filter, a busy writer, a paused socket, a state skipped and not
+        yet counted. The caller sees to the rest: the turn's first change
+        (``flush.direct``), not a job's last.
+        """
+        version, position = change.version, change.position
+        framed_by = None  # the frame function the chunk below is for
+        chunk = b""
+        wrote = False
+        for subscription in subscriptions:
+            mailbox = subscription.mailbox
+            stream = mailbox.direct
+            waiter = mailbox._waiter
+            floor = subscription._floor_position
+            if (
+                stream is None
+                or subscription._early is not None
+                # _admits, for a job's subscription and for an unfiltered one of all jobs
+                or (
+                    version <= subscription._floor_version
+                    if subscription.job_id is not None
+                    else subscription.where is not EVERY_JOB
+                    or (floor is not None and position <= floor)
+                )
+                or waiter is None
+                or waiter.done()
+                or mailbox._due
+                or mailbox.conflated
+                or mailbox._through_last is change
+            ):
+                subscription.offer(change)
+                continue
+            cycle = stream.cycle
+            assert cycle is not None  # a stream is direct only with its cycle
+            # The test of streaming.write_now: a socket that cannot take it now leaves the
+            # change to offer, which sends it through the server.
+            if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
+                subscription.offer(change)
+                continue
+            if stream.frame is not framed_by:  # the job's stream, its output's, or all jobs'
+                framed_by = stream.frame
+                body = framed_by(change)
+                chunk = b"%x\r\n%b\r\n" % (len(body), body)
+            mailbox._through_last = change
+            stream.lease.metrics.sent += 1
+            wrote = True
+            try:
+                cycle.transport.write(chunk)
+            except Exception as error:
+                mailbox.write_failed(error)
+        if wrote and not self.flush.armed:
+            self.flush.arm()
 
     def publish_output(self, output: Output) -> None:
         """Chunks appended to a job's output: only its own subscriptions may want them."""

@@ -29,10 +29,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from app.streams.eager import Suspended
 from app.streams.events import Backfill, Change, Event, Output, Synced
+
+if TYPE_CHECKING:
+    from app.streams.sse import EventStream
 
 logger = logging.getLogger("jobcast")
 # A stream's write-through: writes live events now, or returns the send it began and
@@ -115,6 +118,7 @@ class Mailbox:
         "capacity",
         "closed",
         "conflated",
+        "direct",
         "ping_due",
         "sending_since",
     )
@@ -143,18 +147,25 @@ class Mailbox:
         # time perhaps after its send had to wait and woke the writer.
         self._through_last: Change | Output | None = None
         self._underway: Suspended | None = None  # a write-through's send left to the writer
+        # The SSE stream whose socket the hub writes itself while the writer is idle
+        # (Hub.publish, which reads _waiter, _due and _through_last too).
+        self.direct: EventStream | None = None
 
-    def write_through(self, write: WriteThrough, flush: Flush) -> None:
+    def write_through(
+        self, write: WriteThrough, flush: Flush, direct: EventStream | None = None
+    ) -> None:
         """From now on, :meth:`live` events for an idle writer go to ``write``, from
-        ``flush`` at the end of the loop's turn."""
+        ``flush`` at the end of the loop's turn; or straight to ``direct``'s socket, if
+        given, from the hub's own loop (:meth:`Hub.publish`)."""
         self._through = write
         self._flush = flush
+        self.direct = direct
 
     def stop_writing_through(self) -> None:
         """Let go of the stream's write-through (its stream is over). The write-through
         is the stream's, which holds this mailbox: left in place, that cycle would
         keep a closed connection's objects for the cyclic collector to find."""
-        self._through = self._flush = self._through_last = None
+        self._through = self._flush = self._through_last = self.direct = None
 
     @property
     def waiting(self) -> bool:
@@ -198,18 +209,20 @@ class Mailbox:
         assert self._through is not None
         try:
             underway = self._through(events)
-        except OSError:  # the client is gone; the writer would have seen it the same way
-            self.close("gone")
-            return
-        except Exception:
-            # One connection's failure must fail neither the publisher nor the others.
-            logger.exception("writing live events failed; their stream is closed")
-            self.close("gone")
+        except Exception as error:
+            self.write_failed(error)
             return
         if underway is not None:
             self._underway = underway
             self.sending_since = time.monotonic()
             self._wake()
+
+    def write_failed(self, error: Exception) -> None:
+        """A write of live events raised: the stream is closed. One connection's failure
+        must fail neither the publisher nor the others."""
+        if not isinstance(error, OSError):  # gone: the writer would have seen it so too
+            logger.error("writing live events failed; their stream is closed", exc_info=error)
+        self.close("gone")
 
     def put(self, change: Change) -> None:
         if self._queue(change):

@@ -256,7 +256,7 @@ class StreamRoute:
             stream.send = send
             if cycle is not None and cycle.chunked_encoding:
                 stream.cycle = cycle
-            lease.write_through(stream.write_through)
+            lease.write_through(stream.write_through, stream if stream.cycle is not None else None)
             while going:
                 await mailbox.wait()
                 going = await mailbox.settle() and await stream.write_pending(send, mailbox)
