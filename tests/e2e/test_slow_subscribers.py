@@ -181,7 +181,12 @@ async def test_reader_that_never_resumes_is_disconnected_while_others_keep_recei
 
 
 def stalled_websocket(srv: RunningServer, sock: socket.socket) -> connect:
-    """A WebSocket client that buffers at most two frames: stop calling recv and it stalls."""
+    """A WebSocket client that buffers at most two frames: stop calling recv and it stalls.
+
+    It sends no keepalive pings: stalled, it reads no pong either, and would close the
+    connection itself (1011) once a stall outlasts its ping timeout, as thousands of
+    updates published under a loaded machine can.
+    """
     return connect(
         srv.ws_url,
         sock=sock,
@@ -189,6 +194,7 @@ def stalled_websocket(srv: RunningServer, sock: socket.socket) -> connect:
         max_size=None,
         compression=None,
         open_timeout=seconds(5),
+        ping_interval=None,
     )
 
 
