@@ -44,6 +44,10 @@ MiB = 1024 * 1024
 # loaded machine that can outlast the default send timeout (30 s), which would cut the
 # reader these tests want to see resume. The timeout has tests of its own below.
 STALL_FOR_AS_LONG_AS_IT_TAKES = "600"
+# A stalled WebSocket client answers no ping either, and uvicorn closes a WebSocket whose
+# pong is 40 s late (a ping every 20 s, 20 s to answer): its stall must end before that,
+# so it is held while a thousand updates flow (20 MB), not three.
+WEBSOCKET_UPDATES = 1000
 
 
 async def publish(api: JobsClient, job_ids: list[str], updates: int, lanes: int = 4) -> int:
@@ -236,7 +240,7 @@ async def test_stalled_websocket_is_conflated_then_gets_the_final_state(server: 
                 synced = json.loads(await ws.recv())
                 assert synced == {"type": "synced", "jobId": job_id, "version": 101}
             before = srv.rss_bytes()
-            published = await publish(api, [job_id], 3000)
+            published = await publish(api, [job_id], WEBSOCKET_UPDATES)
             growth = srv.rss_bytes() - before
             final = await api.complete(job_id)
             assert growth < published / 4, f"RSS grew {growth / MiB:.1f} MiB"
@@ -248,7 +252,7 @@ async def test_stalled_websocket_is_conflated_then_gets_the_final_state(server: 
                     versions.append(frame["job"]["version"])
             assert frame["job"] == final
             assert versions == sorted(set(versions))
-            assert len(versions) < 3000
+            assert len(versions) < WEBSOCKET_UPDATES
         conflated = await api.wait_for_metric(
             "jobcast_events_conflated_total", lambda value: value > 0, transport="ws"
         )
