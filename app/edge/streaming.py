@@ -65,6 +65,7 @@ def when_gone(cycle: RequestResponseCycle, callback: Callable[[], object] | None
 def write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
     """Write ``body`` as one chunk of the cycle's response, which must be streaming
     chunked, if the socket takes it now; False if it must wait."""
+    # Hub._write_idle makes the same test, and frames the chunk the same way, inline.
     if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
         return False
     last = _last_chunk

@@ -218,8 +218,9 @@ class Hub:
                 continue
             cycle = stream.cycle
             assert cycle is not None  # a stream is direct only with its cycle
-            # The test of streaming.write_now: a socket that cannot take it now leaves the
-            # change to offer, which sends it through the server.
+            # streaming.write_now's test and framing, inline (a call per subscriber is what
+            # this loop saves; the edge imports the hub): keep the two alike. A socket that
+            # cannot take it now leaves the change to offer, which sends it through the server.
             if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
                 subscription.offer(change)
                 continue
@@ -234,7 +235,7 @@ class Hub:
                 cycle.transport.write(chunk)
             except Exception as error:
                 mailbox.write_failed(error)
-        if wrote and not self.flush.armed:
+        if wrote:
             self.flush.arm()
 
     def publish_output(self, output: Output) -> None:
