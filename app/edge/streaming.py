@@ -6,7 +6,8 @@ or WebSocket frame. Here the write goes to the socket itself when it takes
 it at once, framed once per change and shared by every stream:
 :func:`write_now` for an SSE response (httptools, chunked), :func:`send_now`
 for a WebSocket (websockets-sansio, no compression: a compressed frame is
-each connection's own). Both say False when they cannot (the socket is
+each connection's own), which writes all the frames of a turn's changes in
+one write, a system call for them all. Both say False when they cannot (the socket is
 paused for a slow reader, the client is gone, the socket is closing): the
 caller then sends through uvicorn as always, which waits for the socket or
 says why it cannot send.
@@ -32,6 +33,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from app.edge.protocol import HttpProtocol
+from app.streams.events import Latest
 
 
 def cycle_of(send: Send | None) -> RequestResponseCycle | None:
@@ -76,9 +78,9 @@ def write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
     return True
 
 
-def send_now(socket: WebSocketsSansIOProtocol, text: str) -> bool:
-    """Send ``text`` as one text frame if the socket takes it now; False if it must
-    wait, or cannot send at all."""
+def send_now(socket: WebSocketsSansIOProtocol, texts: list[str]) -> bool:
+    """Send ``texts``, a text frame each, all in one write, if the socket takes them
+    now; False if it must wait, or cannot send at all."""
     if (
         not socket.writable.is_set()
         or socket.disconnected
@@ -86,16 +88,16 @@ def send_now(socket: WebSocketsSansIOProtocol, text: str) -> bool:
         or socket.conn.state is not State.OPEN
     ):
         return False
-    last = _last_frame
-    if text is not last.source:
-        last.framed = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-        last.source = text
-    socket.transport.write(last.framed)
+    last = _last_frames
+    if not last.made_from(texts):
+        framed = (Frame(Opcode.TEXT, text.encode()).serialize(mask=False) for text in texts)
+        last.keep(texts, b"".join(framed))
+    socket.transport.write(last.made)
     return True
 
 
 class _Last:
-    """The last thing framed, and its frame: a change's streams all send the same."""
+    """The last body framed, and its chunk: a change's streams all send the same."""
 
     __slots__ = ("framed", "source")
 
@@ -104,4 +106,5 @@ class _Last:
         self.framed = b""
 
 
-_last_chunk, _last_frame = _Last(), _Last()
+_last_chunk = _Last()
+_last_frames: Latest[bytes] = Latest(b"")

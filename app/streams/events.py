@@ -15,8 +15,9 @@ snapshot is over.
 from __future__ import annotations
 
 import collections
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -349,6 +350,7 @@ def ws_frame(event: Event) -> str:
 
 S = TypeVar("S", bound=Sized)
 F = TypeVar("F")
+M = TypeVar("M")
 
 
 def encoded(changes: list[Event], frame: Callable[[Event], F]) -> Iterator[F]:
@@ -359,6 +361,27 @@ def encoded(changes: list[Event], frame: Callable[[Event], F]) -> Iterator[F]:
     changes.clear()
     while pending:
         yield frame(pending.popleft())
+
+
+class Latest(Generic[M]):
+    """What was last made from a list of events or frames: a turn's live changes are the
+    same ones, in the same order, for every connection that gets them all, so each
+    connection after the first takes what the first made (its frames, joined)."""
+
+    __slots__ = ("items", "made")
+
+    def __init__(self, made: M) -> None:
+        self.items: tuple[object, ...] = ()
+        self.made = made
+
+    def made_from(self, items: list[Any]) -> bool:
+        """Whether :attr:`made` was made from these very items (the same, not equal)."""
+        kept = self.items
+        return len(items) == len(kept) and not any(map(operator.is_not, items, kept))
+
+    def keep(self, items: list[Any], made: M) -> None:
+        self.items = tuple(items)  # a copy: the caller's list may change (see encoded)
+        self.made = made
 
 
 def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:

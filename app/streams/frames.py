@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from app.errors import FieldError, InvalidJobData
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
-from app.streams.events import Event, encoded, grouped, ws_frame
+from app.streams.events import Event, Latest, encoded, grouped, ws_frame
 from app.validation import describe, field_errors
 
 ClientFrame = SubscribeAll | SubscribeJob | Unsubscribe | Ping
@@ -91,7 +91,12 @@ def frames(replies: list[str], changes: list[Event], *, batch: bool) -> list[str
     """
     if len(changes) <= FEW and not replies:  # live changes: encoded all at once
         messages = [change.ws_frame() for change in changes]
-        return [_batch(group) for group in grouped(messages, BATCH_CHARS)] if batch else messages
+        if not batch:
+            return messages
+        last = _last_batches
+        if not last.made_from(messages):
+            last.keep(messages, [_batch(group) for group in grouped(messages, BATCH_CHARS)])
+        return last.made
     return _many_frames(replies, changes, batch=batch)
 
 
@@ -102,6 +107,9 @@ def _many_frames(replies: list[str], changes: list[Event], *, batch: bool) -> It
         yield from messages
         return
     yield from (_batch(group) for group in grouped(messages, BATCH_CHARS))
+
+
+_last_batches: Latest[list[str]] = Latest([])
 
 
 def _batch(messages: list[str]) -> str:

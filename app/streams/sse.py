@@ -27,6 +27,7 @@ would, without opening the stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -50,6 +51,7 @@ from app.streams import eager
 from app.streams.eager import Suspended
 from app.streams.events import (
     Event,
+    Latest,
     all_stream_frame,
     encoded,
     grouped,
@@ -74,6 +76,10 @@ HEADERS = [
 PING = b": ping\n\n"
 RESET = b"id: \nevent: reset\ndata: {}\n\n"
 CHUNK_BYTES = 64 * 1024
+# What each kind of stream last joined (its frames differ: a job's, its output's, all jobs').
+_last_joined: collections.defaultdict[Callable[[Event], bytes], Latest[bytes]] = (
+    collections.defaultdict(lambda: Latest(b""))
+)
 _LAST_ID = "Last-Event-ID: resume after this event (also `lastEventId` in the query)."
 
 JOB_EVENTS = Operation(
@@ -153,7 +159,13 @@ class EventStream:
         stream): straight to the socket when it takes them, else through the server."""
         self._count(events)
         frame = self.frame
-        body = frame(events[0]) if len(events) == 1 else b"".join(map(frame, events))
+        if len(events) == 1:
+            body = frame(events[0])
+        else:
+            last = _last_joined[frame]
+            if not last.made_from(events):
+                last.keep(events, b"".join(map(frame, events)))
+            body = last.made
         if self.cycle is not None and streaming.write_now(self.cycle, body):
             return None
         assert self.send is not None

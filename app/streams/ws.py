@@ -297,27 +297,20 @@ class Connection:
                 return
 
     def _write_through(self, events: list[Event]) -> Suspended | None:
-        """Send live events now (see :meth:`Mailbox.flush`); none is a job's last."""
+        """Send live events now (see :meth:`Mailbox.flush`; none is a job's last):
+        straight to the socket, all in one write, when it takes them; else through
+        the server, as far as that goes without waiting."""
         self.lease.sent(events, output=self.follows_output)
-        if len(events) == 1:  # the usual live write: one frame, no list
-            return self._send_now(events[0].ws_frame())
-        texts = list(frames([], events, batch=self.batch))
-        for index, text in enumerate(texts):
-            underway = self._send_now(text)
-            if underway is not None:
-                return eager.start(self._send_after(underway, texts[index + 1 :]))
-        return None
-
-    def _send_now(self, text: str) -> Suspended | None:
-        """Send one frame: straight to the socket when it takes it, else through the
-        server, as far as that goes without waiting."""
-        if self.socket is not None and streaming.send_now(self.socket, text):
+        if len(events) == 1:  # the usual live write: one frame
+            texts = [events[0].ws_frame()]
+        else:
+            texts = list(frames([], events, batch=self.batch))
+        if self.socket is not None and streaming.send_now(self.socket, texts):
             return None
-        return eager.start(self.send({"type": "websocket.send", "text": text}))
+        return eager.start(self._send(texts))
 
-    async def _send_after(self, underway: Suspended, texts: list[str]) -> None:
-        """Finish a send that had to wait, then send ``texts`` (the writer awaits this)."""
-        await underway
+    async def _send(self, texts: list[str]) -> None:
+        """Send ``texts`` through the server, a frame each (it waits for a paused socket)."""
         for text in texts:
             await self.send({"type": "websocket.send", "text": text})
 
