@@ -11,8 +11,11 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
+from websockets.frames import Frame
+from websockets.protocol import Protocol, Side, State
 
 from app import jobs
 from app.jobs import JobFilter
@@ -31,7 +34,7 @@ from app.streams.events import (
 from app.streams.follow import Lease
 from app.streams.hub import Hub, Subscription
 from app.streams.limits import StreamSlots
-from app.streams.mailbox import Mailbox, Pending
+from app.streams.mailbox import DirectResponse, DirectWebSocket, Mailbox, Pending
 from tests.conftest import seconds
 
 pytestmark = pytest.mark.anyio
@@ -392,7 +395,8 @@ class SSEStream(Stream):
         self.cycle = Response()
         self.frame = frame
         self.lease = SimpleNamespace(metrics=TransportMetrics.of(Metrics(), "sse"))
-        mailbox.write_through(self.write_through, hub.flush, self)  # type: ignore[arg-type]
+        direct = DirectResponse(self.cycle, frame, self.lease.metrics)  # type: ignore[arg-type]
+        mailbox.write_through(self.write_through, hub.flush, direct)
 
 
 def chunk(frame: bytes) -> bytes:
@@ -548,6 +552,120 @@ async def test_a_socket_the_hub_fails_to_write_closes_its_stream_only(
     assert fine.cycle.chunks == [chunk(published.sse_for_job_stream())]
     logged = [record.getMessage() for record in caplog.records]
     assert bool(logged) is isinstance(error, RuntimeError)
+    await asyncio.wait_for(writers[0], seconds(1))
+    writers[1].cancel()
+
+
+class WebSocketProtocol:
+    """A WebSocket as the hub writes to it itself: what it reads of uvicorn's
+    websockets-sansio protocol (its flow control, its state, its transport).
+    ``frames`` is what reached the socket that way, read back as a client reads it."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.disconnected = self.close_sent = False
+        self.conn = SimpleNamespace(state=State.OPEN)
+        self.writes: list[bytes] = []
+        self.transport = SimpleNamespace(write=self.write)
+        self.fail: BaseException | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.writes.append(data)
+
+    @property
+    def frames(self) -> list[str]:
+        client = Protocol(Side.CLIENT)
+        for data in self.writes:
+            client.receive_data(data)
+        return [bytes(cast(Frame, frame).data).decode() for frame in client.events_received()]
+
+
+class WSStream(Stream):
+    """A :class:`Stream` whose live changes the hub may write to its socket itself, as a
+    WebSocket on uvicorn's websockets-sansio (``Mailbox.direct``)."""
+
+    def __init__(self, mailbox: Mailbox, hub: Hub) -> None:
+        super().__init__(mailbox, Socket(), hub)
+        self.protocol = WebSocketProtocol()
+        self.metrics = TransportMetrics.of(Metrics(), "websocket")
+        direct = DirectWebSocket(self.protocol, self.metrics)  # type: ignore[arg-type]
+        mailbox.write_through(self.write_through, hub.flush, direct)
+
+
+async def test_the_hub_writes_a_change_to_an_idle_websockets_socket_itself() -> None:
+    hub = Hub()
+    sockets = [WSStream(Mailbox(4), hub) for _ in range(2)]
+    response = SSEStream(Mailbox(4), hub)
+    writers = [await idle(stream) for stream in [*sockets, response]]
+    for stream in [*sockets, response]:
+        live(hub, stream.mailbox)
+    published = change(2)
+    hub.publish(published)
+    for socket in sockets:
+        assert socket.protocol.frames == [published.ws_frame()]
+        assert socket.socket.written == []  # not through the connection's write-through
+        assert socket.mailbox.waiting  # the writer never woke
+        assert socket.metrics.sent == 1
+    assert sockets[1].protocol.writes[0] is sockets[0].protocol.writes[0]  # framed once
+    assert response.cycle.chunks == [chunk(published.sse_for_job_stream())]  # its own
+    for writer in writers:
+        writer.cancel()
+
+
+@pytest.mark.parametrize("state", ["paused", "disconnected", "close sent", "closing"])
+async def test_the_hub_leaves_a_websocket_it_cannot_write_at_once_to_the_usual_way(
+    state: str,
+) -> None:
+    hub = Hub()
+    stream, other = WSStream(Mailbox(4), hub), WSStream(Mailbox(4), hub)
+    writers = [await idle(stream), await idle(other)]
+    for each in (stream, other):
+        live(hub, each.mailbox)
+    if state == "paused":
+        stream.protocol.writable.clear()
+    elif state == "disconnected":
+        stream.protocol.disconnected = True
+    elif state == "close sent":
+        stream.protocol.close_sent = True
+    else:
+        stream.protocol.conn.state = State.CLOSING
+    published = change(2)
+    hub.publish(published)
+    assert stream.protocol.writes == []
+    assert stream.socket.written == ["live 2"]  # the connection's write-through
+    assert other.protocol.frames == [published.ws_frame()]
+    for writer in writers:
+        writer.cancel()
+
+
+async def test_a_websocket_subscribed_to_a_job_and_to_all_jobs_is_written_once() -> None:
+    hub = Hub()
+    stream = WSStream(Mailbox(4), hub)
+    writer = await idle(stream)
+    live(hub, stream.mailbox)
+    hub.subscribe(Subscription(stream.mailbox, where=JobFilter())).prime([], synced=False)
+    published = change(2)
+    hub.publish(published)
+    await end_of_turn()
+    assert stream.protocol.frames == [published.ws_frame()]
+    assert (stream.socket.written, stream.metrics.sent) == ([], 1)
+    writer.cancel()
+
+
+async def test_a_websocket_the_hub_fails_to_write_closes_its_connection_only() -> None:
+    hub = Hub()
+    failing, fine = WSStream(Mailbox(4), hub), WSStream(Mailbox(4), hub)
+    writers = [await idle(failing), await idle(fine)]
+    for stream in (failing, fine):
+        live(hub, stream.mailbox)
+    failing.protocol.fail = ConnectionResetError("reset")
+    published = change(2)
+    hub.publish(published)
+    assert failing.mailbox.closed == "gone"
+    assert fine.protocol.frames == [published.ws_frame()]
     await asyncio.wait_for(writers[0], seconds(1))
     writers[1].cancel()
 

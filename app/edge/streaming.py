@@ -29,11 +29,11 @@ from collections.abc import Callable
 from starlette.types import Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from app.edge.protocol import HttpProtocol
 from app.streams.events import Latest
+from app.streams.frames import text_frame
 
 
 def cycle_of(send: Send | None) -> RequestResponseCycle | None:
@@ -81,6 +81,7 @@ def write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
 def send_now(socket: WebSocketsSansIOProtocol, texts: list[str]) -> bool:
     """Send ``texts``, a text frame each, all in one write, if the socket takes them
     now; False if it must wait, or cannot send at all."""
+    # Hub._write_idle makes the same test, inline.
     if (
         not socket.writable.is_set()
         or socket.disconnected
@@ -90,8 +91,7 @@ def send_now(socket: WebSocketsSansIOProtocol, texts: list[str]) -> bool:
         return False
     last = _last_frames
     if not last.made_from(texts):
-        framed = (Frame(Opcode.TEXT, text.encode()).serialize(mask=False) for text in texts)
-        last.keep(texts, b"".join(framed))
+        last.keep(texts, b"".join(map(text_frame, texts)))
     socket.transport.write(last.made)
     return True
 

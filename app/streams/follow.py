@@ -26,7 +26,6 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from app.auth import Access, load_job, scope_filter
 from app.errors import BackendUnavailable, JobGone, JobNotFound
@@ -37,10 +36,7 @@ from app.store import JobStore
 from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Event, Output, Position
 from app.streams.hub import Subscription
 from app.streams.limits import Slot
-from app.streams.mailbox import Mailbox, Pending, WriteThrough
-
-if TYPE_CHECKING:
-    from app.streams.sse import EventStream
+from app.streams.mailbox import Direct, Mailbox, Pending, WriteThrough
 
 # A stream reads a job's output a page at a time, of about PAGE_BYTES (one event): the
 # first with the job, each after it once the one before it has gone out. The job's read
@@ -221,7 +217,7 @@ class Lease:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay, self.mailbox.close, "expired")
 
-    def write_through(self, write: WriteThrough, direct: EventStream | None = None) -> None:
+    def write_through(self, write: WriteThrough, direct: Direct | None = None) -> None:
         """Live events for the idle connection go to ``write`` (see :meth:`Mailbox.live`),
         or to ``direct``'s socket if given; once its response has started."""
         self.mailbox.write_through(write, self._runtime.hub.flush, direct)

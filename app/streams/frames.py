@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pydantic_core
 from pydantic import ValidationError
+from websockets.frames import Frame, Opcode
 
 from app.errors import FieldError, InvalidJobData
 from app.models import Ping, SubscribeAll, SubscribeJob, Unsubscribe
@@ -110,6 +111,11 @@ def _many_frames(replies: list[str], changes: list[Event], *, batch: bool) -> It
 
 
 _last_batches: Latest[list[str]] = Latest([])
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one WebSocket text frame, unmasked (as a server sends it)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 def _batch(messages: list[str]) -> str:

@@ -6,8 +6,8 @@
 Publishing never awaits, so one slow socket cannot hold up others: each
 connection's :class:`~app.streams.mailbox.Mailbox` buffers, conflates, and
 writes through (see :mod:`app.streams.mailbox`). The common case skips the
-arrows: a change for SSE streams whose writers are idle goes from the hub's
-own loop straight to their sockets (:meth:`Hub.publish`).
+arrows: a change for streams whose writers are idle (SSE and WebSocket) goes
+from the hub's own loop straight to their sockets (:meth:`Hub.publish`).
 
 A :class:`Subscription` starts *unprimed*: it collects live changes while
 its stream reads the current state from the store, then ``prime`` merges
@@ -19,10 +19,14 @@ them tells the client where the snapshot ends.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
+
+from websockets.protocol import State
 
 from app.jobs import JobFilter
 from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Output, Position, Synced
-from app.streams.mailbox import Flush, Mailbox, Pending
+from app.streams.frames import text_frame
+from app.streams.mailbox import DirectResponse, DirectWebSocket, Flush, Mailbox, Pending
 
 EVERY_JOB = JobFilter()
 
@@ -177,29 +181,31 @@ class Hub:
             subscription.offer(change)
 
     def _write_idle(self, change: Change, subscriptions: Iterable[Subscription]) -> None:
-        """Offer a change to ``subscriptions``, writing it to each idle SSE stream's socket
+        """Offer a change to ``subscriptions``, writing it to each idle stream's socket
         right here.
 
         What ``offer`` → :meth:`Mailbox.live` → the stream's write-through would do
         for such a stream (primed and behind this change, with no filter; its writer
         waits with nothing due; its socket takes writes now), done in this one loop: a
         Python call per subscriber is what a live change costs most, and here there
-        are none (see docs/performance.md). Every other case takes ``offer``: a
-        WebSocket, a filter, a busy writer, a paused socket, a state skipped and not
-        yet counted. The caller sees to the rest: the turn's first change
+        are none but the WebSocket's state (see docs/performance.md). Every other
+        case takes ``offer``: a filter, a busy writer, a paused socket, a state skipped
+        and not yet counted, a compressed WebSocket or another server's (no
+        ``direct``). The caller sees to the rest: the turn's first change
         (``flush.direct``), not a job's last.
         """
         version, position = change.version, change.position
-        framed_by = None  # the frame function the chunk below is for
+        framed_by = None  # the SSE frame function the chunk below is for
         chunk = b""
+        frame = b""  # the WebSocket frame, once one is written
         wrote = False
         for subscription in subscriptions:
             mailbox = subscription.mailbox
-            stream = mailbox.direct
+            direct = mailbox.direct
             waiter = mailbox._waiter
             floor = subscription._floor_position
             if (
-                stream is None
+                direct is None
                 or subscription._early is not None
                 # _admits, for a job's subscription and for an unfiltered one of all jobs
                 or (
@@ -216,23 +222,38 @@ class Hub:
             ):
                 subscription.offer(change)
                 continue
-            cycle = stream.cycle
-            assert cycle is not None  # a stream is direct only with its cycle
-            # streaming.write_now's test and framing, inline (a call per subscriber is what
-            # this loop saves; the edge imports the hub): keep the two alike. A socket that
-            # cannot take it now leaves the change to offer, which sends it through the server.
-            if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
-                subscription.offer(change)
-                continue
-            if stream.frame is not framed_by:  # the job's stream, its output's, or all jobs'
-                framed_by = stream.frame
-                body = framed_by(change)
-                chunk = b"%x\r\n%b\r\n" % (len(body), body)
+            # streaming.write_now's and send_now's tests and framing, inline (a call per
+            # subscriber is what this loop saves; the edge imports the hub): keep them
+            # alike. A socket that cannot take it now leaves the change to offer, which
+            # sends it through the server.
+            if type(direct) is DirectResponse:
+                cycle = direct.cycle
+                if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
+                    subscription.offer(change)
+                    continue
+                if direct.frame is not framed_by:  # a job's stream, its output's, all jobs'
+                    framed_by = direct.frame
+                    body = framed_by(change)
+                    chunk = b"%x\r\n%b\r\n" % (len(body), body)
+                data, transport = chunk, cycle.transport
+            else:
+                socket = cast(DirectWebSocket, direct).socket
+                if (
+                    not socket.writable.is_set()
+                    or socket.disconnected
+                    or socket.close_sent
+                    or socket.conn.state is not State.OPEN
+                ):
+                    subscription.offer(change)
+                    continue
+                if not frame:
+                    frame = text_frame(change.ws_frame())
+                data, transport = frame, socket.transport
             mailbox._through_last = change
-            stream.lease.metrics.sent += 1
+            direct.metrics.sent += 1
             wrote = True
             try:
-                cycle.transport.write(chunk)
+                transport.write(data)
             except Exception as error:
                 mailbox.write_failed(error)
         if wrote:

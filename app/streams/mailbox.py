@@ -35,7 +35,10 @@ from app.streams.eager import Suspended
 from app.streams.events import Backfill, Change, Event, Output, Synced
 
 if TYPE_CHECKING:
-    from app.streams.sse import EventStream
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from app.metrics import TransportMetrics
 
 logger = logging.getLogger("jobcast")
 # A stream's write-through: writes live events now, or returns the send it began and
@@ -49,6 +52,38 @@ Pending = Event | Backfill
 # A connection holds about this much of jobs' output waiting (one event's worth): the
 # rest waits in the store, and its writer reads it back as it goes.
 OUTPUT_HELD_BYTES = 64 * 1024
+
+
+class DirectResponse:
+    """An SSE response on uvicorn's httptools (chunked), as the hub's own loop writes a
+    live change to its socket itself (:meth:`~app.streams.hub.Hub.publish`): its request
+    cycle, what frames its events, and its transport's count of events sent."""
+
+    __slots__ = ("cycle", "frame", "metrics")
+
+    def __init__(
+        self,
+        cycle: RequestResponseCycle,
+        frame: Callable[[Event], bytes],
+        metrics: TransportMetrics,
+    ) -> None:
+        self.cycle = cycle
+        self.frame = frame
+        self.metrics = metrics
+
+
+class DirectWebSocket:
+    """A WebSocket on uvicorn's websockets-sansio (uncompressed), as the hub's own loop
+    writes a live change to its socket itself: its protocol, and its transport's count."""
+
+    __slots__ = ("metrics", "socket")
+
+    def __init__(self, socket: WebSocketsSansIOProtocol, metrics: TransportMetrics) -> None:
+        self.socket = socket
+        self.metrics = metrics
+
+
+Direct = DirectResponse | DirectWebSocket
 
 
 class Flush:
@@ -147,12 +182,12 @@ class Mailbox:
         # time perhaps after its send had to wait and woke the writer.
         self._through_last: Change | Output | None = None
         self._underway: Suspended | None = None  # a write-through's send left to the writer
-        # The SSE stream whose socket the hub writes itself while the writer is idle
-        # (Hub.publish, which reads _waiter, _due and _through_last too).
-        self.direct: EventStream | None = None
+        # The socket the hub writes itself while the writer is idle (Hub.publish,
+        # which reads _waiter, _due and _through_last too).
+        self.direct: Direct | None = None
 
     def write_through(
-        self, write: WriteThrough, flush: Flush, direct: EventStream | None = None
+        self, write: WriteThrough, flush: Flush, direct: Direct | None = None
     ) -> None:
         """From now on, :meth:`live` events for an idle writer go to ``write``, from
         ``flush`` at the end of the loop's turn; or straight to ``direct``'s socket, if

@@ -60,7 +60,7 @@ from app.streams.events import (
 )
 from app.streams.follow import Lease, follow_all, follow_job, holds_the_end
 from app.streams.hub import Subscription
-from app.streams.mailbox import Mailbox
+from app.streams.mailbox import DirectResponse, Mailbox
 from app.validation import parse_query, whole_number
 
 logger = logging.getLogger("jobcast")
@@ -266,9 +266,11 @@ class StreamRoute:
             send = scope.get(DIRECT_SEND, send)
             going = await stream.write(send, mailbox, [stream.prefix])
             stream.send = send
+            direct = None
             if cycle is not None and cycle.chunked_encoding:
                 stream.cycle = cycle
-            lease.write_through(stream.write_through, stream if stream.cycle is not None else None)
+                direct = DirectResponse(cycle, stream.frame, lease.metrics)
+            lease.write_through(stream.write_through, direct)
             while going:
                 await mailbox.wait()
                 going = await mailbox.settle() and await stream.write_pending(send, mailbox)

@@ -64,6 +64,7 @@ from app.streams.follow import Lease, follow_all, follow_job
 from app.streams.frames import FrameError, batch_mode, decode_frame, frames
 from app.streams.hub import Subscription
 from app.streams.limits import TokenBucket
+from app.streams.mailbox import DirectWebSocket
 
 # 1012: the server is restarting, reconnect; 1008: policy (not reading, an expired
 # token, flooding); 1009: a frame too large; 1013: try later (too many connections, or
@@ -271,8 +272,9 @@ class Connection:
         mailbox = self.mailbox
         # Frames skip the middleware, which only ever looks at the handshake.
         send = self.send = self.websocket.scope.get(DIRECT_SEND, self.websocket.send)
-        self.socket = streaming.socket_of(send)
-        self.lease.write_through(self._write_through)
+        socket = self.socket = streaming.socket_of(send)
+        direct = None if socket is None else DirectWebSocket(socket, self.lease.metrics)
+        self.lease.write_through(self._write_through, direct)
         while True:
             await mailbox.wait()
             if not await mailbox.settle():
