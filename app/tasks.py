@@ -5,12 +5,14 @@ the clean-up sweep, the SSE heartbeats, the check that cuts slow readers, and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from app.errors import BackendUnavailable
 from app.runtime import Runtime
+from app.streams.hub import HEARTBEAT_PARTS
 
 logger = logging.getLogger("jobcast")
 
@@ -19,8 +21,12 @@ def start(runtime: Runtime) -> list[asyncio.Task[None]]:
     """Start every periodic job of ``runtime``; the lifespan cancels them."""
     settings, hub = runtime.settings, runtime.hub
 
+    # A part of the SSE streams about every second, each stream every JOBS_HEARTBEAT.
+    parts = max(1, min(HEARTBEAT_PARTS, int(settings.heartbeat)))
+    turns = itertools.count()
+
     async def heartbeat() -> None:
-        hub.ping()
+        hub.ping(next(turns) % parts, parts)
 
     async def cut_stalled() -> None:
         hub.cut_stalled(time.monotonic(), settings.send_timeout)
@@ -34,7 +40,7 @@ def start(runtime: Runtime) -> list[asyncio.Task[None]]:
     stall_every = min(1.0, max(0.01, settings.send_timeout / 4))
     running = [
         asyncio.create_task(every("clean-up", sweep_every, runtime.store.sweep)),
-        asyncio.create_task(every("heartbeat", settings.heartbeat, heartbeat)),
+        asyncio.create_task(every("heartbeat", settings.heartbeat / parts, heartbeat)),
         asyncio.create_task(every("slow-reader check", stall_every, cut_stalled)),
     ]
     if settings.stale_ttl:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from app.errors import BackendUnavailable
-from app.tasks import every
+from app.runtime import Runtime
+from app.tasks import every, start, stop
 from tests.conftest import seconds
 
 
@@ -66,3 +69,30 @@ async def test_a_bug_is_logged_with_its_traceback_once_per_streak(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_heartbeats_go_to_one_part_of_the_streams_about_every_second() -> None:
+    """With JOBS_HEARTBEAT=2, half the SSE streams get a heartbeat each second: each of
+    them every two seconds, never all of them in one turn of the loop."""
+    pings: list[tuple[int, int]] = []
+    third = asyncio.Event()
+
+    def ping(part: int, parts: int) -> None:
+        pings.append((part, parts))
+        if len(pings) == 3:
+            third.set()
+
+    settings = SimpleNamespace(heartbeat=2.0, terminal_ttl=60.0, send_timeout=60.0, stale_ttl=0)
+    hub = SimpleNamespace(ping=ping)
+    runtime = SimpleNamespace(settings=settings, hub=hub, store=SimpleNamespace(sweep=noop))
+    running = start(cast(Runtime, runtime))
+    try:
+        await asyncio.wait_for(third.wait(), seconds(5))
+    finally:
+        await stop(running)
+    assert pings == [(0, 2), (1, 2), (0, 2)]
+
+
+async def noop() -> None:
+    pass

@@ -28,13 +28,15 @@ from app.streams.events import (
     Event,
     Position,
     all_stream_frame,
+    chunked,
     job_stream_frame,
     output_stream_frame,
 )
 from app.streams.follow import Lease
-from app.streams.hub import Hub, Subscription
+from app.streams.hub import HEARTBEAT_PARTS, Hub, Subscription
 from app.streams.limits import StreamSlots
 from app.streams.mailbox import DirectResponse, DirectWebSocket, Mailbox, Pending
+from app.streams.sse import PING
 from tests.conftest import seconds
 
 pytestmark = pytest.mark.anyio
@@ -395,7 +397,8 @@ class SSEStream(Stream):
         self.cycle = Response()
         self.frame = frame
         self.lease = SimpleNamespace(metrics=TransportMetrics.of(Metrics(), "sse"))
-        direct = DirectResponse(self.cycle, frame, self.lease.metrics)  # type: ignore[arg-type]
+        ping = chunked(PING)
+        direct = DirectResponse(self.cycle, frame, ping, self.lease.metrics)  # type: ignore[arg-type]
         mailbox.write_through(self.write_through, hub.flush, direct)
 
 
@@ -668,6 +671,68 @@ async def test_a_websocket_the_hub_fails_to_write_closes_its_connection_only() -
     assert fine.protocol.frames == [published.ws_frame()]
     await asyncio.wait_for(writers[0], seconds(1))
     writers[1].cancel()
+
+
+# --- heartbeats: written by the hub to idle SSE streams' sockets, a part at a time ----------
+
+
+async def test_the_hub_writes_an_idle_sse_streams_heartbeat_to_its_socket_itself() -> None:
+    hub = Hub()
+    idle_one, paused, woken, busy = (SSEStream(Mailbox(4), hub) for _ in range(4))
+    writers = [await idle(idle_one), await idle(paused), await idle(woken)]  # not busy's
+    socket = WSStream(Mailbox(4), hub)
+    writers.append(await idle(socket))
+    for stream in (idle_one, paused, woken, busy):
+        hub.attach(stream.mailbox, heartbeat=True)
+    hub.attach(socket.mailbox, heartbeat=False)  # uvicorn pings WebSockets
+    paused.cycle.flow.write_paused = True
+    woken.mailbox.put(change(2))  # its writer has yet to run, and takes what comes
+    hub.ping()
+    assert idle_one.cycle.chunks == [chunked(PING)]
+    assert idle_one.mailbox.waiting  # never woken
+    assert not idle_one.mailbox.ping_due
+    for stream in (paused, woken, busy):  # their writers send it, after what they have
+        assert stream.cycle.chunks == []
+        assert stream.mailbox.ping_due
+    assert not paused.mailbox.waiting
+    assert (socket.protocol.writes, socket.mailbox.ping_due) == ([], False)
+    for writer in writers:
+        writer.cancel()
+
+
+async def test_a_heartbeat_the_hub_fails_to_write_closes_its_stream_only() -> None:
+    hub = Hub()
+    failing, fine = SSEStream(Mailbox(4), hub), SSEStream(Mailbox(4), hub)
+    writers = [await idle(failing), await idle(fine)]
+    for stream in (failing, fine):
+        hub.attach(stream.mailbox, heartbeat=True)
+    failing.cycle.fail = ConnectionResetError("reset")
+    hub.ping()
+    assert failing.mailbox.closed == "gone"
+    assert fine.cycle.chunks == [chunked(PING)]
+    await asyncio.wait_for(writers[0], seconds(1))
+    writers[1].cancel()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 4, HEARTBEAT_PARTS])
+def test_each_stream_is_pinged_once_in_every_round_of_parts(parts: int) -> None:
+    hub = Hub()
+    mailboxes = [Mailbox(4) for _ in range(300)]
+    for mailbox in mailboxes:
+        hub.attach(mailbox, heartbeat=True)
+    counts = dict.fromkeys(mailboxes, 0)
+    for part in range(parts):
+        hub.ping(part, parts)
+        pinged = [mailbox for mailbox in mailboxes if mailbox.ping_due]
+        for mailbox in pinged:
+            counts[mailbox] += 1
+            mailbox.take()
+        if parts > 1:  # a share of them, not all at once
+            assert 0 < len(pinged) < len(mailboxes) * 2 / parts
+    assert set(counts.values()) == {1}
+    hub.detach(mailboxes[0])
+    hub.ping()
+    assert not mailboxes[0].ping_due
 
 
 class Writer:

@@ -32,7 +32,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 from app.edge.protocol import HttpProtocol
-from app.streams.events import Latest
+from app.streams.events import Latest, chunked
 from app.streams.frames import text_frame
 
 
@@ -67,12 +67,12 @@ def when_gone(cycle: RequestResponseCycle, callback: Callable[[], object] | None
 def write_now(cycle: RequestResponseCycle, body: bytes) -> bool:
     """Write ``body`` as one chunk of the cycle's response, which must be streaming
     chunked, if the socket takes it now; False if it must wait."""
-    # Hub._write_idle makes the same test, and frames the chunk the same way, inline.
+    # Hub._write_idle and Hub.ping make the same test, inline.
     if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
         return False
     last = _last_chunk
     if body is not last.source:
-        last.framed = b"%x\r\n%b\r\n" % (len(body), body)
+        last.framed = chunked(body)
         last.source = body
     cycle.transport.write(last.framed)
     return True

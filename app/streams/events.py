@@ -399,6 +399,11 @@ def grouped(frames: Iterable[S], limit: int) -> Iterator[list[S]]:
         yield group
 
 
+def chunked(body: bytes) -> bytes:
+    """``body`` as one chunk of an HTTP response sent chunked, as uvicorn sends streams."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
 def _sse(event: str, data: bytes, event_id: str | None) -> bytes:
     # Imported here, not with the module: importing sse-starlette patches uvicorn's exit
     # handler for its own streams, and building the app must not touch uvicorn.

@@ -18,17 +18,29 @@ them tells the client where the snapshot ends.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import cast
 
 from websockets.protocol import State
 
 from app.jobs import JobFilter
-from app.streams.events import OUTPUT_EVENT_BYTES, Backfill, Change, Output, Position, Synced
+from app.streams.events import (
+    OUTPUT_EVENT_BYTES,
+    Backfill,
+    Change,
+    Output,
+    Position,
+    Synced,
+    chunked,
+)
 from app.streams.frames import text_frame
 from app.streams.mailbox import DirectResponse, DirectWebSocket, Flush, Mailbox, Pending
 
 EVERY_JOB = JobFilter()
+# SSE streams get their heartbeats in this many parts (by mailbox), one part at a time
+# spread over the interval (app.tasks): all of them at once would hold up every change.
+HEARTBEAT_PARTS = 15
 
 
 class Subscription:
@@ -160,7 +172,8 @@ class Hub:
         self.flush = Flush()  # for the streams' write-through
         self._by_job: dict[str, set[Subscription]] = {}
         self._all: set[Subscription] = set()
-        self._pinged: set[Mailbox] = set()
+        self._pinged: list[set[Mailbox]] = [set() for _ in range(HEARTBEAT_PARTS)]
+        self._parts = itertools.cycle(range(HEARTBEAT_PARTS))
         self._mailboxes: set[Mailbox] = set()
 
     @property
@@ -222,10 +235,10 @@ class Hub:
             ):
                 subscription.offer(change)
                 continue
-            # streaming.write_now's and send_now's tests and framing, inline (a call per
-            # subscriber is what this loop saves; the edge imports the hub): keep them
-            # alike. A socket that cannot take it now leaves the change to offer, which
-            # sends it through the server.
+            # streaming.write_now's and send_now's tests, inline (a call per subscriber
+            # is what this loop saves; the edge imports the hub): keep them alike. A
+            # socket that cannot take it now leaves the change to offer, which sends it
+            # through the server.
             if type(direct) is DirectResponse:
                 cycle = direct.cycle
                 if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
@@ -233,8 +246,7 @@ class Hub:
                     continue
                 if direct.frame is not framed_by:  # a job's stream, its output's, all jobs'
                     framed_by = direct.frame
-                    body = framed_by(change)
-                    chunk = b"%x\r\n%b\r\n" % (len(body), body)
+                    chunk = chunked(framed_by(change))
                 data, transport = chunk, cycle.transport
             else:
                 socket = cast(DirectWebSocket, direct).socket
@@ -287,16 +299,43 @@ class Hub:
     def attach(self, mailbox: Mailbox, *, heartbeat: bool) -> None:
         """Track a connection's mailbox, for shutdown and (SSE) heartbeats."""
         self._mailboxes.add(mailbox)
-        if heartbeat:
-            self._pinged.add(mailbox)
+        if heartbeat:  # the parts in turn, so that they stay alike in size
+            self._pinged[next(self._parts)].add(mailbox)
 
     def detach(self, mailbox: Mailbox) -> None:
         self._mailboxes.discard(mailbox)
-        self._pinged.discard(mailbox)
+        for part in self._pinged:
+            part.discard(mailbox)
 
-    def ping(self) -> None:
-        for mailbox in self._pinged:
-            mailbox.ping()
+    def ping(self, part: int = 0, parts: int = 1) -> None:
+        """A heartbeat for the SSE streams of one part in ``parts`` (by default all of
+        them): each of HEARTBEAT_PARTS goes with exactly one of ``part`` 0 to ``parts`` - 1.
+
+        An idle stream's socket is written right here, as :meth:`_write_idle` writes a
+        change: a thousand writers woken at once hold up the loop, and every change
+        published meanwhile, for tens of milliseconds. Any other stream's writer is
+        woken to send it after what it has.
+        """
+        for index in range(part, HEARTBEAT_PARTS, parts):
+            for mailbox in self._pinged[index]:
+                direct = mailbox.direct
+                waiter = mailbox._waiter
+                if (
+                    type(direct) is DirectResponse
+                    and waiter is not None
+                    and not waiter.done()
+                    and not mailbox._due
+                ):
+                    cycle = direct.cycle
+                    if not (
+                        cycle.flow.write_paused or cycle.disconnected or cycle.response_complete
+                    ):
+                        try:
+                            cycle.transport.write(direct.ping)
+                        except Exception as error:
+                            mailbox.write_failed(error)
+                        continue
+                mailbox.ping()
 
     def cut_stalled(self, now: float, timeout: float) -> None:
         """Close every mailbox whose send has been blocked for ``timeout`` seconds."""

@@ -56,19 +56,22 @@ OUTPUT_HELD_BYTES = 64 * 1024
 
 class DirectResponse:
     """An SSE response on uvicorn's httptools (chunked), as the hub's own loop writes a
-    live change to its socket itself (:meth:`~app.streams.hub.Hub.publish`): its request
-    cycle, what frames its events, and its transport's count of events sent."""
+    live change or a heartbeat to its socket itself (:meth:`~app.streams.hub.Hub.publish`,
+    :meth:`~app.streams.hub.Hub.ping`): its request cycle, what frames its events, its
+    heartbeat as a chunk, and its transport's count of events sent."""
 
-    __slots__ = ("cycle", "frame", "metrics")
+    __slots__ = ("cycle", "frame", "metrics", "ping")
 
     def __init__(
         self,
         cycle: RequestResponseCycle,
         frame: Callable[[Event], bytes],
+        ping: bytes,
         metrics: TransportMetrics,
     ) -> None:
         self.cycle = cycle
         self.frame = frame
+        self.ping = ping
         self.metrics = metrics
 
 

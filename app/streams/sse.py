@@ -53,6 +53,7 @@ from app.streams.events import (
     Event,
     Latest,
     all_stream_frame,
+    chunked,
     encoded,
     grouped,
     job_stream_frame,
@@ -269,7 +270,8 @@ class StreamRoute:
             direct = None
             if cycle is not None and cycle.chunked_encoding:
                 stream.cycle = cycle
-                direct = DirectResponse(cycle, stream.frame, lease.metrics)
+                ping = _chunked_ping(stream.ping)
+                direct = DirectResponse(cycle, stream.frame, ping, lease.metrics)
             lease.write_through(stream.write_through, direct)
             while going:
                 await mailbox.wait()
@@ -322,6 +324,10 @@ def _heartbeats(retry_ms: int, heartbeat: float, visible: bool) -> tuple[bytes, 
         return retry, PING
     ping = b'event: ping\ndata: {"every":%s}\n\n' % format(heartbeat, "g").encode()
     return retry + ping, ping
+
+
+# Every stream's heartbeat is one of two, so every stream shares its chunk too.
+_chunked_ping = functools.cache(chunked)
 
 
 async def job_events(request: Request) -> Response | EventStream:
