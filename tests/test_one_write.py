@@ -10,7 +10,6 @@ reads the same bytes off real sockets (tests/e2e/test_ws.py, tests/e2e/test_sse.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, MutableMapping
 from types import SimpleNamespace
@@ -18,8 +17,7 @@ from typing import Any, cast
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame
-from websockets.protocol import Protocol, Side, State
+from websockets.protocol import State
 
 from app import jobs
 from app.edge import streaming
@@ -34,6 +32,7 @@ from app.streams.events import (
 )
 from app.streams.sse import EventStream
 from app.streams.ws import Connection
+from tests.sockets import Response, WebSocketProtocol
 
 pytestmark = pytest.mark.anyio
 
@@ -77,59 +76,39 @@ def test_latest_keeps_a_copy_of_the_items_it_was_made_from() -> None:
 # --- WebSocket: streaming.send_now --------------------------------------------------------
 
 
-class Socket:
-    """What send_now reads of uvicorn's WebSocket protocol, and its transport."""
-
-    def __init__(self) -> None:
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.disconnected = self.close_sent = False
-        self.conn = SimpleNamespace(state=State.OPEN)
-        self.writes: list[bytes] = []
-        self.transport = SimpleNamespace(write=self.writes.append)
-
-    def texts(self) -> list[str]:
-        """Every text frame written, read back as a client reads them."""
-        client = Protocol(Side.CLIENT)
-        for data in self.writes:
-            client.receive_data(data)
-        frames = cast(list[Frame], client.events_received())
-        return [bytes(frame.data).decode() for frame in frames]
-
-
-def send_now(socket: Socket, texts: list[str]) -> bool:
+def send_now(socket: WebSocketProtocol, texts: list[str]) -> bool:
     return streaming.send_now(cast(WebSocketsSansIOProtocol, socket), texts)
 
 
 async def test_several_frames_go_to_the_socket_in_one_write() -> None:
-    socket = Socket()
+    socket = WebSocketProtocol()
     assert send_now(socket, ["one", "two", "three"])
     assert len(socket.writes) == 1
-    assert socket.texts() == ["one", "two", "three"]
+    assert socket.frames == ["one", "two", "three"]
 
 
 async def test_every_socket_sent_the_same_texts_gets_the_same_bytes() -> None:
     texts = [change.ws_frame() for change in changes(3)]
-    first, second = Socket(), Socket()
+    first, second = WebSocketProtocol(), WebSocketProtocol()
     assert send_now(first, list(texts))
     assert send_now(second, list(texts))
     assert second.writes[0] is first.writes[0]  # framed once
-    assert second.texts() == texts
+    assert second.frames == texts
 
 
 async def test_a_socket_sent_other_texts_gets_its_own_frames() -> None:
     one, two, three = (change.ws_frame() for change in changes(3))
-    first, second, third = Socket(), Socket(), Socket()
+    first, second, third = WebSocketProtocol(), WebSocketProtocol(), WebSocketProtocol()
     send_now(first, [one, two])
     send_now(second, [one, three])  # as long, and starting alike
     send_now(third, [one])
-    assert second.texts() == [one, three]
-    assert third.texts() == [one]
+    assert second.frames == [one, three]
+    assert third.frames == [one]
 
 
 @pytest.mark.parametrize("state", ["paused", "disconnected", "closing", "close sent"])
 async def test_a_socket_that_cannot_take_frames_now_is_written_nothing(state: str) -> None:
-    socket = Socket()
+    socket = WebSocketProtocol()
     if state == "paused":
         socket.writable.clear()
     elif state == "disconnected":
@@ -145,7 +124,7 @@ async def test_a_socket_that_cannot_take_frames_now_is_written_nothing(state: st
 # --- WebSocket: a connection's write-through ---------------------------------------------
 
 
-def connection(socket: Socket | None, *, batch: bool) -> tuple[Connection, list[str]]:
+def connection(socket: WebSocketProtocol | None, *, batch: bool) -> tuple[Connection, list[str]]:
     """A WebSocket connection as its mailbox writes through it; and what went out through
     the server's send instead of straight to the socket."""
     sent: list[str] = []
@@ -164,22 +143,22 @@ def connection(socket: Socket | None, *, batch: bool) -> tuple[Connection, list[
 
 
 async def test_a_turns_changes_go_to_a_websocket_in_one_write_a_frame_each() -> None:
-    socket = Socket()
+    socket = WebSocketProtocol()
     stream, sent = connection(socket, batch=False)
     pending = changes(3)
     assert stream._write_through(list(pending)) is None
     assert len(socket.writes) == 1
-    assert socket.texts() == [change.ws_frame() for change in pending]
+    assert socket.frames == [change.ws_frame() for change in pending]
     assert sent == []
 
 
 async def test_in_batch_mode_a_turns_changes_are_one_batch_frame_made_once() -> None:
     pending = changes(3)
-    first, second = Socket(), Socket()
+    first, second = WebSocketProtocol(), WebSocketProtocol()
     for socket in (first, second):
         stream, _ = connection(socket, batch=True)
         stream._write_through(list(pending))
-    [batch] = second.texts()
+    [batch] = second.frames
     expected = [json.loads(change.ws_frame()) for change in pending]
     assert json.loads(batch) == {"type": "batch", "messages": expected}
     assert second.writes[0] is first.writes[0]
@@ -192,7 +171,7 @@ async def test_frames_the_socket_cannot_take_now_go_through_the_server_in_order(
     """No socket of uvicorn's (another server), or one paused for a slow reader."""
     paused = None
     if socket == "paused":
-        paused = Socket()
+        paused = WebSocketProtocol()
         paused.writable.clear()
     stream, sent = connection(paused, batch=False)
     pending = changes(3)
@@ -202,25 +181,6 @@ async def test_frames_the_socket_cannot_take_now_go_through_the_server_in_order(
 
 
 # --- SSE: a stream's write-through ----------------------------------------------------------
-
-
-class Response:
-    """What streaming.write_now reads of uvicorn's request cycle, and its transport."""
-
-    def __init__(self) -> None:
-        self.flow = SimpleNamespace(write_paused=False)
-        self.disconnected = self.response_complete = False
-        self.writes: list[bytes] = []
-        self.transport = SimpleNamespace(write=self.writes.append)
-
-    def body(self) -> bytes:
-        """What was written, de-chunked."""
-        body = b""
-        for chunk in self.writes:
-            size, _, rest = chunk.partition(b"\r\n")
-            assert rest[int(size, 16) :] == b"\r\n"
-            body += rest[: int(size, 16)]
-        return body
 
 
 def sse_stream(frame: Callable[[Event], bytes]) -> EventStream:
@@ -245,7 +205,7 @@ async def test_a_turns_changes_go_to_an_sse_stream_in_one_chunk() -> None:
     stream = sse_stream(job_stream_frame)
     pending = changes(3)
     assert stream.write_through(list(pending)) is None
-    assert len(written(stream).writes) == 1
+    assert len(written(stream).chunks) == 1
     assert written(stream).body() == b"".join(map(job_stream_frame, pending))
 
 
@@ -255,7 +215,7 @@ async def test_sse_streams_with_the_same_changes_share_one_chunk_each_kind_its_o
     all_stream = sse_stream(all_stream_frame)
     for stream in [*jobs_streams, all_stream]:
         stream.write_through(list(pending))
-    first, second = (written(stream).writes[0] for stream in jobs_streams)
+    first, second = (written(stream).chunks[0] for stream in jobs_streams)
     assert second is first
     assert written(all_stream).body() == b"".join(map(all_stream_frame, pending))
     other = sse_stream(job_stream_frame)

@@ -11,11 +11,9 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import cast
 
 import pytest
-from websockets.frames import Frame
-from websockets.protocol import Protocol, Side, State
+from websockets.protocol import State
 
 from app import jobs
 from app.jobs import JobFilter
@@ -38,6 +36,7 @@ from app.streams.limits import StreamSlots
 from app.streams.mailbox import DirectResponse, DirectWebSocket, Mailbox, Pending
 from app.streams.sse import PING
 from tests.conftest import seconds
+from tests.sockets import Response, WebSocketProtocol
 
 pytestmark = pytest.mark.anyio
 
@@ -368,24 +367,6 @@ async def test_a_write_through_that_fails_closes_its_stream_only(
 # --- the hub's own loop: a job's change to its idle SSE streams' sockets ------------------
 
 
-class Response:
-    """An SSE response as the hub writes to it itself: what it reads of uvicorn's request
-    cycle (its flow control, its state, its transport) and of the stream (its frame, its
-    count of events sent). ``chunks`` is what reached the socket that way."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.flow = SimpleNamespace(write_paused=False)
-        self.disconnected = self.response_complete = False
-        self.transport = SimpleNamespace(write=self.write)
-        self.fail: BaseException | None = None
-
-    def write(self, chunk: bytes) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.chunks.append(chunk)
-
-
 class SSEStream(Stream):
     """A :class:`Stream` whose live changes the hub may write to its response itself, as
     an SSE stream on uvicorn's httptools (``Mailbox.direct``)."""
@@ -557,33 +538,6 @@ async def test_a_socket_the_hub_fails_to_write_closes_its_stream_only(
     assert bool(logged) is isinstance(error, RuntimeError)
     await asyncio.wait_for(writers[0], seconds(1))
     writers[1].cancel()
-
-
-class WebSocketProtocol:
-    """A WebSocket as the hub writes to it itself: what it reads of uvicorn's
-    websockets-sansio protocol (its flow control, its state, its transport).
-    ``frames`` is what reached the socket that way, read back as a client reads it."""
-
-    def __init__(self) -> None:
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.disconnected = self.close_sent = False
-        self.conn = SimpleNamespace(state=State.OPEN)
-        self.writes: list[bytes] = []
-        self.transport = SimpleNamespace(write=self.write)
-        self.fail: BaseException | None = None
-
-    def write(self, data: bytes) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.writes.append(data)
-
-    @property
-    def frames(self) -> list[str]:
-        client = Protocol(Side.CLIENT)
-        for data in self.writes:
-            client.receive_data(data)
-        return [bytes(cast(Frame, frame).data).decode() for frame in client.events_received()]
 
 
 class WSStream(Stream):
