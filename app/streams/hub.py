@@ -319,13 +319,7 @@ class Hub:
         for index in range(part, HEARTBEAT_PARTS, parts):
             for mailbox in self._pinged[index]:
                 direct = mailbox.direct
-                waiter = mailbox._waiter
-                if (
-                    type(direct) is DirectResponse
-                    and waiter is not None
-                    and not waiter.done()
-                    and not mailbox._due
-                ):
+                if type(direct) is DirectResponse and mailbox.waiting and not mailbox._due:
                     cycle = direct.cycle
                     if not (
                         cycle.flow.write_paused or cycle.disconnected or cycle.response_complete
